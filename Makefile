@@ -1,0 +1,45 @@
+# One command sets up everything on a fresh machine and runs every check: `make test`.
+# Downloads (Python wheels, the Kafka jars, tools) are cached, so a second run is fast and offline.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup kafka-jars lint typecheck unit test run kafka clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) kafka-jars
+
+kafka-jars: $(STAMP)
+	$(BIN)/python deploy/local/kafka_local.py fetch
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+# pytest exits 5 when it collected no tests: that is a broken suite, not a pass.
+test: setup lint typecheck
+	$(BIN)/pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# A local broker in the foreground (Ctrl-C stops it), for trying the service by hand.
+kafka: kafka-jars
+	$(BIN)/python deploy/local/kafka_local.py run --port 9092 --data-dir .cache/kafka-data
+
+run: $(STAMP)
+	$(BIN)/imgsweep run
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache

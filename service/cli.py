@@ -1,0 +1,73 @@
+"""The ``imgsweep`` command line: one entry point, a subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from service import __version__
+from service.settings import ConfigError, Settings, load_settings, masked_config
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit(require_credentials=args.require_credentials)
+    json.dump(masked_config(settings), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    print("configuration is valid", file=sys.stderr)
+    return EXIT_OK
+
+
+def _run(_args: argparse.Namespace) -> int:
+    settings = _settings_or_exit(require_credentials=True)
+    from service.app import run_service  # noqa: PLC0415 - keeps `--help` and check-config light
+
+    return run_service(settings)
+
+
+def _settings_or_exit(*, require_credentials: bool) -> Settings:
+    try:
+        settings = load_settings()
+        if require_credentials:
+            settings.require_credentials()
+    except ConfigError as error:
+        print(f"imgsweep: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    return settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgsweep",
+        description="Deletes delisted products' images from JD product image search collections.",
+        epilog="Configuration comes from IMGSWEEP_* environment variables; see the README.",
+    )
+    parser.add_argument("--version", action="version", version=f"imgsweep {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="consume delisted events and delete their images (the service)")
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser(
+        "check-config", help="print the effective configuration, secrets masked; exit 2 if invalid"
+    )
+    check.add_argument(
+        "--require-credentials",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also fail when the API keys are missing and dry-run is off (default: on)",
+    )
+    check.set_defaults(handler=_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)

@@ -1,0 +1,382 @@
+"""The service's whole configuration, read once at start-up.
+
+Every setting comes from the environment (prefix ``IMGSWEEP_``, nested sections joined by ``__``, e.g.
+``IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS``) or, for secrets, from files in a secrets directory named the same way
+(how a Kubernetes Secret is mounted). Validation happens here, at start-up, with messages that name the
+setting, what is wrong and what is allowed; nothing later re-checks configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import time, timedelta, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+__all__ = [
+    "API_MAX_BODY_BYTES",
+    "API_MAX_ITEMS",
+    "ApiSettings",
+    "BatchSettings",
+    "ConfigError",
+    "HttpSettings",
+    "KafkaSettings",
+    "LogSettings",
+    "Settings",
+    "load_settings",
+    "masked_config",
+]
+
+ENV_PREFIX = "IMGSWEEP_"
+SECRETS_DIR_ENV = "IMGSWEEP_SECRETS_DIR"
+DEFAULT_SECRETS_DIR = Path("/var/run/secrets/imgsweep")
+
+API_MAX_ITEMS = 200
+"""The API's cap on items in one call (shared by all batch interfaces of the product)."""
+API_MAX_BODY_BYTES = 5 * 1024 * 1024
+"""The gateway rejects any request body over 5 MB."""
+DEFAULT_ENDPOINT = "https://aiapi.jdcloud.com/jdai/product_image_del_image"
+
+# librdkafka properties the service sets itself: letting configuration override them would break
+# "offsets never run ahead of outcomes" or the consumer group contract.
+_RESERVED_KAFKA_PROPERTIES = {
+    "bootstrap.servers": "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS",
+    "group.id": "IMGSWEEP_KAFKA__GROUP_ID",
+    "enable.auto.commit": "none: offsets are committed only after outcomes are acknowledged",
+    "enable.auto.offset.store": "none: offsets are stored only after outcomes are acknowledged",
+    "enable.idempotence": "none: the producer is always idempotent",
+    "acks": "none: outcomes are always published with acks=all",
+    "partition.assignment.strategy": "none: the service uses cooperative-sticky",
+}
+_SECRET_PROPERTY = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says which setting, what is wrong and what is allowed."""
+
+
+def _topic_name(value: str) -> str:
+    if not _TOPIC_NAME.match(value) or value in {".", ".."}:
+        raise ValueError(f"{value!r} is not a valid Kafka topic name (1-249 characters of A-Z a-z 0-9 . _ -)")
+    return value
+
+
+TopicName = Annotated[str, AfterValidator(_topic_name)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Where events come from and where outcomes go."""
+
+    bootstrap_servers: str = Field(
+        default="localhost:9092", min_length=1, description="Comma-separated host:port list."
+    )
+    group_id: str = Field(default="imgsweep", min_length=1, description="Consumer group of all replicas.")
+    input_topic: TopicName = "catalog.product-delisted"
+    outcome_topic: TopicName = "catalog.product-image-deletions"
+    dlq_topic: TopicName = "catalog.product-delisted.dlq"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        repr=False,  # may hold TLS/SASL secrets as plain strings
+        description=(
+            "Extra librdkafka properties for the consumer and the producer, as JSON, e.g. "
+            '{"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}.'
+        ),
+    )
+    max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    max_pending_events: int = Field(
+        default=20_000,
+        ge=1,
+        description="Events held in memory before partitions are paused (bounds memory under backlog).",
+    )
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_have_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{server.strip()!r} is not host:port (e.g. kafka-0.kafka:9092)")
+        return value
+
+    @field_validator("properties")
+    @classmethod
+    def _no_reserved_properties(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if name in _RESERVED_KAFKA_PROPERTIES:
+                raise ValueError(
+                    f"librdkafka property {name!r} is managed by imgsweep and cannot be overridden "
+                    f"(use {_RESERVED_KAFKA_PROPERTIES[name]})"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> KafkaSettings:
+        topics = [self.input_topic, self.outcome_topic, self.dlq_topic]
+        if len(set(topics)) != len(topics):
+            raise ValueError(
+                f"input_topic, outcome_topic and dlq_topic must be three different topics (got {', '.join(topics)})"
+            )
+        return self
+
+    def librdkafka_common(self) -> dict[str, Any]:
+        """Properties shared by the consumer and the producer (security, extras)."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.sasl_username is not None:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        config.update(self.properties)
+        return config
+
+
+def _utc_offset(value: str) -> str:
+    match = re.fullmatch(r"([+-])(\d{2}):(\d{2})", value)
+    if not match or int(match.group(2)) > 14 or int(match.group(3)) > 59:
+        raise ValueError(f"{value!r} is not a UTC offset like +08:00 or -05:30")
+    return value
+
+
+class ApiSettings(_Section):
+    """The JD product image delete API and how politely to call it."""
+
+    endpoint: HttpUrl = Field(default=HttpUrl(DEFAULT_ENDPOINT))
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    region: str = Field(default="cn-north-1", min_length=1, pattern=r"^[a-z0-9-]+$")
+    service: str = Field(default="aiapi", min_length=1, pattern=r"^[a-z0-9-]+$")
+    qps: float = Field(default=2.0, gt=0, le=1000, description="The account's QPS limit, shared by replicas.")
+    workers: int = Field(default=4, ge=1, le=64, description="Threads making API calls.")
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    read_timeout_seconds: float = Field(default=30.0, gt=0)
+    write_timeout_seconds: float = Field(default=10.0, gt=0)
+    pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1, le=100, description="Tries of one call before giving up.")
+    max_elapsed_seconds: float = Field(default=600.0, gt=0, description="Time budget of one call's retries.")
+    backoff_initial_seconds: float = Field(default=0.5, gt=0)
+    backoff_max_seconds: float = Field(default=30.0, gt=0)
+    absent_reasons: frozenset[str] = Field(
+        default=frozenset({"NO_AVAILABLE_FEATURE", "NO_RELATIVE_IMAGE"}),
+        description="failed_list reasons meaning the image is not in the collection (the goal holds).",
+    )
+    retryable_item_reasons: frozenset[str] = Field(default=frozenset({"DELETE_IMAGE_ERROR", "INTERNAL_SERVER_ERROR"}))
+    quota_reset_utc_offset: Annotated[str, AfterValidator(_utc_offset)] = Field(
+        default="+08:00", description="Time zone of the daily quota reset (China Standard Time)."
+    )
+    quota_reset_time: time = Field(default=time(0, 0), description="Local time of the daily reset.")
+
+    @model_validator(mode="after")
+    def _backoff_bounds(self) -> ApiSettings:
+        if self.backoff_max_seconds < self.backoff_initial_seconds:
+            raise ValueError(
+                f"backoff_max_seconds ({self.backoff_max_seconds}) must be at least "
+                f"backoff_initial_seconds ({self.backoff_initial_seconds})"
+            )
+        return self
+
+    @property
+    def quota_reset_zone(self) -> timezone:
+        sign = -1 if self.quota_reset_utc_offset[0] == "-" else 1
+        hours, minutes = (int(part) for part in self.quota_reset_utc_offset[1:].split(":"))
+        return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+class BatchSettings(_Section):
+    """How images are grouped into calls."""
+
+    max_items: int = Field(default=API_MAX_ITEMS, ge=1)
+    max_bytes: int = Field(default=API_MAX_BODY_BYTES, ge=1024)
+    linger_seconds: float = Field(default=2.0, ge=0, le=3600)
+
+    @field_validator("max_items")
+    @classmethod
+    def _api_item_cap(cls, value: int) -> int:
+        if value > API_MAX_ITEMS:
+            raise ValueError(
+                f"{value} is above the API's cap of {API_MAX_ITEMS} items per call; use 1 to {API_MAX_ITEMS}"
+            )
+        return value
+
+    @field_validator("max_bytes")
+    @classmethod
+    def _api_body_cap(cls, value: int) -> int:
+        if value > API_MAX_BODY_BYTES:
+            raise ValueError(
+                f"{value} is above the gateway's {API_MAX_BODY_BYTES}-byte (5 MB) body limit; "
+                f"use at most {API_MAX_BODY_BYTES}"
+            )
+        return value
+
+
+class HttpSettings(_Section):
+    """The metrics and health endpoint."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - it must be reachable by the kubelet and Prometheus
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """The root of the configuration; see the README's table for every name."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        secrets_nested_delimiter="__",
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    api: ApiSettings = ApiSettings()
+    batch: BatchSettings = BatchSettings()
+    http: HttpSettings = HttpSettings()
+    log: LogSettings = LogSettings()
+    dry_run: bool = Field(default=False, description="Do everything except the HTTP call.")
+    shutdown_grace_seconds: float = Field(
+        default=25.0, gt=0, le=3600, description="How long SIGTERM waits for in-flight work."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Files named like the variables (IMGSWEEP_API__SECRET_KEY) fill nested sections, as a mounted
+        # Kubernetes Secret with those keys would; the environment wins over files.
+        return (init_settings, env_settings, NestedSecretsSettingsSource(file_secret_settings))
+
+    def require_credentials(self) -> None:
+        """Calling the API needs both keys; dry-run does not."""
+        if self.dry_run:
+            return
+        missing = [
+            f"{ENV_PREFIX}API__{name.upper()}"
+            for name in ("access_key", "secret_key")
+            if getattr(self.api, name) is None or not getattr(self.api, name).get_secret_value()
+        ]
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} must be set (environment, or a file of that name in the "
+                f"secrets directory ${SECRETS_DIR_ENV}, default {DEFAULT_SECRETS_DIR}); "
+                f"or set {ENV_PREFIX}DRY_RUN=true to run without calling the API"
+            )
+
+
+def _env_name(loc: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in loc if not isinstance(part, int)]
+    # Validators of a whole section report the section; keys of a dict are not settings of their own.
+    return ENV_PREFIX + "__".join(part.upper() for part in parts[:2])
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        name = _env_name(item["loc"]) if item["loc"] else ENV_PREFIX + "*"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "is not a known setting (check the spelling against the README's configuration table)"
+        shown = "" if _is_secret_name(name) or item["type"] == "extra_forbidden" else _short(item.get("input"))
+        lines.append(f"  {name}: {message}{shown}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    if isinstance(value, dict | list) or value is None:
+        return ""
+    text = repr(value)
+    return f" (got {text[:80]})"
+
+
+def _is_secret_name(name: str) -> bool:
+    return bool(_SECRET_PROPERTY.search(name))
+
+
+def secrets_dir_from_env() -> Path | None:
+    configured = os.environ.get(SECRETS_DIR_ENV)
+    if configured:
+        path = Path(configured)
+        if not path.is_dir():
+            raise ConfigError(f"{SECRETS_DIR_ENV}={configured} is not a directory")
+        return path
+    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
+
+
+def _unknown_variables() -> list[str]:
+    # pydantic-settings silently ignores an unknown top-level variable; a typo must not pass unnoticed.
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | {SECRETS_DIR_ENV}
+    return sorted(
+        name for name in os.environ if name.upper().startswith(ENV_PREFIX) and name.upper().split("__")[0] not in known
+    )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Reads the environment and the secrets directory; raises ConfigError with a readable message."""
+    unknown = _unknown_variables()
+    if unknown:
+        raise ConfigError(
+            "invalid configuration:\n"
+            + "\n".join(
+                f"  {name}: is not a known setting (check the spelling against the README's configuration table)"
+                for name in unknown
+            )
+        )
+    try:
+        secrets_dir = secrets_dir_from_env()
+        return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]  # pydantic-settings init kwarg
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+def masked_config(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets masked, safe to print or log.
+
+    pydantic already renders every ``SecretStr`` as a mask in JSON mode; librdkafka properties are plain
+    strings, so any whose name looks secret (password, secret, token, key) is masked here too.
+    """
+    data = settings.model_dump(mode="json")
+    properties: dict[str, str] = data["kafka"]["properties"]
+    for name in properties:
+        if _is_secret_name(name):
+            properties[name] = "**********"
+    return data

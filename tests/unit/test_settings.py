@@ -1,0 +1,189 @@
+"""The settings contract: names operators rely on, defaults, actionable errors, secrets never shown."""
+
+from __future__ import annotations
+
+import json
+from datetime import time, timedelta
+from pathlib import Path
+
+import pytest
+
+from service.settings import (
+    API_MAX_BODY_BYTES,
+    API_MAX_ITEMS,
+    ConfigError,
+    load_settings,
+    masked_config,
+)
+
+SECRET = "s3cr3t-VALUE-never-printed"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(__import__("os").environ):
+        if name.upper().startswith("IMGSWEEP_"):
+            monkeypatch.delenv(name)
+    # An empty secrets directory, so a developer's /var/run/secrets/imgsweep cannot leak into tests.
+    empty = tmp_path / "no-secrets"
+    empty.mkdir()
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(empty))
+
+
+def test_defaults_match_the_documented_contract() -> None:
+    settings = load_settings()
+    assert settings.kafka.input_topic == "catalog.product-delisted"
+    assert settings.kafka.outcome_topic == "catalog.product-image-deletions"
+    assert settings.kafka.dlq_topic == "catalog.product-delisted.dlq"
+    assert str(settings.api.endpoint) == "https://aiapi.jdcloud.com/jdai/product_image_del_image"
+    assert settings.api.region == "cn-north-1"
+    assert settings.api.qps == 2
+    assert settings.batch.max_items == API_MAX_ITEMS == 200
+    assert settings.batch.max_bytes == API_MAX_BODY_BYTES == 5 * 1024 * 1024
+    assert settings.dry_run is False
+    assert settings.api.absent_reasons == {"NO_AVAILABLE_FEATURE", "NO_RELATIVE_IMAGE"}
+    assert settings.api.quota_reset_zone.utcoffset(None) == timedelta(hours=8)
+    assert settings.api.quota_reset_time == time(0, 0)
+
+
+def test_every_documented_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = {
+        "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": "k1:9092,k2:9093",
+        "IMGSWEEP_KAFKA__GROUP_ID": "sweepers",
+        "IMGSWEEP_KAFKA__INPUT_TOPIC": "in",
+        "IMGSWEEP_KAFKA__OUTCOME_TOPIC": "out",
+        "IMGSWEEP_KAFKA__DLQ_TOPIC": "dlq",
+        "IMGSWEEP_API__ENDPOINT": "http://127.0.0.1:8900/jdai/product_image_del_image",
+        "IMGSWEEP_API__ACCESS_KEY": "ak",
+        "IMGSWEEP_API__SECRET_KEY": SECRET,
+        "IMGSWEEP_API__REGION": "cn-east-2",
+        "IMGSWEEP_API__SERVICE": "jdai",
+        "IMGSWEEP_API__QPS": "5",
+        "IMGSWEEP_BATCH__MAX_ITEMS": "150",
+        "IMGSWEEP_BATCH__LINGER_SECONDS": "0.5",
+        "IMGSWEEP_HTTP__PORT": "9100",
+        "IMGSWEEP_DRY_RUN": "true",
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.kafka.bootstrap_servers == "k1:9092,k2:9093"
+    assert settings.kafka.group_id == "sweepers"
+    assert (settings.kafka.input_topic, settings.kafka.outcome_topic, settings.kafka.dlq_topic) == (
+        "in",
+        "out",
+        "dlq",
+    )
+    assert settings.api.endpoint.port == 8900
+    assert settings.api.access_key is not None
+    assert settings.api.access_key.get_secret_value() == "ak"
+    assert settings.api.secret_key is not None
+    assert settings.api.secret_key.get_secret_value() == SECRET
+    assert (settings.api.region, settings.api.service, settings.api.qps) == ("cn-east-2", "jdai", 5)
+    assert (settings.batch.max_items, settings.batch.linger_seconds) == (150, 0.5)
+    assert settings.http.port == 9100
+    assert settings.dry_run is True
+
+
+def test_secrets_come_from_files_in_the_secrets_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "IMGSWEEP_API__ACCESS_KEY").write_text("ak-from-file")
+    (secrets / "IMGSWEEP_API__SECRET_KEY").write_text(SECRET + "\n")
+    (secrets / "IMGSWEEP_KAFKA__SASL_PASSWORD").write_text("kafka-pass")
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(secrets))
+    settings = load_settings()
+    assert settings.api.access_key is not None
+    assert settings.api.access_key.get_secret_value() == "ak-from-file"
+    assert settings.api.secret_key is not None
+    assert settings.api.secret_key.get_secret_value().strip() == SECRET
+    assert settings.kafka.sasl_password is not None
+    assert settings.kafka.librdkafka_common()["sasl.password"] == "kafka-pass"
+    settings.require_credentials()
+
+
+def test_environment_wins_over_secret_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "IMGSWEEP_API__ACCESS_KEY").write_text("from-file")
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("IMGSWEEP_API__ACCESS_KEY", "from-env")
+    settings = load_settings()
+    assert settings.api.access_key is not None
+    assert settings.api.access_key.get_secret_value() == "from-env"
+
+
+def test_librdkafka_properties_pass_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "IMGSWEEP_KAFKA__PROPERTIES",
+        json.dumps({"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}),
+    )
+    config = load_settings().kafka.librdkafka_common()
+    assert config["security.protocol"] == "SASL_SSL"
+    assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("IMGSWEEP_BATCH__MAX_ITEMS", "500", "IMGSWEEP_BATCH__MAX_ITEMS: 500 is above the API's cap of 200"),
+        (
+            "IMGSWEEP_BATCH__MAX_ITEMS",
+            "0",
+            "IMGSWEEP_BATCH__MAX_ITEMS: Input should be greater than or equal",
+        ),
+        ("IMGSWEEP_BATCH__MAX_BYTES", "6000000", "5 MB"),
+        ("IMGSWEEP_API__QPS", "0", "IMGSWEEP_API__QPS: Input should be greater than 0"),
+        ("IMGSWEEP_API__QPS", "fast", "IMGSWEEP_API__QPS: Input should be a valid number"),
+        ("IMGSWEEP_API__ENDPOINT", "not a url", "IMGSWEEP_API__ENDPOINT"),
+        ("IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS", "kafka", "'kafka' is not host:port"),
+        ("IMGSWEEP_KAFKA__INPUT_TOPIC", "bad topic!", "is not a valid Kafka topic name"),
+        ("IMGSWEEP_KAFKA__OUTCOME_TOPIC", "catalog.product-delisted", "three different topics"),
+        ("IMGSWEEP_KAFKA__PROPERTIES", '{"enable.auto.commit": "true"}', "managed by imgsweep"),
+        ("IMGSWEEP_HTTP__PORT", "70000", "IMGSWEEP_HTTP__PORT"),
+        ("IMGSWEEP_LOG__LEVEL", "LOUD", "IMGSWEEP_LOG__LEVEL"),
+        ("IMGSWEEP_API__QUOTA_RESET_UTC_OFFSET", "8", "is not a UTC offset like +08:00"),
+        ("IMGSWEEP_KAFKA__BOOTSTRAPSERVERS", "k:9092", "IMGSWEEP_KAFKA__BOOTSTRAPSERVERS: is not a known"),
+        ("IMGSWEEP_DRYRUN", "true", "IMGSWEEP_DRYRUN: is not a known setting"),
+    ],
+)
+def test_bad_config_names_the_setting_and_what_is_allowed(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert expected in str(raised.value)
+
+
+def test_missing_credentials_are_named_unless_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSWEEP_API__ACCESS_KEY", "ak")
+    with pytest.raises(ConfigError, match="IMGSWEEP_API__SECRET_KEY must be set") as raised:
+        load_settings().require_credentials()
+    assert "IMGSWEEP_API__ACCESS_KEY" not in str(raised.value)
+    monkeypatch.setenv("IMGSWEEP_DRY_RUN", "1")
+    load_settings().require_credentials()
+
+
+def test_secret_values_never_appear_in_errors_or_masked_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSWEEP_API__SECRET_KEY", SECRET)
+    monkeypatch.setenv("IMGSWEEP_KAFKA__SASL_PASSWORD", SECRET)
+    monkeypatch.setenv("IMGSWEEP_KAFKA__PROPERTIES", json.dumps({"ssl.key.password": SECRET}))
+    settings = load_settings()
+    shown = json.dumps(masked_config(settings))
+    assert SECRET not in shown
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+    assert masked_config(settings)["api"]["secret_key"] == "**********"
+    # An invalid neighbour must not make the error message echo the secret either.
+    monkeypatch.setenv("IMGSWEEP_API__SECRET_KEY", SECRET)
+    monkeypatch.setenv("IMGSWEEP_API__QPS", "-3")
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert SECRET not in str(raised.value)
+
+
+def test_a_missing_secrets_directory_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match=r"IMGSWEEP_SECRETS_DIR=.*is not a directory"):
+        load_settings()
