@@ -1,0 +1,1 @@
+"""Everything that talks to, or imitates, JD Cloud's product image API."""

@@ -1,0 +1,203 @@
+"""The rate limiter, the quota gate and the retry policy, on injected clocks: no sleeping, no I/O."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import UTC, datetime, time, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.api.errors import CallAbandoned
+from service.api.models import QuotaFacts
+from service.api.quota import QuotaGate, next_reset
+from service.api.rate_limit import RateLimiter
+from service.api.retry import RetryPolicy
+
+CST = timezone(timedelta(hours=8))
+
+
+class FakeClock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limiter_spaces_calls_at_the_rate() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock)
+    delays = [limiter.reserve() for _ in range(5)]
+    assert delays == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+
+
+def test_rate_limiter_has_no_burst_after_idling() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock)
+    limiter.reserve()
+    clock.now += 60
+    assert [limiter.reserve() for _ in range(3)] == pytest.approx([0.0, 0.5, 1.0])
+
+
+def test_rate_limiter_halves_on_throttle_and_recovers() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, increase_fraction=0.25)
+    limiter.on_throttled()
+    assert limiter.rate == 1.0
+    limiter.on_throttled()
+    limiter.on_throttled()
+    limiter.on_throttled()
+    limiter.on_throttled()
+    assert limiter.rate == pytest.approx(0.2)  # the floor: a tenth of the ceiling
+    for _ in range(20):
+        limiter.on_success()
+    assert limiter.rate == 2.0
+
+
+def test_rate_limiter_ceiling_follows_the_replica_share() -> None:
+    limiter = RateLimiter(2.0, clock=FakeClock())
+    limiter.set_ceiling(0.5)
+    assert (limiter.ceiling, limiter.rate) == (0.5, 0.5)
+    limiter.set_ceiling(1.0)
+    assert limiter.rate == 1.0
+    limiter.on_throttled()
+    limiter.set_ceiling(2.0)
+    assert limiter.rate == 0.5  # a throttled pace is not raised by a rebalance, only by successes
+
+
+def test_rate_limiter_is_shared_safely_by_threads() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10.0, clock=clock)
+    delays: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(50):
+            delay = limiter.reserve()
+            with lock:
+                delays.append(delay)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(delays) == pytest.approx([i / 10 for i in range(400)])
+
+
+def test_acquire_is_interrupted_by_shutdown() -> None:
+    limiter = RateLimiter(0.001)
+    limiter.reserve()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CallAbandoned):
+        limiter.acquire(stop)
+
+
+def test_next_reset_is_midnight_china_time() -> None:
+    # 15:59 UTC is 23:59 in Beijing: the reset is a minute away.
+    now = datetime(2026, 11, 23, 15, 59, tzinfo=UTC)
+    assert next_reset(now, CST, time(0, 0)) == datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
+    # 16:00 UTC exactly is the reset itself: the next one is a day later.
+    assert next_reset(now + timedelta(minutes=1), CST, time(0, 0)) == datetime(2026, 11, 24, 16, 0, tzinfo=UTC)
+
+
+@given(st.datetimes(timezones=st.just(UTC)), st.times())
+def test_next_reset_is_always_within_a_day_and_after_now(now: datetime, at: time) -> None:
+    reset = next_reset(now, CST, at)
+    assert now < reset <= now + timedelta(days=1)
+    assert reset.astimezone(CST).time() == at
+
+
+class WallClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class AdvancingStop(threading.Event):
+    """A stop event whose wait() moves the fake clock instead of sleeping."""
+
+    def __init__(self, clock: WallClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waited = 0.0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.clock.now += timedelta(seconds=timeout)
+        self.waited += timeout
+        return self.is_set()
+
+
+def test_quota_gate_holds_until_the_reset_then_reopens() -> None:
+    clock = WallClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))  # 23:00 in Beijing
+    gate = QuotaGate(CST, time(0, 0), clock=clock, step_seconds=60)
+    gate.observe(QuotaFacts(remain_times=3, charge=True))
+    assert gate.state().exhausted is False
+    assert gate.state().remaining == 3
+    gate.observe(QuotaFacts(remain_times=0, charge=True))
+    state = gate.state()
+    assert state.exhausted is True
+    assert state.seconds_until_reset == 3600
+    assert state.charged_calls == 2
+    stop = AdvancingStop(clock)
+    waited = gate.wait(stop)
+    assert waited == pytest.approx(3600)
+    assert clock.now == datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
+    assert gate.state().exhausted is False
+    assert gate.state().remaining is None
+
+
+def test_quota_gate_does_not_wait_when_open_or_unlimited() -> None:
+    clock = WallClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+    gate = QuotaGate(CST, time(0, 0), clock=clock)
+    gate.observe(QuotaFacts(remain_times=-1))
+    assert gate.wait(AdvancingStop(clock)) == 0.0
+
+
+def test_quota_gate_wait_is_interrupted_by_shutdown() -> None:
+    clock = WallClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+    gate = QuotaGate(CST, time(0, 0), clock=clock)
+    gate.exhausted()
+    stop = AdvancingStop(clock)
+    stop.set()
+    with pytest.raises(CallAbandoned):
+        gate.wait(stop)
+
+
+def test_still_exhausted_right_after_a_reset_probes_again_soon() -> None:
+    clock = WallClock(datetime(2026, 11, 23, 15, 59, tzinfo=UTC))
+    gate = QuotaGate(CST, time(0, 0), clock=clock, step_seconds=30, reprobe_seconds=600)
+    gate.exhausted()
+    gate.wait(AdvancingStop(clock))
+    gate.exhausted()  # the API still says 10040 right after our reset
+    assert gate.state().seconds_until_reset == pytest.approx(600)
+
+
+def test_retry_delay_is_full_jitter_under_a_growing_cap() -> None:
+    policy = RetryPolicy(max_attempts=10, initial_seconds=0.5, max_seconds=8)
+    rng = random.Random(7)
+    for attempt, cap in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (9, 8.0)]:
+        samples = [policy.delay(attempt, rng) for _ in range(300)]
+        assert all(0 <= s <= cap for s in samples)
+        assert max(samples) > cap * 0.8  # the whole range is used, not a fixed delay
+        assert min(samples) < cap * 0.2
+
+
+def test_retry_after_is_a_floor() -> None:
+    policy = RetryPolicy(initial_seconds=0.5, max_seconds=1)
+    assert policy.delay(1, random.Random(1), retry_after=12.0) == 12.0
+
+
+def test_retry_budget_counts_attempts_and_elapsed_time() -> None:
+    policy = RetryPolicy(max_attempts=3, max_elapsed_seconds=10)
+    assert policy.allows(1, 0, 1)
+    assert policy.allows(2, 0, 1)
+    assert not policy.allows(3, 0, 1)
+    assert not policy.allows(1, 9.5, 1)
