@@ -1,0 +1,160 @@
+"""Builds the running service from settings: Kafka clients, the API client, workers, HTTP, signals."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from service.api.classify import ResponsePolicy
+from service.api.client import DeleteClient, new_http_client
+from service.api.models import BatchResult, DeleteBatch, ItemResult, ItemStatus
+from service.api.quota import QuotaGate
+from service.api.rate_limit import RateLimiter
+from service.api.retry import RetryPolicy
+from service.api.signing import Credentials
+from service.health import HealthServer
+from service.logs import configure_logging
+from service.metrics import Metrics
+from service.pipeline.events import ERROR_CLASSES
+from service.pipeline.processor import HealthState, Pipeline
+from service.settings import ConfigError, Settings, masked_config
+
+__all__ = ["consumer_config", "producer_config", "run_service"]
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL_MS = 5000
+
+
+def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """librdkafka's dotted names for the consumer, all in one place."""
+    kafka = settings.kafka
+    return {
+        **kafka.librdkafka_common(),
+        "group.id": kafka.group_id,
+        "client.id": f"imgsweep-{socket.gethostname()}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": kafka.properties.get("auto.offset.reset", "earliest"),
+        "partition.assignment.strategy": "cooperative-sticky",
+        "max.poll.interval.ms": kafka.max_poll_interval_ms,
+        "session.timeout.ms": kafka.session_timeout_ms,
+        "statistics.interval.ms": STATS_INTERVAL_MS,
+        **callbacks,
+    }
+
+
+def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
+        "client.id": f"imgsweep-{socket.gethostname()}",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        **callbacks,
+    }
+
+
+def _dry_run_delete(limiter: RateLimiter, stop: threading.Event) -> Any:
+    def delete(batch: DeleteBatch) -> BatchResult:
+        limiter.acquire(stop)  # paced like real calls, so a dry run shows real timing
+        items = tuple(ItemResult(item, ItemStatus.DELETED, "dry_run") for item in batch.items)
+        return BatchResult(items=items, api_calls=0, attempts=1, codes=("dry_run",))
+
+    return delete
+
+
+def run_service(settings: Settings) -> int:
+    configure_logging(settings.log.level, settings.log.format)
+    log.info("starting imgsweep", extra={"state": masked_config(settings)})
+    metrics = Metrics(error_classes=ERROR_CLASSES)
+    health = HealthState()
+    stop_calls = threading.Event()
+    api = settings.api
+    limiter = RateLimiter(api.qps)
+    quota = QuotaGate(api.quota_reset_zone, api.quota_reset_time)
+    http = new_http_client(
+        connect=api.connect_timeout_seconds,
+        read=api.read_timeout_seconds,
+        write=api.write_timeout_seconds,
+        pool=api.pool_timeout_seconds,
+        connections=api.workers,
+    )
+    if settings.dry_run:
+        delete = _dry_run_delete(limiter, stop_calls)
+        log.warning("DRY RUN: no API call is made; outcomes say dry_run: true")
+    else:
+        if api.access_key is None or api.secret_key is None:
+            raise ConfigError("IMGSWEEP_API__ACCESS_KEY and IMGSWEEP_API__SECRET_KEY must be set")
+        client = DeleteClient(
+            http=http,
+            endpoint=str(api.endpoint),
+            credentials=Credentials(api.access_key.get_secret_value(), api.secret_key.get_secret_value()),
+            region=api.region,
+            service=api.service,
+            policy=ResponsePolicy(api.absent_reasons, api.retryable_item_reasons),
+            retry=RetryPolicy(
+                max_attempts=api.max_attempts,
+                max_elapsed_seconds=api.max_elapsed_seconds,
+                initial_seconds=api.backoff_initial_seconds,
+                max_seconds=api.backoff_max_seconds,
+            ),
+            limiter=limiter,
+            quota=quota,
+            stop=stop_calls,
+            observer=metrics,
+        )
+        delete = client.delete
+
+    pipeline_holder: list[Pipeline] = []
+
+    def on_stats(stats: str) -> None:
+        if pipeline_holder:
+            pipeline_holder[0].on_stats(stats)
+
+    def on_error(error: Any) -> None:
+        log.warning("kafka: %s", error)
+
+    consumer = Consumer(consumer_config(settings, stats_cb=on_stats, error_cb=on_error))
+    producer = Producer(producer_config(settings, error_cb=on_error))
+    executor = ThreadPoolExecutor(max_workers=api.workers, thread_name_prefix="api-call")
+    pipeline = Pipeline(
+        settings=settings,
+        consumer=consumer,
+        producer=producer,
+        delete=delete,
+        executor=executor,
+        quota=quota,
+        limiter=limiter,
+        metrics=metrics,
+        health=health,
+        stop_calls=stop_calls,
+        source=f"imgsweep/{settings.kafka.group_id}",
+    )
+    pipeline_holder.append(pipeline)
+    server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)
+    server.start()
+    log.info("metrics and health on port %d", server.port)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: shutting down (a second signal abandons in-flight work)", signal.Signals(signum).name)
+        pipeline.request_shutdown()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    started = time.monotonic()
+    try:
+        pipeline.run()
+    finally:
+        server.stop()
+        http.close()
+    log.info("imgsweep stopped after %.1f s", time.monotonic() - started)
+    return 0

@@ -1,0 +1,81 @@
+"""One port for Prometheus and the kubelet: ``/metrics``, ``/livez`` and ``/readyz``.
+
+``/livez`` only asks whether the poll loop is turning (a heartbeat within a bound); it never checks the
+brokers, so a Kafka outage does not get healthy pods restarted. ``/readyz`` says whether this replica is
+doing its job: subscribed, brokers reachable, not in the fatal state, not draining. Both answer JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.metrics import Metrics
+from service.pipeline.processor import HealthState
+
+__all__ = ["LIVENESS_BOUND_SECONDS", "HealthServer"]
+
+LIVENESS_BOUND_SECONDS = 30.0
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, *, health: HealthState, metrics: Metrics) -> None:
+        state, registry = health, metrics.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                elif path == "/livez":
+                    age = time.monotonic() - state.heartbeat
+                    alive = age < LIVENESS_BOUND_SECONDS
+                    self._json(200 if alive else 503, {"alive": alive, "heartbeat_age_seconds": round(age, 3)})
+                elif path == "/readyz":
+                    self._json(
+                        200 if state.ready else 503,
+                        {
+                            "ready": state.ready,
+                            "subscribed": state.subscribed,
+                            "brokers_up": state.brokers_up,
+                            "fatal": state.fatal_reason,
+                            "draining": state.draining,
+                            "assigned_partitions": sorted(state.assigned),
+                            "committed_offsets": {str(p): o for p, o in sorted(state.committed.items())},
+                        },
+                    )
+                else:
+                    self._json(404, {"error": "not found", "paths": ["/metrics", "/livez", "/readyz"]})
+
+            def _json(self, status: int, body: dict[str, Any]) -> None:
+                self._send(status, "application/json", json.dumps(body).encode())
+
+            def _send(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # scrapes and probes every few seconds are not worth a log line
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,181 @@
+"""Every metric imgsweep exposes, in one place. Names follow Prometheus conventions; labels are bounded.
+
+Label values that are known in advance are pre-initialised to zero, so a dashboard's ``rate()`` and an
+alert's ``increase()`` see a series before the first event of its kind. Anything outside a known set is
+folded into ``other``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from service import __version__
+from service.api.classify import (
+    BATCH_REJECTED_CODES,
+    BUSINESS_TRANSIENT_CODES,
+    FATAL_CODES,
+    NO_SUCH_DATA,
+    NOT_REPORTED,
+    QUOTA_CODES,
+    RATE_CODES,
+    SUCCESS,
+    TRANSIENT_CODES,
+)
+
+__all__ = ["API_CODES", "IMAGE_REASONS", "Metrics"]
+
+OTHER: Final = "other"
+API_CODES: Final = tuple(
+    sorted(
+        {SUCCESS, NO_SUCH_DATA, *TRANSIENT_CODES, *RATE_CODES, *QUOTA_CODES, *FATAL_CODES}
+        | {f"{SUCCESS}/{code}" for code in (1030, 1031)}
+        | {str(code) for code in BATCH_REJECTED_CODES | BUSINESS_TRANSIENT_CODES}
+        | {"http_401", "http_403", "http_404", "http_413", "http_429", "http_500", "http_502", "http_503"}
+        | {"http_504", "timeout", "connection_error", "bad_body", "dry_run", OTHER}
+    )
+)
+IMAGE_REASONS: Final = (
+    "none",
+    "NO_AVAILABLE_FEATURE",
+    "NO_RELATIVE_IMAGE",
+    "NO_RELATIVE_COLLECTION",
+    "DELETE_IMAGE_ERROR",
+    "INTERNAL_SERVER_ERROR",
+    "INVALID_IMAGE_ID_LIST",
+    "NO_VALID_IMAGE_ID",
+    "INVALID_PARAMETER_JSON",
+    "NO_SUCH_DATA",
+    NOT_REPORTED,
+    "retries_exhausted",
+    "dry_run",
+    OTHER,
+)
+IMAGE_STATUSES: Final = ("deleted", "absent", "failed")
+OUTCOME_STATUSES: Final = ("deleted", "partially_deleted", "failed")
+FLUSH_REASONS: Final = ("size", "bytes", "linger", "shutdown")
+DEAD_LETTER_REASONS: Final = ("invalid_event", "retries_exhausted")
+
+
+def _bounded(value: str, known: Iterable[str]) -> str:
+    return value if value in known else OTHER
+
+
+class Metrics:
+    """Holds the collectors on its own registry (tests build as many as they like)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, error_classes: Iterable[str] = ()) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self._error_classes = (*error_classes, OTHER)
+        Info("imgsweep_build", "Build information.", registry=r).info({"version": __version__})
+        self.events_consumed = Counter("imgsweep_events_consumed", "Input records consumed.", registry=r)
+        self.invalid_events = Counter(
+            "imgsweep_invalid_events",
+            "Input records that could not be decoded, by error class.",
+            ["error_class"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "imgsweep_outcomes", "Outcome events acknowledged by the broker, by status.", ["status"], registry=r
+        )
+        self.images = Counter(
+            "imgsweep_images", "Images decided, by status and reason.", ["status", "reason"], registry=r
+        )
+        self.api_calls = Counter("imgsweep_api_calls", "Delete API calls made, by answer code.", ["code"], registry=r)
+        self.api_call_duration = Histogram(
+            "imgsweep_api_call_duration_seconds",
+            "Duration of one delete API call.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.batch_items = Histogram(
+            "imgsweep_batch_items",
+            "Items per delete API call.",
+            buckets=(1, 5, 10, 25, 50, 100, 150, 190, 199, 200),
+            registry=r,
+        )
+        self.batch_flushes = Counter(
+            "imgsweep_batch_flushes", "Batches handed to workers, by why they were cut.", ["reason"], registry=r
+        )
+        self.retries = Counter(
+            "imgsweep_api_retries", "Call retries scheduled, by the code retried.", ["code"], registry=r
+        )
+        self.rate_limiter_waits = Counter(
+            "imgsweep_rate_limiter_waits", "Calls that waited for the rate limiter.", registry=r
+        )
+        self.rate_limiter_wait_seconds = Counter(
+            "imgsweep_rate_limiter_wait_seconds", "Time calls spent waiting for the rate limiter.", registry=r
+        )
+        self.rate_limit_qps = Gauge(
+            "imgsweep_rate_limit_qps", "This replica's current call pace (AIMD, up to its QPS share).", registry=r
+        )
+        self.quota_remaining = Gauge(
+            "imgsweep_quota_remaining_calls", "Calls left as the API last said (remainTimes); -1 unlimited.", registry=r
+        )
+        self.quota_charged = Counter("imgsweep_quota_charged_calls", "Calls the API said it charged.", registry=r)
+        self.quota_exhausted = Gauge(
+            "imgsweep_quota_exhausted", "1 while calls wait for the daily quota reset.", registry=r
+        )
+        self.quota_reset_seconds = Gauge(
+            "imgsweep_quota_reset_seconds", "Seconds until the next daily quota reset.", registry=r
+        )
+        self.fatal = Gauge("imgsweep_fatal", "1 when calling stopped on a fatal API or config error.", registry=r)
+        self.consumer_lag = Gauge(
+            "imgsweep_consumer_lag_messages", "Consumer lag per assigned partition.", ["partition"], registry=r
+        )
+        self.inflight_batches = Gauge("imgsweep_inflight_batches", "Batches being called now.", registry=r)
+        self.pending_events = Gauge("imgsweep_pending_events", "Events consumed and not yet finished.", registry=r)
+        self.paused_partitions = Gauge("imgsweep_paused_partitions", "Assigned partitions paused.", registry=r)
+        self.assigned_partitions = Gauge("imgsweep_assigned_partitions", "Partitions assigned.", registry=r)
+        self.dead_letters = Counter(
+            "imgsweep_dead_letters", "Records acknowledged on the dead-letter topic, by reason.", ["reason"], registry=r
+        )
+        self.end_to_end_latency = Histogram(
+            "imgsweep_end_to_end_latency_seconds",
+            "From the event's Kafka timestamp to its outcome being acknowledged.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+            registry=r,
+        )
+        self.commits = Counter("imgsweep_offset_commits", "Offset commits sent.", registry=r)
+        self._initialise_labels()
+
+    def _initialise_labels(self) -> None:
+        for error_class in self._error_classes:
+            self.invalid_events.labels(error_class)
+        for status in OUTCOME_STATUSES:
+            self.outcomes.labels(status)
+        for status in IMAGE_STATUSES:
+            self.images.labels(status, "none")
+        for reason in IMAGE_REASONS:
+            self.images.labels("failed", reason)
+        self.images.labels("absent", "NO_AVAILABLE_FEATURE")
+        self.images.labels("absent", "NO_RELATIVE_IMAGE")
+        for code in API_CODES:
+            self.api_calls.labels(code)
+            self.retries.labels(code)
+        for reason in FLUSH_REASONS:
+            self.batch_flushes.labels(reason)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+
+    # The API client's observer interface (service.api.client.CallObserver).
+    def call_finished(self, code: str, seconds: float, items: int) -> None:
+        self.api_calls.labels(_bounded(code, API_CODES)).inc()
+        self.api_call_duration.observe(seconds)
+        self.batch_items.observe(items)
+
+    def retry_scheduled(self, code: str, delay: float) -> None:
+        self.retries.labels(_bounded(code, API_CODES)).inc()
+
+    def rate_limiter_waited(self, seconds: float) -> None:
+        self.rate_limiter_waits.inc()
+        self.rate_limiter_wait_seconds.inc(seconds)
+
+    def image_decided(self, status: str, reason: str | None) -> None:
+        self.images.labels(status, _bounded(reason or "none", IMAGE_REASONS)).inc()
+
+    def invalid_event(self, error_class: str) -> None:
+        self.invalid_events.labels(_bounded(error_class, self._error_classes)).inc()

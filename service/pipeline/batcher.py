@@ -1,0 +1,166 @@
+"""Groups images to delete by collection into calls: at most ``max_items`` and ``max_bytes`` each.
+
+Pure and single-threaded (the poll loop owns it). A collection's open batch keeps absorbing images until it
+is full or taken by a worker, even after its linger time ran out: under backlog, a batch waiting for a free
+worker fills up instead of going out half empty. Batches are handed out oldest first across collections.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+from service.api.models import DeleteBatch, DeleteItem
+
+__all__ = ["Batcher", "FlushReason", "ReadyBatch", "body_overhead", "item_bytes"]
+
+W = TypeVar("W")
+"""Whatever waits for an item's result (the pipeline's pending events)."""
+
+
+class FlushReason(StrEnum):
+    SIZE = "size"
+    BYTES = "bytes"
+    LINGER = "linger"
+    SHUTDOWN = "shutdown"
+
+
+def item_bytes(item: DeleteItem) -> int:
+    """Bytes one item adds to the request body, separator included (as ``encode_body`` writes it)."""
+    return len(json.dumps({"product_id": item.product_id, "image_id": item.image_id}, ensure_ascii=False).encode()) + 1
+
+
+def body_overhead(collection: str) -> int:
+    return len(json.dumps({"collection_name": collection, "image_id_list": []}, ensure_ascii=False).encode())
+
+
+@dataclass(eq=False)
+class _Entry(Generic[W]):
+    item: DeleteItem
+    attempt: int
+    waiters: list[W]
+
+
+@dataclass(eq=False)
+class _OpenBatch(Generic[W]):
+    collection: str
+    created_at: float
+    sequence: int
+    size_bytes: int
+    entries: dict[DeleteItem, _Entry[W]] = field(default_factory=dict)
+    full: FlushReason | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ReadyBatch(Generic[W]):
+    """A batch handed to a worker: the call to make and who waits for each item."""
+
+    batch: DeleteBatch
+    waiters: dict[DeleteItem, list[W]]
+    attempts: dict[DeleteItem, int]
+    flush_reason: FlushReason
+    created_at: float
+
+
+class Batcher(Generic[W]):
+    def __init__(self, *, max_items: int, max_bytes: int, linger_seconds: float) -> None:
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._linger = linger_seconds
+        self._batches: list[_OpenBatch[W]] = []  # oldest first
+        self._open: dict[str, _OpenBatch[W]] = {}
+        self._sequence = itertools.count()
+        self._items = 0
+
+    def add(self, collection: str, item: DeleteItem, waiter: W, now: float, attempt: int = 1) -> None:
+        """Queues an image; the same (product, image) twice in one open batch is one item with two waiters."""
+        batch = self._open.get(collection)
+        if batch is not None:
+            entry = batch.entries.get(item)
+            if entry is not None:
+                entry.waiters.append(waiter)
+                entry.attempt = max(entry.attempt, attempt)
+                return
+        size = item_bytes(item)
+        if batch is None or not self._fits(batch, size):
+            if batch is not None and batch.full is None:
+                batch.full = FlushReason.BYTES
+            batch = self._new_batch(collection, now)
+        batch.entries[item] = _Entry(item, attempt, [waiter])
+        batch.size_bytes += size
+        self._items += 1
+        if len(batch.entries) >= self._max_items:
+            batch.full = FlushReason.SIZE
+            del self._open[collection]
+        elif batch.size_bytes >= self._max_bytes:
+            batch.full = FlushReason.BYTES
+            del self._open[collection]
+
+    def _fits(self, batch: _OpenBatch[W], size: int) -> bool:
+        return batch.size_bytes + size <= self._max_bytes
+
+    def _new_batch(self, collection: str, now: float) -> _OpenBatch[W]:
+        overhead = body_overhead(collection)
+        if overhead + 64 > self._max_bytes:
+            raise ValueError(f"collection name too long for a {self._max_bytes}-byte body")
+        batch: _OpenBatch[W] = _OpenBatch(collection, now, next(self._sequence), overhead)
+        self._batches.append(batch)
+        self._open[collection] = batch
+        return batch
+
+    def take(self, now: float, *, drain: bool = False) -> ReadyBatch[W] | None:
+        """The oldest batch that is full, has lingered long enough, or any batch when draining."""
+        for index, batch in enumerate(self._batches):
+            if batch.full is not None:
+                reason = batch.full
+            elif drain:
+                reason = FlushReason.SHUTDOWN
+            elif now - batch.created_at >= self._linger:
+                reason = FlushReason.LINGER
+            else:
+                continue
+            del self._batches[index]
+            if self._open.get(batch.collection) is batch:
+                del self._open[batch.collection]
+            self._items -= len(batch.entries)
+            return ReadyBatch(
+                batch=DeleteBatch(batch.collection, tuple(batch.entries), f"{batch.collection}#{batch.sequence}"),
+                waiters={item: entry.waiters for item, entry in batch.entries.items()},
+                attempts={item: entry.attempt for item, entry in batch.entries.items()},
+                flush_reason=reason,
+                created_at=batch.created_at,
+            )
+        return None
+
+    def seconds_until_due(self, now: float) -> float | None:
+        """How long until some batch is ready by linger (0 if one is ready now); None if nothing is queued."""
+        if not self._batches:
+            return None
+        if any(batch.full is not None for batch in self._batches):
+            return 0.0
+        oldest = min(batch.created_at for batch in self._batches)
+        return max(0.0, oldest + self._linger - now)
+
+    def discard_waiters(self, abandoned: Callable[[W], bool]) -> int:
+        """Forgets waiters that are gone (revoked partitions); items nobody waits for leave. Returns items dropped."""
+        dropped = 0
+        for batch in list(self._batches):
+            for item, entry in list(batch.entries.items()):
+                entry.waiters = [waiter for waiter in entry.waiters if not abandoned(waiter)]
+                if not entry.waiters:
+                    del batch.entries[item]
+                    batch.size_bytes -= item_bytes(item)
+                    dropped += 1
+            if not batch.entries:
+                self._batches.remove(batch)
+                if self._open.get(batch.collection) is batch:
+                    del self._open[batch.collection]
+        self._items -= dropped
+        return dropped
+
+    def pending_items(self) -> int:
+        return self._items

@@ -1,0 +1,57 @@
+"""Per-partition commit watermarks: an offset is committable only when everything before it is finished.
+
+"Finished" means the broker acknowledged every record the event produced (its outcome, and its dead-letter
+copy if it has one). Events complete out of order (different collections, different calls), so each
+partition keeps its offsets in arrival order and the watermark only moves over a finished prefix.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+__all__ = ["PartitionOffsets"]
+
+_UNPUBLISHED = -1
+
+
+class PartitionOffsets:
+    def __init__(self) -> None:
+        # offset -> acknowledgements still awaited; _UNPUBLISHED until the event's records are produced.
+        self._open: OrderedDict[int, int] = OrderedDict()
+        self._committable: int | None = None
+
+    def track(self, offset: int) -> None:
+        """An event was consumed at ``offset``; offsets arrive in increasing order within a partition."""
+        if self._open and offset <= next(reversed(self._open)):
+            raise ValueError(f"offset {offset} arrived out of order")
+        self._open[offset] = _UNPUBLISHED
+
+    def published(self, offset: int, records: int) -> None:
+        """The event's records (outcome, dead letter) were handed to the producer."""
+        if self._open.get(offset) != _UNPUBLISHED:
+            raise ValueError(f"offset {offset} is not awaiting publication")
+        self._open[offset] = records
+        self._advance()
+
+    def acknowledged(self, offset: int) -> None:
+        """The broker acknowledged one of the event's records."""
+        remaining = self._open.get(offset)
+        if remaining is None or remaining <= 0:
+            raise ValueError(f"offset {offset} has no acknowledgement outstanding")
+        self._open[offset] = remaining - 1
+        self._advance()
+
+    def _advance(self) -> None:
+        while self._open:
+            offset, remaining = next(iter(self._open.items()))
+            if remaining != 0:
+                return
+            self._open.popitem(last=False)
+            self._committable = offset + 1
+
+    def committable(self) -> int | None:
+        """The offset to commit (next to read, Kafka's convention), or None if nothing finished yet."""
+        return self._committable
+
+    def outstanding(self) -> int:
+        return len(self._open)

@@ -1,0 +1,113 @@
+"""What imgsweep publishes: one outcome per valid event, and dead-letter copies. Pure builders.
+
+The outcome id is derived from the event id, so a redelivered event (after a crash or a rebalance) yields
+the same ``outcome_id`` and consumers can deduplicate. Outcomes carry CloudEvents binary-mode headers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from service.pipeline.pending import Headers, PendingEvent, SourceRecord
+
+__all__ = [
+    "DLQ_HEADER_PREFIX",
+    "OUTCOME_TYPE",
+    "ImageOutcome",
+    "OutcomeEvent",
+    "build_outcome",
+    "dead_letter_headers",
+    "outcome_headers",
+    "outcome_id_for",
+]
+
+OUTCOME_NAMESPACE: Final = uuid.UUID("6f0b7c1e-4d8a-5b7e-9c3f-2a1d0e9b8c7a")
+OUTCOME_TYPE: Final = "com.imgsweep.product-image-deletion.v1"
+DLQ_HEADER_PREFIX: Final = "imgsweep_"
+
+EventStatus = Literal["deleted", "partially_deleted", "failed"]
+
+
+class ImageOutcome(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_id: str
+    status: Literal["deleted", "absent", "failed"]
+    reason: str | None = None
+
+
+class OutcomeEvent(BaseModel):
+    """The value published on the outcome topic (keyed by product id)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    outcome_id: str
+    event_id: str
+    collection_name: str
+    product_id: str
+    status: EventStatus
+    images: list[ImageOutcome]
+    attempts: int
+    api_calls: int
+    first_seen_at: datetime
+    completed_at: datetime
+    dry_run: bool
+
+
+def outcome_id_for(event_id: str, collection: str, product_id: str) -> str:
+    return str(uuid.uuid5(OUTCOME_NAMESPACE, f"{collection}\x00{product_id}\x00{event_id}"))
+
+
+def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: bool) -> OutcomeEvent:
+    event = pending.event
+    images = []
+    for image_id in event.image_ids:
+        result = pending.results[image_id]
+        images.append(ImageOutcome(image_id=image_id, status=result.status.value, reason=result.reason))
+    failed = sum(1 for image in images if image.status == "failed")
+    status: EventStatus = "deleted" if failed == 0 else "failed" if failed == len(images) else "partially_deleted"
+    return OutcomeEvent(
+        outcome_id=outcome_id_for(event.event_id, event.collection_name, event.product_id),
+        event_id=event.event_id,
+        collection_name=event.collection_name,
+        product_id=event.product_id,
+        status=status,
+        images=images,
+        attempts=pending.attempts,
+        api_calls=pending.api_calls,
+        first_seen_at=pending.first_seen_at,
+        completed_at=completed_at,
+        dry_run=dry_run,
+    )
+
+
+def outcome_headers(outcome: OutcomeEvent, *, source: str) -> Headers:
+    """CloudEvents 1.0 binary-mode headers for the outcome record."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", outcome.outcome_id.encode()),
+        ("ce_type", OUTCOME_TYPE.encode()),
+        ("ce_source", source.encode()),
+        ("ce_time", outcome.completed_at.isoformat().encode()),
+        ("ce_subject", outcome.event_id.encode()),
+        ("content-type", b"application/json"),
+    ]
+
+
+def dead_letter_headers(
+    record: SourceRecord, *, error_class: str, reason: str, at: datetime
+) -> Headers:
+    """The original headers, then headers naming the error and where the record came from."""
+    return [
+        *(header for header in record.headers if not header[0].startswith(DLQ_HEADER_PREFIX)),
+        (f"{DLQ_HEADER_PREFIX}error_class", error_class.encode()),
+        (f"{DLQ_HEADER_PREFIX}error_reason", reason.encode("utf-8", errors="replace")[:1000]),
+        (f"{DLQ_HEADER_PREFIX}source_topic", record.topic.encode()),
+        (f"{DLQ_HEADER_PREFIX}source_partition", str(record.partition).encode()),
+        (f"{DLQ_HEADER_PREFIX}source_offset", str(record.offset).encode()),
+        (f"{DLQ_HEADER_PREFIX}dead_lettered_at", at.isoformat().encode()),
+    ]
