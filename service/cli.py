@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from service import __version__
+from service.replay import add_replay_command
+from service.sandbox.cli import add_sandbox_command
 from service.settings import ConfigError, Settings, load_settings, masked_config
 
 __all__ = ["main"]
@@ -64,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
         help="also fail when the API keys are missing and dry-run is off (default: on)",
     )
     check.set_defaults(handler=_check_config)
+
+    add_sandbox_command(commands)
+    add_replay_command(commands)
     return parser
 
 

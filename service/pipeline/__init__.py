@@ -1,0 +1,1 @@
+"""The consumer pipeline: decode, batch by collection, call the API, publish outcomes, commit."""

@@ -1,0 +1,82 @@
+"""Shared fixtures: one real Kafka broker per test session, and uniquely named topics on it.
+
+`KAFKA_BOOTSTRAP_SERVERS` points the tests at an existing broker (CI service, a `kafka_local.py run`);
+otherwise a fresh single-node broker is started from deploy/local/kafka_local.py on free ports and
+stopped when the session ends. Only tests that ask for these fixtures touch Kafka.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports it implicitly only
+
+KAFKA_LOCAL = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka_local.py"
+ADMIN_TIMEOUT_S = 30.0
+
+
+def _load_kafka_local() -> ModuleType:
+    """deploy/ is not a package, so the script is imported from its path."""
+    spec = importlib.util.spec_from_file_location("kafka_local", KAFKA_LOCAL)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {KAFKA_LOCAL}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # registered before it runs, as importlib's recipe does
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The bootstrap address of a broker that serves for the whole session.
+
+    Starting one blocks for a few seconds; a missing jar cache is fetched first (needs java and mvn once).
+    """
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    kafka_local = _load_kafka_local()
+    kafka_local.fetch()
+    broker = kafka_local.LocalKafka(data_dir=tmp_path_factory.mktemp("kafka"))
+    bootstrap: str = broker.start()
+    try:
+        yield bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(kafka_bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+@pytest.fixture
+def new_topic(kafka_admin: AdminClient) -> Iterator[Callable[..., str]]:
+    """`new_topic(partitions=N) -> name`: creates a topic no other test uses; deleted after the test.
+
+    Blocks until the broker has created the topic, so a producer can use it at once.
+    """
+    created: list[str] = []
+
+    def create(*, partitions: int = 1) -> str:
+        name = f"it-{uuid.uuid4().hex[:16]}"
+        futures = kafka_admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)], operation_timeout=ADMIN_TIMEOUT_S
+        )
+        futures[name].result(timeout=ADMIN_TIMEOUT_S)
+        created.append(name)
+        return name
+
+    yield create
+    if created:
+        for future in kafka_admin.delete_topics(created, operation_timeout=ADMIN_TIMEOUT_S).values():
+            future.result(timeout=ADMIN_TIMEOUT_S)
