@@ -11,8 +11,10 @@ Three wire forms, told apart the way the CloudEvents Kafka binding says (content
   ``ce_`` headers) a JSON object with a ``specversion`` member. The fields are in ``data`` (a JSON object) or in
   ``data_base64`` (base64 of a JSON object); ``id`` is the event id; ``time`` stands in for a missing
   ``occurred_at``.
-- **CloudEvents binary**: any ``ce_`` header. ``ce_specversion`` (``1.0``), ``ce_id``, ``ce_source`` and ``ce_type``
-  are required, ``ce_time`` is optional; the value holds the fields as plain JSON.
+- **CloudEvents binary**: any ``ce_`` header (names matched case-insensitively). ``ce_specversion`` (``1.0``),
+  ``ce_id``, ``ce_source`` and ``ce_type`` are required, ``ce_time`` is optional, a ``content-type`` must be JSON;
+  the value holds the fields as plain JSON. The binding keys on ``ce_specversion`` alone; a message with other
+  ``ce_`` headers but not that one is a broken CloudEvent, refused rather than misread as plain JSON.
 - **Plain JSON**: everything else; the value is ``PlainDelistEvent`` (``input_event_json_schema()`` publishes it).
 
 Decisions a producer can rely on:
@@ -26,6 +28,9 @@ Decisions a producer can rely on:
   producer that moved to a CloudEvents SDK may keep its old body while the SDK mints the id).
 - ``image_ids`` holds 1 to ``MAX_IMAGES_PER_EVENT`` entries as sent (the published schema says the same);
   duplicates are merged, keeping the order of first appearance.
+- Only ``content-type`` and ``ce_`` headers are read (others, like binary tracing headers, may hold anything); a
+  header the binding reads that is not UTF-8 or repeats with a different value, or a ``ce_`` header without a
+  value, is refused.
 - JSON is read strictly: NaN/Infinity, integers longer than ``MAX_INTEGER_DIGITS`` digits, a key repeated within
   one object (parsers disagree on which copy wins) and nesting deeper than the interpreter's recursion limit are
   all ``invalid_json``.

@@ -98,9 +98,7 @@ def outcome_headers(outcome: OutcomeEvent, *, source: str) -> Headers:
     ]
 
 
-def dead_letter_headers(
-    record: SourceRecord, *, error_class: str, reason: str, at: datetime
-) -> Headers:
+def dead_letter_headers(record: SourceRecord, *, error_class: str, reason: str, at: datetime) -> Headers:
     """The original headers, then headers naming the error and where the record came from."""
     return [
         *(header for header in record.headers if not header[0].startswith(DLQ_HEADER_PREFIX)),

@@ -474,9 +474,7 @@ class Pipeline:
     def _apply_pause(self) -> None:
         limit = self._settings.kafka.max_pending_events
         crowded = len(self._pending) >= (limit * RESUME_FRACTION if self._paused else limit)
-        want = (
-            self._stopping or self._fatal is not None or self._quota.state().exhausted or crowded
-        )
+        want = self._stopping or self._fatal is not None or self._quota.state().exhausted or crowded
         if want != self._paused:
             self._set_paused(want)
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,8 +146,13 @@ def _stop(process: subprocess.Popen[Any]) -> None:
             process.wait(10)
 
 
+SandboxFactory = Callable[..., SandboxProcess]
+ServiceFactory = Callable[..., ServiceProcess]
+TopicsFactory = Callable[..., "Topics"]
+
+
 @pytest.fixture
-def sandbox_process(tmp_path: Path) -> Iterator[Callable[..., SandboxProcess]]:
+def sandbox_process(tmp_path: Path) -> Iterator[SandboxFactory]:
     started: list[SandboxProcess] = []
 
     def start(*flags: str) -> SandboxProcess:
@@ -182,7 +187,7 @@ class Topics:
 
 
 @pytest.fixture
-def topics(kafka_admin: AdminClient) -> Iterator[Callable[..., Topics]]:
+def topics(kafka_admin: AdminClient) -> Iterator[TopicsFactory]:
     made: list[str] = []
 
     def create(partitions: int = 3) -> Topics:
@@ -205,7 +210,7 @@ def topics(kafka_admin: AdminClient) -> Iterator[Callable[..., Topics]]:
 
 
 @pytest.fixture
-def service_process(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Callable[..., ServiceProcess]]:
+def service_process(tmp_path: Path, kafka_bootstrap: str) -> Iterator[ServiceFactory]:
     started: list[ServiceProcess] = []
 
     def start(topics: Topics, sandbox: SandboxProcess | None, **settings: str) -> ServiceProcess:
@@ -248,9 +253,10 @@ def service_process(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Callable[.
         service.stop()
 
 
-def produce(
-    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]
-) -> None:
+Record = tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]
+
+
+def produce(bootstrap: str, topic: str, records: Sequence[Record]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     for key, value, headers in records:
         while True:
@@ -263,9 +269,7 @@ def produce(
     assert producer.flush(30) == 0
 
 
-def event(
-    event_id: str, collection: str, product: str, images: list[str]
-) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+def event(event_id: str, collection: str, product: str, images: list[str]) -> Record:
     document = {"event_id": event_id, "collection_name": collection, "product_id": product, "image_ids": images}
     return product.encode(), json.dumps(document).encode(), []
 
@@ -304,7 +308,9 @@ def consume_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 60,
             for message in consumer.consume(500, timeout=0.2):
                 if message.error() is not None:
                     continue
-                headers = {name: value or b"" for name, value in (message.headers() or [])}
+                raw = message.headers() or []
+                pairs = raw.items() if isinstance(raw, dict) else raw
+                headers = {name: value.encode() if isinstance(value, str) else value or b"" for name, value in pairs}
                 records.append(Consumed(message.key(), message.value(), headers))
     finally:
         consumer.close()

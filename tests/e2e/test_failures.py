@@ -8,16 +8,22 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import (
     SECRET_KEY,
     Consumed,
+    Record,
+    SandboxFactory,
     SandboxProcess,
+    ServiceFactory,
     ServiceProcess,
     Topics,
+    TopicsFactory,
     consume_all,
     event,
     produce,
@@ -28,31 +34,29 @@ pytestmark = pytest.mark.e2e
 CST = timezone(timedelta(hours=8))
 
 
-def outcomes_by_event(records: list[Consumed]) -> dict[str, dict[str, object]]:
+def outcomes_by_event(records: list[Consumed]) -> dict[str, dict[str, Any]]:
     return {record.json()["event_id"]: record.json() for record in records}
 
 
-def seeded_events(
-    sandbox: SandboxProcess, count: int, collection: str = "shop", images: int = 3
-) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+def seeded_events(sandbox: SandboxProcess, count: int, collection: str = "shop", images: int = 3) -> list[Record]:
     sandbox.seed(collection, [(f"p{n}", f"{n}-{i}.jpg") for n in range(count) for i in range(images)])
     return [event(f"e{n}", collection, f"p{n}", [f"{n}-{i}.jpg" for i in range(images)]) for n in range(count)]
 
 
-def wait_for(condition: object, timeout: float, message: str) -> None:
+def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return
         time.sleep(0.1)
     raise AssertionError(message)
 
 
 def test_every_fault_mode_ends_with_every_image_gone(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=2)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process(  # type: ignore[operator]
+    names: Topics = topics(partitions=2)
+    sandbox: SandboxProcess = sandbox_process(
         "--qps", "0", "--seed", "7",
         "--http-503-rate", "0.15", "--http-500-rate", "0.1", "--hang-rate", "0.1", "--hang-seconds", "3",
         "--truncate-rate", "0.1", "--busy-rate", "0.15", "--publisher-error-rate", "0.15",
@@ -60,7 +64,7 @@ def test_every_fault_mode_ends_with_every_image_gone(
     )  # fmt: skip
     records = seeded_events(sandbox, 100)
     produce(kafka_bootstrap, names.input, records)
-    service_process(names, sandbox, API__QPS="30", BATCH__MAX_ITEMS="5", API__MAX_ATTEMPTS="30")  # type: ignore[operator]
+    service_process(names, sandbox, API__QPS="30", BATCH__MAX_ITEMS="5", API__MAX_ATTEMPTS="30")
     outcomes = outcomes_by_event(consume_all(kafka_bootstrap, names.outcome, expect=100, timeout=150, settle=1))
     assert len(outcomes) == 100
     assert Counter(o["status"] for o in outcomes.values()) == {"deleted": 100}
@@ -74,20 +78,18 @@ def test_every_fault_mode_ends_with_every_image_gone(
 
 
 def test_exhausted_retries_fail_the_event_dead_letter_it_and_replay_completes_it(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object, tmp_path: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=1)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0", "--http-503-rate", "1")  # type: ignore[operator]
+    names: Topics = topics(partitions=1)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0", "--http-503-rate", "1")
     records = seeded_events(sandbox, 2)
     produce(kafka_bootstrap, names.input, records)
-    service: ServiceProcess = service_process(  # type: ignore[operator]
-        names, sandbox, API__MAX_ATTEMPTS="3", API__MAX_ELAPSED_SECONDS="5"
-    )
+    service: ServiceProcess = service_process(names, sandbox, API__MAX_ATTEMPTS="3", API__MAX_ELAPSED_SECONDS="5")
     outcomes = outcomes_by_event(consume_all(kafka_bootstrap, names.outcome, expect=2, timeout=60))
     assert {o["status"] for o in outcomes.values()} == {"failed"}
-    assert {image["reason"] for o in outcomes.values() for image in o["images"]} == {"retries_exhausted"}  # type: ignore[index, attr-defined]
+    assert {image["reason"] for o in outcomes.values() for image in o["images"]} == {"retries_exhausted"}
     dead = consume_all(kafka_bootstrap, names.dlq, expect=2, timeout=30)
-    assert sorted(record.value for record in dead) == sorted(value for _, value, _ in records)
+    assert sorted(record.value or b"" for record in dead) == sorted(value or b"" for _, value, _ in records)
     assert {record.headers["imgsweep_error_class"] for record in dead} == {b"retries_exhausted"}
     # The API recovers; an operator replays the dead letters.
     sandbox.admin("/admin/faults", {"http_503_rate": 0.0})
@@ -111,13 +113,13 @@ def test_exhausted_retries_fail_the_event_dead_letter_it_and_replay_completes_it
 
 
 def test_bad_credentials_are_fatal_paused_not_ready_and_never_committed(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=1)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0")  # type: ignore[operator]
+    names: Topics = topics(partitions=1)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0")
     records = seeded_events(sandbox, 5)
     produce(kafka_bootstrap, names.input, records)
-    service: ServiceProcess = service_process(names, sandbox, API__SECRET_KEY="not-the-right-secret")  # type: ignore[operator]
+    service: ServiceProcess = service_process(names, sandbox, API__SECRET_KEY="not-the-right-secret")
     wait_for(lambda: service.get("/readyz").status_code == 503, 30, "never left readiness")
     readiness = service.get("/readyz").json()
     assert "10047" in readiness["fatal"]
@@ -136,13 +138,13 @@ def test_bad_credentials_are_fatal_paused_not_ready_and_never_committed(
 
 
 def test_quota_exhaustion_pauses_until_the_reset_then_resumes_by_itself(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=1)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0", "--quota", "2")  # type: ignore[operator]
+    names: Topics = topics(partitions=1)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0", "--quota", "2")
     records = seeded_events(sandbox, 6, images=1)
     reset_at = datetime.now(CST) + timedelta(seconds=12)
-    service: ServiceProcess = service_process(  # type: ignore[operator]
+    service: ServiceProcess = service_process(
         names,
         sandbox,
         BATCH__MAX_ITEMS="1",
@@ -165,16 +167,16 @@ def test_quota_exhaustion_pauses_until_the_reset_then_resumes_by_itself(
 
 
 def test_sigkill_mid_batch_then_restart_loses_nothing(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=3)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0", "--latency-ms", "150")  # type: ignore[operator]
+    names: Topics = topics(partitions=3)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0", "--latency-ms", "150")
     records = seeded_events(sandbox, 300, images=2)
     produce(kafka_bootstrap, names.input, records)
-    first: ServiceProcess = service_process(names, sandbox, API__QPS="20", BATCH__MAX_ITEMS="20")  # type: ignore[operator]
+    first: ServiceProcess = service_process(names, sandbox, API__QPS="20", BATCH__MAX_ITEMS="20")
     wait_for(lambda: first.metric("imgsweep_outcomes_total") >= 60, 60, "no progress before the kill")
     first.kill()
-    service_process(names, sandbox, API__QPS="50", BATCH__MAX_ITEMS="20")  # type: ignore[operator]
+    service_process(names, sandbox, API__QPS="50", BATCH__MAX_ITEMS="20")
     outcomes = consume_all(kafka_bootstrap, names.outcome, expect=300, timeout=120, settle=2)
     by_event = Counter(record.json()["event_id"] for record in outcomes)
     assert set(by_event) == {f"e{n}" for n in range(300)}
@@ -187,13 +189,13 @@ def test_sigkill_mid_batch_then_restart_loses_nothing(
 
 
 def test_sigterm_drains_within_the_grace_period_with_zero_duplicate_outcomes(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=2)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0", "--latency-ms", "100")  # type: ignore[operator]
+    names: Topics = topics(partitions=2)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0", "--latency-ms", "100")
     records = seeded_events(sandbox, 200, images=2)
     produce(kafka_bootstrap, names.input, records)
-    first: ServiceProcess = service_process(  # type: ignore[operator]
+    first: ServiceProcess = service_process(
         names, sandbox, API__QPS="10", BATCH__MAX_ITEMS="10", SHUTDOWN_GRACE_SECONDS="20"
     )
     wait_for(lambda: first.metric("imgsweep_outcomes_total") >= 20, 60, "no progress before SIGTERM")
@@ -201,7 +203,7 @@ def test_sigterm_drains_within_the_grace_period_with_zero_duplicate_outcomes(
     assert first.terminate(timeout=40) == 0
     assert time.monotonic() - started < 25
     assert "shutdown leaves events unfinished" not in first.logs()
-    service_process(names, sandbox, API__QPS="50", BATCH__MAX_ITEMS="20")  # type: ignore[operator]
+    service_process(names, sandbox, API__QPS="50", BATCH__MAX_ITEMS="20")
     outcomes = consume_all(kafka_bootstrap, names.outcome, expect=200, timeout=120, settle=2)
     by_event = Counter(record.json()["event_id"] for record in outcomes)
     assert set(by_event) == {f"e{n}" for n in range(200)}
@@ -210,14 +212,14 @@ def test_sigterm_drains_within_the_grace_period_with_zero_duplicate_outcomes(
 
 
 def test_two_replicas_split_the_partitions_and_the_qps(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=4)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0")  # type: ignore[operator]
+    names: Topics = topics(partitions=4)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0")
     records = seeded_events(sandbox, 200, images=1)
-    one: ServiceProcess = service_process(names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5")  # type: ignore[operator]
+    one: ServiceProcess = service_process(names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5")
     one.wait_assigned(4)
-    two: ServiceProcess = service_process(names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5")  # type: ignore[operator]
+    two: ServiceProcess = service_process(names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5")
     two.wait_assigned(2)
     one.wait_assigned(2)
     wait_for(
@@ -234,13 +236,13 @@ def test_two_replicas_split_the_partitions_and_the_qps(
 
 
 def test_dry_run_does_everything_but_call(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=1)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0")  # type: ignore[operator]
+    names: Topics = topics(partitions=1)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0")
     records = seeded_events(sandbox, 3)
     produce(kafka_bootstrap, names.input, records)
-    service_process(names, sandbox, DRY_RUN="true", API__QPS="50")  # type: ignore[operator]
+    service_process(names, sandbox, DRY_RUN="true", API__QPS="50")
     outcomes = outcomes_by_event(consume_all(kafka_bootstrap, names.outcome, expect=3, timeout=30))
     assert {o["dry_run"] for o in outcomes.values()} == {True}
     assert sandbox.stats()["calls_total"] == 0

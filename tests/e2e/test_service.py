@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import (
     SECRET_KEY,
     Consumed,
+    Record,
+    SandboxFactory,
     SandboxProcess,
+    ServiceFactory,
     ServiceProcess,
     Topics,
+    TopicsFactory,
     consume_all,
     event,
     produce,
@@ -21,8 +26,8 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 
 
-def by_event(outcomes: list[Consumed]) -> dict[str, dict[str, object]]:
-    result: dict[str, dict[str, object]] = {}
+def by_event(outcomes: list[Consumed]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = {}
     for record in outcomes:
         document = record.json()
         result[document["event_id"]] = document
@@ -30,12 +35,12 @@ def by_event(outcomes: list[Consumed]) -> dict[str, dict[str, object]]:
 
 
 def test_happy_path_deletes_images_and_publishes_one_outcome_per_event(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics()  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0")  # type: ignore[operator]
+    names: Topics = topics()
+    sandbox: SandboxProcess = sandbox_process("--qps", "0")
     sandbox.seed("shoes", [("p1", "a.jpg"), ("p1", "b.jpg"), ("p2", "c.jpg")])
-    service: ServiceProcess = service_process(names, sandbox)  # type: ignore[operator]
+    service: ServiceProcess = service_process(names, sandbox)
     produce(
         kafka_bootstrap,
         names.input,
@@ -71,10 +76,10 @@ def test_happy_path_deletes_images_and_publishes_one_outcome_per_event(
 
 
 def test_interleaved_collections_and_a_3000_image_backlog_make_exactly_15_calls_for_it(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=3)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0")  # type: ignore[operator]
+    names: Topics = topics(partitions=3)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0")
     backlog = [event(f"big-{n}", "big", f"bp{n}", [f"bp{n}-{i}.jpg" for i in range(30)]) for n in range(100)]
     small = [event(f"small-{c}-{n}", f"c{c}", f"sp{c}-{n}", [f"s{n}.jpg"]) for c in range(3) for n in range(4)]
     sandbox.seed("big", [(f"bp{n}", f"bp{n}-{i}.jpg") for n in range(100) for i in range(30)])
@@ -84,9 +89,7 @@ def test_interleaved_collections_and_a_3000_image_backlog_make_exactly_15_calls_
     for n, record in enumerate(small):
         interleaved.insert(n * 8, record)
     produce(kafka_bootstrap, names.input, interleaved)  # a backlog: produced before the service starts
-    service: ServiceProcess = service_process(  # type: ignore[operator]
-        names, sandbox, BATCH__LINGER_SECONDS="1", API__QPS="50"
-    )
+    service: ServiceProcess = service_process(names, sandbox, BATCH__LINGER_SECONDS="1", API__QPS="50")
     outcomes = by_event(consume_all(kafka_bootstrap, names.outcome, expect=112, timeout=90, settle=1))
     assert len(outcomes) == 112
     assert {o["status"] for o in outcomes.values()} == {"deleted"}
@@ -99,12 +102,12 @@ def test_interleaved_collections_and_a_3000_image_backlog_make_exactly_15_calls_
 
 
 def test_invalid_events_go_to_the_dead_letter_topic_and_valid_neighbours_complete(
-    kafka_bootstrap: str, topics: object, sandbox_process: object, service_process: object
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
-    names: Topics = topics(partitions=1)  # type: ignore[operator]
-    sandbox: SandboxProcess = sandbox_process("--qps", "0")  # type: ignore[operator]
+    names: Topics = topics(partitions=1)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0")
     sandbox.seed("shop", [("p1", "1.jpg"), ("p2", "2.jpg")])
-    bad = [
+    bad: list[Record] = [
         (b"k-not-json", b"{not json", [("trace", b"t-1")]),
         (b"k-utf8", b"\xff\xfe\xfd", []),
         (
@@ -124,7 +127,7 @@ def test_invalid_events_go_to_the_dead_letter_topic_and_valid_neighbours_complet
         names.input,
         [event("ok-1", "shop", "p1", ["1.jpg"]), *bad, event("ok-2", "shop", "p2", ["2.jpg"])],
     )
-    service: ServiceProcess = service_process(names, sandbox)  # type: ignore[operator]
+    service: ServiceProcess = service_process(names, sandbox)
     outcomes = by_event(consume_all(kafka_bootstrap, names.outcome, expect=2, settle=1))
     assert set(outcomes) == {"ok-1", "ok-2"}
     dead = consume_all(kafka_bootstrap, names.dlq, expect=len(bad), settle=1)

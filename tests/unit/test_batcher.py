@@ -109,7 +109,7 @@ def test_draining_takes_everything() -> None:
     assert ready.flush_reason is FlushReason.SHUTDOWN
 
 
-ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
+ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)
 
 
 @settings(max_examples=200, deadline=None)

@@ -32,7 +32,15 @@ def classify(document: object, status: int = 200, headers: dict[str, str] | None
 
 
 def envelope(code: str, result: object = None, **extra: object) -> dict[str, object]:
-    return {"code": code, "charge": False, "remainTimes": 10, "remainSeconds": -1, "msg": "m", "result": result, **extra}
+    return {
+        "code": code,
+        "charge": False,
+        "remainTimes": 10,
+        "remainSeconds": -1,
+        "msg": "m",
+        "result": result,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,10 +40,7 @@ def test_misuse_is_loud() -> None:
 
 
 @given(st.lists(st.integers(1, 3), min_size=1, max_size=60), st.randoms(use_true_random=False))
-def test_committable_is_always_the_end_of_the_finished_prefix(records: list[int], rng: object) -> None:
-    import random
-
-    assert isinstance(rng, random.Random)
+def test_committable_is_always_the_end_of_the_finished_prefix(records: list[int], rng: random.Random) -> None:
     offsets = PartitionOffsets()
     for offset in range(len(records)):
         offsets.track(offset * 2)  # gaps, as compaction or transactions leave them
