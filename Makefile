@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup kafka-jars lint typecheck unit test run kafka clean
+.PHONY: setup kafka-jars tools lint typecheck unit test run kafka clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) kafka-jars
+setup: $(STAMP) kafka-jars tools
 
 kafka-jars: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py fetch
+
+# Real tools the tests check artifacts with, cached under ~/.cache/imgsweep/tools.
+tools:
+	deploy/tools/fetch-asyncapi-specs.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

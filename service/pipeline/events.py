@@ -125,7 +125,8 @@ class InvalidEvent(Exception):
 # which it sees as a surrogate pair.
 _FORBIDDEN_CHARACTERS: Final = r"\u0000-\u001F\u007F-\u009F\u2028\u2029"
 _FORBIDDEN_CHARACTER: Final = re.compile(f"[{_FORBIDDEN_CHARACTERS}\\uD800-\\uDFFF]")
-_IDENTIFIER_SCHEMA: Final[dict[str, Any]] = {"pattern": f"^[^{_FORBIDDEN_CHARACTERS}]+$"}
+# The end is `(?![\s\S])`, not `$`: Python's `$` (used by Python validators) also matches before a final "\n".
+_IDENTIFIER_SCHEMA: Final[dict[str, Any]] = {"pattern": f"^[^{_FORBIDDEN_CHARACTERS}]+(?![\\s\\S])"}
 
 
 def _without_forbidden_characters(value: str) -> str:

@@ -1,0 +1,164 @@
+"""The published contracts of the three topics: JSON Schemas and an AsyncAPI 3.0 document.
+
+Generated from the pydantic models that decode input and build output, so the documents cannot drift from
+the code: ``python -m service.contracts`` rewrites ``docs/contracts/``, and a test fails when the committed
+files differ from what the code generates.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.pipeline.events import ERROR_CLASSES, input_event_json_schema
+from service.pipeline.outcomes import DLQ_HEADER_PREFIX, OUTCOME_TYPE, OutcomeEvent
+from service.pipeline.pending import RETRIES_EXHAUSTED
+from service.settings import KafkaSettings
+
+__all__ = ["CONTRACTS_DIR", "render_contracts"]
+
+CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "contracts"
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def outcome_schema() -> dict[str, Any]:
+    schema = OutcomeEvent.model_json_schema()
+    return {"$schema": SCHEMA_DIALECT, "$id": "outcome-event.schema.json", **schema}
+
+
+def dead_letter_schema() -> dict[str, Any]:
+    """A dead letter is the original record, byte for byte, plus headers; this describes the headers."""
+    text = {"type": "string"}
+    return {
+        "$schema": SCHEMA_DIALECT,
+        "$id": "dead-letter-headers.schema.json",
+        "title": "DeadLetterHeaders",
+        "description": (
+            "Headers imgsweep adds to a dead-lettered record. The record keeps its original key, value and "
+            "headers, so `imgsweep replay-dlq` can republish it unchanged once the cause is fixed."
+        ),
+        "type": "object",
+        "properties": {
+            f"{DLQ_HEADER_PREFIX}error_class": {
+                "enum": [*ERROR_CLASSES, RETRIES_EXHAUSTED, "internal_error"],
+                "description": "Why: the decoder's error class, or retries_exhausted when the API kept failing.",
+            },
+            f"{DLQ_HEADER_PREFIX}error_reason": {**text, "maxLength": 1000, "description": "Readable reason."},
+            f"{DLQ_HEADER_PREFIX}source_topic": text,
+            f"{DLQ_HEADER_PREFIX}source_partition": {**text, "pattern": "^[0-9]+$"},
+            f"{DLQ_HEADER_PREFIX}source_offset": {**text, "pattern": "^[0-9]+$"},
+            f"{DLQ_HEADER_PREFIX}dead_lettered_at": {**text, "format": "date-time"},
+        },
+        "required": [
+            f"{DLQ_HEADER_PREFIX}{name}"
+            for name in ("error_class", "error_reason", "source_topic", "source_partition", "source_offset")
+        ]
+        + [f"{DLQ_HEADER_PREFIX}dead_lettered_at"],
+    }
+
+
+def asyncapi() -> dict[str, Any]:
+    defaults = KafkaSettings()
+    ce_headers = {
+        "type": "object",
+        "properties": {
+            "ce_specversion": {"const": "1.0"},
+            "ce_id": {"type": "string", "description": "= outcome_id"},
+            "ce_type": {"const": OUTCOME_TYPE},
+            "ce_source": {"type": "string"},
+            "ce_time": {"type": "string", "format": "date-time"},
+            "ce_subject": {"type": "string", "description": "= event_id"},
+        },
+        "required": ["ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time"],
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "imgsweep",
+            "version": "1.0.0",
+            "description": (
+                "Consumes product-delisted events, deletes the products' images from JD product image search, "
+                "publishes one outcome per valid event and dead-letters what it cannot decode or complete. "
+                "Topic names are the defaults; each is a setting (IMGSWEEP_KAFKA__*_TOPIC)."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "channels": {
+            "delisted": {
+                "address": defaults.input_topic,
+                "description": "Input. Plain JSON, or CloudEvents 1.0 in structured or binary (ce_* headers) mode.",
+                "messages": {"productDelisted": {"$ref": "#/components/messages/productDelisted"}},
+            },
+            "outcomes": {
+                "address": defaults.outcome_topic,
+                "description": "One outcome per valid input event, keyed by product id.",
+                "messages": {"imageDeletionOutcome": {"$ref": "#/components/messages/imageDeletionOutcome"}},
+            },
+            "deadLetters": {
+                "address": defaults.dlq_topic,
+                "description": "Undecodable input, and events whose retries ran out (also reported as failed).",
+                "messages": {"deadLetter": {"$ref": "#/components/messages/deadLetter"}},
+            },
+        },
+        "operations": {
+            "consumeDelisted": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/delisted"},
+                "messages": [{"$ref": "#/channels/delisted/messages/productDelisted"}],
+            },
+            "publishOutcome": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/outcomes"},
+                "messages": [{"$ref": "#/channels/outcomes/messages/imageDeletionOutcome"}],
+            },
+            "publishDeadLetter": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/deadLetters"},
+                "messages": [{"$ref": "#/channels/deadLetters/messages/deadLetter"}],
+            },
+        },
+        "components": {
+            "messages": {
+                "productDelisted": {
+                    "name": "ProductDelisted",
+                    "payload": {"$ref": "input-event.schema.json"},
+                },
+                "imageDeletionOutcome": {
+                    "name": "ImageDeletionOutcome",
+                    "headers": ce_headers,
+                    "payload": {"$ref": "outcome-event.schema.json"},
+                },
+                "deadLetter": {
+                    "name": "DeadLetter",
+                    "description": "The original record's key, value and headers, unchanged, plus these headers.",
+                    "headers": {"$ref": "dead-letter-headers.schema.json"},
+                },
+            }
+        },
+    }
+
+
+def render_contracts() -> dict[str, str]:
+    """File name -> exact text of every contract document."""
+    input_schema = {"$id": "input-event.schema.json", **input_event_json_schema()}
+    documents = {
+        "input-event.schema.json": input_schema,
+        "outcome-event.schema.json": outcome_schema(),
+        "dead-letter-headers.schema.json": dead_letter_schema(),
+        "asyncapi.json": asyncapi(),
+    }
+    return {name: json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for name, doc in documents.items()}
+
+
+def main() -> int:
+    CONTRACTS_DIR.mkdir(parents=True, exist_ok=True)
+    for name, text in render_contracts().items():
+        (CONTRACTS_DIR / name).write_text(text, encoding="utf-8")
+        print(f"wrote {CONTRACTS_DIR / name}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
