@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup kafka-jars tools lint typecheck unit test run kafka clean
+.PHONY: setup kafka-jars tools lint typecheck unit test run demo kafka clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ kafka: kafka-jars
 
 run: $(STAMP)
 	$(BIN)/imgsweep run
+
+# The main job on this machine in one command: Kafka, the JD API sandbox, imgsweep and a sample stream.
+demo: $(STAMP) kafka-jars
+	$(BIN)/imgsweep demo
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache

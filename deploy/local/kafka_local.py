@@ -102,6 +102,7 @@ PID_FILE = "kafka.pid"
 BOOTSTRAP_FILE = "bootstrap"
 
 _FETCH_MARKER = ".fetched"
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # Debian's Maven 3.8 colours even with -B -Dstyle.color=never
 _INSTALL_HINTS = {
     "java": f"install a JDK >= {MIN_JAVA} (Debian/Ubuntu: apt-get install openjdk-{MIN_JAVA}-jdk-headless; "
     "macOS: brew install openjdk@17) and put it on PATH or set JAVA_HOME",
@@ -224,7 +225,7 @@ def fetch(cache: Path | None = None) -> Path:
             if result.returncode != 0:
                 raise FetchFailed(
                     f"`{' '.join(command)}` failed with exit code {result.returncode}:\n"
-                    f"{(result.stdout + result.stderr).strip()}"
+                    f"{_ANSI_ESCAPE.sub('', result.stdout + result.stderr).strip()}"
                 )
             if not any(staging.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
                 raise FetchFailed(f"Maven succeeded but {staging} holds no kafka_2.13-{KAFKA_VERSION}.jar")
@@ -352,6 +353,12 @@ def _read_pid(data_dir: Path) -> int | None:
         return None
 
 
+def _clear_run_files(data_dir: Path) -> None:
+    """Drop the files that say a broker serves from `data_dir`; config, logs and store stay for a look."""
+    for name in (PID_FILE, BOOTSTRAP_FILE):
+        (data_dir / name).unlink(missing_ok=True)
+
+
 def _is_our_broker(pid: int, data_dir: Path) -> bool:
     """Whether `pid` is a live broker started from `data_dir`, so a stale pid file never kills a stranger."""
     proc = Path(f"/proc/{pid}")
@@ -446,10 +453,10 @@ def stop_broker(data_dir: Path, timeout: float = STOP_TIMEOUT_S) -> bool:
     data_dir = Path(data_dir)
     pid = _read_pid(data_dir)
     if pid is None or not _is_our_broker(pid, data_dir):
-        (data_dir / PID_FILE).unlink(missing_ok=True)
+        _clear_run_files(data_dir)
         return False
     clean = _terminate(pid, lambda: not _is_our_broker(pid, data_dir), timeout)
-    (data_dir / PID_FILE).unlink(missing_ok=True)
+    _clear_run_files(data_dir)
     _progress(f"broker pid {pid} stopped{'' if clean else ' (killed)'}")
     return True
 
@@ -516,7 +523,7 @@ class LocalKafka:
         lib = (self._cache or cache_dir()) / "lib"
         if not _is_fetched(self._cache or cache_dir()):
             raise LocalKafkaError(
-                f"the Kafka {KAFKA_VERSION} jars are not in {lib}; run `python {Path(__file__).name} fetch` first"
+                f"the Kafka {KAFKA_VERSION} jars are not in {lib}; run `python deploy/local/kafka_local.py fetch` first"
             )
         java = _require_java()
         if self._data_dir is None:
@@ -623,7 +630,7 @@ class LocalKafka:
         atexit.unregister(self.stop)
         self._process = None
         if self._data_dir is not None:
-            (self._data_dir / PID_FILE).unlink(missing_ok=True)
+            _clear_run_files(self._data_dir)
 
     def detach(self) -> None:
         """Leave the broker running after this process exits; `stop --data-dir` ends it later."""
@@ -699,16 +706,19 @@ def _raise_keyboard_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+def _stop_signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM, and SIGINT even where a shell started us with it ignored (`run &`), stop `run` cleanly."""
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, _raise_keyboard_interrupt) for signum in stop_signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run_foreground(kafka: LocalKafka) -> int:
-    with _sigterm_as_interrupt():
+    with _stop_signals_as_interrupt():
         try:
             kafka.start()
             _progress(

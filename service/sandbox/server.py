@@ -161,7 +161,7 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             stats["quota"] = _quota_json(state.quota_status())
             self._send_json(HTTPStatus.OK, stats)
         elif path == "/admin/images":
-            self._list_images(parse_qs(query).get("collection_name", []))
+            self._list_images(parse_qs(query))
         elif path == "/admin/faults":
             self._send_json(HTTPStatus.OK, state.faults.model_dump())
         elif path == "/admin/quota":
@@ -234,22 +234,27 @@ class _SandboxHandler(BaseHTTPRequestHandler):
         batch = parse_seed_record(document)
         state = self._sandbox.state
         added = state.seed_images(batch.collection, batch.items)
-        stored = state.collection_images(batch.collection) or []
-        return {"collection_name": batch.collection, "added": added, "count": len(stored)}
+        return {"collection_name": batch.collection, "added": added, "count": state.collection_size(batch.collection)}
 
-    def _list_images(self, names: list[str]) -> None:
+    def _list_images(self, query: dict[str, list[str]]) -> None:
+        """All collections' sizes; or one collection's count and images (sorted, the first ``limit`` of them)."""
         state = self._sandbox.state
+        names = query.get("collection_name")
         if not names:
             self._send_json(HTTPStatus.OK, {"collections": state.collection_sizes()})
             return
-        images = state.collection_images(names[0])
+        limit = query.get("limit", [""])[0]
+        if limit and not limit.isdigit():
+            self._send_json(HTTPStatus.BAD_REQUEST, {"error": "limit must be a whole number"})
+            return
+        images = state.collection_images(names[0]) or []
         self._send_json(
             HTTPStatus.OK,
             {
                 "collection_name": names[0],
-                "exists": images is not None,
-                "count": len(images or []),
-                "items": [{"product_id": p, "image_id": i} for p, i in images or []],
+                "exists": state.collection_size(names[0]) is not None,
+                "count": len(images),
+                "items": [{"product_id": p, "image_id": i} for p, i in images[: int(limit) if limit else None]],
             },
         )
 

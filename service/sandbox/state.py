@@ -296,6 +296,11 @@ class SandboxState:
             stored = self._collections.get(collection)
             return None if stored is None else sorted(stored)
 
+    def collection_size(self, collection: str) -> int | None:
+        with self._lock:
+            stored = self._collections.get(collection)
+            return None if stored is None else len(stored)
+
     def collection_sizes(self) -> dict[str, int]:
         with self._lock:
             return {name: len(stored) for name, stored in sorted(self._collections.items())}

@@ -368,6 +368,9 @@ def test_admin_images_lists_collections(client: httpx.Client, server: SandboxSer
     seed(client, server, "a", ("p", "1"), ("p", "2"))
     seed(client, server, "b")
     assert admin(client, server, "/admin/images") == {"collections": {"a": 2, "b": 0}}
+    first = admin(client, server, "/admin/images?collection_name=a&limit=1")
+    assert (first["count"], first["items"]) == (2, [{"product_id": "p", "image_id": "1"}])
+    assert client.get(server.url + "/admin/images?collection_name=a&limit=x").status_code == 400
     missing = admin(client, server, "/admin/images?collection_name=zzz")
     assert (missing["exists"], missing["count"]) == (False, 0)
     added = client.post(server.url + "/admin/images", json={"collection_name": "a", "product_id": "p", "image_id": "3"})

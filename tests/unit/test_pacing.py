@@ -29,14 +29,20 @@ class FakeClock:
 
 def test_rate_limiter_spaces_calls_at_the_rate() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(2.0, clock=clock)
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
     delays = [limiter.reserve() for _ in range(5)]
     assert delays == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
 
 
+def test_rate_limiter_keeps_a_safety_margin_under_the_limit() -> None:
+    limiter = RateLimiter(2.0, clock=FakeClock(), margin=0.02)
+    delays = [limiter.reserve() for _ in range(3)]
+    assert delays == pytest.approx([0.0, 0.51, 1.02])
+
+
 def test_rate_limiter_has_no_burst_after_idling() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(2.0, clock=clock)
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
     limiter.reserve()
     clock.now += 60
     assert [limiter.reserve() for _ in range(3)] == pytest.approx([0.0, 0.5, 1.0])
@@ -70,7 +76,7 @@ def test_rate_limiter_ceiling_follows_the_replica_share() -> None:
 
 def test_rate_limiter_is_shared_safely_by_threads() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(10.0, clock=clock)
+    limiter = RateLimiter(10.0, clock=clock, margin=0)
     delays: list[float] = []
     lock = threading.Lock()
 

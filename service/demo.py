@@ -1,0 +1,293 @@
+"""``imgsweep demo``: the whole main job on one machine, in one command, without Docker.
+
+Starts a local Kafka broker (deploy/local/kafka_local.py), the JD API sandbox and imgsweep itself; produces a
+realistic stream (several collections, some invalid records, some images already gone, some CloudEvents);
+shows live progress; prints sample outcomes and where the metrics are; then stops everything, also on
+Ctrl-C, leaving no process behind. Runs from a source checkout (it needs deploy/local/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from service.sample import SampleStream, produce_records, seed_sandbox
+
+__all__ = ["add_demo_command"]
+
+KAFKA_LOCAL = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka_local.py"
+DEMO_ACCESS_KEY = "demo-access-key"
+DEMO_SECRET_KEY = "demo-secret-key-not-a-real-one"  # noqa: S105 - the sandbox's made-up account
+
+
+def _say(message: str) -> None:
+    print(f"[demo] {message}", file=sys.stderr, flush=True)
+
+
+def _load_kafka_local() -> ModuleType:
+    if not KAFKA_LOCAL.is_file():
+        raise SystemExit(f"imgsweep demo: {KAFKA_LOCAL} not found; the demo runs from a source checkout")
+    spec = importlib.util.spec_from_file_location("kafka_local", KAFKA_LOCAL)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"imgsweep demo: cannot load {KAFKA_LOCAL}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_process(process: subprocess.Popen[Any], name: str) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(40)
+    except subprocess.TimeoutExpired:
+        _say(f"{name} did not stop in time; killing it")
+        process.kill()
+        process.wait(10)
+
+
+class _Progress:
+    """Counts outcomes and dead letters as they arrive and draws one status line."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.images: Counter[str] = Counter()
+        self.events: Counter[str] = Counter()
+        self.dead_letters: Counter[str] = Counter()
+        self.samples: list[dict[str, Any]] = []
+
+    @property
+    def finished(self) -> int:
+        invalid = sum(n for reason, n in self.dead_letters.items() if reason != "retries_exhausted")
+        return sum(self.events.values()) + invalid
+
+    def outcome(self, document: dict[str, Any]) -> None:
+        self.events[document["status"]] += 1
+        for image in document["images"]:
+            self.images[image["status"]] += 1
+        if len(self.samples) < 3 or (document["status"] != "deleted" and len(self.samples) < 5):
+            self.samples.append(document)
+
+    def line(self) -> str:
+        width = 30
+        done = min(self.finished, self.total)
+        filled = int(width * done / self.total) if self.total else width
+        bar = "#" * filled + "-" * (width - filled)
+        return (
+            f"\r[{bar}] {done}/{self.total} events | images deleted {self.images['deleted']}, "
+            f"absent {self.images['absent']}, failed {self.images['failed']} | "
+            f"dead-lettered {sum(self.dead_letters.values())}   "
+        )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    kafka_local = _load_kafka_local()
+    interrupted = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        interrupted.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="imgsweep-demo-") as workdir:
+        _say("fetching the Kafka broker's jars (cached after the first run)")
+        kafka_local.fetch()
+        broker = kafka_local.LocalKafka(data_dir=Path(workdir) / "kafka")
+        bootstrap: str = broker.start()
+        stack.callback(broker.stop)
+        _say(f"Kafka broker on {bootstrap}")
+        tag = uuid.uuid4().hex[:6]
+        topics = {"input": f"demo.delisted.{tag}", "outcome": f"demo.outcomes.{tag}", "dlq": f"demo.dlq.{tag}"}
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        futures = admin.create_topics(
+            [NewTopic(topics["input"], num_partitions=4, replication_factor=1)]
+            + [NewTopic(topics[name], num_partitions=1, replication_factor=1) for name in ("outcome", "dlq")]
+        )
+        for future in futures.values():
+            future.result(30)
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSWEEP_")}
+        keys = {"IMGSWEEP_API__ACCESS_KEY": DEMO_ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": DEMO_SECRET_KEY}
+        sandbox, sandbox_url = _start_sandbox({**env, **keys}, Path(workdir), args.qps)
+        stack.callback(_stop_process, sandbox, "sandbox")
+        _say(f"JD API sandbox on {sandbox_url} (QPS limit {args.qps}, a few injected 503s and item errors)")
+
+        stream = SampleStream(rng=random.Random(args.seed))
+        records = list(stream.records(args.count))
+        seed_sandbox(sandbox_url, records)
+
+        port = args.metrics_port or _free_port()
+        service_log_path = Path(workdir) / "imgsweep.log"
+        service_env = {
+            **env,
+            **keys,
+            "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "IMGSWEEP_KAFKA__GROUP_ID": f"demo-{tag}",
+            "IMGSWEEP_KAFKA__INPUT_TOPIC": topics["input"],
+            "IMGSWEEP_KAFKA__OUTCOME_TOPIC": topics["outcome"],
+            "IMGSWEEP_KAFKA__DLQ_TOPIC": topics["dlq"],
+            "IMGSWEEP_API__ENDPOINT": f"{sandbox_url}/jdai/product_image_del_image",
+            "IMGSWEEP_API__QPS": str(args.qps),
+            "IMGSWEEP_HTTP__HOST": "127.0.0.1",
+            "IMGSWEEP_HTTP__PORT": str(port),
+            "IMGSWEEP_BATCH__LINGER_SECONDS": "1",
+        }
+        service = subprocess.Popen(
+            [sys.executable, "-m", "service", "run"],
+            stdout=service_log_path.open("w"),
+            stderr=subprocess.STDOUT,
+            env=service_env,
+        )
+        stack.callback(_stop_process, service, "imgsweep")
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        _wait_ready(port, service, interrupted)
+        _say(f"imgsweep is ready; metrics at {metrics_url}, health at /livez and /readyz")
+
+        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        sender = threading.Thread(
+            target=produce_records, args=(producer, topics["input"], records, args.rate), daemon=True
+        )
+        sender.start()
+        kinds = Counter(record.kind for record in records)
+        _say(f"producing {len(records)} events at {args.rate}/s: {dict(kinds)}")
+        progress = _follow(
+            bootstrap, topics=topics, total=len(records), service=service, interrupted=interrupted, timeout=args.timeout
+        )
+
+        print(file=sys.stderr)
+        if interrupted.is_set():
+            _say("interrupted: stopping everything")
+            return 130
+        _report(progress, metrics_url, service_log_path)
+        if args.keep_running:
+            _say("still running so you can look around; Ctrl-C stops everything")
+            interrupted.wait()
+        _say("stopping imgsweep, the sandbox and the broker")
+    _say("done: nothing left running")
+    return 0 if progress.finished >= progress.total else 1
+
+
+def _start_sandbox(env: dict[str, str], workdir: Path, qps: int) -> tuple[subprocess.Popen[str], str]:
+    command = [sys.executable, "-m", "service", "sandbox", "--port", "0", "--qps", str(qps)]
+    faults = ["--http-503-rate", "0.03", "--item-error-rate", "0.01", "--latency-ms", "40"]
+    log = (workdir / "sandbox.log").open("w")
+    sandbox = subprocess.Popen([*command, *faults], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    line = sandbox.stdout.readline().strip() if sandbox.stdout is not None else ""
+    if not line.startswith("sandbox listening on "):
+        _stop_process(sandbox, "sandbox")
+        raise SystemExit(f"imgsweep demo: the sandbox did not start; see {workdir / 'sandbox.log'}")
+    return sandbox, line.removeprefix("sandbox listening on ")
+
+
+def _wait_ready(port: int, service: subprocess.Popen[Any], interrupted: threading.Event) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not interrupted.is_set():
+        if service.poll() is not None:
+            raise SystemExit("imgsweep demo: imgsweep exited early; see its log above")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("imgsweep demo: imgsweep did not become ready within 60 s")
+
+
+def _follow(
+    bootstrap: str,
+    *,
+    topics: dict[str, str],
+    total: int,
+    service: subprocess.Popen[Any],
+    interrupted: threading.Event,
+    timeout: float,
+) -> _Progress:
+    progress = _Progress(total)
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{uuid.uuid4().hex[:6]}",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.subscribe([topics["outcome"], topics["dlq"]])
+    deadline = time.monotonic() + timeout
+    try:
+        while progress.finished < total and not interrupted.is_set() and time.monotonic() < deadline:
+            if service.poll() is not None:
+                _say("imgsweep exited unexpectedly")
+                break
+            for message in consumer.consume(500, timeout=0.2):
+                if message.error() is not None:
+                    continue
+                if message.topic() == topics["outcome"]:
+                    progress.outcome(json.loads(message.value() or b"{}"))
+                else:
+                    headers = dict(message.headers() or [])
+                    reason = headers.get("imgsweep_error_class") or b"unknown"
+                    progress.dead_letters[reason.decode() if isinstance(reason, bytes) else str(reason)] += 1
+            sys.stderr.write(progress.line())
+            sys.stderr.flush()
+    finally:
+        consumer.close()
+    return progress
+
+
+def _report(progress: _Progress, metrics_url: str, log_path: Path) -> None:
+    _say(
+        f"events: {dict(progress.events)}; images: {dict(progress.images)}; dead letters: {dict(progress.dead_letters)}"
+    )
+    _say("sample outcomes:")
+    for sample in progress.samples[:5]:
+        print(json.dumps(sample, ensure_ascii=False), file=sys.stderr)
+    try:
+        text = httpx.get(metrics_url, timeout=5).text
+        wanted = ("imgsweep_api_calls_total{", "imgsweep_quota_remaining_calls ", "imgsweep_batch_items_sum ",
+                  "imgsweep_batch_items_count ")  # fmt: skip
+        lines = [line for line in text.splitlines() if line.startswith(wanted) and not line.endswith(" 0.0")]
+        _say(f"a few metrics from {metrics_url}:")
+        for line in lines[:12]:
+            print(f"  {line}", file=sys.stderr)
+    except httpx.HTTPError as error:
+        _say(f"could not read the metrics: {error}")
+    _say(f"imgsweep's log: {log_path} (removed when the demo ends)")
+
+
+def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "demo", help="run Kafka, the sandbox and imgsweep locally on a sample stream (no Docker)", description=__doc__
+    )
+    parser.add_argument("--count", type=int, default=600, help="events to produce (default: 600)")
+    parser.add_argument("--rate", type=float, default=100.0, help="events per second (default: 100)")
+    parser.add_argument("--qps", type=int, default=2, help="the sandbox's and imgsweep's QPS limit (default: 2)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the sample stream")
+    parser.add_argument("--metrics-port", type=int, default=None, help="imgsweep's HTTP port (default: a free one)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    parser.add_argument("--keep-running", action="store_true", help="after the report, keep running until Ctrl-C")
+    parser.set_defaults(handler=run_demo)
