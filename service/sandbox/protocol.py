@@ -7,6 +7,7 @@ Pure: no I/O, no clock, no randomness. The codes and messages are the contract's
 from __future__ import annotations
 
 import json
+from itertools import chain
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -136,15 +137,12 @@ def parse_delete_body(body: bytes) -> DeleteRequest:
         raise RequestRejected(BusinessCode.EMPTY_IMAGE_ID_LIST)
     if len(entries) > MAX_ITEMS:
         raise RequestRejected(BusinessCode.IMAGE_NUM_EXCEED_TOTAL_LIMIT)
-    items: list[ImageKey] = []
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise RequestRejected(BusinessCode.INVALID_IMAGE_ID_LIST)
-        product_id = entry.get("product_id")
-        image_id = entry.get("image_id")
-        if not isinstance(product_id, str) or not isinstance(image_id, str):
-            raise RequestRejected(BusinessCode.INVALID_IMAGE_ID_LIST)
-        items.append((product_id, image_id))
+    try:
+        items: list[ImageKey] = [(entry["product_id"], entry["image_id"]) for entry in entries]
+    except (KeyError, TypeError):  # an entry that is not an object, or lacks a field
+        raise RequestRejected(BusinessCode.INVALID_IMAGE_ID_LIST) from None
+    if set(map(type, chain.from_iterable(items))) != {str}:
+        raise RequestRejected(BusinessCode.INVALID_IMAGE_ID_LIST)
     if len(set(items)) != len(items):
         raise RequestRejected(BusinessCode.DUPLICATE_IMAGE_ID)
     if not any(image_id for _, image_id in items):

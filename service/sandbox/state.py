@@ -271,8 +271,8 @@ class SandboxState:
         self._calls: Counter[str] = Counter()
         self._results: Counter[str] = Counter()
         self._injected: Counter[str] = Counter()
-        self._delete_counts: Counter[tuple[str, str, str]] = Counter()
-        self._deleted_more_than_once = 0
+        self._deleted_before: dict[str, set[ImageKey]] = {}
+        self._deleted_again: dict[str, set[ImageKey]] = {}
         self._items_deleted = 0
         self._items_absent = 0
         self._items_failed = 0
@@ -430,26 +430,25 @@ class SandboxState:
         stored = self._collections.get(request.collection)
         if stored is None and self._faults.unknown_collection_1030:
             return business_result(BusinessCode.NO_RELATIVE_COLLECTION)
-        successful: list[ImageKey] = []
-        failed: list[tuple[ImageKey, str]] = []
+        stored = stored if stored is not None else set()
         error_rate = self._faults.item_error_rate
-        for key in request.items:
-            if error_rate and self._rng.random() < error_rate:
-                failed.append((key, ITEM_ERROR_REASON))
-                self._injected["item_error"] += 1
-            elif stored is not None and key in stored:
-                stored.remove(key)
-                successful.append(key)
-                counted = (request.collection, *key)
-                self._delete_counts[counted] += 1
-                if self._delete_counts[counted] == 2:
-                    self._deleted_more_than_once += 1
-            else:
-                failed.append((key, ABSENT_REASON))
+        failing = {key for key in request.items if self._rng.random() < error_rate} if error_rate else set()
+        successful = [key for key in request.items if key in stored and key not in failing]
+        failed = [
+            (key, ITEM_ERROR_REASON if key in failing else ABSENT_REASON)
+            for key in request.items
+            if key in failing or key not in stored
+        ]
+        stored.difference_update(successful)
+        deleted_before = self._deleted_before.setdefault(request.collection, set())
+        deleted_again = self._deleted_again.setdefault(request.collection, set())
+        deleted_again.update(deleted_before.intersection(successful))
+        deleted_before.update(successful)
         self._items_deleted += len(successful)
-        item_errors = sum(1 for _, reason in failed if reason == ITEM_ERROR_REASON)
-        self._items_failed += item_errors
-        self._items_absent += len(failed) - item_errors
+        self._items_failed += len(failing)
+        self._items_absent += len(failed) - len(failing)
+        if failing:
+            self._injected["item_error"] += len(failing)
         return business_result(BusinessCode.SUCCESS, successful=successful, failed=failed)
 
     # --- statistics -----------------------------------------------------------------------------------------
@@ -463,7 +462,7 @@ class SandboxState:
                 results_by_code=dict(sorted(self._results.items())),
                 faults_injected=dict(sorted(self._injected.items())),
                 items_deleted=self._items_deleted,
-                items_deleted_more_than_once=self._deleted_more_than_once,
+                items_deleted_more_than_once=sum(len(again) for again in self._deleted_again.values()),
                 items_absent=self._items_absent,
                 items_failed=self._items_failed,
                 signature_failures=self._signature_failures,

@@ -1,0 +1,75 @@
+"""The one-command demo and produce-sample, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import TopicsFactory, consume_all
+
+pytestmark = pytest.mark.e2e
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in command:
+            found.append(command)
+    return found
+
+
+def test_demo_runs_everything_reports_and_leaves_nothing_behind() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSWEEP_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "demo", "--count", "80", "--rate", "200", "--qps", "20", "--seed", "3"],
+        capture_output=True, text=True, timeout=300, env=env, check=False,
+    )  # fmt: skip
+    output = result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "[##############################] 80/80 events" in output
+    assert re.search(r"images deleted [1-9]\d*, absent [1-9]\d*", output)
+    assert "dead letters: {" in output
+    assert "sample outcomes:" in output
+    assert re.search(r"metrics at http://127\.0\.0\.1:\d+/metrics", output)
+    assert "done: nothing left running" in output
+    workdir = re.search(r"(/\S*imgsweep-demo-\w+)", output)
+    assert workdir is not None
+    assert _processes_mentioning(workdir.group(1)) == []  # no broker, sandbox or service left
+    assert not Path(workdir.group(1)).exists()
+
+
+def test_produce_sample_makes_a_realistic_mix(kafka_bootstrap: str, topics: TopicsFactory) -> None:
+    names = topics(partitions=1)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("IMGSWEEP_")},
+        "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "IMGSWEEP_KAFKA__INPUT_TOPIC": names.input,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "produce-sample", "--count", "400", "--seed", "5",
+         "--invalid-fraction", "0.1", "--cloudevents-fraction", "0.3"],
+        capture_output=True, text=True, timeout=120, env=env, check=True,
+    )  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert summary["produced"] == 400
+    kinds = Counter(summary["by_kind"])
+    assert kinds["invalid"] > 10
+    assert kinds["cloudevents-structured"] > 20
+    assert kinds["cloudevents-binary"] > 20
+    assert kinds["plain"] > 150
+    records = consume_all(kafka_bootstrap, names.input, expect=400, timeout=60)
+    assert len(records) == 400
+    assert sum(1 for r in records if "ce_specversion" in r.headers) == kinds["cloudevents-binary"]
