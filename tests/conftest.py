@@ -19,6 +19,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports it implicitly only
 
+pytest_plugins = ["tests.processes"]  # the service and the sandbox as processes (e2e, reliability)
+
 KAFKA_LOCAL = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka_local.py"
 ADMIN_TIMEOUT_S = 30.0
 

@@ -491,6 +491,8 @@ class LocalKafka:
         )
         self._process: subprocess.Popen[bytes] | None = None
         self._bootstrap: str | None = None
+        self._command: list[str] = []
+        self._cluster = ""
         self.startup_seconds: float | None = None
 
     @property
@@ -576,9 +578,20 @@ class LocalKafka:
             BROKER_MAIN,
             str(data_dir / SERVER_PROPERTIES),
         ]
-        with (logs / CONSOLE_LOG).open("wb") as console:
+        self._command, self._cluster = command, cluster_id
+        self._launch()
+        bootstrap = f"127.0.0.1:{port}"
+        self._wait_until_serving(bootstrap, cluster_id, began)
+        self.startup_seconds = time.monotonic() - began
+        self._bootstrap = bootstrap
+        (data_dir / BOOTSTRAP_FILE).write_text(bootstrap + "\n", encoding="utf-8")
+        return bootstrap
+
+    def _launch(self) -> None:
+        data_dir = self.data_dir
+        with (data_dir / LOGS_DIR / CONSOLE_LOG).open("ab") as console:
             self._process = subprocess.Popen(
-                command,
+                self._command,
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
@@ -587,12 +600,23 @@ class LocalKafka:
             )
         (data_dir / PID_FILE).write_text(f"{self._process.pid}\n", encoding="utf-8")
         atexit.register(self.stop)
-        bootstrap = f"127.0.0.1:{port}"
-        self._wait_until_serving(bootstrap, cluster_id, began)
-        self.startup_seconds = time.monotonic() - began
-        self._bootstrap = bootstrap
-        (data_dir / BOOTSTRAP_FILE).write_text(bootstrap + "\n", encoding="utf-8")
-        return bootstrap
+
+    def restart(self, *, down_seconds: float = 0.0) -> float:
+        """A broker outage: stop the JVM, stay down, start it again on the same ports and the same store.
+
+        Nothing is formatted, so topics, records and committed offsets survive. Returns the seconds the
+        broker took to serve again after it was started.
+        """
+        process = self._process
+        if process is None or self._bootstrap is None:
+            raise RuntimeError("the broker is not started")
+        _terminate(process.pid, lambda: process.poll() is not None, STOP_TIMEOUT_S)
+        process.wait()
+        time.sleep(down_seconds)
+        began = time.monotonic()
+        self._launch()
+        self._wait_until_serving(self._bootstrap, self._cluster, began)
+        return time.monotonic() - began
 
     def _wait_until_serving(self, bootstrap: str, cluster_id: str, began: float) -> None:
         process = self._process

@@ -7,9 +7,10 @@ Pure: no I/O, no clock, no randomness. The codes and messages are the contract's
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import chain
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Final
 
 from service.settings import API_MAX_BODY_BYTES, API_MAX_ITEMS
@@ -21,12 +22,12 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_ITEMS",
     "BusinessCode",
+    "BusinessResult",
     "DeleteRequest",
     "GatewayReply",
     "ImageKey",
     "RequestRejected",
     "SystemCode",
-    "business_result",
     "parse_delete_body",
 ]
 
@@ -150,28 +151,58 @@ def parse_delete_body(body: bytes) -> DeleteRequest:
     return DeleteRequest(collection, tuple(items))
 
 
-def business_result(
-    code: int,
-    *,
-    successful: Iterable[ImageKey] = (),
-    failed: Iterable[tuple[ImageKey, str]] = (),
-) -> dict[str, object]:
-    """``result`` of a call the interface answered. Both lists only for code 0 (nothing to report otherwise)."""
-    result: dict[str, object] = {"code": code, "message": BUSINESS_MESSAGES[code]}
-    if code == BusinessCode.SUCCESS:
-        result["successful_list"] = [{"product_id": p, "image_id": i} for p, i in successful]
-        result["failed_list"] = [{"product_id": p, "image_id": i, "message": reason} for (p, i), reason in failed]
-    return result
+@dataclass(frozen=True, slots=True)
+class BusinessResult:
+    """``result`` of a call the interface answered: a business code and, for code 0, the two item lists."""
+
+    code: int
+    successful: Sequence[ImageKey] = ()
+    failed: Sequence[tuple[ImageKey, str]] = ()
+
+    @property
+    def message(self) -> str:
+        return BUSINESS_MESSAGES[self.code]
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON object as plain data (what :meth:`render_json` writes)."""
+        result: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.code == BusinessCode.SUCCESS:
+            result["successful_list"] = [{"product_id": p, "image_id": i} for p, i in self.successful]
+            result["failed_list"] = [
+                {"product_id": p, "image_id": i, "message": reason} for (p, i), reason in self.failed
+            ]
+        return result
+
+    def render_json(self) -> str:
+        """Written by hand rather than by ``json.dumps`` over 200 dicts: about 3x faster, the bulk of a reply.
+
+        Ids are escaped to ASCII (``\\uXXXX``), which any JSON reader decodes to the same string and which
+        stays valid even for a lone surrogate a client sent as ``\\ud800``.
+        """
+        head = f'{{"code":{self.code},"message":{_quote(self.message)}'
+        if self.code != BusinessCode.SUCCESS:
+            return head + "}"
+        successful = ",".join([f'{{"product_id":{_quote(p)},"image_id":{_quote(i)}}}' for p, i in self.successful])
+        failed = ",".join(
+            [
+                f'{{"product_id":{_quote(p)},"image_id":{_quote(i)},"message":{_quote(reason)}}}'
+                for (p, i), reason in self.failed
+            ]
+        )
+        return f'{head},"successful_list":[{successful}],"failed_list":[{failed}]}}'
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayReply:
-    """One JSON answer of the endpoint, always sent with HTTP 200 as the real gateway does."""
+    """One JSON answer of the endpoint, always sent with HTTP 200 as the real gateway does.
+
+    ``result`` is None for the gateway's own refusals and faults, rendered as ``{}``.
+    """
 
     code: str
     charge: bool
     remain_times: int
-    result: Mapping[str, object] = field(default_factory=dict)
+    result: BusinessResult | None = None
     detail: str = ""
     """Appended to the message (why a signature was refused); never holds a secret."""
 
@@ -182,19 +213,12 @@ class GatewayReply:
 
     @property
     def business_code(self) -> int | None:
-        code = self.result.get("code")
-        return code if isinstance(code, int) else None
+        return None if self.result is None else self.result.code
 
     def render(self) -> bytes:
-        return json.dumps(
-            {
-                "code": self.code,
-                "charge": self.charge,
-                "remainTimes": self.remain_times,
-                "remainSeconds": -1,
-                "msg": self.msg,
-                "result": self.result,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-        ).encode("utf-8")
+        result = "{}" if self.result is None else self.result.render_json()
+        msg = json.dumps(self.msg, ensure_ascii=False)  # the gateway sends its Chinese messages unescaped
+        return (
+            f'{{"code":{_quote(self.code)},"charge":{"true" if self.charge else "false"},'
+            f'"remainTimes":{int(self.remain_times)},"remainSeconds":-1,"msg":{msg},"result":{result}}}'
+        ).encode()

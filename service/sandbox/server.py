@@ -317,7 +317,7 @@ class _SandboxHandler(BaseHTTPRequestHandler):
         self._log_call(status.value, label)
 
     def _send_json(self, status: HTTPStatus, document: object) -> None:
-        self._send(status, json.dumps(document, ensure_ascii=False).encode("utf-8"))
+        self._send(status, json.dumps(document).encode("ascii"))  # ASCII: ids may hold lone surrogates
         self._log_call(status.value, "admin")
 
     def _send(

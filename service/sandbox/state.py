@@ -24,12 +24,12 @@ from service.sandbox.protocol import (
     ABSENT_REASON,
     ITEM_ERROR_REASON,
     BusinessCode,
+    BusinessResult,
     DeleteRequest,
     GatewayReply,
     ImageKey,
     RequestRejected,
     SystemCode,
-    business_result,
     parse_delete_body,
 )
 
@@ -402,11 +402,11 @@ class SandboxState:
                 reply = GatewayReply(plan.gateway_code, charge=False, remain_times=self._quota.remain_times)
             else:
                 self._quota.charge()
-                result = business_result(parsed) if isinstance(parsed, int) else self._delete(parsed)
+                result = BusinessResult(parsed) if isinstance(parsed, int) else self._delete(parsed)
                 reply = GatewayReply(
                     SystemCode.SUCCESS, charge=True, remain_times=self._quota.remain_times, result=result
                 )
-                self._results[str(result["code"])] += 1
+                self._results[str(result.code)] += 1
             if plan.transport is TransportFault.TRUNCATE:
                 self._injected[TransportFault.TRUNCATE.value] += 1
                 self._calls[TransportFault.TRUNCATE.value] += 1
@@ -426,10 +426,10 @@ class SandboxState:
                 break
             del nonces[oldest]
 
-    def _delete(self, request: DeleteRequest) -> dict[str, object]:
+    def _delete(self, request: DeleteRequest) -> BusinessResult:
         stored = self._collections.get(request.collection)
         if stored is None and self._faults.unknown_collection_1030:
-            return business_result(BusinessCode.NO_RELATIVE_COLLECTION)
+            return BusinessResult(BusinessCode.NO_RELATIVE_COLLECTION)
         stored = stored if stored is not None else set()
         error_rate = self._faults.item_error_rate
         failing = {key for key in request.items if self._rng.random() < error_rate} if error_rate else set()
@@ -449,7 +449,7 @@ class SandboxState:
         self._items_absent += len(failed) - len(failing)
         if failing:
             self._injected["item_error"] += len(failing)
-        return business_result(BusinessCode.SUCCESS, successful=successful, failed=failed)
+        return BusinessResult(BusinessCode.SUCCESS, successful, failed)
 
     # --- statistics -----------------------------------------------------------------------------------------
 

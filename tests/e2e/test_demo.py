@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import TopicsFactory, consume_all
+from tests.processes import TopicsFactory, consume_all
 
 pytestmark = pytest.mark.e2e
 

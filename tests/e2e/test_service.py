@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import (
+from tests.processes import (
     SECRET_KEY,
     Consumed,
     Record,

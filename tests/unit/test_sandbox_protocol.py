@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from service.api.signing import Credentials, sign_request
 from service.sandbox.auth import AuthRefused, authenticate
-from service.sandbox.protocol import GatewayReply, parse_delete_body
+from service.sandbox.protocol import BusinessResult, GatewayReply, parse_delete_body
 from service.sandbox.seed import InvalidSeed, load_seed_file, parse_seed_record
 
 CREDENTIALS = Credentials("AK-sandbox", "SK-sandbox")
@@ -33,15 +33,36 @@ def test_any_valid_body_parses_back_to_its_items(collection: str, items: list[tu
 
 
 def test_reply_renders_the_contract_shape() -> None:
-    reply = GatewayReply("10000", charge=True, remain_times=4998, result={"code": 0, "message": "SUCCESS"})
+    result = BusinessResult(0, [("p1", "a.jpg")], [(("p2", "b.jpg"), "NO_AVAILABLE_FEATURE")])
+    reply = GatewayReply("10000", charge=True, remain_times=4998, result=result)
     assert json.loads(reply.render()) == {
         "code": "10000",
         "charge": True,
         "remainTimes": 4998,
         "remainSeconds": -1,
         "msg": "查询成功",
-        "result": {"code": 0, "message": "SUCCESS"},
+        "result": {
+            "code": 0,
+            "message": "SUCCESS",
+            "successful_list": [{"product_id": "p1", "image_id": "a.jpg"}],
+            "failed_list": [{"product_id": "p2", "image_id": "b.jpg", "message": "NO_AVAILABLE_FEATURE"}],
+        },
     }
+    rejected = json.loads(GatewayReply("10000", charge=True, remain_times=1, result=BusinessResult(3052)).render())
+    assert rejected["result"] == {"code": 3052, "message": "DUPLICATE_IMAGE_ID"}
+
+
+any_string = st.text(max_size=12)  # surrogates, quotes, backslashes and control characters included
+
+
+@given(st.lists(st.tuples(any_string, any_string)), st.lists(st.tuples(st.tuples(any_string, any_string), any_string)))
+def test_hand_rendered_result_is_the_json_of_its_dict(
+    successful: list[tuple[str, str]], failed: list[tuple[tuple[str, str], str]]
+) -> None:
+    result = BusinessResult(0, successful, failed)
+    assert json.loads(result.render_json()) == result.as_dict()
+    reply = GatewayReply("10000", charge=True, remain_times=-1, result=result).render()
+    assert json.loads(reply.decode("utf-8"))["result"] == result.as_dict()
     refused = json.loads(GatewayReply("10047", charge=False, remain_times=-1, detail="why").render())
     assert (refused["msg"].endswith(": why"), refused["result"]) == (True, {})
 

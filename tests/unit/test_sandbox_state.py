@@ -59,11 +59,9 @@ def make_state(
 
 
 def lists(reply: GatewayReply) -> tuple[list[object], list[object]]:
-    successful = reply.result["successful_list"]
-    failed = reply.result["failed_list"]
-    assert isinstance(successful, list)
-    assert isinstance(failed, list)
-    return successful, failed
+    """The two item lists as the client will read them (through the rendered JSON)."""
+    result = json.loads(reply.render())["result"]
+    return result["successful_list"], result["failed_list"]
 
 
 # --- quota -------------------------------------------------------------------------------------------------------
@@ -203,7 +201,7 @@ def test_business_rejections_are_10000_charged_with_result_code(raw: bytes, code
     reply = state.handle_delete(raw)
     assert (reply.code, reply.charge, reply.remain_times) == ("10000", True, 9)
     assert reply.business_code == code
-    assert "successful_list" not in reply.result
+    assert set(json.loads(reply.render())["result"]) == {"code", "message"}  # no item lists
     assert state.stats().results_by_code == {str(code): 1}
 
 
@@ -312,7 +310,8 @@ def test_gateway_faults_answer_their_code_uncharged(knob: str, code: str) -> Non
     state.update_faults({knob: 1.0})
     state.seed_images("c", [("p", "i")])
     reply = state.handle_delete(body("c", ("p", "i")), state.plan_call())
-    assert (reply.code, reply.charge, reply.remain_times, reply.result) == (code, False, 5, {})
+    assert (reply.code, reply.charge, reply.remain_times, reply.result) == (code, False, 5, None)
+    assert json.loads(reply.render())["result"] == {}
     assert state.collection_images("c") == [("p", "i")]
     assert state.stats().faults_injected == {code: 1}
 

@@ -1,0 +1,477 @@
+"""Reliability under crashes, faults, a broker outage, hostile input and shutdown, with figures printed.
+
+Each test runs the real service process against the real broker and the sandbox, prints what it measured
+(run pytest with ``-rP`` or ``-s`` to see it; docs/reliability.md keeps the latest figures), and checks
+the same promises: every valid event ends with an outcome, every bad record in the dead-letter topic with a
+reason, no offset committed ahead of its outcome, and the secret key nowhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from tests.processes import (
+    SECRET_KEY,
+    Record,
+    SandboxFactory,
+    SandboxProcess,
+    ServiceFactory,
+    ServiceProcess,
+    Topics,
+    TopicsFactory,
+    event,
+)
+
+pytestmark = pytest.mark.reliability
+CST = timezone(timedelta(hours=8))
+
+
+@dataclass(frozen=True)
+class Read:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def produce_tracked(bootstrap: str, topic: str, records: list[Record]) -> dict[tuple[int, int], int]:
+    """Produces in order; returns (partition, offset) -> index of the record."""
+    placed: dict[tuple[int, int], int] = {}
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20})
+    for index, (key, value, headers) in enumerate(records):
+
+        def delivered(error: Any, message: Any, index: int = index) -> None:
+            assert error is None, error
+            placed[(message.partition(), message.offset())] = index
+
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, headers=headers, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert len(placed) == len(records)
+    return placed
+
+
+def read_to_end(bootstrap: str, topic: str) -> list[Read]:
+    """Every record in the topic now (up to the high watermarks taken at the start)."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4().hex}", "enable.auto.commit": False}
+    )
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    ends = {}
+    for partition in metadata.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        if high > low:
+            ends[partition] = high
+    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+    records: list[Read] = []
+    remaining = dict(ends)
+    deadline = time.monotonic() + 120
+    while remaining and time.monotonic() < deadline:
+        for message in consumer.consume(1000, timeout=0.5):
+            if message.error() is not None:
+                continue
+            partition, offset = message.partition(), message.offset()
+            assert partition is not None
+            assert offset is not None
+            if partition in remaining and offset >= remaining[partition] - 1:
+                del remaining[partition]
+            raw = message.headers() or []
+            pairs = raw.items() if isinstance(raw, dict) else raw
+            headers = {k: v.encode() if isinstance(v, str) else v or b"" for k, v in pairs}
+            records.append(Read(_raw(message.key()), _raw(message.value()), headers))
+    consumer.close()
+    assert not remaining, f"could not read {topic} to its end"
+    return records
+
+
+def _raw(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=20)
+    consumer.close()
+    return {tp.partition: tp.offset for tp in offsets if tp.offset >= 0}
+
+
+def outcome_ids(records: list[Read]) -> Counter[str]:
+    return Counter(json.loads(r.value or b"{}")["event_id"] for r in records)
+
+
+def assert_no_secret(*texts: str | bytes) -> None:
+    secret = SECRET_KEY.encode()
+    for text in texts:
+        data = text.encode() if isinstance(text, str) else text
+        assert secret not in data, "the secret key leaked"
+
+
+def scan_for_secret(bootstrap: str, names: Topics, services: list[ServiceProcess]) -> None:
+    for service in services:
+        assert_no_secret(service.logs())
+        if service.process.poll() is None:
+            assert_no_secret(service.metrics())
+    for topic in (names.outcome, names.dlq):
+        for record in read_to_end(bootstrap, topic):
+            assert_no_secret(record.value or b"", record.key or b"", *record.headers.values())
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(message)
+
+
+def figures(name: str, **values: object) -> None:
+    line = json.dumps({"test": name, **values})
+    print(f"FIGURES {line}")
+    out = Path(".cache/reliability-figures.jsonl")
+    out.parent.mkdir(exist_ok=True)
+    with out.open("a") as handle:
+        handle.write(line + "\n")
+
+
+def seeded(sandbox: SandboxProcess, count: int, images: int = 1, collections: int = 3) -> list[Record]:
+    records = []
+    items: dict[str, list[tuple[str, str]]] = {}
+    for n in range(count):
+        collection = f"c{n % collections}"
+        image_ids = [f"{n}-{i}.jpg" for i in range(images)]
+        items.setdefault(collection, []).extend((f"p{n}", image) for image in image_ids)
+        records.append(event(f"e{n}", collection, f"p{n}", image_ids))
+    for collection, pairs in items.items():
+        sandbox.seed(collection, pairs)
+    return records
+
+
+def remaining_images(sandbox: SandboxProcess, collections: int = 3) -> int:
+    return sum(sandbox.admin(f"/admin/images?collection_name=c{c}")["count"] for c in range(collections))
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_never_commits_ahead(
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
+) -> None:
+    rng = random.Random(20261123)
+    names = topics(partitions=3)
+    sandbox = sandbox_process("--qps", "0", "--latency-ms", "60")
+    records = seeded(sandbox, 50_000)
+    invalid = set(rng.sample(range(len(records)), 500))
+    for index in invalid:
+        records[index] = (b"bad", b"{not json " + str(index).encode(), [])
+    placed = produce_tracked(kafka_bootstrap, names.input, records)
+    settings = {"API__QPS": "12", "API__WORKERS": "3", "BATCH__LINGER_SECONDS": "0.5"}
+    services: list[ServiceProcess] = []
+    kills = 0
+    checks = 0
+    while kills < 10:
+        service = service_process(names, sandbox, **settings)
+        services.append(service)
+        time.sleep(rng.uniform(0.5, 3.0))
+        service.kill()
+        kills += 1
+        # The invariant, checked after every crash: each committed offset's event has its outcome or dead letter.
+        commits = committed(kafka_bootstrap, names.group, names.input, 3)
+        done_events = set(outcome_ids(read_to_end(kafka_bootstrap, names.outcome)))
+        dead = {(r.headers["imgsweep_source_partition"], r.headers["imgsweep_source_offset"]) for r in
+                read_to_end(kafka_bootstrap, names.dlq)}  # fmt: skip
+        for (partition, offset), index in placed.items():
+            if offset < commits.get(partition, 0):
+                checks += 1
+                if index in invalid:
+                    assert (str(partition).encode(), str(offset).encode()) in dead, (partition, offset)
+                else:
+                    assert f"e{index}" in done_events, f"offset {partition}/{offset} committed before its outcome"
+    final = service_process(names, sandbox, API__QPS="200", API__WORKERS="4")
+    services.append(final)
+    valid = {f"e{i}" for i in range(len(records)) if i not in invalid}
+    wait_for(
+        lambda: (
+            final.metric("imgsweep_pending_events") == 0
+            and sum(committed(kafka_bootstrap, names.group, names.input, 3).values()) == len(records)
+        ),
+        300,
+        "the backlog never drained",
+    )
+    outcomes = outcome_ids(read_to_end(kafka_bootstrap, names.outcome))
+    assert set(outcomes) == valid
+    dead_letters = read_to_end(kafka_bootstrap, names.dlq)
+    assert {r.value for r in dead_letters} == {records[i][1] for i in invalid}
+    assert remaining_images(sandbox) == 0
+    duplicates = sum(n - 1 for n in outcomes.values())
+    stats = sandbox.stats()
+    figures(
+        "sigkill",
+        events=len(records),
+        invalid=len(invalid),
+        kills=kills,
+        committed_offsets_checked=checks,
+        outcomes=sum(outcomes.values()),
+        duplicate_outcomes=duplicates,
+        duplicate_ratio=round(duplicates / len(valid), 4),
+        dead_letters=len(dead_letters),
+        api_calls=stats["calls_total"],
+        images_answered_absent=stats["items_absent"],
+    )
+    scan_for_secret(kafka_bootstrap, names, services)
+
+
+def test_faults_throttling_and_a_quota_reset_mid_run_lose_nothing_and_waste_no_call(
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
+) -> None:
+    names = topics(partitions=3)
+    sandbox = sandbox_process(
+        "--qps", "10", "--quota", "40", "--seed", "11",
+        "--http-503-rate", "0.2", "--hang-rate", "0.1", "--hang-seconds", "3",
+    )  # fmt: skip
+    records = seeded(sandbox, 2_000, images=2)
+    produce_tracked(kafka_bootstrap, names.input, records)
+    reset_at = datetime.now(CST) + timedelta(seconds=40)
+    service = service_process(
+        names, sandbox, API__QPS="12", BATCH__MAX_ITEMS="50", API__READ_TIMEOUT_SECONDS="2",
+        API__MAX_ATTEMPTS="50", API__QUOTA_RESET_TIME=reset_at.strftime("%H:%M:%S"),
+    )  # fmt: skip
+    wait_for(lambda: service.metric("imgsweep_quota_exhausted") == 1, 90, "the quota never ran out")
+    exhausted_at = time.monotonic()
+    calls_when_exhausted = sandbox.stats()["calls_total"]
+    wait_for(lambda: datetime.now(CST) >= reset_at - timedelta(seconds=1), 60, "clock")
+    assert sandbox.stats()["calls_total"] <= calls_when_exhausted + 4  # nothing sent while waiting
+    sandbox.admin("/admin/quota", {"reset": True, "limit": 100_000})
+    wait_for(lambda: remaining_images(sandbox) == 0, 240, "images left after the run")
+    wait_for(lambda: service.metric("imgsweep_outcomes_total") >= 2_000, 60, "outcomes missing")
+    outcomes = outcome_ids(read_to_end(kafka_bootstrap, names.outcome))
+    assert set(outcomes) == {f"e{n}" for n in range(2_000)}
+    statuses = Counter(json.loads(r.value or b"")["status"] for r in read_to_end(kafka_bootstrap, names.outcome))
+    assert statuses == {"deleted": 2_000}
+    stats = sandbox.stats()
+    codes = stats["calls_by_code"]
+    permanent = {code for code in codes if code not in {"10000", "10043", "10040", "http_503", "hang"}}
+    assert permanent == set(), f"calls answered with permanent errors: {permanent}"
+    assert codes.get("10040", 0) <= 4  # at most the calls already in flight when the quota ran out
+    figures(
+        "faults_quota",
+        events=2_000,
+        images=4_000,
+        api_calls=stats["calls_total"],
+        calls_by_code=codes,
+        quota_wait_seconds=round(time.monotonic() - exhausted_at, 1),
+        duplicate_outcomes=sum(n - 1 for n in outcomes.values()),
+        items_deleted_more_than_once=stats["items_deleted_more_than_once"],
+        max_observed_qps=stats["max_observed_qps"],
+    )
+    scan_for_secret(kafka_bootstrap, names, [service])
+
+
+def _load_kafka_local() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka_local.py"
+    spec = importlib.util.spec_from_file_location("kafka_local", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Any]:
+    kafka_local = _load_kafka_local()
+    kafka_local.fetch()
+    broker = kafka_local.LocalKafka(data_dir=tmp_path / "kafka")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def test_a_broker_restart_mid_run_is_survived_without_losing_anything(
+    own_broker: Any, sandbox_process: SandboxFactory, service_process: ServiceFactory, tmp_path: Path
+) -> None:
+    bootstrap: str = own_broker.bootstrap_servers
+    tag = uuid.uuid4().hex[:8]
+    names = Topics(f"in-{tag}", f"out-{tag}", f"dlq-{tag}", f"group-{tag}")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = [NewTopic(names.input, num_partitions=3, replication_factor=1)]
+    new += [NewTopic(name, num_partitions=1, replication_factor=1) for name in (names.outcome, names.dlq)]
+    for future in admin.create_topics(new).values():
+        future.result(30)
+    sandbox = sandbox_process("--qps", "0", "--latency-ms", "30")
+    records = seeded(sandbox, 3_000, images=2)
+    produce_tracked(bootstrap, names.input, records)
+    service: ServiceProcess = service_process(
+        names, sandbox, KAFKA__BOOTSTRAP_SERVERS=bootstrap, API__QPS="10", BATCH__MAX_ITEMS="60"
+    )
+    wait_for(lambda: service.metric("imgsweep_outcomes_total") >= 300, 90, "no progress before the outage")
+    before = service.metric("imgsweep_outcomes_total")
+    restart_seconds = own_broker.restart(down_seconds=8)
+    assert service.process.poll() is None, "the service died with the broker"
+    wait_for(lambda: remaining_images(sandbox) == 0, 240, "images left after the outage")
+    wait_for(
+        lambda: sum(committed(bootstrap, names.group, names.input, 3).values()) == len(records),
+        120,
+        "offsets never caught up after the outage",
+    )
+    outcomes = outcome_ids(read_to_end(bootstrap, names.outcome))
+    assert set(outcomes) == {f"e{n}" for n in range(3_000)}
+    figures(
+        "broker_restart",
+        events=3_000,
+        outcomes_before_outage=int(before),
+        broker_down_seconds=8,
+        broker_restart_seconds=round(restart_seconds, 1),
+        duplicate_outcomes=sum(n - 1 for n in outcomes.values()),
+        service_stayed_up=service.process.poll() is None,
+    )
+    scan_for_secret(bootstrap, names, [service])
+
+
+def hostile_records(rng: random.Random, count: int) -> list[tuple[Record, str]]:
+    """Bad records of many kinds, each with the error class it must be dead-lettered under ("any": several fit)."""
+    fields = {"event_id": "x", "collection_name": "c0", "product_id": "p", "image_ids": ["a"]}
+    value = json.dumps(fields).encode()
+    envelope = {"specversion": "1.0", "id": "i", "source": "s", "type": "t", "data": "not an object"}
+    structured: list[tuple[str, str | bytes | None]] = [("content-type", b"application/cloudevents+json")]
+    bad_ce_id: list[tuple[str, str | bytes | None]] = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", b"\xff\xfe"),
+        ("ce_source", b"s"),
+        ("ce_type", b"t"),
+    ]
+    fixed: list[tuple[Record, str]] = [
+        ((b"k", json.dumps({**fields, "pad": "x" * 900_000}).encode()[:-3], []), "invalid_json"),
+        ((b"k", json.dumps({**fields, "image_ids": "a.jpg"}).encode(), []), "invalid_schema"),
+        ((b"k", json.dumps({**fields, "product_id": 12345}).encode(), []), "invalid_schema"),
+        ((b"k", json.dumps({**fields, "image_ids": ["i"] * 31}).encode(), []), "invalid_schema"),
+        ((b"k", json.dumps({**fields, "event_id": "a\u0000b"}).encode(), []), "invalid_schema"),
+        ((b"k", json.dumps([fields]).encode(), []), "invalid_schema"),
+        ((b"k", b'{"event_id": NaN}', []), "invalid_json"),
+        ((b"k", b"1" * 5000, []), "invalid_json"),
+        ((b"k", None, []), "empty_value"),
+        ((b"k", b"", []), "empty_value"),
+        ((b"k", value, [("ce_specversion", b"0.3"), ("ce_id", b"1")]), "invalid_cloudevent"),
+        ((b"k", value, [("ce_specversion", b"1.0")]), "invalid_cloudevent"),
+        ((b"k", value, bad_ce_id), "invalid_cloudevent"),
+        ((b"k", json.dumps(envelope).encode(), structured), "any"),
+    ]
+    records: list[tuple[Record, str]] = []
+    for _ in range(count):
+        roll = rng.random()
+        if roll < 0.2:
+            noise = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 64))) + b"\xff"
+            records.append(((b"k", noise, []), "any"))
+        elif roll < 0.3:
+            records.append(((b"k", b"[" * rng.randint(2_000, 100_000), []), "invalid_json"))
+        else:
+            # The 900 KB one is rare: a few of them are enough and keep the run short.
+            choice = rng.choice(fixed[1:]) if rng.random() > 0.005 else fixed[0]
+            records.append(choice)
+    return records
+
+
+def test_ten_thousand_hostile_events_all_dead_lettered_and_valid_neighbours_complete(
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
+) -> None:
+    rng = random.Random(7)
+    names = topics(partitions=3)
+    sandbox = sandbox_process("--qps", "0")
+    valid = seeded(sandbox, 2_000)
+    hostile = hostile_records(rng, 10_000)
+    stream: list[Record] = []
+    expected_class: dict[int, str] = {}
+    hostile_iter = iter(hostile)
+    for good in valid:
+        stream.append(good)
+        for _ in range(5):
+            bad, error_class = next(hostile_iter)
+            expected_class[len(stream)] = error_class
+            stream.append(bad)
+    placed = produce_tracked(kafka_bootstrap, names.input, stream)
+    service = service_process(names, sandbox, API__QPS="100")
+    wait_for(
+        lambda: sum(committed(kafka_bootstrap, names.group, names.input, 3).values()) == len(stream),
+        240,
+        "the stream was not fully committed",
+    )
+    assert service.process.poll() is None
+    dead = read_to_end(kafka_bootstrap, names.dlq)
+    assert len(dead) == 10_000
+    by_source = {
+        (int(r.headers["imgsweep_source_partition"]), int(r.headers["imgsweep_source_offset"])): r for r in dead
+    }
+    classes: Counter[str] = Counter()
+    for position, index in placed.items():
+        if index not in expected_class:
+            continue
+        letter = by_source[position]
+        assert letter.headers["imgsweep_error_reason"], "a dead letter without a reason"
+        got = letter.headers["imgsweep_error_class"].decode()
+        if expected_class[index] != "any":
+            assert got == expected_class[index], (index, got, letter.headers["imgsweep_error_reason"])
+        assert letter.value == stream[index][1]
+        classes[got] += 1
+    outcomes = outcome_ids(read_to_end(kafka_bootstrap, names.outcome))
+    assert set(outcomes) == {f"e{n}" for n in range(2_000)}
+    assert remaining_images(sandbox) == 0
+    assert service.metric("imgsweep_invalid_events_total") == 10_000
+    figures("hostile", hostile=10_000, valid=2_000, dead_letters_by_class=dict(classes), crashes=0)
+    scan_for_secret(kafka_bootstrap, names, [service])
+
+
+def test_sigterm_under_load_drains_within_the_grace_period_without_duplicates(
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
+) -> None:
+    names = topics(partitions=4)
+    sandbox = sandbox_process("--qps", "0", "--latency-ms", "120")
+    records = seeded(sandbox, 6_000, images=2)
+    produce_tracked(kafka_bootstrap, names.input, records)
+    grace = 15.0
+    drains = []
+    services = []
+    for _ in range(3):
+        service = service_process(
+            names, sandbox, API__QPS="15", BATCH__MAX_ITEMS="40", SHUTDOWN_GRACE_SECONDS=str(grace)
+        )
+        services.append(service)
+        time.sleep(4)
+        started = time.monotonic()
+        assert service.terminate(timeout=grace + 20) == 0
+        drains.append(round(time.monotonic() - started, 2))
+        assert "shutdown leaves events unfinished" not in service.logs()
+    final = service_process(names, sandbox, API__QPS="100", BATCH__MAX_ITEMS="200")
+    services.append(final)
+    wait_for(lambda: remaining_images(sandbox) == 0, 240, "images left")
+    wait_for(lambda: final.metric("imgsweep_pending_events") == 0, 60, "events still pending")
+    wait_for(
+        lambda: sum(committed(kafka_bootstrap, names.group, names.input, 4).values()) == len(records),
+        60,
+        "not all committed",
+    )
+    outcomes = outcome_ids(read_to_end(kafka_bootstrap, names.outcome))
+    assert set(outcomes) == {f"e{n}" for n in range(6_000)}
+    duplicates = sum(n - 1 for n in outcomes.values())
+    assert duplicates == 0
+    assert max(drains) < grace + 5
+    figures("sigterm", events=6_000, drains_seconds=drains, grace_seconds=grace, duplicate_outcomes=duplicates)
+    scan_for_secret(kafka_bootstrap, names, services)
