@@ -30,6 +30,7 @@ from pydantic_settings import (
     NestedSecretsSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 __all__ = [
@@ -361,11 +362,13 @@ def load_settings(**overrides: Any) -> Settings:
                 for name in unknown
             )
         )
+    secrets_dir = secrets_dir_from_env()
     try:
-        secrets_dir = secrets_dir_from_env()
         return Settings(_secrets_dir=secrets_dir, **overrides)  # type: ignore[call-arg]  # pydantic-settings init kwarg
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
+    except SettingsError as error:  # e.g. an unreadable or oversized secrets directory
+        raise ConfigError(f"{SECRETS_DIR_ENV}={secrets_dir}: {error}") from None
 
 
 def masked_config(settings: Settings) -> dict[str, Any]:

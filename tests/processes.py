@@ -213,6 +213,9 @@ def topics(kafka_admin: AdminClient) -> Iterator[TopicsFactory]:
 def service_process(tmp_path: Path, kafka_bootstrap: str) -> Iterator[ServiceFactory]:
     started: list[ServiceProcess] = []
 
+    secrets_dir = tmp_path / "no-secrets"
+    secrets_dir.mkdir(exist_ok=True)
+
     def start(topics: Topics, sandbox: SandboxProcess | None, **settings: str) -> ServiceProcess:
         port = free_port()
         env = {
@@ -231,7 +234,7 @@ def service_process(tmp_path: Path, kafka_bootstrap: str) -> Iterator[ServiceFac
             "IMGSWEEP_HTTP__PORT": str(port),
             "IMGSWEEP_HTTP__HOST": "127.0.0.1",
             "IMGSWEEP_LOG__LEVEL": "INFO",
-            "IMGSWEEP_SECRETS_DIR": str(tmp_path),
+            "IMGSWEEP_SECRETS_DIR": str(secrets_dir),
         }
         if sandbox is not None:
             env["IMGSWEEP_API__ENDPOINT"] = sandbox.endpoint

@@ -19,6 +19,7 @@ class PartitionOffsets:
         # offset -> acknowledgements still awaited; _UNPUBLISHED until the event's records are produced.
         self._open: OrderedDict[int, int] = OrderedDict()
         self._committable: int | None = None
+        self._highest_published: int | None = None
 
     def track(self, offset: int) -> None:
         """An event was consumed at ``offset``; offsets arrive in increasing order within a partition."""
@@ -31,6 +32,8 @@ class PartitionOffsets:
         if self._open.get(offset) != _UNPUBLISHED:
             raise ValueError(f"offset {offset} is not awaiting publication")
         self._open[offset] = records
+        if self._highest_published is None or offset > self._highest_published:
+            self._highest_published = offset
         self._advance()
 
     def acknowledged(self, offset: int) -> None:
@@ -55,3 +58,20 @@ class PartitionOffsets:
 
     def outstanding(self) -> int:
         return len(self._open)
+
+    def highest_published(self) -> int | None:
+        """The highest offset whose records were handed to the producer (None if none yet)."""
+        return self._highest_published
+
+    def unpublished_at_or_below(self, offset: int) -> bool:
+        """Whether an event at or below ``offset`` still awaits publication: a gap the watermark cannot pass."""
+        return any(remaining == _UNPUBLISHED for tracked, remaining in self._open.items() if tracked <= offset)
+
+    def is_next_to_publish(self, offset: int) -> bool:
+        """Whether every event before ``offset`` is published, so publishing it leaves no gap."""
+        for tracked, remaining in self._open.items():
+            if tracked >= offset:
+                return True
+            if remaining == _UNPUBLISHED:
+                return False
+        return True

@@ -110,6 +110,8 @@ class Pipeline:
         self._rebalanced = False
         self._topic_partitions: int | None = None
         self._lag_labels: set[str] = set()
+        self._in_order = False
+        self._held: list[PendingEvent] = []
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -152,19 +154,41 @@ class Pipeline:
         return 0.2 if due is None else min(0.2, max(0.005, due))
 
     def _drain(self) -> None:
+        """Finish what an outcome was already published past, publish in order, commit, close.
+
+        An outcome published above an unfinished event cannot be committed, and would be published again
+        after a restart. So the drain finishes exactly the events below each partition's highest published
+        offset (the gaps), publishes from now on strictly in offset order, and leaves every event above
+        that frontier unstarted and uncommitted: the next owner does it, and no outcome is duplicated.
+        """
         grace = self._settings.shutdown_grace_seconds
         deadline = time.monotonic() + grace
         self._health.draining = True
-        log.info("draining before shutdown", extra={"count": len(self._pending), "wait_seconds": grace})
         self._set_paused(True)
-        while (self._pending or self._inflight) and not self._abandon and time.monotonic() < deadline:
+        self._in_order = True
+        frontier = {partition: tracker.highest_published() for partition, tracker in self._offsets.items()}
+
+        def beyond_frontier(pending: PendingEvent) -> bool:
+            highest = frontier.get(pending.source.partition)
+            return highest is None or pending.source.offset > highest
+
+        for key, pending in list(self._pending.items()):
+            if beyond_frontier(pending):
+                pending.abandoned = True
+                del self._pending[key]
+        self._batcher.discard_waiters(lambda pending: pending.abandoned)
+        log.info(
+            "draining before shutdown",
+            extra={"count": len(self._pending), "wait_seconds": grace, "state": "finishing gaps only"},
+        )
+        while self._has_gaps(frontier) and not self._abandon and time.monotonic() < deadline:
             if self._fatal is not None or self._quota.state().exhausted:
                 break  # nothing more can finish; what is pending stays uncommitted
-            self._step()
+            self._step(fetch=False)
         self._stop_calls.set()
-        if self._pending:
+        if self._has_gaps(frontier):
             log.warning(
-                "shutdown leaves events unfinished; they stay uncommitted and will be redelivered",
+                "shutdown leaves events unfinished below published outcomes; they will be redelivered",
                 extra={"count": len(self._pending)},
             )
         self._producer.flush(max(1.0, deadline - time.monotonic()))
@@ -173,7 +197,15 @@ class Pipeline:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._consumer.close()
         self._producer.flush(5)
-        log.info("stopped", extra={"count": len(self._pending)})
+        log.info("stopped", extra={"count": len(self._held)})
+
+    def _has_gaps(self, frontier: dict[int, int | None]) -> bool:
+        return any(
+            highest is not None
+            and partition in self._offsets
+            and self._offsets[partition].unpublished_at_or_below(highest)
+            for partition, highest in frontier.items()
+        )
 
     # ---- input -----------------------------------------------------------------------------------------
 
@@ -287,6 +319,27 @@ class Pipeline:
         key = (pending.source.partition, pending.source.offset)
         if self._pending.pop(key, None) is None:
             return
+        if self._in_order:
+            self._held.append(pending)
+            self._publish_in_order()
+            return
+        self._publish_outcome(pending)
+
+    def _publish_in_order(self) -> None:
+        """While draining: publish held events only where that leaves no gap below them."""
+        progress = True
+        while progress:
+            progress = False
+            for pending in sorted(self._held, key=lambda p: p.source.offset):
+                offsets = self._offsets.get(pending.source.partition)
+                if offsets is None:
+                    self._held.remove(pending)
+                elif offsets.is_next_to_publish(pending.source.offset):
+                    self._held.remove(pending)
+                    self._publish_outcome(pending)
+                    progress = True
+
+    def _publish_outcome(self, pending: PendingEvent) -> None:
         outcome = build_outcome(pending, completed_at=datetime.now(UTC), dry_run=self._settings.dry_run)
         records = [
             _Record(

@@ -226,7 +226,7 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             self._log_call(HTTPStatus.OK, "truncated", reply.code)
             return
         self._send(HTTPStatus.OK, rendered)
-        self._log_call(HTTPStatus.OK, reply.code, str(reply.business_code))
+        self._log_call(HTTPStatus.OK, reply.code, f"result.code={reply.business_code}")
 
     # --- admin ----------------------------------------------------------------------------------------------
 

@@ -145,6 +145,8 @@ class SandboxStats:
     ``hang`` (dropped unanswered) or ``truncated``."""
     results_by_code: dict[str, int]
     """``result.code`` of the calls answered 10000."""
+    calls_by_collection: dict[str, int]
+    """Well-formed calls the interface handled (answered 10000), by the collection they named."""
     faults_injected: dict[str, int]
     items_deleted: int
     items_deleted_more_than_once: int
@@ -270,6 +272,7 @@ class SandboxState:
     def _reset_counters(self) -> None:
         self._calls: Counter[str] = Counter()
         self._results: Counter[str] = Counter()
+        self._calls_by_collection: Counter[str] = Counter()
         self._injected: Counter[str] = Counter()
         self._deleted_before: dict[str, set[ImageKey]] = {}
         self._deleted_again: dict[str, set[ImageKey]] = {}
@@ -407,6 +410,8 @@ class SandboxState:
                     SystemCode.SUCCESS, charge=True, remain_times=self._quota.remain_times, result=result
                 )
                 self._results[str(result.code)] += 1
+                if not isinstance(parsed, int):
+                    self._calls_by_collection[parsed.collection] += 1
             if plan.transport is TransportFault.TRUNCATE:
                 self._injected[TransportFault.TRUNCATE.value] += 1
                 self._calls[TransportFault.TRUNCATE.value] += 1
@@ -460,6 +465,7 @@ class SandboxState:
                 calls_total=sum(self._calls.values()),
                 calls_by_code=dict(sorted(self._calls.items())),
                 results_by_code=dict(sorted(self._results.items())),
+                calls_by_collection=dict(sorted(self._calls_by_collection.items())),
                 faults_injected=dict(sorted(self._injected.items())),
                 items_deleted=self._items_deleted,
                 items_deleted_more_than_once=sum(len(again) for again in self._deleted_again.values()),

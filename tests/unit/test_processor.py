@@ -291,3 +291,22 @@ def test_the_qps_share_follows_the_assignment(partitions: tuple[int, ...]) -> No
     rig.assign(*partitions)
     rig.step()
     assert rig.pipeline._limiter.ceiling == pytest.approx(2 * len(partitions) / 2)
+
+
+def test_sigterm_drain_fills_gaps_publishes_in_order_and_leaves_the_rest_unstarted() -> None:
+    rig = Rig(batch=BatchSettings(linger_seconds=0, max_items=1), api={"workers": 2})
+    rig.feed(FakeMessage(0, 0, delisted("gap", "slow")), FakeMessage(0, 1, delisted("published", "fast")))
+    rig.executor.resolve("fast")
+    rig.step()
+    assert [o["event_id"] for o in rig.outcomes()] == ["published"]
+    rig.pipeline._settings = Settings(
+        shutdown_grace_seconds=5, batch=BatchSettings(linger_seconds=0), api={"workers": 1}
+    )
+    rig.consumer.queue.append(FakeMessage(0, 2, delisted("later", "other")))
+    rig.pipeline._step()  # "later" is consumed but its call has not started (one worker, busy with "slow")
+    threading.Timer(0.3, rig.executor.resolve, args=("slow",)).start()
+    rig.pipeline.request_shutdown()
+    rig.pipeline._drain()
+    assert [o["event_id"] for o in rig.outcomes()] == ["published", "gap"]
+    assert rig.consumer.committed_offset(0) == 2  # "later" stays uncommitted: redelivered, never duplicated
+    assert [batch.collection for batch, _ in rig.executor.calls] == []  # "later" was never called

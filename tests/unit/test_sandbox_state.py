@@ -234,11 +234,17 @@ def test_present_images_are_deleted_absent_ones_fail_with_no_available_feature()
     assert (stats.items_deleted, stats.items_absent, stats.images_stored) == (2, 2, 1)
 
 
-def test_collections_are_separate() -> None:
-    state = make_state()
+def test_collections_are_separate_and_counted_apart() -> None:
+    state = make_state(qps=1)
     state.seed_images("c1", [("p", "i")])
     assert lists(state.handle_delete(body("c2", ("p", "i"))))[0] == []
     assert state.collection_images("c1") == [("p", "i")]
+    assert state.handle_delete(body("c1", ("p", "i"))).code == "10043"  # refused: not handled by the interface
+    state.update_faults({"qps": 0})
+    state.handle_delete(body("c1", ("p", "i")))
+    state.handle_delete(body("c1", ("p", "i"), ("p", "i")))  # 3052: charged, but not a well-formed call
+    state.handle_delete(b"{")  # 5001: names no collection
+    assert state.stats().calls_by_collection == {"c1": 1, "c2": 1}
 
 
 def test_unknown_collection_answers_1030_only_when_asked() -> None:

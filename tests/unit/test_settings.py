@@ -187,3 +187,13 @@ def test_a_missing_secrets_directory_is_a_clear_error(monkeypatch: pytest.Monkey
     monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(tmp_path / "nope"))
     with pytest.raises(ConfigError, match=r"IMGSWEEP_SECRETS_DIR=.*is not a directory"):
         load_settings()
+
+
+def test_an_oversized_secrets_directory_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    with (secrets / "huge").open("wb") as handle:
+        handle.truncate(17 * 1024 * 1024)
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(secrets))
+    with pytest.raises(ConfigError, match=r"IMGSWEEP_SECRETS_DIR=.*secrets_dir size is above"):
+        load_settings()

@@ -1,0 +1,393 @@
+"""How each quantity is measured, and what a measurement holds. Every function here blocks for its run.
+
+Rates under backlog are taken between the moments 10 % and 90 % of the events were done, so start-up (imports,
+the group join) and the tail (the last batches' linger) weigh on neither side of a ratio. Call rates are
+taken over a window that starts and ends on a call, so the window holds whole call intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from confluent_kafka import Consumer, TopicPartition
+
+from bench.processes import ACCESS_KEY, SECRET_KEY, ImgsweepProcess, ProcessUsage, SandboxProcess
+from service.api.signing import Credentials, sign_request
+
+__all__ = [
+    "CallWindow",
+    "DrainRun",
+    "LatencyRun",
+    "SandboxCapacity",
+    "ThroughputRun",
+    "call_window",
+    "drain",
+    "outcome_latencies",
+    "raw_consume",
+    "sandbox_capacity",
+]
+
+CONSUME_BATCH: Final = 500
+"""As many records per ``consume()`` as the service asks for (service.pipeline.processor.CONSUME_BATCH)."""
+LOW, HIGH = 0.1, 0.9
+
+Sample = tuple[float, float]
+"""(seconds since the run started, events done by then)"""
+
+
+def rate_between(samples: Sequence[Sample], total: int) -> tuple[float, float]:
+    """Events a second between the moments LOW and HIGH of ``total`` were done, interpolated between samples;
+    returns (rate, seconds between those moments)."""
+    low, high = _crossing(samples, LOW * total), _crossing(samples, HIGH * total)
+    seconds = max(high - low, 1e-9)
+    return (HIGH - LOW) * total / seconds, seconds
+
+
+def _crossing(samples: Sequence[Sample], level: float) -> float:
+    previous = (0.0, 0.0)
+    for at, done in samples:
+        if done >= level:
+            (t0, d0), (t1, d1) = previous, (at, done)
+            return t1 if d1 == d0 else t0 + (level - d0) * (t1 - t0) / (d1 - d0)
+        previous = (at, done)
+    raise ValueError(f"the run never reached {level:.0f} events")
+
+
+@dataclass(frozen=True)
+class ThroughputRun:
+    events: int
+    events_per_second: float
+    window_seconds: float
+    """Seconds between 10 % and 90 % of the events."""
+
+
+def raw_consume(bootstrap: str, topic: str, expected: int, timeout: float) -> ThroughputRun:
+    """A bare confluent-kafka consumer reading the topic from the start: ``consume()`` and count, no decoding."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    samples: list[Sample] = []
+    count = 0
+    started: float | None = None
+    deadline = time.monotonic() + timeout
+    try:
+        while count < expected and time.monotonic() < deadline:
+            messages = consumer.consume(num_messages=CONSUME_BATCH, timeout=0.5)
+            if not messages:
+                continue
+            now = time.monotonic()
+            if started is None:
+                started = now
+            count += sum(1 for message in messages if message.error() is None)
+            samples.append((now - started, float(count)))
+    finally:
+        consumer.close()
+    if count < expected:
+        raise RuntimeError(f"the raw consumer read {count} of {expected} records within {timeout:.0f} s")
+    rate, seconds = rate_between(samples, expected)
+    return ThroughputRun(expected, rate, seconds)
+
+
+def finished_events(metrics: dict[str, float]) -> float:
+    """Events imgsweep is done with: outcomes acknowledged, plus invalid records dead-lettered."""
+    outcomes = sum(value for series, value in metrics.items() if series.startswith("imgsweep_outcomes_total"))
+    return outcomes + metrics.get('imgsweep_dead_letters_total{reason="invalid_event"}', 0.0)
+
+
+@dataclass(frozen=True)
+class DrainRun:
+    """imgsweep draining a backlog: throughput, what the process used, and how it batched."""
+
+    events: int
+    events_per_second: float
+    window_seconds: float
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
+    batch_items_mean: float
+    api_calls: float
+    timeline: list[tuple[float, float, float]]
+    """(seconds, events done, RSS MB)"""
+
+
+def drain(service: ImgsweepProcess, expected: int, *, interval: float, timeout: float) -> DrainRun:
+    """Samples the service's metrics and /proc until ``expected`` events are done. The service was started
+    (ready) just before, so the CPU counted is what the drain cost, not the interpreter's start-up."""
+    start_usage = service.usage()
+    started = time.monotonic()
+    samples: list[Sample] = []
+    timeline: list[tuple[float, float, float]] = []
+    done = 0.0
+    metrics: dict[str, float] = {}
+    while done < expected:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"imgsweep finished {done:.0f} of {expected} events within {timeout:.0f} s")
+        if service.process.poll() is not None:
+            raise RuntimeError(f"imgsweep exited with {service.process.returncode}; see {service.log_path}")
+        time.sleep(interval)
+        metrics = service.metrics()
+        usage = service.usage()
+        done = finished_events(metrics)
+        at = time.monotonic() - started
+        samples.append((at, done))
+        timeline.append((at, done, usage.rss_mb))
+    end_usage: ProcessUsage = service.usage()
+    rate, window = rate_between(samples, expected)
+    count = metrics.get("imgsweep_batch_items_count", 0.0)
+    return DrainRun(
+        events=expected,
+        events_per_second=rate,
+        window_seconds=window,
+        seconds=samples[-1][0],
+        cpu_seconds=end_usage.cpu_seconds - start_usage.cpu_seconds,
+        peak_rss_mb=end_usage.peak_rss_mb,
+        batch_items_mean=metrics.get("imgsweep_batch_items_sum", 0.0) / count if count else 0.0,
+        api_calls=count,
+        timeline=timeline,
+    )
+
+
+@dataclass(frozen=True)
+class CallWindow:
+    """What the sandbox saw during a window that starts and ends on a successful call."""
+
+    seconds: float
+    calls_ok: int
+    calls_total: int
+    calls_10043: int
+    items: int
+    """Items the sandbox processed (deleted, absent or failed) in the successful calls."""
+    deleted: int
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    """(seconds, successful calls, images deleted), counted from the window's start"""
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls_ok / self.seconds
+
+    @property
+    def deleted_per_second(self) -> float:
+        return self.deleted / self.seconds
+
+    @property
+    def items_per_call(self) -> float:
+        return self.items / self.calls_ok if self.calls_ok else 0.0
+
+
+def _ok(stats: dict[str, Any]) -> int:
+    return int(stats["calls_by_code"].get("10000", 0))
+
+
+def _items(stats: dict[str, Any]) -> int:
+    return int(stats["items_deleted"]) + int(stats["items_absent"]) + int(stats["items_failed"])
+
+
+def _next_call(sandbox: SandboxProcess, after: int, timeout: float, poll: float = 0.01) -> tuple[float, dict[str, Any]]:
+    """Blocks until the sandbox counted more than ``after`` successful calls; (when, the stats then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = sandbox.stats()
+        now = time.monotonic()
+        if _ok(stats) > after or now > deadline:
+            return now, stats
+        time.sleep(poll)
+
+
+def call_window(sandbox: SandboxProcess, seconds: float, *, warmup_calls: int = 2) -> CallWindow:
+    """Waits for ``warmup_calls`` successful calls, then counts the calls and items of about ``seconds``."""
+    _, stats = _next_call(sandbox, warmup_calls - 1, timeout=120)
+    if _ok(stats) < warmup_calls:
+        raise RuntimeError("no successful call reached the sandbox within 120 s")
+    started, first = _next_call(sandbox, _ok(stats), timeout=30)
+    timeline: list[tuple[float, int, int]] = [(0.0, 0, 0)]
+    while time.monotonic() - started < seconds:
+        time.sleep(min(1.0, max(0.0, seconds - (time.monotonic() - started))))
+        stats = sandbox.stats()
+        timeline.append(
+            (time.monotonic() - started, _ok(stats) - _ok(first), stats["items_deleted"] - first["items_deleted"])
+        )
+    ended, last = _next_call(sandbox, _ok(stats), timeout=30)
+    timeline.append((ended - started, _ok(last) - _ok(first), last["items_deleted"] - first["items_deleted"]))
+    return CallWindow(
+        seconds=ended - started,
+        calls_ok=_ok(last) - _ok(first),
+        calls_total=last["calls_total"] - first["calls_total"],
+        calls_10043=last["calls_by_code"].get("10043", 0) - first["calls_by_code"].get("10043", 0),
+        items=_items(last) - _items(first),
+        deleted=last["items_deleted"] - first["items_deleted"],
+        timeline=timeline,
+    )
+
+
+@dataclass(frozen=True)
+class LatencyRun:
+    """From each valid event's CreateTime to the broker's LogAppendTime of its outcome."""
+
+    events: int
+    outcomes: int
+    latencies: list[float]
+    calls_per_second: float
+
+    @property
+    def p50(self) -> float:
+        return _percentile(self.latencies, 50)
+
+    @property
+    def p99(self) -> float:
+        return _percentile(self.latencies, 99)
+
+
+def _percentile(values: Sequence[float], percent: int) -> float:
+    if len(values) < 2:
+        return values[0] if values else float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[percent - 1]
+
+
+def outcome_latencies(
+    bootstrap: str, topic: str, created_ms: dict[bytes, int], *, timeout: float
+) -> tuple[list[float], int]:
+    """Reads the outcome topic (LogAppendTime) until every event in ``created_ms`` has an outcome or the
+    timeout passes; returns the latencies in seconds and how many outcomes were read."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-outcomes-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, partition, 0) for partition in metadata.partitions])
+    seen: dict[bytes, float] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while len(seen) < len(created_ms) and time.monotonic() < deadline:
+            for message in consumer.consume(CONSUME_BATCH, timeout=0.2):
+                key = message.key()
+                if message.error() is None and key in created_ms and key not in seen:
+                    seen[key] = (message.timestamp()[1] - created_ms[key]) / 1000.0
+    finally:
+        consumer.close()
+    return list(seen.values()), len(seen)
+
+
+@dataclass(frozen=True)
+class SandboxCapacity:
+    calls: int
+    seconds: float
+    items_per_call: int
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls / self.seconds
+
+
+def _signed_heads(url: str, body: bytes, count: int) -> list[bytes]:
+    parts = urlsplit(url)
+    credentials = Credentials(ACCESS_KEY, SECRET_KEY)
+    heads = []
+    for _ in range(count):
+        headers = sign_request(
+            method="POST",
+            url=url,
+            headers={"Content-Type": "application/json"},
+            body=body,
+            credentials=credentials,
+            region="cn-north-1",
+            service="aiapi",
+            now=datetime.now(UTC),
+            nonce=str(uuid.uuid4()),
+        )
+        lines = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        heads.append(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+    return heads
+
+
+def _read_response(sock: socket.socket, buffer: bytearray) -> None:
+    """Reads one HTTP response with a Content-Length off a keep-alive socket (what follows stays in ``buffer``)."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the sandbox closed the connection")
+        buffer += chunk
+    end = buffer.index(b"\r\n\r\n") + 4
+    head = bytes(buffer[:end]).lower()
+    start = head.index(b"content-length:") + len(b"content-length:")
+    length = int(head[start : head.index(b"\r\n", start)])
+    while len(buffer) < end + length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the sandbox closed the connection")
+        buffer += chunk
+    del buffer[: end + length]
+
+
+def sandbox_capacity(
+    url: str, seconds: float, *, connections: int = 4, items: int = 200, client_cpu: int | None = None
+) -> SandboxCapacity:
+    """Calls the sandbox (``--qps 0``) back to back over ``connections`` keep-alive sockets, with requests
+    signed beforehand so the client costs little; ``client_cpu`` pins the client's threads to one core."""
+    body = json.dumps(
+        {
+            "collection_name": "capacity",
+            "image_id_list": [{"product_id": "p", "image_id": f"{n}.jpg"} for n in range(items)],
+        },
+        separators=(",", ":"),
+    ).encode()
+    heads = _signed_heads(url, body, count=max(200, int(seconds * 3000)))
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    lock = threading.Lock()
+    queue = iter(heads)
+    done = [0]
+    stop_at = time.monotonic() + seconds
+
+    def client() -> None:
+        if client_cpu is not None:
+            os.sched_setaffinity(0, {client_cpu})  # this thread only
+        with socket.create_connection((host, port)) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            buffer = bytearray()
+            while time.monotonic() < stop_at:
+                with lock:
+                    head = next(queue, None)
+                if head is None:
+                    return
+                sock.sendall(head + body)
+                _read_response(sock, buffer)
+                with lock:
+                    done[0] += 1
+
+    threads = [threading.Thread(target=client, name=f"capacity-{n}") for n in range(connections)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return SandboxCapacity(done[0], time.monotonic() - started, items)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)

@@ -1,0 +1,143 @@
+{{/*
+Names, labels, and the checks that make a bad combination of values fail at render time with a message
+saying what to change (values.schema.json catches bad single values first).
+*/}}
+
+{{- define "imgsweep.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "imgsweep.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "imgsweep.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "imgsweep.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "imgsweep.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Every object carries these. */}}
+{{- define "imgsweep.labels" -}}
+helm.sh/chart: {{ include "imgsweep.chart" . }}
+{{ include "imgsweep.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/component: consumer
+app.kubernetes.io/part-of: imgsweep
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "imgsweep.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "imgsweep.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "imgsweep.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the Secret's keys appear as files; imgsweep reads IMGSWEEP_SECRETS_DIR. */}}
+{{- define "imgsweep.secretsDir" -}}
+/var/run/secrets/imgsweep
+{{- end }}
+
+{{/* The chart renders its own Secret only when it has something to put in it and none is named. */}}
+{{- define "imgsweep.createSecret" -}}
+{{- $s := .Values.secrets }}
+{{- if and (not .Values.existingSecret) (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword) }}true{{ end }}
+{{- end }}
+
+{{/* The Secret mounted in the pod, if any. */}}
+{{- define "imgsweep.secretName" -}}
+{{- if .Values.existingSecret }}
+{{- .Values.existingSecret }}
+{{- else if include "imgsweep.createSecret" . }}
+{{- include "imgsweep.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{- define "imgsweep.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.shutdownGraceSeconds) (int .Values.terminationGraceMarginSeconds) }}
+{{- end }}
+
+{{/*
+The IMGSWEEP_* settings of the ConfigMap, as a dict (name -> string). Integers go through int64 so that large
+ones are not printed in exponent form (Helm reads numbers in values as float64).
+*/}}
+{{- define "imgsweep.settings" -}}
+{{- $v := .Values }}
+{{- $settings := dict
+  "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS" $v.kafka.bootstrapServers
+  "IMGSWEEP_KAFKA__GROUP_ID" $v.kafka.groupId
+  "IMGSWEEP_KAFKA__INPUT_TOPIC" $v.kafka.inputTopic
+  "IMGSWEEP_KAFKA__OUTCOME_TOPIC" $v.kafka.outcomeTopic
+  "IMGSWEEP_KAFKA__DLQ_TOPIC" $v.kafka.dlqTopic
+  "IMGSWEEP_KAFKA__PROPERTIES" ($v.kafka.properties | default dict | toJson)
+  "IMGSWEEP_KAFKA__MAX_POLL_INTERVAL_MS" ($v.kafka.maxPollIntervalMs | int64 | toString)
+  "IMGSWEEP_KAFKA__SESSION_TIMEOUT_MS" ($v.kafka.sessionTimeoutMs | int64 | toString)
+  "IMGSWEEP_KAFKA__MAX_PENDING_EVENTS" ($v.kafka.maxPendingEvents | int64 | toString)
+  "IMGSWEEP_API__ENDPOINT" $v.api.endpoint
+  "IMGSWEEP_API__REGION" $v.api.region
+  "IMGSWEEP_API__SERVICE" $v.api.service
+  "IMGSWEEP_API__QPS" ($v.api.qps | toString)
+  "IMGSWEEP_API__WORKERS" ($v.api.workers | int64 | toString)
+  "IMGSWEEP_BATCH__MAX_ITEMS" ($v.batch.maxItems | int64 | toString)
+  "IMGSWEEP_BATCH__MAX_BYTES" ($v.batch.maxBytes | int64 | toString)
+  "IMGSWEEP_BATCH__LINGER_SECONDS" ($v.batch.lingerSeconds | toString)
+  "IMGSWEEP_HTTP__PORT" ($v.http.port | int64 | toString)
+  "IMGSWEEP_LOG__LEVEL" $v.log.level
+  "IMGSWEEP_LOG__FORMAT" $v.log.format
+  "IMGSWEEP_DRY_RUN" ($v.dryRun | toString)
+  "IMGSWEEP_SHUTDOWN_GRACE_SECONDS" ($v.shutdownGraceSeconds | int64 | toString)
+}}
+{{- if $v.kafka.saslUsername }}
+{{- $_ := set $settings "IMGSWEEP_KAFKA__SASL_USERNAME" $v.kafka.saslUsername }}
+{{- end }}
+{{- range $name, $value := $v.extraConfig }}
+{{- if hasKey $settings $name }}
+{{- fail (printf "extraConfig.%s: the chart already sets %s from its own value; set that value instead (see values.yaml)" $name $name) }}
+{{- end }}
+{{- $_ := set $settings $name (toString $value) }}
+{{- end }}
+{{- toYaml $settings }}
+{{- end }}
+
+{{/* Combinations of values that cannot work; called by every template that depends on them. */}}
+{{- define "imgsweep.validate" -}}
+{{- $v := .Values }}
+{{- if and $v.keda.enabled $v.autoscaling.enabled }}
+{{- fail "keda.enabled and autoscaling.enabled are mutually exclusive: a KEDA ScaledObject creates its own HorizontalPodAutoscaler, so two would fight over the Deployment's replicas. Enable one of them." }}
+{{- end }}
+{{- if and $v.serviceMonitor.enabled $v.podMonitor.enabled }}
+{{- fail "serviceMonitor.enabled and podMonitor.enabled are mutually exclusive: each replica would be scraped twice and every aggregated series doubled. Enable one of them." }}
+{{- end }}
+{{- $s := $v.secrets }}
+{{- if and $v.existingSecret (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword) }}
+{{- fail (printf "existingSecret (%s) and secrets.* are both set: the chart would ignore secrets.*. Put the keys in %s, or unset existingSecret." $v.existingSecret $v.existingSecret) }}
+{{- end }}
+{{- if and (not $v.dryRun) (not $v.existingSecret) (not (and $s.apiAccessKey $s.apiSecretKey)) }}
+{{- fail "dryRun is false, so imgsweep calls the delete API and needs its keys: set secrets.apiAccessKey and secrets.apiSecretKey, or existingSecret (a Secret with keys IMGSWEEP_API__ACCESS_KEY and IMGSWEEP_API__SECRET_KEY). Or keep dryRun: true." }}
+{{- end }}
+{{- end }}
