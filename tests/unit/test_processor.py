@@ -23,7 +23,7 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.metrics import Metrics
 from service.pipeline.processor import HealthState, Pipeline
-from service.settings import BatchSettings, Settings
+from service.settings import ApiSettings, BatchSettings, Settings
 
 TOPIC = "catalog.product-delisted"
 
@@ -300,7 +300,7 @@ def test_sigterm_drain_fills_gaps_publishes_in_order_and_leaves_the_rest_unstart
     rig.step()
     assert [o["event_id"] for o in rig.outcomes()] == ["published"]
     rig.pipeline._settings = Settings(
-        shutdown_grace_seconds=5, batch=BatchSettings(linger_seconds=0), api={"workers": 1}
+        shutdown_grace_seconds=5, batch=BatchSettings(linger_seconds=0), api=ApiSettings(workers=1)
     )
     rig.consumer.queue.append(FakeMessage(0, 2, delisted("later", "other")))
     rig.pipeline._step()  # "later" is consumed but its call has not started (one worker, busy with "slow")
