@@ -22,6 +22,7 @@ kafka-jars: $(STAMP)
 # Real tools the tests check artifacts with, cached under ~/.cache/imgsweep/tools.
 tools:
 	deploy/tools/fetch-asyncapi-specs.sh
+	deploy/tools/install-promtool.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

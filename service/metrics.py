@@ -7,6 +7,7 @@ folded into ``other``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Final
 
@@ -122,6 +123,9 @@ class Metrics:
         self.quota_reset_seconds = Gauge(
             "imgsweep_quota_reset_seconds", "Seconds until the next daily quota reset.", registry=r
         )
+        self.quota_remaining.set(math.nan)  # unknown until the API first answers
+        self.ready = Gauge("imgsweep_ready", "1 while /readyz answers 200.", registry=r)
+        self.brokers_up = Gauge("imgsweep_brokers_up", "1 while a Kafka broker is reachable.", registry=r)
         self.fatal = Gauge("imgsweep_fatal", "1 when calling stopped on a fatal API or config error.", registry=r)
         self.consumer_lag = Gauge(
             "imgsweep_consumer_lag_messages", "Consumer lag per assigned partition.", ["partition"], registry=r

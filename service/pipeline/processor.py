@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -112,6 +113,7 @@ class Pipeline:
         self._lag_labels: set[str] = set()
         self._in_order = False
         self._held: list[PendingEvent] = []
+        self._charged_reported = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -554,8 +556,12 @@ class Pipeline:
         state = self._quota.state()
         self._metrics.quota_exhausted.set(1 if state.exhausted else 0)
         self._metrics.quota_reset_seconds.set(state.seconds_until_reset)
-        if state.remaining is not None:
-            self._metrics.quota_remaining.set(state.remaining)
+        self._metrics.quota_remaining.set(math.nan if state.remaining is None else state.remaining)
+        if state.charged_calls > self._charged_reported:
+            self._metrics.quota_charged.inc(state.charged_calls - self._charged_reported)
+            self._charged_reported = state.charged_calls
+        self._metrics.ready.set(1 if self._health.ready else 0)
+        self._metrics.brokers_up.set(1 if self._health.brokers_up else 0)
         self._metrics.inflight_batches.set(len(self._inflight))
         self._metrics.pending_events.set(len(self._pending))
         self._metrics.paused_partitions.set(len(self._offsets) if self._paused else 0)
@@ -576,7 +582,9 @@ class Pipeline:
         for name, partition in partitions.items():
             if name == "-1" or int(name) not in self._offsets:
                 continue
-            lag = partition.get("consumer_lag_stored", partition.get("consumer_lag", -1))
+            # consumer_lag counts from the committed offset: offsets are committed, never stored, so
+            # consumer_lag_stored stays -1.
+            lag = partition.get("consumer_lag", -1)
             if isinstance(lag, int) and lag >= 0:
                 self._metrics.consumer_lag.labels(name).set(lag)
                 self._lag_labels.add(name)

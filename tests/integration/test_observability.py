@@ -17,9 +17,10 @@ How every PromQL expression is run against real data, with promtool alone (no Pr
 3. Each expression gets a ``promql_expr_test`` at the last scrape: ``count((E) == (E)) > bool 0`` must be
    ``{} 1``, i.e. E returns at least one sample that is not NaN. Dashboard targets and query variables are
    taken with ``$namespace``/``$job`` set to the scraped labels and ``$__rate_interval`` to 1m (Grafana's
-   4 × the 15 s scrape interval). An alert's condition rightly returns nothing on a healthy service, so it
+   4 times the 15 s scrape interval). An alert's condition rightly returns nothing on a healthy service, so it
    is split at its comparisons and set operators (``tests.unit.test_dashboard.operands``) and every
-   operand must return data instead; recording rules are checked whole.
+   operand must return data instead; recording rules are checked whole. Two canaries, a series nothing
+   exposes and an expression that is only NaN, must be the only failures: that proves the check can fail.
 
 Each expression is first parsed by ``promtool check rules`` (as a recording rule of a generated file), so a
 syntax error names its panel rather than failing the whole run.
@@ -36,7 +37,6 @@ import subprocess
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -59,6 +59,10 @@ RATE_INTERVAL = "1m"  # what Grafana's $__rate_interval is for a 15 s scrape int
 TARGET_LABELS = {"job": "imgsweep", "namespace": "imgsweep-it"}
 WAVES = 8
 WAVE_SECONDS = 2.5
+CANARIES = [  # must be reported as returning no data, or the check itself is broken
+    ("canary: a series nothing exposes", "imgsweep_no_such_series"),
+    ("canary: NaN only", "imgsweep_assigned_partitions / 0 * 0"),
+]
 INSTALL_HINT = "promtool not found: run deploy/tools/install-promtool.sh (it installs promtool under {where})"
 
 
@@ -99,7 +103,9 @@ def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
                 "groups": [
                     {
                         "name": "dashboard",
-                        "rules": [{"record": f"dashboard:expr_{n}", "expr": expr} for n, (_, expr) in enumerate(expressions)],
+                        "rules": [
+                            {"record": f"dashboard:expr_{n}", "expr": expr} for n, (_, expr) in enumerate(expressions)
+                        ],
                     }
                 ]
             }
@@ -184,7 +190,9 @@ def failed_expressions(output: str) -> list[str]:
 
 def mixed_wave(wave: int) -> list[Record]:
     """Seeded images (some fail on injected faults), an unknown collection, and records that cannot be read."""
-    records = [event(f"w{wave}-e{n}", "shop", f"w{wave}-p{n}", [f"w{wave}-{n}-{i}.jpg" for i in range(3)]) for n in range(8)]
+    records = [
+        event(f"w{wave}-e{n}", "shop", f"w{wave}-p{n}", [f"w{wave}-{n}-{i}.jpg" for i in range(3)]) for n in range(8)
+    ]
     records += [event(f"w{wave}-x{n}", "nowhere", f"w{wave}-q{n}", [f"w{wave}-x{n}.jpg"]) for n in range(2)]
     records.append((None, b"this is not json", []))
     records.append((b"k", json.dumps({"event_id": f"w{wave}-bad", "collection_name": "shop"}).encode(), []))
@@ -204,7 +212,9 @@ def test_a_real_scrape_is_clean_and_feeds_every_dashboard_and_rule_expression(
         "--qps", "0", "--seed", "5", "--quota", "100000", "--unknown-collection-1030", "--latency-ms", "5",
         "--http-503-rate", "0.15", "--busy-rate", "0.1", "--item-error-rate", "0.05",
     )  # fmt: skip
-    sandbox.seed("shop", [(f"w{w}-p{n}", f"w{w}-{n}-{i}.jpg") for w in range(WAVES) for n in range(8) for i in range(3)])
+    sandbox.seed(
+        "shop", [(f"w{w}-p{n}", f"w{w}-{n}-{i}.jpg") for w in range(WAVES) for n in range(8) for i in range(3)]
+    )
     service: ServiceProcess = service_process(
         names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5", API__MAX_ATTEMPTS="2", API__BACKOFF_MAX_SECONDS="0.2"
     )
@@ -222,10 +232,12 @@ def test_a_real_scrape_is_clean_and_feeds_every_dashboard_and_rule_expression(
     lint = subprocess.run(
         [promtool(), "check", "metrics"], input=expositions[-1], capture_output=True, text=True, timeout=60, check=False
     )
-    assert lint.returncode == 0 and not lint.stdout.strip() and not lint.stderr.strip(), lint.stdout + lint.stderr
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert (lint.stdout + lint.stderr).strip() == ""  # no naming problem reported
 
     # Every expression of the dashboard and the rules returns data from the scraped series.
     checks = expressions_to_check(TARGET_LABELS["job"], TARGET_LABELS["namespace"], instance)
+    assert len(checks) >= 60  # every panel target, variable, recording rule and alert operand
     eval_time = f"{(len(expositions) - 1) * SCRAPE_INTERVAL_SECONDS}s"
     test_file = tmp_path / "real-scrape.test.yaml"
     test_file.write_text(
@@ -239,8 +251,12 @@ def test_a_real_scrape_is_clean_and_feeds_every_dashboard_and_rule_expression(
                         "interval": f"{SCRAPE_INTERVAL_SECONDS}s",
                         "input_series": input_series([scraped_series(text, target) for text in expositions]),
                         "promql_expr_test": [
-                            {"expr": has_data(expr), "eval_time": eval_time, "exp_samples": [{"labels": "{}", "value": 1}]}
-                            for _, expr in checks
+                            {
+                                "expr": has_data(expr),
+                                "eval_time": eval_time,
+                                "exp_samples": [{"labels": "{}", "value": 1}],
+                            }
+                            for _, expr in [*checks, *CANARIES]
                         ],
                     }
                 ],
@@ -249,14 +265,15 @@ def test_a_real_scrape_is_clean_and_feeds_every_dashboard_and_rule_expression(
         )
     )
     result = run_promtool("test", "rules", str(test_file))
-    origins = {has_data(expr): f"{origin}: {expr}" for origin, expr in checks}
-    empty = [origins.get(wrapped, wrapped) for wrapped in failed_expressions(result.stdout + result.stderr)]
-    assert result.returncode == 0, (
-        f"{len(empty)} expressions return no data from the real scrape ({test_file}):\n"
-        + "\n".join(empty)
-        + f"\n\n{result.stdout[-4000:]}{result.stderr[-2000:]}"
+    output = result.stdout + result.stderr
+    origins = {has_data(expr): f"{origin}: {expr}" for origin, expr in [*checks, *CANARIES]}
+    empty = {origins.get(wrapped, wrapped) for wrapped in failed_expressions(output)}
+    canaries = {f"{origin}: {expr}" for origin, expr in CANARIES}
+    assert empty - canaries == set(), (
+        f"expressions that return no data (or only NaN) from the real scrape ({test_file}):\n"
+        + "\n".join(sorted(empty - canaries))
     )
-    assert len(checks) >= 60  # every panel target, variable, recording rule and alert operand was checked
+    assert empty == canaries, f"the check did not catch its canaries, so it proves nothing:\n{output[-4000:]}"
 
 
 def test_scraped_series_are_labelled_as_prometheus_labels_them() -> None:

@@ -261,7 +261,9 @@ def targets(dashboard: dict[str, Any]) -> Iterator[tuple[dict[str, Any], dict[st
 
 def dashboard_expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     """(where, expr) of every target and every query variable."""
-    found = [(f"panel {panel['title']!r} target {target['refId']}", target["expr"]) for panel, target in targets(dashboard)]
+    found = [
+        (f"panel {panel['title']!r} target {target['refId']}", target["expr"]) for panel, target in targets(dashboard)
+    ]
     for variable in dashboard["templating"]["list"]:
         if variable.get("type") == "query":
             query = variable["query"]
@@ -292,7 +294,9 @@ def lint_datasource(dashboard: dict[str, Any]) -> list[str]:
             problems.append(f"panel-datasource: panel {panel.get('title')!r} uses {_ds_uid(panel)!r}")
     for panel, target in targets(dashboard):
         if _ds_uid(target) not in DATASOURCE_REFS:
-            problems.append(f"panel-datasource: panel {panel.get('title')!r} target {target.get('refId')} uses {_ds_uid(target)!r}")
+            problems.append(
+                f"panel-datasource: panel {panel.get('title')!r} target {target.get('refId')} uses {_ds_uid(target)!r}"
+            )
     return problems
 
 
@@ -331,7 +335,7 @@ def lint_matchers(expr: str) -> list[str]:
         for label in ("namespace", "job"):
             operator, value = selector.matchers.get(label, ("", ""))
             if operator not in {"=", "=~"} or value not in {f"${label}", f"${{{label}}}"}:
-                problems.append(f"target-job: {selector.metric} lacks {label}=~\"${label}\" in {expr!r}")
+                problems.append(f'target-job: {selector.metric} lacks {label}=~"${label}" in {expr!r}')
     return problems
 
 
@@ -370,7 +374,14 @@ def test_the_dashboard_has_the_variables_and_rows_the_issue_asks_for(dashboard: 
     assert "label_values(" in variables["namespace"]["query"]["query"]
     assert "label_values(" in variables["job"]["query"]["query"]
     rows = [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"]
-    assert rows == ["Throughput and outcomes", "Failures", "Quota", "API latency and batches", "Lag and in-flight", "Dead letters"]
+    assert rows == [
+        "Throughput and outcomes",
+        "Failures",
+        "Quota",
+        "API latency and batches",
+        "Lag and in-flight",
+        "Dead letters",
+    ]
     exprs = " ".join(target["expr"] for _, target in targets(dashboard))
     assert "histogram_quantile(" in exprs
     assert "/ 200" in exprs  # batch fill
@@ -494,7 +505,8 @@ def test_every_alert_is_labelled_annotated_and_linked_to_its_runbook() -> None:
         name = alert["alert"]
         assert alert["labels"]["severity"] in SEVERITIES, name
         annotations = alert["annotations"]
-        assert annotations["summary"] and annotations["description"], name
+        assert annotations["summary"], name
+        assert annotations["description"], name
         assert annotations["runbook_url"].startswith(RUNBOOK_URL), name
         anchor = annotations["runbook_url"].removeprefix(RUNBOOK_URL)
         assert anchor in anchors, f"{name}: docs/runbooks.md has no heading for #{anchor}"

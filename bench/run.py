@@ -1,0 +1,391 @@
+"""``python -m bench.run [--quick] [--out docs/performance.md]``: every figure, side by side, in one run.
+
+One broker, one pre-loaded backlog, then one phase after another (never two at once, so they do not share the
+cores): the raw consumer, imgsweep draining the backlog against an instant API, a py-spy profile, imgsweep and
+the naive peer at the API's 2 QPS, imgsweep under light load, and the sandbox's own capacity. The report and
+its plot are written at the end; logs of every process stay in ``--workdir`` (a temporary directory unless
+given). See ``bench/__init__.py`` for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from bench.figures import Results, compute_figures
+from bench.gil_profile import GilProfile, record_gil_profile
+from bench.measure import (
+    CallWindow,
+    LatencyRun,
+    call_window,
+    drain,
+    outcome_latencies,
+    raw_consume,
+    sandbox_capacity,
+)
+from bench.processes import ACCESS_KEY, SECRET_KEY, ImgsweepProcess, SandboxProcess, clean_env, load_kafka_local
+from bench.machine import Machine
+from bench.report import write_plot, write_report
+from bench.workload import Backlog, LiveStream, create_topics, preload_backlog, produce_live
+from service.settings import BatchSettings
+
+__all__ = ["FULL", "QUICK", "Plan", "main"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one run. The full plan takes 10 to 15 minutes on 2 cores; the quick one under 2."""
+
+    backlog_events: int
+    head_events: int
+    """Events whose images the 2-QPS sandboxes hold: more than imgsweep and the peer reach in their windows."""
+    qps_seconds: float
+    peer_seconds: float
+    light_seconds: float
+    light_rate: float
+    light_latency_ms: float
+    capacity_seconds: float
+    profile_seconds: int
+    sample_interval: float
+    partitions: int = 4
+
+
+FULL = Plan(
+    backlog_events=1_000_000,
+    head_events=40_000,
+    qps_seconds=60,
+    peer_seconds=60,
+    light_seconds=60,
+    light_rate=10,
+    light_latency_ms=100,
+    capacity_seconds=5,
+    profile_seconds=20,
+    sample_interval=0.5,
+)
+QUICK = Plan(
+    backlog_events=3_000,
+    head_events=3_000,
+    qps_seconds=4,
+    peer_seconds=4,
+    light_seconds=4,
+    light_rate=10,
+    light_latency_ms=100,
+    capacity_seconds=1,
+    profile_seconds=2,
+    sample_interval=0.1,
+)
+INSTANT_QPS = "1000"
+"""IMGSWEEP_API__QPS for the drain: the setting's maximum, far above what the drain reaches."""
+
+
+def _say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Bench:
+    plan: Plan
+    bootstrap: str
+    workdir: Path
+    stack: ExitStack
+    tag: str
+    seed: int
+
+    def topic(self, name: str) -> str:
+        return f"bench.{self.tag}.{name}"
+
+    def sandbox(self, name: str, *flags: str, cpu: int | None = None) -> SandboxProcess:
+        sandbox = SandboxProcess.start(self.workdir / f"sandbox-{name}.log", flags, cpu=cpu)
+        self.stack.callback(sandbox.stop)
+        return sandbox
+
+    @contextmanager
+    def imgsweep(
+        self, name: str, sandbox: SandboxProcess, *, input_topic: str, outcome_topic: str, dlq_topic: str, **settings: str
+    ) -> Iterator[ImgsweepProcess]:
+        service = ImgsweepProcess.start(
+            bootstrap=self.bootstrap,
+            group=self.topic(f"group-{name}"),
+            input_topic=input_topic,
+            outcome_topic=outcome_topic,
+            dlq_topic=dlq_topic,
+            sandbox=sandbox,
+            log_path=self.workdir / f"imgsweep-{name}.log",
+            secrets_dir=self.workdir,
+            settings=settings,
+        )
+        try:
+            yield service
+        finally:
+            service.stop()
+
+    # ---- phases ----------------------------------------------------------------------------------------
+
+    def preload(self, instant: SandboxProcess) -> Backlog:
+        plan = self.plan
+        _say(f"pre-loading {plan.backlog_events} events and storing their images in the instant sandbox")
+        backlog = preload_backlog(
+            self.bootstrap,
+            self.topic("backlog"),
+            plan.partitions,
+            plan.backlog_events,
+            seed=self.seed,
+            head=plan.head_events,
+            seed_all=instant.seed,
+            progress=_say,
+        )
+        _say(f"pre-loaded in {backlog.seconds:.0f} s: {dict(backlog.kinds)}")
+        return backlog
+
+    def raw(self, backlog: Backlog) -> tuple[Any, float]:
+        _say("raw confluent-kafka consumer on the backlog")
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        run = raw_consume(self.bootstrap, backlog.topic, backlog.events, timeout=600)
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        _say(f"raw consumer: {run.events_per_second:,.0f} events/s")
+        return run, cpu
+
+    def drain(self, backlog: Backlog, instant: SandboxProcess) -> Any:
+        _say(f"imgsweep drains the {backlog.events}-event backlog against the instant sandbox")
+        with self.imgsweep(
+            "drain",
+            instant,
+            input_topic=backlog.topic,
+            outcome_topic=self.topic("outcomes"),
+            dlq_topic=self.topic("dlq"),
+            API__QPS=INSTANT_QPS,
+        ) as service:
+            run = drain(
+                service,
+                backlog.events,
+                interval=self.plan.sample_interval,
+                timeout=300 + backlog.events / 500,
+            )
+        _say(f"imgsweep: {run.events_per_second:,.0f} events/s, peak RSS {run.peak_rss_mb:.0f} MB")
+        return run
+
+    def profile(self, backlog: Backlog, instant: SandboxProcess) -> GilProfile | str:
+        _say(f"py-spy --gil on a second imgsweep draining the same backlog ({self.plan.profile_seconds} s)")
+        with self.imgsweep(
+            "profile",
+            instant,
+            input_topic=backlog.topic,
+            outcome_topic=self.topic("outcomes"),
+            dlq_topic=self.topic("dlq"),
+            API__QPS=INSTANT_QPS,
+        ) as service:
+            return record_gil_profile(service.pid, self.plan.profile_seconds, self.workdir / "py-spy.txt")
+
+    def qps(self, backlog: Backlog) -> CallWindow:
+        _say(f"imgsweep at 2 QPS against a 2-QPS sandbox ({self.plan.qps_seconds:.0f} s window)")
+        sandbox = self.sandbox("qps")
+        sandbox.seed(backlog.head_present)
+        with self.imgsweep(
+            "qps",
+            sandbox,
+            input_topic=backlog.topic,
+            outcome_topic=self.topic("outcomes-qps"),
+            dlq_topic=self.topic("dlq"),
+            API__QPS="2",
+        ):
+            window = call_window(sandbox, self.plan.qps_seconds)
+        sandbox.stop()
+        _say(f"imgsweep: {window.calls_per_second:.3f} calls/s, {window.items_per_call:.1f} items/call")
+        return window
+
+    def peer(self, backlog: Backlog) -> tuple[CallWindow, dict[str, Any]]:
+        _say(f"the naive peer at 2 QPS against a 2-QPS sandbox ({self.plan.peer_seconds:.0f} s window)")
+        sandbox = self.sandbox("peer")
+        sandbox.seed(backlog.head_present)
+        log = (self.workdir / "naive-peer.log").open("w")
+        command = [
+            sys.executable,
+            "-m",
+            "bench.naive_peer",
+            "--bootstrap",
+            self.bootstrap,
+            "--topic",
+            backlog.topic,
+            "--group",
+            self.topic("group-peer"),
+            "--endpoint",
+            sandbox.endpoint,
+            "--qps",
+            "2",
+            "--duration",
+            str(self.plan.peer_seconds + 300),
+        ]
+        env = {**clean_env(), "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": SECRET_KEY}
+        peer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        try:
+            window = call_window(sandbox, self.plan.peer_seconds)
+        finally:
+            peer.terminate()
+            out, _ = peer.communicate(timeout=60)
+        sandbox.stop()
+        summary: dict[str, Any] = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        _say(f"peer: {window.calls_per_second:.3f} calls/s, {window.items_per_call:.1f} items/call")
+        return window, summary
+
+    def light(self) -> tuple[LatencyRun, float]:
+        plan = self.plan
+        count = int(plan.light_rate * plan.light_seconds)
+        _say(f"light load: {count} events at {plan.light_rate:g}/s, sandbox latency {plan.light_latency_ms:g} ms")
+        live = LiveStream.generate(count, plan.light_rate, seed=self.seed + 1)
+        sandbox = self.sandbox("light", "--latency-ms", f"{plan.light_latency_ms:g}")
+        sandbox.seed(live.present())
+        with self.imgsweep(
+            "light",
+            sandbox,
+            input_topic=self.topic("light"),
+            outcome_topic=self.topic("light-outcomes"),
+            dlq_topic=self.topic("light-dlq"),
+        ) as service:
+            service.wait_assigned(plan.partitions)
+            linger = BatchSettings().linger_seconds  # the service runs with the default
+            before = sandbox.stats()
+            started = time.monotonic()
+            produce_live(self.bootstrap, self.topic("light"), live)
+            latencies, outcomes = outcome_latencies(
+                self.bootstrap, self.topic("light-outcomes"), live.created_ms, timeout=60
+            )
+            after = sandbox.stats()
+            elapsed = time.monotonic() - started
+        sandbox.stop()
+        calls = after["calls_by_code"].get("10000", 0) - before["calls_by_code"].get("10000", 0)
+        run = LatencyRun(len(live.created_ms), outcomes, latencies, calls / elapsed)
+        _say(f"light load: p50 {run.p50:.2f} s, p99 {run.p99:.2f} s over {outcomes} outcomes")
+        return run, linger
+
+    def capacity(self) -> Any:
+        cores = os.cpu_count() or 1
+        _say(f"the sandbox's capacity on one core ({self.plan.capacity_seconds:g} s)")
+        sandbox = self.sandbox("capacity", "--qps", "0", "--quota", "-1", cpu=0 if cores > 1 else None)
+        result = sandbox_capacity(
+            sandbox.endpoint, self.plan.capacity_seconds, client_cpu=1 if cores > 1 else None
+        )
+        sandbox.stop()
+        _say(f"sandbox: {result.calls_per_second:,.0f} calls/s")
+        return result
+
+
+def _topics(bench: Bench) -> list[NewTopic]:
+    partitions = bench.plan.partitions
+    log_append = {"message.timestamp.type": "LogAppendTime"}
+    return [
+        NewTopic(bench.topic("backlog"), num_partitions=partitions, replication_factor=1),
+        NewTopic(bench.topic("outcomes"), num_partitions=partitions, replication_factor=1),
+        NewTopic(bench.topic("outcomes-qps"), num_partitions=partitions, replication_factor=1),
+        NewTopic(bench.topic("dlq"), num_partitions=1, replication_factor=1),
+        NewTopic(bench.topic("light"), num_partitions=partitions, replication_factor=1),
+        NewTopic(bench.topic("light-outcomes"), num_partitions=partitions, replication_factor=1, config=log_append),
+        NewTopic(bench.topic("light-dlq"), num_partitions=1, replication_factor=1),
+    ]
+
+
+def run_bench(plan: Plan, *, bootstrap: str | None, workdir: Path, seed: int, command: str) -> Results:
+    kafka_local = load_kafka_local()
+    external = bootstrap is not None
+    machine_start = Machine.now(kafka_version=kafka_local.KAFKA_VERSION, external_broker=external)
+    started = time.monotonic()
+    with ExitStack() as stack:
+        if bootstrap is None:
+            _say("starting a local Kafka broker")
+            kafka_local.fetch()
+            broker = kafka_local.LocalKafka(data_dir=None)
+            bootstrap = str(broker.start())
+            stack.callback(broker.stop)
+        bench = Bench(plan, bootstrap, workdir, stack, uuid.uuid4().hex[:8], seed)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        topics = _topics(bench)
+        create_topics(admin, topics)
+        if external:  # a broker of our own is thrown away whole
+            stack.callback(_delete_topics, admin, [topic.topic for topic in topics])
+        instant = bench.sandbox("instant", "--qps", "0", "--quota", "-1")
+        backlog = bench.preload(instant)
+        raw, raw_cpu = bench.raw(backlog)
+        drained = bench.drain(backlog, instant)
+        profile = bench.profile(backlog, instant)
+        instant.stop()
+        qps = bench.qps(backlog)
+        peer, peer_summary = bench.peer(backlog)
+        light, linger = bench.light()
+        capacity = bench.capacity()
+    machine = replace(machine_start, load_end=os.getloadavg())
+    return Results(
+        plan=plan.__dict__,
+        machine=machine,
+        command=command,
+        seconds=time.monotonic() - started,
+        backlog=backlog,
+        raw=raw,
+        raw_cpu_seconds=raw_cpu,
+        drain=drained,
+        profile=profile,
+        qps=qps,
+        peer=peer,
+        peer_summary=peer_summary,
+        light=light,
+        light_linger_seconds=linger,
+        light_latency_seconds=plan.light_latency_ms / 1000,
+        capacity=capacity,
+    )
+
+
+def _delete_topics(admin: AdminClient, names: list[str]) -> None:
+    for future in admin.delete_topics(names, operation_timeout=60).values():
+        try:
+            future.result(60)
+        except Exception as error:  # noqa: BLE001 - best effort clean-up of a shared broker
+            _say(f"could not delete a topic: {error}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench works, proves nothing")
+    parser.add_argument("--out", type=Path, default=Path("docs/performance.md"), help="the report (markdown)")
+    parser.add_argument("--plot", type=Path, help="the PNG plot (default: next to --out, .png)")
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--workdir", type=Path, help="keep every process's log here (default: a temporary dir)")
+    parser.add_argument("--backlog-events", type=int, help="override the backlog size of the plan")
+    parser.add_argument("--seed", type=int, default=20240611, help="random seed of the event streams")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.backlog_events:
+        plan = replace(plan, backlog_events=args.backlog_events, head_events=min(plan.head_events, args.backlog_events))
+    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
+    plot = args.plot or args.out.with_suffix(".png")
+    command = shlex.join(["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])])
+    with ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsweep-bench-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        results = run_bench(plan, bootstrap=bootstrap, workdir=workdir, seed=args.seed, command=command)
+    figures = compute_figures(results)
+    write_plot(results, figures, plot)
+    write_report(results, figures, args.out, plot)
+    _say(f"wrote {args.out} and {plot} after {results.seconds:.0f} s")
+    for figure in figures:
+        print(f"{figure.name}: {figure.value:.3f} (target {figure.target})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

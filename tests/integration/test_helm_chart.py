@@ -1,0 +1,593 @@
+"""The Helm chart (helm/imgsweep): lint, render, validate, and the promises its objects make.
+
+Rendering uses the pinned helm (deploy/tools/install-helm.sh). Core objects are validated with
+kubernetes-validate --strict for the oldest Kubernetes the chart supports and the newest; the custom resources
+(ServiceMonitor, PodMonitor, PrometheusRule, ScaledObject) against the openAPIV3Schema of their CRDs at pinned
+prometheus-operator and KEDA versions (deploy/tools/fetch-crd-schemas.sh), made strict so that a misspelt field,
+which the API server would silently prune, fails here. A missing tool fails the tests with an install hint.
+
+Three sets of values are rendered: the defaults, ci/all-on-values.yaml (every option that can coexist) and
+ci/alternatives-values.yaml (the other side of each mutually exclusive pair).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from service.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "imgsweep"
+RULES = REPO / "deploy" / "prometheus" / "imgsweep-rules.yaml"
+DASHBOARD = REPO / "deploy" / "grafana" / "imgsweep-dashboard.json"
+TOOLS_DIR = Path(os.environ.get("IMGSWEEP_TOOLS_DIR") or Path.home() / ".cache" / "imgsweep" / "tools")
+CRDS_DIR = TOOLS_DIR / "crds"
+RELEASE = "imgsweep"
+NAMESPACE = "catalog"
+# The oldest Kubernetes Chart.yaml's kubeVersion admits, and the one helm v3.22 is built against.
+K8S_VERSIONS = ("1.25.0", "1.37.0")
+CORE_KINDS = {
+    "ConfigMap",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+}
+CRD_FILES = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com/v1", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
+    ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh_scaledobjects.yaml",
+}
+VALUE_SETS = {
+    "defaults": (),
+    "all-on": ("-f", str(CHART / "ci" / "all-on-values.yaml")),
+    "alternatives": ("-f", str(CHART / "ci" / "alternatives-values.yaml")),
+}
+SCHEMA_ERROR = "values don't meet the specifications of the schema"
+COMMAND_TIMEOUT_S = 60.0
+
+Object = dict[str, Any]
+
+
+# ---- tools -------------------------------------------------------------------------------------------------------
+
+
+def find_tool(name: str, hint: str) -> str:
+    """A tool from the project's tools directory, the virtual environment running the tests, or PATH."""
+    for directory in (TOOLS_DIR / "bin", Path(sys.executable).parent):
+        candidate = directory / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found in {TOOLS_DIR / 'bin'}, {Path(sys.executable).parent} or PATH: {hint}")
+    return found
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = find_tool("helm", "run deploy/tools/install-helm.sh (make does)")
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
+
+
+@cache
+def render(*args: str, chart: Path = CHART) -> tuple[Object, ...]:
+    result = helm("template", RELEASE, str(chart), "--namespace", NAMESPACE, *args)
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render_failure(*args: str) -> str:
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+    assert result.returncode != 0, "rendering should have failed"
+    return result.stderr
+
+
+def one(objects: tuple[Object, ...], kind: str) -> Object:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def kinds(objects: tuple[Object, ...]) -> set[str]:
+    return {o["kind"] for o in objects}
+
+
+def container(objects: tuple[Object, ...]) -> Object:
+    (main,) = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return dict(main)
+
+
+def settings_configmap(objects: tuple[Object, ...]) -> Object:
+    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and "grafana_dashboard" not in o["metadata"]["labels"]]
+    return dict(configmap)
+
+
+@pytest.fixture(params=sorted(VALUE_SETS))
+def objects(request: pytest.FixtureRequest) -> tuple[Object, ...]:
+    return render(*VALUE_SETS[request.param])
+
+
+# ---- lint and schema validation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_helm_lint_strict(value_set: str) -> None:
+    result = helm("lint", "--strict", str(CHART), *VALUE_SETS[value_set])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[WARNING]" not in result.stdout, result.stdout
+    assert "[ERROR]" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
+def test_core_objects_pass_kubernetes_validate_strict(
+    objects: tuple[Object, ...], k8s_version: str, tmp_path: Path
+) -> None:
+    unvalidated = kinds(objects) - CORE_KINDS - {kind for _, kind in CRD_FILES}
+    assert not unvalidated, f"no schema checks {unvalidated}: add them to CORE_KINDS or CRD_FILES"
+    core = [o for o in objects if o["kind"] in CORE_KINDS]
+    manifest = tmp_path / "core.yaml"
+    manifest.write_text(yaml.safe_dump_all(core), encoding="utf-8")
+    validator = find_tool("kubernetes-validate", "pip install kubernetes-validate (the project's dev dependencies)")
+    result = subprocess.run(
+        [validator, "--strict", "--kubernetes-version", k8s_version, str(manifest)],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert output.count(" passed ") == len(core), output
+    assert "WARN" not in output and "ERROR" not in output, output
+
+
+def _strict(schema: Any) -> Any:
+    """An openAPIV3Schema that also rejects fields it does not declare (the API server would prune them)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    strict = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        strict["additionalProperties"] = False
+    if "properties" in schema:  # property names are data here, not schema keywords
+        strict["properties"] = {name: _strict(value) for name, value in schema["properties"].items()}
+    return strict
+
+
+@cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.Draft4Validator:
+    path = CRDS_DIR / CRD_FILES[(api_version, kind)]
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run deploy/tools/fetch-crd-schemas.sh (make does)")
+    crd = yaml.safe_load(path.read_text(encoding="utf-8"))
+    group, _, version = api_version.partition("/")
+    assert crd["spec"]["group"] == group
+    assert crd["spec"]["names"]["kind"] == kind
+    (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version and v["served"]]
+    # OpenAPI v3.0 schemas are draft-4 JSON Schema plus vendor extensions, which validators ignore.
+    return jsonschema.Draft4Validator(_strict(served["schema"]["openAPIV3Schema"]))
+
+
+def crd_errors(obj: Object) -> list[str]:
+    validator = crd_validator(obj["apiVersion"], obj["kind"])
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(obj)]
+
+
+def test_custom_resources_match_their_crds(objects: tuple[Object, ...]) -> None:
+    for obj in objects:
+        if (obj["apiVersion"], obj["kind"]) in CRD_FILES:
+            assert crd_errors(obj) == [], f"{obj['kind']} {obj['metadata']['name']}"
+
+
+def test_every_custom_resource_is_rendered_by_some_value_set() -> None:
+    rendered = set().union(*(kinds(render(*args)) for args in VALUE_SETS.values()))
+    assert {kind for _, kind in CRD_FILES} <= rendered
+    assert {"HorizontalPodAutoscaler", "Secret", "PodDisruptionBudget"} <= rendered
+
+
+def test_crd_validation_rejects_a_misspelt_field() -> None:
+    monitor = copy.deepcopy(one(render(*VALUE_SETS["all-on"]), "ServiceMonitor"))
+    monitor["spec"]["endpoints"][0]["scrapeInterval"] = "30s"  # the field is `interval`
+    assert any("scrapeInterval" in error for error in crd_errors(monitor))
+
+
+def _values_validator() -> jsonschema.Draft7Validator:
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def test_values_files_satisfy_the_values_schema() -> None:
+    validator = _values_validator()
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    validator.validate(defaults)
+    for args in VALUE_SETS.values():
+        if args:
+            merged = copy.deepcopy(defaults)
+            _merge(merged, yaml.safe_load(Path(args[1]).read_text(encoding="utf-8")))
+            validator.validate(merged)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (("--set", "api.qps=fast"), "/api/qps"),
+        (("--set", "batch.maxItems=500"), "/batch/maxItems"),
+        (("--set", "replicas=-1"), "/replicas"),
+        (("--set", "http.port=80"), "/http/port"),
+        (("--set", "kafka.inputTopic=no spaces allowed"), "/kafka/inputTopic"),
+        (("--set", "kafka.bootstrapServers=kafka"), "/kafka/bootstrapServers"),
+        (("--set", "log.format=xml"), "/log/format"),
+        (("--set", "shutdownGraceSeconds=0"), "/shutdownGraceSeconds"),
+        (("--set-json", 'kafka.properties={"enable.auto.commit":"true"}'), "/kafka/properties/enable.auto.commit"),
+        (("--set-json", 'kafka.properties={"sasl.password":"hunter2"}'), "/kafka/properties/sasl.password"),
+        (("--set-json", 'extraConfig={"IMGSWEEP_API__SECRET_KEY":"x"}'), "/extraConfig/IMGSWEEP_API__SECRET_KEY"),
+        (("--set", "replica=3"), "'replica' not allowed"),
+    ],
+)
+def test_values_schema_rejects_bad_values(args: tuple[str, ...], where: str) -> None:
+    error = render_failure(*args)
+    assert SCHEMA_ERROR in error
+    assert where in error, error
+
+
+# ---- what the objects promise ---------------------------------------------------------------------------------------
+
+
+def test_probes_service_monitors_and_setting_use_one_port(objects: tuple[Object, ...]) -> None:
+    main = container(objects)
+    (port,) = main["ports"]
+    assert port["name"] == "http"
+    assert port["containerPort"] == int(settings_configmap(objects)["data"]["IMGSWEEP_HTTP__PORT"])
+    assert main["startupProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert main["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+
+    (service_port,) = one(objects, "Service")["spec"]["ports"]
+    assert service_port["targetPort"] == port["name"]
+    for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
+        assert [e["port"] for e in monitor["spec"]["endpoints"]] == [service_port["name"]]
+        assert [e["path"] for e in monitor["spec"]["endpoints"]] == ["/metrics"]
+    for monitor in (o for o in objects if o["kind"] == "PodMonitor"):
+        assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == [port["name"]]
+        assert [e["path"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["/metrics"]
+
+
+def test_monitors_select_this_release_and_carry_extra_labels() -> None:
+    for value_set, kind in (("all-on", "ServiceMonitor"), ("alternatives", "PodMonitor")):
+        objects = render(*VALUE_SETS[value_set])
+        monitor = one(objects, kind)
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        target = one(objects, "Service") if kind == "ServiceMonitor" else one(objects, "Deployment")["spec"]["template"]
+        assert selector.items() <= target["metadata"]["labels"].items()
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+
+
+def test_termination_grace_exceeds_the_shutdown_grace(objects: tuple[Object, ...]) -> None:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    grace = float(settings_configmap(objects)["data"]["IMGSWEEP_SHUTDOWN_GRACE_SECONDS"])
+    assert pod["terminationGracePeriodSeconds"] > grace + 5
+
+
+def test_shutdown_grace_value_sets_both_the_setting_and_the_pod_grace() -> None:
+    objects = render("--set", "shutdownGraceSeconds=300")
+    assert settings_configmap(objects)["data"]["IMGSWEEP_SHUTDOWN_GRACE_SECONDS"] == "300"
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 315
+
+
+def test_security_context_is_restricted(objects: tuple[Object, ...]) -> None:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
+    main = container(objects)
+    context = main["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["runAsNonRoot"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context.get("privileged", False) is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert all(set(v) <= {"name", "emptyDir", "secret"} for v in volumes.values()), "no hostPath or other volumes"
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    for account in (o for o in objects if o["kind"] == "ServiceAccount"):
+        assert account["automountServiceAccountToken"] is False
+
+
+def test_every_object_carries_the_standard_labels(objects: tuple[Object, ...]) -> None:
+    expected = {
+        "app.kubernetes.io/name": "imgsweep",
+        "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/managed-by": "Helm",
+        "app.kubernetes.io/part-of": "imgsweep",
+    }
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert expected.items() <= labels.items(), f"{obj['kind']} {obj['metadata']['name']}"
+        assert labels["app.kubernetes.io/version"]
+    template_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert expected.items() <= template_labels.items()
+
+
+def test_chart_app_version_is_the_project_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == project["version"]
+
+
+# ---- configuration and secrets ----------------------------------------------------------------------------------
+
+
+def secret_files(objects: tuple[Object, ...]) -> dict[str, str]:
+    secrets = [o for o in objects if o["kind"] == "Secret"]
+    return {k: base64.b64decode(v).decode() for s in secrets for k, v in s.get("data", {}).items()}
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for name in list(os.environ):
+        if name.upper().startswith("IMGSWEEP_"):
+            monkeypatch.delenv(name)
+    yield monkeypatch
+
+
+def load_as_pod(objects: tuple[Object, ...], monkeypatch: pytest.MonkeyPatch, secrets_dir: Path) -> Settings:
+    """service.settings.load_settings with the ConfigMap as the environment and the Secret as files."""
+    secrets_dir.mkdir()
+    for name, value in secret_files(objects).items():
+        (secrets_dir / name).write_text(value, encoding="utf-8")
+    for name, value in settings_configmap(objects)["data"].items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(secrets_dir))
+    return load_settings()
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_configmap_is_configuration_imgsweep_accepts(
+    value_set: str, clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    objects = render(*VALUE_SETS[value_set])
+    data = settings_configmap(objects)["data"]
+    assert all(name.startswith("IMGSWEEP_") for name in data)
+    assert "IMGSWEEP_SECRETS_DIR" not in data, "set by the Deployment where the Secret is mounted"
+    settings = load_as_pod(objects, clean_environment, tmp_path / "secrets")  # raises ConfigError if not
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    if len(VALUE_SETS[value_set]) == 2:
+        _merge(values, yaml.safe_load(Path(VALUE_SETS[value_set][1]).read_text(encoding="utf-8")))
+    assert settings.kafka.bootstrap_servers == values["kafka"]["bootstrapServers"]
+    assert settings.kafka.group_id == values["kafka"]["groupId"]
+    assert settings.kafka.input_topic == values["kafka"]["inputTopic"]
+    assert settings.kafka.properties == {k: str(v) for k, v in values["kafka"]["properties"].items()}
+    assert settings.api.qps == values["api"]["qps"]
+    assert settings.batch.max_items == values["batch"]["maxItems"]
+    assert settings.batch.max_bytes == values["batch"]["maxBytes"]
+    assert settings.http.port == values["http"]["port"]
+    assert settings.dry_run is values["dryRun"]
+    assert settings.shutdown_grace_seconds == values["shutdownGraceSeconds"]
+    if secret_files(objects):
+        settings.require_credentials()
+        assert settings.kafka.sasl_password is not None
+
+
+def test_chart_secret_keys_are_the_variable_names_and_are_mounted() -> None:
+    objects = render(*VALUE_SETS["all-on"])
+    assert secret_files(objects) == {
+        "IMGSWEEP_API__ACCESS_KEY": "test-access-key-not-real",
+        "IMGSWEEP_API__SECRET_KEY": "test-secret-key-not-real",
+        "IMGSWEEP_KAFKA__SASL_PASSWORD": "test-sasl-password-not-real",
+    }
+    _assert_mounts_secret(objects, f"{RELEASE}-imgsweep" if RELEASE != "imgsweep" else "imgsweep")
+
+
+def _assert_mounts_secret(objects: tuple[Object, ...], secret_name: str) -> None:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret_name
+    main = container(objects)
+    (mount,) = [m for m in main["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["mountPath"] == "/var/run/secrets/imgsweep"
+    assert mount["readOnly"] is True
+    assert {"name": "IMGSWEEP_SECRETS_DIR", "value": mount["mountPath"]} in main["env"]
+
+
+def test_existing_secret_suppresses_the_chart_secret_and_is_mounted() -> None:
+    objects = render("--set", "dryRun=false", "--set", "existingSecret=imgsweep-keys")
+    assert "Secret" not in kinds(objects)
+    _assert_mounts_secret(objects, "imgsweep-keys")
+    annotations = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/secret" not in annotations
+
+
+def test_dry_run_defaults_need_no_secret() -> None:
+    objects = render()
+    assert settings_configmap(objects)["data"]["IMGSWEEP_DRY_RUN"] == "true"
+    assert "Secret" not in kinds(objects)
+    assert all("secret" not in v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"])
+
+
+def test_turning_dry_run_off_without_keys_fails_with_what_to_set() -> None:
+    error = render_failure("--set", "dryRun=false")
+    assert "secrets.apiAccessKey and secrets.apiSecretKey, or existingSecret" in error
+
+
+def test_existing_secret_and_chart_secrets_together_fail() -> None:
+    error = render_failure("--set", "existingSecret=keys", "--set", "secrets.apiAccessKey=a")
+    assert "existingSecret (keys) and secrets.* are both set" in error
+
+
+def _checksum(*args: str) -> str:
+    annotations = one(render(*args), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    checksum: str = annotations["checksum/config"]
+    return checksum
+
+
+def test_configmap_change_changes_the_checksum_that_rolls_pods() -> None:
+    default = _checksum()
+    assert _checksum("--set", "api.qps=3") != default
+    assert _checksum("--set-json", 'extraConfig={"IMGSWEEP_API__MAX_ATTEMPTS":"3"}') != default
+    assert _checksum("--set", "replicas=5") == default, "only configuration changes roll pods"
+
+
+def test_secret_change_changes_its_checksum() -> None:
+    keys = ("--set", "dryRun=false", "--set", "secrets.apiAccessKey=a")
+
+    def secret_checksum(secret_key: str) -> str:
+        objects = render(*keys, "--set", f"secrets.apiSecretKey={secret_key}")
+        annotation: str = one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+        return annotation
+
+    assert secret_checksum("one") != secret_checksum("two")
+
+
+# ---- scaling ------------------------------------------------------------------------------------------------------
+
+
+def test_keda_and_hpa_are_mutually_exclusive() -> None:
+    both = ("--set", "keda.enabled=true", "--set", "autoscaling.enabled=true")
+    error = render_failure(*both)
+    assert SCHEMA_ERROR in error and "/autoscaling/enabled" in error, error
+    error = render_failure(*both, "--skip-schema-validation")
+    assert "keda.enabled and autoscaling.enabled are mutually exclusive" in error, error
+
+
+def test_service_monitor_and_pod_monitor_are_mutually_exclusive() -> None:
+    both = ("--set", "serviceMonitor.enabled=true", "--set", "podMonitor.enabled=true")
+    assert "/podMonitor/enabled" in render_failure(*both)
+    error = render_failure(*both, "--skip-schema-validation")
+    assert "serviceMonitor.enabled and podMonitor.enabled are mutually exclusive" in error, error
+
+
+def test_keda_scales_on_the_consumer_group_lag_and_owns_replicas() -> None:
+    objects = render(*VALUE_SETS["all-on"])
+    assert "HorizontalPodAutoscaler" not in kinds(objects)
+    deployment = one(objects, "Deployment")
+    assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
+    scaled = one(objects, "ScaledObject")
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    (trigger,) = scaled["spec"]["triggers"]
+    data = settings_configmap(objects)["data"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == data["IMGSWEEP_KAFKA__GROUP_ID"]
+    assert trigger["metadata"]["topic"] == data["IMGSWEEP_KAFKA__INPUT_TOPIC"]
+    assert trigger["metadata"]["bootstrapServers"] == data["IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS"]
+    assert trigger["authenticationRef"] == {"name": "imgsweep-kafka"}
+
+
+def test_hpa_targets_the_deployment_and_owns_replicas() -> None:
+    objects = render(*VALUE_SETS["alternatives"])
+    assert "ScaledObject" not in kinds(objects)
+    deployment = one(objects, "Deployment")
+    assert "replicas" not in deployment["spec"]
+    hpa = one(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "imgsweep"}
+
+
+def test_fixed_replicas_and_disruption_budget_by_default() -> None:
+    objects = render()
+    assert one(objects, "Deployment")["spec"]["replicas"] == 2
+    budget = one(objects, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= one(objects, "Deployment")["spec"]["template"][
+        "metadata"
+    ]["labels"].items()
+    assert not {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject", "HorizontalPodAutoscaler"} & kinds(
+        objects
+    ), "monitoring and autoscaling are opt-in"
+
+
+# ---- rules and dashboard from the repository's files -------------------------------------------------------------
+
+
+def test_prometheus_rule_is_the_repository_rules_file() -> None:
+    shipped = CHART / "files" / "imgsweep-rules.yaml"
+    assert shipped.read_bytes() == RULES.read_bytes(), "the chart must ship deploy/prometheus/imgsweep-rules.yaml"
+    rule = one(render(*VALUE_SETS["all-on"]), "PrometheusRule")
+    assert rule["spec"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    assert rule["spec"]["groups"], "the rules file has groups"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+def test_grafana_dashboard_configmap_is_the_repository_dashboard() -> None:
+    shipped = CHART / "files" / "imgsweep-dashboard.json"
+    assert shipped.read_bytes() == DASHBOARD.read_bytes(), "the chart must ship deploy/grafana/imgsweep-dashboard.json"
+    objects = render(*VALUE_SETS["all-on"])
+    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and o is not settings_configmap(objects)]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert configmap["metadata"]["annotations"] == {"grafana_folder": "imgsweep"}
+    (content,) = configmap["data"].values()
+    assert json.loads(content) == json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+def test_packaged_chart_contains_the_shared_files(tmp_path: Path) -> None:
+    result = helm("package", str(CHART), "--destination", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (package,) = tmp_path.glob("imgsweep-*.tgz")
+    # The package is a chart of its own: rendering it proves the links were followed, not kept.
+    objects = render(*VALUE_SETS["all-on"], chart=package)
+    assert one(objects, "PrometheusRule")["spec"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))
+
+
+# ---- NOTES.txt ------------------------------------------------------------------------------------------------------
+
+
+def render_notes(tmp_path: Path, *args: str) -> str:
+    """helm renders NOTES.txt only when installing into a cluster, so a copy of the chart renders it as a
+    manifest of comments instead."""
+    copy_dir = tmp_path / "chart"
+    shutil.copytree(CHART, copy_dir, symlinks=False)
+    (copy_dir / "templates" / "NOTES.txt").rename(copy_dir / "notes.txt")
+    (copy_dir / "templates" / "zz-notes.yaml").write_text(
+        '{{- range (tpl (.Files.Get "notes.txt") .) | splitList "\\n" }}\n# {{ . }}\n{{- end }}\nkind: Notes\n',
+        encoding="utf-8",
+    )
+    result = helm("template", RELEASE, str(copy_dir), "--namespace", NAMESPACE, "--show-only", "templates/zz-notes.yaml", *args)
+    assert result.returncode == 0, result.stderr
+    return "\n".join(line.removeprefix("# ") for line in result.stdout.splitlines())
+
+
+def test_notes_say_dry_run_first_and_how_to_check_readiness_and_metrics(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path)
+    assert "DRY RUN" in notes and "--set dryRun=false" in notes
+    assert "rollout status deployment/imgsweep" in notes
+    assert "/readyz" in notes and "/metrics" in notes
+    assert "imgsweep check-config" in notes
+    live = render_notes(tmp_path / "live", "--set", "dryRun=false", "--set", "existingSecret=keys")
+    assert "DRY RUN" not in live and "DELETES" in live
