@@ -548,7 +548,7 @@ def test_grafana_dashboard_configmap_is_the_repository_dashboard() -> None:
     shipped = CHART / "files" / "imgsweep-dashboard.json"
     assert shipped.read_bytes() == DASHBOARD.read_bytes(), "the chart must ship deploy/grafana/imgsweep-dashboard.json"
     objects = render(*VALUE_SETS["all-on"])
-    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and o is not settings_configmap(objects)]
+    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and "grafana_dashboard" in o["metadata"]["labels"]]
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert configmap["metadata"]["namespace"] == "monitoring"
     assert configmap["metadata"]["annotations"] == {"grafana_folder": "imgsweep"}
