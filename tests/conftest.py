@@ -82,3 +82,13 @@ def new_topic(kafka_admin: AdminClient) -> Iterator[Callable[..., str]]:
     if created:
         for future in kafka_admin.delete_topics(created, operation_timeout=ADMIN_TIMEOUT_S).values():
             future.result(timeout=ADMIN_TIMEOUT_S)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The figures the reliability tests measured, in one place at the end of the run."""
+    from tests.processes import FIGURES  # noqa: PLC0415 - the plugin module is loaded by then
+
+    if FIGURES:
+        terminalreporter.section("figures measured")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -25,6 +25,9 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+FIGURES: list[str] = []
+"""Figures tests measured (JSON lines); printed at the end of the session by tests/conftest.py."""
+
 ACCESS_KEY = "e2e-access-key"
 SECRET_KEY = "e2e-SECRET-never-logged-0123456789"
 

@@ -28,6 +28,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from tests.processes import (
+    FIGURES,
     SECRET_KEY,
     Record,
     SandboxFactory,
@@ -147,12 +148,10 @@ def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> Non
 
 
 def figures(name: str, **values: object) -> None:
+    """Prints the test's figures; the session's terminal summary repeats them all (tests/conftest.py)."""
     line = json.dumps({"test": name, **values})
     print(f"FIGURES {line}")
-    out = Path(".cache/reliability-figures.jsonl")
-    out.parent.mkdir(exist_ok=True)
-    with out.open("a") as handle:
-        handle.write(line + "\n")
+    FIGURES.append(line)
 
 
 def seeded(sandbox: SandboxProcess, count: int, images: int = 1, collections: int = 3) -> list[Record]:
