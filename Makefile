@@ -23,6 +23,8 @@ kafka-jars: $(STAMP)
 tools:
 	deploy/tools/fetch-asyncapi-specs.sh
 	deploy/tools/install-promtool.sh
+	deploy/tools/install-helm.sh
+	deploy/tools/fetch-schemas.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,7 +33,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) tools
 	$(BIN)/pytest tests/unit -q
 
 # pytest exits 5 when it collected no tests: that is a broken suite, not a pass.

@@ -335,12 +335,16 @@ def _is_secret_name(name: str) -> bool:
 
 def secrets_dir_from_env() -> Path | None:
     configured = os.environ.get(SECRETS_DIR_ENV)
-    if configured:
-        path = Path(configured)
-        if not path.is_dir():
+    path = Path(configured) if configured else DEFAULT_SECRETS_DIR
+    if not path.is_dir():
+        if configured:
             raise ConfigError(f"{SECRETS_DIR_ENV}={configured} is not a directory")
-        return path
-    return DEFAULT_SECRETS_DIR if DEFAULT_SECRETS_DIR.is_dir() else None
+        return None
+    try:
+        next(path.iterdir(), None)
+    except OSError as error:  # e.g. a Secret mounted with a mode or fsGroup this user cannot read
+        raise ConfigError(f"{SECRETS_DIR_ENV}={path} cannot be read: {error.strerror}") from None
+    return path
 
 
 def _unknown_variables() -> list[str]:

@@ -50,7 +50,7 @@ ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 for package in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     ldflags+=" -X ${package}.k8sVersionMajor=${HELM_KUBE_MAJOR} -X ${package}.k8sVersionMinor=${HELM_KUBE_MINOR}"
 done
-# -mod=mod and GOFLAGS from the caller's environment could change what is built; the pin is the module version.
+# GOFLAGS is replaced, not extended: a caller's flags (-mod=vendor, -tags...) must not change what is built.
 GOFLAGS=-trimpath CGO_ENABLED=0 GOBIN="${bin_dir}" \
     "${go_bin}" install -ldflags "${ldflags}" "helm.sh/helm/v3/cmd/helm@${HELM_VERSION}"
 

@@ -3,7 +3,7 @@
 Rendering uses the pinned helm (deploy/tools/install-helm.sh). Core objects are validated with
 kubernetes-validate --strict for the oldest Kubernetes the chart supports and the newest; the custom resources
 (ServiceMonitor, PodMonitor, PrometheusRule, ScaledObject) against the openAPIV3Schema of their CRDs at pinned
-prometheus-operator and KEDA versions (deploy/tools/fetch-crd-schemas.sh), made strict so that a misspelt field,
+prometheus-operator and KEDA versions (deploy/tools/fetch-schemas.sh), made strict so that a misspelt field,
 which the API server would silently prune, fails here. A missing tool fails the tests with an install hint.
 
 Three sets of values are rendered: the defaults, ci/all-on-values.yaml (every option that can coexist) and
@@ -20,7 +20,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ CHART = REPO / "helm" / "imgsweep"
 RULES = REPO / "deploy" / "prometheus" / "imgsweep-rules.yaml"
 DASHBOARD = REPO / "deploy" / "grafana" / "imgsweep-dashboard.json"
 TOOLS_DIR = Path(os.environ.get("IMGSWEEP_TOOLS_DIR") or Path.home() / ".cache" / "imgsweep" / "tools")
-CRDS_DIR = TOOLS_DIR / "crds"
+SCHEMAS_DIR = TOOLS_DIR / "schemas"
 RELEASE = "imgsweep"
 NAMESPACE = "catalog"
 # The oldest Kubernetes Chart.yaml's kubeVersion admits, and the one helm v3.22 is built against.
@@ -116,7 +115,9 @@ def container(objects: tuple[Object, ...]) -> Object:
 
 
 def settings_configmap(objects: tuple[Object, ...]) -> Object:
-    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and "grafana_dashboard" not in o["metadata"]["labels"]]
+    (configmap,) = [
+        o for o in objects if o["kind"] == "ConfigMap" and "grafana_dashboard" not in o["metadata"]["labels"]
+    ]
     return dict(configmap)
 
 
@@ -156,7 +157,8 @@ def test_core_objects_pass_kubernetes_validate_strict(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert output.count(" passed ") == len(core), output
-    assert "WARN" not in output and "ERROR" not in output, output
+    assert "WARN" not in output, output
+    assert "ERROR" not in output, output
 
 
 def _strict(schema: Any) -> Any:
@@ -179,9 +181,9 @@ def _strict(schema: Any) -> Any:
 
 @cache
 def crd_validator(api_version: str, kind: str) -> jsonschema.Draft4Validator:
-    path = CRDS_DIR / CRD_FILES[(api_version, kind)]
+    path = SCHEMAS_DIR / CRD_FILES[(api_version, kind)]
     if not path.is_file():
-        pytest.fail(f"{path} is missing: run deploy/tools/fetch-crd-schemas.sh (make does)")
+        pytest.fail(f"{path} is missing: run deploy/tools/fetch-schemas.sh (make does)")
     crd = yaml.safe_load(path.read_text(encoding="utf-8"))
     group, _, version = api_version.partition("/")
     assert crd["spec"]["group"] == group
@@ -253,6 +255,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
         (("--set-json", 'kafka.properties={"enable.auto.commit":"true"}'), "/kafka/properties/enable.auto.commit"),
         (("--set-json", 'kafka.properties={"sasl.password":"hunter2"}'), "/kafka/properties/sasl.password"),
         (("--set-json", 'extraConfig={"IMGSWEEP_API__SECRET_KEY":"x"}'), "/extraConfig/IMGSWEEP_API__SECRET_KEY"),
+        (("--set-json", 'kafka.properties={"linger.ms":5}'), "/kafka/properties/linger.ms"),
         (("--set", "replica=3"), "'replica' not allowed"),
     ],
 )
@@ -324,7 +327,7 @@ def test_security_context_is_restricted(objects: tuple[Object, ...]) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert all(set(v) <= {"name", "emptyDir", "secret"} for v in volumes.values()), "no hostPath or other volumes"
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
-    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert "emptyDir" in volumes[mounts["/tmp"]]  # noqa: S108 - the pod's /tmp, not this machine's
     for account in (o for o in objects if o["kind"] == "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
 
@@ -360,11 +363,11 @@ def secret_files(objects: tuple[Object, ...]) -> dict[str, str]:
 
 
 @pytest.fixture
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in list(os.environ):
         if name.upper().startswith("IMGSWEEP_"):
             monkeypatch.delenv(name)
-    yield monkeypatch
+    return monkeypatch
 
 
 def load_as_pod(objects: tuple[Object, ...], monkeypatch: pytest.MonkeyPatch, secrets_dir: Path) -> Settings:
@@ -413,7 +416,7 @@ def test_chart_secret_keys_are_the_variable_names_and_are_mounted() -> None:
         "IMGSWEEP_API__SECRET_KEY": "test-secret-key-not-real",
         "IMGSWEEP_KAFKA__SASL_PASSWORD": "test-sasl-password-not-real",
     }
-    _assert_mounts_secret(objects, f"{RELEASE}-imgsweep" if RELEASE != "imgsweep" else "imgsweep")
+    _assert_mounts_secret(objects, "imgsweep")  # the release is called imgsweep, so is the chart's Secret
 
 
 def _assert_mounts_secret(objects: tuple[Object, ...], secret_name: str) -> None:
@@ -482,7 +485,8 @@ def test_secret_change_changes_its_checksum() -> None:
 def test_keda_and_hpa_are_mutually_exclusive() -> None:
     both = ("--set", "keda.enabled=true", "--set", "autoscaling.enabled=true")
     error = render_failure(*both)
-    assert SCHEMA_ERROR in error and "/autoscaling/enabled" in error, error
+    assert SCHEMA_ERROR in error
+    assert "/autoscaling/enabled" in error, error
     error = render_failure(*both, "--skip-schema-validation")
     assert "keda.enabled and autoscaling.enabled are mutually exclusive" in error, error
 
@@ -519,14 +523,20 @@ def test_hpa_targets_the_deployment_and_owns_replicas() -> None:
     assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "imgsweep"}
 
 
+def test_hpa_without_a_cpu_request_fails_with_what_to_set() -> None:
+    error = render_failure("--set", "autoscaling.enabled=true", "--set", "resources.requests=null")
+    assert "set resources.requests.cpu" in error
+
+
 def test_fixed_replicas_and_disruption_budget_by_default() -> None:
     objects = render()
     assert one(objects, "Deployment")["spec"]["replicas"] == 2
     budget = one(objects, "PodDisruptionBudget")
     assert budget["spec"]["maxUnavailable"] == 1
-    assert budget["spec"]["selector"]["matchLabels"].items() <= one(objects, "Deployment")["spec"]["template"][
-        "metadata"
-    ]["labels"].items()
+    assert (
+        budget["spec"]["selector"]["matchLabels"].items()
+        <= one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    )
     assert not {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ScaledObject", "HorizontalPodAutoscaler"} & kinds(
         objects
     ), "monitoring and autoscaling are opt-in"
@@ -578,16 +588,21 @@ def render_notes(tmp_path: Path, *args: str) -> str:
         '{{- range (tpl (.Files.Get "notes.txt") .) | splitList "\\n" }}\n# {{ . }}\n{{- end }}\nkind: Notes\n',
         encoding="utf-8",
     )
-    result = helm("template", RELEASE, str(copy_dir), "--namespace", NAMESPACE, "--show-only", "templates/zz-notes.yaml", *args)
+    result = helm(
+        "template", RELEASE, str(copy_dir), "--namespace", NAMESPACE, "--show-only", "templates/zz-notes.yaml", *args
+    )
     assert result.returncode == 0, result.stderr
     return "\n".join(line.removeprefix("# ") for line in result.stdout.splitlines())
 
 
 def test_notes_say_dry_run_first_and_how_to_check_readiness_and_metrics(tmp_path: Path) -> None:
     notes = render_notes(tmp_path)
-    assert "DRY RUN" in notes and "--set dryRun=false" in notes
+    assert "DRY RUN" in notes
+    assert "--set dryRun=false" in notes
     assert "rollout status deployment/imgsweep" in notes
-    assert "/readyz" in notes and "/metrics" in notes
+    assert "/readyz" in notes
+    assert "/metrics" in notes
     assert "imgsweep check-config" in notes
     live = render_notes(tmp_path / "live", "--set", "dryRun=false", "--set", "existingSecret=keys")
-    assert "DRY RUN" not in live and "DELETES" in live
+    assert "DRY RUN" not in live
+    assert "DELETES" in live

@@ -115,7 +115,8 @@ def test_dockerfile_runtime_stage_is_non_root_read_only_ready_and_exec_form() ->
     users = [i.arguments for i in runtime if i.keyword == "USER"]
     assert users, "the runtime stage sets a user"
     uid, _, gid = users[-1].partition(":")
-    assert uid.isdigit() and int(uid) == IMAGE_UID and (not gid or gid.isdigit()), users[-1]
+    assert uid == str(IMAGE_UID), users[-1]
+    assert not gid or gid.isdigit(), users[-1]
     assert keywords.index("USER") < keywords.index("ENTRYPOINT")
 
     assert json.loads(next(i.arguments for i in runtime if i.keyword == "ENTRYPOINT")) == ["imgsweep"]
@@ -321,7 +322,12 @@ class Pod:
 @pytest.fixture(scope="module")
 def pod() -> Pod:
     objects = chart_objects(
-        "--set", "dryRun=false", "--set", f"secrets.apiAccessKey={ACCESS_KEY}", "--set", f"secrets.apiSecretKey={SECRET_KEY}"
+        "--set",
+        "dryRun=false",
+        "--set",
+        f"secrets.apiAccessKey={ACCESS_KEY}",
+        "--set",
+        f"secrets.apiSecretKey={SECRET_KEY}",
     )
     (configmap,) = [o for o in objects if o["kind"] == "ConfigMap"]
     (secret,) = [o for o in objects if o["kind"] == "Secret"]
@@ -431,9 +437,7 @@ def test_check_config_accepts_the_chart_configmap_and_secret_files(
     assert snapshot(installation.venv) == before, "the installation must not be written to (read-only root)"
 
 
-def test_check_config_exits_2_naming_a_missing_key(
-    installation: Installation, pod: Pod, writable_tmp: Path
-) -> None:
+def test_check_config_exits_2_naming_a_missing_key(installation: Installation, pod: Pod, writable_tmp: Path) -> None:
     without_secret_key = {k: v for k, v in pod.secret_files.items() if k != "IMGSWEEP_API__SECRET_KEY"}
     secrets = mount_secret(installation, without_secret_key)
     result = run_imgsweep(

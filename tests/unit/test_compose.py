@@ -1,6 +1,9 @@
-"""deploy/compose.yaml, checked as a file (Docker cannot run here): it parses, every local file it names exists,
-every IMGSWEEP_* variable it sets is a setting imgsweep accepts, and its ports, topics, rules and dashboard are
-the ones the Helm chart uses by default.
+"""deploy/compose.yaml, checked as a file (no Docker engine is needed): it is a valid Compose file by the
+Compose Specification's JSON Schema, every local file it names exists, every IMGSWEEP_* variable it sets is a
+setting imgsweep accepts, and its ports, topics, rules and dashboard are the ones the Helm chart uses by default.
+
+The schema comes from compose-go's Go module at a pinned version (deploy/tools/fetch-schemas.sh puts it in
+``${IMGSWEEP_TOOLS_DIR:-~/.cache/imgsweep/tools}/schemas``); without it that one test fails with the hint.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -23,6 +26,8 @@ DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
 CHART = REPO / "helm" / "imgsweep"
 KAFKA_POM = DEPLOY / "local" / "kafka" / "pom.xml"
+TOOLS_DIR = Path(os.environ.get("IMGSWEEP_TOOLS_DIR") or Path.home() / ".cache" / "imgsweep" / "tools")
+COMPOSE_SCHEMA = TOOLS_DIR / "schemas" / "compose-spec.json"
 IMAGE_SERVICES = ("sandbox", "imgsweep", "sample-producer")
 _INTERPOLATION = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
 
@@ -70,7 +75,22 @@ def test_compose_file_parses_with_the_expected_services(services: dict[str, dict
     assert {"kafka", "kafka-topics", "sandbox", "imgsweep", "sample-producer", "prometheus", "grafana"} <= set(services)
     for name, service in services.items():
         assert "image" in service, f"{name} names its image"
-        assert not str(service["image"]).endswith(":latest") and ":" in service["image"], f"{name}: a pinned tag"
+        assert ":" in service["image"], f"{name}: a pinned tag"
+        assert not str(service["image"]).endswith(":latest"), f"{name}: a pinned tag"
+
+
+def test_compose_file_is_valid_by_the_compose_specification(compose: dict[str, Any]) -> None:
+    if not COMPOSE_SCHEMA.is_file():
+        pytest.fail(f"{COMPOSE_SCHEMA} is missing: run deploy/tools/fetch-schemas.sh (make does)")
+    schema = json.loads(COMPOSE_SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert errors == []
+    broken = {
+        **compose,
+        "services": {**compose["services"], "grafana": {**compose["services"]["grafana"], "volumez": []}},
+    }
+    assert not validator.is_valid(broken), "the schema rejects an unknown key"
 
 
 def test_every_local_file_exists(services: dict[str, dict[str, Any]]) -> None:
@@ -88,20 +108,12 @@ def test_imgsweep_image_services_build_the_dockerfile_and_run_hardened(services:
         assert (DEPLOY / service["build"]["context"]).resolve() == REPO
         assert service["read_only"] is True, name
         uid, _, gid = service["user"].partition(":")
-        assert uid.isdigit() and int(uid) != 0 and gid.isdigit(), name
+        assert uid.isdigit(), name
+        assert int(uid) != 0, name
+        assert gid.isdigit(), name
         assert service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
-        assert any(t.split(":")[0] == "/tmp" for t in service["tmpfs"]), name
-
-
-def _without_imgsweep_variables() -> Iterator[None]:
-    saved = {k: v for k, v in os.environ.items() if k.upper().startswith("IMGSWEEP_")}
-    for name in saved:
-        del os.environ[name]
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
+        assert any(t.split(":")[0] == "/tmp" for t in service["tmpfs"]), name  # noqa: S108 - the container's
 
 
 @pytest.mark.parametrize("name", IMAGE_SERVICES)
@@ -135,19 +147,21 @@ def test_ports_and_topics_are_the_charts_defaults(services: dict[str, dict[str, 
 
     script = " ".join(services["kafka-topics"]["command"])
     created = re.search(r"for topic in (.+?); do", script)
-    assert created is not None and created.group(1).split() == topics, "kafka-topics creates exactly those topics"
+    assert created is not None
+    assert created.group(1).split() == topics, "kafka-topics creates exactly those topics"
 
     shutdown = float(env["IMGSWEEP_SHUTDOWN_GRACE_SECONDS"])
     assert shutdown == values["shutdownGraceSeconds"]
-    assert int(services["imgsweep"]["stop_grace_period"].removesuffix("s")) == shutdown + values[
-        "terminationGraceMarginSeconds"
-    ]
+    assert (
+        int(services["imgsweep"]["stop_grace_period"].removesuffix("s"))
+        == shutdown + values["terminationGraceMarginSeconds"]
+    )
 
 
 def test_imgsweep_calls_the_sandbox_it_starts(services: dict[str, dict[str, Any]]) -> None:
     command = services["sandbox"]["command"]
     assert command[:1] == ["sandbox"]
-    assert command[command.index("--host") + 1] == "0.0.0.0"
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # noqa: S104 - inside its container, for the stack
     sandbox_port = command[command.index("--port") + 1]
     env = environment(services["imgsweep"])
     assert env["IMGSWEEP_API__ENDPOINT"] == f"http://sandbox:{sandbox_port}/jdai/product_image_del_image"
@@ -170,7 +184,7 @@ def test_kafka_is_the_version_the_tests_run(services: dict[str, dict[str, Any]])
     for name in ("kafka", "kafka-topics"):
         assert services[name]["image"] == f"apache/kafka:{match.group(1)}"
     env = services["kafka"]["environment"]
-    assert "broker" in env["KAFKA_PROCESS_ROLES"] and "controller" in env["KAFKA_PROCESS_ROLES"], "KRaft, one node"
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller", "KRaft, one node"
     assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
 
 
@@ -208,7 +222,8 @@ def test_grafana_provisions_the_repository_dashboard(services: dict[str, dict[st
         (mounts["/etc/grafana/provisioning/datasources"] / "prometheus.yaml").read_text(encoding="utf-8")
     )
     (source,) = datasources["datasources"]
-    assert source["type"] == "prometheus" and source["isDefault"] is True
+    assert source["type"] == "prometheus"
+    assert source["isDefault"] is True
     assert source["url"] == "http://prometheus:9090"
     dashboard = json.loads(mounts[dashboard_target].read_text(encoding="utf-8"))
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}

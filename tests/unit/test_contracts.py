@@ -87,9 +87,7 @@ def test_dead_letter_headers_validate() -> None:
         record(b"{oops"), error_class="invalid_json", reason="not JSON", at=datetime(2026, 11, 23, tzinfo=UTC)
     )
     as_object = {name: (value or b"").decode() for name, value in headers if name.startswith("imgsweep_")}
-    Draft202012Validator(schema("dead-letter-headers.schema.json"), format_checker=FormatChecker()).validate(
-        as_object
-    )
+    Draft202012Validator(schema("dead-letter-headers.schema.json"), format_checker=FormatChecker()).validate(as_object)
     assert ("trace", b"x") in headers  # the original headers stay
 
 

@@ -197,3 +197,16 @@ def test_an_oversized_secrets_directory_is_a_config_error(monkeypatch: pytest.Mo
     monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(secrets))
     with pytest.raises(ConfigError, match=r"IMGSWEEP_SECRETS_DIR=.*secrets_dir size is above"):
         load_settings()
+
+
+def test_an_unreadable_secrets_directory_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(secrets))
+
+    def refuse(_self: Path) -> object:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(ConfigError, match=r"IMGSWEEP_SECRETS_DIR=.* cannot be read: Permission denied"):
+        load_settings()

@@ -133,6 +133,9 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- if and $v.serviceMonitor.enabled $v.podMonitor.enabled }}
 {{- fail "serviceMonitor.enabled and podMonitor.enabled are mutually exclusive: each replica would be scraped twice and every aggregated series doubled. Enable one of them." }}
 {{- end }}
+{{- if and $v.autoscaling.enabled (not (dig "requests" "cpu" "" $v.resources)) }}
+{{- fail "autoscaling.enabled scales on CPU utilisation, which is relative to the CPU request: set resources.requests.cpu." }}
+{{- end }}
 {{- $s := $v.secrets }}
 {{- if and $v.existingSecret (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword) }}
 {{- fail (printf "existingSecret (%s) and secrets.* are both set: the chart would ignore secrets.*. Put the keys in %s, or unset existingSecret." $v.existingSecret $v.existingSecret) }}
