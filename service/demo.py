@@ -9,12 +9,10 @@ Ctrl-C, leaving no process behind. Runs from a source checkout (it needs deploy/
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +22,6 @@ import uuid
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -32,11 +29,11 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from service.local_stack import free_port, load_kafka_local, stop_process
 from service.sample import SampleStream, produce_records, seed_sandbox
 
 __all__ = ["add_demo_command"]
 
-KAFKA_LOCAL = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka_local.py"
 DEMO_ACCESS_KEY = "demo-access-key"
 DEMO_SECRET_KEY = "demo-secret-key-not-a-real-one"  # noqa: S105 - the sandbox's made-up account
 
@@ -45,34 +42,9 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def _load_kafka_local() -> ModuleType:
-    if not KAFKA_LOCAL.is_file():
-        raise SystemExit(f"imgsweep demo: {KAFKA_LOCAL} not found; the demo runs from a source checkout")
-    spec = importlib.util.spec_from_file_location("kafka_local", KAFKA_LOCAL)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"imgsweep demo: cannot load {KAFKA_LOCAL}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _stop_process(process: subprocess.Popen[Any], name: str) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(40)
-    except subprocess.TimeoutExpired:
-        _say(f"{name} did not stop in time; killing it")
-        process.kill()
-        process.wait(10)
+    if not stop_process(process, timeout=40):
+        _say(f"{name} did not stop in time; it was killed")
 
 
 class _Progress:
@@ -110,7 +82,10 @@ class _Progress:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    kafka_local = _load_kafka_local()
+    try:
+        kafka_local = load_kafka_local()
+    except FileNotFoundError as error:
+        raise SystemExit(f"imgsweep demo: {error}") from None
     interrupted = threading.Event()
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -126,14 +101,7 @@ def run_demo(args: argparse.Namespace) -> int:
         stack.callback(broker.stop)
         _say(f"Kafka broker on {bootstrap}")
         tag = uuid.uuid4().hex[:6]
-        topics = {"input": f"demo.delisted.{tag}", "outcome": f"demo.outcomes.{tag}", "dlq": f"demo.dlq.{tag}"}
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        futures = admin.create_topics(
-            [NewTopic(topics["input"], num_partitions=4, replication_factor=1)]
-            + [NewTopic(topics[name], num_partitions=1, replication_factor=1) for name in ("outcome", "dlq")]
-        )
-        for future in futures.values():
-            future.result(30)
+        topics = _create_topics(bootstrap, tag)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSWEEP_")}
         keys = {"IMGSWEEP_API__ACCESS_KEY": DEMO_ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": DEMO_SECRET_KEY}
@@ -145,7 +113,7 @@ def run_demo(args: argparse.Namespace) -> int:
         records = list(stream.records(args.count))
         seed_sandbox(sandbox_url, records)
 
-        port = args.metrics_port or _free_port()
+        port = args.metrics_port or free_port()
         service_log_path = Path(workdir) / "imgsweep.log"
         service_env = {
             **env,
@@ -194,6 +162,18 @@ def run_demo(args: argparse.Namespace) -> int:
         _say("stopping imgsweep, the sandbox and the broker")
     _say("done: nothing left running")
     return 0 if progress.finished >= progress.total else 1
+
+
+def _create_topics(bootstrap: str, tag: str) -> dict[str, str]:
+    topics = {"input": f"demo.delisted.{tag}", "outcome": f"demo.outcomes.{tag}", "dlq": f"demo.dlq.{tag}"}
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(topics["input"], num_partitions=4, replication_factor=1)]
+        + [NewTopic(topics[name], num_partitions=1, replication_factor=1) for name in ("outcome", "dlq")]
+    )
+    for future in futures.values():
+        future.result(30)
+    return topics
 
 
 def _start_sandbox(env: dict[str, str], workdir: Path, qps: int) -> tuple[subprocess.Popen[str], str]:

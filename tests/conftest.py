@@ -7,33 +7,19 @@ stopped when the session ends. Only tests that ask for these fixtures touch Kafk
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports it implicitly only
 
+from service.local_stack import load_kafka_local
+
 pytest_plugins = ["tests.processes"]  # the service and the sandbox as processes (e2e, reliability)
 
-KAFKA_LOCAL = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka_local.py"
 ADMIN_TIMEOUT_S = 30.0
-
-
-def _load_kafka_local() -> ModuleType:
-    """deploy/ is not a package, so the script is imported from its path."""
-    spec = importlib.util.spec_from_file_location("kafka_local", KAFKA_LOCAL)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {KAFKA_LOCAL}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # registered before it runs, as importlib's recipe does
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +32,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    kafka_local = _load_kafka_local()
+    kafka_local = load_kafka_local()
     kafka_local.fetch()
     broker = kafka_local.LocalKafka(data_dir=tmp_path_factory.mktemp("kafka"))
     bootstrap: str = broker.start()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,13 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from service.local_stack import free_port, stop_process
+
 FIGURES: list[str] = []
 """Figures tests measured (JSON lines); printed at the end of the session by tests/conftest.py."""
 
 ACCESS_KEY = "e2e-access-key"
 SECRET_KEY = "e2e-SECRET-never-logged-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _clean_env() -> dict[str, str]:
@@ -73,7 +68,7 @@ class SandboxProcess:
         return stats
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_process(self.process)
 
 
 @dataclass
@@ -136,17 +131,7 @@ class ServiceProcess:
         self.process.wait(10)
 
     def stop(self) -> None:
-        _stop(self.process)
-
-
-def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        stop_process(self.process)
 
 
 SandboxFactory = Callable[..., SandboxProcess]

@@ -8,10 +8,8 @@ reason, no offset committed ahead of its outcome, and the secret key nowhere.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
-import sys
 import time
 import uuid
 from collections import Counter
@@ -19,7 +17,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -27,6 +24,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from service.local_stack import load_kafka_local
 from tests.processes import (
     FIGURES,
     SECRET_KEY,
@@ -284,20 +282,9 @@ def test_faults_throttling_and_a_quota_reset_mid_run_lose_nothing_and_waste_no_c
     scan_for_secret(kafka_bootstrap, names, [service])
 
 
-def _load_kafka_local() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka_local.py"
-    spec = importlib.util.spec_from_file_location("kafka_local", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[Any]:
-    kafka_local = _load_kafka_local()
+    kafka_local = load_kafka_local()
     kafka_local.fetch()
     broker = kafka_local.LocalKafka(data_dir=tmp_path / "kafka")
     broker.start()
