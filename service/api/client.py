@@ -35,13 +35,15 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials, sign_request
+from service.settings import API_MAX_BODY_BYTES
 
 __all__ = ["CallObserver", "DeleteClient", "encode_body", "new_http_client"]
 
 log = logging.getLogger(__name__)
 
-MAX_RESPONSE_BYTES = 1024 * 1024
-"""A 200-item answer is about 20 KB; anything far larger is not an answer worth reading."""
+MAX_RESPONSE_BYTES = 2 * API_MAX_BODY_BYTES
+"""An answer lists every item it was sent, so it can be as large as the request (up to 5 MB, ids echoed back);
+twice that is not an answer worth reading."""
 
 
 class CallObserver(Protocol):
