@@ -109,7 +109,7 @@ def test_draining_takes_everything() -> None:
     assert ready.flush_reason is FlushReason.SHUTDOWN
 
 
-ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)
+ids = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=40)  # any text, quotes too
 
 
 @settings(max_examples=200, deadline=None)
@@ -133,6 +133,8 @@ def test_every_item_goes_out_once_within_the_limits(
         assert 1 <= len(batch.items) <= max_items
         body = encode_body(batch)
         assert len(body) <= max_bytes
+        # The batcher's byte count is exact: the items' sizes (each with its comma) less the last comma.
+        assert len(body) == body_overhead(batch.collection) + sum(item_bytes(i) for i in batch.items) - 1
         json.loads(body)
         for item in batch.items:
             seen.setdefault((batch.collection, item), set()).update(ready.waiters[item])

@@ -1,0 +1,47 @@
+"""The benchmark still runs: ``python -m bench.run --quick`` completes and writes a report holding every figure.
+
+Tiny sizes on the session's broker; it proves the bench works, nothing about speed. No assertion here is
+about time or about how good a figure is: those are for docs/performance.md, written by a full run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.figures import FIGURE_KEYS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_quick_run_writes_a_report_with_every_figure(kafka_bootstrap: str, tmp_path: Path) -> None:
+    out = tmp_path / "docs" / "performance.md"
+    command = [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--bootstrap", kafka_bootstrap]
+    result = subprocess.run(
+        [*command, "--workdir", str(tmp_path / "work")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    report = out.read_text(encoding="utf-8")
+    summary = report.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in summary.splitlines() if line.startswith("| ") and not line.startswith("| figure")]
+    assert len(rows) == len(FIGURE_KEYS)
+    for row in rows:
+        ratio = row.split("|")[2].strip()
+        assert re.fullmatch(r"-?[\d,]+(\.\d+)?", ratio), row
+    for needed in ("cores", "Python", "Apache Kafka", "python -m bench.run --quick", "Measured on 2"):
+        assert needed in report
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (out.parent / "performance.png").read_bytes().startswith(b"\x89PNG")
+        assert "![The figures of this run](performance.png)" in report
