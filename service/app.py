@@ -38,6 +38,9 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
     """librdkafka's dotted names for the consumer, all in one place."""
     kafka = settings.kafka
     return {
+        # Prefetch at most 16 MB per consumer (librdkafka's default is 64 MB): imgsweep holds its own bounded
+        # backlog of pending events, so a deep fetch queue only costs memory. Overridable in properties.
+        "queued.max.messages.kbytes": 16384,
         **kafka.librdkafka_common(),
         "group.id": kafka.group_id,
         "client.id": f"imgsweep-{socket.gethostname()}",

@@ -112,7 +112,7 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     max_pending_events: int = Field(
-        default=20_000,
+        default=10_000,
         ge=1,
         description="Events held in memory before partitions are paused (bounds memory under backlog).",
     )

@@ -2,8 +2,8 @@
 
 Calls are spaced on a virtual schedule (GCRA with no burst): each caller reserves the next free slot under
 a lock and then waits outside it, so threads never hold the lock while sleeping. The pace follows AIMD:
-halved when the API answers 10043/10044, then raised by a small step per successful call back to the ceiling
-(the account's QPS, or this replica's share of it).
+cut by a quarter when the API answers 10043/10044, then raised by a small step per successful call back to
+the ceiling (the account's QPS, or this replica's share of it).
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         floor_fraction: float = 0.1,
+        decrease_factor: float = 0.75,
         increase_fraction: float = 0.05,
-        margin: float = 0.02,
+        margin: float = 0.04,
     ) -> None:
         if qps <= 0:
             raise ValueError("qps must be positive")
@@ -35,6 +36,7 @@ class RateLimiter:
         self._rate = qps
         self._floor_fraction = floor_fraction
         self._increase_fraction = increase_fraction
+        self._decrease_factor = decrease_factor
         # Calls leave a little further apart than 1/rate: a server counting a sliding second sees requests
         # jittered by scheduling and the network, and exactly-spaced calls would sometimes land 3 in 1 s.
         self._margin = margin
@@ -78,9 +80,14 @@ class RateLimiter:
         return delay
 
     def on_throttled(self) -> None:
-        """The API said 10043/10044: halve the pace and leave a gap before the next slot."""
+        """The API said 10043/10044: slow down (by a quarter) and leave a gap before the next slot.
+
+        A quarter, not a half: at the account's own limit a 10043 is usually arrival jitter, not a second
+        caller, and halving a 2-QPS pace for the ~20 successes it takes to recover wastes more than it saves.
+        Repeated 10043s (someone else spends the account's QPS too) still bring the pace down fast.
+        """
         with self._lock:
-            self._rate = max(self._ceiling * self._floor_fraction, self._rate / 2)
+            self._rate = max(self._ceiling * self._floor_fraction, self._rate * self._decrease_factor)
             self._next_slot = max(self._next_slot, self._clock() + 1.0 / self._rate)
 
     def on_success(self) -> None:

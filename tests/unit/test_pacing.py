@@ -35,9 +35,9 @@ def test_rate_limiter_spaces_calls_at_the_rate() -> None:
 
 
 def test_rate_limiter_keeps_a_safety_margin_under_the_limit() -> None:
-    limiter = RateLimiter(2.0, clock=FakeClock(), margin=0.02)
+    limiter = RateLimiter(2.0, clock=FakeClock(), margin=0.04)
     delays = [limiter.reserve() for _ in range(3)]
-    assert delays == pytest.approx([0.0, 0.51, 1.02])
+    assert delays == pytest.approx([0.0, 0.52, 1.04])
 
 
 def test_rate_limiter_has_no_burst_after_idling() -> None:
@@ -48,19 +48,25 @@ def test_rate_limiter_has_no_burst_after_idling() -> None:
     assert [limiter.reserve() for _ in range(3)] == pytest.approx([0.0, 0.5, 1.0])
 
 
-def test_rate_limiter_halves_on_throttle_and_recovers() -> None:
+def test_rate_limiter_slows_on_throttle_and_recovers() -> None:
     clock = FakeClock()
     limiter = RateLimiter(2.0, clock=clock, increase_fraction=0.25)
     limiter.on_throttled()
-    assert limiter.rate == 1.0
-    limiter.on_throttled()
-    limiter.on_throttled()
-    limiter.on_throttled()
-    limiter.on_throttled()
+    assert limiter.rate == 1.5
+    for _ in range(20):
+        limiter.on_throttled()
     assert limiter.rate == pytest.approx(0.2)  # the floor: a tenth of the ceiling
     for _ in range(20):
         limiter.on_success()
     assert limiter.rate == 2.0
+
+
+def test_a_throttle_leaves_a_gap_before_the_next_call() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
+    assert limiter.reserve() == 0
+    limiter.on_throttled()
+    assert limiter.reserve() == pytest.approx(1 / 1.5)
 
 
 def test_rate_limiter_ceiling_follows_the_replica_share() -> None:
@@ -71,7 +77,7 @@ def test_rate_limiter_ceiling_follows_the_replica_share() -> None:
     assert limiter.rate == 1.0
     limiter.on_throttled()
     limiter.set_ceiling(2.0)
-    assert limiter.rate == 0.5  # a throttled pace is not raised by a rebalance, only by successes
+    assert limiter.rate == 0.75  # a throttled pace is not raised by a rebalance, only by successes
 
 
 def test_rate_limiter_is_shared_safely_by_threads() -> None:
