@@ -178,8 +178,8 @@ class Metrics:
         self.rate_limiter_waits.inc()
         self.rate_limiter_wait_seconds.inc(seconds)
 
-    def image_decided(self, status: str, reason: str | None) -> None:
-        self.images.labels(status, _bounded(reason or "none", IMAGE_REASONS)).inc()
+    def image_decided(self, status: str, reason: str | None, count: int = 1) -> None:
+        self.images.labels(status, _bounded(reason or "none", IMAGE_REASONS)).inc(count)
 
     def invalid_event(self, error_class: str) -> None:
         self.invalid_events.labels(_bounded(error_class, self._error_classes)).inc()

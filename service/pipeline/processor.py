@@ -16,6 +16,7 @@ import math
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
@@ -288,28 +289,35 @@ class Pipeline:
         return BatchResult(items=items, api_calls=attempts, attempts=attempts)
 
     def _apply(self, ready: ReadyBatch[PendingEvent], result: BatchResult) -> None:
+        """Hands each item's result to the events waiting for it; retryable failures go into a later call."""
         now = time.monotonic()
         touched: dict[int, PendingEvent] = {}
+        decided: Counter[tuple[str, str | None]] = Counter()
+        exhausted = 0
         for answered in result.items:
             item_result = answered
             waiters = [waiter for waiter in ready.waiters[item_result.item] if not waiter.abandoned]
-            attempt = ready.attempts[item_result.item]
             if item_result.status is ItemStatus.FAILED and item_result.retryable:
+                attempt = ready.attempts[item_result.item]
                 if attempt < self._settings.api.max_attempts:
                     for waiter in waiters:
                         self._batcher.add(ready.batch.collection, item_result.item, waiter, now, attempt + 1)
                         touched[id(waiter)] = waiter
                     continue
-                log.warning(
-                    "image still failing after %d calls",
-                    attempt,
-                    extra={"batch_id": ready.batch.batch_id, "reason": item_result.reason},
-                )
+                exhausted += 1
                 item_result = ItemResult(item_result.item, ItemStatus.FAILED, RETRIES_EXHAUSTED)
-            self._metrics.image_decided(item_result.status.value, item_result.reason)
+            decided[item_result.status.value, item_result.reason] += 1
             for waiter in waiters:
                 waiter.decide(item_result)
                 touched[id(waiter)] = waiter
+        if exhausted:
+            log.warning(
+                "images still failing after %d calls each",
+                self._settings.api.max_attempts,
+                extra={"batch_id": ready.batch.batch_id, "count": exhausted, "reason": RETRIES_EXHAUSTED},
+            )
+        for (status, reason), count in decided.items():
+            self._metrics.image_decided(status, reason, count)
         for pending in touched.values():
             pending.took_part(attempts=result.attempts, api_calls=result.api_calls)
             if pending.complete:
