@@ -6,12 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup kafka-jars tools lint typecheck unit test run demo kafka clean
+.PHONY: setup kafka-jars tools lint typecheck unit test run demo bench kafka clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 setup: $(STAMP) kafka-jars tools
@@ -40,6 +40,11 @@ unit: $(STAMP) tools
 test: setup lint typecheck
 	$(BIN)/pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+# Every figure of docs/performance.md, side by side in one run (10-15 minutes on 2 cores; not part of `test`,
+# which runs a quick smoke run of it).
+bench: setup
+	$(BIN)/python -m bench.run --out docs/performance.md
 
 # A local broker in the foreground (Ctrl-C stops it), for trying the service by hand.
 kafka: kafka-jars

@@ -7,6 +7,7 @@ taken over a window that starts and ends on a call, so the window holds whole ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from bench.processes import ACCESS_KEY, SECRET_KEY, ImgsweepProcess, ProcessUsage, SandboxProcess
 from service.api.signing import Credentials, sign_request
@@ -31,8 +32,10 @@ __all__ = [
     "LatencyRun",
     "SandboxCapacity",
     "ThroughputRun",
+    "WindowSample",
     "call_window",
     "drain",
+    "minimal_loop",
     "outcome_latencies",
     "raw_consume",
     "sandbox_capacity",
@@ -105,6 +108,67 @@ def raw_consume(bootstrap: str, topic: str, expected: int, timeout: float) -> Th
     return ThroughputRun(expected, rate, seconds)
 
 
+def minimal_loop(bootstrap: str, topic: str, outcome_topic: str, expected: int, timeout: float) -> ThroughputRun:
+    """The least any Python service must do per event, as a reference: ``consume()``, ``json.loads`` the value,
+    produce one small JSON outcome (idempotent, acks=all, as imgsweep's producer), count it when acknowledged,
+    commit every second. No validation, no batching, no API call."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-minimal-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    consumer.subscribe([topic])
+    done = [0]
+
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        if error is None:
+            done[0] += 1
+
+    samples: list[Sample] = []
+    started: float | None = None
+    last_commit = 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while done[0] < expected and time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=CONSUME_BATCH, timeout=0.05):
+                if message.error() is not None:
+                    continue
+                try:
+                    event = json.loads(message.value() or b"")
+                    outcome = {"event_id": event.get("event_id") or event.get("id"), "status": "deleted"}
+                except (ValueError, AttributeError):
+                    done[0] += 1  # would be dead-lettered
+                    continue
+                while True:
+                    try:
+                        value = json.dumps(outcome).encode()
+                        producer.produce(outcome_topic, value, message.key(), on_delivery=delivered)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+            producer.poll(0)
+            now = time.monotonic()
+            if started is None and done[0]:
+                started = now
+            if started is not None:
+                samples.append((now - started, float(done[0])))
+            if now - last_commit >= 1.0:
+                last_commit = now
+                with contextlib.suppress(KafkaException):  # nothing consumed yet
+                    consumer.commit(asynchronous=True)
+        producer.flush(30)
+    finally:
+        consumer.close()
+    if done[0] < expected:
+        raise RuntimeError(f"the minimal loop finished {done[0]} of {expected} records within {timeout:.0f} s")
+    rate, seconds = rate_between(samples, expected)
+    return ThroughputRun(expected, rate, seconds)
+
+
 def finished_events(metrics: dict[str, float]) -> float:
     """Events imgsweep is done with: outcomes acknowledged, plus invalid records dead-lettered."""
     outcomes = sum(value for series, value in metrics.items() if series.startswith("imgsweep_outcomes_total"))
@@ -165,6 +229,22 @@ def drain(service: ImgsweepProcess, expected: int, *, interval: float, timeout: 
 
 
 @dataclass(frozen=True)
+class WindowSample:
+    """One sample of a call window, counted from its start."""
+
+    seconds: float
+    calls_ok: int
+    deleted: int
+    rejected_10043: int
+    pace_qps: float | None = None
+    """imgsweep's rate limiter pace then (imgsweep_rate_limit_qps); None for the peer."""
+    consumed: float | None = None
+    """Records imgsweep had consumed by then (imgsweep_events_consumed_total); None for the peer."""
+    paused: bool = False
+    """Whether imgsweep had paused its partitions (MAX_PENDING_EVENTS reached)."""
+
+
+@dataclass(frozen=True)
 class CallWindow:
     """What the sandbox saw during a window that starts and ends on a successful call."""
 
@@ -175,8 +255,7 @@ class CallWindow:
     items: int
     """Items the sandbox processed (deleted, absent or failed) in the successful calls."""
     deleted: int
-    timeline: list[tuple[float, int, int]] = field(default_factory=list)
-    """(seconds, successful calls, images deleted), counted from the window's start"""
+    timeline: list[WindowSample] = field(default_factory=list)
 
     @property
     def calls_per_second(self) -> float:
@@ -190,9 +269,22 @@ class CallWindow:
     def items_per_call(self) -> float:
         return self.items / self.calls_ok if self.calls_ok else 0.0
 
+    def second_half(self) -> tuple[float, int, int]:
+        """(seconds, successful calls, 10043 answers) from the sample nearest the window's middle to its end:
+        the pace once start-up (the first fill of pending events, any early 10043 and the recovery from it)
+        is over."""
+        middle = self.timeline[-1].seconds / 2
+        start = min(self.timeline, key=lambda sample: abs(sample.seconds - middle))
+        end = self.timeline[-1]
+        return end.seconds - start.seconds, end.calls_ok - start.calls_ok, end.rejected_10043 - start.rejected_10043
+
 
 def _ok(stats: dict[str, Any]) -> int:
     return int(stats["calls_by_code"].get("10000", 0))
+
+
+def _rejected(stats: dict[str, Any]) -> int:
+    return int(stats["calls_by_code"].get("10043", 0))
 
 
 def _items(stats: dict[str, Any]) -> int:
@@ -210,26 +302,51 @@ def _next_call(sandbox: SandboxProcess, after: int, timeout: float, poll: float 
         time.sleep(poll)
 
 
-def call_window(sandbox: SandboxProcess, seconds: float, *, warmup_calls: int = 2) -> CallWindow:
-    """Waits for ``warmup_calls`` successful calls, then counts the calls and items of about ``seconds``."""
+def call_window(
+    sandbox: SandboxProcess,
+    seconds: float,
+    *,
+    service: ImgsweepProcess | None = None,
+    warmup_calls: int = 2,
+    interval: float = 0.25,
+) -> CallWindow:
+    """Waits for ``warmup_calls`` successful calls, then counts the calls and items of about ``seconds``,
+    sampling every ``interval`` (and imgsweep's pace, consumption and pausing, given the ``service``)."""
     _, stats = _next_call(sandbox, warmup_calls - 1, timeout=120)
     if _ok(stats) < warmup_calls:
         raise RuntimeError("no successful call reached the sandbox within 120 s")
     started, first = _next_call(sandbox, _ok(stats), timeout=30)
-    timeline: list[tuple[float, int, int]] = [(0.0, 0, 0)]
-    while time.monotonic() - started < seconds:
-        time.sleep(min(1.0, max(0.0, seconds - (time.monotonic() - started))))
-        stats = sandbox.stats()
-        timeline.append(
-            (time.monotonic() - started, _ok(stats) - _ok(first), stats["items_deleted"] - first["items_deleted"])
+
+    def sample(at: float, stats: dict[str, Any]) -> WindowSample:
+        pace = consumed = None
+        paused = False
+        if service is not None:
+            metrics = service.metrics()
+            pace = metrics.get("imgsweep_rate_limit_qps")
+            consumed = metrics.get("imgsweep_events_consumed_total")
+            paused = metrics.get("imgsweep_paused_partitions", 0.0) > 0
+        return WindowSample(
+            at,
+            _ok(stats) - _ok(first),
+            stats["items_deleted"] - first["items_deleted"],
+            _rejected(stats) - _rejected(first),
+            pace,
+            consumed,
+            paused,
         )
+
+    timeline = [sample(0.0, first)]
+    while time.monotonic() - started < seconds:
+        time.sleep(min(interval, max(0.0, seconds - (time.monotonic() - started))))
+        stats = sandbox.stats()
+        timeline.append(sample(time.monotonic() - started, stats))
     ended, last = _next_call(sandbox, _ok(stats), timeout=30)
-    timeline.append((ended - started, _ok(last) - _ok(first), last["items_deleted"] - first["items_deleted"]))
+    timeline.append(sample(ended - started, last))
     return CallWindow(
         seconds=ended - started,
         calls_ok=_ok(last) - _ok(first),
         calls_total=last["calls_total"] - first["calls_total"],
-        calls_10043=last["calls_by_code"].get("10043", 0) - first["calls_by_code"].get("10043", 0),
+        calls_10043=_rejected(last) - _rejected(first),
         items=_items(last) - _items(first),
         deleted=last["items_deleted"] - first["items_deleted"],
         timeline=timeline,

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any
@@ -33,7 +34,7 @@ from confluent_kafka import Consumer, Message
 
 from service.api.signing import Credentials, sign_request
 
-__all__ = ["main"]
+__all__ = ["NaivePeer", "main"]
 
 
 def _fields(message: Message) -> dict[str, Any] | None:
@@ -52,6 +53,63 @@ def _fields(message: Message) -> dict[str, Any] | None:
         return None
 
 
+@dataclass
+class NaivePeer:
+    endpoint: str
+    credentials: Credentials
+    region: str
+    service: str
+    qps: float
+    stop: threading.Event
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30, trust_env=False))
+    codes: Counter[str] = field(default_factory=Counter)
+    events: int = 0
+    skipped: int = 0
+    images_sent: int = 0
+
+    def handle(self, fields: dict[str, Any]) -> bool:
+        """One call for one event's images, retried on 10043; False if stopped before it succeeded."""
+        body = json.dumps(
+            {
+                "collection_name": fields["collection_name"],
+                "image_id_list": [{"product_id": fields["product_id"], "image_id": i} for i in fields["image_ids"]],
+            }
+        ).encode()
+        while not self.stop.is_set():
+            headers = sign_request(
+                method="POST",
+                url=self.endpoint,
+                headers={"Content-Type": "application/json"},
+                body=body,
+                credentials=self.credentials,
+                region=self.region,
+                service=self.service,
+                now=datetime.now(UTC),
+                nonce=str(uuid.uuid4()),
+            )
+            try:
+                code = str(self.client.post(self.endpoint, content=body, headers=headers).json().get("code"))
+            except (httpx.HTTPError, ValueError):
+                code = "error"
+            self.codes[code] += 1
+            if code in ("10043", "error"):  # over the QPS or a hiccup: wait a second and try again
+                self.stop.wait(1.0)
+                continue
+            self.images_sent += len(fields["image_ids"])
+            self.events += 1
+            self.stop.wait(1.0 / self.qps)  # stay under the QPS limit
+            return True
+        return False
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "events": self.events,
+            "skipped": self.skipped,
+            "images_sent": self.images_sent,
+            "calls_by_code": dict(self.codes),
+        }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.naive_peer", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", required=True)
@@ -63,8 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--region", default="cn-north-1")
     parser.add_argument("--service", default="aiapi")
     args = parser.parse_args(argv)
-    credentials = Credentials(os.environ["IMGSWEEP_API__ACCESS_KEY"], os.environ["IMGSWEEP_API__SECRET_KEY"])
-
     stop = threading.Event()
 
     def on_signal(_signum: int, _frame: FrameType | None) -> None:
@@ -72,7 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
+    peer = NaivePeer(
+        endpoint=args.endpoint,
+        credentials=Credentials(os.environ["IMGSWEEP_API__ACCESS_KEY"], os.environ["IMGSWEEP_API__SECRET_KEY"]),
+        region=args.region,
+        service=args.service,
+        qps=args.qps,
+        stop=stop,
+    )
     consumer = Consumer(
         {
             "bootstrap.servers": args.bootstrap,
@@ -82,10 +145,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     )
     consumer.subscribe([args.topic])
-    client = httpx.Client(timeout=30, trust_env=False)
-    codes: Counter[str] = Counter()
-    events = skipped = images_sent = 0
-    interval = 1.0 / args.qps
     deadline = time.monotonic() + args.duration
     while not stop.is_set() and time.monotonic() < deadline:
         message = consumer.poll(0.5)
@@ -93,47 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         fields = _fields(message)
         if fields is None:
-            skipped += 1
-        else:
-            body = json.dumps(
-                {
-                    "collection_name": fields["collection_name"],
-                    "image_id_list": [
-                        {"product_id": fields["product_id"], "image_id": image} for image in fields["image_ids"]
-                    ],
-                }
-            ).encode()
-            while not stop.is_set():
-                headers = sign_request(
-                    method="POST",
-                    url=args.endpoint,
-                    headers={"Content-Type": "application/json"},
-                    body=body,
-                    credentials=credentials,
-                    region=args.region,
-                    service=args.service,
-                    now=datetime.now(UTC),
-                    nonce=str(uuid.uuid4()),
-                )
-                try:
-                    code = str(client.post(args.endpoint, content=body, headers=headers).json().get("code"))
-                except (httpx.HTTPError, ValueError):
-                    code = "error"
-                codes[code] += 1
-                if code in ("10043", "error"):  # over the QPS or a hiccup: wait a second and try again
-                    stop.wait(1.0)
-                    continue
-                images_sent += len(fields["image_ids"])
-                events += 1
-                stop.wait(interval)  # stay under the QPS limit
-                break
-        if stop.is_set():
-            break  # the event was not handled: leave it uncommitted
+            peer.skipped += 1
+        elif not peer.handle(fields):
+            break  # stopped before the call went through: leave the event uncommitted
         consumer.commit(message=message, asynchronous=False)
     consumer.close()
-    client.close()
-    summary = {"events": events, "skipped": skipped, "images_sent": images_sent, "calls_by_code": dict(codes)}
-    print(json.dumps(summary), flush=True)
+    peer.client.close()
+    print(json.dumps(peer.summary()), flush=True)
     return 0
 
 

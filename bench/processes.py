@@ -7,37 +7,32 @@ start blocks until the process serves; every stop sends SIGTERM, waits, and kill
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final
 
 import httpx
 
+from service.local_stack import free_port, stop_process
+
 __all__ = [
     "ACCESS_KEY",
-    "KAFKA_LOCAL",
     "SECRET_KEY",
     "ImgsweepProcess",
     "ProcessUsage",
     "SandboxProcess",
-    "free_port",
-    "load_kafka_local",
+    "clean_env",
     "read_usage",
-    "stop_process",
 ]
 
 REPO: Final = Path(__file__).resolve().parent.parent
-KAFKA_LOCAL: Final = REPO / "deploy" / "local" / "kafka_local.py"
 ACCESS_KEY: Final = "bench-access-key"
 SECRET_KEY: Final = "bench-secret-key-not-a-real-one"  # noqa: S105 - the sandbox's made-up account
 DELETE_PATH: Final = "/jdai/product_image_del_image"
@@ -45,38 +40,9 @@ _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_KB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def load_kafka_local() -> ModuleType:
-    """deploy/ is not a package: the broker script is imported from its path (as tests/conftest.py does)."""
-    spec = importlib.util.spec_from_file_location("kafka_local", KAFKA_LOCAL)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot import {KAFKA_LOCAL}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def clean_env() -> dict[str, str]:
     """The environment without any IMGSWEEP_* setting of the person running the benchmark."""
     return {name: value for name, value in os.environ.items() if not name.startswith("IMGSWEEP_")}
-
-
-def stop_process(process: subprocess.Popen[Any], timeout: float = 30.0) -> None:
-    """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Blocks until the process is gone."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,17 @@ import json
 import os
 import resource
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from confluent_kafka.admin import AdminClient
@@ -30,20 +32,24 @@ from confluent_kafka.cimpl import NewTopic
 
 from bench.figures import Results, compute_figures
 from bench.gil_profile import GilProfile, record_gil_profile
+from bench.machine import Machine
 from bench.measure import (
     CallWindow,
+    DrainRun,
     LatencyRun,
+    ThroughputRun,
     call_window,
     drain,
+    minimal_loop,
     outcome_latencies,
     raw_consume,
     sandbox_capacity,
 )
-from bench.processes import ACCESS_KEY, SECRET_KEY, ImgsweepProcess, SandboxProcess, clean_env, load_kafka_local
-from bench.machine import Machine
+from bench.processes import ACCESS_KEY, SECRET_KEY, ImgsweepProcess, SandboxProcess, clean_env
 from bench.report import write_plot, write_report
+from bench.service_defaults import ServiceDefaults
 from bench.workload import Backlog, LiveStream, create_topics, preload_backlog, produce_live
-from service.settings import BatchSettings
+from service.local_stack import load_kafka_local
 
 __all__ = ["FULL", "QUICK", "Plan", "main"]
 
@@ -63,6 +69,11 @@ class Plan:
     capacity_seconds: float
     profile_seconds: int
     sample_interval: float
+    memory_events: int
+    """Events the second, smaller-memory drain waits for (its RSS levels off within the first seconds)."""
+    memory_pending: int | None
+    """IMGSWEEP_KAFKA__MAX_PENDING_EVENTS of that drain (None: half the service's default, which the first
+    drain keeps)."""
     partitions: int = 4
 
 
@@ -75,8 +86,10 @@ FULL = Plan(
     light_rate=10,
     light_latency_ms=100,
     capacity_seconds=5,
-    profile_seconds=20,
+    profile_seconds=15,
     sample_interval=0.5,
+    memory_events=60_000,
+    memory_pending=None,
 )
 QUICK = Plan(
     backlog_events=3_000,
@@ -89,6 +102,8 @@ QUICK = Plan(
     capacity_seconds=1,
     profile_seconds=2,
     sample_interval=0.1,
+    memory_events=3_000,
+    memory_pending=1_000,
 )
 INSTANT_QPS = "1000"
 """IMGSWEEP_API__QPS for the drain: the setting's maximum, far above what the drain reaches."""
@@ -117,7 +132,14 @@ class Bench:
 
     @contextmanager
     def imgsweep(
-        self, name: str, sandbox: SandboxProcess, *, input_topic: str, outcome_topic: str, dlq_topic: str, **settings: str
+        self,
+        name: str,
+        sandbox: SandboxProcess,
+        *,
+        input_topic: str,
+        outcome_topic: str,
+        dlq_topic: str,
+        **settings: str,
     ) -> Iterator[ImgsweepProcess]:
         service = ImgsweepProcess.start(
             bootstrap=self.bootstrap,
@@ -153,16 +175,23 @@ class Bench:
         _say(f"pre-loaded in {backlog.seconds:.0f} s: {dict(backlog.kinds)}")
         return backlog
 
-    def raw(self, backlog: Backlog) -> tuple[Any, float]:
+    def raw(self, backlog: Backlog) -> tuple[ThroughputRun, float]:
         _say("raw confluent-kafka consumer on the backlog")
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        run = raw_consume(self.bootstrap, backlog.topic, backlog.events, timeout=600)
-        after = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        run, cpu = _with_cpu(lambda: raw_consume(self.bootstrap, backlog.topic, backlog.events, timeout=600))
         _say(f"raw consumer: {run.events_per_second:,.0f} events/s")
         return run, cpu
 
-    def drain(self, backlog: Backlog, instant: SandboxProcess) -> Any:
+    def minimal(self, backlog: Backlog) -> tuple[ThroughputRun, float]:
+        _say("minimal Python loop (consume, json.loads, produce an outcome) on the backlog")
+        run, cpu = _with_cpu(
+            lambda: minimal_loop(
+                self.bootstrap, backlog.topic, self.topic("minimal-outcomes"), backlog.events, timeout=900
+            )
+        )
+        _say(f"minimal loop: {run.events_per_second:,.0f} events/s")
+        return run, cpu
+
+    def drain(self, backlog: Backlog, instant: SandboxProcess) -> DrainRun:
         _say(f"imgsweep drains the {backlog.events}-event backlog against the instant sandbox")
         with self.imgsweep(
             "drain",
@@ -179,6 +208,23 @@ class Bench:
                 timeout=300 + backlog.events / 500,
             )
         _say(f"imgsweep: {run.events_per_second:,.0f} events/s, peak RSS {run.peak_rss_mb:.0f} MB")
+        return run
+
+    def memory(self, backlog: Backlog, instant: SandboxProcess, pending: int) -> DrainRun:
+        plan = self.plan
+        events = min(plan.memory_events, backlog.events)
+        _say(f"imgsweep with MAX_PENDING_EVENTS={pending} drains the first {events} events")
+        with self.imgsweep(
+            "memory",
+            instant,
+            input_topic=backlog.topic,
+            outcome_topic=self.topic("outcomes"),
+            dlq_topic=self.topic("dlq"),
+            API__QPS=INSTANT_QPS,
+            KAFKA__MAX_PENDING_EVENTS=str(pending),
+        ) as service:
+            run = drain(service, events, interval=plan.sample_interval, timeout=300 + events / 500)
+        _say(f"imgsweep: peak RSS {run.peak_rss_mb:.0f} MB")
         return run
 
     def profile(self, backlog: Backlog, instant: SandboxProcess) -> GilProfile | str:
@@ -204,8 +250,8 @@ class Bench:
             outcome_topic=self.topic("outcomes-qps"),
             dlq_topic=self.topic("dlq"),
             API__QPS="2",
-        ):
-            window = call_window(sandbox, self.plan.qps_seconds)
+        ) as service:
+            window = call_window(sandbox, self.plan.qps_seconds, service=service)
         sandbox.stop()
         _say(f"imgsweep: {window.calls_per_second:.3f} calls/s, {window.items_per_call:.1f} items/call")
         return window
@@ -244,7 +290,7 @@ class Bench:
         _say(f"peer: {window.calls_per_second:.3f} calls/s, {window.items_per_call:.1f} items/call")
         return window, summary
 
-    def light(self) -> tuple[LatencyRun, float]:
+    def light(self) -> LatencyRun:
         plan = self.plan
         count = int(plan.light_rate * plan.light_seconds)
         _say(f"light load: {count} events at {plan.light_rate:g}/s, sandbox latency {plan.light_latency_ms:g} ms")
@@ -259,7 +305,6 @@ class Bench:
             dlq_topic=self.topic("light-dlq"),
         ) as service:
             service.wait_assigned(plan.partitions)
-            linger = BatchSettings().linger_seconds  # the service runs with the default
             before = sandbox.stats()
             started = time.monotonic()
             produce_live(self.bootstrap, self.topic("light"), live)
@@ -272,18 +317,25 @@ class Bench:
         calls = after["calls_by_code"].get("10000", 0) - before["calls_by_code"].get("10000", 0)
         run = LatencyRun(len(live.created_ms), outcomes, latencies, calls / elapsed)
         _say(f"light load: p50 {run.p50:.2f} s, p99 {run.p99:.2f} s over {outcomes} outcomes")
-        return run, linger
+        return run
 
     def capacity(self) -> Any:
         cores = os.cpu_count() or 1
         _say(f"the sandbox's capacity on one core ({self.plan.capacity_seconds:g} s)")
         sandbox = self.sandbox("capacity", "--qps", "0", "--quota", "-1", cpu=0 if cores > 1 else None)
-        result = sandbox_capacity(
-            sandbox.endpoint, self.plan.capacity_seconds, client_cpu=1 if cores > 1 else None
-        )
+        result = sandbox_capacity(sandbox.endpoint, self.plan.capacity_seconds, client_cpu=1 if cores > 1 else None)
         sandbox.stop()
         _say(f"sandbox: {result.calls_per_second:,.0f} calls/s")
         return result
+
+
+def _with_cpu(measure: Callable[[], ThroughputRun]) -> tuple[ThroughputRun, float]:
+    """Runs a measurement in this process; returns it with the CPU seconds (user+sys, all threads) it took.
+    Nothing else runs in the bench process meanwhile."""
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    run = measure()
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return run, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _topics(bench: Bench) -> list[NewTopic]:
@@ -293,6 +345,7 @@ def _topics(bench: Bench) -> list[NewTopic]:
         NewTopic(bench.topic("backlog"), num_partitions=partitions, replication_factor=1),
         NewTopic(bench.topic("outcomes"), num_partitions=partitions, replication_factor=1),
         NewTopic(bench.topic("outcomes-qps"), num_partitions=partitions, replication_factor=1),
+        NewTopic(bench.topic("minimal-outcomes"), num_partitions=partitions, replication_factor=1),
         NewTopic(bench.topic("dlq"), num_partitions=1, replication_factor=1),
         NewTopic(bench.topic("light"), num_partitions=partitions, replication_factor=1),
         NewTopic(bench.topic("light-outcomes"), num_partitions=partitions, replication_factor=1, config=log_append),
@@ -321,29 +374,38 @@ def run_bench(plan: Plan, *, bootstrap: str | None, workdir: Path, seed: int, co
         instant = bench.sandbox("instant", "--qps", "0", "--quota", "-1")
         backlog = bench.preload(instant)
         raw, raw_cpu = bench.raw(backlog)
+        minimal, minimal_cpu = bench.minimal(backlog)
         drained = bench.drain(backlog, instant)
+        defaults = ServiceDefaults.read()
+        memory_pending = plan.memory_pending or max(1, defaults.max_pending_events // 2)
+        memory = bench.memory(backlog, instant, memory_pending)
         profile = bench.profile(backlog, instant)
         instant.stop()
         qps = bench.qps(backlog)
         peer, peer_summary = bench.peer(backlog)
-        light, linger = bench.light()
+        light = bench.light()
         capacity = bench.capacity()
-    machine = replace(machine_start, load_end=os.getloadavg())
+    machine = machine_start.finished()
     return Results(
-        plan=plan.__dict__,
+        plan=asdict(plan),
+        defaults=defaults,
+        memory_pending=memory_pending,
         machine=machine,
         command=command,
         seconds=time.monotonic() - started,
         backlog=backlog,
         raw=raw,
         raw_cpu_seconds=raw_cpu,
+        minimal=minimal,
+        minimal_cpu_seconds=minimal_cpu,
         drain=drained,
+        memory=memory,
         profile=profile,
         qps=qps,
         peer=peer,
         peer_summary=peer_summary,
         light=light,
-        light_linger_seconds=linger,
+        light_linger_seconds=defaults.linger_seconds,
         light_latency_seconds=plan.light_latency_ms / 1000,
         capacity=capacity,
     )
@@ -357,6 +419,10 @@ def _delete_topics(admin: AdminClient, names: list[str]) -> None:
             _say(f"could not delete a topic: {error}")
 
 
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the bench works, proves nothing")
@@ -367,6 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backlog-events", type=int, help="override the backlog size of the plan")
     parser.add_argument("--seed", type=int, default=20240611, help="random seed of the event streams")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # so every process started is stopped on the way out
     plan = QUICK if args.quick else FULL
     if args.backlog_events:
         plan = replace(plan, backlog_events=args.backlog_events, head_events=min(plan.head_events, args.backlog_events))
@@ -378,9 +445,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         results = run_bench(plan, bootstrap=bootstrap, workdir=workdir, seed=args.seed, command=command)
     figures = compute_figures(results)
-    write_plot(results, figures, plot)
-    write_report(results, figures, args.out, plot)
-    _say(f"wrote {args.out} and {plot} after {results.seconds:.0f} s")
+    try:
+        write_plot(results, figures, plot)
+        drawn: Path | str = plot
+    except ImportError as error:  # matplotlib is in the bench extra, not in every install
+        drawn = f"no plot: {error.name or 'matplotlib'} is not installed (pip install -e '.[bench]')"
+        _say(drawn)
+    write_report(results, figures, args.out, drawn)
+    _say(f"wrote {args.out} ({drawn}) after {results.seconds / 60:.1f} min")
     for figure in figures:
         print(f"{figure.name}: {figure.value:.3f} (target {figure.target})", file=sys.stderr)
     return 0
@@ -388,4 +460,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -47,9 +47,7 @@ def _producer(bootstrap: str, linger_ms: int) -> Producer:
 def _produce(producer: Producer, topic: str, record: SampleRecord, on_delivery: Callable[..., None] | None) -> None:
     while True:
         try:
-            producer.produce(
-                topic, key=record.key, value=record.value, headers=record.headers, on_delivery=on_delivery
-            )
+            producer.produce(topic, key=record.key, value=record.value, headers=record.headers, on_delivery=on_delivery)
         except BufferError:
             producer.poll(0.05)
         else:
