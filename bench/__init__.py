@@ -3,7 +3,8 @@
 Run it (needs java and mvn for the local broker, like the tests; ``pip install -e '.[bench]'`` for the plot
 and the profile)::
 
-    .venv/bin/python -m bench.run                     # full run, 10-15 min on 2 cores -> docs/performance.md + .png
+    make bench                                        # full run, 15 min on 2 cores -> docs/performance.md + .png
+    .venv/bin/python -m bench.run                     # the same
     .venv/bin/python -m bench.run --quick --out /tmp/perf.md   # tiny sizes: proves the bench works, nothing else
     .venv/bin/python -m bench.run --bootstrap HOST:PORT        # use a running broker instead of starting one
 

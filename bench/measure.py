@@ -73,6 +73,8 @@ class ThroughputRun:
     events_per_second: float
     window_seconds: float
     """Seconds between 10 % and 90 % of the events."""
+    passes: tuple[float, ...] = ()
+    """Events/s of every pass, when the rate is the median of several."""
 
 
 def raw_consume(bootstrap: str, topic: str, expected: int, timeout: float) -> ThroughputRun:

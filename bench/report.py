@@ -164,7 +164,9 @@ def write_report(results: Results, figures: list[Figure], out: Path, plot: Path 
         "### Throughput overhead",
         "",
         f"The raw consumer (`Consumer.consume(num_messages=500)`, counting records, no decoding) read the backlog "
-        f"at {r.raw.events_per_second:,.0f} events/s. imgsweep, as its own process (`python -m service run`, "
+        f"at {r.raw.events_per_second:,.0f} events/s (the median of {len(r.raw.passes) or 1} passes: "
+        f"{', '.join(f'{rate:,.0f}' for rate in r.raw.passes)}). imgsweep, as its own process "
+        "(`python -m service run`, "
         f"IMGSWEEP_API__QPS=1000, every other setting at its default), against a sandbox with no QPS limit, no "
         f"quota and no latency, finished (outcome or dead letter acknowledged by the broker) "
         f"{r.drain.events_per_second:,.0f} events/s: **{_value(f['overhead'].value)}** of the raw rate (target "
@@ -259,9 +261,8 @@ def write_report(results: Results, figures: list[Figure], out: Path, plot: Path 
         "## Reproduce",
         "",
         "```sh",
-        ".venv/bin/pip install -e '.[dev,bench]'   # matplotlib for the plot, py-spy for the profile",
-        ".venv/bin/python -m bench.run             # the full run, 10-15 min on 2 cores",
-        ".venv/bin/python -m bench.run --quick --out /tmp/perf.md   # a smoke run in about a minute",
+        "make bench   # installs '.[dev,bench]' (matplotlib, py-spy), runs python -m bench.run",
+        ".venv/bin/python -m bench.run --quick --out /tmp/perf.md   # a smoke run in about a minute, proves nothing",
         "```",
         "",
     ]
