@@ -172,7 +172,7 @@ def compute_figures(r: Results) -> list[Figure]:
             _ratio(r.qps.calls_10043, r.qps.calls_total),
             0.005,
             "at most",
-            f"{r.qps.calls_10043} calls answered 10043 ÷ {r.qps.calls_total} calls",
+            f"{r.qps.calls_10043} answered 10043 ÷ {r.qps.calls_total} calls",
         ),
         Figure(
             "peer_calls",
