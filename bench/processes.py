@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import httpx
 
-from service.local_stack import free_port, stop_process
+from service.local_stack import clean_env, free_port, stop_process
 
 __all__ = [
     "ACCESS_KEY",
@@ -38,11 +38,6 @@ SECRET_KEY: Final = "bench-secret-key-not-a-real-one"  # noqa: S105 - the sandbo
 DELETE_PATH: Final = "/jdai/product_image_del_image"
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_KB: Final = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without any IMGSWEEP_* setting of the person running the benchmark."""
-    return {name: value for name, value in os.environ.items() if not name.startswith("IMGSWEEP_")}
 
 
 @dataclass(frozen=True)

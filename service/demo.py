@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from service.local_stack import free_port, load_kafka_local, stop_process
+from service.local_stack import clean_env, free_port, load_kafka_local, stop_process
 from service.sample import SampleStream, produce_records, seed_sandbox
 
 __all__ = ["add_demo_command"]
@@ -103,7 +102,7 @@ def run_demo(args: argparse.Namespace) -> int:
         tag = uuid.uuid4().hex[:6]
         topics = _create_topics(bootstrap, tag)
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSWEEP_")}
+        env = clean_env()
         keys = {"IMGSWEEP_API__ACCESS_KEY": DEMO_ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": DEMO_SECRET_KEY}
         sandbox, sandbox_url = _start_sandbox({**env, **keys}, Path(workdir), args.qps)
         stack.callback(_stop_process, sandbox, "sandbox")

@@ -8,6 +8,7 @@ deadline, then SIGKILL.
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
-__all__ = ["KAFKA_LOCAL", "free_port", "load_kafka_local", "stop_process"]
+__all__ = ["KAFKA_LOCAL", "clean_env", "free_port", "load_kafka_local", "stop_process"]
 
 KAFKA_LOCAL: Final = Path(__file__).resolve().parent.parent / "deploy" / "local" / "kafka_local.py"
 
@@ -35,6 +36,11 @@ def load_kafka_local() -> ModuleType:
     sys.modules[spec.name] = module  # registered before it runs, as importlib's recipe does
     spec.loader.exec_module(module)
     return module
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without any ``IMGSWEEP_*`` setting, for a child given its own settings."""
+    return {name: value for name, value in os.environ.items() if not name.upper().startswith("IMGSWEEP_")}
 
 
 def free_port() -> int:

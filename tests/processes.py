@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,17 +23,13 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from service.local_stack import free_port, stop_process
+from service.local_stack import clean_env, free_port, stop_process
 
 FIGURES: list[str] = []
 """Figures tests measured (JSON lines); printed at the end of the session by tests/conftest.py."""
 
 ACCESS_KEY = "e2e-access-key"
 SECRET_KEY = "e2e-SECRET-never-logged-0123456789"
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("IMGSWEEP_")}
 
 
 @dataclass
@@ -150,7 +145,7 @@ def sandbox_process(tmp_path: Path) -> Iterator[SandboxFactory]:
             stdout=subprocess.PIPE,
             stderr=log_path.open("w"),
             text=True,
-            env={**_clean_env(), "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": SECRET_KEY},
+            env={**clean_env(), "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": SECRET_KEY},
         )
         assert process.stdout is not None
         line = process.stdout.readline().strip()
@@ -207,7 +202,7 @@ def service_process(tmp_path: Path, kafka_bootstrap: str) -> Iterator[ServiceFac
     def start(topics: Topics, sandbox: SandboxProcess | None, **settings: str) -> ServiceProcess:
         port = free_port()
         env = {
-            **_clean_env(),
+            **clean_env(),
             "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
             "IMGSWEEP_KAFKA__GROUP_ID": topics.group,
             "IMGSWEEP_KAFKA__INPUT_TOPIC": topics.input,
@@ -306,3 +301,13 @@ def consume_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 60,
     finally:
         consumer.close()
     return records
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
+    """Polls ``condition`` every 0.1 s; fails with ``message`` if it is not true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(message)

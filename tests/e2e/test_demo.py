@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from service.local_stack import clean_env
 from tests.processes import TopicsFactory, consume_all
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def _processes_mentioning(text: str) -> list[str]:
 
 
 def test_demo_runs_everything_reports_and_leaves_nothing_behind() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMGSWEEP_")}
+    env = clean_env()
     result = subprocess.run(
         [sys.executable, "-m", "service", "demo", "--count", "80", "--rate", "200", "--qps", "20", "--seed", "3"],
         capture_output=True, text=True, timeout=300, env=env, check=False,
@@ -54,7 +54,7 @@ def test_demo_runs_everything_reports_and_leaves_nothing_behind() -> None:
 def test_produce_sample_makes_a_realistic_mix(kafka_bootstrap: str, topics: TopicsFactory) -> None:
     names = topics(partitions=1)
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("IMGSWEEP_")},
+        **clean_env(),
         "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
         "IMGSWEEP_KAFKA__INPUT_TOPIC": names.input,
     }

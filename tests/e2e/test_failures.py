@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.processes import (
     consume_all,
     event,
     produce,
+    wait_for,
 )
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +41,6 @@ def outcomes_by_event(records: list[Consumed]) -> dict[str, dict[str, Any]]:
 def seeded_events(sandbox: SandboxProcess, count: int, collection: str = "shop", images: int = 3) -> list[Record]:
     sandbox.seed(collection, [(f"p{n}", f"{n}-{i}.jpg") for n in range(count) for i in range(images)])
     return [event(f"e{n}", collection, f"p{n}", [f"{n}-{i}.jpg" for i in range(images)]) for n in range(count)]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(message)
 
 
 def test_every_fault_mode_ends_with_every_image_gone(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,13 +12,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.local_stack import clean_env
+
 pytestmark = pytest.mark.integration
 
 LISTENING = "sandbox listening on "
 
 
 def environment(**extra: str) -> dict[str, str]:
-    clean = {name: value for name, value in os.environ.items() if not name.upper().startswith("IMGSWEEP_")}
+    clean = clean_env()
     return {**clean, **extra}
 
 

@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,6 +36,7 @@ from tests.processes import (
     Topics,
     TopicsFactory,
     event,
+    wait_for,
 )
 
 pytestmark = pytest.mark.reliability
@@ -134,15 +135,6 @@ def scan_for_secret(bootstrap: str, names: Topics, services: list[ServiceProcess
     for topic in (names.outcome, names.dlq):
         for record in read_to_end(bootstrap, topic):
             assert_no_secret(record.value or b"", record.key or b"", *record.headers.values())
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(message)
 
 
 def figures(name: str, **values: object) -> None:
