@@ -68,7 +68,7 @@ def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
 
 def _dry_run_delete(limiter: RateLimiter, stop: threading.Event) -> Any:
     def delete(batch: DeleteBatch) -> BatchResult:
-        limiter.acquire(stop)  # paced like real calls, so a dry run shows real timing
+        limiter.acquire(stop).sent()  # paced like real calls, so a dry run shows real timing
         items = tuple(ItemResult(item, ItemStatus.DELETED, "dry_run") for item in batch.items)
         return BatchResult(items=items, api_calls=0, attempts=1, codes=("dry_run",))
 

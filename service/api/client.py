@@ -2,7 +2,8 @@
 
 Blocking by design: it runs on worker threads, never on the poll loop. A sync ``httpx.Client`` pools
 connections for all workers (httpx's AsyncClient is measurably slower under concurrency, httpx #3215).
-Every attempt waits for the quota gate and the rate limiter first, and is signed afresh (new date and nonce).
+Every attempt waits for the quota gate, is signed afresh (new date and nonce), then waits for the rate limiter
+and leaves at once; the limiter learns from httpcore's trace when the request has actually left.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from service.api.errors import (
 )
 from service.api.models import BatchResult, DeleteBatch, ItemResult, ItemStatus, QuotaFacts
 from service.api.quota import QuotaGate
-from service.api.rate_limit import RateLimiter
+from service.api.rate_limit import RateLimiter, SendSlot
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials, sign_request
 from service.settings import API_MAX_BODY_BYTES
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 MAX_RESPONSE_BYTES = 2 * API_MAX_BODY_BYTES
 """An answer lists every item it was sent, so it can be as large as the request (up to 5 MB, ids echoed back);
 twice that is not an answer worth reading."""
+
+RESIGN_AFTER_SECONDS = 60.0
+"""A request signed before a long wait for the rate limiter is signed again: the API refuses a timestamp more
+than 5 minutes off (10045), and a fresh one keeps the skew we do have small."""
 
 
 class CallObserver(Protocol):
@@ -158,16 +163,20 @@ class DeleteClient:
 
     def _call_with_retries(self, batch: DeleteBatch, tally: _Tally) -> BatchResult:
         started = time.monotonic()
+        body = encode_body(batch)  # the same bytes on every attempt; only the signature is new each time
         attempt = 0
         while True:
             self._quota.wait(self._stop)
-            waited = self._limiter.acquire(self._stop)
-            if waited > 0:
-                self._observer.rate_limiter_waited(waited)
+            headers = self._sign(body)  # before the rate limiter: once a slot is ours, the call leaves at once
+            slot = self._limiter.acquire(self._stop)
+            if slot.waited > 0:
+                self._observer.rate_limiter_waited(slot.waited)
+            if slot.waited > RESIGN_AFTER_SECONDS:
+                headers = self._sign(body)
             attempt += 1
             tally.attempts += 1
             try:
-                result = self._call_once(batch, tally)
+                result = self._call_once(batch, body, headers, slot, tally)
             except QuotaExhausted as error:
                 log.warning("daily call quota exhausted; holding calls until the reset", extra={"code": error.code})
                 self._quota.exhausted()
@@ -192,9 +201,8 @@ class DeleteClient:
             tally.quota = result.quota
             return result
 
-    def _call_once(self, batch: DeleteBatch, tally: _Tally) -> BatchResult:
-        body = encode_body(batch)
-        headers = sign_request(
+    def _sign(self, body: bytes) -> dict[str, str]:
+        return sign_request(
             method="POST",
             url=self._url,
             headers={"Content-Type": "application/json"},
@@ -205,11 +213,15 @@ class DeleteClient:
             now=self._now(),
             nonce=self._nonce(),
         )
+
+    def _call_once(
+        self, batch: DeleteBatch, body: bytes, headers: dict[str, str], slot: SendSlot, tally: _Tally
+    ) -> BatchResult:
         started = time.perf_counter()
         code = "error"
         tally.calls += 1
         try:
-            status, response_headers, response_body = self._send(body, headers)
+            status, response_headers, response_body = self._send(body, headers, slot)
             result = classify_response(
                 status=status,
                 headers=response_headers,
@@ -232,9 +244,12 @@ class DeleteClient:
             self._observer.call_finished(code, time.perf_counter() - started, len(batch.items))
         return result
 
-    def _send(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def _send(self, body: bytes, headers: dict[str, str], slot: SendSlot) -> tuple[int, dict[str, str], bytes]:
+        """Sends and reads the answer; the slot learns when the request has left and is released either way."""
+        extensions = {"trace": slot.trace}
         try:
-            with self._http.stream("POST", self._url, content=body, headers=headers) as response:
+            with self._http.stream("POST", self._url, content=body, headers=headers, extensions=extensions) as response:
+                slot.sent()  # an answer has begun, so the request has certainly left
                 chunks: list[bytes] = []
                 size = 0
                 for chunk in response.iter_bytes():
@@ -249,3 +264,5 @@ class DeleteClient:
         except httpx.TransportError as error:  # connect errors, resets, truncated bodies
             detail = f"{type(error).__name__}: {excerpt(str(error).encode())}"
             raise TransientApiError("connection_error", detail) from error
+        finally:
+            slot.release()

@@ -1,9 +1,18 @@
 """One account-wide pace for every worker thread: at most ``rate`` calls a second, slower after a 10043.
 
-Calls are spaced on a virtual schedule (GCRA with no burst): each caller reserves the next free slot under
-a lock and then waits outside it, so threads never hold the lock while sleeping. The pace follows AIMD:
-cut by a quarter when the API answers 10043/10044, then raised by a small step per successful call back to
-the ceiling (the account's QPS, or this replica's share of it).
+The API counts calls over a sliding second *when they arrive*, so the pace is kept between the moments
+requests actually leave, not the moments callers were allowed to start. Two rules, both must hold:
+
+- a virtual schedule (GCRA with no burst): each caller reserves the next free slot under a lock and sleeps
+  outside it, so threads never hold the lock while sleeping and callers take their turns in order;
+- one caller at a time is *sending* (between its turn and the moment its request body is written), and the
+  next may start only a full spacing after that moment. A request held up on its way out (a busy GIL, a slow
+  connect) pushes the next one back instead of letting the two arrive together.
+
+The spacing is ``(1 + margin) / rate``; the margin covers what happens after the request left (the server's
+own queueing before it counts the call). The pace follows AIMD: cut by a quarter when the API answers
+10043/10044, then raised by a small step per successful call back to the ceiling (the account's QPS, or this
+replica's share of it).
 """
 
 from __future__ import annotations
@@ -11,10 +20,49 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any, Final
 
 from service.api.errors import CallAbandoned
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "SendSlot"]
+
+_STOP_CHECK_SECONDS: Final = 0.05
+"""How often a caller waiting for another's send to finish looks at the stop flag."""
+
+_SENT_EVENT: Final = "http11.send_request_body.complete"
+_SENDING_EVENT: Final = "http11.send_request_headers.started"
+
+
+class SendSlot:
+    """One caller's turn to send. Report when the request has left (``sent``) and always ``release`` it.
+
+    ``trace`` is an httpcore trace hook doing both reports for an httpx request
+    (``extensions={"trace": slot.trace}``): the request has left when its body has been written.
+    """
+
+    def __init__(self, finish: Callable[[bool], None], waited: float) -> None:
+        self.waited = waited
+        self._finish = finish
+        self._started = False
+        self._done = False
+
+    def sent(self) -> None:
+        if not self._done:
+            self._done = True
+            self._finish(True)
+
+    def release(self) -> None:
+        """Ends the turn. A request that never started to leave does not move the pace; one that may have
+        partly left counts as sent now, since the server may count it."""
+        if not self._done:
+            self._done = True
+            self._finish(self._started)
+
+    def trace(self, event: str, _info: dict[str, Any]) -> None:
+        if event == _SENDING_EVENT:
+            self._started = True
+        elif event == _SENT_EVENT:
+            self.sent()
 
 
 class RateLimiter:
@@ -26,21 +74,22 @@ class RateLimiter:
         floor_fraction: float = 0.1,
         decrease_factor: float = 0.75,
         increase_fraction: float = 0.05,
-        margin: float = 0.04,
+        margin: float = 0.015,
     ) -> None:
         if qps <= 0:
             raise ValueError("qps must be positive")
         self._clock = clock
         self._lock = threading.Lock()
+        self._send_done = threading.Condition(self._lock)
         self._ceiling = qps
         self._rate = qps
         self._floor_fraction = floor_fraction
         self._increase_fraction = increase_fraction
         self._decrease_factor = decrease_factor
-        # Calls leave a little further apart than 1/rate: a server counting a sliding second sees requests
-        # jittered by scheduling and the network, and exactly-spaced calls would sometimes land 3 in 1 s.
         self._margin = margin
         self._next_slot = clock()
+        self._sending = False
+        self._last_sent: float | None = None
 
     @property
     def rate(self) -> float:
@@ -49,6 +98,9 @@ class RateLimiter:
     @property
     def ceiling(self) -> float:
         return self._ceiling
+
+    def _spacing(self) -> float:
+        return (1.0 + self._margin) / self._rate
 
     def set_ceiling(self, qps: float) -> None:
         """A new share of the account's QPS (after a rebalance); the current pace never exceeds it."""
@@ -60,24 +112,42 @@ class RateLimiter:
             self._rate = qps if was_at_ceiling else min(self._rate, qps)
 
     def reserve(self) -> float:
-        """Claims the next slot; returns how long the caller must wait before using it. Never blocks."""
+        """Claims the next slot on the schedule; returns how long the caller must wait for it. Never blocks."""
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_slot)
-            self._next_slot = slot + (1.0 + self._margin) / self._rate
+            self._next_slot = slot + self._spacing()
             return slot - now
 
-    def acquire(self, stop: threading.Event) -> float:
-        """Blocks until this caller may make a call; returns the seconds waited.
+    def acquire(self, stop: threading.Event) -> SendSlot:
+        """Blocks until this caller may send; the slot says how long it waited and takes the send reports.
 
         Raises CallAbandoned if ``stop`` is set while waiting (shutdown), so no call starts after it.
         """
+        started = self._clock()
         delay = self.reserve()
         if delay > 0 and stop.wait(delay):
             raise CallAbandoned("shutdown while waiting for the rate limiter")
-        if stop.is_set():
+        with self._send_done:
+            while self._sending:
+                if stop.is_set():
+                    raise CallAbandoned("shutdown while waiting for the rate limiter")
+                self._send_done.wait(_STOP_CHECK_SECONDS)
+            self._sending = True
+            after_last = self._last_sent + self._spacing() - self._clock() if self._last_sent is not None else 0.0
+        slot = SendSlot(self._finish_send, 0.0)
+        if (after_last > 0 and stop.wait(after_last)) or stop.is_set():
+            slot.release()
             raise CallAbandoned("shutdown before the call")
-        return delay
+        slot.waited = self._clock() - started
+        return slot
+
+    def _finish_send(self, left: bool) -> None:
+        with self._send_done:
+            if left:
+                self._last_sent = self._clock()
+            self._sending = False
+            self._send_done.notify()
 
     def on_throttled(self) -> None:
         """The API said 10043/10044: slow down (by a quarter) and leave a gap before the next slot.

@@ -109,6 +109,108 @@ def test_acquire_is_interrupted_by_shutdown() -> None:
         limiter.acquire(stop)
 
 
+class SleeplessStop(threading.Event):
+    """A stop event whose wait() moves a FakeClock instead of sleeping, and records what was waited."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assert timeout is not None
+        self.waits.append(timeout)
+        self.clock.now += timeout
+        return self.is_set()
+
+
+def test_the_next_call_waits_a_full_spacing_after_the_previous_request_left() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0.02)
+    stop = SleeplessStop(clock)
+    first = limiter.acquire(stop)
+    assert first.waited == 0
+    clock.now += 0.3  # the request took 0.3 s to leave (a busy GIL): its slot was at 0
+    first.sent()
+    second = limiter.acquire(stop)
+    # On the schedule alone it could start at 0.51; it starts 0.51 after the first request left instead.
+    assert clock.now == pytest.approx(1000.3 + 0.51)
+    assert second.waited == pytest.approx(0.51)
+    second.sent()
+
+
+def test_a_call_that_never_left_does_not_move_the_pace() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
+    stop = SleeplessStop(clock)
+    limiter.acquire(stop).release()  # e.g. the connection was refused
+    clock.now += 0.1
+    limiter.acquire(stop).sent()
+    assert clock.now == pytest.approx(1000.5)  # the schedule's slot, not 0.5 after the failed attempt
+
+
+def test_a_call_that_partly_left_counts_as_sent() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
+    stop = SleeplessStop(clock)
+    slot = limiter.acquire(stop)
+    slot.trace("http11.send_request_headers.started", {})
+    clock.now += 0.2
+    slot.release()  # the connection broke while the body was being written: the server may count the call
+    slot.release()  # releasing twice is harmless
+    limiter.acquire(stop).sent()
+    assert clock.now == pytest.approx(1000.7)
+
+
+def test_the_trace_hook_reports_when_the_body_has_left() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(1.0, clock=clock, margin=0)
+    stop = SleeplessStop(clock)
+    slot = limiter.acquire(stop)
+    slot.trace("http11.send_request_headers.started", {})
+    slot.trace("http11.send_request_body.started", {})
+    clock.now += 0.4
+    slot.trace("http11.send_request_body.complete", {})
+    clock.now += 5.0  # waiting for the answer does not matter: the next call may go now
+    slot.release()
+    next_slot = limiter.acquire(stop)
+    assert next_slot.waited == 0
+
+
+def test_only_one_caller_is_sending_at_a_time() -> None:
+    limiter = RateLimiter(1000.0, margin=0)
+    stop = threading.Event()
+    first = limiter.acquire(stop)
+    second: list[float] = []
+    waiter = threading.Thread(target=lambda: second.append(limiter.acquire(stop).waited))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # held back while the first request is still on its way out
+    first.sent()
+    waiter.join(5)
+    assert len(second) == 1
+    assert second[0] >= 0.2
+
+
+def test_waiting_for_another_send_is_interrupted_by_shutdown() -> None:
+    limiter = RateLimiter(1000.0)
+    stop = threading.Event()
+    limiter.acquire(stop)  # never sent nor released
+    outcome: list[BaseException] = []
+
+    def second() -> None:
+        try:
+            limiter.acquire(stop)
+        except CallAbandoned as abandoned:
+            outcome.append(abandoned)
+
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    stop.set()
+    waiter.join(5)
+    assert len(outcome) == 1
+
+
 def test_next_reset_is_midnight_china_time() -> None:
     # 15:59 UTC is 23:59 in Beijing: the reset is a minute away.
     now = datetime(2026, 11, 23, 15, 59, tzinfo=UTC)
