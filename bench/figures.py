@@ -20,6 +20,7 @@ MEMORY_BUDGET_MB: Final = 200.0
 
 FIGURE_KEYS: Final = (
     "overhead",
+    "overhead_floor",
     "overhead_vs_minimal",
     "batch_fill",
     "batch_fill_instant",
@@ -53,6 +54,8 @@ class Results:
     raw_cpu_seconds: float
     minimal: ThroughputRun
     minimal_cpu_seconds: float
+    forward: ThroughputRun
+    """The forwarding loop: one record produced per record consumed, nothing else (the contract's floor)."""
     drain: DrainRun
     memory: DrainRun
     """A second drain with a lower IMGSWEEP_KAFKA__MAX_PENDING_EVENTS (``memory_pending``)."""
@@ -121,6 +124,15 @@ def compute_figures(r: Results) -> list[Figure]:
             "at least",
             f"imgsweep {r.drain.events_per_second:,.0f} events/s ÷ raw confluent-kafka "
             f"{r.raw.events_per_second:,.0f} events/s",
+        ),
+        Figure(
+            "overhead_floor",
+            "Throughput: forwarding floor ÷ raw consumer",
+            _ratio(r.forward.events_per_second, r.raw.events_per_second),
+            None,
+            "none",
+            f"consume + produce each record unchanged {r.forward.events_per_second:,.0f} events/s ÷ raw "
+            f"{r.raw.events_per_second:,.0f} events/s: the most any one-outcome-per-event service can reach here",
         ),
         Figure(
             "overhead_vs_minimal",

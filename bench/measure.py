@@ -35,6 +35,7 @@ __all__ = [
     "WindowSample",
     "call_window",
     "drain",
+    "forward_loop",
     "minimal_loop",
     "outcome_latencies",
     "raw_consume",
@@ -114,10 +115,48 @@ def minimal_loop(bootstrap: str, topic: str, outcome_topic: str, expected: int, 
     """The least any Python service must do per event, as a reference: ``consume()``, ``json.loads`` the value,
     produce one small JSON outcome (idempotent, acks=all, as imgsweep's producer), count it when acknowledged,
     commit every second. No validation, no batching, no API call."""
+
+    def outcome(message: Message) -> bytes | None:
+        try:
+            event = json.loads(message.value() or b"")
+            return json.dumps({"event_id": event.get("event_id") or event.get("id"), "status": "deleted"}).encode()
+        except (ValueError, AttributeError):
+            return None  # would be dead-lettered
+
+    return _produce_loop(bootstrap, topic, outcome_topic, expected, timeout, outcome=outcome, name="the minimal loop")
+
+
+def forward_loop(bootstrap: str, topic: str, outcome_topic: str, expected: int, timeout: float) -> ThroughputRun:
+    """The floor the contract sets: one record published (and acknowledged) per record consumed, offsets
+    committed after. The consumed value is produced unchanged: no decoding, no outcome built, no API call. No
+    implementation that publishes one outcome per event can finish events faster than this loop on this
+    broker and machine."""
+
+    def unchanged(message: Message) -> bytes | None:
+        value: bytes | None = message.value()
+        return value
+
+    return _produce_loop(
+        bootstrap, topic, outcome_topic, expected, timeout, outcome=unchanged, name="the forwarding loop"
+    )
+
+
+def _produce_loop(
+    bootstrap: str,
+    topic: str,
+    outcome_topic: str,
+    expected: int,
+    timeout: float,
+    *,
+    outcome: Callable[[Message], bytes | None],
+    name: str,
+) -> ThroughputRun:
+    """Consume, produce ``outcome(record)`` (None: the record counts as done at once), count acknowledged
+    records, commit every second."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": f"bench-minimal-{uuid.uuid4().hex[:8]}",
+            "group.id": f"bench-loop-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
         }
@@ -139,15 +178,12 @@ def minimal_loop(bootstrap: str, topic: str, outcome_topic: str, expected: int, 
             for message in consumer.consume(num_messages=CONSUME_BATCH, timeout=0.05):
                 if message.error() is not None:
                     continue
-                try:
-                    event = json.loads(message.value() or b"")
-                    outcome = {"event_id": event.get("event_id") or event.get("id"), "status": "deleted"}
-                except (ValueError, AttributeError):
-                    done[0] += 1  # would be dead-lettered
+                value = outcome(message)
+                if value is None:
+                    done[0] += 1
                     continue
                 while True:
                     try:
-                        value = json.dumps(outcome).encode()
                         producer.produce(outcome_topic, value, message.key(), on_delivery=delivered)
                         break
                     except BufferError:
@@ -166,7 +202,7 @@ def minimal_loop(bootstrap: str, topic: str, outcome_topic: str, expected: int, 
     finally:
         consumer.close()
     if done[0] < expected:
-        raise RuntimeError(f"the minimal loop finished {done[0]} of {expected} records within {timeout:.0f} s")
+        raise RuntimeError(f"{name} finished {done[0]} of {expected} records within {timeout:.0f} s")
     rate, seconds = rate_between(samples, expected)
     return ThroughputRun(expected, rate, seconds)
 

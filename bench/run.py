@@ -40,6 +40,7 @@ from bench.measure import (
     ThroughputRun,
     call_window,
     drain,
+    forward_loop,
     minimal_loop,
     outcome_latencies,
     raw_consume,
@@ -203,6 +204,12 @@ class Bench:
         _say(f"minimal loop: {run.events_per_second:,.0f} events/s")
         return run, cpu
 
+    def forward(self, backlog: Backlog) -> ThroughputRun:
+        _say("forwarding loop (consume, produce each record unchanged) on the backlog")
+        run = forward_loop(self.bootstrap, backlog.topic, self.topic("forward-outcomes"), backlog.events, timeout=900)
+        _say(f"forwarding loop: {run.events_per_second:,.0f} events/s")
+        return run
+
     def drain(self, backlog: Backlog, instant: SandboxProcess) -> DrainRun:
         _say(f"imgsweep drains the {backlog.events}-event backlog against the instant sandbox")
         with self.imgsweep(
@@ -358,6 +365,7 @@ def _topics(bench: Bench) -> list[NewTopic]:
         NewTopic(bench.topic("outcomes"), num_partitions=partitions, replication_factor=1),
         NewTopic(bench.topic("outcomes-qps"), num_partitions=partitions, replication_factor=1),
         NewTopic(bench.topic("minimal-outcomes"), num_partitions=partitions, replication_factor=1),
+        NewTopic(bench.topic("forward-outcomes"), num_partitions=partitions, replication_factor=1),
         NewTopic(bench.topic("dlq"), num_partitions=1, replication_factor=1),
         NewTopic(bench.topic("light"), num_partitions=partitions, replication_factor=1),
         NewTopic(bench.topic("light-outcomes"), num_partitions=partitions, replication_factor=1, config=log_append),
@@ -386,6 +394,7 @@ def run_bench(plan: Plan, *, bootstrap: str | None, workdir: Path, seed: int, co
         instant = bench.sandbox("instant", "--qps", "0", "--quota", "-1")
         backlog = bench.preload(instant)
         raw, raw_cpu = bench.raw(backlog)
+        forward = bench.forward(backlog)
         minimal, minimal_cpu = bench.minimal(backlog)
         drained = bench.drain(backlog, instant)
         defaults = ServiceDefaults.read()
@@ -410,6 +419,7 @@ def run_bench(plan: Plan, *, bootstrap: str | None, workdir: Path, seed: int, co
         raw_cpu_seconds=raw_cpu,
         minimal=minimal,
         minimal_cpu_seconds=minimal_cpu,
+        forward=forward,
         drain=drained,
         memory=memory,
         profile=profile,
