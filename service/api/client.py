@@ -171,8 +171,6 @@ class DeleteClient:
             slot = self._limiter.acquire(self._stop)
             if slot.waited > 0:
                 self._observer.rate_limiter_waited(slot.waited)
-            if slot.waited > RESIGN_AFTER_SECONDS:
-                headers = self._sign(body)
             attempt += 1
             tally.attempts += 1
             try:
@@ -217,10 +215,13 @@ class DeleteClient:
     def _call_once(
         self, batch: DeleteBatch, body: bytes, headers: dict[str, str], slot: SendSlot, tally: _Tally
     ) -> BatchResult:
+        """One attempt; the slot is released whatever happens, so no other call waits on it."""
         started = time.perf_counter()
         code = "error"
         tally.calls += 1
         try:
+            if slot.waited > RESIGN_AFTER_SECONDS:
+                headers = self._sign(body)
             status, response_headers, response_body = self._send(body, headers, slot)
             result = classify_response(
                 status=status,
@@ -240,12 +241,13 @@ class DeleteClient:
                 )
             raise
         finally:
+            slot.release()
             tally.codes.append(code)
             self._observer.call_finished(code, time.perf_counter() - started, len(batch.items))
         return result
 
     def _send(self, body: bytes, headers: dict[str, str], slot: SendSlot) -> tuple[int, dict[str, str], bytes]:
-        """Sends and reads the answer; the slot learns when the request has left and is released either way."""
+        """Sends and reads the answer; the slot learns when the request has left."""
         extensions = {"trace": slot.trace}
         try:
             with self._http.stream("POST", self._url, content=body, headers=headers, extensions=extensions) as response:
@@ -264,5 +266,3 @@ class DeleteClient:
         except httpx.TransportError as error:  # connect errors, resets, truncated bodies
             detail = f"{type(error).__name__}: {excerpt(str(error).encode())}"
             raise TransientApiError("connection_error", detail) from error
-        finally:
-            slot.release()
