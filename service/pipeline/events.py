@@ -45,7 +45,7 @@ import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Annotated, Any, Final, Literal, TypeVar, get_args
+from typing import Annotated, Any, Final, Literal, NamedTuple, TypeGuard, TypeVar, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -335,8 +335,7 @@ def decode_event(value: bytes | None, headers: Sequence[tuple[str, bytes | str |
     document = _parse_json(payload, "value")
     if isinstance(document, dict) and "specversion" in document:
         return _decode_structured(document)
-    fields = _validate(PlainDelistEvent, document, "invalid_schema")
-    return _delist_event(fields.event_id, fields, fallback_time=None, source_format="json")
+    return _decode_plain(document)
 
 
 def _bounded_value(value: bytes | None) -> bytes:
@@ -404,10 +403,25 @@ def _is_cloudevents_format(content_type: str) -> bool:
     return False
 
 
-def _require_json_media_type(content_type: str, where: str) -> None:
+def _is_json_media_type(content_type: str) -> bool:
     media_type = _media_type(content_type)
-    if media_type not in {"application/json", "text/json"} and not media_type.endswith("+json"):
-        raise InvalidEvent("invalid_cloudevent", f"{where}: {_excerpt(media_type)} is not a JSON media type")
+    return media_type in {"application/json", "text/json"} or media_type.endswith("+json")
+
+
+def _require_json_media_type(content_type: str, where: str) -> None:
+    if not _is_json_media_type(content_type):
+        raise InvalidEvent(
+            "invalid_cloudevent", f"{where}: {_excerpt(_media_type(content_type))} is not a JSON media type"
+        )
+
+
+def _decode_plain(document: object) -> DelistEvent:
+    if isinstance(document, dict):
+        event_id, fields = document.get("event_id"), _common_fields(document)
+        if fields is not None and _is_identifier(event_id, MAX_EVENT_ID_CHARS):
+            return _delist_event(event_id, fields, fallback_time=None, source_format="json")
+    plain = _validate(PlainDelistEvent, document, "invalid_schema")
+    return _delist_event(plain.event_id, _Fields.of(plain), fallback_time=None, source_format="json")
 
 
 def _decode_structured(document: object) -> DelistEvent:
@@ -415,20 +429,16 @@ def _decode_structured(document: object) -> DelistEvent:
         raise InvalidEvent(
             "invalid_cloudevent", f"value: a structured CloudEvent is a JSON object, got {_json_type(document)}"
         )
-    attributes = _validate(_CloudEventAttributes, document, "invalid_cloudevent")
+    attributes = _attributes(document)
     if attributes.datacontenttype is not None:
         _require_json_media_type(attributes.datacontenttype, "datacontenttype")
     if "data" in document and "data_base64" in document:
         raise InvalidEvent("invalid_cloudevent", "data, data_base64: both present, a CloudEvent carries one")
     if "data_base64" in document:
         data = _parse_json(_base64_data(document["data_base64"]), "data_base64")
-        fields = _validate(
-            DelistEventData, data, "invalid_schema", document_name="data_base64", path_prefix="data_base64."
-        )
+        fields = _data_fields(data, document_name="data_base64", path_prefix="data_base64.")
     elif "data" in document:
-        fields = _validate(
-            DelistEventData, document["data"], "invalid_schema", document_name="data", path_prefix="data."
-        )
+        fields = _data_fields(document["data"], document_name="data", path_prefix="data.")
     else:
         raise InvalidEvent("invalid_schema", "data: missing, the CloudEvent carries no delist fields")
     return _delist_event(attributes.id, fields, fallback_time=attributes.time, source_format="cloudevents-structured")
@@ -445,29 +455,138 @@ def _base64_data(encoded: object) -> bytes:
 
 def _decode_binary(payload: bytes, headers: dict[str, str], content_type: str | None) -> DelistEvent:
     # In binary mode the content-type header is the data content type; a ce_datacontenttype header has no say.
-    context = {name: text for name, text in headers.items() if name != "datacontenttype"}
-    attributes = _validate(_CloudEventAttributes, context, "invalid_cloudevent", path_prefix="ce_")
+    context: dict[str, object] = {name: text for name, text in headers.items() if name != "datacontenttype"}
+    attributes = _attributes(context, path_prefix="ce_")
     if content_type is not None:
         _require_json_media_type(content_type, "content-type")
-    fields = _validate(DelistEventData, _parse_json(payload, "value"), "invalid_schema")
+    fields = _data_fields(_parse_json(payload, "value"))
     return _delist_event(attributes.id, fields, fallback_time=attributes.time, source_format="cloudevents-binary")
 
 
+class _Attributes(NamedTuple):
+    """The CloudEvents attributes decoding uses, once valid."""
+
+    id: str
+    time: datetime | None
+    datacontenttype: str | None
+
+
+class _Fields(NamedTuple):
+    """The delist fields, once valid; ``image_ids`` as sent."""
+
+    collection_name: str
+    product_id: str
+    image_ids: tuple[str, ...]
+    occurred_at: datetime | None
+
+    @classmethod
+    def of(cls, fields: PlainDelistEvent | DelistEventData) -> _Fields:
+        return cls(fields.collection_name, fields.product_id, tuple(fields.image_ids), fields.occurred_at)
+
+
+def _attributes(context: dict[str, object], *, path_prefix: str = "") -> _Attributes:
+    attributes = _common_attributes(context)
+    if attributes is not None:
+        return attributes
+    model = _validate(_CloudEventAttributes, context, "invalid_cloudevent", path_prefix=path_prefix)
+    return _Attributes(model.id, model.time, model.datacontenttype)
+
+
+def _data_fields(data: object, *, document_name: str = "value", path_prefix: str = "") -> _Fields:
+    fields = _common_fields(data)
+    if fields is not None:
+        return fields
+    model = _validate(DelistEventData, data, "invalid_schema", document_name=document_name, path_prefix=path_prefix)
+    return _Fields.of(model)
+
+
 def _delist_event(
-    event_id: str,
-    fields: PlainDelistEvent | DelistEventData,
-    *,
-    fallback_time: datetime | None,
-    source_format: SourceFormat,
+    event_id: str, fields: _Fields, *, fallback_time: datetime | None, source_format: SourceFormat
 ) -> DelistEvent:
-    return DelistEvent(
+    # Every value is valid already and every timestamp is in UTC, so DelistEvent's own validation could only
+    # merge the duplicates: that is done here, and the model is built without validating a second time.
+    return DelistEvent.model_construct(
         event_id=event_id,
         collection_name=fields.collection_name,
         product_id=fields.product_id,
-        image_ids=tuple(fields.image_ids),
+        image_ids=_merge_duplicates(fields.image_ids),
         occurred_at=fields.occurred_at if fields.occurred_at is not None else fallback_time,
         source_format=source_format,
     )
+
+
+# --- the common case, checked without pydantic -------------------------------------------------------------------
+#
+# Nearly every event is well formed, and validating it through the models costs more than everything else in
+# decoding. The checks below state the models' rules in plain Python for values as json.loads gives them. They
+# answer only "certainly valid" (and then the same values the models would give) or "not sure" (None): anything
+# unusual goes through the models, which decide and word the reason. tests/unit/test_events.py compares both.
+
+_COMMON_RFC3339: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+)
+"""The usual timestamp: time and offset in range, no leap second. ``datetime.fromisoformat`` reads it exactly as
+``_parse_rfc3339`` does (fractions below a microsecond truncated) and refuses a date the calendar lacks."""
+_SURROGATE: Final = re.compile(r"[\uD800-\uDFFF]")
+
+
+def _is_identifier(value: object, max_chars: int) -> TypeGuard[str]:
+    return type(value) is str and 0 < len(value) <= max_chars and _FORBIDDEN_CHARACTER.search(value) is None
+
+
+def _is_text(value: object) -> TypeGuard[str]:
+    # pydantic refuses a lone surrogate in a string with constraints (string_unicode)
+    return type(value) is str and value != "" and _SURROGATE.search(value) is None
+
+
+def _common_timestamp(value: object) -> datetime | None:
+    if type(value) is not str or _COMMON_RFC3339.fullmatch(value) is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).astimezone(UTC)
+    except (ValueError, OverflowError):  # a day the month does not have; a moment beyond year 1..9999 in UTC
+        return None
+
+
+def _common_fields(data: object) -> _Fields | None:
+    """``DelistEventData``'s (and ``PlainDelistEvent``'s, but the id) fields, when certainly valid."""
+    if not isinstance(data, dict):
+        return None
+    collection, product, images = data.get("collection_name"), data.get("product_id"), data.get("image_ids")
+    if not (
+        _is_identifier(collection, MAX_COLLECTION_NAME_CHARS)
+        and _is_identifier(product, MAX_PRODUCT_ID_CHARS)
+        and type(images) is list
+        and 1 <= len(images) <= MAX_IMAGES_PER_EVENT
+        and all(type(image) is str and 0 < len(image) <= MAX_IMAGE_ID_CHARS for image in images)
+        and _FORBIDDEN_CHARACTER.search("".join(images)) is None  # one search instead of one per id: same answer
+    ):
+        return None
+    occurred_at = data.get("occurred_at")
+    if occurred_at is not None:
+        occurred_at = _common_timestamp(occurred_at)
+        if occurred_at is None:
+            return None
+    return _Fields(collection, product, tuple(images), occurred_at)
+
+
+def _common_attributes(context: dict[str, object]) -> _Attributes | None:
+    """``_CloudEventAttributes``, when certainly valid."""
+    event_id, time, content_type = context.get("id"), context.get("time"), context.get("datacontenttype")
+    if not (
+        context.get("specversion") == "1.0"
+        and _is_identifier(event_id, MAX_EVENT_ID_CHARS)
+        and _is_text(context.get("source"))
+        and _is_text(context.get("type"))
+        and (content_type is None or type(content_type) is str)
+    ):
+        return None
+    if time is not None:
+        time = _common_timestamp(time)
+        if time is None:
+            return None
+    return _Attributes(event_id, time, content_type)
 
 
 # --- strict JSON -----------------------------------------------------------------------------------------------
@@ -501,6 +620,18 @@ def _object_without_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, 
     return document
 
 
+_STRICT_JSON: Final = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_int=_integer_within_limit, object_pairs_hook=_object_without_repeated_keys
+)
+"""Shared: ``json.loads`` with these hooks would build a decoder per call. (json.loads shares one the same way.)"""
+
+
+def _loads_strict(text: str) -> object:
+    if text.startswith("\ufeff"):  # json.loads checks this before decoding; JSONDecoder.decode does not
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _STRICT_JSON.decode(text)
+
+
 def _parse_json(raw: bytes, where: str) -> object:
     # `from None` throughout: the chained exceptions would carry (and a traceback print) the payload.
     try:
@@ -508,12 +639,7 @@ def _parse_json(raw: bytes, where: str) -> object:
     except UnicodeDecodeError as error:
         raise InvalidEvent("invalid_utf8", f"{where}: not valid UTF-8 (byte {error.start}: {error.reason})") from None
     try:
-        return json.loads(
-            text,
-            parse_constant=_refuse_constant,
-            parse_int=_integer_within_limit,
-            object_pairs_hook=_object_without_repeated_keys,
-        )
+        return _loads_strict(text)
     except json.JSONDecodeError as error:
         raise InvalidEvent(
             "invalid_json", f"{where}: not JSON: {error.msg} at line {error.lineno} column {error.colno}"

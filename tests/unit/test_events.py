@@ -8,12 +8,14 @@ import pickle
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from service.pipeline import events
 from service.pipeline.events import (
     ERROR_CLASSES,
     MAX_COLLECTION_NAME_CHARS,
@@ -660,3 +662,137 @@ def test_valid_events_round_trip(message: tuple[bytes, Headers | None, dict[str,
     event = decode_event(value, headers)
     assert event.model_dump() == expected
     assert event.occurred_at is None or event.occurred_at.tzinfo is UTC
+
+
+# --- the common case, checked without pydantic -----------------------------------------------------------------
+
+
+def through_the_models(value: bytes | None, headers: Headers | None) -> DelistEvent | InvalidEvent:
+    """Decoding with the plain-Python checks of the common case switched off: every event through the models."""
+    with (
+        mock.patch.object(events, "_common_fields", return_value=None),
+        mock.patch.object(events, "_common_attributes", return_value=None),
+    ):
+        return outcome(value, headers)
+
+
+def same_as_the_models(value: bytes | None, headers: Headers | None) -> None:
+    fast, reference = outcome(value, headers), through_the_models(value, headers)
+    if isinstance(reference, InvalidEvent):
+        assert isinstance(fast, InvalidEvent)
+        assert (fast.error_class, fast.reason) == (reference.error_class, reference.reason)
+        return
+    assert isinstance(fast, DelistEvent)
+    assert fast == reference
+    assert fast.occurred_at is None or fast.occurred_at.tzinfo is UTC
+    # Built without validation, yet exactly what validating the same fields gives.
+    validated = DelistEvent(**fast.model_dump())
+    assert fast == validated
+    assert fast.model_fields_set == validated.model_fields_set
+
+
+@settings(max_examples=300, deadline=None)
+@given(VALUES, HEADER_LISTS)
+def test_the_common_case_checks_agree_with_the_models_on_arbitrary_input(
+    value: bytes | None, headers: Headers | None
+) -> None:
+    same_as_the_models(value, headers)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_VALUES, st.sampled_from(MODES))
+def test_the_common_case_checks_agree_with_the_models_on_arbitrary_json(
+    document: object, headers: Headers | None
+) -> None:
+    same_as_the_models(encode(document), headers)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(mutated_events())
+def test_the_common_case_checks_agree_with_the_models_on_nearly_valid_events(
+    message: tuple[bytes, Headers | None],
+) -> None:
+    same_as_the_models(*message)
+
+
+@settings(max_examples=300, deadline=None)
+@given(encoded_events())
+def test_the_common_case_checks_agree_with_the_models_on_valid_events(
+    message: tuple[bytes, Headers | None, dict[str, Any]],
+) -> None:
+    same_as_the_models(*message[:2])
+
+
+EDGY_IDENTIFIERS = (
+    st.sampled_from(["", "x" * MAX_IMAGE_ID_CHARS, "x" * (MAX_IMAGE_ID_CHARS + 1), "a\u2028", "a\x7f", "\x85", "ok"])
+    | st.sampled_from(["\ud800", "a\udfff", "😀", "x" * MAX_PRODUCT_ID_CHARS, "x" * (MAX_PRODUCT_ID_CHARS + 1)])
+    | ANY_TEXT
+    | st.integers(max_value=10)
+    | st.none()
+)
+
+
+@st.composite
+def timestamps(draw: st.DrawFn) -> str:
+    """RFC 3339-like text: usually valid, often just out of range or shape."""
+    numbers = [draw(st.integers(0, limit)) for limit in (10_000, 14, 33, 25, 61, 61)]
+    year, month, day, hour, minute, second = numbers
+    fraction = draw(st.sampled_from(["", "."]) | st.text("0123456789", min_size=1, max_size=12).map(".{}".format))
+    separator = draw(st.sampled_from(["T", "T", "t", " ", "_"]))
+    offset = draw(
+        st.sampled_from(["Z", "z", "", "+00:00", "-00:00", "+24:00", "+00:60", "+0530"])
+        | st.tuples(st.sampled_from("+-"), st.integers(0, 25), st.integers(0, 61)).map(
+            lambda parts: f"{parts[0]}{parts[1]:02d}:{parts[2]:02d}"
+        )
+    )
+    return f"{year:04d}-{month:02d}-{day:02d}{separator}{hour:02d}:{minute:02d}:{second:02d}{fraction}{offset}"
+
+
+@settings(max_examples=2000, deadline=None)
+@given(timestamps() | MOMENTS.map(datetime.isoformat) | st.text(max_size=40))
+def test_the_common_timestamp_reading_agrees_with_rfc3339_parsing(text: str) -> None:
+    common = events._common_timestamp(text)
+    if common is None:
+        return
+    assert common == events._parse_rfc3339(text)
+    assert common.tzinfo is UTC
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    form=st.sampled_from(["json", "structured", "binary"]),
+    member=st.sampled_from(["event_id", "collection_name", "product_id", "image_id", "source", "type"]),
+    value=EDGY_IDENTIFIERS,
+)
+def test_the_common_case_checks_agree_with_the_models_on_edgy_strings(form: str, member: str, value: object) -> None:
+    fields: dict[str, Any] = {**FIELDS}
+    attributes: dict[str, Any] = {**ATTRIBUTES}
+    if member == "image_id":
+        fields["image_ids"] = ["a.jpg", value]
+    elif member in ("source", "type"):
+        attributes[member] = value
+    elif member == "event_id":
+        attributes["id"] = value
+    else:
+        fields[member] = value
+    if form == "json":
+        same_as_the_models(encode({"event_id": attributes["id"], **fields}), None)
+    elif form == "structured":
+        same_as_the_models(encode({**attributes, "data": fields}), None)
+    elif all(isinstance(attributes[name], str) for name in ("id", "source", "type")):
+        headers = binary_headers(**{name: attributes[name] for name in ("id", "source", "type")})
+        same_as_the_models(encode(fields), headers)
+
+
+@pytest.mark.parametrize(
+    ("value", "headers"),
+    [
+        (plain(occurred_at="2025-11-23T08:15:00.123Z"), None),
+        (structured(time="2025-11-23T16:15:00+08:00"), None),
+        (encode(FIELDS), [*BINARY, ("ce_time", b"2025-11-23T08:15:00Z"), ("content-type", b"application/json")]),
+    ],
+)
+def test_the_usual_events_never_reach_the_models(value: bytes, headers: Headers | None) -> None:
+    with mock.patch.object(events, "_validate", side_effect=AssertionError("validated through a model")):
+        event = decode_event(value, headers)
+    assert event.image_ids == ("a.jpg", "b.jpg")
