@@ -2,15 +2,22 @@
 
 The outcome id is derived from the event id, so a redelivered event (after a crash or a rebalance) yields
 the same ``outcome_id`` and consumers can deduplicate. Outcomes carry CloudEvents binary-mode headers.
+
+``OutcomeEvent`` is the published schema (``service.contracts`` generates the JSON Schema from it). Outcomes are
+built from data that is valid already, one per event, so they are written as plain data by the serializer that
+``OutcomeEvent.model_dump_json`` uses, without building and validating a model each time; a test checks that the
+bytes are the same.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
+from pydantic_core import to_json
 
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 
@@ -18,6 +25,7 @@ __all__ = [
     "DLQ_HEADER_PREFIX",
     "OUTCOME_TYPE",
     "ImageOutcome",
+    "Outcome",
     "OutcomeEvent",
     "build_outcome",
     "dead_letter_headers",
@@ -62,30 +70,46 @@ def outcome_id_for(event_id: str, collection: str, product_id: str) -> str:
     return str(uuid.uuid5(OUTCOME_NAMESPACE, f"{collection}\x00{product_id}\x00{event_id}"))
 
 
-def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: bool) -> OutcomeEvent:
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One ``OutcomeEvent`` ready to publish: its JSON, and what the record's headers and metrics need."""
+
+    outcome_id: str
+    event_id: str
+    status: EventStatus
+    completed_at: datetime
+    value: bytes
+    """The ``OutcomeEvent`` as JSON, byte for byte what its ``model_dump_json`` writes."""
+
+
+def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: bool) -> Outcome:
     event = pending.event
-    images = []
+    images: list[dict[str, str | None]] = []  # ImageOutcome's fields, in its order
+    failed = 0
     for image_id in event.image_ids:
         result = pending.results[image_id]
-        images.append(ImageOutcome(image_id=image_id, status=result.status.value, reason=result.reason))
-    failed = sum(1 for image in images if image.status == "failed")
+        image_status = result.status.value
+        failed += image_status == "failed"
+        images.append({"image_id": image_id, "status": image_status, "reason": result.reason})
     status: EventStatus = "deleted" if failed == 0 else "failed" if failed == len(images) else "partially_deleted"
-    return OutcomeEvent(
-        outcome_id=outcome_id_for(event.event_id, event.collection_name, event.product_id),
-        event_id=event.event_id,
-        collection_name=event.collection_name,
-        product_id=event.product_id,
-        status=status,
-        images=images,
-        attempts=pending.attempts,
-        api_calls=pending.api_calls,
-        first_seen_at=pending.first_seen_at,
-        completed_at=completed_at,
-        dry_run=dry_run,
-    )
+    outcome_id = outcome_id_for(event.event_id, event.collection_name, event.product_id)
+    document: dict[str, Any] = {  # OutcomeEvent's fields, in its order
+        "outcome_id": outcome_id,
+        "event_id": event.event_id,
+        "collection_name": event.collection_name,
+        "product_id": event.product_id,
+        "status": status,
+        "images": images,
+        "attempts": pending.attempts,
+        "api_calls": pending.api_calls,
+        "first_seen_at": pending.first_seen_at,
+        "completed_at": completed_at,
+        "dry_run": dry_run,
+    }
+    return Outcome(outcome_id, event.event_id, status, completed_at, to_json(document))
 
 
-def outcome_headers(outcome: OutcomeEvent, *, source: str) -> Headers:
+def outcome_headers(outcome: Outcome, *, source: str) -> Headers:
     """CloudEvents 1.0 binary-mode headers for the outcome record."""
     return [
         ("ce_specversion", b"1.0"),

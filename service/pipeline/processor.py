@@ -355,7 +355,7 @@ class Pipeline:
             _Record(
                 topic=self._settings.kafka.outcome_topic,
                 key=pending.event.product_id.encode(),
-                value=outcome.model_dump_json().encode(),
+                value=outcome.value,
                 headers=outcome_headers(outcome, source=self._source),
                 kind="outcome",
                 label=outcome.status,

@@ -48,7 +48,7 @@ def test_a_real_outcome_validates_against_the_outcome_schema() -> None:
     pending.decide(ItemResult(DeleteItem("p1", "c"), ItemStatus.FAILED, "retries_exhausted"))
     pending.took_part(attempts=3, api_calls=4)
     outcome = build_outcome(pending, completed_at=datetime(2026, 11, 23, 0, 1, tzinfo=UTC), dry_run=False)
-    document = json.loads(outcome.model_dump_json())
+    document = json.loads(outcome.value)
     Draft202012Validator(schema("outcome-event.schema.json"), format_checker=FormatChecker()).validate(document)
     assert document["status"] == "partially_deleted"
     again = build_outcome(pending, completed_at=datetime(2026, 11, 24, tzinfo=UTC), dry_run=False)
