@@ -120,3 +120,9 @@ def test_the_outcome_id_is_a_uuid5_of_the_event_and_the_headers_name_it() -> Non
     assert headers["ce_id"] == outcome.outcome_id.encode()
     assert headers["ce_subject"] == b"e1"
     assert headers["ce_time"] == completed_at.isoformat().encode()
+
+
+@given(st.text(st.characters(exclude_categories=["Cs"])), IDS, IDS)
+def test_the_outcome_id_is_uuid5_of_collection_product_and_event(event_id: str, collection: str, product: str) -> None:
+    expected = uuid.uuid5(OUTCOME_NAMESPACE, f"{collection}\x00{product}\x00{event_id}")
+    assert outcome_id_for(event_id, collection, product) == str(expected)
