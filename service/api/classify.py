@@ -211,6 +211,8 @@ def _item(entry: object) -> DeleteItem | None:
     if not isinstance(entry, dict):
         return None
     product, image = entry.get("product_id"), entry.get("image_id")
+    if type(product) is str and type(image) is str:  # the usual answer: what str() below would give
+        return DeleteItem(product, image)
     if isinstance(product, int | str) and isinstance(image, int | str):
         return DeleteItem(str(product), str(image))
     return None

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 __all__ = ["BatchResult", "DeleteBatch", "DeleteItem", "ItemResult", "ItemStatus", "QuotaFacts"]
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class DeleteItem:
+class DeleteItem(NamedTuple):
+    """One image of one product. A tuple: it keys every batch and result lookup, and a tuple hashes in C."""
+
     product_id: str
     image_id: str
 

@@ -28,7 +28,7 @@ class SourceRecord:
     timestamp_ms: int | None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PendingEvent:
     event: DelistEvent
     source: SourceRecord
@@ -41,7 +41,8 @@ class PendingEvent:
     """Set when the partition is revoked or lost: late results for it are ignored."""
 
     def items(self) -> list[DeleteItem]:
-        return [DeleteItem(self.event.product_id, image) for image in self.event.image_ids]
+        product_id = self.event.product_id
+        return [DeleteItem(product_id, image) for image in self.event.image_ids]
 
     def decide(self, result: ItemResult) -> None:
         self.results[result.item.image_id] = result

@@ -291,25 +291,27 @@ class Pipeline:
     def _apply(self, ready: ReadyBatch[PendingEvent], result: BatchResult) -> None:
         """Hands each item's result to the events waiting for it; retryable failures go into a later call."""
         now = time.monotonic()
-        touched: dict[int, PendingEvent] = {}
-        decided: Counter[tuple[str, str | None]] = Counter()
+        touched: dict[PendingEvent, None] = {}  # in order of first touch; a PendingEvent hashes by identity
+        decided: Counter[tuple[ItemStatus, str | None]] = Counter()
         exhausted = 0
         for answered in result.items:
             item_result = answered
-            waiters = [waiter for waiter in ready.waiters[item_result.item] if not waiter.abandoned]
+            waiters = ready.waiters[item_result.item]
             if item_result.status is ItemStatus.FAILED and item_result.retryable:
                 attempt = ready.attempts[item_result.item]
                 if attempt < self._settings.api.max_attempts:
                     for waiter in waiters:
-                        self._batcher.add(ready.batch.collection, item_result.item, waiter, now, attempt + 1)
-                        touched[id(waiter)] = waiter
+                        if not waiter.abandoned:
+                            self._batcher.add(ready.batch.collection, item_result.item, waiter, now, attempt + 1)
+                            touched[waiter] = None
                     continue
                 exhausted += 1
                 item_result = ItemResult(item_result.item, ItemStatus.FAILED, RETRIES_EXHAUSTED)
-            decided[item_result.status.value, item_result.reason] += 1
+            decided[item_result.status, item_result.reason] += 1
             for waiter in waiters:
-                waiter.decide(item_result)
-                touched[id(waiter)] = waiter
+                if not waiter.abandoned:
+                    waiter.decide(item_result)
+                    touched[waiter] = None
         if exhausted:
             log.warning(
                 "images still failing after %d calls each",
@@ -317,8 +319,8 @@ class Pipeline:
                 extra={"batch_id": ready.batch.batch_id, "count": exhausted, "reason": RETRIES_EXHAUSTED},
             )
         for (status, reason), count in decided.items():
-            self._metrics.image_decided(status, reason, count)
-        for pending in touched.values():
+            self._metrics.image_decided(status.value, reason, count)
+        for pending in touched:
             pending.took_part(attempts=result.attempts, api_calls=result.api_calls)
             if pending.complete:
                 self._finish(pending)
