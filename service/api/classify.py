@@ -7,7 +7,7 @@ check every code against the document in one place.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -169,11 +169,12 @@ def _business_result(document: dict[str, Any], batch: DeleteBatch, policy: Respo
         if business in BUSINESS_TRANSIENT_CODES:
             raise TransientApiError(str(business), reason)
         return BatchResult(_all_items(batch, policy, reason), quota, codes=(f"{SUCCESS}/{business}",))
+    # The answer's items as (product_id, image_id) pairs: a DeleteItem is that tuple, so it is looked up directly.
     succeeded = {
         *_listed(result.get("successful_list")),
         *_listed(result.get("succeeded_list")),
     }
-    failed = {item: reason for item, reason in _failed(result.get("failed_list"))}
+    failed = dict(_failed(result.get("failed_list")))
     items = []
     for item in batch.items:
         if item in succeeded:
@@ -189,7 +190,7 @@ def _all_items(batch: DeleteBatch, policy: ResponsePolicy, reason: str) -> tuple
     return tuple(policy.item_result(item, reason) for item in batch.items)
 
 
-def _listed(value: object) -> Iterable[DeleteItem]:
+def _listed(value: object) -> Iterator[tuple[str, str]]:
     if not isinstance(value, list):
         return
     for entry in value:
@@ -198,23 +199,24 @@ def _listed(value: object) -> Iterable[DeleteItem]:
             yield item
 
 
-def _failed(value: object) -> Iterable[tuple[DeleteItem, str]]:
+def _failed(value: object) -> Iterator[tuple[tuple[str, str], str]]:
     if not isinstance(value, list):
         return
     for entry in value:
         item = _item(entry)
-        if item is not None and isinstance(entry, dict):
+        if item is not None:
             yield item, _text(entry.get("message")) or _text(entry.get("msg")) or "UNKNOWN"
 
 
-def _item(entry: object) -> DeleteItem | None:
+def _item(entry: object) -> tuple[str, str] | None:
+    """The (product_id, image_id) an answer's entry names, or None if it names no item."""
     if not isinstance(entry, dict):
         return None
     product, image = entry.get("product_id"), entry.get("image_id")
     if type(product) is str and type(image) is str:  # the usual answer: what str() below would give
-        return DeleteItem(product, image)
+        return product, image
     if isinstance(product, int | str) and isinstance(image, int | str):
-        return DeleteItem(str(product), str(image))
+        return str(product), str(image)
     return None
 
 
