@@ -56,19 +56,15 @@ def body_overhead(collection: str) -> int:
 
 
 @dataclass(eq=False, slots=True)
-class _Entry(Generic[W]):
-    item: DeleteItem
-    attempt: int
-    waiters: list[W]
-
-
-@dataclass(eq=False, slots=True)
 class _OpenBatch(Generic[W]):
     collection: str
     created_at: float
     sequence: int
     size_bytes: int
-    entries: dict[DeleteItem, _Entry[W]] = field(default_factory=dict)
+    waiters: dict[DeleteItem, list[W]] = field(default_factory=dict)
+    """The batch's items, in order, and who waits for each; handed over as they are when the batch is taken."""
+    attempts: dict[DeleteItem, int] = field(default_factory=dict)
+    """The same keys: which try of the item this call is."""
     full: FlushReason | None = None
 
 
@@ -97,20 +93,21 @@ class Batcher(Generic[W]):
         """Queues an image; the same (product, image) twice in one open batch is one item with two waiters."""
         batch = self._open.get(collection)
         if batch is not None:
-            entry = batch.entries.get(item)
-            if entry is not None:
-                entry.waiters.append(waiter)
-                entry.attempt = max(entry.attempt, attempt)
+            waiters = batch.waiters.get(item)
+            if waiters is not None:
+                waiters.append(waiter)
+                batch.attempts[item] = max(batch.attempts[item], attempt)
                 return
         size = item_bytes(item)
         if batch is None or batch.size_bytes + size > self._max_bytes:
             if batch is not None and batch.full is None:
                 batch.full = FlushReason.BYTES
             batch = self._new_batch(collection, now)
-        batch.entries[item] = _Entry(item, attempt, [waiter])
+        batch.waiters[item] = [waiter]
+        batch.attempts[item] = attempt
         batch.size_bytes += size
         self._items += 1
-        if len(batch.entries) >= self._max_items:
+        if len(batch.waiters) >= self._max_items:
             batch.full = FlushReason.SIZE
             del self._open[collection]
         elif batch.size_bytes >= self._max_bytes:
@@ -140,11 +137,11 @@ class Batcher(Generic[W]):
             del self._batches[index]
             if self._open.get(batch.collection) is batch:
                 del self._open[batch.collection]
-            self._items -= len(batch.entries)
+            self._items -= len(batch.waiters)
             return ReadyBatch(
-                batch=DeleteBatch(batch.collection, tuple(batch.entries), f"{batch.collection}#{batch.sequence}"),
-                waiters={item: entry.waiters for item, entry in batch.entries.items()},
-                attempts={item: entry.attempt for item, entry in batch.entries.items()},
+                batch=DeleteBatch(batch.collection, tuple(batch.waiters), f"{batch.collection}#{batch.sequence}"),
+                waiters=batch.waiters,
+                attempts=batch.attempts,
                 flush_reason=reason,
                 created_at=batch.created_at,
             )
@@ -163,13 +160,15 @@ class Batcher(Generic[W]):
         """Forgets waiters that are gone (revoked partitions); items nobody waits for leave. Returns items dropped."""
         dropped = 0
         for batch in list(self._batches):
-            for item, entry in list(batch.entries.items()):
-                entry.waiters = [waiter for waiter in entry.waiters if not abandoned(waiter)]
-                if not entry.waiters:
-                    del batch.entries[item]
+            for item, waiters in list(batch.waiters.items()):
+                kept = [waiter for waiter in waiters if not abandoned(waiter)]
+                if kept:
+                    batch.waiters[item] = kept
+                else:
+                    del batch.waiters[item], batch.attempts[item]
                     batch.size_bytes -= item_bytes(item)
                     dropped += 1
-            if not batch.entries:
+            if not batch.waiters:
                 self._batches.remove(batch)
                 if self._open.get(batch.collection) is batch:
                     del self._open[batch.collection]
