@@ -38,6 +38,7 @@ __all__ = [
 OUTCOME_NAMESPACE: Final = uuid.UUID("6f0b7c1e-4d8a-5b7e-9c3f-2a1d0e9b8c7a")
 _NAMESPACE_BYTES: Final = OUTCOME_NAMESPACE.bytes
 OUTCOME_TYPE: Final = "com.imgsweep.product-image-deletion.v1"
+_OUTCOME_TYPE_BYTES: Final = OUTCOME_TYPE.encode()
 DLQ_HEADER_PREFIX: Final = "imgsweep_"
 
 EventStatus = Literal["deleted", "partially_deleted", "failed"]
@@ -103,8 +104,9 @@ def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: boo
     for image_id in event.image_ids:
         result = pending.results[image_id]
         failed += result.status is ItemStatus.FAILED
-        # ItemStatus is a StrEnum, written as its value: "deleted", "absent" or "failed", as ImageOutcome says.
-        images.append({"image_id": image_id, "status": result.status, "reason": result.reason})
+        # str() of a StrEnum is its value, as a plain str: pydantic-core writes an enum member several times
+        # slower, and .value is a Python-level property.
+        images.append({"image_id": image_id, "status": str(result.status), "reason": result.reason})
     status: EventStatus = "deleted" if failed == 0 else "failed" if failed == len(images) else "partially_deleted"
     outcome_id = outcome_id_for(event.event_id, event.collection_name, event.product_id)
     document: dict[str, Any] = {  # OutcomeEvent's fields, in its order
@@ -128,7 +130,7 @@ def outcome_headers(outcome: Outcome, *, source: str) -> Headers:
     return [
         ("ce_specversion", b"1.0"),
         ("ce_id", outcome.outcome_id.encode()),
-        ("ce_type", OUTCOME_TYPE.encode()),
+        ("ce_type", _OUTCOME_TYPE_BYTES),
         ("ce_source", source.encode()),
         ("ce_time", outcome.completed_at.isoformat().encode()),
         ("ce_subject", outcome.event_id.encode()),
