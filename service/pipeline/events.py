@@ -500,18 +500,27 @@ def _data_fields(data: object, *, document_name: str = "value", path_prefix: str
     return _Fields.of(model)
 
 
+_ANY_EVENT: Final = DelistEvent(
+    event_id="-", collection_name="-", product_id="-", image_ids=("-",), source_format="json"
+)
+"""Decoded events are copies of this one with every field replaced (see ``_delist_event``)."""
+
+
 def _delist_event(
     event_id: str, fields: _Fields, *, fallback_time: datetime | None, source_format: SourceFormat
 ) -> DelistEvent:
     # Every value is valid already and every timestamp is in UTC, so DelistEvent's own validation could only
-    # merge the duplicates: that is done here, and the model is built without validating a second time.
-    return DelistEvent.model_construct(
-        event_id=event_id,
-        collection_name=fields.collection_name,
-        product_id=fields.product_id,
-        image_ids=_merge_duplicates(fields.image_ids),
-        occurred_at=fields.occurred_at if fields.occurred_at is not None else fallback_time,
-        source_format=source_format,
+    # merge the duplicates: that is done here, and the event is built without validating a second time.
+    # model_copy(update=...) of a valid event does that like model_construct, at half the cost per event.
+    return _ANY_EVENT.model_copy(
+        update={
+            "event_id": event_id,
+            "collection_name": fields.collection_name,
+            "product_id": fields.product_id,
+            "image_ids": _merge_duplicates(fields.image_ids),
+            "occurred_at": fields.occurred_at if fields.occurred_at is not None else fallback_time,
+            "source_format": source_format,
+        }
     )
 
 

@@ -796,3 +796,10 @@ def test_the_usual_events_never_reach_the_models(value: bytes, headers: Headers 
     with mock.patch.object(events, "_validate", side_effect=AssertionError("validated through a model")):
         event = decode_event(value, headers)
     assert event.image_ids == ("a.jpg", "b.jpg")
+
+
+def test_a_decoded_event_replaces_every_field_of_the_event_it_is_copied_from() -> None:
+    headers = [*BINARY, ("ce_time", b"2025-11-23T08:15:00Z")]
+    event = decode_event(encode(FIELDS), headers)
+    for name in DelistEvent.model_fields:
+        assert getattr(event, name) != getattr(events._ANY_EVENT, name), name
