@@ -7,6 +7,7 @@ check every code against the document in one place.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -241,5 +242,12 @@ def _int(value: object) -> int | None:
     return None
 
 
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _text(value: object) -> str | None:
-    return value[:200] if isinstance(value, str) and value else None
+    """A bounded text the server sent, made safe to publish: JSON may escape lone surrogates (``"\\ud800"``),
+    which no UTF-8 encoder (the outcome's, a log's) accepts, so they become U+FFFD."""
+    if not isinstance(value, str) or not value:
+        return None
+    return _LONE_SURROGATE.sub("\ufffd", value[:200])

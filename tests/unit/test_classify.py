@@ -171,6 +171,20 @@ def test_per_item_results(success_key: str) -> None:
     assert result.quota.charge is True  # type: ignore[attr-defined]
 
 
+def test_texts_a_server_sends_are_made_safe_to_publish() -> None:
+    """JSON can carry lone surrogates; a reason is written into an outcome and a log line, both UTF-8."""
+    body = (
+        b'{"code": "10000", "remainTimes": 9, "result": {"code": 0, "message": "SUCCESS", "failed_list": ['
+        b'{"product_id": "p1", "image_id": "a.jpg", "message": "BAD \\ud800 ID"}]}}'
+    )
+    result = classify(body)
+    reason = next(r.reason for r in result.items if r.item == A)  # type: ignore[attr-defined]
+    assert reason == "BAD \ufffd ID"
+    with pytest.raises(TransientApiError) as raised:
+        classify(b'{"code": "10020", "msg": "busy \\udfff"}')
+    assert raised.value.message.encode("utf-8") == "busy \ufffd".encode()
+
+
 def test_reasons_are_configurable() -> None:
     policy = ResponsePolicy(absent_reasons=frozenset({"GONE"}), retryable_reasons=frozenset())
     body = json.dumps(
