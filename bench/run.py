@@ -179,20 +179,25 @@ class Bench:
         _say(f"pre-loaded in {backlog.seconds:.0f} s: {dict(backlog.kinds)}")
         return backlog
 
-    def raw(self, backlog: Backlog) -> tuple[ThroughputRun, float]:
-        """The median of several passes: one pass is short and its rate moves with the broker's warm-up and
-        whatever else runs on the machine. CPU is per pass, averaged."""
+    def raw_and_forward(self, backlog: Backlog) -> tuple[ThroughputRun, float, ThroughputRun]:
+        """The raw consumer and the forwarding floor, pass for pass in turn, each rate the median of its passes:
+        one pass is short, and the broker's rate drifts over a run (warm-up, page cache, whatever else runs),
+        so taking them alternately keeps the drift out of their ratio. CPU is the raw consumer's, per pass."""
         passes = self.plan.raw_passes
-        _say(f"raw confluent-kafka consumer on the backlog, {passes} passes")
-        runs, cpu = [], 0.0
-        for _ in range(passes):
+        _say(f"raw confluent-kafka consumer and forwarding loop on the backlog, {passes} passes each, alternately")
+        raws, forwards, cpu = [], [], 0.0
+        for n in range(passes):
             run, seconds = _with_cpu(lambda: raw_consume(self.bootstrap, backlog.topic, backlog.events, timeout=600))
-            runs.append(run)
+            raws.append(run)
             cpu += seconds
-        median = sorted(runs, key=lambda run: run.events_per_second)[len(runs) // 2]
-        rates = tuple(run.events_per_second for run in runs)
-        _say(f"raw consumer: {', '.join(f'{rate:,.0f}' for rate in rates)} events/s")
-        return replace(median, passes=rates), cpu / passes
+            forwards.append(
+                forward_loop(self.bootstrap, backlog.topic, self.topic("forward-outcomes"), backlog.events, timeout=900)
+            )
+            _say(
+                f"pass {n + 1}: raw {run.events_per_second:,.0f}, "
+                f"forwarding {forwards[-1].events_per_second:,.0f} events/s"
+            )
+        return _median(raws), cpu / passes, _median(forwards)
 
     def minimal(self, backlog: Backlog) -> tuple[ThroughputRun, float]:
         _say("minimal Python loop (consume, json.loads, produce an outcome) on the backlog")
@@ -203,12 +208,6 @@ class Bench:
         )
         _say(f"minimal loop: {run.events_per_second:,.0f} events/s")
         return run, cpu
-
-    def forward(self, backlog: Backlog) -> ThroughputRun:
-        _say("forwarding loop (consume, produce each record unchanged) on the backlog")
-        run = forward_loop(self.bootstrap, backlog.topic, self.topic("forward-outcomes"), backlog.events, timeout=900)
-        _say(f"forwarding loop: {run.events_per_second:,.0f} events/s")
-        return run
 
     def drain(self, backlog: Backlog, instant: SandboxProcess) -> DrainRun:
         _say(f"imgsweep drains the {backlog.events}-event backlog against the instant sandbox")
@@ -348,6 +347,12 @@ class Bench:
         return result
 
 
+def _median(runs: list[ThroughputRun]) -> ThroughputRun:
+    """The median pass, carrying the rates of every pass."""
+    median = sorted(runs, key=lambda run: run.events_per_second)[len(runs) // 2]
+    return replace(median, passes=tuple(run.events_per_second for run in runs))
+
+
 def _with_cpu(measure: Callable[[], ThroughputRun]) -> tuple[ThroughputRun, float]:
     """Runs a measurement in this process; returns it with the CPU seconds (user+sys, all threads) it took.
     Nothing else runs in the bench process meanwhile."""
@@ -393,8 +398,7 @@ def run_bench(plan: Plan, *, bootstrap: str | None, workdir: Path, seed: int, co
             stack.callback(_delete_topics, admin, [topic.topic for topic in topics])
         instant = bench.sandbox("instant", "--qps", "0", "--quota", "-1")
         backlog = bench.preload(instant)
-        raw, raw_cpu = bench.raw(backlog)
-        forward = bench.forward(backlog)
+        raw, raw_cpu, forward = bench.raw_and_forward(backlog)
         minimal, minimal_cpu = bench.minimal(backlog)
         drained = bench.drain(backlog, instant)
         defaults = ServiceDefaults.read()
