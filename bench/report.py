@@ -345,9 +345,9 @@ def _plot_scorecard(ax: Any, figures: list[Figure]) -> None:
 
 def _plot_throughput(ax: Any, r: Results, f: dict[str, Figure]) -> None:
     labels = [
-        "raw consumer\n(no decoding)",
-        "forwarding floor\n(produce unchanged)",
-        "minimal Python loop\n(json.loads + produce)",
+        "raw consumer\n(count only)",
+        "forwarding\nfloor",
+        "minimal loop\n(json + produce)",
         "imgsweep",
     ]
     rates = [
