@@ -17,7 +17,9 @@ One broker, one pre-loaded backlog of sample events (``service.sample.SampleStre
    IMGSWEEP_API__QPS=1000, against a sandbox with ``--qps 0 --quota -1`` and no latency) ÷ a raw
    confluent-kafka consumer's events/s on the same topic (``consume(num_messages=500)``, no decoding). Both
    between 10 % and 90 % of the backlog. Target ≥ 0.5. For scale, also ÷ a minimal Python loop (consume,
-   ``json.loads``, produce one outcome): what any per-event Python service pays.
+   ``json.loads``, produce one outcome): what any per-event Python service pays; and the forwarding floor
+   (consume, produce each record unchanged, delivery reports, commit) ÷ the raw consumer, their passes taken
+   in turn: the most any service that publishes one outcome per event can reach on this broker and machine.
 2. **batch fill**: items per call ÷ 200 under backlog, counted by the sandbox at 2 QPS (and by
    ``imgsweep_batch_items`` during the instant drain). Target ≥ 0.98.
 3. **QPS use**: successful calls/s ÷ the sandbox's 2 QPS (imgsweep at IMGSWEEP_API__QPS=2), over a window that
