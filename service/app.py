@@ -24,7 +24,8 @@ from service.health import HealthServer
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.pipeline.events import ERROR_CLASSES
-from service.pipeline.processor import HealthState, Pipeline
+from service.health import HealthState
+from service.pipeline.processor import Pipeline
 from service.settings import ConfigError, Settings, masked_config
 
 __all__ = ["consumer_config", "producer_config", "run_service"]

@@ -10,17 +10,34 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.metrics import Metrics
-from service.pipeline.processor import HealthState
 
-__all__ = ["LIVENESS_BOUND_SECONDS", "HealthServer"]
+__all__ = ["LIVENESS_BOUND_SECONDS", "HealthServer", "HealthState"]
 
 LIVENESS_BOUND_SECONDS = 30.0
+
+
+@dataclass
+class HealthState:
+    """What /livez and /readyz report; written by the poll loop, read by the HTTP thread."""
+
+    heartbeat: float = field(default_factory=time.monotonic)
+    subscribed: bool = False
+    brokers_up: bool = True
+    fatal_reason: str | None = None
+    draining: bool = False
+    assigned: frozenset[int] = frozenset()
+    committed: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.subscribed and self.brokers_up and self.fatal_reason is None and not self.draining
 
 
 class HealthServer:

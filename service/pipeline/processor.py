@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from service.api.errors import CallAbandoned, FatalApiError, RetriesExhausted
 from service.api.models import BatchResult, DeleteBatch, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
+from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.events import InvalidEvent, decode_event
@@ -37,7 +38,7 @@ from service.pipeline.outcomes import build_outcome, dead_letter_headers, outcom
 from service.pipeline.pending import RETRIES_EXHAUSTED, Headers, PendingEvent, SourceRecord
 from service.settings import Settings
 
-__all__ = ["HealthState", "Pipeline"]
+__all__ = ["Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +47,6 @@ COMMIT_INTERVAL_SECONDS = 1.0
 REVOKE_TIMEOUT_SECONDS = 10.0
 RESUME_FRACTION = 0.8
 INTERNAL_ERROR = "internal_error"
-
-
-@dataclass
-class HealthState:
-    """What /livez and /readyz report; written by the poll loop, read by the HTTP thread."""
-
-    heartbeat: float = field(default_factory=time.monotonic)
-    subscribed: bool = False
-    brokers_up: bool = True
-    fatal_reason: str | None = None
-    draining: bool = False
-    assigned: frozenset[int] = frozenset()
-    committed: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def ready(self) -> bool:
-        return self.subscribed and self.brokers_up and self.fatal_reason is None and not self.draining
 
 
 class Pipeline:

@@ -22,7 +22,8 @@ from service.api.models import BatchResult, DeleteBatch, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.metrics import Metrics
-from service.pipeline.processor import HealthState, Pipeline
+from service.health import HealthState
+from service.pipeline.processor import Pipeline
 from service.settings import ApiSettings, BatchSettings, Settings
 
 TOPIC = "catalog.product-delisted"
