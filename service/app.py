@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,51 +19,17 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
-from service.health import HealthServer
+from service.health import HealthServer, HealthState
+from service.kafka_clients import consumer_config, producer_config
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.pipeline.events import ERROR_CLASSES
-from service.health import HealthState
 from service.pipeline.processor import Pipeline
 from service.settings import ConfigError, Settings, masked_config
 
-__all__ = ["consumer_config", "producer_config", "run_service"]
+__all__ = ["run_service"]
 
 log = logging.getLogger(__name__)
-
-STATS_INTERVAL_MS = 5000
-
-
-def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
-    """librdkafka's dotted names for the consumer, all in one place."""
-    kafka = settings.kafka
-    return {
-        # Prefetch at most 16 MB per consumer (librdkafka's default is 64 MB): imgsweep holds its own bounded
-        # backlog of pending events, so a deep fetch queue only costs memory. Overridable in properties.
-        "queued.max.messages.kbytes": 16384,
-        **kafka.librdkafka_common(),
-        "group.id": kafka.group_id,
-        "client.id": f"imgsweep-{socket.gethostname()}",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": kafka.properties.get("auto.offset.reset", "earliest"),
-        "partition.assignment.strategy": "cooperative-sticky",
-        "max.poll.interval.ms": kafka.max_poll_interval_ms,
-        "session.timeout.ms": kafka.session_timeout_ms,
-        "statistics.interval.ms": STATS_INTERVAL_MS,
-        **callbacks,
-    }
-
-
-def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
-    return {
-        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
-        "client.id": f"imgsweep-{socket.gethostname()}",
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        **callbacks,
-    }
 
 
 def _dry_run_delete(limiter: RateLimiter, stop: threading.Event) -> Any:

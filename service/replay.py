@@ -19,7 +19,7 @@ from datetime import datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from service.app import consumer_config, producer_config
+from service.kafka_clients import consumer_config, producer_config
 from service.pipeline.outcomes import DLQ_HEADER_PREFIX
 from service.settings import ConfigError, Settings, load_settings
 

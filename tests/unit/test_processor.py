@@ -21,8 +21,8 @@ from service.api.errors import FatalApiError
 from service.api.models import BatchResult, DeleteBatch, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
-from service.metrics import Metrics
 from service.health import HealthState
+from service.metrics import Metrics
 from service.pipeline.processor import Pipeline
 from service.settings import ApiSettings, BatchSettings, Settings
 
