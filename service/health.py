@@ -3,6 +3,8 @@
 ``/livez`` only asks whether the poll loop is turning (a heartbeat within a bound); it never checks the
 brokers, so a Kafka outage does not get healthy pods restarted. ``/readyz`` says whether this replica is
 doing its job: subscribed, brokers reachable, not in the fatal state, not draining. Both answer JSON.
+``/metrics`` speaks the format the scraper asks for in ``Accept`` (OpenMetrics or Prometheus text). HEAD
+answers every path as GET would, without the body.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from service.metrics import Metrics
 
@@ -45,10 +47,20 @@ class HealthServer:
         state, registry = health, metrics.registry
 
         class Handler(BaseHTTPRequestHandler):
+            _with_body = True
+
             def do_GET(self) -> None:
+                self._answer(with_body=True)
+
+            def do_HEAD(self) -> None:
+                self._answer(with_body=False)
+
+            def _answer(self, *, with_body: bool) -> None:
+                self._with_body = with_body
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(registry))
+                    encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+                    self._send(200, content_type, encoder(registry))
                 elif path == "/livez":
                     age = time.monotonic() - state.heartbeat
                     alive = age < LIVENESS_BOUND_SECONDS
@@ -77,7 +89,8 @@ class HealthServer:
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self._with_body:
+                    self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes and probes every few seconds are not worth a log line

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info, ProcessCollector
 
 from service import __version__
 from service.api.classify import (
@@ -72,6 +72,10 @@ class Metrics:
         r = self.registry
         self._error_classes = (*error_classes, OTHER)
         Info("imgsweep_build", "Build information.", registry=r).info({"version": __version__})
+        # Memory, CPU and file descriptors (process_*), and the garbage collector (python_gc_*): what a
+        # dashboard charts against the pod's limits. Each registry gets its own, read at scrape time.
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
         self.events_consumed = Counter("imgsweep_events_consumed", "Input records consumed.", registry=r)
         self.invalid_events = Counter(
             "imgsweep_invalid_events",
