@@ -55,7 +55,7 @@ run: $(STAMP)
 
 # The main job on this machine in one command: Kafka, the JD API sandbox, imgsweep and a sample stream.
 demo: $(STAMP) kafka-jars
-	$(BIN)/imgsweep demo
+	$(BIN)/python -m devkit demo
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache

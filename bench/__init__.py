@@ -11,7 +11,7 @@ and the profile)::
 It is not part of ``make test``; only ``tests/bench/test_bench_smoke.py`` runs ``--quick`` and checks that a
 report with every figure is written (never how fast anything was).
 
-One broker, one pre-loaded backlog of sample events (``service.sample.SampleStream``), then one phase at a time:
+One broker, one pre-loaded backlog of sample events (``devkit.sample.SampleStream``), then one phase at a time:
 
 1. **overhead**: imgsweep's events/s draining the backlog (the real ``python -m service run`` process,
    IMGSWEEP_API__QPS=1000, against a sandbox with ``--qps 0 --quota -1`` and no latency) ÷ a raw

@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import httpx
 
-from service.local_stack import clean_env, free_port, stop_process
+from devkit.local_stack import clean_env, free_port, stop_process
 
 __all__ = [
     "ACCESS_KEY",

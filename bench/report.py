@@ -12,7 +12,7 @@ from typing import Any
 from bench.figures import Figure, Results
 from bench.gil_profile import GilProfile
 from bench.measure import WindowSample
-from service.sample import SampleStream
+from devkit.sample import SampleStream
 
 __all__ = ["write_plot", "write_report"]
 
@@ -174,7 +174,7 @@ def write_report(results: Results, figures: list[Figure], out: Path, plot: Path 
         "",
         "## The data",
         "",
-        f"{backlog.events:,} events from `service.sample.SampleStream` (seeded) pre-loaded on a "
+        f"{backlog.events:,} events from `devkit.sample.SampleStream` (seeded) pre-loaded on a "
         f"{backlog.partitions}-partition topic in {backlog.seconds:.0f} s: "
         + ", ".join(f"{count:,} {kind}" for kind, count in sorted(backlog.kinds.items()))
         + f"; {backlog.images:,} images ({images_per_event:.2f} per valid event), {backlog.present_images:,} of "

@@ -50,7 +50,7 @@ from bench.processes import ACCESS_KEY, SECRET_KEY, ImgsweepProcess, SandboxProc
 from bench.report import write_plot, write_report
 from bench.service_defaults import ServiceDefaults
 from bench.workload import Backlog, LiveStream, create_topics, preload_backlog, produce_live
-from service.local_stack import load_kafka_local
+from devkit.local_stack import load_kafka_local
 
 __all__ = ["FULL", "QUICK", "Plan", "main"]
 

@@ -1,6 +1,6 @@
 """The data every figure is measured on: topics, a pre-loaded backlog, and a live stream at a steady rate.
 
-Events come from :class:`service.sample.SampleStream` (several collections, 1 to 8 images per product, some
+Events come from :class:`devkit.sample.SampleStream` (several collections, 1 to 8 images per product, some
 images already gone, some CloudEvents, a few invalid records), seeded so two runs produce the same stream.
 The images that should exist are stored in the sandboxes, so deletes find them.
 """
@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from service.sample import SampleRecord, SampleStream
+from devkit.sample import SampleRecord, SampleStream
 
 __all__ = ["Backlog", "ImagesByCollection", "LiveStream", "create_topics", "preload_backlog", "produce_live"]
 
@@ -153,7 +153,7 @@ class LiveStream:
 
 def produce_live(bootstrap: str, topic: str, live: LiveStream) -> None:
     """Produces ``live.records`` at ``live.rate`` a second; blocks until all are acknowledged."""
-    producer = _producer(bootstrap, linger_ms=5)  # as service.sample does; CreateTime is stamped at produce()
+    producer = _producer(bootstrap, linger_ms=5)  # as devkit.sample does; CreateTime is stamped at produce()
     valid = live.valid_keys
 
     def delivered(error: KafkaError | None, message: Message) -> None:

@@ -1,4 +1,4 @@
-"""``imgsweep demo``: the whole main job on one machine, in one command, without Docker.
+"""``python -m devkit demo``: the whole main job on one machine, in one command, without Docker.
 
 Starts a local Kafka broker (deploy/local/kafka_local.py), the JD API sandbox and imgsweep itself; produces a
 realistic stream (several collections, some invalid records, some images already gone, some CloudEvents);
@@ -28,8 +28,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from service.local_stack import clean_env, free_port, load_kafka_local, stop_process
-from service.sample import SampleStream, produce_records, seed_sandbox
+from devkit.local_stack import clean_env, free_port, load_kafka_local, stop_process
+from devkit.sample import SampleStream, produce_records, seed_sandbox
 
 __all__ = ["add_demo_command"]
 
@@ -84,7 +84,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         kafka_local = load_kafka_local()
     except FileNotFoundError as error:
-        raise SystemExit(f"imgsweep demo: {error}") from None
+        raise SystemExit(f"devkit demo: {error}") from None
     interrupted = threading.Event()
 
     def on_signal(_signum: int, _frame: object) -> None:
@@ -183,7 +183,7 @@ def _start_sandbox(env: dict[str, str], workdir: Path, qps: int) -> tuple[subpro
     line = sandbox.stdout.readline().strip() if sandbox.stdout is not None else ""
     if not line.startswith("sandbox listening on "):
         _stop_process(sandbox, "sandbox")
-        raise SystemExit(f"imgsweep demo: the sandbox did not start; see {workdir / 'sandbox.log'}")
+        raise SystemExit(f"devkit demo: the sandbox did not start; see {workdir / 'sandbox.log'}")
     return sandbox, line.removeprefix("sandbox listening on ")
 
 
@@ -191,14 +191,14 @@ def _wait_ready(port: int, service: subprocess.Popen[Any], interrupted: threadin
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not interrupted.is_set():
         if service.poll() is not None:
-            raise SystemExit("imgsweep demo: imgsweep exited early; see its log above")
+            raise SystemExit("devkit demo: imgsweep exited early; see its log above")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
-    raise SystemExit("imgsweep demo: imgsweep did not become ready within 60 s")
+    raise SystemExit("devkit demo: imgsweep did not become ready within 60 s")
 
 
 def _follow(

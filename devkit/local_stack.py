@@ -1,4 +1,4 @@
-"""The pieces of a local stack shared by ``imgsweep demo``, the tests and the benchmarks.
+"""The pieces of a local stack shared by ``python -m devkit demo``, the tests and the benchmarks.
 
 A source checkout carries the local Kafka broker as a script (``deploy/local/kafka_local.py``: ``deploy/`` is
 not a package), so it is loaded from its path; processes are stopped the same way everywhere: SIGTERM, a

@@ -1,4 +1,4 @@
-"""``imgsweep produce-sample``: a realistic stream of delist events, for demos, load and trying things out.
+"""``python -m devkit produce-sample``: a realistic stream of delist events, for demos, load and trying things out.
 
 Several collections, products with 1 to 8 images, a share of images that are already gone, a share of
 CloudEvents (structured and binary mode) and a share of invalid records (broken JSON, bad UTF-8, empty or
@@ -142,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except ConfigError as error:
-        print(f"imgsweep produce-sample: {error}", file=sys.stderr)
+        print(f"devkit produce-sample: {error}", file=sys.stderr)
         return 2
     stream = SampleStream(
         invalid_fraction=args.invalid_fraction,

@@ -8,9 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from service import __version__
-from service.demo import add_demo_command
 from service.replay import add_replay_command
-from service.sample import add_sample_command
 from service.sandbox.cli import add_sandbox_command
 from service.settings import ConfigError, Settings, load_settings, masked_config
 
@@ -71,8 +69,6 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sandbox_command(commands)
     add_replay_command(commands)
-    add_sample_command(commands)
-    add_demo_command(commands)
     return parser
 
 

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports it implicitly only
 
-from service.local_stack import load_kafka_local
+from devkit.local_stack import load_kafka_local
 
 pytest_plugins = ["tests.processes"]  # the service and the sandbox as processes (e2e, reliability)
 

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from service.local_stack import clean_env, free_port, stop_process
+from devkit.local_stack import clean_env, free_port, stop_process
 
 FIGURES: list[str] = []
 """Figures tests measured (JSON lines); printed at the end of the session by tests/conftest.py."""

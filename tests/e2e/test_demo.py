@@ -1,4 +1,4 @@
-"""The one-command demo and produce-sample, run as a user would run them."""
+"""The one-command demo and produce-sample (``python -m devkit``), run as a user would run them."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from service.local_stack import clean_env
+from devkit.local_stack import clean_env
 from tests.processes import TopicsFactory, consume_all
 
 pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -34,8 +36,8 @@ def _processes_mentioning(text: str) -> list[str]:
 def test_demo_runs_everything_reports_and_leaves_nothing_behind() -> None:
     env = clean_env()
     result = subprocess.run(
-        [sys.executable, "-m", "service", "demo", "--count", "80", "--rate", "200", "--qps", "20", "--seed", "3"],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
+        [sys.executable, "-m", "devkit", "demo", "--count", "80", "--rate", "200", "--qps", "20", "--seed", "3"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=REPO, check=False,
     )  # fmt: skip
     output = result.stderr
     assert result.returncode == 0, output[-3000:]
@@ -59,9 +61,9 @@ def test_produce_sample_makes_a_realistic_mix(kafka_bootstrap: str, topics: Topi
         "IMGSWEEP_KAFKA__INPUT_TOPIC": names.input,
     }
     result = subprocess.run(
-        [sys.executable, "-m", "service", "produce-sample", "--count", "400", "--seed", "5",
+        [sys.executable, "-m", "devkit", "produce-sample", "--count", "400", "--seed", "5",
          "--invalid-fraction", "0.1", "--cloudevents-fraction", "0.3"],
-        capture_output=True, text=True, timeout=120, env=env, check=True,
+        capture_output=True, text=True, timeout=120, env=env, cwd=REPO, check=True,
     )  # fmt: skip
     summary = json.loads(result.stdout)
     assert summary["produced"] == 400

@@ -404,7 +404,7 @@ def test_wheel_ships_the_package_and_the_console_script(installation: Installati
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         assert "imgsweep = service.cli:main" in wheel.read(entry_points).decode()
     assert "service/py.typed" in names
-    assert not [n for n in names if n.startswith(("tests/", "deploy/", "bench/")) or "__pycache__" in n]
+    assert not [n for n in names if n.startswith(("tests/", "deploy/", "bench/", "devkit/")) or "__pycache__" in n]
 
 
 def test_help_runs_as_the_image_would(installation: Installation, writable_tmp: Path) -> None:
@@ -413,6 +413,8 @@ def test_help_runs_as_the_image_would(installation: Installation, writable_tmp: 
     assert result.returncode == 0, result.stderr
     for command in ("run", "check-config", "sandbox"):
         assert command in result.stdout
+    for command in ("demo", "produce-sample"):  # development commands: python -m devkit, not the product
+        assert command not in result.stdout
     assert snapshot(installation.venv) == before, "the installation must not be written to (read-only root)"
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.local_stack import clean_env
+from devkit.local_stack import clean_env
 
 pytestmark = pytest.mark.integration
 

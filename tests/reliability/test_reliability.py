@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from service.local_stack import load_kafka_local
+from devkit.local_stack import load_kafka_local
 from tests.processes import (
     FIGURES,
     SECRET_KEY,

@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
+from devkit.__main__ import parser as devkit_parser
 from service.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,6 +171,16 @@ def test_imgsweep_calls_the_sandbox_it_starts(services: dict[str, dict[str, Any]
         assert env[key] == sandbox_env[key], "both sides of the demo account agree"
     assert env["IMGSWEEP_DRY_RUN"] == "false"
     assert f"http://sandbox:{sandbox_port}" in services["sample-producer"]["command"]
+
+
+def test_sample_producer_runs_the_checkouts_devkit(services: dict[str, dict[str, Any]]) -> None:
+    """The sample generator is not in the image: the checkout's devkit/ is mounted and its CLI takes the command."""
+    producer = services["sample-producer"]
+    assert producer["entrypoint"] == ["python", "-m", "devkit"]
+    assert bind_mounts(producer)[f"{producer['working_dir']}/devkit"] == REPO / "devkit"
+    assert all(volume.endswith(":ro") for volume in producer["volumes"])
+    args = devkit_parser().parse_args(producer["command"])
+    assert args.command == "produce-sample"
 
 
 def test_published_ports_are_loopback_only(services: dict[str, dict[str, Any]]) -> None:
