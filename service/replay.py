@@ -19,7 +19,7 @@ from datetime import datetime
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from service.kafka_clients import consumer_config, producer_config
+from service.kafka_clients import producer_config, reader_config
 from service.pipeline.outcomes import DLQ_HEADER_PREFIX
 from service.settings import ConfigError, Settings, load_settings
 
@@ -51,13 +51,7 @@ class ReplayFilter:
 def replay_dead_letters(settings: Settings, selection: ReplayFilter, *, dry_run: bool) -> dict[str, object]:
     """Republishes matching dead letters; returns counts by error class. Blocks until done."""
     kafka = settings.kafka
-    consumer = Consumer(
-        {
-            **consumer_config(settings),
-            "group.id": f"imgsweep-replay-{uuid.uuid4().hex[:8]}",
-            "partition.assignment.strategy": "range",
-        }
-    )
+    consumer = Consumer(reader_config(settings, f"imgsweep-replay-{uuid.uuid4().hex[:8]}"))
     producer = Producer(producer_config(settings))
     metadata = consumer.list_topics(kafka.dlq_topic, timeout=10)
     topic = metadata.topics.get(kafka.dlq_topic)

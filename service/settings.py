@@ -66,8 +66,17 @@ _RESERVED_KAFKA_PROPERTIES = {
     "enable.auto.offset.store": "none: offsets are stored only after outcomes are acknowledged",
     "enable.idempotence": "none: the producer is always idempotent",
     "acks": "none: outcomes are always published with acks=all",
-    "partition.assignment.strategy": "none: the service uses cooperative-sticky",
+    "partition.assignment.strategy": "none: the service uses cooperative-sticky (classic protocol)",
+    "group.protocol": "IMGSWEEP_KAFKA__GROUP_PROTOCOL",
+    "group.instance.id": "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID",
 }
+# Options librdkafka refuses with group.protocol=consumer (KIP-848): the broker decides them.
+_CLASSIC_ONLY_KAFKA_PROPERTIES = {
+    "session.timeout.ms": "the broker's group.consumer.session.timeout.ms",
+    "heartbeat.interval.ms": "the broker's group.consumer.heartbeat.interval.ms",
+}
+# Kafka's rule for group.instance.id (the same characters as a topic name); a pod's name always fits.
+_GROUP_INSTANCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SECRET_PROPERTY = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -96,6 +105,17 @@ class KafkaSettings(_Section):
         default="localhost:9092", min_length=1, description="Comma-separated host:port list."
     )
     group_id: str = Field(default="imgsweep", min_length=1, description="Consumer group of all replicas.")
+    group_instance_id: str | None = Field(
+        default=None,
+        description=(
+            "Static group membership (librdkafka group.instance.id), unique per replica: a replica restarted "
+            "with the same id gets its partitions back at once instead of after the session timeout."
+        ),
+    )
+    group_protocol: Literal["classic", "consumer"] = Field(
+        default="classic",
+        description="Consumer group protocol: classic (cooperative-sticky) or consumer (KIP-848, Kafka 4.0+).",
+    )
     input_topic: TopicName = "catalog.product-delisted"
     outcome_topic: TopicName = "catalog.product-image-deletions"
     dlq_topic: TopicName = "catalog.product-delisted.dlq"
@@ -126,6 +146,16 @@ class KafkaSettings(_Section):
                 raise ValueError(f"{server.strip()!r} is not host:port (e.g. kafka-0.kafka:9092)")
         return value
 
+    @field_validator("group_instance_id")
+    @classmethod
+    def _sane_instance_id(cls, value: str | None) -> str | None:
+        if value is not None and not _GROUP_INSTANCE_ID.match(value):
+            raise ValueError(
+                f"{value!r} is not a valid group instance id (1-249 characters of A-Z a-z 0-9 . _ -, unique per "
+                "replica, e.g. the pod's name; leave it unset for dynamic membership)"
+            )
+        return value
+
     @field_validator("properties")
     @classmethod
     def _no_reserved_properties(cls, value: dict[str, str]) -> dict[str, str]:
@@ -136,6 +166,22 @@ class KafkaSettings(_Section):
                     f"(use {_RESERVED_KAFKA_PROPERTIES[name]})"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _options_the_protocol_accepts(self) -> KafkaSettings:
+        if self.group_protocol == "consumer":
+            if "session_timeout_ms" in self.model_fields_set:
+                raise ValueError(
+                    "IMGSWEEP_KAFKA__SESSION_TIMEOUT_MS has no effect with group_protocol consumer (KIP-848): the "
+                    "broker's group.consumer.session.timeout.ms decides it; unset it or use group_protocol classic"
+                )
+            for name, instead in _CLASSIC_ONLY_KAFKA_PROPERTIES.items():
+                if name in self.properties:
+                    raise ValueError(
+                        f"IMGSWEEP_KAFKA__PROPERTIES: librdkafka property {name!r} is refused with group_protocol "
+                        f"consumer (KIP-848): {instead} decides it; remove it or use group_protocol classic"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:

@@ -1,0 +1,115 @@
+"""librdkafka's configuration: group membership (static or dynamic) and the group protocol (classic or KIP-848)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from service.kafka_clients import consumer_config, reader_config
+from service.settings import ConfigError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(__import__("os").environ):
+        if name.upper().startswith("IMGSWEEP_"):
+            monkeypatch.delenv(name)
+    empty = tmp_path / "no-secrets"
+    empty.mkdir()
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(empty))
+
+
+def config_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
+    for name, value in env.items():
+        monkeypatch.setenv(f"IMGSWEEP_{name}", value)
+    return consumer_config(load_settings())
+
+
+def librdkafka_accepts(config: dict[str, Any]) -> None:
+    """librdkafka checks the configuration when the consumer is created (it refuses classic-only options
+    with group.protocol=consumer); nothing listens on port 1, and the consumer is closed at once."""
+    consumer = Consumer({**config, "bootstrap.servers": "127.0.0.1:1"})
+    consumer.close()
+
+
+def test_by_default_a_dynamic_member_of_a_classic_cooperative_sticky_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = config_from(monkeypatch)
+    assert "group.instance.id" not in config
+    assert config["group.protocol"] == "classic"
+    assert config["partition.assignment.strategy"] == "cooperative-sticky"
+    assert config["session.timeout.ms"] == 45_000
+    librdkafka_accepts(config)
+
+
+def test_the_instance_id_makes_a_static_member(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = config_from(monkeypatch, KAFKA__GROUP_INSTANCE_ID="imgsweep-7d9f8b6c4-x2x7q")
+    assert config["group.instance.id"] == "imgsweep-7d9f8b6c4-x2x7q"
+    librdkafka_accepts(config)
+
+
+def test_the_consumer_protocol_leaves_assignment_and_session_to_the_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = config_from(monkeypatch, KAFKA__GROUP_PROTOCOL="consumer", KAFKA__GROUP_INSTANCE_ID="imgsweep-0")
+    assert config["group.protocol"] == "consumer"
+    assert config["group.instance.id"] == "imgsweep-0"
+    for refused in ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"):
+        assert refused not in config
+    librdkafka_accepts(config)
+
+
+def test_the_same_options_would_make_librdkafka_refuse_the_consumer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above is worth something only if librdkafka really refuses them."""
+    config = config_from(monkeypatch, KAFKA__GROUP_PROTOCOL="consumer")
+    with pytest.raises(Exception, match=r"`session\.timeout\.ms` is not supported for `group\.protocol=consumer`"):
+        librdkafka_accepts({**config, "session.timeout.ms": 45_000})
+
+
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_replay_reads_without_joining_the_services_group(monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
+    monkeypatch.setenv("IMGSWEEP_KAFKA__GROUP_PROTOCOL", protocol)
+    monkeypatch.setenv("IMGSWEEP_KAFKA__GROUP_INSTANCE_ID", "imgsweep-0")
+    config = reader_config(load_settings(), "imgsweep-replay-1")
+    assert config["group.id"] == "imgsweep-replay-1"
+    assert "group.instance.id" not in config
+    assert "group.protocol" not in config
+    assert config["enable.auto.commit"] is False
+    librdkafka_accepts(config)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"KAFKA__GROUP_INSTANCE_ID": ""}, "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID: '' is not a valid group instance id"),
+        ({"KAFKA__GROUP_INSTANCE_ID": "pod 1"}, "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID: 'pod 1' is not a valid group"),
+        ({"KAFKA__GROUP_INSTANCE_ID": "pod/1"}, "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID: 'pod/1' is not a valid group"),
+        ({"KAFKA__GROUP_INSTANCE_ID": "x" * 250}, "1-249 characters"),
+        ({"KAFKA__GROUP_PROTOCOL": "eager"}, "IMGSWEEP_KAFKA__GROUP_PROTOCOL: Input should be 'classic' or 'consumer'"),
+        (
+            {"KAFKA__GROUP_PROTOCOL": "consumer", "KAFKA__SESSION_TIMEOUT_MS": "10000"},
+            "IMGSWEEP_KAFKA__SESSION_TIMEOUT_MS has no effect with group_protocol consumer",
+        ),
+        (
+            {"KAFKA__GROUP_PROTOCOL": "consumer", "KAFKA__PROPERTIES": json.dumps({"heartbeat.interval.ms": "1000"})},
+            "IMGSWEEP_KAFKA__PROPERTIES: librdkafka property 'heartbeat.interval.ms' is refused",
+        ),
+        ({"KAFKA__PROPERTIES": json.dumps({"group.instance.id": "a"})}, "use IMGSWEEP_KAFKA__GROUP_INSTANCE_ID"),
+        ({"KAFKA__PROPERTIES": json.dumps({"group.protocol": "consumer"})}, "use IMGSWEEP_KAFKA__GROUP_PROTOCOL"),
+    ],
+)
+def test_bad_membership_settings_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(f"IMGSWEEP_{name}", value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert expected in str(raised.value)
+
+
+def test_a_pods_name_is_a_valid_instance_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pod names are DNS-1123 subdomains (lower-case letters, digits, '-' and '.'): all of them pass."""
+    monkeypatch.setenv("IMGSWEEP_KAFKA__GROUP_INSTANCE_ID", "imgsweep-0.worker")
+    assert load_settings().kafka.group_instance_id == "imgsweep-0.worker"
