@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 from collections.abc import Callable, Sequence
 
@@ -22,26 +23,60 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = _settings_or_exit(require_credentials=args.require_credentials)
     json.dump(masked_config(settings), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")
+    if args.probe:
+        from service.kafka_preflight import probe_brokers  # noqa: PLC0415 - only this path needs it
+
+        result = probe_brokers(settings, timeout=args.probe_timeout)
+        for problem in result.problems:
+            print(f"imgsweep: {problem}", file=sys.stderr)
+        if result.problems:
+            return EXIT_CONFIG
+        print(
+            f"{result.brokers} broker(s) answered; topics {settings.kafka.input_topic}, "
+            f"{settings.kafka.outcome_topic} and {settings.kafka.dlq_topic} exist",
+            file=sys.stderr,
+        )
     print("configuration is valid", file=sys.stderr)
     return EXIT_OK
 
 
 def _run(_args: argparse.Namespace) -> int:
     settings = _settings_or_exit(require_credentials=True)
+    _http_endpoint_or_exit(settings)
     from service.app import run_service  # noqa: PLC0415 - keeps `--help` and check-config light
 
     return run_service(settings)
 
 
 def _settings_or_exit(*, require_credentials: bool) -> Settings:
+    """The settings, checked as far as they can be without connecting; exit 2 with one line per problem."""
+    from service.kafka_preflight import check_librdkafka_config  # noqa: PLC0415 - loads librdkafka
+
     try:
         settings = load_settings()
         if require_credentials:
             settings.require_credentials()
+        warnings = check_librdkafka_config(settings)
     except ConfigError as error:
         print(f"imgsweep: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+    for warning in warnings:
+        print(f"imgsweep: warning: librdkafka: {warning}", file=sys.stderr)
     return settings
+
+
+def _http_endpoint_or_exit(settings: Settings) -> None:
+    """A host that does not resolve or a port in use is a configuration error, not a traceback later."""
+    host, port = settings.http.host, settings.http.port
+    try:
+        socket.create_server((host, port)).close()  # SO_REUSEADDR, as the health server binds
+    except OSError as error:
+        print(
+            f"imgsweep: IMGSWEEP_HTTP__HOST / IMGSWEEP_HTTP__PORT: cannot listen on {host}:{port} "
+            f"({error.strerror or error})",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_CONFIG) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +99,18 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also fail when the API keys are missing and dry-run is off (default: on)",
+    )
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also connect: check that the brokers answer and the input, outcome and dead-letter topics exist",
+    )
+    check.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long --probe waits for the brokers (default: 10)",
     )
     check.set_defaults(handler=_check_config)
 

@@ -8,6 +8,7 @@ setting, what is wrong and what is allowed; nothing later re-checks configuratio
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import time, timedelta, timezone
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     HttpUrl,
@@ -78,11 +80,36 @@ _CLASSIC_ONLY_KAFKA_PROPERTIES = {
 # Kafka's rule for group.instance.id (the same characters as a topic name); a pod's name always fits.
 _GROUP_INSTANCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SECRET_PROPERTY = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
+# Settings whose raw value is never echoed in an error: they may carry TLS/SASL secrets as plain strings.
+_NEVER_SHOWN = {"IMGSWEEP_KAFKA__PROPERTIES"}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 class ConfigError(Exception):
     """The configuration is invalid; the message says which setting, what is wrong and what is allowed."""
+
+
+def _json(expected: str) -> BeforeValidator:
+    """Parses a JSON setting here rather than in pydantic-settings, so an error names its variable.
+
+    pydantic-settings reports a JSON error as one about the whole section ("kafka"), without the variable;
+    with decoding turned off at the source (``enable_decoding=False``) the text arrives here and a bad one
+    becomes an ordinary validation error at the setting's own location.
+    """
+
+    def parse(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"is not valid JSON ({error.msg} at character {error.pos}); expected {expected}") from None
+
+    return BeforeValidator(parse)
+
+
+_JSON_OBJECT_OF_STRINGS = 'a JSON object of strings, e.g. {"security.protocol": "SASL_SSL"}'
+_JSON_ARRAY_OF_STRINGS = 'a JSON array of strings, e.g. ["NO_AVAILABLE_FEATURE", "NO_RELATIVE_IMAGE"]'
 
 
 def _topic_name(value: str) -> str:
@@ -121,7 +148,7 @@ class KafkaSettings(_Section):
     dlq_topic: TopicName = "catalog.product-delisted.dlq"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    properties: dict[str, str] = Field(
+    properties: Annotated[dict[str, str], _json(_JSON_OBJECT_OF_STRINGS)] = Field(
         default_factory=dict,
         repr=False,  # may hold TLS/SASL secrets as plain strings
         description=(
@@ -228,11 +255,13 @@ class ApiSettings(_Section):
     max_elapsed_seconds: float = Field(default=600.0, gt=0, description="Time budget of one call's retries.")
     backoff_initial_seconds: float = Field(default=0.5, gt=0)
     backoff_max_seconds: float = Field(default=30.0, gt=0)
-    absent_reasons: frozenset[str] = Field(
+    absent_reasons: Annotated[frozenset[str], _json(_JSON_ARRAY_OF_STRINGS)] = Field(
         default=frozenset({"NO_AVAILABLE_FEATURE", "NO_RELATIVE_IMAGE"}),
         description="failed_list reasons meaning the image is not in the collection (the goal holds).",
     )
-    retryable_item_reasons: frozenset[str] = Field(default=frozenset({"DELETE_IMAGE_ERROR", "INTERNAL_SERVER_ERROR"}))
+    retryable_item_reasons: Annotated[frozenset[str], _json(_JSON_ARRAY_OF_STRINGS)] = Field(
+        default=frozenset({"DELETE_IMAGE_ERROR", "INTERNAL_SERVER_ERROR"})
+    )
     quota_reset_utc_offset: Annotated[str, AfterValidator(_utc_offset)] = Field(
         default="+08:00", description="Time zone of the daily quota reset (China Standard Time)."
     )
@@ -308,6 +337,7 @@ class Settings(BaseSettings):
         case_sensitive=False,
         extra="forbid",
         frozen=True,
+        enable_decoding=False,  # JSON settings are parsed by their fields (_json), so errors name them
     )
 
     kafka: KafkaSettings = KafkaSettings()
@@ -363,7 +393,15 @@ def _describe(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "is not a known setting (check the spelling against the README's configuration table)"
-        shown = "" if _is_secret_name(name) or item["type"] == "extra_forbidden" else _short(item.get("input"))
+        elif item["type"] == "model_type":  # e.g. IMGSWEEP_KAFKA='{...}': a section is set one setting at a time
+            message = f"is a section, not a setting: set its settings one by one as {name}__<NAME> (README)"
+        elif len(item["loc"]) > 2 and isinstance(item["loc"][2], str):  # a key of a JSON object setting
+            message = f"key {item['loc'][2]!r}: {message}"
+        elif item["type"] in {"dict_type", "frozen_set_type"}:  # JSON, but not the shape the setting takes
+            expected = _JSON_OBJECT_OF_STRINGS if item["type"] == "dict_type" else _JSON_ARRAY_OF_STRINGS
+            message = f"{message}; expected {expected}"
+        hidden = _is_secret_name(name) or name in _NEVER_SHOWN or item["type"] in {"extra_forbidden", "model_type"}
+        shown = "" if hidden else _short(item.get("input"))
         lines.append(f"  {name}: {message}{shown}")
     return "invalid configuration:\n" + "\n".join(lines)
 
@@ -418,7 +456,9 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
     except SettingsError as error:  # e.g. an unreadable or oversized secrets directory
-        raise ConfigError(f"{SECRETS_DIR_ENV}={secrets_dir}: {error}") from None
+        cause = f" ({error.__cause__})" if error.__cause__ else ""
+        where = f"{SECRETS_DIR_ENV}={secrets_dir}" if secrets_dir is not None else "the environment"
+        raise ConfigError(f"{where}: {error}{cause}") from None
 
 
 def masked_config(settings: Settings) -> dict[str, Any]:

@@ -1,0 +1,167 @@
+"""Checks of the Kafka configuration before anything runs: librdkafka's own validation, and the probe.
+
+librdkafka checks every property's name and value, and loads the TLS files it is given, when a client is
+created. Building the service's consumer and producer from its configuration (without bootstrap servers, so
+nothing connects) and closing them at once turns a misspelt or invalid property into one line naming it, at
+start-up and in ``check-config``, instead of a traceback from the running service.
+
+The probe (``check-config --probe``) does connect: it asks the brokers for their metadata with the
+consumer's configuration (the same security settings the service uses) and says which of the three topics
+is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+
+from service.kafka_clients import consumer_config, producer_config
+from service.settings import ConfigError, Settings
+
+__all__ = ["ProbeResult", "check_librdkafka_config", "probe_brokers"]
+
+# Files librdkafka reads when a client is created; a missing one gets librdkafka's bare "BIO lib" error.
+_FILE_PROPERTIES = (
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.keystore.location",
+    "ssl.crl.location",
+)
+_PROPERTY_IN_MESSAGE = re.compile(r"\b[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+\b")  # bogus.prop, ssl.key.pem
+_LOG_PREFIX = re.compile(r"^\S+ \[[^\]]*\] \[[^\]]*\]: ")  # "CONFWARN [client#consumer-1] [thrd:app]: "
+_SECRET_NAME = re.compile(r"(password|secret|token|key\.pem|\.pem$)")
+_MASK = "**********"
+
+
+class _Collected(logging.Handler):
+    """librdkafka's log lines, kept instead of written to stderr around the service's own output."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _quiet_logger() -> tuple[logging.Logger, _Collected]:
+    logger = logging.Logger("imgsweep.librdkafka-check")  # not registered: never reaches the root logger
+    collected = _Collected()
+    logger.addHandler(collected)
+    return logger, collected
+
+
+def check_librdkafka_config(settings: Settings) -> list[str]:
+    """Raises ConfigError naming the first property librdkafka refuses; returns its configuration warnings.
+
+    Never blocks on the network: the clients are built without bootstrap servers and closed at once.
+    """
+    _check_files(settings)
+    logger, collected = _quiet_logger()
+    builds: list[tuple[str, type[Consumer] | type[Producer], dict[str, Any]]] = [
+        ("consumer", Consumer, consumer_config(settings, logger=logger)),
+        ("producer", Producer, producer_config(settings, logger=logger)),
+    ]
+    for _, client_type, config in builds:
+        config.pop("bootstrap.servers", None)  # validate only: no connection
+        try:
+            client = client_type(config)
+        except KafkaException as error:
+            raise ConfigError(_refusal(settings, error)) from None
+        client.close()
+    warnings = {
+        _LOG_PREFIX.sub("", line) for line in collected.lines if "CONFWARN" in line and "bootstrap.servers" not in line
+    }
+    return sorted(_masked(settings, line) for line in warnings)
+
+
+def _check_files(settings: Settings) -> None:
+    properties = settings.kafka.librdkafka_common()
+    for name in _FILE_PROPERTIES:
+        path = properties.get(name)
+        if path is None or (name == "ssl.ca.location" and path == "probe"):
+            continue
+        if not os.path.exists(path):
+            problem = "does not exist"
+        elif not os.access(path, os.R_OK):
+            problem = "cannot be read by this user"
+        else:
+            continue
+        raise ConfigError(
+            f"{_carrier(settings, name)}: librdkafka property {name!r}: {path} {problem} "
+            "(on Kubernetes: mount the Secret with extraVolumes and extraVolumeMounts)"
+        )
+
+
+def _refusal(settings: Settings, error: KafkaException) -> str:
+    kafka_error: KafkaError = error.args[0]
+    text = _masked(settings, kafka_error.str())
+    match = _PROPERTY_IN_MESSAGE.search(text)
+    where = _carrier(settings, match.group(0)) if match else "IMGSWEEP_KAFKA__PROPERTIES"
+    return f"{where}: librdkafka refuses the configuration: {text}"
+
+
+def _carrier(settings: Settings, name: str) -> str:
+    """The variable a librdkafka property came from, as far as it can be told."""
+    if name in {"sasl.username", "sasl.password"} and name not in settings.kafka.properties:
+        return f"IMGSWEEP_KAFKA__{name.replace('.', '_').upper()}"
+    return "IMGSWEEP_KAFKA__PROPERTIES"  # what is not there is most likely an alias of a property set there
+
+
+def _masked(settings: Settings, text: str) -> str:
+    secrets = [value for name, value in settings.kafka.librdkafka_common().items() if _SECRET_NAME.search(name)]
+    for value in secrets:
+        if isinstance(value, str) and value:
+            text = text.replace(value, _MASK)
+    return text
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    brokers: int
+    problems: list[str]
+
+
+def probe_brokers(settings: Settings, timeout: float) -> ProbeResult:
+    """Asks the brokers for their topics with the service's consumer configuration; blocks up to `timeout`.
+
+    A problem names the setting to fix: the bootstrap servers when no broker answered, or each of the
+    three topics that the brokers do not know (or that this user may not describe).
+    """
+    kafka = settings.kafka
+    logger, collected = _quiet_logger()
+    errors: list[str] = []
+    consumer = Consumer(consumer_config(settings, logger=logger, error_cb=lambda e: errors.append(e.str())))
+    try:
+        metadata = consumer.list_topics(timeout=timeout)
+    except KafkaException as error:
+        consumer.poll(0)  # serves the error callback, so the reason is known
+        reasons = [*errors, *(line for line in collected.lines if "FAIL" in line), error.args[0].str()]
+        return ProbeResult(
+            0,
+            [
+                f"IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS: no broker at {kafka.bootstrap_servers} answered within "
+                f"{timeout:g} s ({_masked(settings, reasons[0])})"
+            ],
+        )
+    finally:
+        consumer.close()
+    problems = []
+    for variable, topic in (
+        ("IMGSWEEP_KAFKA__INPUT_TOPIC", kafka.input_topic),
+        ("IMGSWEEP_KAFKA__OUTCOME_TOPIC", kafka.outcome_topic),
+        ("IMGSWEEP_KAFKA__DLQ_TOPIC", kafka.dlq_topic),
+    ):
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            problems.append(
+                f"{variable}: topic {topic!r} does not exist on the brokers at {kafka.bootstrap_servers} "
+                "(or this user may not describe it): create it, or set the right name"
+            )
+    return ProbeResult(len(metadata.brokers), problems)

@@ -1,0 +1,187 @@
+"""Configuration errors as an operator meets them: the CLI as its own process, exit 2, one line naming the setting.
+
+`check-config` and `run` read the same settings and run the same librdkafka validation; `run` must never
+print a traceback for a bad configuration. `check-config --probe` asks the real broker for its topics.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+EXIT_CONFIG = 2
+SECRET = "hunter2-do-not-print"
+
+
+def imgsweep(secrets_dir: Path, *args: str, settings: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m service ARGS` with only the given IMGSWEEP_* settings (dry-run, no secrets files)."""
+    env = {name: value for name, value in os.environ.items() if not name.upper().startswith("IMGSWEEP_")}
+    env |= {"IMGSWEEP_SECRETS_DIR": str(secrets_dir), "IMGSWEEP_DRY_RUN": "true"}
+    env |= {f"IMGSWEEP_{name}": value for name, value in (settings or {}).items()}
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> Path:
+    empty = tmp_path / "secrets"
+    empty.mkdir()
+    return empty
+
+
+BAD_SETTINGS = {
+    "properties not JSON": (
+        {"KAFKA__PROPERTIES": "{bad"},
+        "IMGSWEEP_KAFKA__PROPERTIES: is not valid JSON",
+        'expected a JSON object of strings, e.g. {"security.protocol": "SASL_SSL"}',
+    ),
+    "a list setting given as a bare word": (
+        {"API__ABSENT_REASONS": "NO_RELATIVE_IMAGE"},
+        "IMGSWEEP_API__ABSENT_REASONS: is not valid JSON",
+        'expected a JSON array of strings, e.g. ["NO_AVAILABLE_FEATURE", "NO_RELATIVE_IMAGE"]',
+    ),
+    "JSON of the wrong shape": (
+        {"API__RETRYABLE_ITEM_REASONS": '{"DELETE_IMAGE_ERROR": true}'},
+        "IMGSWEEP_API__RETRYABLE_ITEM_REASONS: Input should be a valid frozenset",
+        "expected a JSON array of strings",
+    ),
+    "a property value that is not a string": (
+        {"KAFKA__PROPERTIES": '{"linger.ms": 5}'},
+        "IMGSWEEP_KAFKA__PROPERTIES: key 'linger.ms': Input should be a valid string",
+        "",
+    ),
+    "a section set as a whole": (
+        {"KAFKA": '{"group_id": "x"}'},
+        "IMGSWEEP_KAFKA: is a section, not a setting",
+        "IMGSWEEP_KAFKA__<NAME>",
+    ),
+    "a misspelt librdkafka property": (
+        {"KAFKA__PROPERTIES": '{"sesion.timeout.ms": "45000"}'},
+        "IMGSWEEP_KAFKA__PROPERTIES: librdkafka refuses the configuration",
+        'No such configuration property: "sesion.timeout.ms"',
+    ),
+    "an invalid librdkafka value": (
+        {"KAFKA__PROPERTIES": '{"compression.type": "brotli"}'},
+        "IMGSWEEP_KAFKA__PROPERTIES: librdkafka refuses the configuration",
+        '"compression.codec"',  # librdkafka names the property behind the alias
+    ),
+    "a TLS file that is not there": (
+        {"KAFKA__PROPERTIES": '{"security.protocol": "SSL", "ssl.ca.location": "/nonexistent/ca.crt"}'},
+        "IMGSWEEP_KAFKA__PROPERTIES: librdkafka property 'ssl.ca.location': /nonexistent/ca.crt does not exist",
+        "extraVolumes",
+    ),
+    "SASL without credentials": (
+        {"KAFKA__PROPERTIES": '{"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}'},
+        "IMGSWEEP_KAFKA__SASL_USERNAME: librdkafka refuses the configuration",
+        "sasl.username and sasl.password must be set",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize(("settings", "named", "expected"), BAD_SETTINGS.values(), ids=BAD_SETTINGS.keys())
+def test_a_bad_setting_exits_2_with_a_line_naming_it(
+    secrets_dir: Path, command: str, settings: dict[str, str], named: str, expected: str
+) -> None:
+    result = imgsweep(secrets_dir, command, settings=settings)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert named in result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "IMGSWEEP_SECRETS_DIR" not in result.stderr  # the old message blamed the secrets directory
+    problem_lines = [line for line in result.stderr.splitlines() if "IMGSWEEP_" in line]
+    assert len(problem_lines) == 1, result.stderr
+    assert result.stdout == ""  # nothing printed as if valid
+
+
+def test_the_working_configuration_passes_both_checks(secrets_dir: Path) -> None:
+    result = imgsweep(
+        secrets_dir,
+        "check-config",
+        settings={
+            "KAFKA__PROPERTIES": '{"linger.ms": "7", "compression.type": "zstd"}',
+            "API__ABSENT_REASONS": '["NO_RELATIVE_IMAGE"]',
+        },
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "configuration is valid"
+    assert '"linger.ms": "7"' in result.stdout
+
+
+def test_secret_values_never_appear_in_configuration_errors(secrets_dir: Path) -> None:
+    broken_json = f'{{"sasl.password": "{SECRET}", "security.protocol": "SASL_SSL"'
+    refused = f'{{"sasl.password": "{SECRET}", "ssl.key.pem": "{SECRET}", "security.protocol": "SSL"}}'
+    for properties in (broken_json, refused):
+        result = imgsweep(secrets_dir, "check-config", settings={"KAFKA__PROPERTIES": properties})
+        assert result.returncode == EXIT_CONFIG, result.stderr
+        assert "IMGSWEEP_KAFKA__PROPERTIES" in result.stderr
+        assert SECRET not in result.stderr + result.stdout
+
+
+def test_run_refuses_an_http_port_it_cannot_listen_on(secrets_dir: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = imgsweep(secrets_dir, "run", settings={"HTTP__HOST": "127.0.0.1", "HTTP__PORT": str(port)})
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert f"IMGSWEEP_HTTP__HOST / IMGSWEEP_HTTP__PORT: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- --probe against the real broker
+
+
+@pytest.mark.integration
+def test_probe_passes_when_the_brokers_answer_and_the_three_topics_exist(
+    kafka_bootstrap: str, new_topic: Callable[..., str], secrets_dir: Path
+) -> None:
+    names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
+    result = imgsweep(
+        secrets_dir, "check-config", "--probe", settings={"KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "broker(s) answered" in result.stderr
+    assert all(topic in result.stderr for topic in names.values())
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("missing", ["KAFKA__INPUT_TOPIC", "KAFKA__OUTCOME_TOPIC", "KAFKA__DLQ_TOPIC"])
+def test_probe_names_the_missing_topic(
+    kafka_bootstrap: str, new_topic: Callable[..., str], secrets_dir: Path, missing: str
+) -> None:
+    names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
+    names[missing] = "it-never-created-" + missing.lower().replace("_", "-")
+    result = imgsweep(
+        secrets_dir, "check-config", "--probe", settings={"KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
+    )
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    problems = [line for line in result.stderr.splitlines() if line.startswith("imgsweep: ")]
+    assert problems == [
+        f"imgsweep: IMGSWEEP_{missing}: topic {names[missing]!r} does not exist on the brokers at {kafka_bootstrap} "
+        "(or this user may not describe it): create it, or set the right name"
+    ]
+
+
+def test_probe_names_the_bootstrap_servers_when_no_broker_answers(secrets_dir: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as bound:  # a port nothing accepts on
+        port = bound.getsockname()[1]
+    result = imgsweep(
+        secrets_dir,
+        "check-config",
+        "--probe",
+        "--probe-timeout",
+        "2",
+        settings={"KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"},
+    )
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert f"IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS: no broker at 127.0.0.1:{port} answered within 2 s" in result.stderr
+    assert "Connection refused" in result.stderr
+    assert "%3|" not in result.stderr  # librdkafka's own log lines stay out of the output
