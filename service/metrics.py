@@ -25,6 +25,9 @@ from service.api.classify import (
     SUCCESS,
     TRANSIENT_CODES,
 )
+from service.api.models import ItemStatus
+from service.pipeline.batcher import FlushReason
+from service.pipeline.reasons import DeadLetterReason, OutcomeStatus, SkipReason
 
 __all__ = ["API_CODES", "IMAGE_REASONS", "Metrics"]
 
@@ -54,10 +57,6 @@ IMAGE_REASONS: Final = (
     "dry_run",
     OTHER,
 )
-IMAGE_STATUSES: Final = ("deleted", "absent", "failed")
-OUTCOME_STATUSES: Final = ("deleted", "partially_deleted", "failed")
-FLUSH_REASONS: Final = ("size", "bytes", "linger", "shutdown")
-DEAD_LETTER_REASONS: Final = ("invalid_event", "retries_exhausted")
 
 
 def _bounded(value: str, known: Iterable[str]) -> str:
@@ -148,14 +147,26 @@ class Metrics:
             registry=r,
         )
         self.commits = Counter("imgsweep_offset_commits", "Offset commits sent.", registry=r)
+        self.events_skipped = Counter(
+            "imgsweep_events_skipped",
+            "Input records committed without a call or an outcome, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.offset_metadata_truncated = Gauge(
+            "imgsweep_offset_metadata_dropped_offsets",
+            "Finished offsets above the commit watermark left out of the commit's metadata (it did not fit); "
+            "a new owner would process them again.",
+            registry=r,
+        )
         self._initialise_labels()
 
     def _initialise_labels(self) -> None:
         for error_class in self._error_classes:
             self.invalid_events.labels(error_class)
-        for status in OUTCOME_STATUSES:
-            self.outcomes.labels(status)
-        for status in IMAGE_STATUSES:
+        for outcome in OutcomeStatus:
+            self.outcomes.labels(outcome)
+        for status in ItemStatus:
             self.images.labels(status, "none")
         for reason in IMAGE_REASONS:
             self.images.labels("failed", reason)
@@ -164,10 +175,12 @@ class Metrics:
         for code in API_CODES:
             self.api_calls.labels(code)
             self.retries.labels(code)
-        for reason in FLUSH_REASONS:
-            self.batch_flushes.labels(reason)
-        for reason in DEAD_LETTER_REASONS:
-            self.dead_letters.labels(reason)
+        for flush in FlushReason:
+            self.batch_flushes.labels(flush)
+        for dead_letter in DeadLetterReason:
+            self.dead_letters.labels(dead_letter)
+        for skip in SkipReason:
+            self.events_skipped.labels(skip)
 
     # The API client's observer interface (service.api.client.CallObserver).
     def call_finished(self, code: str, seconds: float, items: int) -> None:

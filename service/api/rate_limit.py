@@ -17,9 +17,10 @@ replica's share of it).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from service.api.errors import CallAbandoned
@@ -90,6 +91,7 @@ class RateLimiter:
         self._next_slot = clock()
         self._sending = False
         self._last_sent: float | None = None
+        self._granted = threading.local()
 
     @property
     def rate(self) -> float:
@@ -119,11 +121,50 @@ class RateLimiter:
             self._next_slot = slot + self._spacing()
             return slot - now
 
+    def try_acquire(self) -> SendSlot | None:
+        """A slot to send now, or None when a caller would have to wait (the pace, another send). Never blocks.
+
+        The poll loop takes a call's first slot this way, so a batch leaves the batcher only when its call can
+        start; ``granted`` hands the slot to the worker thread that makes the call.
+        """
+        with self._lock:
+            now = self._clock()
+            if self._sending or self._next_slot > now:
+                return None
+            if self._last_sent is not None and self._last_sent + self._spacing() > now:
+                return None
+            self._next_slot = now + self._spacing()
+            self._sending = True
+        return SendSlot(self._finish_send, 0.0)
+
+    def seconds_until_free(self) -> float:
+        """How long until ``try_acquire`` could succeed, if nobody else takes the slot (a guess while sending)."""
+        with self._lock:
+            now = self._clock()
+            if self._sending:
+                return self._spacing()
+            after_last = self._last_sent + self._spacing() - now if self._last_sent is not None else 0.0
+            return max(0.0, self._next_slot - now, after_last)
+
+    @contextlib.contextmanager
+    def granted(self, slot: SendSlot) -> Iterator[None]:
+        """Within this block, this thread's first ``acquire`` returns ``slot`` at once; unused, it is released."""
+        self._granted.slot = slot
+        try:
+            yield
+        finally:
+            self._granted.slot = None
+            slot.release()
+
     def acquire(self, stop: threading.Event) -> SendSlot:
         """Blocks until this caller may send; the slot says how long it waited and takes the send reports.
 
         Raises CallAbandoned if ``stop`` is set while waiting (shutdown), so no call starts after it.
         """
+        granted: SendSlot | None = getattr(self._granted, "slot", None)
+        if granted is not None:
+            self._granted.slot = None
+            return granted
         started = self._clock()
         delay = self.reserve()
         if delay > 0 and stop.wait(delay):

@@ -7,6 +7,7 @@ worker fills up instead of going out half empty. Batches are handed out oldest f
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import re
@@ -77,6 +78,7 @@ class ReadyBatch(Generic[W]):
     attempts: dict[DeleteItem, int]
     flush_reason: FlushReason
     created_at: float
+    sequence: int
 
 
 class Batcher(Generic[W]):
@@ -144,8 +146,20 @@ class Batcher(Generic[W]):
                 attempts=batch.attempts,
                 flush_reason=reason,
                 created_at=batch.created_at,
+                sequence=batch.sequence,
             )
         return None
+
+    def put_back(self, ready: ReadyBatch[W]) -> None:
+        """Returns a batch just taken that could not be sent after all, in its place; an open one grows again."""
+        collection = ready.batch.collection
+        full = ready.flush_reason if ready.flush_reason in (FlushReason.SIZE, FlushReason.BYTES) else None
+        size = body_overhead(collection) + sum(item_bytes(item) for item in ready.waiters)
+        batch = _OpenBatch(collection, ready.created_at, ready.sequence, size, ready.waiters, ready.attempts, full)
+        bisect.insort(self._batches, batch, key=lambda open_batch: open_batch.sequence)
+        if full is None and collection not in self._open:
+            self._open[collection] = batch
+        self._items += len(ready.waiters)
 
     def seconds_until_due(self, now: float) -> float | None:
         """How long until some batch is ready by linger (0 if one is ready now); None if nothing is queued."""

@@ -19,7 +19,6 @@ class PartitionOffsets:
         # offset -> acknowledgements still awaited; _UNPUBLISHED until the event's records are produced.
         self._open: OrderedDict[int, int] = OrderedDict()
         self._committable: int | None = None
-        self._highest_published: int | None = None
 
     def track(self, offset: int) -> None:
         """An event was consumed at ``offset``; offsets arrive in increasing order within a partition."""
@@ -32,8 +31,6 @@ class PartitionOffsets:
         if self._open.get(offset) != _UNPUBLISHED:
             raise ValueError(f"offset {offset} is not awaiting publication")
         self._open[offset] = records
-        if self._highest_published is None or offset > self._highest_published:
-            self._highest_published = offset
         self._advance()
 
     def acknowledged(self, offset: int) -> None:
@@ -56,22 +53,15 @@ class PartitionOffsets:
         """The offset to commit (next to read, Kafka's convention), or None if nothing finished yet."""
         return self._committable
 
+    def low_watermark(self) -> int | None:
+        """Where a new owner must start: the first unfinished offset, else the committable one (None if neither)."""
+        if self._open:
+            return next(iter(self._open))
+        return self._committable
+
+    def finished_above_watermark(self) -> list[int]:
+        """Offsets whose records are all acknowledged but that an unfinished offset below holds back."""
+        return [offset for offset, remaining in self._open.items() if remaining == 0]
+
     def outstanding(self) -> int:
         return len(self._open)
-
-    def highest_published(self) -> int | None:
-        """The highest offset whose records were handed to the producer (None if none yet)."""
-        return self._highest_published
-
-    def unpublished_at_or_below(self, offset: int) -> bool:
-        """Whether an event at or below ``offset`` still awaits publication: a gap the watermark cannot pass."""
-        return any(remaining == _UNPUBLISHED for tracked, remaining in self._open.items() if tracked <= offset)
-
-    def is_next_to_publish(self, offset: int) -> bool:
-        """Whether every event before ``offset`` is published, so publishing it leaves no gap."""
-        for tracked, remaining in self._open.items():
-            if tracked >= offset:
-                return True
-            if remaining == _UNPUBLISHED:
-                return False
-        return True

@@ -8,9 +8,11 @@ from datetime import datetime
 from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.pipeline.events import DelistEvent
 
-__all__ = ["RETRIES_EXHAUSTED", "Headers", "PendingEvent", "SourceRecord"]
+__all__ = ["INTERNAL_ERROR", "RETRIES_EXHAUSTED", "Headers", "PendingEvent", "SourceRecord"]
 
 RETRIES_EXHAUSTED = "retries_exhausted"
+INTERNAL_ERROR = "internal_error"
+_DEAD_LETTERED = frozenset((RETRIES_EXHAUSTED, INTERNAL_ERROR))
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -46,8 +48,8 @@ class PendingEvent:
 
     def decide(self, result: ItemResult) -> None:
         self.results[result.item.image_id] = result
-        if result.status is ItemStatus.FAILED and result.reason == RETRIES_EXHAUSTED:
-            self.dead_letter_reason = RETRIES_EXHAUSTED
+        if result.status is ItemStatus.FAILED and result.reason in _DEAD_LETTERED:
+            self.dead_letter_reason = result.reason
 
     def took_part(self, *, attempts: int, api_calls: int) -> None:
         """Once per batch the event had images in: the calls it cost and the tries it took."""

@@ -1,8 +1,10 @@
-"""The poll loop's bookkeeping with in-memory Kafka stand-ins and hand-resolved calls: no broker, no threads.
+"""The wired pipeline with in-memory Kafka stand-ins and hand-resolved calls: no broker, no worker threads.
 
 What only this level can show precisely: offsets never run ahead of outcomes when calls finish out of
-order, lost partitions are never committed, revoked ones commit their finished prefix, late results of
-abandoned events are ignored, and the fatal and quota states stop dispatching and pause consumption.
+order, finished offsets above the watermark travel in the commit's metadata and a new owner skips them, lost
+partitions are never committed, revoked ones commit their finished prefix, late results of abandoned events
+are ignored, a batch stays in the batcher until a call can start, backpressure refuses records without losing
+them, and the fatal and quota states stop calling and pause consumption.
 """
 
 from __future__ import annotations
@@ -15,117 +17,33 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
 
 from service.api.errors import FatalApiError
 from service.api.models import BatchResult, DeleteBatch, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
-from service.api.rate_limit import RateLimiter
+from service.api.rate_limit import RateLimiter, SendSlot
 from service.health import HealthState
 from service.metrics import Metrics
+from service.pipeline.offset_metadata import decode_done
 from service.pipeline.processor import Pipeline
-from service.settings import ApiSettings, BatchSettings, Settings
+from service.settings import Settings
+from tests.support.kafka import FakeConsumer, FakeMessage, FakeProducer
 
 TOPIC = "catalog.product-delisted"
 
 
-class FakeMessage:
-    def __init__(self, partition: int, offset: int, value: bytes | None) -> None:
-        self._partition, self._offset, self._value = partition, offset, value
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return TOPIC
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return []
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
-
-
-class FakeTopicMetadata:
-    def __init__(self) -> None:
-        self.partitions = {0: None, 1: None}
-        self.error = None
-
-
-class FakeConsumer:
-    def __init__(self) -> None:
-        self.queue: list[FakeMessage] = []
-        self.commits: list[dict[int, int]] = []
-        self.paused: set[int] = set()
-
-    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
-        self.callbacks = callbacks
-
-    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
-        taken, self.queue = self.queue[:num_messages], self.queue[num_messages:]
-        return taken
-
-    def commit(self, *, offsets: list[Any], asynchronous: bool) -> None:
-        self.commits.append({tp.partition: tp.offset for tp in offsets})
-
-    def pause(self, partitions: list[Any]) -> None:
-        self.paused |= {tp.partition for tp in partitions}
-
-    def resume(self, partitions: list[Any]) -> None:
-        self.paused -= {tp.partition for tp in partitions}
-
-    def list_topics(self, topic: str, timeout: float) -> Any:
-        return type("Metadata", (), {"topics": {TOPIC: FakeTopicMetadata()}})()
-
-    def close(self) -> None:
-        pass
-
-    def committed_offset(self, partition: int) -> int | None:
-        values = [commit[partition] for commit in self.commits if partition in commit]
-        return max(values) if values else None
-
-
-class FakeProducer:
-    def __init__(self) -> None:
-        self.produced: list[tuple[str, bytes | None]] = []
-        self._callbacks: list[Callable[[None, None], None]] = []
-
-    def produce(self, topic: str, *, value: bytes | None, key: bytes | None, headers: Any, on_delivery: Any) -> None:
-        self.produced.append((topic, value))
-        self._callbacks.append(on_delivery)
-
-    def poll(self, timeout: float) -> int:
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            callback(None, None)
-        return len(callbacks)
-
-    def flush(self, timeout: float) -> int:
-        self.poll(0)
-        return 0
-
-
 class HeldExecutor(Executor):
-    """Holds every submitted call until the test resolves it."""
+    """Holds every submitted call until the test resolves it; the request 'leaves' at once."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[DeleteBatch, Future[BatchResult]]] = []
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        batch, slot = args
+        assert isinstance(slot, SendSlot)
+        slot.sent()
         future: Future[BatchResult] = Future()
-        self.calls.append((args[0], future))
+        self.calls.append((batch, future))
         return future
 
     def resolve(self, collection: str, status: ItemStatus = ItemStatus.DELETED) -> None:
@@ -141,6 +59,19 @@ class HeldExecutor(Executor):
         future.set_exception(error)
 
 
+class LimiterClock:
+    """The rate limiter's clock: it moves a second on every read unless frozen, so a slot is free each turn."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.frozen = False
+
+    def __call__(self) -> float:
+        if not self.frozen:
+            self.now += 1.0
+        return self.now
+
+
 def delisted(event_id: str, collection: str, images: int = 1) -> bytes:
     return json.dumps(
         {
@@ -152,14 +83,22 @@ def delisted(event_id: str, collection: str, images: int = 1) -> bytes:
     ).encode()
 
 
+def message(partition: int, offset: int, value: bytes | None) -> FakeMessage:
+    return FakeMessage(TOPIC, partition, offset, value)
+
+
 class Rig:
-    def __init__(self, **settings: Any) -> None:
-        self.consumer = FakeConsumer()
+    def __init__(self, consumer: FakeConsumer | None = None, **settings: Any) -> None:
+        self.consumer = consumer or FakeConsumer(TOPIC)
         self.producer = FakeProducer()
         self.executor = HeldExecutor()
         self.clock = datetime(2026, 11, 23, 12, tzinfo=UTC)
         self.quota = QuotaGate(UTC, time(0, 0), clock=lambda: self.clock)
+        self.limiter_clock = LimiterClock()
+        self.limiter = RateLimiter(2, clock=self.limiter_clock)
         self.settings = Settings(**{"batch": {"linger_seconds": 0}, **settings})
+        self.health = HealthState()
+        self.metrics = Metrics()
         self.pipeline = Pipeline(
             settings=self.settings,
             consumer=self.consumer,  # type: ignore[arg-type]
@@ -167,55 +106,90 @@ class Rig:
             delete=lambda batch: BatchResult(items=()),
             executor=self.executor,
             quota=self.quota,
-            limiter=RateLimiter(2),
-            metrics=Metrics(),
-            health=HealthState(),
+            limiter=self.limiter,
+            metrics=self.metrics,
+            health=self.health,
             stop_calls=threading.Event(),
             source="imgsweep/test",
         )
-        self.pipeline._consumer.subscribe([TOPIC])
-        self.assign(0, 1)
-
-    def assign(self, *partitions: int) -> None:
-        self.pipeline._on_assign(self.consumer, [TopicPartition(TOPIC, p) for p in partitions])  # type: ignore[arg-type]
+        self.consumer.subscribe(
+            [TOPIC],
+            on_assign=self.pipeline._rebalance.on_assign,
+            on_revoke=self.pipeline._rebalance.on_revoke,
+            on_lost=self.pipeline._rebalance.on_lost,
+        )
+        self.consumer.assign(0, 1)
 
     def feed(self, *messages: FakeMessage) -> None:
         self.consumer.queue.extend(messages)
         self.step()
 
     def step(self) -> None:
-        self.pipeline._step()
-        self.pipeline._commit(force=True)
+        """A turn of the loop, then a commit (the loop commits once a second)."""
+        self.pipeline._turn()
+        self.pipeline._commit.commit()
 
     def outcomes(self) -> list[dict[str, Any]]:
-        return [json.loads(v or b"") for t, v in self.producer.produced if t == self.settings.kafka.outcome_topic]
+        return [json.loads(v or b"") for t, v, _ in self.producer.produced if t == self.settings.kafka.outcome_topic]
+
+    def dead_letters(self) -> list[dict[str, bytes | None]]:
+        return [dict(h) for t, _, h in self.producer.produced if t == self.settings.kafka.dlq_topic]
+
+    def done_above(self, partition: int) -> frozenset[int]:
+        position = self.consumer.position(partition)
+        assert position is not None
+        return decode_done(*position)
 
 
-def test_offsets_wait_for_the_slowest_event_of_the_partition() -> None:
+def test_offsets_wait_for_the_slowest_event_and_the_metadata_names_what_is_done_above_it() -> None:
     rig = Rig()
-    rig.feed(FakeMessage(0, 10, delisted("a", "slow")), FakeMessage(0, 11, delisted("b", "fast")))
+    rig.feed(message(0, 10, delisted("a", "slow")), message(0, 11, delisted("b", "fast")))
     rig.executor.resolve("fast")
     rig.step()
     assert [o["event_id"] for o in rig.outcomes()] == ["b"]
-    assert rig.consumer.committed_offset(0) is None  # b is done, but a (offset 10) is not
+    assert rig.consumer.committed_offset(0) == 10  # b is done, but a (offset 10) is not
+    assert rig.done_above(0) == {11}  # and b is remembered as done
     rig.executor.resolve("slow")
     rig.step()
-    assert rig.consumer.committed_offset(0) == 12
+    assert rig.consumer.position(0) == (12, "")
+
+
+def test_a_new_owner_skips_what_the_metadata_names_and_redoes_the_rest() -> None:
+    first = Rig(api={"workers": 8})
+    first.feed(*(message(0, offset, delisted(f"e{offset}", f"c{offset}")) for offset in range(5)))
+    for collection in ("c1", "c3", "c4"):
+        first.executor.resolve(collection)
+    first.step()
+    first.consumer.lose(0, 1)  # a crash: the partition goes to another replica
+    assert first.consumer.position(0) is not None
+    second = Rig(consumer=FakeConsumer(TOPIC), api={"workers": 8})
+    second.consumer.commits = list(first.consumer.commits)  # the broker's committed offsets
+    second.consumer.assign(0)
+    second.feed(*(message(0, offset, delisted(f"e{offset}", f"c{offset}")) for offset in range(5)))
+    assert sorted(batch.collection for batch, _ in second.executor.calls) == ["c0", "c2"]
+    second.executor.resolve("c0")
+    second.executor.resolve("c2")
+    second.step()
+    assert sorted(o["event_id"] for o in second.outcomes()) == ["e0", "e2"]
+    assert second.consumer.position(0) == (5, "")
+    assert second.metrics.events_skipped.labels("already_done")._value.get() == 3
 
 
 def test_invalid_events_are_committed_only_after_their_dead_letter_is_acknowledged() -> None:
     rig = Rig()
-    rig.consumer.queue.append(FakeMessage(1, 0, b"{broken"))
-    rig.pipeline._step()  # produced, not yet acknowledged (the fake acknowledges on the next poll)
-    assert rig.producer.produced[-1][0] == rig.settings.kafka.dlq_topic
+    rig.producer.hold = True
+    rig.feed(message(1, 0, b"{broken"))
+    assert rig.dead_letters()[0]["imgsweep_error_class"] == b"invalid_json"
+    assert rig.consumer.committed_offset(1) is None
+    rig.producer.hold = False
     rig.step()
     assert rig.consumer.committed_offset(1) == 1
 
 
 def test_lost_partitions_are_never_committed_and_late_results_are_ignored() -> None:
     rig = Rig()
-    rig.feed(FakeMessage(0, 5, delisted("a", "x")))
-    rig.pipeline._on_lost(rig.consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    rig.feed(message(0, 5, delisted("a", "x")))
+    rig.consumer.lose(0)
     rig.executor.resolve("x")
     rig.step()
     assert rig.outcomes() == []
@@ -223,16 +197,15 @@ def test_lost_partitions_are_never_committed_and_late_results_are_ignored() -> N
 
 
 def test_revoke_commits_the_finished_prefix_and_abandons_the_rest() -> None:
-    rig = Rig()
+    rig = Rig(shutdown_grace_seconds=0.2)
     rig.feed(
-        FakeMessage(0, 0, delisted("done", "c1")),
-        FakeMessage(0, 1, delisted("stuck", "c2")),
-        FakeMessage(1, 0, delisted("other", "c3")),
+        message(0, 0, delisted("done", "c1")),
+        message(0, 1, delisted("stuck", "c2")),
+        message(1, 0, delisted("other", "c3")),
     )
     rig.executor.resolve("c1")
-    rig.pipeline._step()
-    rig.pipeline._settings = Settings(shutdown_grace_seconds=0.2, batch=BatchSettings(linger_seconds=0))
-    rig.pipeline._on_revoke(rig.consumer, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
+    rig.pipeline._turn()
+    rig.consumer.revoke(0)
     assert rig.consumer.committed_offset(0) == 1  # "done" committed, "stuck" left for the next owner
     rig.executor.resolve("c2")
     rig.executor.resolve("c3")
@@ -241,14 +214,24 @@ def test_revoke_commits_the_finished_prefix_and_abandons_the_rest() -> None:
     assert rig.consumer.committed_offset(1) == 1
 
 
+def test_records_refused_before_a_revoke_are_not_offered_again() -> None:
+    rig = Rig(kafka={"max_pending_events": 1}, shutdown_grace_seconds=0.1)
+    rig.feed(message(0, 0, delisted("a", "c1")), message(0, 1, delisted("b", "c2")))
+    assert len(rig.pipeline._carried) == 1  # "b" was refused: the pipeline is full
+    rig.consumer.revoke(0)
+    assert len(rig.pipeline._carried) == 0
+
+
 def test_a_fatal_error_pauses_everything_and_stops_dispatching() -> None:
     rig = Rig()
-    rig.feed(FakeMessage(0, 0, delisted("a", "c1")), FakeMessage(1, 0, delisted("b", "c2")))
+    rig.feed(message(0, 0, delisted("a", "c1")), message(1, 0, delisted("b", "c2")))
     rig.executor.fail(FatalApiError("10047", "signature invalid"))
     rig.step()
     assert rig.consumer.paused == {0, 1}
-    assert rig.pipeline._health.ready is False
-    rig.feed(FakeMessage(0, 1, delisted("c", "c3")))
+    assert rig.health.ready is False
+    rig.consumer.resume([])  # nothing resumes by itself
+    rig.pipeline._carried.append(message(0, 1, delisted("c", "c3")))  # type: ignore[arg-type]
+    rig.step()
     assert [batch.collection for batch, _ in rig.executor.calls] == ["c2"]  # nothing new was sent
     assert rig.consumer.commits == []
 
@@ -256,7 +239,7 @@ def test_a_fatal_error_pauses_everything_and_stops_dispatching() -> None:
 def test_quota_exhaustion_pauses_and_holds_batches_until_the_reset() -> None:
     rig = Rig()
     rig.quota.exhausted()
-    rig.feed(FakeMessage(0, 0, delisted("a", "c1")))
+    rig.feed(message(0, 0, delisted("a", "c1")))
     assert rig.consumer.paused == {0, 1}
     assert rig.executor.calls == []
     rig.clock = datetime(2026, 11, 24, 0, 0, 1, tzinfo=UTC)  # past midnight: the quota is back
@@ -265,49 +248,97 @@ def test_quota_exhaustion_pauses_and_holds_batches_until_the_reset() -> None:
     assert [batch.collection for batch, _ in rig.executor.calls] == ["c1"]
 
 
+def test_a_batch_stays_in_the_batcher_and_grows_until_a_call_can_start() -> None:
+    rig = Rig()
+    rig.limiter_clock.frozen = True
+    rig.feed(message(0, 0, delisted("a", "first")))
+    assert [len(batch.items) for batch, _ in rig.executor.calls] == [1]  # the slot was free
+    rig.feed(message(0, 1, delisted("b", "next", images=2)), message(1, 0, delisted("c", "next", images=3)))
+    assert len(rig.executor.calls) == 1  # no slot: the batch waits in the batcher, not in a worker
+    rig.limiter_clock.frozen = False
+    rig.step()
+    assert [len(batch.items) for batch, _ in rig.executor.calls] == [1, 5]  # one call, grown meanwhile
+
+
+def test_backpressure_refuses_records_and_loses_none() -> None:
+    rig = Rig(kafka={"max_pending_events": 2})
+    rig.feed(*(message(0, offset, delisted(f"e{offset}", f"c{offset}")) for offset in range(4)))
+    assert rig.consumer.paused == {0, 1}
+    assert len(rig.pipeline._carried) == 2
+    for collection in ("c0", "c1"):
+        rig.executor.resolve(collection)
+    rig.step()
+    rig.step()
+    assert sorted(batch.collection for batch, _ in rig.executor.calls) == ["c2", "c3"]
+    for collection in ("c2", "c3"):
+        rig.executor.resolve(collection)
+    rig.step()
+    assert [o["event_id"] for o in rig.outcomes()] == ["e0", "e1", "e2", "e3"]
+    assert rig.consumer.committed_offset(0) == 4
+    assert rig.consumer.paused == set()
+
+
 def test_retryable_items_go_into_a_later_call_then_fail_as_exhausted() -> None:
     rig = Rig(api={"max_attempts": 2})
-    rig.feed(FakeMessage(0, 0, delisted("a", "c1")))
-    batch, future = rig.executor.calls.pop()
-    future.set_result(
-        BatchResult(items=(ItemResult(batch.items[0], ItemStatus.FAILED, "DELETE_IMAGE_ERROR", retryable=True),))
-    )
-    rig.step()
-    assert len(rig.executor.calls) == 1  # retried in a new call
-    batch, future = rig.executor.calls.pop()
-    future.set_result(
-        BatchResult(items=(ItemResult(batch.items[0], ItemStatus.FAILED, "DELETE_IMAGE_ERROR", retryable=True),))
-    )
-    rig.step()
+    rig.feed(message(0, 0, delisted("a", "c1")))
+    for _ in range(2):
+        batch, future = rig.executor.calls.pop()
+        future.set_result(
+            BatchResult(items=(ItemResult(batch.items[0], ItemStatus.FAILED, "DELETE_IMAGE_ERROR", retryable=True),))
+        )
+        rig.step()
+        rig.step()
+    assert rig.executor.calls == []
     (outcome,) = rig.outcomes()
     assert outcome["images"][0]["reason"] == "retries_exhausted"
-    assert [t for t, _ in rig.producer.produced] == [rig.settings.kafka.outcome_topic, rig.settings.kafka.dlq_topic]
+    assert [t for t, _, _ in rig.producer.produced] == [rig.settings.kafka.outcome_topic, rig.settings.kafka.dlq_topic]
+    assert rig.consumer.committed_offset(0) == 1
+
+
+def test_an_unexpected_error_in_a_call_fails_the_event_and_dead_letters_it() -> None:
+    rig = Rig()
+    rig.feed(message(0, 0, delisted("a", "c1")))
+    rig.executor.fail(RuntimeError("a bug"))
+    rig.step()
+    (outcome,) = rig.outcomes()
+    assert (outcome["status"], outcome["images"][0]["reason"]) == ("failed", "internal_error")
+    assert [h["imgsweep_error_class"] for h in rig.dead_letters()] == [b"internal_error"]
+    assert rig.metrics.dead_letters.labels("internal_error")._value.get() == 1
     assert rig.consumer.committed_offset(0) == 1
 
 
 @pytest.mark.parametrize("partitions", [(0,), (0, 1)])
 def test_the_qps_share_follows_the_assignment(partitions: tuple[int, ...]) -> None:
     rig = Rig()
-    rig.pipeline._on_revoke(rig.consumer, [TopicPartition(TOPIC, p) for p in (0, 1)])  # type: ignore[arg-type]
-    rig.assign(*partitions)
+    rig.consumer.revoke(0, 1)
+    rig.consumer.assign(*partitions)
     rig.step()
-    assert rig.pipeline._limiter.ceiling == pytest.approx(2 * len(partitions) / 2)
+    assert rig.limiter.ceiling == pytest.approx(2 * len(partitions) / 2)
 
 
-def test_sigterm_drain_fills_gaps_publishes_in_order_and_leaves_the_rest_unstarted() -> None:
-    rig = Rig(batch=BatchSettings(linger_seconds=0, max_items=1), api={"workers": 2})
-    rig.feed(FakeMessage(0, 0, delisted("gap", "slow")), FakeMessage(0, 1, delisted("published", "fast")))
+def test_sigterm_drain_finishes_started_events_and_leaves_the_rest_unstarted() -> None:
+    rig = Rig(shutdown_grace_seconds=5)
+    rig.feed(message(0, 0, delisted("gap", "slow")), message(0, 1, delisted("published", "fast")))
     rig.executor.resolve("fast")
     rig.step()
     assert [o["event_id"] for o in rig.outcomes()] == ["published"]
-    rig.pipeline._settings = Settings(
-        shutdown_grace_seconds=5, batch=BatchSettings(linger_seconds=0), api=ApiSettings(workers=1)
-    )
-    rig.consumer.queue.append(FakeMessage(0, 2, delisted("later", "other")))
-    rig.pipeline._step()  # "later" is consumed but its call has not started (one worker, busy with "slow")
+    assert rig.limiter.try_acquire() is not None  # another call is sending: "later" cannot start
+    rig.feed(message(0, 2, delisted("later", "other")))
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["slow"]
     threading.Timer(0.3, rig.executor.resolve, args=("slow",)).start()
     rig.pipeline.request_shutdown()
     rig.pipeline._drain()
     assert [o["event_id"] for o in rig.outcomes()] == ["published", "gap"]
-    assert rig.consumer.committed_offset(0) == 2  # "later" stays uncommitted: redelivered, never duplicated
+    assert rig.consumer.position(0) == (2, "")  # "later" stays uncommitted: redelivered, never duplicated
     assert [batch.collection for batch, _ in rig.executor.calls] == []  # "later" was never called
+    assert rig.consumer.closed
+
+
+def test_a_drain_cut_short_commits_what_is_done_above_the_unfinished_event() -> None:
+    rig = Rig(shutdown_grace_seconds=0.2)
+    rig.feed(message(0, 0, delisted("stuck", "slow")), message(0, 1, delisted("done", "fast")))
+    rig.executor.resolve("fast")
+    rig.pipeline.request_shutdown()
+    rig.pipeline._drain()
+    assert rig.consumer.committed_offset(0) == 0
+    assert rig.done_above(0) == {1}  # the next owner redoes "stuck" only

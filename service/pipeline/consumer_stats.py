@@ -1,0 +1,52 @@
+"""librdkafka's statistics (``stats_cb``): consumer lag per partition and whether a broker is reachable."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from typing import Any
+
+from service.health import HealthState
+from service.metrics import Metrics
+
+__all__ = ["ConsumerStats"]
+
+
+class ConsumerStats:
+    def __init__(self, *, topic: str, health: HealthState, metrics: Metrics) -> None:
+        self._topic = topic
+        self._health = health
+        self._metrics = metrics
+        self._assigned: frozenset[int] = frozenset()
+        self._lag_labels: set[str] = set()
+
+    def assigned(self, partitions: frozenset[int]) -> None:
+        """After a rebalance: lag series of partitions no longer held are removed."""
+        self._assigned = partitions
+        for label in [label for label in self._lag_labels if int(label) not in partitions]:
+            self._metrics.consumer_lag.remove(label)
+            self._lag_labels.discard(label)
+
+    def forget(self, partitions: Collection[int]) -> None:
+        self.assigned(self._assigned - frozenset(partitions))
+
+    def on_stats(self, stats_json: str) -> None:
+        try:
+            stats: dict[str, Any] = json.loads(stats_json)
+        except ValueError:
+            return
+        brokers = stats.get("brokers", {})
+        if brokers:
+            self._health.brokers_up = any(
+                broker.get("state") == "UP" for broker in brokers.values() if broker.get("nodeid", -1) >= 0
+            )
+        partitions = stats.get("topics", {}).get(self._topic, {}).get("partitions", {})
+        for name, partition in partitions.items():
+            if name == "-1" or int(name) not in self._assigned:
+                continue
+            # consumer_lag counts from the committed offset: offsets are committed, never stored, so
+            # consumer_lag_stored stays -1.
+            lag = partition.get("consumer_lag", -1)
+            if isinstance(lag, int) and lag >= 0:
+                self._metrics.consumer_lag.labels(name).set(lag)
+                self._lag_labels.add(name)

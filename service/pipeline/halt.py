@@ -1,0 +1,33 @@
+"""The fatal state: once something no retry can fix happened, calling stops and nothing more is committed."""
+
+from __future__ import annotations
+
+import logging
+
+from service.health import HealthState
+from service.metrics import Metrics
+
+__all__ = ["Halt"]
+
+log = logging.getLogger(__name__)
+
+
+class Halt:
+    """Tripped once (by the call step, the consumer or the producer); the loop then pauses everything."""
+
+    def __init__(self, health: HealthState, metrics: Metrics) -> None:
+        self._health = health
+        self._metrics = metrics
+        self.reason: str | None = None
+
+    def trip(self, reason: str) -> None:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        self._health.fatal_reason = reason
+        self._metrics.fatal.set(1)
+        log.critical(
+            "FATAL: %s. Calling stopped, consumption paused, nothing more is committed; "
+            "fix the configuration and restart.",
+            reason,
+        )

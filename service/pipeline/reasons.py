@@ -1,0 +1,31 @@
+"""The pipeline's vocabulary: why a record was dead-lettered or skipped, and an outcome's status.
+
+Metrics derive their label sets from these enums (``service.metrics``), so a new member is a new series at
+start-up, never a label typed twice.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["DeadLetterReason", "OutcomeStatus", "SkipReason"]
+
+
+class DeadLetterReason(StrEnum):
+    INVALID_EVENT = "invalid_event"
+    """The record is not a delist event (not JSON, wrong fields, broken CloudEvent)."""
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    """The API kept failing for an image: replay once the cause is gone."""
+    INTERNAL_ERROR = "internal_error"
+    """imgsweep failed on the call (a bug): replay once it is fixed."""
+
+
+class SkipReason(StrEnum):
+    ALREADY_DONE = "already_done"
+    """A previous owner of the partition published the event's outcome (the commit's metadata says so)."""
+
+
+class OutcomeStatus(StrEnum):
+    DELETED = "deleted"
+    PARTIALLY_DELETED = "partially_deleted"
+    FAILED = "failed"

@@ -1,0 +1,139 @@
+"""Partitions coming and going: confluent-kafka's ``on_assign``, ``on_revoke`` and ``on_lost``.
+
+On assign, each partition's state starts from what its previous owner committed (the offset's metadata names
+the events it already finished). On revoke, the partition's in-flight calls get a bounded wait, the producer
+delivers, and the finished work is committed before the partition goes. Lost partitions belong to someone else
+already: they are never committed. Every way out goes through ``Partitions.drop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+from typing import Final
+
+from confluent_kafka import Consumer, TopicPartition
+
+from service.api.rate_limit import RateLimiter
+from service.health import HealthState
+from service.metrics import Metrics
+from service.pipeline.consumer_stats import ConsumerStats
+from service.pipeline.decisions import qps_share
+from service.pipeline.partitions import Partitions, PartitionState, Position
+from service.pipeline.steps.batch import BatchStep
+from service.pipeline.steps.call import CallStep
+from service.pipeline.steps.commit import CommitStep
+
+__all__ = ["REVOKE_TIMEOUT_SECONDS", "Rebalance"]
+
+log = logging.getLogger(__name__)
+
+REVOKE_TIMEOUT_SECONDS: Final = 10.0
+COMMITTED_TIMEOUT_SECONDS: Final = 10.0
+
+
+class Rebalance:
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        topic: str,
+        partitions: Partitions,
+        batch: BatchStep,
+        call: CallStep,
+        commit: CommitStep,
+        limiter: RateLimiter,
+        account_qps: float,
+        revoke_seconds: float,
+        stats: ConsumerStats,
+        health: HealthState,
+        metrics: Metrics,
+        dropped: Callable[[frozenset[int]], None],
+    ) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self._partitions = partitions
+        self._batch = batch
+        self._call = call
+        self._commit = commit
+        self._limiter = limiter
+        self._account_qps = account_qps
+        self._revoke_seconds = min(REVOKE_TIMEOUT_SECONDS, revoke_seconds)
+        self._stats = stats
+        self._health = health
+        self._metrics = metrics
+        self._dropped = dropped
+        self._topic_partitions: int | None = None
+        self.changed = False
+        self.closing = False
+        """Set when the consumer closes: a revoke then commits nothing more (the drain already did)."""
+
+    def on_assign(self, _consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        committed = self._committed(assigned)
+        self._partitions.assign(
+            PartitionState.resumed_from(tp.partition, committed.get(tp.partition)) for tp in assigned
+        )
+        self.changed = True
+        inherited = sum(len(state.inherited_done) for state in self._partitions if state.number in committed)
+        log.info("partitions assigned", extra={"count": len(assigned), "state": f"{inherited} offsets already done"})
+
+    def on_revoke(self, _consumer: Consumer, revoked_partitions: list[TopicPartition]) -> None:
+        """Finishes the revoked partitions' calls under way within a bound and commits; drops the rest."""
+        revoked = frozenset(tp.partition for tp in revoked_partitions)
+        if not self.closing:
+            unsent = self._batch.forget
+            unsent(lambda pending: pending.source.partition in revoked)
+            deadline = time.monotonic() + self._revoke_seconds
+            while self._call.carries(revoked) and time.monotonic() < deadline:
+                self._call.wait(0.05)
+                unsent(lambda pending: pending.source.partition in revoked)  # retries the results put back
+            self._commit.commit(deadline=max(deadline, time.monotonic() + 0.5), only=revoked)
+        self._drop(revoked)
+        log.info("partitions revoked", extra={"count": len(revoked)})
+
+    def on_lost(self, _consumer: Consumer, lost: list[TopicPartition]) -> None:
+        self._drop(frozenset(tp.partition for tp in lost))
+        log.warning("partitions lost", extra={"count": len(lost)})
+
+    def _drop(self, numbers: frozenset[int]) -> None:
+        self._partitions.drop(numbers)
+        self._batch.forget(lambda pending: pending.abandoned)
+        self._stats.forget(numbers)
+        self._dropped(numbers)
+        self.changed = True
+
+    def _committed(self, assigned: Collection[TopicPartition]) -> dict[int, Position]:
+        """What the previous owners committed, with metadata; nothing on an error (they are then redone)."""
+        try:
+            positions = self._consumer.committed(list(assigned), timeout=COMMITTED_TIMEOUT_SECONDS)
+        except Exception as error:  # noqa: BLE001 - without it, finished events are redone, nothing is lost
+            log.warning("could not read the committed offsets' metadata: %s", error)
+            return {}
+        return {
+            tp.partition: Position(tp.offset, tp.metadata or "")
+            for tp in positions
+            if tp.error is None and tp.offset >= 0
+        }
+
+    def settle(self) -> None:
+        """After a rebalance, in the poll loop: this replica's share of the account's QPS, and the gauges."""
+        self.changed = False
+        assigned = self._partitions.numbers()
+        self._health.assigned = assigned
+        self._stats.assigned(assigned)
+        self._metrics.assigned_partitions.set(len(assigned))
+        qps = qps_share(self._account_qps, len(assigned), self._partition_count())
+        self._limiter.set_ceiling(qps)
+        log.info("QPS share recomputed", extra={"count": len(assigned), "state": f"{qps:.3f} qps"})
+
+    def _partition_count(self) -> int | None:
+        try:
+            metadata = self._consumer.list_topics(self._topic, timeout=5)
+        except Exception as error:  # noqa: BLE001 - keep the previous share until metadata is back
+            log.warning("could not read the input topic's partition count: %s", error)
+            return self._topic_partitions
+        topic = metadata.topics.get(self._topic)
+        if topic is not None and topic.partitions:
+            self._topic_partitions = len(topic.partitions)
+        return self._topic_partitions

@@ -1,0 +1,188 @@
+"""Call: ready batches -> the delete API on worker threads -> each image's result to the events waiting for it.
+
+A batch is taken only when its call can start at once: a worker is free, the quota is open and the rate
+limiter grants a slot now (``try_acquire``); the slot goes with the call to its worker. Retries of a call
+(transient errors) wait in the worker; items that another call may fix go back to the batch step. Events
+whose every image is decided go to the publish step.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Collection
+from concurrent.futures import Executor, Future
+
+from service.api.errors import CallAbandoned, FatalApiError, RetriesExhausted
+from service.api.models import BatchResult, DeleteBatch, DeleteItem, ItemResult, ItemStatus
+from service.api.quota import QuotaGate
+from service.api.rate_limit import RateLimiter, SendSlot
+from service.metrics import Metrics
+from service.pipeline.batcher import ReadyBatch
+from service.pipeline.decisions import route_results
+from service.pipeline.halt import Halt
+from service.pipeline.partitions import Partitions
+from service.pipeline.pending import INTERNAL_ERROR, RETRIES_EXHAUSTED, PendingEvent
+from service.pipeline.steps.abstract import MessageRejected, Step
+
+__all__ = ["CallStep"]
+
+log = logging.getLogger(__name__)
+
+Retry = Callable[[str, DeleteItem, list[PendingEvent], int], None]
+
+
+class CallStep:
+    def __init__(
+        self,
+        *,
+        delete: Callable[[DeleteBatch], BatchResult],
+        executor: Executor,
+        workers: int,
+        limiter: RateLimiter,
+        quota: QuotaGate,
+        max_attempts: int,
+        partitions: Partitions,
+        finished: Step[PendingEvent],
+        halt: Halt,
+        stop_calls: threading.Event,
+        metrics: Metrics,
+    ) -> None:
+        self._delete = delete
+        self._executor = executor
+        self._workers = workers
+        self._limiter = limiter
+        self._quota = quota
+        self._max_attempts = max_attempts
+        self._partitions = partitions
+        self._finished = finished
+        self._halt = halt
+        self._stop_calls = stop_calls
+        self._metrics = metrics
+        self._retry: Retry | None = None
+        self._inflight: dict[Future[BatchResult], ReadyBatch[PendingEvent]] = {}
+        self._completions: queue.SimpleQueue[Future[BatchResult]] = queue.SimpleQueue()
+
+    def retry_into(self, retry: Retry) -> None:
+        """Where items that a later call may fix go (the batch step): the one loop back in the flow."""
+        self._retry = retry
+
+    def accepting(self) -> bool:
+        """Whether a call could start now; ``submit`` may still refuse if the slot is taken meanwhile."""
+        return (
+            len(self._inflight) < self._workers
+            and self._halt.reason is None
+            and not self._stop_calls.is_set()
+            and not self._quota.state().exhausted
+            and self._limiter.seconds_until_free() <= 0
+        )
+
+    def submit(self, ready: ReadyBatch[PendingEvent]) -> None:
+        if not self.accepting():
+            raise MessageRejected
+        slot = self._limiter.try_acquire()
+        if slot is None:
+            raise MessageRejected
+        future = self._executor.submit(self._call, ready.batch, slot)
+        self._inflight[future] = ready
+        future.add_done_callback(self._completions.put)
+
+    def _call(self, batch: DeleteBatch, slot: SendSlot) -> BatchResult:
+        """On a worker thread: the call, its first send in the slot granted when the batch was taken."""
+        with self._limiter.granted(slot):
+            return self._delete(batch)
+
+    def poll(self) -> None:
+        """Hands the results of finished calls on. Never blocks."""
+        while True:
+            try:
+                future = self._completions.get_nowait()
+            except queue.Empty:
+                return
+            self._finish(future)
+
+    def wait(self, seconds: float) -> None:
+        """Blocks up to ``seconds`` for a call to finish (a revoke's bounded wait)."""
+        try:
+            future = self._completions.get(timeout=seconds)
+        except queue.Empty:
+            return
+        self._finish(future)
+
+    def join(self, deadline: float) -> None:
+        """Waits for the calls under way until ``deadline``, handing their results on as they come."""
+        while self._inflight and (left := deadline - time.monotonic()) > 0:
+            self.wait(min(left, 0.05))
+
+    def busy(self) -> bool:
+        return bool(self._inflight) or not self._completions.empty()
+
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def carries(self, partitions: Collection[int]) -> bool:
+        """Whether a call under way has an image of an unabandoned event of these partitions."""
+        return any(
+            not waiter.abandoned and waiter.source.partition in partitions
+            for ready in self._inflight.values()
+            for waiters in ready.waiters.values()
+            for waiter in waiters
+        )
+
+    def events_in_calls(self) -> set[PendingEvent]:
+        return {waiter for ready in self._inflight.values() for waiters in ready.waiters.values() for waiter in waiters}
+
+    def _finish(self, future: Future[BatchResult]) -> None:
+        ready = self._inflight.pop(future)
+        try:
+            result = future.result()
+        except CallAbandoned:
+            return  # shutting down: these events stay uncommitted
+        except FatalApiError as error:
+            self._halt.trip(f"API error {error.code}: {error.message}")
+            return
+        except RetriesExhausted as error:
+            log.error(  # noqa: TRY400 - the cause is the API's answer, not a stack worth printing
+                "retries exhausted; events fail and go to the dead-letter topic",
+                extra={"batch_id": ready.batch.batch_id, "code": error.last.code, "attempt": error.attempts},
+            )
+            result = _failed(ready.batch, RETRIES_EXHAUSTED, error.attempts)
+        except Exception:  # a bug must not lose events: they fail loudly and are dead-lettered
+            log.exception("unexpected error in a delete call", extra={"batch_id": ready.batch.batch_id})
+            result = _failed(ready.batch, INTERNAL_ERROR, 1)
+        self._apply(ready, result)
+
+    def _apply(self, ready: ReadyBatch[PendingEvent], result: BatchResult) -> None:
+        routing = route_results(result.items, ready.waiters, ready.attempts, self._max_attempts)
+        touched: dict[PendingEvent, None] = {}  # in order of first touch; a PendingEvent hashes by identity
+        for item, waiters, attempt in routing.retry:
+            if self._retry is not None:
+                self._retry(ready.batch.collection, item, waiters, attempt)
+            touched.update((waiter, None) for waiter in waiters if not waiter.abandoned)
+        decided: Counter[tuple[ItemStatus, str | None]] = Counter()
+        for item_result, waiters in routing.decided:
+            decided[item_result.status, item_result.reason] += 1
+            for waiter in waiters:
+                if not waiter.abandoned:
+                    waiter.decide(item_result)
+                    touched[waiter] = None
+        if routing.exhausted:
+            log.warning(
+                "images still failing after %d calls each",
+                self._max_attempts,
+                extra={"batch_id": ready.batch.batch_id, "count": routing.exhausted, "reason": RETRIES_EXHAUSTED},
+            )
+        for (status, reason), count in decided.items():
+            self._metrics.image_decided(status, reason, count)
+        for pending in touched:
+            pending.took_part(attempts=result.attempts, api_calls=result.api_calls)
+            if pending.complete and self._partitions.finish(pending):
+                self._finished.submit(pending)
+
+
+def _failed(batch: DeleteBatch, reason: str, attempts: int) -> BatchResult:
+    items = tuple(ItemResult(item, ItemStatus.FAILED, reason) for item in batch.items)
+    return BatchResult(items=items, api_calls=attempts, attempts=attempts)

@@ -1,0 +1,157 @@
+"""Publish: finished events -> their outcome (and dead-letter copy); invalid records -> the dead-letter topic.
+
+Offsets never run ahead of outcomes: an event's offset becomes committable only when the broker acknowledged
+every record it produced. Delivery reports arrive in ``poll``; a failed delivery is produced again as long as
+this replica still holds the partition (the same ``PartitionState``: a partition revoked and assigned again
+is a new one).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from service.metrics import Metrics
+from service.pipeline.events import InvalidEvent
+from service.pipeline.halt import Halt
+from service.pipeline.outcomes import build_outcome, dead_letter_headers, outcome_headers
+from service.pipeline.partitions import Partitions, PartitionState
+from service.pipeline.pending import Headers, PendingEvent, SourceRecord
+from service.pipeline.reasons import DeadLetterReason
+
+__all__ = ["PublishStep", "Topics"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    outcomes: str
+    dead_letters: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    kind: Literal["outcome", "dead_letter"]
+    label: str
+    timestamp_ms: int | None
+
+
+class PublishStep:
+    def __init__(
+        self,
+        *,
+        producer: Producer,
+        topics: Topics,
+        partitions: Partitions,
+        source: str,
+        dry_run: bool,
+        halt: Halt,
+        metrics: Metrics,
+    ) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._partitions = partitions
+        self._source = source
+        self._dry_run = dry_run
+        self._halt = halt
+        self._metrics = metrics
+
+    def submit(self, pending: PendingEvent) -> None:
+        """Every image of the event is decided: its outcome, and a dead-letter copy if one failed for good."""
+        outcome = build_outcome(pending, completed_at=datetime.now(UTC), dry_run=self._dry_run)
+        records = [
+            _Record(
+                topic=self._topics.outcomes,
+                key=pending.event.product_id.encode(),
+                value=outcome.value,
+                headers=outcome_headers(outcome, source=self._source),
+                kind="outcome",
+                label=outcome.status,
+                timestamp_ms=pending.source.timestamp_ms,
+            )
+        ]
+        if pending.dead_letter_reason is not None:
+            reason = DeadLetterReason(pending.dead_letter_reason)
+            records.append(self._dead_letter(pending.source, reason, "the API kept failing; replay later"))
+        self._publish(pending.source, records)
+
+    def invalid(self, record: SourceRecord, error: InvalidEvent) -> None:
+        """A record that is not a delist event goes to the dead-letter topic as it came."""
+        self._publish(
+            record, [self._dead_letter(record, DeadLetterReason.INVALID_EVENT, error.reason, error.error_class)]
+        )
+
+    def poll(self) -> None:
+        """Serves delivery reports (acknowledgements move the commit watermark). Never blocks."""
+        self._producer.poll(0)
+
+    def join(self, deadline: float) -> None:
+        """Waits until every record is acknowledged, or ``deadline``."""
+        self._producer.flush(max(0.0, deadline - time.monotonic()))
+
+    def _dead_letter(
+        self, record: SourceRecord, reason: DeadLetterReason, text: str, error_class: str | None = None
+    ) -> _Record:
+        return _Record(
+            topic=self._topics.dead_letters,
+            key=record.key,
+            value=record.value,
+            headers=dead_letter_headers(record, error_class=error_class or reason, reason=text, at=datetime.now(UTC)),
+            kind="dead_letter",
+            label=reason,
+            timestamp_ms=None,
+        )
+
+    def _publish(self, source: SourceRecord, records: list[_Record]) -> None:
+        state = self._partitions.get(source.partition)
+        if state is None:
+            return  # revoked meanwhile: the new owner redoes the event
+        state.offsets.published(source.offset, len(records))
+        for record in records:
+            self._produce(state, source.offset, record)
+
+    def _produce(self, state: PartitionState, offset: int, record: _Record) -> None:
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            self._delivered(state, offset, record, error)
+
+        while True:
+            try:
+                self._producer.produce(
+                    record.topic, value=record.value, key=record.key, headers=[*record.headers], on_delivery=delivered
+                )
+            except BufferError:  # the producer's queue is full: let it deliver, then try again
+                self._producer.poll(0.1)
+            else:
+                return
+
+    def _delivered(self, state: PartitionState, offset: int, record: _Record, error: KafkaError | None) -> None:
+        held = self._partitions.get(state.number) is state
+        if error is not None:
+            if error.fatal():
+                self._halt.trip(f"Kafka producer fatal error: {error.str()}")
+                return
+            log.warning(
+                "publishing failed, trying again: %s", error.str(), extra={"partition": state.number, "offset": offset}
+            )
+            if held:
+                self._produce(state, offset, record)
+            return
+        if not held:
+            return  # the partition was revoked meanwhile; the new owner redoes the event
+        state.offsets.acknowledged(offset)
+        if record.kind == "outcome":
+            self._metrics.outcomes.labels(record.label).inc()
+            if record.timestamp_ms is not None:
+                self._metrics.end_to_end_latency.observe(max(0.0, time.time() - record.timestamp_ms / 1000))
+        else:
+            self._metrics.dead_letters.labels(record.label).inc()

@@ -1,0 +1,134 @@
+"""In-memory stand-ins for confluent-kafka's Consumer and Producer, for tests of the poll loop: no broker.
+
+They keep what the real clients do that the pipeline relies on: callbacks from ``subscribe``, commits with
+metadata and ``committed()`` reading them back, pause and resume, and delivery reports served by ``poll``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+__all__ = ["FakeConsumer", "FakeMessage", "FakeProducer"]
+
+
+class FakeMessage:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return []
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1_700_000_000_000)
+
+
+class _TopicMetadata:
+    def __init__(self, partitions: int) -> None:
+        self.partitions = dict.fromkeys(range(partitions))
+        self.error = None
+
+
+class FakeConsumer:
+    def __init__(self, topic: str, *, partitions: int = 2) -> None:
+        self.topic = topic
+        self.partitions = partitions
+        self.queue: list[FakeMessage] = []
+        self.commits: list[dict[int, tuple[int, str]]] = []
+        self.paused: set[int] = set()
+        self.callbacks: dict[str, Callable[..., None]] = {}
+        self.closed = False
+
+    def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
+        self.callbacks = callbacks
+
+    def assign(self, *partitions: int) -> None:
+        self.callbacks["on_assign"](self, [TopicPartition(self.topic, p) for p in partitions])
+
+    def revoke(self, *partitions: int) -> None:
+        self.callbacks["on_revoke"](self, [TopicPartition(self.topic, p) for p in partitions])
+
+    def lose(self, *partitions: int) -> None:
+        self.callbacks["on_lost"](self, [TopicPartition(self.topic, p) for p in partitions])
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        fetchable = [m for m in self.queue if m.partition() not in self.paused][:num_messages]
+        self.queue = [m for m in self.queue if m not in fetchable]
+        return fetchable
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append({tp.partition: (tp.offset, tp.metadata or "") for tp in offsets})
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        result = []
+        for tp in partitions:
+            position = self.position(tp.partition)
+            offset, metadata = position if position is not None else (-1001, "")
+            result.append(TopicPartition(self.topic, tp.partition, offset, metadata=metadata))
+        return result
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused |= {tp.partition for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {tp.partition for tp in partitions}
+
+    def list_topics(self, topic: str, timeout: float) -> Any:
+        return type("Metadata", (), {"topics": {self.topic: _TopicMetadata(self.partitions)}})()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def position(self, partition: int) -> tuple[int, str] | None:
+        """The last commit of the partition (offset, metadata), as the broker would keep it."""
+        positions = [commit[partition] for commit in self.commits if partition in commit]
+        return positions[-1] if positions else None
+
+    def committed_offset(self, partition: int) -> int | None:
+        position = self.position(partition)
+        return None if position is None else position[0]
+
+
+class FakeProducer:
+    """Acknowledges every record at the next ``poll`` (or ``flush``), unless ``hold`` is set."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes | None, list[tuple[str, bytes | None]]]] = []
+        self._callbacks: list[Callable[[None, None], None]] = []
+        self.hold = False
+
+    def produce(self, topic: str, *, value: bytes | None, key: bytes | None, headers: Any, on_delivery: Any) -> None:
+        self.produced.append((topic, value, list(headers)))
+        self._callbacks.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        if self.hold:
+            return 0
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(None, None)
+        return len(callbacks)
+
+    def flush(self, timeout: float) -> int:
+        self.poll(0)
+        return len(self._callbacks)
