@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from bench.processes import ACCESS_KEY, SECRET_KEY, ImgsweepProcess, ProcessUsage, SandboxProcess
+from devkit.processes import ACCESS_KEY, SECRET_KEY, ProcessUsage, SandboxProcess, ServiceProcess
 from service.api.signing import Credentials, sign_request
 
 __all__ = [
@@ -229,7 +229,7 @@ class DrainRun:
     """(seconds, events done, RSS MB)"""
 
 
-def drain(service: ImgsweepProcess, expected: int, *, interval: float, timeout: float) -> DrainRun:
+def drain(service: ServiceProcess, expected: int, *, interval: float, timeout: float) -> DrainRun:
     """Samples the service's metrics and /proc until ``expected`` events are done. The service was started
     (ready) just before, so the CPU counted is what the drain cost, not the interpreter's start-up."""
     start_usage = service.usage()
@@ -344,7 +344,7 @@ def call_window(
     sandbox: SandboxProcess,
     seconds: float,
     *,
-    service: ImgsweepProcess | None = None,
+    service: ServiceProcess | None = None,
     warmup_calls: int = 2,
     interval: float = 0.25,
 ) -> CallWindow:

@@ -46,11 +46,18 @@ from bench.measure import (
     raw_consume,
     sandbox_capacity,
 )
-from bench.processes import ACCESS_KEY, SECRET_KEY, ImgsweepProcess, SandboxProcess, clean_env
 from bench.report import write_plot, write_report
 from bench.service_defaults import ServiceDefaults
 from bench.workload import Backlog, LiveStream, create_topics, preload_backlog, produce_live
-from devkit.local_stack import load_kafka_local
+from devkit.processes import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    SandboxProcess,
+    ServiceProcess,
+    Topics,
+    clean_env,
+    load_kafka_local,
+)
 
 __all__ = ["FULL", "QUICK", "Plan", "main"]
 
@@ -130,7 +137,8 @@ class Bench:
         return f"bench.{self.tag}.{name}"
 
     def sandbox(self, name: str, *flags: str, cpu: int | None = None) -> SandboxProcess:
-        sandbox = SandboxProcess.start(self.workdir / f"sandbox-{name}.log", flags, cpu=cpu)
+        log_level = ("--log-level", "WARNING")  # the sandbox's request log would cost the bench's CPU
+        sandbox = SandboxProcess.start(self.workdir / f"sandbox-{name}.log", [*log_level, *flags], cpu=cpu)
         self.stack.callback(sandbox.stop)
         return sandbox
 
@@ -144,14 +152,11 @@ class Bench:
         outcome_topic: str,
         dlq_topic: str,
         **settings: str,
-    ) -> Iterator[ImgsweepProcess]:
-        service = ImgsweepProcess.start(
+    ) -> Iterator[ServiceProcess]:
+        service = ServiceProcess.start(
             bootstrap=self.bootstrap,
-            group=self.topic(f"group-{name}"),
-            input_topic=input_topic,
-            outcome_topic=outcome_topic,
-            dlq_topic=dlq_topic,
-            sandbox=sandbox,
+            topics=Topics(input_topic, outcome_topic, dlq_topic, group=self.topic(f"group-{name}")),
+            endpoint=sandbox.endpoint,
             log_path=self.workdir / f"imgsweep-{name}.log",
             secrets_dir=self.workdir,
             settings=settings,

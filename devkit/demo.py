@@ -12,13 +12,13 @@ import argparse
 import json
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -26,23 +26,19 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
-from devkit.local_stack import clean_env, free_port, load_kafka_local, stop_process
-from devkit.sample import SampleStream, produce_records, seed_sandbox
+from devkit.processes import SandboxProcess, ServiceProcess, Topics, free_port, load_kafka_local, send
+from devkit.sample import SampleStream, present_images
 
 __all__ = ["add_demo_command"]
-
-DEMO_ACCESS_KEY = "demo-access-key"
-DEMO_SECRET_KEY = "demo-secret-key-not-a-real-one"  # noqa: S105 - the sandbox's made-up account
 
 
 def _say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def _stop_process(process: subprocess.Popen[Any], name: str) -> None:
-    if not stop_process(process, timeout=40):
+def _stop(stop: Callable[[], bool], name: str) -> None:
+    if not stop():
         _say(f"{name} did not stop in time; it was killed")
 
 
@@ -99,49 +95,41 @@ def run_demo(args: argparse.Namespace) -> int:
         bootstrap: str = broker.start()
         stack.callback(broker.stop)
         _say(f"Kafka broker on {bootstrap}")
-        tag = uuid.uuid4().hex[:6]
-        topics = _create_topics(bootstrap, tag)
+        topics = Topics.create(
+            AdminClient({"bootstrap.servers": bootstrap}), f"demo.{uuid.uuid4().hex[:6]}", partitions=4
+        )
 
-        env = clean_env()
-        keys = {"IMGSWEEP_API__ACCESS_KEY": DEMO_ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": DEMO_SECRET_KEY}
-        sandbox, sandbox_url = _start_sandbox({**env, **keys}, Path(workdir), args.qps)
-        stack.callback(_stop_process, sandbox, "sandbox")
-        _say(f"JD API sandbox on {sandbox_url} (QPS limit {args.qps}, a few injected 503s and item errors)")
+        faults = ["--http-503-rate", "0.03", "--item-error-rate", "0.01", "--latency-ms", "40"]
+        try:
+            sandbox = SandboxProcess.start(Path(workdir) / "sandbox.log", ["--qps", str(args.qps), *faults])
+        except RuntimeError as error:
+            raise SystemExit(f"devkit demo: {error}") from None
+        stack.callback(_stop, sandbox.stop, "sandbox")
+        _say(f"JD API sandbox on {sandbox.url} (QPS limit {args.qps}, a few injected 503s and item errors)")
 
         stream = SampleStream(rng=random.Random(args.seed))
         records = list(stream.records(args.count))
-        seed_sandbox(sandbox_url, records)
+        sandbox.seed(present_images(records))
 
-        port = args.metrics_port or free_port()
-        service_log_path = Path(workdir) / "imgsweep.log"
-        service_env = {
-            **env,
-            **keys,
-            "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "IMGSWEEP_KAFKA__GROUP_ID": f"demo-{tag}",
-            "IMGSWEEP_KAFKA__INPUT_TOPIC": topics["input"],
-            "IMGSWEEP_KAFKA__OUTCOME_TOPIC": topics["outcome"],
-            "IMGSWEEP_KAFKA__DLQ_TOPIC": topics["dlq"],
-            "IMGSWEEP_API__ENDPOINT": f"{sandbox_url}/jdai/product_image_del_image",
-            "IMGSWEEP_API__QPS": str(args.qps),
-            "IMGSWEEP_HTTP__HOST": "127.0.0.1",
-            "IMGSWEEP_HTTP__PORT": str(port),
-            "IMGSWEEP_BATCH__LINGER_SECONDS": "1",
-        }
-        service = subprocess.Popen(
-            [sys.executable, "-m", "service", "run"],
-            stdout=service_log_path.open("w"),
-            stderr=subprocess.STDOUT,
-            env=service_env,
+        service = _start_imgsweep(
+            stack,
+            workdir=Path(workdir),
+            bootstrap=bootstrap,
+            topics=topics,
+            sandbox=sandbox,
+            args=args,
+            interrupted=interrupted,
         )
-        stack.callback(_stop_process, service, "imgsweep")
-        metrics_url = f"http://127.0.0.1:{port}/metrics"
-        _wait_ready(port, service, interrupted)
-        _say(f"imgsweep is ready; metrics at {metrics_url}, health at /livez and /readyz")
+        metrics_url = f"http://127.0.0.1:{service.port}/metrics"
+        if not interrupted.is_set():
+            _say(f"imgsweep is ready; metrics at {metrics_url}, health at /livez and /readyz")
 
         producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
         sender = threading.Thread(
-            target=produce_records, args=(producer, topics["input"], records, args.rate), daemon=True
+            target=send,
+            args=(producer, topics.input, [record.record for record in records]),
+            kwargs={"rate": args.rate},
+            daemon=True,
         )
         sender.start()
         kinds = Counter(record.kind for record in records)
@@ -154,7 +142,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if interrupted.is_set():
             _say("interrupted: stopping everything")
             return 130
-        _report(progress, metrics_url, service_log_path)
+        _report(progress, metrics_url, service.log_path)
         if args.keep_running:
             _say("still running so you can look around; Ctrl-C stops everything")
             interrupted.wait()
@@ -163,50 +151,43 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if progress.finished >= progress.total else 1
 
 
-def _create_topics(bootstrap: str, tag: str) -> dict[str, str]:
-    topics = {"input": f"demo.delisted.{tag}", "outcome": f"demo.outcomes.{tag}", "dlq": f"demo.dlq.{tag}"}
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(topics["input"], num_partitions=4, replication_factor=1)]
-        + [NewTopic(topics[name], num_partitions=1, replication_factor=1) for name in ("outcome", "dlq")]
+def _start_imgsweep(
+    stack: ExitStack,
+    *,
+    workdir: Path,
+    bootstrap: str,
+    topics: Topics,
+    sandbox: SandboxProcess,
+    args: argparse.Namespace,
+    interrupted: threading.Event,
+) -> ServiceProcess:
+    """imgsweep against the demo's broker and sandbox, stopped with the stack; blocks until it is ready."""
+    secrets_dir = workdir / "no-secrets"
+    secrets_dir.mkdir()
+    service = ServiceProcess.start(
+        bootstrap=bootstrap,
+        topics=topics,
+        endpoint=sandbox.endpoint,
+        log_path=workdir / "imgsweep.log",
+        secrets_dir=secrets_dir,
+        settings={"API__QPS": str(args.qps), "BATCH__LINGER_SECONDS": "1"},
+        port=args.metrics_port or free_port(),
+        wait=False,
     )
-    for future in futures.values():
-        future.result(30)
-    return topics
-
-
-def _start_sandbox(env: dict[str, str], workdir: Path, qps: int) -> tuple[subprocess.Popen[str], str]:
-    command = [sys.executable, "-m", "service", "sandbox", "--port", "0", "--qps", str(qps)]
-    faults = ["--http-503-rate", "0.03", "--item-error-rate", "0.01", "--latency-ms", "40"]
-    log = (workdir / "sandbox.log").open("w")
-    sandbox = subprocess.Popen([*command, *faults], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-    line = sandbox.stdout.readline().strip() if sandbox.stdout is not None else ""
-    if not line.startswith("sandbox listening on "):
-        _stop_process(sandbox, "sandbox")
-        raise SystemExit(f"devkit demo: the sandbox did not start; see {workdir / 'sandbox.log'}")
-    return sandbox, line.removeprefix("sandbox listening on ")
-
-
-def _wait_ready(port: int, service: subprocess.Popen[Any], interrupted: threading.Event) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not interrupted.is_set():
-        if service.poll() is not None:
-            raise SystemExit("devkit demo: imgsweep exited early; see its log above")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("devkit demo: imgsweep did not become ready within 60 s")
+    stack.callback(_stop, service.stop, "imgsweep")
+    try:
+        service.wait_ready(cancelled=interrupted.is_set)
+    except RuntimeError as error:
+        raise SystemExit(f"devkit demo: {error}") from None
+    return service
 
 
 def _follow(
     bootstrap: str,
     *,
-    topics: dict[str, str],
+    topics: Topics,
     total: int,
-    service: subprocess.Popen[Any],
+    service: ServiceProcess,
     interrupted: threading.Event,
     timeout: float,
 ) -> _Progress:
@@ -215,17 +196,17 @@ def _follow(
         {"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{uuid.uuid4().hex[:6]}",
          "auto.offset.reset": "earliest", "enable.auto.commit": False}
     )  # fmt: skip
-    consumer.subscribe([topics["outcome"], topics["dlq"]])
+    consumer.subscribe([topics.outcome, topics.dlq])
     deadline = time.monotonic() + timeout
     try:
         while progress.finished < total and not interrupted.is_set() and time.monotonic() < deadline:
-            if service.poll() is not None:
+            if service.process.poll() is not None:
                 _say("imgsweep exited unexpectedly")
                 break
             for message in consumer.consume(500, timeout=0.2):
                 if message.error() is not None:
                     continue
-                if message.topic() == topics["outcome"]:
+                if message.topic() == topics.outcome:
                     progress.outcome(json.loads(message.value() or b"{}"))
                 else:
                     headers = dict(message.headers() or [])

@@ -12,19 +12,19 @@ import argparse
 import json
 import random
 import sys
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
 from confluent_kafka import Producer
 
+from devkit.processes import Record, seed_images, send
 from service.settings import ConfigError, load_settings
 
-__all__ = ["SampleRecord", "SampleStream", "add_sample_command"]
+__all__ = ["SampleRecord", "SampleStream", "add_sample_command", "present_images"]
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -38,6 +38,11 @@ class SampleRecord:
     """plain, cloudevents-structured, cloudevents-binary, or invalid"""
     present: list[tuple[str, str, str]] = field(default_factory=list)
     """(collection, product, image) that exist before the delete."""
+
+    @property
+    def record(self) -> Record:
+        """(key, value, headers), as the harness produces it."""
+        return self.key, self.value, self.headers
 
 
 @dataclass
@@ -106,36 +111,13 @@ def _json(document: object) -> bytes:
     return json.dumps(document, ensure_ascii=False).encode()
 
 
-def seed_sandbox(url: str, records: list[SampleRecord]) -> int:
-    by_collection: dict[str, list[dict[str, str]]] = {}
+def present_images(records: Iterable[SampleRecord]) -> dict[str, list[tuple[str, str]]]:
+    """The images that exist before the deletes: (product, image) pairs per collection, for a sandbox's seed."""
+    by_collection: dict[str, list[tuple[str, str]]] = {}
     for record in records:
         for collection, product, image in record.present:
-            by_collection.setdefault(collection, []).append({"product_id": product, "image_id": image})
-    with httpx.Client(base_url=url.rstrip("/"), timeout=30) as client:
-        for collection, items in by_collection.items():
-            for start in range(0, len(items), 5000):
-                client.post(
-                    "/admin/images", json={"collection_name": collection, "items": items[start : start + 5000]}
-                ).raise_for_status()
-    return sum(len(items) for items in by_collection.values())
-
-
-def produce_records(producer: Producer, topic: str, records: list[SampleRecord], rate: float | None) -> None:
-    started = time.monotonic()
-    for n, record in enumerate(records):
-        if rate:
-            delay = started + n / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        while True:
-            try:
-                producer.produce(topic, key=record.key, value=record.value, headers=record.headers)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-    if producer.flush(30):
-        raise RuntimeError("some sample records were not delivered within 30 s")
+            by_collection.setdefault(collection, []).append((product, image))
+    return by_collection
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -152,10 +134,11 @@ def _run(args: argparse.Namespace) -> int:
     )
     records = list(stream.records(args.count))
     if args.seed_sandbox:
-        stored = seed_sandbox(args.seed_sandbox, records)
+        with httpx.Client(base_url=args.seed_sandbox.rstrip("/"), timeout=30, trust_env=False) as client:
+            stored = seed_images(client, present_images(records))
         print(f"stored {stored} images in the sandbox at {args.seed_sandbox}", file=sys.stderr)
     producer = Producer({**settings.kafka.librdkafka_common(), "enable.idempotence": True, "linger.ms": 5})
-    produce_records(producer, settings.kafka.input_topic, records, args.rate)
+    send(producer, settings.kafka.input_topic, [record.record for record in records], rate=args.rate)
     kinds = Counter(record.kind for record in records)
     print(json.dumps({"produced": len(records), "topic": settings.kafka.input_topic, "by_kind": dict(kinds)}))
     return 0

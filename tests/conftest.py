@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports it implicitly only
 
-from devkit.local_stack import load_kafka_local
+from devkit.processes import load_kafka_local
 
-pytest_plugins = ["tests.processes"]  # the service and the sandbox as processes (e2e, reliability)
+pytest_plugins = ["devkit.fixtures"]  # the service and the sandbox as processes (e2e, reliability)
 
 ADMIN_TIMEOUT_S = 30.0
 
@@ -72,7 +72,7 @@ def new_topic(kafka_admin: AdminClient) -> Iterator[Callable[..., str]]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The figures the reliability tests measured, in one place at the end of the run."""
-    from tests.processes import FIGURES  # noqa: PLC0415 - the plugin module is loaded by then
+    from devkit.fixtures import FIGURES  # noqa: PLC0415 - the plugin module is loaded by then
 
     if FIGURES:
         terminalreporter.section("figures measured")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devkit.local_stack import clean_env
-from tests.processes import TopicsFactory, consume_all
+from devkit.fixtures import TopicsFactory
+from devkit.processes import clean_env, consume_all
 
 pytestmark = pytest.mark.e2e
 

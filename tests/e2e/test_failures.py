@@ -13,16 +13,14 @@ from typing import Any
 
 import pytest
 
-from tests.processes import (
+from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
+from devkit.processes import (
     SECRET_KEY,
     Consumed,
     Record,
-    SandboxFactory,
     SandboxProcess,
-    ServiceFactory,
     ServiceProcess,
     Topics,
-    TopicsFactory,
     consume_all,
     event,
     produce,
@@ -39,7 +37,7 @@ def outcomes_by_event(records: list[Consumed]) -> dict[str, dict[str, Any]]:
 
 
 def seeded_events(sandbox: SandboxProcess, count: int, collection: str = "shop", images: int = 3) -> list[Record]:
-    sandbox.seed(collection, [(f"p{n}", f"{n}-{i}.jpg") for n in range(count) for i in range(images)])
+    sandbox.seed({collection: [(f"p{n}", f"{n}-{i}.jpg") for n in range(count) for i in range(images)]})
     return [event(f"e{n}", collection, f"p{n}", [f"{n}-{i}.jpg" for i in range(images)]) for n in range(count)]
 
 

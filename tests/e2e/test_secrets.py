@@ -6,15 +6,8 @@ import json
 
 import pytest
 
-from tests.processes import (
-    SECRET_KEY,
-    SandboxFactory,
-    ServiceFactory,
-    TopicsFactory,
-    consume_all,
-    event,
-    produce,
-)
+from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
+from devkit.processes import SECRET_KEY, consume_all, event, produce
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +17,7 @@ def test_the_secret_key_appears_nowhere(
 ) -> None:
     names = topics(partitions=1)
     sandbox = sandbox_process("--qps", "0", "--http-503-rate", "0.3", "--item-error-rate", "0.2", "--seed", "3")
-    sandbox.seed("shop", [(f"p{n}", f"{n}.jpg") for n in range(20)])
+    sandbox.seed({"shop": [(f"p{n}", f"{n}.jpg") for n in range(20)]})
     records = [event(f"e{n}", "shop", f"p{n}", [f"{n}.jpg"]) for n in range(20)]
     records.append((b"bad", b"{broken", [("authorization", b"none")]))
     produce(kafka_bootstrap, names.input, records)
@@ -35,7 +28,7 @@ def test_the_secret_key_appears_nowhere(
     dead = consume_all(kafka_bootstrap, names.dlq, expect=1, timeout=30, settle=1)
     assert len(outcomes) == 20
     assert dead
-    metrics = service.metrics()
+    metrics = service.exposition()
     logs = service.logs()
     assert '"batch_id": "shop#' in logs  # retries are logged with the batch they belong to
     for line in logs.splitlines():

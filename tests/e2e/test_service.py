@@ -8,16 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.processes import (
+from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
+from devkit.processes import (
     SECRET_KEY,
     Consumed,
     Record,
-    SandboxFactory,
     SandboxProcess,
-    ServiceFactory,
     ServiceProcess,
     Topics,
-    TopicsFactory,
     consume_all,
     event,
     produce,
@@ -39,7 +37,7 @@ def test_happy_path_deletes_images_and_publishes_one_outcome_per_event(
 ) -> None:
     names: Topics = topics()
     sandbox: SandboxProcess = sandbox_process("--qps", "0")
-    sandbox.seed("shoes", [("p1", "a.jpg"), ("p1", "b.jpg"), ("p2", "c.jpg")])
+    sandbox.seed({"shoes": [("p1", "a.jpg"), ("p1", "b.jpg"), ("p2", "c.jpg")]})
     service: ServiceProcess = service_process(names, sandbox)
     produce(
         kafka_bootstrap,
@@ -82,9 +80,9 @@ def test_interleaved_collections_and_a_3000_image_backlog_make_exactly_15_calls_
     sandbox: SandboxProcess = sandbox_process("--qps", "0")
     backlog = [event(f"big-{n}", "big", f"bp{n}", [f"bp{n}-{i}.jpg" for i in range(30)]) for n in range(100)]
     small = [event(f"small-{c}-{n}", f"c{c}", f"sp{c}-{n}", [f"s{n}.jpg"]) for c in range(3) for n in range(4)]
-    sandbox.seed("big", [(f"bp{n}", f"bp{n}-{i}.jpg") for n in range(100) for i in range(30)])
+    sandbox.seed({"big": [(f"bp{n}", f"bp{n}-{i}.jpg") for n in range(100) for i in range(30)]})
     for c in range(3):
-        sandbox.seed(f"c{c}", [(f"sp{c}-{n}", f"s{n}.jpg") for n in range(4)])
+        sandbox.seed({f"c{c}": [(f"sp{c}-{n}", f"s{n}.jpg") for n in range(4)]})
     interleaved = list(backlog)
     for n, record in enumerate(small):
         interleaved.insert(n * 8, record)
@@ -106,7 +104,7 @@ def test_invalid_events_go_to_the_dead_letter_topic_and_valid_neighbours_complet
 ) -> None:
     names: Topics = topics(partitions=1)
     sandbox: SandboxProcess = sandbox_process("--qps", "0")
-    sandbox.seed("shop", [("p1", "1.jpg"), ("p2", "2.jpg")])
+    sandbox.seed({"shop": [("p1", "1.jpg"), ("p2", "2.jpg")]})
     bad: list[Record] = [
         (b"k-not-json", b"{not json", [("trace", b"t-1")]),
         (b"k-utf8", b"\xff\xfe\xfd", []),

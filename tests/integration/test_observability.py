@@ -41,17 +41,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.processes import (
-    Record,
-    SandboxFactory,
-    SandboxProcess,
-    ServiceFactory,
-    ServiceProcess,
-    Topics,
-    TopicsFactory,
-    event,
-    produce,
-)
+from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
+from devkit.processes import Record, SandboxProcess, ServiceProcess, Topics, event, produce
 from tests.unit.test_dashboard import DASHBOARD, RULES, RULES_TESTS, dashboard_expressions, operands, rules
 
 SCRAPE_INTERVAL_SECONDS = 15
@@ -213,7 +204,7 @@ def test_a_real_scrape_is_clean_and_feeds_every_dashboard_and_rule_expression(
         "--http-503-rate", "0.15", "--busy-rate", "0.1", "--item-error-rate", "0.05",
     )  # fmt: skip
     sandbox.seed(
-        "shop", [(f"w{w}-p{n}", f"w{w}-{n}-{i}.jpg") for w in range(WAVES) for n in range(8) for i in range(3)]
+        {"shop": [(f"w{w}-p{n}", f"w{w}-{n}-{i}.jpg") for w in range(WAVES) for n in range(8) for i in range(3)]}
     )
     service: ServiceProcess = service_process(
         names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5", API__MAX_ATTEMPTS="2", API__BACKOFF_MAX_SECONDS="0.2"
@@ -221,11 +212,11 @@ def test_a_real_scrape_is_clean_and_feeds_every_dashboard_and_rule_expression(
     service.wait_assigned(2)
     instance = f"127.0.0.1:{service.port}"
     target = {**TARGET_LABELS, "instance": instance}
-    expositions = [service.metrics()]
+    expositions = [service.exposition()]
     for wave in range(WAVES):
         produce(kafka_bootstrap, names.input, mixed_wave(wave))
         time.sleep(WAVE_SECONDS)
-        expositions.append(service.metrics())
+        expositions.append(service.exposition())
     (tmp_path / "last-scrape.txt").write_text(expositions[-1])
 
     # promtool's metric linter on what the service really exposes.

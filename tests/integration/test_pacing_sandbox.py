@@ -16,6 +16,8 @@ from datetime import time, timedelta, timezone
 
 import pytest
 
+from devkit.fixtures import FIGURES, SandboxFactory
+from devkit.processes import ACCESS_KEY, SECRET_KEY
 from service.api.classify import ResponsePolicy
 from service.api.client import DeleteClient, new_http_client
 from service.api.models import DeleteBatch, DeleteItem
@@ -23,7 +25,6 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
-from tests.processes import ACCESS_KEY, FIGURES, SECRET_KEY, SandboxFactory
 
 pytestmark = pytest.mark.integration
 

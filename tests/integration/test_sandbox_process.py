@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devkit.local_stack import clean_env
+from devkit.processes import clean_env
 
 pytestmark = pytest.mark.integration
 

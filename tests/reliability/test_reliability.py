@@ -22,20 +22,16 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
-from devkit.local_stack import load_kafka_local
-from tests.processes import (
-    FIGURES,
+from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
+from devkit.processes import (
     SECRET_KEY,
     Record,
-    SandboxFactory,
     SandboxProcess,
-    ServiceFactory,
     ServiceProcess,
     Topics,
-    TopicsFactory,
     event,
+    load_kafka_local,
     wait_for,
 )
 
@@ -131,7 +127,7 @@ def scan_for_secret(bootstrap: str, names: Topics, services: list[ServiceProcess
     for service in services:
         assert_no_secret(service.logs())
         if service.process.poll() is None:
-            assert_no_secret(service.metrics())
+            assert_no_secret(service.exposition())
     for topic in (names.outcome, names.dlq):
         for record in read_to_end(bootstrap, topic):
             assert_no_secret(record.value or b"", record.key or b"", *record.headers.values())
@@ -152,8 +148,7 @@ def seeded(sandbox: SandboxProcess, count: int, images: int = 1, collections: in
         image_ids = [f"{n}-{i}.jpg" for i in range(images)]
         items.setdefault(collection, []).extend((f"p{n}", image) for image in image_ids)
         records.append(event(f"e{n}", collection, f"p{n}", image_ids))
-    for collection, pairs in items.items():
-        sandbox.seed(collection, pairs)
+    sandbox.seed(items)
     return records
 
 
@@ -291,13 +286,7 @@ def test_a_broker_restart_mid_run_is_survived_without_losing_anything(
     own_broker: Any, sandbox_process: SandboxFactory, service_process: ServiceFactory, tmp_path: Path
 ) -> None:
     bootstrap: str = own_broker.bootstrap_servers
-    tag = uuid.uuid4().hex[:8]
-    names = Topics(f"in-{tag}", f"out-{tag}", f"dlq-{tag}", f"group-{tag}")
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    new = [NewTopic(names.input, num_partitions=3, replication_factor=1)]
-    new += [NewTopic(name, num_partitions=1, replication_factor=1) for name in (names.outcome, names.dlq)]
-    for future in admin.create_topics(new).values():
-        future.result(30)
+    names = Topics.create(AdminClient({"bootstrap.servers": bootstrap}), f"t-{uuid.uuid4().hex[:8]}", partitions=3)
     sandbox = sandbox_process("--qps", "0", "--latency-ms", "30")
     records = seeded(sandbox, 3_000, images=2)
     produce_tracked(bootstrap, names.input, records)
