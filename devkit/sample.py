@@ -4,6 +4,10 @@ Several collections, products with 1 to 8 images, a share of images that are alr
 CloudEvents (structured and binary mode) and a share of invalid records (broken JSON, bad UTF-8, empty or
 oversized image lists, wrong types), produced at a steady rate. With ``--seed-sandbox URL`` the images that
 should exist are first stored in a sandbox, so the deletes find them.
+
+The topic must be named (``--topic``); the configured input topic (``IMGSWEEP_KAFKA__INPUT_TOPIC``), which a
+running imgsweep consumes and deletes images for, is written to only with ``--yes``. Anything else exits 2
+before a record is made.
 """
 
 from __future__ import annotations
@@ -120,12 +124,39 @@ def present_images(records: Iterable[SampleRecord]) -> dict[str, list[tuple[str,
     return by_collection
 
 
+EXIT_USAGE = 2
+_INPUT_VARIABLE = "IMGSWEEP_KAFKA__INPUT_TOPIC"
+
+
+class UsageError(Exception):
+    """The command line asks for something the command will not do."""
+
+
+def target_topic(topic: str | None, *, configured_input: str, yes: bool) -> str:
+    """The topic to write to, or UsageError: synthetic events go to the configured input topic, which a service
+    consumes and deletes images for, only when asked for with ``yes``; any other topic must be named."""
+    if topic is None and not yes:
+        raise UsageError(
+            f"name the topic to write to with --topic, or add --yes to write to the configured input topic "
+            f"{configured_input!r} ({_INPUT_VARIABLE})"
+        )
+    chosen = configured_input if topic is None else topic
+    if chosen == configured_input and not yes:
+        raise UsageError(
+            f"refusing to write synthetic events to {configured_input!r}, the configured input topic "
+            f"({_INPUT_VARIABLE}) that imgsweep consumes and deletes images for; name another topic, or add --yes "
+            "if that is what you mean"
+        )
+    return chosen
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
-    except ConfigError as error:
+        topic = target_topic(args.topic, configured_input=settings.kafka.input_topic, yes=args.yes)
+    except (ConfigError, UsageError) as error:
         print(f"devkit produce-sample: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     stream = SampleStream(
         invalid_fraction=args.invalid_fraction,
         absent_fraction=args.absent_fraction,
@@ -138,17 +169,23 @@ def _run(args: argparse.Namespace) -> int:
             stored = seed_images(client, present_images(records))
         print(f"stored {stored} images in the sandbox at {args.seed_sandbox}", file=sys.stderr)
     producer = Producer({**settings.kafka.librdkafka_common(), "enable.idempotence": True, "linger.ms": 5})
-    send(producer, settings.kafka.input_topic, [record.record for record in records], rate=args.rate)
+    send(producer, topic, [record.record for record in records], rate=args.rate)
     kinds = Counter(record.kind for record in records)
-    print(json.dumps({"produced": len(records), "topic": settings.kafka.input_topic, "by_kind": dict(kinds)}))
+    print(json.dumps({"produced": len(records), "topic": topic, "by_kind": dict(kinds)}))
     return 0
 
 
 def add_sample_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "produce-sample",
-        help="produce a realistic stream of delist events (some invalid, some CloudEvents) to the input topic",
+        help="produce a realistic stream of delist events (some invalid, some CloudEvents) to a topic you name",
         description=__doc__,
+    )
+    parser.add_argument("--topic", help="the topic to write to (the configured input topic only with --yes)")
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="write to the configured input topic (IMGSWEEP_KAFKA__INPUT_TOPIC), which a running imgsweep consumes",
     )
     parser.add_argument("--count", type=int, default=1000, help="records to produce (default: 1000)")
     parser.add_argument("--rate", type=float, default=None, help="records per second (default: as fast as possible)")

@@ -181,6 +181,7 @@ def test_sample_producer_runs_the_checkouts_devkit(services: dict[str, dict[str,
     assert all(volume.endswith(":ro") for volume in producer["volumes"])
     args = devkit_parser().parse_args(producer["command"])
     assert args.command == "produce-sample"
+    assert args.yes, "the stack's own input topic, asked for: produce-sample refuses it otherwise"
 
 
 def test_published_ports_are_loopback_only(services: dict[str, dict[str, Any]]) -> None:
