@@ -1,15 +1,19 @@
 # syntax=docker/dockerfile:1
 #
-# imgsweep's container image: wheels are built in one stage, and the runtime stage installs only those
-# wheels into a virtual environment. The runtime has no compiler, no build backend, no pip cache and no
-# source tree; it runs as the numeric non-root user 10001 and writes nothing outside /tmp, so it works
-# with a read-only root filesystem (the Helm chart mounts an emptyDir at /tmp).
+# imgsweep's container image. `make image` builds it (deploy/image/build.sh, with podman): the wheels are
+# prepared on the host first, in .cache/image/wheelhouse/ (the dependencies pinned with hashes in
+# deploy/image/requirements.lock, the pip of deploy/image/pip.lock, imgsweep's own wheel), so the build reaches
+# no network. The builder stage installs them into a virtual environment with pip run from its wheel; the
+# runtime stage gets only that environment: no pip, no setuptools, no wheel, no compiler, no source tree. It runs
+# as the numeric non-root user 10001 and writes nothing outside /tmp, so it works with a read-only root
+# filesystem (the Helm chart mounts an emptyDir at /tmp).
 #
-#   docker build -t imgsweep:0.1.0 --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
-#   docker run --rm --read-only --tmpfs /tmp imgsweep:0.1.0 check-config
+#   make image                                                  # base: Debian 12's python3, made locally
+#   make image PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:…  # or a base from a registry
+#   podman run --rm --network host --read-only --user 10001 localhost/imgsweep:0.1.0 check-config
 #
-# Every dependency has a binary wheel for this platform (`--only-binary=:all:`), so neither stage needs
-# apt packages. Pin the base by digest in CI (--build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...).
+# The base must be Debian 12 (bookworm) with CPython 3.11 as python3: the wheels are for that platform
+# (docs/decisions/0004-container-image-base.md). Regenerate the lock files with deploy/image/lock.sh.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -17,17 +21,50 @@ FROM ${PYTHON_IMAGE} AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_ROOT_USER_ACTION=ignore
 
-WORKDIR /src
-# Only what the wheel is built from (.dockerignore keeps the rest of the tree out of the context).
-COPY pyproject.toml README.md ./
-COPY service ./service
-RUN pip wheel --only-binary=:all: --wheel-dir /wheels .
+COPY deploy/image/requirements.lock /install/
+COPY .cache/image/wheelhouse/pip/ /install/pip/
+COPY .cache/image/wheelhouse/deps/ /install/deps/
+# The dependencies first, in their own layer: a change to imgsweep's code does not reinstall them. pip runs from
+# its wheel (`python pip.whl/pip`), so it is never installed; every file must match a hash of the lock.
+RUN python3 -m venv --without-pip /opt/imgsweep \
+    && set -- /install/pip/pip-*.whl \
+    && /opt/imgsweep/bin/python "$1/pip" install --no-index --find-links=/install/deps --only-binary=:all: \
+        --require-hashes --no-deps --requirement /install/requirements.lock
+
+COPY .cache/image/wheelhouse/app/ /install/app/
+# Bytecode is compiled here (pip does by default), because nothing can write it at run time.
+RUN set -- /install/pip/pip-*.whl \
+    && /opt/imgsweep/bin/python "$1/pip" install --no-index --no-deps /install/app/imgsweep-*.whl \
+    && /opt/imgsweep/bin/python "$1/pip" check
 
 
 FROM ${PYTHON_IMAGE} AS runtime
 
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    LANG=C.UTF-8 \
+    PATH=/opt/imgsweep/bin:${PATH}
+
+# A registry's python image brings pip, setuptools and wheel into the system Python; Debian's python3 has none.
+RUN if python3 -m pip --version >/dev/null 2>&1; then \
+        python3 -m pip uninstall --yes --quiet --disable-pip-version-check pip setuptools wheel; \
+    fi \
+    && groupadd --system --gid 10001 imgsweep \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin imgsweep
+
+COPY --from=builder /opt/imgsweep /opt/imgsweep
+
+USER 10001:10001
+# Read-only for that user: nothing is written relative to the working directory.
+WORKDIR /opt/imgsweep
+
+# /metrics, /livez and /readyz (IMGSWEEP_HTTP__PORT).
+EXPOSE 8080
+
+# Last, so a new revision only changes the image's metadata.
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -42,29 +79,6 @@ LABEL org.opencontainers.image.title="imgsweep" \
       org.opencontainers.image.source="https://github.com/imgsweep/imgsweep" \
       org.opencontainers.image.documentation="https://github.com/imgsweep/imgsweep#readme" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
-
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PATH=/opt/imgsweep/bin:${PATH}
-
-# The wheels are bind-mounted from the builder for this one step, so they are not a layer of the image.
-# Bytecode is compiled here, at build time, because nothing can write it at run time.
-RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
-    python -m venv /opt/imgsweep \
-    && /opt/imgsweep/bin/pip install --no-index --find-links=/wheels imgsweep \
-    && /opt/imgsweep/bin/pip uninstall --yes pip \
-    && groupadd --system --gid 10001 imgsweep \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin imgsweep
-
-USER 10001:10001
-# Read-only for that user: nothing is written relative to the working directory.
-WORKDIR /opt/imgsweep
-
-# /metrics, /livez and /readyz (IMGSWEEP_HTTP__PORT).
-EXPOSE 8080
 
 ENTRYPOINT ["imgsweep"]
 CMD ["run"]

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup kafka-jars tools lint typecheck unit test run demo bench kafka clean
+.PHONY: setup kafka-jars tools image lint typecheck unit test run demo bench kafka clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ tools:
 	deploy/tools/install-promtool.sh
 	deploy/tools/install-helm.sh
 	deploy/tools/fetch-schemas.sh
+	deploy/tools/install-podman.sh
+
+# The container image from the Dockerfile, with podman: base made from Debian's packages, wheels on the host
+# (deploy/image/build.sh; cached, so an unchanged tree costs about a second). PYTHON_IMAGE=... for another base.
+image: $(STAMP)
+	deploy/tools/install-podman.sh
+	PYTHON=$(BIN)/python deploy/image/build.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,18 +1,16 @@
-"""What the container image would do, checked without Docker.
+"""The container image: the Dockerfile checked as text, then the image itself, built and run with podman.
 
-The Dockerfile builds imgsweep's wheel from the build context that .dockerignore lets through, installs only
-wheels into a virtual environment and runs ``imgsweep`` as user 10001 on a read-only root filesystem with a
-writable /tmp. Here the same steps run on this machine: the context is assembled by .dockerignore's rules,
-the wheel is built from it (``pip wheel --no-deps``), installed into a fresh virtual environment (binary wheels
-only, as in the image), and the console script is run the way the pod runs it: the Helm chart's ConfigMap as
-the environment, the chart's Secret as files in a kubelet-style secrets directory, no HOME, a read-only working
-directory. When the tests run as root and an interpreter is reachable by others, the commands run as uid/gid
-10001 (not in /etc/passwd, as under ``runAsUser``); in every case a snapshot proves nothing was written to the
-installation.
+The Dockerfile installs only wheels prepared on the host (the dependencies pinned with hashes in
+deploy/image/requirements.lock, the pip that installs them, imgsweep's own wheel) and keeps pip, setuptools and
+wheel out of the runtime stage; the build context is that wheelhouse and the lock files, nothing else.
+Static checks keep it honest: hadolint finds nothing, the last user is numeric and non-root, the entry point is
+exec-form ``imgsweep run``, the exposed port is the chart's, the version label is pyproject's version, and every
+requirement of the lock is pinned with hashes.
 
-Static checks keep the Dockerfile honest: hadolint finds nothing, the last user is numeric and non-root, the
-entry point is exec-form ``imgsweep run``, the exposed port is the chart's, and the image's version label is
-pyproject's version.
+Then the image built by ``make image`` (tests/containers.py) is run as the pod runs it (read-only root, user
+10001, no capabilities, a tmpfs at /tmp): the Helm chart's ConfigMap as the environment and its Secret as files in
+a kubelet-style secrets directory; and its contents are read from inside: the service package and the locked
+dependencies, nothing else. The service running in it against the broker and the sandbox is tests/e2e/test_container.py.
 """
 
 from __future__ import annotations
@@ -24,10 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import tomllib
-import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,17 +30,20 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import containers
+
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 CHART = REPO / "helm" / "imgsweep"
 TOOLS_BIN = Path(os.environ.get("IMGSWEEP_TOOLS_DIR") or Path.home() / ".cache" / "imgsweep" / "tools") / "bin"
 IMAGE_UID = 10001
+LOCK = REPO / "deploy" / "image" / "requirements.lock"
+PIP_LOCK = REPO / "deploy" / "image" / "pip.lock"
 SECRETS_MOUNT = "/var/run/secrets/imgsweep"
 ACCESS_KEY = "AKIMAGETEST0000000001"
 SECRET_KEY = "image-test-secret-key-never-printed"
 COMMAND_TIMEOUT_S = 60.0
-INSTALL_TIMEOUT_S = 180.0
 
 
 def find_tool(name: str, hint: str) -> str:
@@ -105,12 +103,12 @@ def test_hadolint_finds_nothing() -> None:
 
 def test_dockerfile_runtime_stage_is_non_root_read_only_ready_and_exec_form() -> None:
     global_args, *stages = dockerfile_stages()
-    assert len(stages) >= 2, "a builder stage and a runtime stage"
+    assert len(stages) == 2, "a builder stage and a runtime stage"
     base = next(i.arguments for i in global_args if i.arguments.startswith("PYTHON_IMAGE="))
-    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.1[1-9][.0-9]*-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
-    assert all(stage[0].arguments.startswith("${PYTHON_IMAGE}") for stage in stages), "every stage on the pinned base"
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11[.0-9]*-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+    assert all(stage[0].arguments.startswith("${PYTHON_IMAGE}") for stage in stages), "every stage on one base"
 
-    runtime = stages[-1]
+    builder, runtime = stages
     keywords = [i.keyword for i in runtime]
     users = [i.arguments for i in runtime if i.keyword == "USER"]
     assert users, "the runtime stage sets a user"
@@ -129,18 +127,48 @@ def test_dockerfile_runtime_stage_is_non_root_read_only_ready_and_exec_form() ->
     chart_port = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))["http"]["port"]
     assert [i.arguments for i in runtime if i.keyword == "EXPOSE"] == [str(chart_port)]
 
-    # Only wheels reach the runtime stage: no source, no build tools, no package manager cache.
-    assert not [i for i in runtime if i.keyword in {"COPY", "ADD"}], "the runtime stage copies nothing in"
+    # The builder installs the wheelhouse offline, every dependency checked against the lock's hashes, with pip
+    # run from its wheel; the runtime stage receives only the virtual environment and installs nothing.
+    builds = " ".join(i.arguments for i in builder if i.keyword == "RUN")
+    assert "--no-index" in builds
+    assert "--require-hashes --no-deps --requirement /install/requirements.lock" in builds
+    assert "venv --without-pip" in builds
+    assert [i.arguments for i in runtime if i.keyword in {"COPY", "ADD"}] == [
+        "--from=builder /opt/imgsweep /opt/imgsweep"
+    ]
     runs = " ".join(i.arguments for i in runtime if i.keyword == "RUN")
-    assert "--mount=type=bind,from=builder" in runs
-    assert "--no-index" in runs
-    assert not re.search(r"\b(apt-get|apt|gcc|build-essential)\b", runs)
+    assert not re.search(r"\b(apt-get|apt|gcc|build-essential)\b|pip install", runs)
+    assert "pip uninstall --yes --quiet --disable-pip-version-check pip setuptools wheel" in runs
 
     args = {i.arguments.partition("=")[0]: i.arguments.partition("=")[2] for i in runtime if i.keyword == "ARG"}
     assert args["VERSION"] == project_version(), "the image's default version label is pyproject's version"
     labels = " ".join(i.arguments for i in runtime if i.keyword == "LABEL")
     for key in ("title", "description", "version", "revision", "created", "licenses", "source"):
         assert f"org.opencontainers.image.{key}=" in labels, key
+
+
+def lock_requirements(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """name -> (pinned version, hashes) of a pip-compile lock file."""
+    text = re.sub(r"\\\n", " ", path.read_text(encoding="utf-8"))
+    pinned: dict[str, tuple[str, list[str]]] = {}
+    for raw in text.splitlines():
+        line = " ".join(raw.split("#", 1)[0].split())
+        if not line:
+            continue
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^ ;]+)((?: --hash=sha256:[0-9a-f]{64})+)", line)
+        assert match, f"not pinned with hashes in {path.name}: {line}"
+        pinned[re.sub(r"[-_.]+", "-", match[1]).lower()] = (match[2], re.findall(r"[0-9a-f]{64}", match[3]))
+    return pinned
+
+
+def test_image_dependencies_are_pinned_with_hashes_and_cover_pyproject() -> None:
+    locked = lock_requirements(LOCK)
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    names = {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", spec)[0]).lower() for spec in declared}  # type: ignore[index]
+    assert names <= set(locked), f"pyproject dependencies missing from the lock: {names - set(locked)}"
+    assert not {"pip", "setuptools", "wheel"} & set(locked), "no installer or build tool among the image's packages"
+    installer = lock_requirements(PIP_LOCK)
+    assert set(installer) == {"pip"}, installer
 
 
 # ---- the build context ---------------------------------------------------------------------------------------
@@ -201,112 +229,41 @@ def build_context_files() -> list[str]:
     return files
 
 
-def test_build_context_is_the_wheel_source_and_nothing_else() -> None:
+def test_build_context_is_the_wheelhouse_and_the_locks_and_nothing_else() -> None:
     files = build_context_files()
-    assert {"pyproject.toml", "README.md", "service/__init__.py", "service/cli.py", "service/py.typed"} <= set(files)
+    locks = {"deploy/image/requirements.lock", "deploy/image/pip.lock"}
+    assert locks <= set(files)
     leaked = [
         name
         for name in files
-        if not (name in {"pyproject.toml", "README.md"} or name.startswith("service/"))
-        or re.search(r"(__pycache__|\.pyc$|\.env$|\.pem$|\.key$|(^|/)\.)", name)
+        if name not in locks and not re.fullmatch(r"\.cache/image/wheelhouse/\w+/[^/]+\.whl", name)
     ]
     assert not leaked, f"the build context would include {leaked}"
+    copied = [i.arguments.split()[0] for stage in dockerfile_stages() for i in stage if i.keyword == "COPY"]
+    for source in copied:
+        if not source.startswith("--from="):
+            assert source.rstrip("/") in locks or source.startswith(".cache/image/wheelhouse/"), source
 
 
-# ---- the installed image, as a process -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Installation:
-    root: Path
-    venv: Path
-    wheel: Path
-    run_as: int | None  # a uid when the commands drop root, else None
-
-
-def _runs_as_image_user(python: str) -> bool:
-    try:
-        probe = subprocess.run(
-            [python, "-c", "import sys, encodings; assert sys.version_info >= (3, 11)"],
-            user=IMAGE_UID,
-            group=IMAGE_UID,
-            extra_groups=[],
-            env={"PATH": "/usr/bin:/bin"},
-            cwd="/",
-            capture_output=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
-        )
-    except PermissionError:  # the interpreter itself is out of the user's reach
-        return False
-    return probe.returncode == 0
-
-
-def _base_python() -> tuple[str, int | None]:
-    """The interpreter for the fresh environment, and the uid to run it as.
-
-    As root, the commands run as the image's uid if some Python >= 3.11 is usable by it (a pyenv under /root
-    is not; a system Python is); otherwise, and when not root, they run as the current user.
-    """
-    own = getattr(sys, "_base_executable", sys.executable)
-    if os.geteuid() != 0:
-        return own, None
-    for candidate in (own, "/usr/local/bin/python3", "/usr/bin/python3"):
-        if Path(candidate).is_file() and _runs_as_image_user(candidate):
-            return candidate, IMAGE_UID
-    return own, None
-
-
-def _run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+# ---- the image, built and run ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def installation() -> Iterator[Installation]:
-    """Context -> wheel -> fresh venv with binary wheels only, in a world-readable directory under /tmp."""
-    root = Path(tempfile.mkdtemp(prefix="imgsweep-image-"))
-    try:
-        root.chmod(0o755)
-        context = root / "context"
-        for name in build_context_files():
-            (context / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, context / name)
-        wheels = root / "wheels"
-        built = _run(
-            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(context)],
-            timeout=INSTALL_TIMEOUT_S,
-        )
-        assert built.returncode == 0, built.stderr
-        (wheel,) = wheels.glob("imgsweep-*.whl")
-
-        python, run_as = _base_python()
-        venv = root / "venv"
-        created = _run([python, "-m", "venv", "--without-pip", str(venv)], timeout=INSTALL_TIMEOUT_S)
-        assert created.returncode == 0, created.stderr
-        installed = _run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "--python",
-                str(venv / "bin" / "python"),
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--only-binary=:all:",
-                str(wheel),
-            ],
-            timeout=INSTALL_TIMEOUT_S,
-        )
-        assert installed.returncode == 0, installed.stderr
-        yield Installation(root=root, venv=venv, wheel=wheel, run_as=run_as)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+def built_image() -> str:
+    """The image `make image` builds (reused when nothing it is built from changed); skipped only where podman
+    cannot run, and never under CI (tests/containers.py)."""
+    return containers.image()
 
 
 def chart_objects(*helm_args: str) -> list[dict[str, Any]]:
     helm = find_tool("helm", "run deploy/tools/install-helm.sh (make does)")
-    result = _run([helm, "template", "imgsweep", str(CHART), *helm_args], timeout=COMMAND_TIMEOUT_S)
+    result = subprocess.run(
+        [helm, "template", "imgsweep", str(CHART), *helm_args],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -333,18 +290,16 @@ def pod() -> Pod:
     (secret,) = [o for o in objects if o["kind"] == "Secret"]
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    env = {item["name"]: item["value"] for item in container.get("env", [])}
+    env = {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
     assert env.get("IMGSWEEP_SECRETS_DIR") == SECRETS_MOUNT
     files = {name: base64.b64decode(value).decode() for name, value in secret["data"].items()}
-    return Pod(env={**configmap["data"]}, secret_files=files)
+    return Pod(env={**configmap["data"], **env}, secret_files=files)
 
 
-def mount_secret(installation: Installation, files: dict[str, str]) -> Path:
-    """The kubelet's layout: ..<timestamp>/KEY files, a ..data link to it, KEY -> ..data/KEY links."""
-    parent = Path(tempfile.mkdtemp(dir=installation.root))
-    parent.chmod(0o755)
+def mount_secret(parent: Path, files: dict[str, str]) -> str:
+    """The kubelet's layout (..<timestamp>/KEY files, a ..data link to it, KEY -> ..data/KEY links), group-owned
+    by the pod's fsGroup and readable by the group only (defaultMode 0440); a read-only volume at the mount path."""
     directory = parent / "secrets"
-    gid = installation.run_as
     directory.mkdir()
     payload = directory / "..2026_01_01_00_00_00.000000001"
     payload.mkdir()
@@ -354,78 +309,26 @@ def mount_secret(installation: Installation, files: dict[str, str]) -> Path:
     for name in files:
         (directory / name).symlink_to(f"..data/{name}")
     for path in (directory, payload, *payload.iterdir()):
-        if gid is not None:  # fsGroup: group-owned, readable by the group only (defaultMode 0440)
-            os.chown(path, 0, gid)
-        path.chmod(0o750 if path.is_dir() else 0o440)
-    return directory
+        if os.geteuid() == 0:
+            os.chown(path, 0, IMAGE_UID)
+            path.chmod(0o750 if path.is_dir() else 0o440)
+        else:  # podman without root maps the caller to root inside; others must read
+            path.chmod(0o755 if path.is_dir() else 0o444)
+    return f"{directory}:{SECRETS_MOUNT}:ro"
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(path): (path.stat().st_mtime_ns, path.stat().st_size) for path in sorted(root.rglob("*"))}
-
-
-def run_imgsweep(
-    installation: Installation, args: list[str], env: dict[str, str], tmp: Path
-) -> subprocess.CompletedProcess[str]:
-    """The image's entry point with the pod's environment: no HOME, a read-only working directory."""
-    process_env = {
-        "PATH": f"{installation.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONUNBUFFERED": "1",
-        "TMPDIR": str(tmp),
-        **env,
-    }
-    extra: dict[str, Any] = {}
-    if installation.run_as is not None:
-        extra = {"user": installation.run_as, "group": installation.run_as, "extra_groups": []}
-    return _run(
-        ["imgsweep", *args],
-        env=process_env,
-        cwd=installation.venv,
-        timeout=COMMAND_TIMEOUT_S,
-        **extra,
-    )
-
-
-@pytest.fixture
-def writable_tmp(installation: Installation) -> Iterator[Path]:
-    """The emptyDir at /tmp: the only place the process may write."""
-    tmp = Path(tempfile.mkdtemp(prefix="tmp-", dir=installation.root))
-    if installation.run_as is not None:
-        os.chown(tmp, installation.run_as, installation.run_as)
-    yield tmp
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def test_wheel_ships_the_package_and_the_console_script(installation: Installation) -> None:
-    with zipfile.ZipFile(installation.wheel) as wheel:
-        names = wheel.namelist()
-        (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-        assert "imgsweep = service.cli:main" in wheel.read(entry_points).decode()
-    assert "service/py.typed" in names
-    assert not [n for n in names if n.startswith(("tests/", "deploy/", "bench/", "devkit/")) or "__pycache__" in n]
-
-
-def test_help_runs_as_the_image_would(installation: Installation, writable_tmp: Path) -> None:
-    before = snapshot(installation.venv)
-    result = run_imgsweep(installation, ["--help"], {}, writable_tmp)
+def test_help_runs_read_only_as_user_10001(built_image: str) -> None:
+    result = containers.run_image("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("run", "check-config", "sandbox"):
+    for command in ("run", "check-config", "sandbox", "replay-dlq"):
         assert command in result.stdout
-    for command in ("demo", "produce-sample"):  # development commands: python -m devkit, not the product
-        assert command not in result.stdout
-    assert snapshot(installation.venv) == before, "the installation must not be written to (read-only root)"
+    who = containers.run_image("-c", "import os; print(os.getuid(), os.getgid())", entrypoint="python3")
+    assert who.stdout.split() == [str(IMAGE_UID), str(IMAGE_UID)], who.stderr
 
 
-def test_check_config_accepts_the_chart_configmap_and_secret_files(
-    installation: Installation, pod: Pod, writable_tmp: Path
-) -> None:
-    secrets = mount_secret(installation, pod.secret_files)
-    before = snapshot(installation.venv)
-    result = run_imgsweep(
-        installation, ["check-config"], {**pod.env, "IMGSWEEP_SECRETS_DIR": str(secrets)}, writable_tmp
-    )
+def test_check_config_accepts_the_chart_configmap_and_secret_files(built_image: str, pod: Pod, tmp_path: Path) -> None:
+    volume = mount_secret(tmp_path, pod.secret_files)
+    result = containers.run_image("check-config", env=pod.env, volumes=(volume,))
     assert result.returncode == 0, result.stderr
     assert "configuration is valid" in result.stderr
     shown = json.loads(result.stdout)
@@ -436,17 +339,54 @@ def test_check_config_accepts_the_chart_configmap_and_secret_files(
     assert shown["api"]["secret_key"] == "**********"
     for value in (ACCESS_KEY, SECRET_KEY):
         assert value not in result.stdout + result.stderr
-    assert snapshot(installation.venv) == before, "the installation must not be written to (read-only root)"
 
 
-def test_check_config_exits_2_naming_a_missing_key(installation: Installation, pod: Pod, writable_tmp: Path) -> None:
+def test_check_config_exits_2_naming_a_missing_key(built_image: str, pod: Pod, tmp_path: Path) -> None:
     without_secret_key = {k: v for k, v in pod.secret_files.items() if k != "IMGSWEEP_API__SECRET_KEY"}
-    secrets = mount_secret(installation, without_secret_key)
-    result = run_imgsweep(
-        installation, ["check-config"], {**pod.env, "IMGSWEEP_SECRETS_DIR": str(secrets)}, writable_tmp
-    )
+    volume = mount_secret(tmp_path, without_secret_key)
+    result = containers.run_image("check-config", env=pod.env, volumes=(volume,))
     assert result.returncode == 2, result.stdout + result.stderr
     assert "IMGSWEEP_API__SECRET_KEY must be set" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert ACCESS_KEY not in result.stderr
+
+
+INSPECT_INSTALLATION = """
+import importlib.metadata, importlib.util, json, sys, sysconfig
+from pathlib import Path
+site = Path(sysconfig.get_paths()["purelib"])
+print(json.dumps({
+    "prefix": sys.prefix,
+    "distributions": {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()},
+    "top_level": sorted(p.name for p in site.iterdir() if not p.name.endswith((".dist-info", ".pth"))),
+    "tools": [m for m in ("pip", "setuptools", "wheel", "ensurepip") if importlib.util.find_spec(m)],
+    "sources_without_bytecode": [
+        str(p) for p in (site / "service").rglob("*.py")
+        if not importlib.util.cache_from_source(str(p)) or not Path(importlib.util.cache_from_source(str(p))).exists()
+    ],
+}))
+"""
+
+
+def test_image_holds_the_service_package_and_its_locked_dependencies_only(built_image: str) -> None:
+    result = containers.run_image("-c", INSPECT_INSTALLATION, entrypoint="/opt/imgsweep/bin/python")
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["prefix"] == "/opt/imgsweep"
+    locked = {name: version for name, (version, _) in lock_requirements(LOCK).items()}
+    installed = {re.sub(r"[-_.]+", "-", name).lower(): version for name, version in found["distributions"].items()}
+    assert installed == {**locked, "imgsweep": project_version()}, "exactly the lock's pins, and imgsweep"
+    assert found["tools"] == [], "no pip, setuptools or wheel in the image's environment"
+    assert "service" in found["top_level"]
+    assert not {"devkit", "tests", "bench", "deploy"} & set(found["top_level"]), found["top_level"]
+    assert found["sources_without_bytecode"] == [], "bytecode is compiled at build time (read-only at run time)"
+
+    # The system Python of the base has no installer either (a registry's python image has its removed).
+    system = containers.run_image("-c", "import importlib.util as u; print(u.find_spec('pip'))", entrypoint="python3")
+    assert system.stdout.strip() == "None", system.stdout + system.stderr
+
+    labels = containers.podman("image", "inspect", "--format", "{{json .Labels}}", built_image).stdout
+    assert json.loads(labels)["org.opencontainers.image.version"] == project_version()
+    user = containers.podman("image", "inspect", "--format", "{{.Config.User}}", built_image).stdout.strip()
+    assert user == f"{IMAGE_UID}:{IMAGE_UID}"

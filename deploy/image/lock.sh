@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Regenerates the image's lock files from pyproject.toml, with the sha256 of every file PyPI has for each pinned
+# version (any platform), so pip in the image build installs exactly these and nothing else:
+#
+#   deploy/image/requirements.lock   imgsweep's runtime dependencies (pip-compile --generate-hashes)
+#   deploy/image/pip.lock            the pip that installs them during the build (run from its wheel, never
+#                                    installed into the image)
+#
+#   deploy/image/lock.sh             after changing [project].dependencies in pyproject.toml, or to take updates
+#
+# Needs network to PyPI and a Python 3.11 (the image's Python: Debian 12's python3) as $PYTHON, python3.11 or
+# python3. pip-tools runs from a throwaway virtual environment under ${IMGSWEEP_TOOLS_DIR:-~/.cache/imgsweep/tools}.
+set -euo pipefail
+
+PIP_TOOLS_VERSION="7.6.2"
+PIP_VERSION="26.3"
+
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+tools_dir="${IMGSWEEP_TOOLS_DIR:-${HOME:?HOME or IMGSWEEP_TOOLS_DIR must be set}/.cache/imgsweep/tools}"
+venv="${tools_dir}/pip-tools-${PIP_TOOLS_VERSION}"
+
+python="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if [[ "$("${python}" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" != "3.11" ]]; then
+    echo "lock.sh: ${python} is not Python 3.11, the image's Python; set PYTHON=/path/to/python3.11" >&2
+    exit 1
+fi
+if [[ ! -x "${venv}/bin/pip-compile" ]]; then
+    "${python}" -m venv "${venv}"
+    "${venv}/bin/pip" install --quiet "pip-tools==${PIP_TOOLS_VERSION}"
+fi
+
+cd "${repo}"
+header="# The image's pinned dependencies with hashes. Regenerate with deploy/image/lock.sh; do not edit by hand."
+CUSTOM_COMPILE_COMMAND="deploy/image/lock.sh" "${venv}/bin/pip-compile" --quiet --generate-hashes --strip-extras \
+    --no-emit-index-url --no-emit-find-links --resolver=backtracking \
+    --output-file deploy/image/requirements.lock pyproject.toml
+sed -i "1i ${header}" deploy/image/requirements.lock
+
+tmp="$(mktemp)"
+trap 'rm -f "${tmp}" "${tmp}.in"' EXIT
+echo "pip==${PIP_VERSION}" >"${tmp}.in"
+CUSTOM_COMPILE_COMMAND="deploy/image/lock.sh" "${venv}/bin/pip-compile" --quiet --generate-hashes --allow-unsafe --strip-extras \
+    --no-emit-index-url --no-emit-find-links --output-file "${tmp}" "${tmp}.in"
+{
+    echo "${header}"
+    echo "# The pip that installs requirements.lock during the build; it runs from its wheel and stays out of the image."
+    grep -v '^#' "${tmp}" | grep -v '^$' | sed 's/ *# via.*//'
+} >deploy/image/pip.lock
+echo "wrote deploy/image/requirements.lock and deploy/image/pip.lock"

@@ -1,0 +1,150 @@
+"""The service as its container image: built from the Dockerfile as `make image` builds it, run with podman as
+the pod runs it (read-only root, a tmpfs at /tmp, user 10001, no capabilities), on the host's network to reach
+the test broker and a sandbox process on loopback. The e2e happy path and the SIGTERM drain, against it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from devkit.fixtures import TEST_SETTINGS, SandboxFactory, TopicsFactory
+from devkit.processes import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    Consumed,
+    SandboxProcess,
+    Topics,
+    consume_all,
+    event,
+    produce,
+    wait_for,
+)
+from tests import containers
+from tests.containers import ContainerService
+
+pytestmark = pytest.mark.e2e
+
+ContainerFactory = Callable[..., ContainerService]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built_image() -> str:
+    """Built (or reused) before any topic or sandbox is made; skipped only where podman cannot run."""
+    return containers.image()
+
+
+@pytest.fixture
+def container_service(tmp_path: Path, kafka_bootstrap: str) -> Iterator[ContainerFactory]:
+    started: list[ContainerService] = []
+
+    def start(topics: Topics, sandbox: SandboxProcess, **settings: str) -> ContainerService:
+        env = {
+            "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "IMGSWEEP_KAFKA__GROUP_ID": topics.group,
+            "IMGSWEEP_KAFKA__INPUT_TOPIC": topics.input,
+            "IMGSWEEP_KAFKA__OUTCOME_TOPIC": topics.outcome,
+            "IMGSWEEP_KAFKA__DLQ_TOPIC": topics.dlq,
+            "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY,
+            "IMGSWEEP_API__SECRET_KEY": SECRET_KEY,
+            "IMGSWEEP_API__ENDPOINT": sandbox.endpoint,
+        }
+        env.update({f"IMGSWEEP_{name.upper()}": value for name, value in {**TEST_SETTINGS, **settings}.items()})
+        service = ContainerService.start_container(env, tmp_path / f"container-{len(started)}.log")
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def committed_total(bootstrap: str, topics: Topics) -> int:
+    """The group's committed offsets on the input topic, summed over its partitions (without joining the group)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topics.group, "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topics.input, timeout=10).topics[topics.input].partitions
+        committed = consumer.committed([TopicPartition(topics.input, p) for p in partitions], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in committed)
+
+
+def by_event(outcomes: list[Consumed]) -> dict[str, dict[str, Any]]:
+    return {record.json()["event_id"]: record.json() for record in outcomes}
+
+
+def test_happy_path_in_the_container_deletes_publishes_and_commits(
+    kafka_bootstrap: str,
+    topics: TopicsFactory,
+    sandbox_process: SandboxFactory,
+    container_service: ContainerFactory,
+) -> None:
+    names = topics(partitions=2)
+    sandbox = sandbox_process("--qps", "0")
+    sandbox.seed({"shoes": [("p1", "a.jpg"), ("p1", "b.jpg"), ("p2", "c.jpg")]})
+    service = container_service(names, sandbox)
+    produce(
+        kafka_bootstrap,
+        names.input,
+        [
+            event("e1", "shoes", "p1", ["a.jpg", "b.jpg", "a.jpg"]),
+            event("e2", "shoes", "p2", ["c.jpg", "gone.jpg"]),
+        ],
+    )
+    outcomes = by_event(consume_all(kafka_bootstrap, names.outcome, expect=2, timeout=60, settle=1))
+    assert set(outcomes) == {"e1", "e2"}
+    assert outcomes["e1"]["status"] == "deleted"
+    assert [(i["image_id"], i["status"]) for i in outcomes["e1"]["images"]] == [
+        ("a.jpg", "deleted"),
+        ("b.jpg", "deleted"),
+    ]
+    assert [(i["image_id"], i["status"]) for i in outcomes["e2"]["images"]] == [
+        ("c.jpg", "deleted"),
+        ("gone.jpg", "absent"),
+    ]
+    assert sandbox.admin("/admin/images?collection_name=shoes")["count"] == 0
+    assert sandbox.stats()["items_deleted_more_than_once"] == 0
+    wait_for(lambda: committed_total(kafka_bootstrap, names) == 2, 30, "the container did not commit both offsets")
+    assert service.metric("imgsweep_outcomes_total", 'status="deleted"') == 2
+    assert service.terminate(timeout=60) == 0
+    logs = service.logs()
+    assert SECRET_KEY not in logs
+    assert "Traceback" not in logs
+
+
+def test_sigterm_drains_the_container_commits_and_leaves_no_duplicate_outcome(
+    kafka_bootstrap: str,
+    topics: TopicsFactory,
+    sandbox_process: SandboxFactory,
+    container_service: ContainerFactory,
+) -> None:
+    names = topics(partitions=2)
+    sandbox = sandbox_process("--qps", "0", "--latency-ms", "100")
+    count = 200
+    sandbox.seed({"shop": [(f"p{n}", f"{n}-{i}.jpg") for n in range(count) for i in range(2)]})
+    produce(
+        kafka_bootstrap,
+        names.input,
+        [event(f"e{n}", "shop", f"p{n}", [f"{n}-0.jpg", f"{n}-1.jpg"]) for n in range(count)],
+    )
+    first = container_service(names, sandbox, API__QPS="10", BATCH__MAX_ITEMS="10", SHUTDOWN_GRACE_SECONDS="20")
+    wait_for(lambda: first.metric("imgsweep_outcomes_total") >= 20, 90, "no progress before SIGTERM")
+
+    assert first.terminate(timeout=45) == 0, first.logs()[-3000:]  # podman kill --signal TERM
+    assert "shutdown leaves events unfinished" not in first.logs()
+    drained = consume_all(kafka_bootstrap, names.outcome, expect=1, timeout=30, settle=2)
+    assert drained, "the drain published nothing"
+    assert committed_total(kafka_bootstrap, names) == len(drained), "every published outcome's offset committed"
+
+    container_service(names, sandbox, API__QPS="50", BATCH__MAX_ITEMS="20")
+    outcomes = consume_all(kafka_bootstrap, names.outcome, expect=count, timeout=120, settle=2)
+    per_event = Counter(record.json()["event_id"] for record in outcomes)
+    assert set(per_event) == {f"e{n}" for n in range(count)}
+    assert max(per_event.values()) == 1, "a drained event was redelivered"
+    assert sandbox.stats()["items_deleted_more_than_once"] == 0
+    wait_for(lambda: committed_total(kafka_bootstrap, names) == count, 30, "not every offset was committed")
