@@ -35,6 +35,14 @@ _FILE_PROPERTIES = (
 )
 _PROPERTY_IN_MESSAGE = re.compile(r"\b[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+\b")  # bogus.prop, ssl.key.pem
 _LOG_PREFIX = re.compile(r"^\S+ \[[^\]]*\] \[[^\]]*\]: ")  # "CONFWARN [client#consumer-1] [thrd:app]: "
+# What librdkafka's OpenSSL error leaves unsaid.
+_HINTS = {
+    "ssl.key.location": (
+        "the key must be PEM, match ssl.certificate.location and, if encrypted, come with the right "
+        "ssl.key.password (IMGSWEEP_KAFKA__SECRET_PROPERTIES)"
+    ),
+    "ssl.keystore.location": "a PKCS #12 file readable with ssl.keystore.password (IMGSWEEP_KAFKA__SECRET_PROPERTIES)",
+}
 _SECRET_NAME = re.compile(r"(password|secret|token|key\.pem|\.pem$)")
 _MASK = "**********"
 
@@ -104,18 +112,23 @@ def _refusal(settings: Settings, error: KafkaException) -> str:
     text = _masked(settings, kafka_error.str())
     match = _PROPERTY_IN_MESSAGE.search(text)
     where = _carrier(settings, match.group(0)) if match else "IMGSWEEP_KAFKA__PROPERTIES"
-    return f"{where}: librdkafka refuses the configuration: {text}"
+    hint = f" ({_HINTS[match.group(0)]})" if match and match.group(0) in _HINTS else ""
+    return f"{where}: librdkafka refuses the configuration: {text}{hint}"
 
 
 def _carrier(settings: Settings, name: str) -> str:
     """The variable a librdkafka property came from, as far as it can be told."""
+    if name in settings.kafka.secret_properties:
+        return "IMGSWEEP_KAFKA__SECRET_PROPERTIES"
     if name in {"sasl.username", "sasl.password"} and name not in settings.kafka.properties:
         return f"IMGSWEEP_KAFKA__{name.replace('.', '_').upper()}"
     return "IMGSWEEP_KAFKA__PROPERTIES"  # what is not there is most likely an alias of a property set there
 
 
 def _masked(settings: Settings, text: str) -> str:
-    secrets = [value for name, value in settings.kafka.librdkafka_common().items() if _SECRET_NAME.search(name)]
+    kafka = settings.kafka
+    secrets = [value for name, value in kafka.librdkafka_common().items() if _SECRET_NAME.search(name)]
+    secrets += [value.get_secret_value() for value in kafka.secret_properties.values()]
     for value in secrets:
         if isinstance(value, str) and value:
             text = text.replace(value, _MASK)

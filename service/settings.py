@@ -156,6 +156,13 @@ class KafkaSettings(_Section):
             '{"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}.'
         ),
     )
+    secret_properties: Annotated[dict[str, SecretStr], _json(_JSON_OBJECT_OF_STRINGS)] = Field(
+        default_factory=dict,
+        description=(
+            "librdkafka properties that hold secrets (sasl.password, ssl.key.password, ssl.key.pem...): as JSON, "
+            "or one per variable IMGSWEEP_KAFKA__SECRET_PROPERTIES__<property> (environment or secret files)."
+        ),
+    )
     max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     max_pending_events: int = Field(
@@ -183,9 +190,9 @@ class KafkaSettings(_Section):
             )
         return value
 
-    @field_validator("properties")
+    @field_validator("properties", "secret_properties")
     @classmethod
-    def _no_reserved_properties(cls, value: dict[str, str]) -> dict[str, str]:
+    def _no_reserved_properties(cls, value: dict[str, Any]) -> dict[str, Any]:
         for name in value:
             if name in _RESERVED_KAFKA_PROPERTIES:
                 raise ValueError(
@@ -211,6 +218,16 @@ class KafkaSettings(_Section):
         return self
 
     @model_validator(mode="after")
+    def _each_property_set_once(self) -> KafkaSettings:
+        both = sorted(set(self.properties) & set(self.secret_properties))
+        if both:
+            raise ValueError(
+                f"librdkafka properties {', '.join(map(repr, both))} are set in both IMGSWEEP_KAFKA__PROPERTIES and "
+                "IMGSWEEP_KAFKA__SECRET_PROPERTIES: keep each in one of them (a secret in SECRET_PROPERTIES)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:
         topics = [self.input_topic, self.outcome_topic, self.dlq_topic]
         if len(set(topics)) != len(topics):
@@ -227,6 +244,7 @@ class KafkaSettings(_Section):
         if self.sasl_password is not None:
             config["sasl.password"] = self.sasl_password.get_secret_value()
         config.update(self.properties)
+        config.update((name, value.get_secret_value()) for name, value in self.secret_properties.items())
         return config
 
 

@@ -6,8 +6,10 @@ kubernetes-validate --strict for the oldest Kubernetes the chart supports and th
 prometheus-operator and KEDA versions (deploy/tools/fetch-schemas.sh), made strict so that a misspelt field,
 which the API server would silently prune, fails here. A missing tool fails the tests with an install hint.
 
-Three sets of values are rendered: the defaults, ci/all-on-values.yaml (every option that can coexist) and
-ci/alternatives-values.yaml (the other side of each mutually exclusive pair).
+Four sets of values are rendered: the defaults, ci/all-on-values.yaml (every option that can coexist),
+ci/alternatives-values.yaml (the other side of each mutually exclusive pair) and the documented Kafka mTLS
+example, examples/strimzi-mtls-values.yaml, which is also started as a pod would be (its mounted certificates,
+made with openssl, loaded by librdkafka).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import jsonschema
 import pytest
 import yaml
 
-from service.settings import Settings, load_settings
+from service.kafka_preflight import check_librdkafka_config
+from service.settings import ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "imgsweep"
@@ -59,6 +62,7 @@ VALUE_SETS = {
     "defaults": (),
     "all-on": ("-f", str(CHART / "ci" / "all-on-values.yaml")),
     "alternatives": ("-f", str(CHART / "ci" / "alternatives-values.yaml")),
+    "strimzi-mtls": ("-f", str(CHART / "examples" / "strimzi-mtls-values.yaml")),
 }
 SCHEMA_ERROR = "values don't meet the specifications of the schema"
 COMMAND_TIMEOUT_S = 60.0
@@ -325,7 +329,9 @@ def test_security_context_is_restricted(objects: tuple[Object, ...]) -> None:
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert context.get("privileged", False) is False
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert all(set(v) <= {"name", "emptyDir", "secret"} for v in volumes.values()), "no hostPath or other volumes"
+    # The volume types the Restricted Pod Security Standard allows (extraVolumes may add any of them): no hostPath.
+    restricted = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected"}
+    assert all(set(v) <= {"name", "secret", *restricted} for v in volumes.values()), "no hostPath or other volumes"
     mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]  # noqa: S108 - the pod's /tmp, not this machine's
     for account in (o for o in objects if o["kind"] == "ServiceAccount"):
@@ -477,6 +483,274 @@ def test_secret_change_changes_its_checksum() -> None:
         return annotation
 
     assert secret_checksum("one") != secret_checksum("two")
+
+
+# ---- escape hatches: extra env, volumes, Secret-backed librdkafka properties ----------------------------------------
+
+SECRET_LOOKING_PROPERTIES = (
+    "sasl.password",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.keystore.password",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+)
+SECRET_CHANNEL = "move it to kafka.secretProperties (the chart Secret) or to kafka.existingSecretProperties"
+MTLS_EXAMPLE = VALUE_SETS["strimzi-mtls"]
+KEY_PASSWORD = "key-password-not-real"
+
+
+@pytest.mark.parametrize("name", SECRET_LOOKING_PROPERTIES)
+def test_secret_looking_properties_are_refused_in_the_configmap_pointing_at_the_secret_channel(name: str) -> None:
+    values = ("--set-json", f'kafka.properties={{"{name}": "hunter2"}}')
+    error = render_failure(*values)
+    assert SCHEMA_ERROR in error
+    assert f"/kafka/properties/{name}" in error
+    assert SECRET_CHANNEL in error, error
+    error = render_failure(*values, "--skip-schema-validation")  # the template refuses it too
+    assert f"kafka.properties.{name} looks like a secret" in error
+    assert SECRET_CHANNEL in error, error
+    assert "hunter2" not in error
+
+
+@pytest.mark.parametrize(
+    "name", ["ssl.key.location", "ssl.certificate.location", "ssl.ca.pem", "ssl.certificate.pem", "sasl.mechanism"]
+)
+def test_paths_and_public_material_are_accepted_in_the_configmap(name: str) -> None:
+    objects = render("--set-json", f'kafka.properties={{"{name}": "x"}}')
+    assert json.loads(settings_configmap(objects)["data"]["IMGSWEEP_KAFKA__PROPERTIES"]) == {name: "x"}
+
+
+def test_secret_properties_go_into_the_chart_secret_never_the_configmap() -> None:
+    objects = render("--set-json", f'kafka.secretProperties={{"ssl.key.password": "{KEY_PASSWORD}"}}')
+    assert secret_files(objects) == {"IMGSWEEP_KAFKA__SECRET_PROPERTIES__ssl.key.password": KEY_PASSWORD}
+    assert KEY_PASSWORD not in json.dumps(settings_configmap(objects))
+    _assert_mounts_secret(objects, "imgsweep")
+    assert "checksum/secret" in one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_existing_secret_properties_are_secret_key_refs() -> None:
+    objects = render(*VALUE_SETS["alternatives"])
+    env = container(objects)["env"]
+    assert {
+        "name": "IMGSWEEP_KAFKA__SECRET_PROPERTIES__ssl.keystore.password",
+        "valueFrom": {"secretKeyRef": {"name": "imgsweep-kafka-user", "key": "user.password"}},
+    } in env
+    assert "user.password" not in json.dumps(settings_configmap(objects))
+
+
+def test_extra_env_env_from_volumes_and_mounts_reach_the_pod() -> None:
+    objects = render(*VALUE_SETS["all-on"])
+    main = container(objects)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert {"name": "TZ", "value": "UTC"} in main["env"]
+    assert main["envFrom"][0] == {"configMapRef": {"name": "imgsweep"}}, "the chart's settings come first"
+    assert {"secretRef": {"name": "imgsweep-extra", "optional": True}} in main["envFrom"]
+    assert {"name": "kafka-ca", "configMap": {"name": "kafka-ca-bundle"}} in pod["volumes"]
+    assert {"name": "kafka-ca", "mountPath": "/etc/imgsweep/kafka-ca", "readOnly": True} in main["volumeMounts"]
+    assert "tmp" in {m["name"] for m in main["volumeMounts"]}, "the chart's own mounts stay"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ("--set-json", 'extraEnv=[{"name": "IMGSWEEP_KAFKA__GROUP_ID", "value": "other"}]'),
+            "extraEnv IMGSWEEP_KAFKA__GROUP_ID: the chart's ConfigMap already sets it",
+        ),
+        (
+            ("--set-json", 'podLabels={"app.kubernetes.io/name": "other"}'),
+            "podLabels.app.kubernetes.io/name: the chart sets this label to select its pods",
+        ),
+        (
+            ("--set-json", 'kafka.existingSecretProperties={"sasl.password": "password"}'),
+            "kafka.existingSecretProperties names keys of kafka.existingSecret, which is not set",
+        ),
+        (("--set", "kafka.existingSecret=user"), "kafka.existingSecret (user) is set but no property reads from it"),
+        (
+            ("--set", "existingSecret=keys", "--set-json", 'kafka.secretProperties={"sasl.password": "x"}'),
+            "kafka.secretProperties needs the chart's Secret, but existingSecret (keys) replaces it",
+        ),
+        (
+            (
+                "--set-json",
+                'kafka.properties={"ssl.key.location": "/k"}',
+                "--set-json",
+                'kafka.secretProperties={"ssl.key.location": "/k"}',
+            ),
+            "kafka.properties.ssl.key.location is also set as a secret property",
+        ),
+    ],
+)
+def test_escape_hatch_combinations_that_cannot_work_fail_with_what_to_change(
+    args: tuple[str, ...], message: str
+) -> None:
+    assert message in render_failure(*args)
+
+
+@pytest.mark.parametrize(
+    ("args", "where", "says"),
+    [
+        (("--set-json", 'kafka.secretProperties={"acks": "0"}'), "/kafka/secretProperties/acks", "remove it"),
+        (("--set-json", 'kafka.properties={"group.id": "x"}'), "/kafka/properties/group.id", "set kafka.groupId"),
+        (("--set-json", 'extraVolumeMounts=[{"name": "a"}]'), "/extraVolumeMounts/0", "mountPath"),
+        (("--set-json", 'extraEnv=[{"value": "x"}]'), "/extraEnv/0", "name"),
+        (
+            ("--set-json", 'extraConfig={"IMGSWEEP_KAFKA__SECRET_PROPERTIES": "{}"}'),
+            "/extraConfig/IMGSWEEP_KAFKA__SECRET_PROPERTIES",
+            "kafka.secretProperties",
+        ),
+    ],
+)
+def test_schema_errors_say_what_to_set(args: tuple[str, ...], where: str, says: str) -> None:
+    error = render_failure(*args)
+    assert SCHEMA_ERROR in error
+    assert where in error, error
+    assert says in error, error
+
+
+# A pod as the kubelet would start it from the rendered objects: the ConfigMap and env as the environment,
+# the chart's Secret as files in the secrets directory, each mounted volume's files under a directory that
+# stands in for its mountPath (paths in the settings are rewritten to match), secretKeyRefs resolved from
+# the given Secrets. Then the service's own checks: load_settings, and librdkafka building its clients.
+
+
+def start_as_pod(
+    objects: tuple[Object, ...], monkeypatch: pytest.MonkeyPatch, root: Path, cluster_secrets: dict[str, dict[str, str]]
+) -> Settings:
+    main = container(objects)
+    volumes = {v["name"]: v for v in one(objects, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    chart_secrets = secret_files(objects)
+    mount_roots: dict[str, str] = {}
+    for mount in main["volumeMounts"]:
+        volume, where = volumes[mount["name"]], root / mount["name"]
+        where.mkdir(parents=True)
+        if "secret" in volume:
+            name = volume["secret"]["secretName"]
+            data = cluster_secrets.get(name, chart_secrets)
+            items = volume["secret"].get("items") or [{"key": key, "path": key} for key in data]
+            for item in items:
+                (where / item["path"]).write_text(data[item["key"]], encoding="utf-8")
+        mount_roots[mount["mountPath"]] = str(where)
+
+    def on_this_machine(value: str) -> str:
+        for mount_path, directory in mount_roots.items():
+            value = value.replace(mount_path + "/", directory + "/").replace(mount_path, directory)
+        return value
+
+    for name, value in settings_configmap(objects)["data"].items():
+        monkeypatch.setenv(name, on_this_machine(value))
+    for entry in main.get("env", []):
+        if "value" in entry:
+            value = entry["value"]
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            value = cluster_secrets[ref["name"]][ref["key"]]
+        monkeypatch.setenv(entry["name"], on_this_machine(value))
+    settings = load_settings()
+    check_librdkafka_config(settings)  # raises ConfigError if librdkafka refuses the certificates or the key
+    return settings
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    binary = find_tool("openssl", "apt-get install openssl")
+    result = subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def strimzi_secrets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
+    """What a Strimzi cluster and a TLS KafkaUser hold: the cluster CA, a client certificate signed by the clients
+    CA with its key in clear (user.key) and, for the Secret-channel tests, the same key encrypted."""
+    work = tmp_path_factory.mktemp("strimzi")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1")
+    openssl(
+        "req", "-x509", *ec, "-keyout", "cluster-ca.key", "-out", "cluster-ca.crt", "-subj", "/CN=cluster-ca", cwd=work
+    )
+    openssl(
+        "req", "-x509", *ec, "-keyout", "clients-ca.key", "-out", "clients-ca.crt", "-subj", "/CN=clients-ca", cwd=work
+    )
+    openssl("req", *ec, "-keyout", "user.key", "-out", "user.csr", "-subj", "/CN=imgsweep", cwd=work)
+    openssl(
+        "x509", "-req", "-in", "user.csr", "-CA", "clients-ca.crt", "-CAkey", "clients-ca.key", "-CAcreateserial",
+        "-out", "user.crt", "-days", "1", cwd=work,
+    )  # fmt: skip
+    openssl("pkey", "-in", "user.key", "-out", "user.key.enc", "-aes256", "-passout", f"pass:{KEY_PASSWORD}", cwd=work)
+    openssl("req", *ec, "-keyout", "other.key", "-out", "other.csr", "-subj", "/CN=someone-else", cwd=work)
+
+    def read(name: str) -> str:
+        return (work / name).read_text(encoding="utf-8")
+
+    return {
+        "imgsweep-kafka": {
+            "user.crt": read("user.crt"),
+            "user.key": read("user.key"),
+            "ca.crt": read("clients-ca.crt"),
+            "user.password": KEY_PASSWORD,
+        },
+        "imgsweep-encrypted-key": {"user.crt": read("user.crt"), "user.key": read("user.key.enc")},
+        "imgsweep-wrong-key": {"user.crt": read("user.crt"), "user.key": read("other.key")},
+        "my-cluster-cluster-ca-cert": {"ca.crt": read("cluster-ca.crt")},
+    }
+
+
+def test_the_strimzi_mtls_example_gives_librdkafka_the_mounted_certificates(
+    strimzi_secrets: dict[str, dict[str, str]], clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    objects = render(*MTLS_EXAMPLE)
+    assert "Secret" not in kinds(objects), "the key stays in the KafkaUser's Secret"
+    settings = start_as_pod(objects, clean_environment, tmp_path, strimzi_secrets)
+    config = settings.kafka.librdkafka_common()
+    assert config["security.protocol"] == "SSL"
+    assert config["bootstrap.servers"] == "my-cluster-kafka-bootstrap:9093"
+    for name, file in [
+        ("ssl.certificate.location", "kafka-user/user.crt"),
+        ("ssl.key.location", "kafka-user/user.key"),
+        ("ssl.ca.location", "kafka-cluster-ca/ca.crt"),
+    ]:
+        assert config[name] == str(tmp_path / file)
+    for mount in container(objects)["volumeMounts"]:
+        assert mount.get("readOnly") or mount["name"] == "tmp"
+
+
+def test_librdkafka_refuses_the_example_with_a_key_that_is_not_the_certificate_s(
+    strimzi_secrets: dict[str, dict[str, str]], clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    wrong = {**strimzi_secrets, "imgsweep-kafka": strimzi_secrets["imgsweep-wrong-key"]}
+    with pytest.raises(ConfigError, match=r"IMGSWEEP_KAFKA__PROPERTIES: librdkafka refuses the configuration"):
+        start_as_pod(render(*MTLS_EXAMPLE), clean_environment, tmp_path, wrong)
+
+
+@pytest.mark.parametrize("channel", ["secretProperties", "existingSecretProperties"])
+@pytest.mark.parametrize("password", [KEY_PASSWORD, "wrong-password"])
+def test_a_key_password_from_a_secret_reaches_librdkafka(
+    strimzi_secrets: dict[str, dict[str, str]],
+    clean_environment: pytest.MonkeyPatch,
+    tmp_path: Path,
+    channel: str,
+    password: str,
+) -> None:
+    """An encrypted client key: librdkafka can only load it with the password, which comes through a Secret."""
+    encrypted = {**strimzi_secrets["imgsweep-encrypted-key"], "user.password": password}
+    secrets = {**strimzi_secrets, "imgsweep-kafka": encrypted}
+    values: tuple[str, ...]
+    if channel == "secretProperties":
+        values = ("--set-json", f"kafka.secretProperties={json.dumps({'ssl.key.password': password})}")
+    else:
+        values = (
+            "--set", "kafka.existingSecret=imgsweep-kafka",
+            "--set-json", 'kafka.existingSecretProperties={"ssl.key.password": "user.password"}',
+        )  # fmt: skip
+    objects = render(*MTLS_EXAMPLE, *values)
+    assert password not in json.dumps(settings_configmap(objects))
+    if password == KEY_PASSWORD:
+        settings = start_as_pod(objects, clean_environment, tmp_path, secrets)
+        assert settings.kafka.librdkafka_common()["ssl.key.password"] == KEY_PASSWORD
+    else:
+        with pytest.raises(ConfigError, match=r"librdkafka refuses the configuration: .*ssl\.key\.location") as refused:
+            start_as_pod(objects, clean_environment, tmp_path, secrets)
+        assert password not in str(refused.value)
 
 
 # ---- scaling ------------------------------------------------------------------------------------------------------

@@ -210,3 +210,49 @@ def test_an_unreadable_secrets_directory_is_a_config_error(monkeypatch: pytest.M
     monkeypatch.setattr(Path, "iterdir", refuse)
     with pytest.raises(ConfigError, match=r"IMGSWEEP_SECRETS_DIR=.* cannot be read: Permission denied"):
         load_settings()
+
+
+def test_secret_properties_reach_librdkafka_from_files_and_the_environment_and_are_masked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    # A mounted Secret's key per property, as the chart renders kafka.secretProperties...
+    (secrets / "IMGSWEEP_KAFKA__SECRET_PROPERTIES__ssl.key.password").write_text(SECRET + "\n")
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(secrets))
+    # ...and a variable per property, as the chart renders kafka.existingSecretProperties (a secretKeyRef).
+    monkeypatch.setenv("IMGSWEEP_KAFKA__SECRET_PROPERTIES__sasl.password", SECRET + "-2")
+    monkeypatch.setenv("IMGSWEEP_KAFKA__PROPERTIES", json.dumps({"security.protocol": "SASL_SSL"}))
+    settings = load_settings()
+    config = settings.kafka.librdkafka_common()
+    assert config["ssl.key.password"] == SECRET
+    assert config["sasl.password"] == SECRET + "-2"
+    assert config["security.protocol"] == "SASL_SSL"
+    shown = json.dumps(masked_config(settings)) + repr(settings)
+    assert SECRET not in shown
+    assert masked_config(settings)["kafka"]["secret_properties"] == {
+        "ssl.key.password": "**********",
+        "sasl.password": "**********",
+    }
+
+
+@pytest.mark.parametrize(
+    ("properties", "secret_properties", "message"),
+    [
+        ({}, {"acks": "0"}, "IMGSWEEP_KAFKA__SECRET_PROPERTIES: librdkafka property 'acks' is managed by imgsweep"),
+        (
+            {"sasl.password": "a"},
+            {"sasl.password": "b"},
+            "'sasl.password' are set in both IMGSWEEP_KAFKA__PROPERTIES and IMGSWEEP_KAFKA__SECRET_PROPERTIES",
+        ),
+    ],
+)
+def test_secret_properties_are_checked_like_properties(
+    monkeypatch: pytest.MonkeyPatch, properties: dict[str, str], secret_properties: dict[str, str], message: str
+) -> None:
+    monkeypatch.setenv("IMGSWEEP_KAFKA__PROPERTIES", json.dumps(properties))
+    monkeypatch.setenv("IMGSWEEP_KAFKA__SECRET_PROPERTIES", json.dumps(secret_properties))
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert message in str(raised.value)
+    assert '"b"' not in str(raised.value)

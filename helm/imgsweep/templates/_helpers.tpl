@@ -66,7 +66,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* The chart renders its own Secret only when it has something to put in it and none is named. */}}
 {{- define "imgsweep.createSecret" -}}
 {{- $s := .Values.secrets }}
-{{- if and (not .Values.existingSecret) (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword) }}true{{ end }}
+{{- if and (not .Values.existingSecret) (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword .Values.kafka.secretProperties) }}true{{ end }}
 {{- end }}
 
 {{/* The Secret mounted in the pod, if any. */}}
@@ -75,6 +75,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.existingSecret }}
 {{- else if include "imgsweep.createSecret" . }}
 {{- include "imgsweep.fullname" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The container's env entries (a YAML list, possibly empty): where the secrets are mounted, librdkafka properties
+read from kafka.existingSecret (one IMGSWEEP_KAFKA__SECRET_PROPERTIES__<property> each), then extraEnv.
+*/}}
+{{- define "imgsweep.env" -}}
+{{- if include "imgsweep.secretName" . }}
+- name: IMGSWEEP_SECRETS_DIR
+  value: {{ include "imgsweep.secretsDir" . }}
+{{- end }}
+{{- range $property, $key := .Values.kafka.existingSecretProperties }}
+- name: IMGSWEEP_KAFKA__SECRET_PROPERTIES__{{ $property }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.kafka.existingSecret }}
+      key: {{ $key }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
 
@@ -139,6 +160,41 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- $s := $v.secrets }}
 {{- if and $v.existingSecret (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword) }}
 {{- fail (printf "existingSecret (%s) and secrets.* are both set: the chart would ignore secrets.*. Put the keys in %s, or unset existingSecret." $v.existingSecret $v.existingSecret) }}
+{{- end }}
+{{- $k := $v.kafka }}
+{{- range $name, $_ := $k.properties }}
+{{- if regexMatch "(?i)(password|passphrase|secret|key\\.pem|private\\.key|oauthbearer\\.config)" $name }}
+{{- fail (printf "kafka.properties.%s looks like a secret, and kafka.properties is a ConfigMap: move it to kafka.secretProperties (the chart Secret) or to kafka.existingSecretProperties (a key of kafka.existingSecret)." $name) }}
+{{- end }}
+{{- if or (hasKey $k.secretProperties $name) (hasKey $k.existingSecretProperties $name) }}
+{{- fail (printf "kafka.properties.%s is also set as a secret property: keep it in one place." $name) }}
+{{- end }}
+{{- end }}
+{{- if and $k.secretProperties $v.existingSecret }}
+{{- fail (printf "kafka.secretProperties needs the chart's Secret, but existingSecret (%s) replaces it: put keys IMGSWEEP_KAFKA__SECRET_PROPERTIES__<property> in %s, or use kafka.existingSecret with kafka.existingSecretProperties." $v.existingSecret $v.existingSecret) }}
+{{- end }}
+{{- if and $k.existingSecretProperties (not $k.existingSecret) }}
+{{- fail "kafka.existingSecretProperties names keys of kafka.existingSecret, which is not set: set kafka.existingSecret to the Secret's name." }}
+{{- end }}
+{{- if and $k.existingSecret (not $k.existingSecretProperties) }}
+{{- fail (printf "kafka.existingSecret (%s) is set but no property reads from it: map librdkafka properties to its keys in kafka.existingSecretProperties, e.g. {\"sasl.password\": \"password\"}." $k.existingSecret) }}
+{{- end }}
+{{- range $name, $_ := $k.secretProperties }}
+{{- if hasKey $k.existingSecretProperties $name }}
+{{- fail (printf "kafka.secretProperties.%s and kafka.existingSecretProperties.%s are both set: keep one." $name $name) }}
+{{- end }}
+{{- end }}
+{{- $configured := include "imgsweep.settings" . | fromYaml }}
+{{- range $v.extraEnv }}
+{{- if hasKey $configured .name }}
+{{- fail (printf "extraEnv %s: the chart's ConfigMap already sets it, and an env entry would silently win; set the chart's own value instead (see values.yaml)." .name) }}
+{{- end }}
+{{- end }}
+{{- $selector := include "imgsweep.selectorLabels" . | fromYaml }}
+{{- range $name, $_ := $v.podLabels }}
+{{- if hasKey $selector $name }}
+{{- fail (printf "podLabels.%s: the chart sets this label to select its pods; choose another label name." $name) }}
+{{- end }}
 {{- end }}
 {{- if and (not $v.dryRun) (not $v.existingSecret) (not (and $s.apiAccessKey $s.apiSecretKey)) }}
 {{- fail "dryRun is false, so imgsweep calls the delete API and needs its keys: set secrets.apiAccessKey and secrets.apiSecretKey, or existingSecret (a Secret with keys IMGSWEEP_API__ACCESS_KEY and IMGSWEEP_API__SECRET_KEY). Or keep dryRun: true." }}
