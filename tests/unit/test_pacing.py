@@ -15,33 +15,30 @@ from service.api.models import QuotaFacts
 from service.api.quota import QuotaGate, next_reset
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
+from tests.support.clock import FakeClock, SleeplessStop
 
 CST = timezone(timedelta(hours=8))
 
 
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
+START = 1000.0
+"""Where the rate limiter's monotonic clock starts in these tests."""
 
 
 def test_rate_limiter_spaces_calls_at_the_rate() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     limiter = RateLimiter(2.0, clock=clock, margin=0)
     delays = [limiter.reserve() for _ in range(5)]
     assert delays == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
 
 
 def test_rate_limiter_keeps_a_safety_margin_under_the_limit() -> None:
-    limiter = RateLimiter(2.0, clock=FakeClock(), margin=0.04)
+    limiter = RateLimiter(2.0, clock=FakeClock(START), margin=0.04)
     delays = [limiter.reserve() for _ in range(3)]
     assert delays == pytest.approx([0.0, 0.52, 1.04])
 
 
 def test_rate_limiter_has_no_burst_after_idling() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     limiter = RateLimiter(2.0, clock=clock, margin=0)
     limiter.reserve()
     clock.now += 60
@@ -49,7 +46,7 @@ def test_rate_limiter_has_no_burst_after_idling() -> None:
 
 
 def test_rate_limiter_slows_on_throttle_and_recovers() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     limiter = RateLimiter(2.0, clock=clock, increase_fraction=0.25)
     limiter.on_throttled()
     assert limiter.rate == 1.5
@@ -62,7 +59,7 @@ def test_rate_limiter_slows_on_throttle_and_recovers() -> None:
 
 
 def test_a_throttle_leaves_a_gap_before_the_next_call() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     limiter = RateLimiter(2.0, clock=clock, margin=0)
     assert limiter.reserve() == 0
     limiter.on_throttled()
@@ -70,7 +67,7 @@ def test_a_throttle_leaves_a_gap_before_the_next_call() -> None:
 
 
 def test_rate_limiter_ceiling_follows_the_replica_share() -> None:
-    limiter = RateLimiter(2.0, clock=FakeClock())
+    limiter = RateLimiter(2.0, clock=FakeClock(START))
     limiter.set_ceiling(0.5)
     assert (limiter.ceiling, limiter.rate) == (0.5, 0.5)
     limiter.set_ceiling(1.0)
@@ -81,7 +78,7 @@ def test_rate_limiter_ceiling_follows_the_replica_share() -> None:
 
 
 def test_rate_limiter_is_shared_safely_by_threads() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     limiter = RateLimiter(10.0, clock=clock, margin=0)
     delays: list[float] = []
     lock = threading.Lock()
@@ -109,23 +106,8 @@ def test_acquire_is_interrupted_by_shutdown() -> None:
         limiter.acquire(stop)
 
 
-class SleeplessStop(threading.Event):
-    """A stop event whose wait() moves a FakeClock instead of sleeping, and records what was waited."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.waits: list[float] = []
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert timeout is not None
-        self.waits.append(timeout)
-        self.clock.now += timeout
-        return self.is_set()
-
-
 def test_the_next_call_waits_a_full_spacing_after_the_previous_request_left() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     limiter = RateLimiter(2.0, clock=clock, margin=0.02)
     stop = SleeplessStop(clock)
     first = limiter.acquire(stop)
@@ -134,23 +116,23 @@ def test_the_next_call_waits_a_full_spacing_after_the_previous_request_left() ->
     first.sent()
     second = limiter.acquire(stop)
     # On the schedule alone it could start at 0.51; it starts 0.51 after the first request left instead.
-    assert clock.now == pytest.approx(1000.3 + 0.51)
+    assert clock.now == pytest.approx(START + 0.3 + 0.51)
     assert second.waited == pytest.approx(0.51)
     second.sent()
 
 
 def test_a_call_that_never_left_does_not_move_the_pace() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     limiter = RateLimiter(2.0, clock=clock, margin=0)
     stop = SleeplessStop(clock)
     limiter.acquire(stop).release()  # e.g. the connection was refused
     clock.now += 0.1
     limiter.acquire(stop).sent()
-    assert clock.now == pytest.approx(1000.5)  # the schedule's slot, not 0.5 after the failed attempt
+    assert clock.now == pytest.approx(START + 0.5)  # the schedule's slot, not 0.5 after the failed attempt
 
 
 def test_a_call_that_partly_left_counts_as_sent() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     limiter = RateLimiter(2.0, clock=clock, margin=0)
     stop = SleeplessStop(clock)
     slot = limiter.acquire(stop)
@@ -159,11 +141,11 @@ def test_a_call_that_partly_left_counts_as_sent() -> None:
     slot.release()  # the connection broke while the body was being written: the server may count the call
     slot.release()  # releasing twice is harmless
     limiter.acquire(stop).sent()
-    assert clock.now == pytest.approx(1000.7)
+    assert clock.now == pytest.approx(START + 0.7)
 
 
 def test_the_trace_hook_reports_when_the_body_has_left() -> None:
-    clock = FakeClock()
+    clock = FakeClock(START)
     limiter = RateLimiter(1.0, clock=clock, margin=0)
     stop = SleeplessStop(clock)
     slot = limiter.acquire(stop)
@@ -226,32 +208,9 @@ def test_next_reset_is_always_within_a_day_and_after_now(now: datetime, at: time
     assert reset.astimezone(CST).time() == at
 
 
-class WallClock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-class AdvancingStop(threading.Event):
-    """A stop event whose wait() moves the fake clock instead of sleeping."""
-
-    def __init__(self, clock: WallClock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.waited = 0.0
-
-    def wait(self, timeout: float | None = None) -> bool:
-        assert timeout is not None
-        self.clock.now += timedelta(seconds=timeout)
-        self.waited += timeout
-        return self.is_set()
-
-
 def test_quota_gate_holds_until_the_reset_then_reopens() -> None:
-    clock = WallClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))  # 23:00 in Beijing
-    gate = QuotaGate(CST, time(0, 0), clock=clock, step_seconds=60)
+    clock = FakeClock.at(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))  # 23:00 in Beijing
+    gate = QuotaGate(CST, time(0, 0), clock=clock.utc, step_seconds=60)
     gate.observe(QuotaFacts(remain_times=3, charge=True))
     assert gate.state().exhausted is False
     assert gate.state().remaining == 3
@@ -260,36 +219,36 @@ def test_quota_gate_holds_until_the_reset_then_reopens() -> None:
     assert state.exhausted is True
     assert state.seconds_until_reset == 3600
     assert state.charged_calls == 2
-    stop = AdvancingStop(clock)
+    stop = SleeplessStop(clock)
     waited = gate.wait(stop)
     assert waited == pytest.approx(3600)
-    assert clock.now == datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
+    assert clock.utc() == datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
     assert gate.state().exhausted is False
     assert gate.state().remaining is None
 
 
 def test_quota_gate_does_not_wait_when_open_or_unlimited() -> None:
-    clock = WallClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
-    gate = QuotaGate(CST, time(0, 0), clock=clock)
+    clock = FakeClock.at(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+    gate = QuotaGate(CST, time(0, 0), clock=clock.utc)
     gate.observe(QuotaFacts(remain_times=-1))
-    assert gate.wait(AdvancingStop(clock)) == 0.0
+    assert gate.wait(SleeplessStop(clock)) == 0.0
 
 
 def test_quota_gate_wait_is_interrupted_by_shutdown() -> None:
-    clock = WallClock(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
-    gate = QuotaGate(CST, time(0, 0), clock=clock)
+    clock = FakeClock.at(datetime(2026, 11, 23, 15, 0, tzinfo=UTC))
+    gate = QuotaGate(CST, time(0, 0), clock=clock.utc)
     gate.exhausted()
-    stop = AdvancingStop(clock)
+    stop = SleeplessStop(clock)
     stop.set()
     with pytest.raises(CallAbandoned):
         gate.wait(stop)
 
 
 def test_still_exhausted_right_after_a_reset_probes_again_soon() -> None:
-    clock = WallClock(datetime(2026, 11, 23, 15, 59, tzinfo=UTC))
-    gate = QuotaGate(CST, time(0, 0), clock=clock, step_seconds=30, reprobe_seconds=600)
+    clock = FakeClock.at(datetime(2026, 11, 23, 15, 59, tzinfo=UTC))
+    gate = QuotaGate(CST, time(0, 0), clock=clock.utc, step_seconds=30, reprobe_seconds=600)
     gate.exhausted()
-    gate.wait(AdvancingStop(clock))
+    gate.wait(SleeplessStop(clock))
     gate.exhausted()  # the API still says 10040 right after our reset
     assert gate.state().seconds_until_reset == pytest.approx(600)
 

@@ -19,20 +19,10 @@ from service.sandbox.state import (
     SandboxState,
     TransportFault,
 )
+from tests.support.clock import FakeClock
 
 # 2024-03-01 15:59:00 UTC is 23:59:00 in China Standard Time: one minute before the daily reset.
 BEFORE_MIDNIGHT_CST = datetime(2024, 3, 1, 15, 59, tzinfo=UTC).timestamp()
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def body(collection: str, *items: tuple[str, str]) -> bytes:
