@@ -65,7 +65,9 @@ def qps_share(account_qps: float, assigned: int, partitions: int | None) -> floa
     """
     if assigned == 0 or not partitions:
         return account_qps
-    return max(MIN_QPS, account_qps * min(assigned, partitions) / partitions)
+    # The fraction first: ``qps * n / n`` can round above ``qps``, ``qps * (n / n)`` cannot. The floor never
+    # lifts the pace above the account's own QPS.
+    return min(account_qps, max(MIN_QPS, account_qps * (min(assigned, partitions) / partitions)))
 
 
 def should_pause(
