@@ -12,6 +12,10 @@
 # under a second). Otherwise podman's layer cache keeps the base and the dependency layer, so a change to the
 # service's code rebuilds in seconds.
 #
+#   deploy/image/build.sh               build (or reuse) the image; prints its reference
+#   deploy/image/build.sh --wheelhouse  only prepare the wheelhouse (no podman needed), e.g. before
+#                                       `docker build .` or `docker compose -f deploy/compose.yaml up --build`
+#
 #   IMAGE            the name to tag (default localhost/imgsweep:<version>)
 #   PYTHON_IMAGE     a base from a registry instead of the local Debian one
 #   PYTHON           the Python whose pip downloads the wheels (default .venv/bin/python, else python3)
@@ -19,6 +23,47 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "${repo}"
+python="${PYTHON:-}"
+if [[ -z "${python}" ]]; then
+    if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
+fi
+version="$("${python}" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
+source=""
+trap 'rm -rf "${source}"' EXIT
+# One build at a time on this checkout: the wheelhouse is rewritten by each.
+mkdir -p .cache/image
+exec 9>.cache/image/build.lock
+flock 9
+
+make_wheelhouse() {
+    # The wheels, for the image's platform (Debian 12: glibc 2.36, CPython 3.11), whatever Python runs this.
+    wheelhouse=.cache/image/wheelhouse
+    rm -rf "${wheelhouse}"
+    mkdir -p "${wheelhouse}"/{pip,deps,app}
+    # pip takes each --platform literally, so every manylinux tag glibc 2.36 can load is listed.
+    arch="$(uname -m)"
+    platforms=(--platform "manylinux2014_${arch}")
+    for glibc in $(seq 17 36); do platforms+=(--platform "manylinux_2_${glibc}_${arch}"); done
+    download=("${python}" -m pip download --quiet --disable-pip-version-check --require-hashes --no-deps
+        --only-binary=:all: "${platforms[@]}" --python-version 3.11 --implementation cp --abi cp311)
+    "${download[@]}" --dest "${wheelhouse}/pip" -r deploy/image/pip.lock
+    "${download[@]}" --dest "${wheelhouse}/deps" -r deploy/image/requirements.lock
+    # imgsweep's wheel, built from a clean copy of its sources (a stale build/ in the tree cannot leak into it).
+    # Fixed file dates make the wheel the same bytes for the same sources, so podman's layer cache can reuse it.
+    source="$(mktemp -d "${TMPDIR:-/tmp}/imgsweep-wheel.XXXXXX")"
+    cp -r pyproject.toml README.md service "${source}/"
+    find "${source}/service" -name __pycache__ -prune -exec rm -rf {} +
+    SOURCE_DATE_EPOCH=1735689600 "${python}" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+        --wheel-dir "${wheelhouse}/app" "${source}"
+    rm -rf "${source}"
+}
+
+if [[ "${1:-}" == --wheelhouse ]]; then
+    make_wheelhouse
+    echo "${repo}/.cache/image/wheelhouse"
+    exit 0
+fi
+
 tools_dir="${IMGSWEEP_TOOLS_DIR:-${HOME:?HOME or IMGSWEEP_TOOLS_DIR must be set}/.cache/imgsweep/tools}"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-${tools_dir}/podman/containers.conf}"
 if [[ ! -f "${CONTAINERS_CONF}" ]] || ! command -v podman >/dev/null 2>&1; then
@@ -26,11 +71,6 @@ if [[ ! -f "${CONTAINERS_CONF}" ]] || ! command -v podman >/dev/null 2>&1; then
     exit 1
 fi
 
-python="${PYTHON:-}"
-if [[ -z "${python}" ]]; then
-    if [[ -x .venv/bin/python ]]; then python=.venv/bin/python; else python=python3; fi
-fi
-version="$("${python}" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
 image="${IMAGE:-localhost/imgsweep:${version}}"
 
 base="${PYTHON_IMAGE:-$(deploy/image/build-base.sh)}"
@@ -57,27 +97,7 @@ if podman image exists "${inputs_tag}"; then
     exit 0
 fi
 
-# The wheels, for the image's platform (Debian 12: glibc 2.36, CPython 3.11), whatever Python runs this.
-wheelhouse=.cache/image/wheelhouse
-rm -rf "${wheelhouse}"
-mkdir -p "${wheelhouse}"/{pip,deps,app}
-# pip takes each --platform literally, so every manylinux tag glibc 2.36 can load is listed.
-arch="$(uname -m)"
-platforms=(--platform "manylinux2014_${arch}")
-for glibc in $(seq 17 36); do platforms+=(--platform "manylinux_2_${glibc}_${arch}"); done
-download=("${python}" -m pip download --quiet --disable-pip-version-check --require-hashes --no-deps
-    --only-binary=:all: "${platforms[@]}" --python-version 3.11 --implementation cp --abi cp311)
-"${download[@]}" --dest "${wheelhouse}/pip" -r deploy/image/pip.lock
-"${download[@]}" --dest "${wheelhouse}/deps" -r deploy/image/requirements.lock
-# imgsweep's wheel, built from a clean copy of its sources (a stale build/ in the tree cannot leak into it).
-# Fixed file dates make the wheel the same bytes for the same sources, so podman's layer cache can reuse it.
-source="$(mktemp -d "${TMPDIR:-/tmp}/imgsweep-wheel.XXXXXX")"
-trap 'rm -rf "${source}"' EXIT
-cp -r pyproject.toml README.md service "${source}/"
-find "${source}/service" -name __pycache__ -prune -exec rm -rf {} +
-SOURCE_DATE_EPOCH=1735689600 "${python}" -m pip wheel --quiet --disable-pip-version-check --no-deps \
-    --wheel-dir "${wheelhouse}/app" "${source}"
-
+make_wheelhouse
 echo "build.sh: building ${image} on ${base}" >&2
 podman build --network host --pull=missing --layers \
     --file Dockerfile \
