@@ -43,14 +43,17 @@ class Encoded(NamedTuple):
 
 def encode_done(base: int, done: Iterable[int], *, limit: int = MAX_METADATA_CHARS) -> Encoded:
     """The metadata to commit with offset ``base``: which offsets above it are done. ``""`` if none are."""
-    offsets = sorted({offset - base for offset in done if offset > base})
+    # Offsets beyond the span the decoder accepts are left out: recorded, they would void the whole map.
+    offsets = sorted({offset - base for offset in done if 0 < offset - base < _MAX_SPAN})
     if not offsets:
         return Encoded("", 0)
     kept = len(offsets)
+    over = kept + 1  # the shortest prefix known not to fit
     while kept:
         text = _shorter(offsets[:kept])
         if len(text) <= limit:
-            return Encoded(text, kept)
+            return _longest(offsets, Encoded(text, kept), over, limit)
+        over = kept
         kept = _fewer(offsets, kept, limit)
     return Encoded("", 0)
 
@@ -79,6 +82,21 @@ def _fewer(deltas: list[int], kept: int, limit: int) -> int:
     """A smaller prefix to try: proportional to how far over the limit the last try was, at least one less."""
     text = _shorter(deltas[:kept])
     return min(kept - 1, kept * limit // max(len(text), 1))
+
+
+def _longest(deltas: list[int], fits: Encoded, over: int, limit: int) -> Encoded:
+    """The longest prefix that fits, between one that fits and one that does not (``_fewer`` may undershoot).
+
+    A bisection: either form only grows as the prefix does.
+    """
+    while over - fits.kept > 1:
+        kept = (fits.kept + over) // 2
+        text = _shorter(deltas[:kept])
+        if len(text) <= limit:
+            fits = Encoded(text, kept)
+        else:
+            over = kept
+    return fits
 
 
 def _encode_runs(deltas: list[int]) -> str:
