@@ -84,8 +84,10 @@ class Partitions:
     def finish(self, event: PendingEvent) -> bool:
         """The event leaves the pipeline for publishing; False if it was abandoned meanwhile."""
         state = self._states.get(event.source.partition)
-        if event.abandoned or state is None or state.events.pop(event.source.offset, None) is None:
+        # By identity: the same offset read again after the partition came back is another event.
+        if event.abandoned or state is None or state.events.get(event.source.offset) is not event:
             return False
+        del state.events[event.source.offset]
         self._events -= 1
         return True
 
@@ -109,7 +111,8 @@ class Partitions:
         """Gives up on events (a drain): they stay uncommitted and their next owner does them."""
         for event in events:
             state = self._states.get(event.source.partition)
-            if state is not None and state.events.pop(event.source.offset, None) is not None:
+            if state is not None and state.events.get(event.source.offset) is event:
+                del state.events[event.source.offset]
                 self._events -= 1
             event.abandoned = True
 
