@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.api.client import encode_body
 from service.api.models import DeleteBatch, DeleteItem
-from service.pipeline.batcher import Batcher, FlushReason, body_overhead, item_bytes
+from service.pipeline.batcher import Batcher, FlushReason, ReadyBatch, body_overhead, item_bytes
 
 
 def items(n: int, product: str = "p") -> list[DeleteItem]:
@@ -139,3 +140,139 @@ def test_every_item_goes_out_once_within_the_limits(
         for item in batch.items:
             seen.setdefault((batch.collection, item), set()).update(ready.waiters[item])
     assert seen == expected
+
+
+# --- put_back: a batch taken when no call could start after all ----------------------------------------------------
+
+
+def _snapshot(ready: ReadyBatch[Any]) -> tuple[object, ...]:
+    return (
+        ready.batch,
+        list(ready.waiters.items()),
+        list(ready.attempts.items()),
+        ready.flush_reason,
+        ready.created_at,
+        ready.sequence,
+    )
+
+
+def test_a_full_batch_put_back_is_the_next_taken_as_it_was() -> None:
+    batcher: Batcher[str] = Batcher(max_items=3, max_bytes=10_000_000, linger_seconds=60)
+    batcher.add("shop", DeleteItem("p", "1"), "e1", now=0, attempt=2)
+    batcher.add("shop", DeleteItem("p", "1"), "e2", now=0)
+    batcher.add("shop", DeleteItem("p", "2"), "e3", now=0)
+    batcher.add("shop", DeleteItem("p", "3"), "e3", now=0, attempt=3)
+    batcher.add("other", DeleteItem("p", "9"), "e4", now=0)  # full later: must not jump ahead
+    batcher.add("other", DeleteItem("p", "8"), "e4", now=0)
+    batcher.add("other", DeleteItem("p", "7"), "e4", now=0)
+    ready = batcher.take(now=0)
+    assert ready is not None
+    before = _snapshot(ready)
+    assert batcher.pending_items() == 3
+
+    batcher.put_back(ready)
+    assert batcher.pending_items() == 6
+    batcher.add("shop", DeleteItem("p", "4"), "e5", now=1)  # a full batch takes nothing more: a new one opens
+    again = batcher.take(now=1)
+    assert again is not None
+    assert _snapshot(again) == before
+    assert list(again.waiters) == [DeleteItem("p", "1"), DeleteItem("p", "2"), DeleteItem("p", "3")]
+    assert again.waiters[DeleteItem("p", "1")] == ["e1", "e2"]
+    assert again.attempts == {DeleteItem("p", "1"): 2, DeleteItem("p", "2"): 1, DeleteItem("p", "3"): 3}
+    other = batcher.take(now=1)
+    assert other is not None
+    assert other.batch.collection == "other"
+    assert batcher.pending_items() == 1
+    assert batcher.take(now=1) is None  # the new "shop" batch lingers
+
+
+def test_an_open_batch_put_back_keeps_filling() -> None:
+    batcher: Batcher[str] = Batcher(max_items=4, max_bytes=10_000_000, linger_seconds=1)
+    batcher.add("shop", DeleteItem("p", "1"), "e1", now=0)
+    batcher.add("shop", DeleteItem("p", "2"), "e2", now=0)
+    ready = batcher.take(now=2)
+    assert ready is not None
+    assert ready.flush_reason is FlushReason.LINGER
+    batcher.put_back(ready)
+    assert batcher.pending_items() == 2
+    batcher.add("shop", DeleteItem("p", "3"), "e3", now=3)
+    batcher.add("shop", DeleteItem("p", "1"), "e4", now=3, attempt=2)  # already in it: one more waiter
+    assert batcher.pending_items() == 3
+    again = batcher.take(now=3)
+    assert again is not None
+    assert again.flush_reason is FlushReason.LINGER
+    assert again.batch.items == (DeleteItem("p", "1"), DeleteItem("p", "2"), DeleteItem("p", "3"))
+    assert again.batch.batch_id == ready.batch.batch_id
+    assert again.waiters[DeleteItem("p", "1")] == ["e1", "e4"]
+    assert again.attempts[DeleteItem("p", "1")] == 2
+    assert batcher.pending_items() == 0
+    assert batcher.take(now=3) is None
+
+
+def test_an_open_batch_put_back_fills_up_and_goes_out_full() -> None:
+    batcher: Batcher[str] = Batcher(max_items=3, max_bytes=10_000_000, linger_seconds=1)
+    batcher.add("shop", DeleteItem("p", "1"), "e", now=0)
+    ready = batcher.take(now=0, drain=True)
+    assert ready is not None
+    assert ready.flush_reason is FlushReason.SHUTDOWN
+    batcher.put_back(ready)
+    assert batcher.take(now=0) is None  # not draining, not lingered long enough: it waits again
+    assert batcher.seconds_until_due(0) == 1
+    batcher.add("shop", DeleteItem("p", "2"), "e", now=0)
+    batcher.add("shop", DeleteItem("p", "3"), "e", now=0)
+    batcher.add("shop", DeleteItem("p", "4"), "e", now=0)
+    full = batcher.take(now=0)
+    assert full is not None
+    assert (full.flush_reason, full.batch.batch_id) == (FlushReason.SIZE, ready.batch.batch_id)
+    assert [item.image_id for item in full.batch.items] == ["1", "2", "3"]
+    assert batcher.pending_items() == 1
+
+
+def test_a_batch_put_back_after_its_collection_opened_another_stays_apart() -> None:
+    batcher: Batcher[str] = Batcher(max_items=10, max_bytes=10_000_000, linger_seconds=1)
+    batcher.add("shop", DeleteItem("p", "1"), "e", now=0)
+    ready = batcher.take(now=1)
+    assert ready is not None
+    batcher.add("shop", DeleteItem("p", "2"), "e", now=1)  # opened while the first was out
+    batcher.put_back(ready)
+    batcher.add("shop", DeleteItem("p", "3"), "e", now=1)
+    first, second = batcher.take(now=5), batcher.take(now=5)
+    assert first is not None
+    assert second is not None
+    assert first.batch.items == (DeleteItem("p", "1"),)  # the older one first, unchanged
+    assert second.batch.items == (DeleteItem("p", "2"), DeleteItem("p", "3"))
+    assert batcher.pending_items() == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    adds=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 30), st.integers(1, 3)), max_size=120),
+    refusals=st.lists(st.booleans(), max_size=60),
+    max_items=st.integers(1, 12),
+)
+def test_batches_put_back_go_out_the_same_and_in_the_same_order(
+    adds: list[tuple[str, int, int]], refusals: list[bool], max_items: int
+) -> None:
+    """Two batchers fed alike; one has every other take refused and put back: both hand out the same calls."""
+    plain: Batcher[int] = Batcher(max_items=max_items, max_bytes=10_000_000, linger_seconds=1)
+    refused: Batcher[int] = Batcher(max_items=max_items, max_bytes=10_000_000, linger_seconds=1)
+    for n, (collection, image, attempt) in enumerate(adds):
+        for batcher in (plain, refused):
+            batcher.add(collection, DeleteItem("p", str(image)), n, now=n / 10, attempt=attempt)
+        if refusals and refusals[n % len(refusals)]:
+            ready = refused.take(now=n / 10)
+            if ready is not None:
+                refused.put_back(ready)
+        assert refused.pending_items() == plain.pending_items()
+    now = len(adds) / 10 + 2
+    while (expected := plain.take(now)) is not None:
+        assert refused.pending_items() == plain.pending_items() + len(expected.batch.items)
+        ready = refused.take(now)
+        assert ready is not None
+        assert _snapshot(ready)[:3] == _snapshot(expected)[:3]
+        refused.put_back(ready)
+        ready = refused.take(now)
+        assert ready is not None
+        assert _snapshot(ready) == _snapshot(expected)
+    assert refused.take(now) is None
+    assert refused.pending_items() == plain.pending_items() == 0

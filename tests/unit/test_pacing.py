@@ -7,13 +7,13 @@ import threading
 from datetime import UTC, datetime, time, timedelta, timezone
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.api.errors import CallAbandoned
 from service.api.models import QuotaFacts
 from service.api.quota import QuotaGate, next_reset
-from service.api.rate_limit import RateLimiter
+from service.api.rate_limit import RateLimiter, SendSlot
 from service.api.retry import RetryPolicy
 from tests.support.clock import FakeClock, SleeplessStop
 
@@ -274,3 +274,163 @@ def test_retry_budget_counts_attempts_and_elapsed_time() -> None:
     assert policy.allows(2, 0, 1)
     assert not policy.allows(3, 0, 1)
     assert not policy.allows(1, 9.5, 1)
+
+
+# --- try_acquire, seconds_until_free, granted: the poll loop takes a call's first slot without blocking ------------
+
+
+def test_try_acquire_gives_a_slot_only_when_nobody_sends_and_the_pace_allows() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
+    first = limiter.try_acquire()
+    assert first is not None
+    assert first.waited == 0
+    clock.now += 5
+    assert limiter.try_acquire() is None  # the first request has not left yet
+    assert limiter.seconds_until_free() > 0
+    first.sent()  # left 5 s after its slot
+    assert limiter.try_acquire() is None  # a full spacing after it left
+    assert limiter.seconds_until_free() == pytest.approx(0.5)
+    clock.now += 0.49
+    assert limiter.try_acquire() is None
+    clock.now += 0.01
+    assert limiter.seconds_until_free() == 0
+    second = limiter.try_acquire()
+    assert second is not None
+    second.release()  # never started to leave: the pace does not move
+    clock.now += 0.5
+    assert limiter.try_acquire() is not None
+
+
+def test_try_acquire_waits_for_the_schedule_too() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(4.0, clock=clock, margin=0)
+    assert limiter.reserve() == 0  # a worker's retry took the slot now; the next is 0.25 s later
+    assert limiter.try_acquire() is None
+    assert limiter.seconds_until_free() == pytest.approx(0.25)
+    clock.now += 0.25
+    assert limiter.try_acquire() is not None
+
+
+def test_a_throttle_holds_try_acquire_back() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
+    limiter.on_throttled()  # the next slot is a gap at the slower pace away
+    assert limiter.try_acquire() is None
+    assert limiter.seconds_until_free() == pytest.approx(1 / 1.5)
+    clock.now += 1 / 1.5
+    assert limiter.try_acquire() is not None
+
+
+_pacing_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("advance"), st.floats(0, 2, allow_nan=False)),
+        st.tuples(st.sampled_from(["try", "sent", "release", "reserve", "throttle", "success"]), st.just(0.0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=_pacing_steps, qps=st.floats(0.5, 20), margin=st.floats(0, 0.1))
+def test_seconds_until_free_is_zero_exactly_when_try_acquire_succeeds(
+    steps: list[tuple[str, float]], qps: float, margin: float
+) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(qps, clock=clock, margin=margin)
+    slot: SendSlot | None = None
+    for action, seconds in steps:
+        if action == "advance":
+            clock.now += seconds
+        elif action == "try":
+            free = limiter.seconds_until_free()
+            assert free >= 0
+            taken = limiter.try_acquire()
+            assert (taken is not None) == (free == 0)
+            if taken is not None:
+                assert slot is None  # one sender at a time
+                slot = taken
+        elif action in ("sent", "release") and slot is not None:
+            slot.sent() if action == "sent" else slot.release()
+            slot = None
+        elif action == "reserve":
+            limiter.reserve()
+        elif action == "throttle":
+            limiter.on_throttled()
+        elif action == "success":
+            limiter.on_success()
+        if slot is None:
+            # Nobody sends: waiting what it says is enough (a hair more, for the float sums).
+            clock.now += limiter.seconds_until_free() + 1e-9
+            assert limiter.seconds_until_free() == 0
+
+
+def test_a_granted_slot_is_this_threads_first_acquire_without_waiting() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
+    stop = SleeplessStop(clock)
+    start = clock.now
+    slot = limiter.try_acquire()
+    assert slot is not None
+    with limiter.granted(slot):
+        assert limiter.acquire(stop) is slot
+        assert stop.waits == []  # no wait at all, though the slot is still "sending"
+        assert clock.now == start
+        slot.sent()
+        second = limiter.acquire(stop)  # the call's retry: paced as any other
+        assert second is not slot
+        assert clock.now == pytest.approx(start + 0.5)
+        second.sent()
+    assert limiter.try_acquire() is None  # the retry just left
+    clock.now += 0.5
+    assert limiter.try_acquire() is not None
+
+
+def test_an_unused_granted_slot_is_released_on_leaving() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
+    slot = limiter.try_acquire()
+    assert slot is not None
+    with limiter.granted(slot):
+        pass  # e.g. the call failed before its first send
+    clock.now += 0.5  # the schedule's next slot; nothing was sent, so nothing else holds it back
+    assert limiter.seconds_until_free() == 0
+    assert limiter.try_acquire() is not None
+
+
+def test_a_granted_slot_is_released_when_the_call_raises() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
+    slot = limiter.try_acquire()
+    assert slot is not None
+    with pytest.raises(RuntimeError), limiter.granted(slot):
+        raise RuntimeError("the call broke")
+    clock.now += 0.5
+    assert limiter.try_acquire() is not None
+
+
+def test_a_granted_slot_belongs_to_its_thread_and_lasts_one_acquire() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2.0, clock=clock, margin=0)
+    slot = limiter.try_acquire()
+    assert slot is not None
+    stopped = threading.Event()
+    stopped.set()
+    elsewhere: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            limiter.acquire(stopped)
+        except CallAbandoned as abandoned:
+            elsewhere.append(abandoned)
+
+    with limiter.granted(slot):
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join(5)
+        assert len(elsewhere) == 1  # another thread does not get this thread's slot: it waits, then stops
+        assert limiter.acquire(stopped) is slot
+        with pytest.raises(CallAbandoned):
+            limiter.acquire(stopped)  # granted once: the next acquire waits as any other
+    clock.now += 10  # past every slot the refused callers reserved
+    assert limiter.try_acquire() is not None  # the slot, taken but never sent, was released on leaving
