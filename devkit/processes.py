@@ -46,6 +46,7 @@ __all__ = [
     "consume_all",
     "event",
     "free_port",
+    "imgsweep_env",
     "load_kafka_local",
     "produce",
     "read_usage",
@@ -258,6 +259,26 @@ class Topics:
         return [self.input, self.outcome, self.dlq]
 
 
+def imgsweep_env(
+    *, bootstrap: str, topics: Topics, endpoint: str | None, settings: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The IMGSWEEP_* variables of one imgsweep on ``topics``, with the made-up account; ``settings`` are names
+    without the prefix (``API__QPS``, any case) and win over the ones set here."""
+    env = {
+        "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "IMGSWEEP_KAFKA__GROUP_ID": topics.group,
+        "IMGSWEEP_KAFKA__INPUT_TOPIC": topics.input,
+        "IMGSWEEP_KAFKA__OUTCOME_TOPIC": topics.outcome,
+        "IMGSWEEP_KAFKA__DLQ_TOPIC": topics.dlq,
+        "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY,
+        "IMGSWEEP_API__SECRET_KEY": SECRET_KEY,
+    }
+    if endpoint is not None:
+        env["IMGSWEEP_API__ENDPOINT"] = endpoint
+    env.update({f"IMGSWEEP_{name.upper()}": value for name, value in (settings or {}).items()})
+    return env
+
+
 @dataclass
 class ServiceProcess:
     """``imgsweep run`` as its own process, configured only through IMGSWEEP_* variables, as in production."""
@@ -288,22 +309,11 @@ class ServiceProcess:
         answers 200; if it does not, the process is stopped and RuntimeError says why. ``settings`` are IMGSWEEP_*
         names without the prefix (``API__QPS``, any case); they win over the ones set here."""
         port = port or free_port()
+        own = {"HTTP__HOST": "127.0.0.1", "HTTP__PORT": str(port), "SECRETS_DIR": str(secrets_dir)}
         env = {
             **clean_env(),
-            "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "IMGSWEEP_KAFKA__GROUP_ID": topics.group,
-            "IMGSWEEP_KAFKA__INPUT_TOPIC": topics.input,
-            "IMGSWEEP_KAFKA__OUTCOME_TOPIC": topics.outcome,
-            "IMGSWEEP_KAFKA__DLQ_TOPIC": topics.dlq,
-            "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY,
-            "IMGSWEEP_API__SECRET_KEY": SECRET_KEY,
-            "IMGSWEEP_HTTP__HOST": "127.0.0.1",
-            "IMGSWEEP_HTTP__PORT": str(port),
-            "IMGSWEEP_SECRETS_DIR": str(secrets_dir),
+            **imgsweep_env(bootstrap=bootstrap, topics=topics, endpoint=endpoint, settings={**own, **(settings or {})}),
         }
-        if endpoint is not None:
-            env["IMGSWEEP_API__ENDPOINT"] = endpoint
-        env.update({f"IMGSWEEP_{name.upper()}": value for name, value in (settings or {}).items()})
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "service", "run"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO

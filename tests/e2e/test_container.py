@@ -14,13 +14,13 @@ from confluent_kafka import Consumer, TopicPartition
 
 from devkit.fixtures import TEST_SETTINGS, SandboxFactory, TopicsFactory
 from devkit.processes import (
-    ACCESS_KEY,
     SECRET_KEY,
     Consumed,
     SandboxProcess,
     Topics,
     consume_all,
     event,
+    imgsweep_env,
     produce,
     wait_for,
 )
@@ -43,17 +43,9 @@ def container_service(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Containe
     started: list[ContainerService] = []
 
     def start(topics: Topics, sandbox: SandboxProcess, **settings: str) -> ContainerService:
-        env = {
-            "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "IMGSWEEP_KAFKA__GROUP_ID": topics.group,
-            "IMGSWEEP_KAFKA__INPUT_TOPIC": topics.input,
-            "IMGSWEEP_KAFKA__OUTCOME_TOPIC": topics.outcome,
-            "IMGSWEEP_KAFKA__DLQ_TOPIC": topics.dlq,
-            "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY,
-            "IMGSWEEP_API__SECRET_KEY": SECRET_KEY,
-            "IMGSWEEP_API__ENDPOINT": sandbox.endpoint,
-        }
-        env.update({f"IMGSWEEP_{name.upper()}": value for name, value in {**TEST_SETTINGS, **settings}.items()})
+        env = imgsweep_env(
+            bootstrap=kafka_bootstrap, topics=topics, endpoint=sandbox.endpoint, settings={**TEST_SETTINGS, **settings}
+        )
         service = ContainerService.start_container(env, tmp_path / f"container-{len(started)}.log")
         started.append(service)
         return service
