@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from service.pipeline.events import ERROR_CLASSES, input_event_json_schema
-from service.pipeline.outcomes import DLQ_HEADER_PREFIX, OUTCOME_TYPE, OutcomeEvent
-from service.pipeline.pending import RETRIES_EXHAUSTED
+from service.pipeline.outcomes import DLQ_HEADER_PREFIX, OUTCOME_TYPE, REPLAY_OF_HEADERS, OutcomeEvent
+from service.pipeline.reasons import DeadLetterReason
 from service.settings import KafkaSettings
 
 __all__ = ["CONTRACTS_DIR", "render_contracts"]
@@ -42,10 +42,18 @@ def dead_letter_schema() -> dict[str, Any]:
         "type": "object",
         "properties": {
             f"{DLQ_HEADER_PREFIX}error_class": {
-                "enum": [*ERROR_CLASSES, RETRIES_EXHAUSTED, "internal_error"],
-                "description": "Why: the decoder's error class, or retries_exhausted when the API kept failing.",
+                "enum": [*ERROR_CLASSES, *(reason for reason in DeadLetterReason if reason != "invalid_event")],
+                "description": (
+                    "Why: the decoder's error class for invalid input; for an event whose outcome has an image "
+                    "failed for good, retries_exhausted (the API kept failing), internal_error (imgsweep failed "
+                    "on the call) or item_failed (the API refused an image, e.g. NO_RELATIVE_COLLECTION)."
+                ),
             },
-            f"{DLQ_HEADER_PREFIX}error_reason": {**text, "maxLength": 1000, "description": "Readable reason."},
+            f"{DLQ_HEADER_PREFIX}error_reason": {
+                **text,
+                "maxLength": 1000,
+                "description": "Readable reason; for a failed event, the images that failed and the API's reasons.",
+            },
             f"{DLQ_HEADER_PREFIX}source_topic": text,
             f"{DLQ_HEADER_PREFIX}source_partition": {**text, "pattern": "^[0-9]+$"},
             f"{DLQ_HEADER_PREFIX}source_offset": {**text, "pattern": "^[0-9]+$"},
@@ -98,7 +106,10 @@ def asyncapi() -> dict[str, Any]:
             },
             "deadLetters": {
                 "address": defaults.dlq_topic,
-                "description": "Undecodable input, and events whose retries ran out (also reported as failed).",
+                "description": (
+                    "Undecodable input, and every event whose outcome has an image failed for good (also reported "
+                    "in its outcome), so `imgsweep replay-dlq` can redo it once the cause is fixed."
+                ),
                 "messages": {"deadLetter": {"$ref": "#/components/messages/deadLetter"}},
             },
         },
@@ -123,6 +134,20 @@ def asyncapi() -> dict[str, Any]:
             "messages": {
                 "productDelisted": {
                     "name": "ProductDelisted",
+                    "headers": {
+                        "type": "object",
+                        "description": (
+                            "Only content-type and ce_* headers are read for the event. A copy republished by "
+                            "`imgsweep replay-dlq` also names the dead letter it comes from; its outcome's replay_of "
+                            "repeats them."
+                        ),
+                        "properties": {
+                            name: {"type": "string"}
+                            if name.endswith("topic")
+                            else {"type": "string", "pattern": "^[0-9]+$"}
+                            for name in REPLAY_OF_HEADERS
+                        },
+                    },
                     "payload": {"$ref": "input-event.schema.json"},
                 },
                 "imageDeletionOutcome": {

@@ -1,7 +1,10 @@
 """What imgsweep publishes: one outcome per valid event, and dead-letter copies. Pure builders.
 
-The outcome id is derived from the event id, so a redelivered event (after a crash or a rebalance) yields
-the same ``outcome_id`` and consumers can deduplicate. Outcomes carry CloudEvents binary-mode headers.
+The outcome id is derived from the consumed record (topic, partition, offset) and the event id, so a
+redelivery of the same record (after a crash or a rebalance) yields the same ``outcome_id`` and consumers can
+deduplicate, while a copy of the event in a new record (``imgsweep replay-dlq``) answers with an outcome of its
+own. The outcome names the record it answers (``source``) and, for a replay, the dead letter (``replay_of``).
+Outcomes carry CloudEvents binary-mode headers.
 
 ``OutcomeEvent`` is the published schema (``service.contracts`` generates the JSON Schema from it). Outcomes are
 built from data that is valid already, one per event, so they are written as plain data by the serializer that
@@ -17,22 +20,27 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from service.api.models import ItemStatus
-from service.pipeline.pending import Headers, PendingEvent, SourceRecord
+from service.pipeline.pending import DeadLetterRef, Headers, PendingEvent, SourceRecord
 
 __all__ = [
     "DLQ_HEADER_PREFIX",
     "OUTCOME_TYPE",
+    "REPLAY_OF_HEADERS",
     "ImageOutcome",
     "Outcome",
     "OutcomeEvent",
+    "RecordLocation",
     "build_outcome",
     "dead_letter_headers",
+    "failure_summary",
     "outcome_headers",
     "outcome_id_for",
+    "replay_of_from_headers",
+    "replay_of_headers",
 ]
 
 OUTCOME_NAMESPACE: Final = uuid.UUID("6f0b7c1e-4d8a-5b7e-9c3f-2a1d0e9b8c7a")
@@ -40,6 +48,10 @@ _NAMESPACE_BYTES: Final = OUTCOME_NAMESPACE.bytes
 OUTCOME_TYPE: Final = "com.imgsweep.product-image-deletion.v1"
 _OUTCOME_TYPE_BYTES: Final = OUTCOME_TYPE.encode()
 DLQ_HEADER_PREFIX: Final = "imgsweep_"
+REPLAY_OF_HEADERS: Final = tuple(f"{DLQ_HEADER_PREFIX}replay_of_{part}" for part in ("topic", "partition", "offset"))
+"""What ``imgsweep replay-dlq`` adds to a republished copy: the dead letter's topic, partition and offset."""
+MAX_FAILURE_SUMMARY_CHARS: Final = 900
+"""A dead letter's ``imgsweep_error_reason`` lists failed images up to about this many characters."""
 
 EventStatus = Literal["deleted", "partially_deleted", "failed"]
 
@@ -50,6 +62,16 @@ class ImageOutcome(BaseModel):
     image_id: str
     status: Literal["deleted", "absent", "failed"]
     reason: str | None = None
+
+
+class RecordLocation(BaseModel):
+    """Where a Kafka record is."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: str
+    partition: int
+    offset: int
 
 
 class OutcomeEvent(BaseModel):
@@ -68,16 +90,25 @@ class OutcomeEvent(BaseModel):
     first_seen_at: datetime
     completed_at: datetime
     dry_run: bool
+    source: RecordLocation = Field(
+        description="The input record this outcome answers; a redelivery of that record gets the same outcome_id."
+    )
+    replay_of: RecordLocation | None = Field(
+        description="For a record `imgsweep replay-dlq` republished: the dead letter it is a copy of; else null."
+    )
 
 
-def outcome_id_for(event_id: str, collection: str, product_id: str) -> str:
-    """``str(uuid.uuid5(OUTCOME_NAMESPACE, f"{collection}\\x00{product_id}\\x00{event_id}"))``, written out.
+def outcome_id_for(event_id: str, *, topic: str, partition: int, offset: int) -> str:
+    """``str(uuid.uuid5(OUTCOME_NAMESPACE, f"{topic}\\x00{partition}\\x00{offset}\\x00{event_id}"))``, written out.
+
+    The record's place makes a replayed copy's outcome a new one; the event id keeps ids apart across
+    topics that are deleted and created again under the same name.
 
     RFC 4122 (4.3): the first 16 bytes of SHA-1 over namespace and name, with the version and variant bits set.
     Done by hand because ``uuid.uuid5`` spends most of its time building a ``UUID`` object that is only printed,
     once per event; a test compares the two.
     """
-    name = f"{collection}\x00{product_id}\x00{event_id}".encode()
+    name = f"{topic}\x00{partition}\x00{offset}\x00{event_id}".encode()
     digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).digest()[:16])
     digest[6] = digest[6] & 0x0F | 0x50  # version 5
     digest[8] = digest[8] & 0x3F | 0x80  # the RFC 4122 variant
@@ -108,7 +139,9 @@ def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: boo
         # slower, and .value is a Python-level property.
         images.append({"image_id": image_id, "status": str(result.status), "reason": result.reason})
     status: EventStatus = "deleted" if failed == 0 else "failed" if failed == len(images) else "partially_deleted"
-    outcome_id = outcome_id_for(event.event_id, event.collection_name, event.product_id)
+    source = pending.source
+    outcome_id = outcome_id_for(event.event_id, topic=source.topic, partition=source.partition, offset=source.offset)
+    replay_of = source.replay_of
     document: dict[str, Any] = {  # OutcomeEvent's fields, in its order
         "outcome_id": outcome_id,
         "event_id": event.event_id,
@@ -121,6 +154,10 @@ def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: boo
         "first_seen_at": pending.first_seen_at,
         "completed_at": completed_at,
         "dry_run": dry_run,
+        "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
+        "replay_of": None
+        if replay_of is None
+        else {"topic": replay_of.topic, "partition": replay_of.partition, "offset": replay_of.offset},
     }
     return Outcome(outcome_id, event.event_id, status, completed_at, to_json(document))
 
@@ -138,6 +175,23 @@ def outcome_headers(outcome: Outcome, *, source: str) -> Headers:
     ]
 
 
+def failure_summary(pending: PendingEvent) -> str:
+    """The images that failed for good and why, for a dead letter's ``imgsweep_error_reason``; bounded."""
+    failed = [
+        (image_id, result.reason) for image_id, result in pending.results.items() if result.status is ItemStatus.FAILED
+    ]
+    parts: list[str] = []
+    length = 0
+    for image_id, reason in failed:
+        part = f"{image_id!r}: {reason or 'no reason given'}"
+        if length + len(part) > MAX_FAILURE_SUMMARY_CHARS:
+            parts.append(f"and {len(failed) - len(parts)} more")
+            break
+        parts.append(part)
+        length += len(part) + 2
+    return f"{len(failed)} of {len(pending.event.image_ids)} images failed for good: " + "; ".join(parts)
+
+
 def dead_letter_headers(record: SourceRecord, *, error_class: str, reason: str, at: datetime) -> Headers:
     """The original headers, then headers naming the error and where the record came from."""
     return [
@@ -149,3 +203,28 @@ def dead_letter_headers(record: SourceRecord, *, error_class: str, reason: str, 
         (f"{DLQ_HEADER_PREFIX}source_offset", str(record.offset).encode()),
         (f"{DLQ_HEADER_PREFIX}dead_lettered_at", at.isoformat().encode()),
     ]
+
+
+def replay_of_headers(dead_letter: DeadLetterRef) -> Headers:
+    """The headers naming the dead letter a republished copy comes from (``REPLAY_OF_HEADERS``)."""
+    values = (dead_letter.topic, str(dead_letter.partition), str(dead_letter.offset))
+    return [(name, value.encode()) for name, value in zip(REPLAY_OF_HEADERS, values, strict=True)]
+
+
+def replay_of_from_headers(headers: Headers) -> DeadLetterRef | None:
+    """The dead letter ``replay_of_headers`` names, or None when a record does not carry all three (well-formed)."""
+    found: dict[str, bytes] = {}
+    for name, value in headers:
+        if name in REPLAY_OF_HEADERS and value is not None:
+            found.setdefault(name, value)
+    if len(found) < len(REPLAY_OF_HEADERS):
+        return None
+    topic_name, partition_name, offset_name = REPLAY_OF_HEADERS
+    try:
+        topic = found[topic_name].decode()
+        partition, offset = int(found[partition_name]), int(found[offset_name])
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    if not topic or partition < 0 or offset < 0:
+        return None
+    return DeadLetterRef(topic, partition, offset)

@@ -8,13 +8,33 @@ from datetime import datetime
 from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.pipeline.events import DelistEvent
 
-__all__ = ["INTERNAL_ERROR", "RETRIES_EXHAUSTED", "Headers", "PendingEvent", "SourceRecord"]
+__all__ = [
+    "INTERNAL_ERROR",
+    "ITEM_FAILED",
+    "RETRIES_EXHAUSTED",
+    "DeadLetterRef",
+    "Headers",
+    "PendingEvent",
+    "SourceRecord",
+]
 
 RETRIES_EXHAUSTED = "retries_exhausted"
 INTERNAL_ERROR = "internal_error"
-_DEAD_LETTERED = frozenset((RETRIES_EXHAUSTED, INTERNAL_ERROR))
+ITEM_FAILED = "item_failed"
+"""Any other permanent failure of an image (NO_RELATIVE_COLLECTION, a batch-rejected item...)."""
+# An event with an image failed for good is dead-lettered for one reason: the first of these that applies.
+_DEAD_LETTER_RANK = {INTERNAL_ERROR: 0, RETRIES_EXHAUSTED: 1, ITEM_FAILED: 2}
 
 Headers = list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRef:
+    """Where a dead letter is: what ``imgsweep replay-dlq`` names in the headers of the copy it republishes."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +48,8 @@ class SourceRecord:
     value: bytes | None
     headers: Headers
     timestamp_ms: int | None
+    replay_of: DeadLetterRef | None = None
+    """The dead letter this record is a replayed copy of (its ``imgsweep_replay_of_*`` headers), if any."""
 
 
 @dataclass(eq=False, slots=True)
@@ -48,8 +70,11 @@ class PendingEvent:
 
     def decide(self, result: ItemResult) -> None:
         self.results[result.item.image_id] = result
-        if result.status is ItemStatus.FAILED and result.reason in _DEAD_LETTERED:
-            self.dead_letter_reason = result.reason
+        if result.status is ItemStatus.FAILED:
+            reason = result.reason if result.reason in (INTERNAL_ERROR, RETRIES_EXHAUSTED) else ITEM_FAILED
+            current = self.dead_letter_reason
+            if current is None or _DEAD_LETTER_RANK[reason] < _DEAD_LETTER_RANK[current]:
+                self.dead_letter_reason = reason
 
     def took_part(self, *, attempts: int, api_calls: int) -> None:
         """Once per batch the event had images in: the calls it cost and the tries it took."""

@@ -18,6 +18,8 @@ class DeadLetterReason(StrEnum):
     """The API kept failing for an image: replay once the cause is gone."""
     INTERNAL_ERROR = "internal_error"
     """imgsweep failed on the call (a bug): replay once it is fixed."""
+    ITEM_FAILED = "item_failed"
+    """The API refused an image for good (e.g. NO_RELATIVE_COLLECTION): replay once the cause is fixed."""
 
 
 class SkipReason(StrEnum):

@@ -307,6 +307,21 @@ def test_an_unexpected_error_in_a_call_fails_the_event_and_dead_letters_it() -> 
     assert rig.consumer.committed_offset(0) == 1
 
 
+def test_an_image_failed_for_good_dead_letters_the_event_with_the_failing_images_and_reasons() -> None:
+    rig = Rig()
+    rig.feed(message(0, 0, delisted("a", "c1")))
+    batch, future = rig.executor.calls.pop()
+    future.set_result(BatchResult(items=(ItemResult(batch.items[0], ItemStatus.FAILED, "NO_RELATIVE_COLLECTION"),)))
+    rig.step()
+    (outcome,) = rig.outcomes()
+    assert (outcome["status"], outcome["images"][0]["reason"]) == ("failed", "NO_RELATIVE_COLLECTION")
+    (headers,) = rig.dead_letters()
+    assert headers["imgsweep_error_class"] == b"item_failed"
+    assert headers["imgsweep_error_reason"] == b"1 of 1 images failed for good: 'a-0': NO_RELATIVE_COLLECTION"
+    assert rig.metrics.dead_letters.labels("item_failed")._value.get() == 1
+    assert rig.consumer.committed_offset(0) == 1
+
+
 @pytest.mark.parametrize("partitions", [(0,), (0, 1)])
 def test_the_qps_share_follows_the_assignment(partitions: tuple[int, ...]) -> None:
     rig = Rig()

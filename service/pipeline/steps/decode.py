@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, Message
 from service.metrics import Metrics
 from service.pipeline.events import InvalidEvent, decode_event
 from service.pipeline.halt import Halt
+from service.pipeline.outcomes import replay_of_from_headers
 from service.pipeline.partitions import Partitions
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 from service.pipeline.reasons import SkipReason
@@ -100,6 +101,7 @@ def source_record(message: Message) -> SourceRecord:
         value=_bytes(message.value()),
         headers=headers,
         timestamp_ms=timestamp if timestamp > 0 else None,
+        replay_of=replay_of_from_headers(headers),
     )
 
 

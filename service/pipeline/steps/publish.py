@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from service.metrics import Metrics
 from service.pipeline.events import InvalidEvent
 from service.pipeline.halt import Halt
-from service.pipeline.outcomes import build_outcome, dead_letter_headers, outcome_headers
+from service.pipeline.outcomes import build_outcome, dead_letter_headers, failure_summary, outcome_headers
 from service.pipeline.partitions import Partitions, PartitionState
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 from service.pipeline.reasons import DeadLetterReason
@@ -82,7 +82,7 @@ class PublishStep:
         ]
         if pending.dead_letter_reason is not None:
             reason = DeadLetterReason(pending.dead_letter_reason)
-            records.append(self._dead_letter(pending.source, reason, "the API kept failing; replay later"))
+            records.append(self._dead_letter(pending.source, reason, failure_summary(pending)))
         self._publish(pending.source, records)
 
     def invalid(self, record: SourceRecord, error: InvalidEvent) -> None:
