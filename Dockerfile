@@ -48,8 +48,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/imgsweep/bin:${PATH}
 
 # A registry's python image brings pip, setuptools and wheel into the system Python; Debian's python3 has none.
+# (PIP_BREAK_SYSTEM_PACKAGES: a base whose Python is marked externally managed may still lose its pip.)
 RUN if python3 -m pip --version >/dev/null 2>&1; then \
-        python3 -m pip uninstall --yes --quiet --disable-pip-version-check pip setuptools wheel; \
+        PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip uninstall --yes --quiet --disable-pip-version-check \
+            pip setuptools wheel; \
     fi \
     && groupadd --system --gid 10001 imgsweep \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
