@@ -1,0 +1,113 @@
+"""The day's expected arrivals (ad-tech budget pacing's "opportunity curve"), learned from what was seen.
+
+A budget day runs from one quota reset to the next; a position in it is seconds since the last reset. The
+curve keeps an arrival rate per bin (an hour by default), learned at the end of each day by exponential
+smoothing from the images seen and the time the service was watching in that bin. A bin never watched keeps
+what it knew; before anything is known the curve is flat (calls spread evenly). A share of a flat curve is
+always mixed in, so a bin learned as empty still gets calls for what arrives there after all.
+
+``mass(x)`` is the share of a day's arrivals expected before position ``x``: the planner spends its calls
+along it, so that a busy hour gets the calls its images need and a quiet one does not take them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections.abc import Sequence
+
+__all__ = ["DAY_SECONDS", "ArrivalCurve"]
+
+DAY_SECONDS = 86_400.0
+
+
+class ArrivalCurve:
+    def __init__(
+        self,
+        *,
+        bins: int = 24,
+        smoothing: float = 0.3,
+        flat_share: float = 0.05,
+        min_watched: float = 0.25,
+        rates: Sequence[float | None] | None = None,
+    ) -> None:
+        """``smoothing``: weight of the day just seen (the first day seen in a bin replaces "unknown").
+        ``flat_share``: the part of the curve that stays flat. ``min_watched``: the share of a bin that must
+        have been watched for its day to count. ``rates``: images per second per bin, from a saved curve."""
+        if bins < 1 or not 0 < smoothing <= 1 or not 0 < flat_share <= 1 or not 0 < min_watched <= 1:
+            raise ValueError("bins >= 1, smoothing in (0, 1], flat_share in (0, 1], min_watched in (0, 1]")
+        if rates is not None and len(rates) != bins:
+            raise ValueError(f"{len(rates)} rates for {bins} bins")
+        self._bins = bins
+        self._width = DAY_SECONDS / bins
+        self._smoothing = smoothing
+        self._flat_share = flat_share
+        self._min_watched = min_watched
+        self._rates: list[float | None] = list(rates) if rates is not None else [None] * bins
+        self._images = [0] * bins
+        self._watched = [0.0] * bins
+        self._cumulative = self._shape()
+
+    @property
+    def rates(self) -> tuple[float | None, ...]:
+        """Images per second per bin as learned (None: never watched); what to save to keep the curve."""
+        return tuple(self._rates)
+
+    def _bin(self, position: float) -> int:
+        return min(self._bins - 1, max(0, int(position // self._width)))
+
+    def arrived(self, position: float, images: int) -> None:
+        self._images[self._bin(position)] += images
+
+    def watched(self, start: float, end: float) -> None:
+        """The service was running (and would have seen arrivals) from ``start`` to ``end`` in today's day."""
+        start, end = max(0.0, start), min(DAY_SECONDS, end)
+        while start < end:
+            index = self._bin(start)
+            stop = min(end, (index + 1) * self._width)
+            self._watched[index] += stop - start
+            start = stop
+
+    def end_day(self) -> None:
+        """Folds the day that just ended into the curve; a bin watched too little keeps what it knew."""
+        for index in range(self._bins):
+            if self._watched[index] >= self._min_watched * self._width:
+                seen = self._images[index] / self._watched[index]
+                known = self._rates[index]
+                self._rates[index] = seen if known is None else self._smoothing * seen + (1 - self._smoothing) * known
+        self._images = [0] * self._bins
+        self._watched = [0.0] * self._bins
+        self._cumulative = self._shape()
+
+    def _shape(self) -> list[float]:
+        """Cumulative shares at the bin edges: 0 at the reset, 1 at the next."""
+        known = [rate for rate in self._rates if rate is not None]
+        fill = sum(known) / len(known) if known else 1.0
+        rates = [fill if rate is None else rate for rate in self._rates]
+        total = sum(rates)
+        flat = 1.0 / self._bins
+        shares = [
+            flat if total <= 0 else (1 - self._flat_share) * rate / total + self._flat_share * flat for rate in rates
+        ]
+        edges = [0.0, *itertools.accumulate(shares)]
+        return [edge / edges[-1] for edge in edges]
+
+    def mass(self, position: float) -> float:
+        """Share of a day's arrivals expected before ``position`` (0 at the reset, 1 at the next)."""
+        if position <= 0:
+            return 0.0
+        if position >= DAY_SECONDS:
+            return 1.0
+        index = self._bin(position)
+        low, high = self._cumulative[index], self._cumulative[index + 1]
+        return low + (high - low) * (position - index * self._width) / self._width
+
+    def position(self, mass: float) -> float:
+        """The position where the expected share reaches ``mass`` (the inverse of ``mass``)."""
+        if mass <= 0:
+            return 0.0
+        if mass >= 1:
+            return DAY_SECONDS
+        index = min(self._bins - 1, bisect.bisect_right(self._cumulative, mass) - 1)
+        low, high = self._cumulative[index], self._cumulative[index + 1]
+        return (index + (mass - low) / (high - low)) * self._width
