@@ -28,7 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLS_DIR = Path(os.environ.get("IMGSWEEP_TOOLS_DIR") or Path.home() / ".cache" / "imgsweep" / "tools")
 CONTAINERS_CONF = TOOLS_DIR / "podman" / "containers.conf"
 IMAGE_UID = 10001
-BUILD_TIMEOUT_S = 900.0
+BUILD_TIMEOUT_S = 540.0
+TEST_TIMEOUT_S = 600
+"""pytest-timeout for a module whose first test may build the image cold (about 40 s here; the base is
+downloaded from Debian's archive, so a slow mirror can take minutes)."""
 PODMAN_TIMEOUT_S = 120.0
 # Messages of a runtime that cannot start a container at all (not of a Dockerfile step that failed).
 RUNTIME_FAILURES = ("OCI runtime", "runc create failed", "cannot set up namespace", "error during container init")

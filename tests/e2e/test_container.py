@@ -27,7 +27,7 @@ from devkit.processes import (
 from tests import containers
 from tests.containers import ContainerService
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(containers.TEST_TIMEOUT_S)]
 
 ContainerFactory = Callable[..., ContainerService]
 

@@ -46,6 +46,9 @@ SECRET_KEY = "image-test-secret-key-never-printed"
 COMMAND_TIMEOUT_S = 60.0
 
 
+pytestmark = pytest.mark.timeout(containers.TEST_TIMEOUT_S)
+
+
 def find_tool(name: str, hint: str) -> str:
     """A tool from the project's tools directory, the virtual environment running the tests, or PATH."""
     for directory in (TOOLS_BIN, Path(sys.executable).parent):
