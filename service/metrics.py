@@ -27,7 +27,7 @@ from service.api.classify import (
 )
 from service.api.models import ItemStatus
 from service.pipeline.batcher import FlushReason
-from service.pipeline.reasons import DeadLetterReason, OutcomeStatus, SkipReason
+from service.pipeline.reasons import CancelReason, DeadLetterReason, OutcomeStatus, SkipReason
 
 __all__ = ["API_CODES", "IMAGE_REASONS", "Metrics"]
 
@@ -55,6 +55,7 @@ IMAGE_REASONS: Final = (
     NOT_REPORTED,
     "retries_exhausted",
     "dry_run",
+    *CancelReason,
     OTHER,
 )
 
@@ -170,6 +171,8 @@ class Metrics:
             self.images.labels(status, "none")
         for reason in IMAGE_REASONS:
             self.images.labels("failed", reason)
+        for cancel in CancelReason:
+            self.images.labels(ItemStatus.CANCELLED, cancel)
         self.images.labels("absent", "NO_AVAILABLE_FEATURE")
         self.images.labels("absent", "NO_RELATIVE_IMAGE")
         for code in API_CODES:

@@ -41,6 +41,7 @@ __all__ = [
     "ApiSettings",
     "BatchSettings",
     "ConfigError",
+    "EventSettings",
     "HttpSettings",
     "KafkaSettings",
     "LogSettings",
@@ -307,6 +308,12 @@ class BatchSettings(_Section):
     max_items: int = Field(default=API_MAX_ITEMS, ge=1)
     max_bytes: int = Field(default=API_MAX_BODY_BYTES, ge=1024)
     linger_seconds: float = Field(default=2.0, ge=0, le=3600)
+    relist_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=86400,
+        description="A delist's images wait this long in its partition's event time, so a quick relist wins.",
+    )
 
     @field_validator("max_items")
     @classmethod
@@ -326,6 +333,37 @@ class BatchSettings(_Section):
                 f"use at most {API_MAX_BODY_BYTES}"
             )
         return value
+
+
+class EventSettings(_Section):
+    """Which input records are delists, which are relists, and which are none of imgsweep's business.
+
+    Patterns are shell-style (``fnmatch``, case-sensitive) over the CloudEvents ``type``, or over the plain JSON
+    member named by ``type_field``. A plain JSON event without that member is a delist (the plain format
+    predates types); any other type is skipped: no call, no outcome, counted, committed.
+    """
+
+    delist_types: Annotated[tuple[str, ...], _json(_JSON_ARRAY_OF_STRINGS)] = Field(
+        default=("*product.delisted", "*product-delisted", "*product_delisted", "*ProductDelisted"),
+        description="Event types that delete the product's images.",
+    )
+    relist_types: Annotated[tuple[str, ...], _json(_JSON_ARRAY_OF_STRINGS)] = Field(
+        default=("*product.relisted", "*product-relisted", "*product_relisted", "*ProductRelisted"),
+        description="Event types that cancel the product's images not yet sent.",
+    )
+    type_field: str = Field(default="type", min_length=1, description="The plain JSON member holding the type.")
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> EventSettings:
+        both = set(self.delist_types) & set(self.relist_types)
+        if both:
+            raise ValueError(
+                f"{sorted(both)} is both a delist and a relist type; IMGSWEEP_EVENTS__DELIST_TYPES and "
+                "IMGSWEEP_EVENTS__RELIST_TYPES must not share a pattern"
+            )
+        if not self.delist_types:
+            raise ValueError("IMGSWEEP_EVENTS__DELIST_TYPES is empty: imgsweep would never delete anything")
+        return self
 
 
 class HttpSettings(_Section):
@@ -363,6 +401,12 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
+    events: EventSettings = EventSettings()
+    max_event_age_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delists older than this are skipped with an outcome that says so; off by default.",
+    )
     dry_run: bool = Field(default=False, description="Do everything except the HTTP call.")
     shutdown_grace_seconds: float = Field(
         default=25.0, gt=0, le=3600, description="How long SIGTERM waits for in-flight work."

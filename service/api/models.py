@@ -43,6 +43,8 @@ class ItemStatus(StrEnum):
     DELETED = "deleted"
     ABSENT = "absent"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    """Decided by imgsweep, never sent: the product was relisted, or the delist was too old."""
 
 
 class ItemResult(NamedTuple):

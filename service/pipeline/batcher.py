@@ -189,5 +189,24 @@ class Batcher(Generic[W]):
         self._items -= dropped
         return dropped
 
+    def withdraw(self, waiter: W) -> list[DeleteItem]:
+        """Takes ``waiter`` out of every batch not yet handed out; returns the items it was waiting for there."""
+        withdrawn: list[DeleteItem] = []
+        for batch in list(self._batches):
+            for item, waiters in list(batch.waiters.items()):
+                if waiter not in waiters:
+                    continue
+                withdrawn.append(item)
+                waiters.remove(waiter)
+                if not waiters:
+                    del batch.waiters[item], batch.attempts[item]
+                    batch.size_bytes -= item_bytes(item)
+                    self._items -= 1
+            if not batch.waiters:
+                self._batches.remove(batch)
+                if self._open.get(batch.collection) is batch:
+                    del self._open[batch.collection]
+        return withdrawn
+
     def pending_items(self) -> int:
         return self._items

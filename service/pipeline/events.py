@@ -41,16 +41,20 @@ Decisions a producer can rely on:
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Annotated, Any, Final, Literal, NamedTuple, TypeGuard, TypeVar, get_args
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, NamedTuple, TypeGuard, TypeVar, cast, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 __all__ = [
+    "DEFAULT_EVENT_TYPES",
     "ERROR_CLASSES",
     "MAX_COLLECTION_NAME_CHARS",
     "MAX_EVENT_ID_CHARS",
@@ -66,8 +70,11 @@ __all__ = [
     "DelistEventData",
     "ErrorClass",
     "EventId",
+    "EventKind",
+    "EventTypes",
     "ImageId",
     "InvalidEvent",
+    "OtherEventType",
     "PlainDelistEvent",
     "ProductId",
     "SourceFormat",
@@ -97,6 +104,40 @@ ErrorClass = Literal[
 ERROR_CLASSES: Final[tuple[ErrorClass, ...]] = get_args(ErrorClass)
 
 SourceFormat = Literal["json", "cloudevents-structured", "cloudevents-binary"]
+
+
+class EventKind(StrEnum):
+    DELIST = "delist"
+    RELIST = "relist"
+
+
+class OtherEventType(Exception):
+    """The record is a well-formed event of a type that is neither a delist nor a relist: skip it."""
+
+    def __init__(self, event_type: str) -> None:
+        super().__init__(event_type)
+        self.event_type = event_type
+
+
+@dataclass(frozen=True, slots=True)
+class EventTypes:
+    """Which event types are delists and which are relists (shell-style patterns, case-sensitive)."""
+
+    delist: tuple[str, ...] = ("*product.delisted", "*product-delisted", "*product_delisted", "*ProductDelisted")
+    relist: tuple[str, ...] = ("*product.relisted", "*product-relisted", "*product_relisted", "*ProductRelisted")
+    type_field: str = "type"
+    """The plain JSON member holding the type; a plain event without it is a delist."""
+
+    def kind(self, event_type: str) -> EventKind:
+        """Raises ``OtherEventType`` for a type that is neither."""
+        if any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.delist):
+            return EventKind.DELIST
+        if any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.relist):
+            return EventKind.RELIST
+        raise OtherEventType(event_type)
+
+
+DEFAULT_EVENT_TYPES: Final = EventTypes()
 
 _CLOUDEVENTS_JSON: Final = "application/cloudevents+json"
 _EXCERPT_CHARS: Final = 40
@@ -309,6 +350,10 @@ class DelistEvent(BaseModel):
     occurred_at: Annotated[datetime | None, AfterValidator(_aware_utc)] = None
     """Aware and in UTC, or None when the producer did not say."""
     source_format: SourceFormat
+    kind: EventKind = EventKind.DELIST
+    """A relist's ``image_ids`` may be empty: it cancels whatever of the product's images is not yet sent."""
+    event_type: str | None = None
+    """The CloudEvents ``type`` (or the plain JSON type member) as sent; None for an untyped plain event."""
 
 
 def input_event_json_schema() -> dict[str, Any]:
@@ -319,23 +364,28 @@ def input_event_json_schema() -> dict[str, Any]:
 # --- decoding --------------------------------------------------------------------------------------------------
 
 
-def decode_event(value: bytes | None, headers: Sequence[tuple[str, bytes | str | None]] | None) -> DelistEvent:
+def decode_event(
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | str | None]] | None,
+    types: EventTypes = DEFAULT_EVENT_TYPES,
+) -> DelistEvent:
     """The event a Kafka message (its value and headers, as confluent-kafka gives them) carries.
 
-    Raises ``InvalidEvent`` and nothing else for anything a producer can send.
+    Raises ``InvalidEvent`` for anything a producer can send that is not a valid event, and ``OtherEventType``
+    for a valid envelope of a type that is neither a delist nor a relist (its data is not looked at).
     """
     payload = _bounded_value(value)
     headers = headers or ()
     content_type = _content_type(headers)
     if content_type is not None and _is_cloudevents_format(content_type):
-        return _decode_structured(_parse_json(payload, "value"))
+        return _decode_structured(_parse_json(payload, "value"), types)
     attributes = _cloudevent_attributes(headers)
     if attributes:
-        return _decode_binary(payload, attributes, content_type)
+        return _decode_binary(payload, attributes, content_type, types)
     document = _parse_json(payload, "value")
     if isinstance(document, dict) and "specversion" in document:
-        return _decode_structured(document)
-    return _decode_plain(document)
+        return _decode_structured(document, types)
+    return _decode_plain(document, types)
 
 
 def _bounded_value(value: bytes | None) -> bytes:
@@ -409,33 +459,58 @@ def _require_json_media_type(content_type: str, where: str) -> None:
         raise InvalidEvent("invalid_cloudevent", f"{where}: {_excerpt(media_type)} is not a JSON media type")
 
 
-def _decode_plain(document: object) -> DelistEvent:
+def _decode_plain(document: object, types: EventTypes) -> DelistEvent:
+    event_type: str | None = None
+    if isinstance(document, dict) and types.type_field in document:
+        declared = document[types.type_field]
+        if not _is_text(declared):
+            raise InvalidEvent("invalid_schema", f"{_excerpt(types.type_field)}: expected a non-empty string")
+        event_type = declared
+        if types.kind(declared) is EventKind.RELIST:
+            event_id = document.get("event_id")
+            if not _is_identifier(event_id, MAX_EVENT_ID_CHARS):
+                raise InvalidEvent("invalid_schema", "event_id: expected a non-empty id without control characters")
+            return _relist_event(event_id, document, declared, None, "json")
     if isinstance(document, dict):
         event_id, fields = document.get("event_id"), _common_fields(document)
         if fields is not None and _is_identifier(event_id, MAX_EVENT_ID_CHARS):
-            return _delist_event(event_id, fields, fallback_time=None, source_format="json")
+            return _delist_event(event_id, fields, fallback_time=None, source_format="json", event_type=event_type)
     plain = _validate(PlainDelistEvent, document, "invalid_schema")
-    return _delist_event(plain.event_id, _Fields.of(plain), fallback_time=None, source_format="json")
+    return _delist_event(
+        plain.event_id, _Fields.of(plain), fallback_time=None, source_format="json", event_type=event_type
+    )
 
 
-def _decode_structured(document: object) -> DelistEvent:
+def _decode_structured(document: object, types: EventTypes) -> DelistEvent:
     if not isinstance(document, dict):
         raise InvalidEvent(
             "invalid_cloudevent", f"value: a structured CloudEvent is a JSON object, got {_json_type(document)}"
         )
     attributes = _attributes(document)
+    kind = types.kind(attributes.type)
     if attributes.datacontenttype is not None:
         _require_json_media_type(attributes.datacontenttype, "datacontenttype")
     if "data" in document and "data_base64" in document:
         raise InvalidEvent("invalid_cloudevent", "data, data_base64: both present, a CloudEvent carries one")
     if "data_base64" in document:
         data = _parse_json(_base64_data(document["data_base64"]), "data_base64")
-        fields = _data_fields(data, document_name="data_base64", path_prefix="data_base64.")
+        name = "data_base64"
     elif "data" in document:
-        fields = _data_fields(document["data"], document_name="data", path_prefix="data.")
+        data, name = document["data"], "data"
     else:
         raise InvalidEvent("invalid_schema", "data: missing, the CloudEvent carries no delist fields")
-    return _delist_event(attributes.id, fields, fallback_time=attributes.time, source_format="cloudevents-structured")
+    if kind is EventKind.RELIST:
+        return _relist_event(
+            attributes.id, data, attributes.type, attributes.time, "cloudevents-structured", document_name=name
+        )
+    fields = _data_fields(data, document_name=name, path_prefix=f"{name}.")
+    return _delist_event(
+        attributes.id,
+        fields,
+        fallback_time=attributes.time,
+        source_format="cloudevents-structured",
+        event_type=attributes.type,
+    )
 
 
 def _base64_data(encoded: object) -> bytes:
@@ -447,20 +522,30 @@ def _base64_data(encoded: object) -> bytes:
         raise InvalidEvent("invalid_cloudevent", "data_base64: not valid base64") from None
 
 
-def _decode_binary(payload: bytes, headers: dict[str, str], content_type: str | None) -> DelistEvent:
+def _decode_binary(payload: bytes, headers: dict[str, str], content_type: str | None, types: EventTypes) -> DelistEvent:
     # In binary mode the content-type header is the data content type; a ce_datacontenttype header has no say.
     context: dict[str, object] = {name: text for name, text in headers.items() if name != "datacontenttype"}
     attributes = _attributes(context, path_prefix="ce_")
+    kind = types.kind(attributes.type)
     if content_type is not None:
         _require_json_media_type(content_type, "content-type")
-    fields = _data_fields(_parse_json(payload, "value"))
-    return _delist_event(attributes.id, fields, fallback_time=attributes.time, source_format="cloudevents-binary")
+    data = _parse_json(payload, "value")
+    if kind is EventKind.RELIST:
+        return _relist_event(attributes.id, data, attributes.type, attributes.time, "cloudevents-binary")
+    return _delist_event(
+        attributes.id,
+        _data_fields(data),
+        fallback_time=attributes.time,
+        source_format="cloudevents-binary",
+        event_type=attributes.type,
+    )
 
 
 class _Attributes(NamedTuple):
     """The CloudEvents attributes decoding uses, once valid."""
 
     id: str
+    type: str
     time: datetime | None
     datacontenttype: str | None
 
@@ -483,7 +568,7 @@ def _attributes(context: dict[str, object], *, path_prefix: str = "") -> _Attrib
     if attributes is not None:
         return attributes
     model = _validate(_CloudEventAttributes, context, "invalid_cloudevent", path_prefix=path_prefix)
-    return _Attributes(model.id, model.time, model.datacontenttype)
+    return _Attributes(model.id, model.type, model.time, model.datacontenttype)
 
 
 def _data_fields(data: object, *, document_name: str = "value", path_prefix: str = "") -> _Fields:
@@ -495,13 +580,24 @@ def _data_fields(data: object, *, document_name: str = "value", path_prefix: str
 
 
 _ANY_EVENT: Final = DelistEvent(
-    event_id="-", collection_name="-", product_id="-", image_ids=("-",), source_format="json"
+    event_id="-",
+    collection_name="-",
+    product_id="-",
+    image_ids=("-",),
+    source_format="json",
+    kind=EventKind.RELIST,
+    event_type="-",
 )
 """Decoded events are copies of this one with every field replaced (see ``_delist_event``)."""
 
 
 def _delist_event(
-    event_id: str, fields: _Fields, *, fallback_time: datetime | None, source_format: SourceFormat
+    event_id: str,
+    fields: _Fields,
+    *,
+    fallback_time: datetime | None,
+    source_format: SourceFormat,
+    event_type: str | None = None,
 ) -> DelistEvent:
     # Every value is valid already and every timestamp is in UTC, so DelistEvent's own validation could only
     # merge the duplicates: that is done here, and the event is built without validating a second time.
@@ -514,8 +610,34 @@ def _delist_event(
             "image_ids": _merge_duplicates(fields.image_ids),
             "occurred_at": fields.occurred_at if fields.occurred_at is not None else fallback_time,
             "source_format": source_format,
+            "kind": EventKind.DELIST,
+            "event_type": event_type,
         }
     )
+
+
+def _relist_event(
+    event_id: str,
+    data: object,
+    event_type: str,
+    fallback_time: datetime | None,
+    source_format: SourceFormat,
+    *,
+    document_name: str = "value",
+) -> DelistEvent:
+    """A relist names the product (collection and product id); its ``image_ids`` are optional, checked if sent."""
+    if not isinstance(data, dict):
+        raise InvalidEvent("invalid_schema", f"{document_name}: expected a JSON object, got {_json_type(data)}")
+    sent_images = "image_ids" in data
+    checked = data if sent_images else {**data, "image_ids": ["-"]}  # the product's fields, checked as a delist's
+    fields = _common_fields(checked) or _Fields.of(
+        _validate(DelistEventData, checked, "invalid_schema", document_name=document_name)
+    )
+    event = _delist_event(
+        event_id, fields, fallback_time=fallback_time, source_format=source_format, event_type=event_type
+    )
+    images = _merge_duplicates(fields.image_ids) if sent_images else ()
+    return event.model_copy(update={"kind": EventKind.RELIST, "image_ids": images})
 
 
 # --- the common case, checked without pydantic -------------------------------------------------------------------
@@ -589,7 +711,7 @@ def _common_attributes(context: dict[str, object]) -> _Attributes | None:
         time = _common_timestamp(time)
         if time is None:
             return None
-    return _Attributes(event_id, time, content_type)
+    return _Attributes(event_id, cast("str", context["type"]), time, content_type)
 
 
 # --- strict JSON -----------------------------------------------------------------------------------------------

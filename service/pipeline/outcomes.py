@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
 from service.api.models import ItemStatus
+from service.pipeline.events import EventKind
 from service.pipeline.pending import DeadLetterRef, Headers, PendingEvent, SourceRecord
 
 __all__ = [
@@ -53,14 +54,14 @@ REPLAY_OF_HEADERS: Final = tuple(f"{DLQ_HEADER_PREFIX}replay_of_{part}" for part
 MAX_FAILURE_SUMMARY_CHARS: Final = 900
 """A dead letter's ``imgsweep_error_reason`` lists failed images up to about this many characters."""
 
-EventStatus = Literal["deleted", "partially_deleted", "failed"]
+EventStatus = Literal["deleted", "partially_deleted", "failed", "cancelled", "re_add_required"]
 
 
 class ImageOutcome(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     image_id: str
-    status: Literal["deleted", "absent", "failed"]
+    status: Literal["deleted", "absent", "failed", "cancelled"]
     reason: str | None = None
 
 
@@ -96,6 +97,10 @@ class OutcomeEvent(BaseModel):
     replay_of: RecordLocation | None = Field(
         description="For a record `imgsweep replay-dlq` republished: the dead letter it is a copy of; else null."
     )
+    kind: Literal["delist", "relist"] = Field(
+        description="What the input event was. A relist has an outcome only when images of the product were "
+        "deleted before it came (status re_add_required): the catalog must add them again."
+    )
 
 
 def outcome_id_for(event_id: str, *, topic: str, partition: int, offset: int) -> str:
@@ -130,15 +135,27 @@ class Outcome:
 
 def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: bool) -> Outcome:
     event = pending.event
+    relist = event.kind is EventKind.RELIST
     images: list[dict[str, str | None]] = []  # ImageOutcome's fields, in its order
-    failed = 0
-    for image_id in event.image_ids:
+    failed = cancelled = 0
+    for image_id in pending.results if relist else event.image_ids:
         result = pending.results[image_id]
         failed += result.status is ItemStatus.FAILED
+        cancelled += result.status is ItemStatus.CANCELLED
         # str() of a StrEnum is its value, as a plain str: pydantic-core writes an enum member several times
         # slower, and .value is a Python-level property.
         images.append({"image_id": image_id, "status": str(result.status), "reason": result.reason})
-    status: EventStatus = "deleted" if failed == 0 else "failed" if failed == len(images) else "partially_deleted"
+    status: EventStatus
+    if relist:
+        status = "re_add_required"
+    elif failed == 0 and cancelled == 0:
+        status = "deleted"
+    elif cancelled == len(images):
+        status = "cancelled"
+    elif failed == len(images):
+        status = "failed"
+    else:
+        status = "partially_deleted"
     source = pending.source
     outcome_id = outcome_id_for(event.event_id, topic=source.topic, partition=source.partition, offset=source.offset)
     replay_of = source.replay_of
@@ -158,6 +175,7 @@ def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: boo
         "replay_of": None
         if replay_of is None
         else {"topic": replay_of.topic, "partition": replay_of.partition, "offset": replay_of.offset},
+        "kind": str(event.kind),
     }
     return Outcome(outcome_id, event.event_id, status, completed_at, to_json(document))
 

@@ -36,6 +36,13 @@ class PartitionState:
     inherited_done: set[int] = field(default_factory=set)
     """Offsets a previous owner finished above its commit, not yet consumed here: skipped when they come."""
     committed: Position | None = None
+    event_time_ms: int | None = None
+    """The latest record timestamp seen on the partition: its event time while it has a backlog."""
+    next_offset: int | None = None
+    """The offset after the last record consumed (compared with the high watermark: caught up or not)."""
+    redo_on_restart: set[int] = field(default_factory=set)
+    """Finished offsets never named done in the metadata: relists, which a new owner must see again to cancel
+    the delists it will redo."""
     truncated: int = 0
     """Done offsets left out of the last position's metadata because the map did not fit."""
 
@@ -45,6 +52,12 @@ class PartitionState:
         if committed is None:
             return cls(number)
         return cls(number, inherited_done=set(decode_done(*committed)), committed=committed)
+
+    def consumed(self, offset: int, timestamp_ms: int | None) -> None:
+        """A record arrived: the partition's position and event time move on."""
+        self.next_offset = offset + 1
+        if timestamp_ms is not None and (self.event_time_ms is None or timestamp_ms > self.event_time_ms):
+            self.event_time_ms = timestamp_ms
 
     def already_done(self, offset: int) -> bool:
         """Whether a previous owner finished ``offset``; if so it is recorded done here without processing."""
@@ -60,7 +73,12 @@ class PartitionState:
         base = self.offsets.low_watermark()
         if base is None:
             return None
-        done = [*self.offsets.finished_above_watermark(), *self.inherited_done]
+        done = [
+            *(offset for offset in self.offsets.finished_above_watermark() if offset not in self.redo_on_restart),
+            *self.inherited_done,
+        ]
+        if self.redo_on_restart:
+            self.redo_on_restart = {offset for offset in self.redo_on_restart if offset >= base}
         encoded = encode_done(base, done)
         self.truncated = len([offset for offset in done if offset > base]) - encoded.kept
         if self.committed is None and self.offsets.committable() is None and not encoded.metadata:

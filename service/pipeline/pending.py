@@ -63,6 +63,8 @@ class PendingEvent:
     dead_letter_reason: str | None = None
     abandoned: bool = False
     """Set when the partition is revoked or lost: late results for it are ignored."""
+    relisted: bool = False
+    """Set when a relist cancelled the images not yet sent: retries of the others are cancelled too."""
 
     def items(self) -> list[DeleteItem]:
         product_id = self.event.product_id

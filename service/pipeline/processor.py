@@ -1,4 +1,4 @@
-"""The pipeline, wired: decode -> batch by collection -> call the API -> publish outcomes -> commit.
+"""The pipeline, wired: decode -> hold (relist grace) -> batch by collection -> call the API -> publish -> commit.
 
 Each step lives in its own module under ``service.pipeline.steps`` and keeps one contract (``Step``: submit,
 which may refuse with ``MessageRejected``; poll, which never blocks; join, which honours its deadline). One
@@ -27,9 +27,10 @@ from service.metrics import Metrics
 from service.pipeline.batcher import Batcher
 from service.pipeline.consumer_stats import ConsumerStats
 from service.pipeline.decisions import drain_plan, should_pause
+from service.pipeline.events import EventTypes
 from service.pipeline.gauges import Gauges
 from service.pipeline.halt import Halt
-from service.pipeline.partitions import Partitions
+from service.pipeline.partitions import Partitions, PartitionState
 from service.pipeline.pending import PendingEvent
 from service.pipeline.rebalance import Rebalance
 from service.pipeline.steps import MessageRejected
@@ -37,6 +38,7 @@ from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import CallStep
 from service.pipeline.steps.commit import CommitStep
 from service.pipeline.steps.decode import DecodeStep
+from service.pipeline.steps.hold import HoldStep, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.settings import Settings
 
@@ -79,18 +81,26 @@ class Pipeline:
             consumer=consumer, topic=self._topic, partitions=self._partitions, publish=self._publish,
             health=health, metrics=metrics,
         )  # fmt: skip
+        deletions = RecentDeletions()
         self._call = CallStep(
             delete=delete, executor=executor, workers=api.workers, limiter=limiter, quota=quota,
             max_attempts=api.max_attempts, partitions=self._partitions, finished=self._publish, halt=self._halt,
-            stop_calls=stop_calls, metrics=metrics,
+            stop_calls=stop_calls, deletions=deletions, metrics=metrics,
         )  # fmt: skip
         batcher: Batcher[PendingEvent] = Batcher(
             max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds
         )
         self._batch = BatchStep(batcher=batcher, calls=self._call, metrics=metrics)
         self._call.retry_into(self._batch.retry)
+        self._hold = HoldStep(
+            partitions=self._partitions, send=self._batch, withdraw=self._batch.withdraw, finished=self._publish,
+            deletions=deletions, grace_seconds=batch.relist_grace_seconds,
+            max_age_seconds=settings.max_event_age_seconds, caught_up=self._caught_up, metrics=metrics,
+        )  # fmt: skip
+        events = settings.events
         self._decode = DecodeStep(
-            topic=self._topic, partitions=self._partitions, events=self._batch, invalid=self._publish.invalid,
+            topic=self._topic, partitions=self._partitions, events=self._hold, invalid=self._publish.invalid,
+            types=EventTypes(events.delist_types, events.relist_types, events.type_field),
             max_pending=kafka.max_pending_events, halt=self._halt, metrics=metrics,
         )  # fmt: skip
         self._stats = ConsumerStats(topic=self._topic, health=health, metrics=metrics)
@@ -136,7 +146,8 @@ class Pipeline:
         if self._rebalance.changed:
             self._rebalance.settle()
             self._set_paused(self._paused)  # newly assigned partitions start unpaused
-        rejected = self._decode_carried()  # decode -> batch (invalid records -> publish, as dead letters)
+        rejected = self._decode_carried()  # decode -> hold (invalid records -> publish, as dead letters)
+        self._hold.poll(pressed=rejected)  # hold -> batch, once the relist grace has passed
         self._batch.poll()  # batch -> call, as call slots come free
         self._call.poll()  # call -> publish (and items worth another call -> batch)
         self._publish.poll()  # publish -> acknowledgements, which move the commit watermark
@@ -161,10 +172,22 @@ class Pipeline:
     def _poll_timeout(self) -> float:
         if self._carried or self._call.busy():
             return 0.02
+        held = self._hold.seconds_until_due()
         due = self._batch.seconds_until_due(time.monotonic())
-        if due is None:
-            return 0.2
-        return min(0.2, max(0.005, due, self._limiter.seconds_until_free()))
+        if due is not None:
+            due = max(due, self._limiter.seconds_until_free())
+        waits = [wait for wait in (held, due) if wait is not None]
+        return min(0.2, max(0.005, min(waits))) if waits else 0.2
+
+    def _caught_up(self, state: PartitionState) -> bool:
+        """Whether the partition has nothing more to read now (its cached high watermark is reached)."""
+        if state.next_offset is None:
+            return True
+        try:
+            _low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, state.number), cached=True)
+        except Exception:  # noqa: BLE001 - not known: judge by the records' own timestamps
+            return False
+        return high >= 0 and state.next_offset >= high
 
     def _flow_control(self, rejected: bool) -> None:
         paused = should_pause(

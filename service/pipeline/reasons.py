@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["DeadLetterReason", "OutcomeStatus", "SkipReason"]
+__all__ = ["CancelReason", "DeadLetterReason", "OutcomeStatus", "SkipReason"]
 
 
 class DeadLetterReason(StrEnum):
@@ -25,9 +25,24 @@ class DeadLetterReason(StrEnum):
 class SkipReason(StrEnum):
     ALREADY_DONE = "already_done"
     """A previous owner of the partition published the event's outcome (the commit's metadata says so)."""
+    OTHER_TYPE = "other_type"
+    """An event of a type that is neither a delist nor a relist (``IMGSWEEP_EVENTS__*_TYPES``)."""
+    RELIST = "relist"
+    """A relist with no image deleted to report (it may have cancelled a pending delist: that one's outcome says so)."""
+
+
+class CancelReason(StrEnum):
+    """Why an image was never sent (``ItemStatus.CANCELLED``)."""
+
+    RELISTED = "relisted"
+    TOO_OLD = "too_old"
 
 
 class OutcomeStatus(StrEnum):
     DELETED = "deleted"
     PARTIALLY_DELETED = "partially_deleted"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    """Every image of the delist was cancelled (relisted in time, or too old)."""
+    RE_ADD_REQUIRED = "re_add_required"
+    """A relist's outcome: images of the product were deleted before it came and must be added again."""

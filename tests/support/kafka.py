@@ -15,8 +15,18 @@ __all__ = ["FakeConsumer", "FakeMessage", "FakeProducer"]
 
 
 class FakeMessage:
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        value: bytes | None,
+        *,
+        timestamp_ms: int = 1_700_000_000_000,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+        self._timestamp_ms, self._headers = timestamp_ms, headers or []
 
     def error(self) -> None:
         return None
@@ -37,10 +47,10 @@ class FakeMessage:
         return self._value
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return []
+        return self._headers
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
+        return (1, self._timestamp_ms)
 
 
 class _TopicMetadata:
@@ -54,6 +64,7 @@ class FakeConsumer:
         self.topic = topic
         self.partitions = partitions
         self.queue: list[FakeMessage] = []
+        self.consumed: list[FakeMessage] = []
         self.commits: list[dict[int, tuple[int, str]]] = []
         self.paused: set[int] = set()
         self.callbacks: dict[str, Callable[..., None]] = {}
@@ -74,7 +85,13 @@ class FakeConsumer:
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         fetchable = [m for m in self.queue if m.partition() not in self.paused][:num_messages]
         self.queue = [m for m in self.queue if m not in fetchable]
+        self.consumed.extend(fetchable)
         return fetchable
+
+    def get_watermark_offsets(self, partition: TopicPartition, cached: bool = False) -> tuple[int, int]:
+        """The high watermark: one past the last offset ever queued for the partition (0 if none)."""
+        offsets = [m.offset() for m in [*self.queue, *self.consumed] if m.partition() == partition.partition]
+        return (0, max(offsets) + 1 if offsets else 0)
 
     def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
         self.commits.append({tp.partition: (tp.offset, tp.metadata or "") for tp in offsets})

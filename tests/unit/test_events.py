@@ -26,7 +26,9 @@ from service.pipeline.events import (
     MAX_REASON_CHARS,
     MAX_VALUE_BYTES,
     DelistEvent,
+    EventKind,
     InvalidEvent,
+    OtherEventType,
     decode_event,
     input_event_json_schema,
 )
@@ -174,6 +176,7 @@ def test_cloudevents_structured(headers: Headers | None) -> None:
         image_ids=("a.jpg", "b.jpg"),
         occurred_at=datetime(2025, 11, 23, 0, 15, tzinfo=UTC),
         source_format="cloudevents-structured",
+        event_type=ATTRIBUTES["type"],
     )
 
 
@@ -216,6 +219,7 @@ def test_cloudevents_binary(headers: Headers) -> None:
         product_id="100012043978",
         image_ids=("a.jpg", "b.jpg"),
         source_format="cloudevents-binary",
+        event_type=ATTRIBUTES["type"],
     )
 
 
@@ -493,23 +497,27 @@ def test_input_json_schema_states_the_same_contract() -> None:
 # --- properties ------------------------------------------------------------------------------------------------
 
 
-def outcome(value: bytes | None, headers: Headers | None) -> DelistEvent | InvalidEvent:
+def outcome(value: bytes | None, headers: Headers | None) -> DelistEvent | InvalidEvent | OtherEventType:
     try:
         return decode_event(value, headers)
-    except InvalidEvent as refused:
+    except (InvalidEvent, OtherEventType) as refused:
         return refused
 
 
 def decodes_or_refuses(value: bytes | None, headers: Headers | None) -> None:
-    """The whole contract: a valid DelistEvent, or an InvalidEvent with a bounded class and a short reason."""
+    """The whole contract: a valid DelistEvent, an InvalidEvent with a bounded class and a short reason, or an
+    event of another type (neither delist nor relist), named by its type."""
     event = outcome(value, headers)
+    if isinstance(event, OtherEventType):
+        assert event.event_type
+        return
     if isinstance(event, InvalidEvent):
         assert event.error_class in ERROR_CLASSES
         assert 0 < len(event.reason) <= MAX_REASON_CHARS
         assert event.reason.isprintable()
         return
     assert isinstance(event, DelistEvent)
-    assert 1 <= len(event.image_ids) <= MAX_IMAGES_PER_EVENT
+    assert (1 if event.kind is EventKind.DELIST else 0) <= len(event.image_ids) <= MAX_IMAGES_PER_EVENT
     assert len(set(event.image_ids)) == len(event.image_ids)
     assert event.occurred_at is None or event.occurred_at.utcoffset() == timedelta(0)
 
@@ -651,6 +659,8 @@ def encoded_events(draw: st.DrawFn) -> tuple[bytes, Headers | None, dict[str, An
         "image_ids": tuple(dict.fromkeys(fields["image_ids"])),
         "occurred_at": None if occurred_at is None else occurred_at.astimezone(UTC),
         "source_format": {"json": "json", "binary": "cloudevents-binary"}.get(form, "cloudevents-structured"),
+        "kind": "delist",
+        "event_type": None if form == "json" else ATTRIBUTES["type"],
     }
     return value, headers, expected
 
@@ -667,7 +677,7 @@ def test_valid_events_round_trip(message: tuple[bytes, Headers | None, dict[str,
 # --- the common case, checked without pydantic -----------------------------------------------------------------
 
 
-def through_the_models(value: bytes | None, headers: Headers | None) -> DelistEvent | InvalidEvent:
+def through_the_models(value: bytes | None, headers: Headers | None) -> DelistEvent | InvalidEvent | OtherEventType:
     """Decoding with the plain-Python checks of the common case switched off: every event through the models."""
     with (
         mock.patch.object(events, "_common_fields", return_value=None),
@@ -678,6 +688,10 @@ def through_the_models(value: bytes | None, headers: Headers | None) -> DelistEv
 
 def same_as_the_models(value: bytes | None, headers: Headers | None) -> None:
     fast, reference = outcome(value, headers), through_the_models(value, headers)
+    if isinstance(reference, OtherEventType):
+        assert isinstance(fast, OtherEventType)
+        assert fast.event_type == reference.event_type
+        return
     if isinstance(reference, InvalidEvent):
         assert isinstance(fast, InvalidEvent)
         assert (fast.error_class, fast.reason) == (reference.error_class, reference.reason)

@@ -53,7 +53,16 @@ def reference_value(pending: PendingEvent, *, completed_at: datetime, dry_run: b
         for image in event.image_ids
     ]
     failed = sum(1 for image in images if image.status == "failed")
-    status: EventStatus = "deleted" if failed == 0 else "failed" if failed == len(images) else "partially_deleted"
+    cancelled = sum(1 for image in images if image.status == "cancelled")
+    status: EventStatus = (
+        "deleted"
+        if failed == cancelled == 0
+        else "cancelled"
+        if cancelled == len(images)
+        else "failed"
+        if failed == len(images)
+        else "partially_deleted"
+    )
     outcome = OutcomeEvent(
         outcome_id=outcome_id_for(
             event.event_id, topic=pending.source.topic, partition=pending.source.partition, offset=pending.source.offset
@@ -78,6 +87,7 @@ def reference_value(pending: PendingEvent, *, completed_at: datetime, dry_run: b
             partition=pending.source.replay_of.partition,
             offset=pending.source.replay_of.offset,
         ),
+        kind=event.kind.value,
     )
     return outcome.model_dump_json().encode()
 

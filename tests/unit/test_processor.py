@@ -96,7 +96,7 @@ class Rig:
         self.quota = QuotaGate(UTC, time(0, 0), clock=lambda: self.clock)
         self.limiter_clock = LimiterClock()
         self.limiter = RateLimiter(2, clock=self.limiter_clock)
-        self.settings = Settings(**{"batch": {"linger_seconds": 0}, **settings})
+        self.settings = Settings(**{"batch": {"linger_seconds": 0, "relist_grace_seconds": 0}, **settings})
         self.health = HealthState()
         self.metrics = Metrics()
         self.pipeline = Pipeline(
@@ -357,3 +357,176 @@ def test_a_drain_cut_short_commits_what_is_done_above_the_unfinished_event() -> 
     rig.pipeline._drain()
     assert rig.consumer.committed_offset(0) == 0
     assert rig.done_above(0) == {1}  # the next owner redoes "stuck" only
+
+
+# --- event types, relists and the grace hold ----------------------------------------------------------------
+
+T0 = 1_800_000_000_000
+"""A record timestamp (ms) far from the machine's clock: only the partition's event time moves the hold."""
+
+
+def typed(event_id: str, event_type: str, collection: str = "c", product: str = "p", images: int = 2) -> bytes:
+    return json.dumps(
+        {
+            "specversion": "1.0",
+            "id": event_id,
+            "source": "/catalog",
+            "type": event_type,
+            "data": {
+                "collection_name": collection,
+                "product_id": product,
+                "image_ids": [f"{product}-{i}.jpg" for i in range(images)],
+            },
+        }
+    ).encode()
+
+
+def at(partition: int, offset: int, value: bytes, seconds: float) -> FakeMessage:
+    return FakeMessage(TOPIC, partition, offset, value, timestamp_ms=T0 + int(seconds * 1000))
+
+
+def held_rig(**settings: Any) -> Rig:
+    rig = Rig(batch={"linger_seconds": 0, "relist_grace_seconds": 10}, **settings)
+    rig.pipeline._hold._wall_ms = lambda: T0  # the wall clock stands still unless a test moves it
+    return rig
+
+
+def test_an_event_of_another_type_is_skipped_counted_and_committed() -> None:
+    rig = Rig()
+    rig.feed(message(0, 0, typed("x", "com.example.product.price-changed")))
+    assert rig.executor.calls == []
+    assert rig.producer.produced == []
+    assert rig.consumer.committed_offset(0) == 1
+    assert rig.metrics.events_skipped.labels("other_type")._value.get() == 1
+
+
+def test_a_relist_deletes_nothing() -> None:
+    rig = Rig()
+    rig.feed(message(0, 0, typed("r", "com.example.product.relisted")))
+    assert rig.executor.calls == []
+    assert rig.outcomes() == []
+    assert rig.consumer.committed_offset(0) == 1
+    assert rig.metrics.events_skipped.labels("relist")._value.get() == 1
+
+
+def test_a_relist_within_the_grace_cancels_the_delist() -> None:
+    rig = held_rig()
+    rig.feed(at(0, 0, typed("d", "com.example.product.delisted"), 0))
+    assert rig.executor.calls == []  # held: the grace has not passed in the partition's event time
+    rig.feed(at(0, 1, typed("r", "com.example.product.relisted"), 1))
+    rig.step()
+    (outcome,) = rig.outcomes()
+    assert (outcome["event_id"], outcome["status"], outcome["kind"]) == ("d", "cancelled", "delist")
+    assert {(i["status"], i["reason"]) for i in outcome["images"]} == {("cancelled", "relisted")}
+    assert rig.executor.calls == []
+    assert rig.consumer.committed_offset(0) == 2
+    assert rig.metrics.images.labels("cancelled", "relisted")._value.get() == 2
+
+
+def test_a_backlog_read_at_full_speed_still_sees_the_relist_first() -> None:
+    rig = held_rig()
+    backlog = [at(0, 0, typed("d", "com.example.product.delisted"), 0)]
+    backlog += [at(0, n, typed(f"o{n}", "com.example.product.delisted", product=f"q{n}"), 0.5) for n in range(1, 4)]
+    backlog += [at(0, 4, typed("r", "com.example.product.relisted"), 1)]
+    backlog += [at(0, 5, typed("later", "com.example.product.delisted", product="z"), 30)]
+    rig.consumer.queue.extend(backlog)
+    for _ in range(3):
+        rig.step()
+    sent = {item.product_id for batch, _ in rig.executor.calls for item in batch.items}
+    assert "p" not in sent  # relisted before its grace passed
+    assert {"q1", "q2", "q3"} <= sent  # the grace passed in event time (30 s later): no wall-clock wait
+    assert [o["event_id"] for o in rig.outcomes()] == ["d"]
+
+
+def test_the_grace_passes_in_event_time_not_wall_time() -> None:
+    rig = held_rig()
+    rig.feed(at(0, 0, typed("d", "com.example.product.delisted"), 0))
+    rig.consumer.queue.append(at(0, 2, typed("x", "com.example.product.delisted", product="x"), 5))
+    rig.pipeline._turn()  # not caught up: offset 1 is still to come
+    rig.consumer.queue.clear()
+    rig.consumer.consumed.append(at(0, 9, b"", 0))  # the broker has more than was read
+    rig.step()
+    assert rig.executor.calls == []  # 5 s of event time passed, the wall clock did not matter
+    rig.feed(at(0, 3, typed("y", "com.example.product.delisted", product="y"), 10.5))
+    assert "p" in {item.product_id for batch, _ in rig.executor.calls for item in batch.items}
+
+
+def test_a_caught_up_partition_lets_its_event_time_follow_the_wall_clock() -> None:
+    rig = held_rig()
+    rig.feed(at(0, 0, typed("d", "com.example.product.delisted"), 0))
+    rig.step()
+    assert rig.executor.calls == []
+    rig.pipeline._hold._wall_ms = lambda: T0 + 10_001  # nothing more arrives; the wall clock moves on
+    rig.step()
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["c"]
+
+
+def test_a_relist_after_the_delete_gets_an_outcome_naming_the_deleted_images() -> None:
+    rig = Rig()
+    rig.feed(message(0, 0, typed("d", "com.example.product.delisted")))
+    rig.executor.resolve("c")
+    rig.step()
+    rig.feed(message(0, 1, typed("r", "com.example.product.relisted")))
+    rig.step()
+    delist, relist = rig.outcomes()
+    assert delist["status"] == "deleted"
+    assert (relist["event_id"], relist["kind"], relist["status"]) == ("r", "relist", "re_add_required")
+    assert [(i["image_id"], i["status"]) for i in relist["images"]] == [("p-0.jpg", "deleted"), ("p-1.jpg", "deleted")]
+    assert rig.consumer.committed_offset(0) == 2
+
+
+def test_a_relist_cancels_images_still_in_an_open_batch() -> None:
+    rig = Rig()
+    rig.limiter_clock.frozen = True
+    rig.feed(message(0, 0, typed("first", "com.example.product.delisted", product="a", images=1)))
+    rig.feed(message(0, 1, typed("d", "com.example.product.delisted", images=2)))  # no slot: in an open batch
+    rig.feed(message(0, 2, typed("r", "com.example.product.relisted")))
+    (outcome,) = rig.outcomes()
+    assert (outcome["event_id"], outcome["status"]) == ("d", "cancelled")
+    rig.executor.resolve("c")
+    rig.limiter_clock.frozen = False
+    rig.step()
+    assert rig.executor.calls == []  # nothing of "d" was ever sent
+    assert rig.consumer.committed_offset(0) == 3
+
+
+def test_a_relist_stops_the_retries_of_images_already_in_a_call() -> None:
+    rig = Rig(api={"max_attempts": 3})
+    rig.feed(message(0, 0, typed("d", "com.example.product.delisted", images=2)))
+    rig.feed(message(0, 1, typed("r", "com.example.product.relisted")))
+    assert rig.outcomes() == []  # its images are in a call: nothing to cancel yet
+    batch, future = rig.executor.calls.pop()
+    future.set_result(
+        BatchResult(
+            items=(
+                ItemResult(batch.items[0], ItemStatus.DELETED),
+                ItemResult(batch.items[1], ItemStatus.FAILED, "DELETE_IMAGE_ERROR", retryable=True),
+            )
+        )
+    )
+    rig.step()
+    rig.step()
+    (outcome,) = rig.outcomes()
+    assert outcome["status"] == "partially_deleted"
+    assert [(i["status"], i["reason"]) for i in outcome["images"]] == [("deleted", None), ("cancelled", "relisted")]
+    assert rig.executor.calls == []  # no second try for a relisted product
+    assert rig.consumer.committed_offset(0) == 2
+
+
+def test_a_relist_is_never_named_done_in_the_metadata() -> None:
+    rig = held_rig()
+    rig.feed(at(0, 0, typed("x", "com.example.product.delisted", product="x"), 0))
+    rig.feed(at(0, 1, typed("r", "com.example.product.relisted"), 1))
+    rig.step()
+    assert rig.consumer.position(0) is None or 1 not in rig.done_above(0)
+
+
+def test_a_delist_older_than_the_maximum_age_is_skipped_with_an_outcome() -> None:
+    rig = Rig(max_event_age_seconds=60)
+    rig.pipeline._hold._wall_ms = lambda: T0 + 61_000
+    rig.feed(at(0, 0, typed("old", "com.example.product.delisted"), 0))
+    rig.feed(at(0, 1, typed("new", "com.example.product.delisted", product="n"), 30))
+    (outcome,) = rig.outcomes()
+    assert (outcome["event_id"], outcome["status"]) == ("old", "cancelled")
+    assert {i["reason"] for i in outcome["images"]} == {"too_old"}
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["c"]  # only "new"

@@ -69,6 +69,10 @@ class BatchStep:
                 return
             self._metrics.batch_flushes.labels(ready.flush_reason).inc()
 
+    def withdraw(self, pending: PendingEvent) -> list[DeleteItem]:
+        """The event's images leave the open batches (a relist); returns them. Images in a call stay there."""
+        return self._batcher.withdraw(pending)
+
     def drain(self) -> None:
         """From now on every batch is due (shutdown): what is left is sent as it is."""
         self._draining = True

@@ -26,7 +26,9 @@ from service.pipeline.decisions import route_results
 from service.pipeline.halt import Halt
 from service.pipeline.partitions import Partitions
 from service.pipeline.pending import INTERNAL_ERROR, RETRIES_EXHAUSTED, PendingEvent
+from service.pipeline.reasons import CancelReason
 from service.pipeline.steps.abstract import MessageRejected, Step
+from service.pipeline.steps.hold import RecentDeletions
 
 __all__ = ["CallStep"]
 
@@ -49,6 +51,7 @@ class CallStep:
         finished: Step[PendingEvent],
         halt: Halt,
         stop_calls: threading.Event,
+        deletions: RecentDeletions,
         metrics: Metrics,
     ) -> None:
         self._delete = delete
@@ -61,6 +64,7 @@ class CallStep:
         self._finished = finished
         self._halt = halt
         self._stop_calls = stop_calls
+        self._deletions = deletions
         self._metrics = metrics
         self._retry: Retry | None = None
         self._inflight: dict[Future[BatchResult], ReadyBatch[PendingEvent]] = {}
@@ -158,13 +162,22 @@ class CallStep:
     def _apply(self, ready: ReadyBatch[PendingEvent], result: BatchResult) -> None:
         routing = route_results(result.items, ready.waiters, ready.attempts, self._max_attempts)
         touched: dict[PendingEvent, None] = {}  # in order of first touch; a PendingEvent hashes by identity
-        for item, waiters, attempt in routing.retry:
-            if self._retry is not None:
-                self._retry(ready.batch.collection, item, waiters, attempt)
-            touched.update((waiter, None) for waiter in waiters if not waiter.abandoned)
         decided: Counter[tuple[ItemStatus, str | None]] = Counter()
+        for item, waiters, attempt in routing.retry:
+            live = [waiter for waiter in waiters if not waiter.abandoned]
+            again = [waiter for waiter in live if not waiter.relisted]
+            if again and self._retry is not None:
+                self._retry(ready.batch.collection, item, again, attempt)
+            for waiter in live:
+                if waiter.relisted:  # a relist came while the item was in this call: no second try
+                    waiter.decide(ItemResult(item, ItemStatus.CANCELLED, CancelReason.RELISTED))
+                    decided[ItemStatus.CANCELLED, CancelReason.RELISTED] += 1
+                touched[waiter] = None
+        now = time.monotonic()
         for item_result, waiters in routing.decided:
             decided[item_result.status, item_result.reason] += 1
+            if item_result.status is ItemStatus.DELETED:
+                self._deletions.deleted(ready.batch.collection, item_result.item, now)
             for waiter in waiters:
                 if not waiter.abandoned:
                     waiter.decide(item_result)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from confluent_kafka import KafkaError, Message
 
 from service.metrics import Metrics
-from service.pipeline.events import InvalidEvent, decode_event
+from service.pipeline.events import EventTypes, InvalidEvent, OtherEventType, decode_event
 from service.pipeline.halt import Halt
 from service.pipeline.outcomes import replay_of_from_headers
 from service.pipeline.partitions import Partitions
@@ -30,6 +30,7 @@ class DecodeStep:
         partitions: Partitions,
         events: Step[PendingEvent],
         invalid: Callable[[SourceRecord, InvalidEvent], None],
+        types: EventTypes,
         max_pending: int,
         halt: Halt,
         metrics: Metrics,
@@ -38,6 +39,7 @@ class DecodeStep:
         self._partitions = partitions
         self._events = events
         self._invalid = invalid
+        self._types = types
         self._max_pending = max_pending
         self._halt = halt
         self._metrics = metrics
@@ -58,12 +60,17 @@ class DecodeStep:
         if self._partitions.pending_events() >= self._max_pending:
             raise MessageRejected
         self._metrics.events_consumed.inc()
+        state.consumed(record.offset, record.timestamp_ms)
         if state.already_done(record.offset):
             self._metrics.events_skipped.labels(SkipReason.ALREADY_DONE).inc()
             return
         state.offsets.track(record.offset)
         try:
-            event = decode_event(record.value, record.headers)
+            event = decode_event(record.value, record.headers, self._types)
+        except OtherEventType:
+            self._metrics.events_skipped.labels(SkipReason.OTHER_TYPE).inc()
+            state.offsets.published(record.offset, 0)
+            return
         except InvalidEvent as invalid:
             self._metrics.invalid_event(invalid.error_class)
             log.warning(

@@ -1,0 +1,207 @@
+"""Hold: delists wait out the relist grace; a relist cancels what of its product is not yet sent.
+
+A delist's images are not sent before ``grace`` of its partition's *event time* has passed since the delist
+(its record timestamp), so a product relisted a moment later (a price fix, a stock glitch) keeps its images.
+Event time, not wall time: a backlog read at full speed still sees the relist before the delete. A partition
+that is caught up (nothing more to read now) lets its event time follow the wall clock, so nothing waits for
+more traffic. When the pipeline is full and refuses input, the oldest held delists go regardless: the relist
+could not be read before them anyway.
+
+A relist of a product (same collection and product id) cancels the product's images not yet sent: those held
+here and those still in an open batch. Each cancelled image gets status ``cancelled`` (reason ``relisted``)
+in its delist's outcome. Images already sent are deleted; if some were deleted before the relist came (this
+process remembers recent deletions), the relist gets an outcome of its own naming them, so the catalog can
+add them again. A delist older than ``max_age`` is not held at all: it is skipped with every image
+``cancelled`` (reason ``too_old``).
+
+This needs producers to put a product's delist and relist on one partition (keyed by product id).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+from service.api.models import DeleteItem, ItemResult, ItemStatus
+from service.metrics import Metrics
+from service.pipeline.events import EventKind
+from service.pipeline.partitions import Partitions, PartitionState
+from service.pipeline.pending import PendingEvent
+from service.pipeline.reasons import CancelReason, SkipReason
+from service.pipeline.steps.abstract import Step
+
+__all__ = ["RE_ADD_REASON", "HoldStep", "RecentDeletions"]
+
+RE_ADD_REASON = "deleted_before_relist"
+_SWEEP_SECONDS = 5.0
+
+Product = tuple[str, str]
+"""(collection, product id)."""
+
+
+class RecentDeletions:
+    """Which images of which products this process deleted lately; bounded by products and by age."""
+
+    def __init__(self, *, max_products: int = 100_000, max_age_seconds: float = 86_400.0) -> None:
+        self._max_products = max_products
+        self._max_age = max_age_seconds
+        self._products: OrderedDict[Product, tuple[float, dict[str, None]]] = OrderedDict()
+
+    def deleted(self, collection: str, item: DeleteItem, now: float) -> None:
+        key = (collection, item.product_id)
+        entry = self._products.pop(key, None)
+        images = entry[1] if entry is not None else {}
+        images[item.image_id] = None
+        self._products[key] = (now, images)
+        while len(self._products) > self._max_products:
+            self._products.popitem(last=False)
+
+    def take(self, product: Product, now: float) -> list[str]:
+        """The product's images deleted within the age bound, forgotten once told (the catalog re-adds them)."""
+        entry = self._products.pop(product, None)
+        if entry is None or now - entry[0] > self._max_age:
+            return []
+        return list(entry[1])
+
+
+class HoldStep:
+    def __init__(
+        self,
+        *,
+        partitions: Partitions,
+        send: Step[PendingEvent],
+        withdraw: Callable[[PendingEvent], list[DeleteItem]],
+        finished: Step[PendingEvent],
+        deletions: RecentDeletions,
+        grace_seconds: float,
+        max_age_seconds: float | None,
+        caught_up: Callable[[PartitionState], bool],
+        metrics: Metrics,
+        wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self._partitions = partitions
+        self._send = send
+        self._withdraw = withdraw
+        self._swept_at = 0.0
+        self._finished = finished
+        self._deletions = deletions
+        self._grace_ms = int(grace_seconds * 1000)
+        self._max_age_ms = None if max_age_seconds is None else int(max_age_seconds * 1000)
+        self._caught_up = caught_up
+        self._metrics = metrics
+        self._wall_ms = wall_ms
+        self._held: dict[int, deque[PendingEvent]] = {}
+        """Per partition, delists waiting out the grace, in arrival order."""
+        self._unsent: dict[Product, list[PendingEvent]] = {}
+        """Per product, delists with images not yet sent (held, or in an open batch)."""
+
+    def submit(self, pending: PendingEvent) -> None:
+        if pending.event.kind is EventKind.RELIST:
+            self._relist(pending)
+            return
+        at = self._event_time_ms(pending)
+        if self._max_age_ms is not None and self._wall_ms() - at > self._max_age_ms:
+            self._cancel(pending, pending.items(), CancelReason.TOO_OLD)
+            return
+        self._unsent.setdefault(_product(pending), []).append(pending)
+        if self._grace_ms <= 0:
+            self._send.submit(pending)
+            return
+        self._held.setdefault(pending.source.partition, deque()).append(pending)
+
+    def poll(self, *, pressed: bool = False) -> None:
+        """Sends the delists whose grace has passed; with ``pressed`` (input refused), the oldest regardless."""
+        for number, held in list(self._held.items()):
+            state = self._partitions.get(number)
+            if state is None:
+                del self._held[number]
+                continue
+            clock = self._partition_clock_ms(state)
+            while held and (held[0].abandoned or self._event_time_ms(held[0]) + self._grace_ms <= clock or pressed):
+                pending = held.popleft()
+                pressed = False
+                if not pending.abandoned:
+                    self._send.submit(pending)
+            if not held:
+                del self._held[number]
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Forgets delists that finished or were abandoned, at most every few seconds."""
+        now = time.monotonic()
+        if now - self._swept_at < _SWEEP_SECONDS:
+            return
+        self._swept_at = now
+        for product, waiting in list(self._unsent.items()):
+            kept = [pending for pending in waiting if not (pending.abandoned or pending.complete)]
+            if kept:
+                self._unsent[product] = kept
+            else:
+                del self._unsent[product]
+
+    def seconds_until_due(self) -> float | None:
+        """How long until a held delist may go, at the wall clock's pace; None if none is held."""
+        if not self._held:
+            return None
+        now = self._wall_ms()
+        due = min(self._event_time_ms(held[0]) + self._grace_ms for held in self._held.values() if held)
+        return max(0.0, (due - now) / 1000)
+
+    def held(self) -> int:
+        return sum(len(held) for held in self._held.values())
+
+    def join(self, deadline: float) -> None:
+        pass  # held delists are not started work: a drain gives them up
+
+    def _relist(self, relist: PendingEvent) -> None:
+        product = _product(relist)
+        for pending in self._unsent.pop(product, []):
+            if pending.abandoned or pending.complete:
+                continue
+            pending.relisted = True
+            if self._unhold(pending):
+                unsent = [item for item in pending.items() if item.image_id not in pending.results]
+            else:
+                unsent = self._withdraw(pending)  # out of its open batches; what is in a call stays there
+            self._cancel(pending, unsent, CancelReason.RELISTED)
+        deleted = self._deletions.take(product, time.monotonic())
+        state = self._partitions.get(relist.source.partition)
+        if state is not None:
+            state.redo_on_restart.add(relist.source.offset)
+        if not deleted:
+            self._metrics.events_skipped.labels(SkipReason.RELIST).inc()
+            if self._partitions.finish(relist) and state is not None:
+                state.offsets.published(relist.source.offset, 0)
+            return
+        for image_id in deleted:
+            relist.decide(ItemResult(DeleteItem(relist.event.product_id, image_id), ItemStatus.DELETED, RE_ADD_REASON))
+        if self._partitions.finish(relist):
+            self._finished.submit(relist)
+
+    def _cancel(self, pending: PendingEvent, items: list[DeleteItem], reason: CancelReason) -> None:
+        for item in items:
+            pending.decide(ItemResult(item, ItemStatus.CANCELLED, reason))
+        self._metrics.image_decided(ItemStatus.CANCELLED, reason, len(items))
+        if pending.complete and self._partitions.finish(pending):
+            self._finished.submit(pending)
+
+    def _unhold(self, pending: PendingEvent) -> bool:
+        held = self._held.get(pending.source.partition)
+        if held is not None and pending in held:
+            held.remove(pending)
+            return True
+        return False
+
+    def _partition_clock_ms(self, state: PartitionState) -> int:
+        seen = state.event_time_ms if state.event_time_ms is not None else 0
+        return max(seen, self._wall_ms()) if self._caught_up(state) else seen
+
+    def _event_time_ms(self, pending: PendingEvent) -> int:
+        if pending.source.timestamp_ms is not None:
+            return pending.source.timestamp_ms
+        return int(pending.first_seen_at.timestamp() * 1000)
+
+
+def _product(pending: PendingEvent) -> Product:
+    return (pending.event.collection_name, pending.event.product_id)
