@@ -27,6 +27,7 @@ TEST_SETTINGS = {
     "API__BACKOFF_MAX_SECONDS": "0.5",
     "API__READ_TIMEOUT_SECONDS": "2",
     "BATCH__LINGER_SECONDS": "0.3",
+    "BATCH__RELIST_GRACE_SECONDS": "0",  # the relist tests set their own
     "LOG__LEVEL": "INFO",
 }
 """What ``service_process`` sets beyond the harness's own settings, unless a test says otherwise."""
