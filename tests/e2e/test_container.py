@@ -80,6 +80,13 @@ def test_happy_path_in_the_container_deletes_publishes_and_commits(
     sandbox = sandbox_process("--qps", "0")
     sandbox.seed({"shoes": [("p1", "a.jpg"), ("p1", "b.jpg"), ("p2", "c.jpg")]})
     service = container_service(names, sandbox)
+    running = containers.podman(
+        "inspect",
+        "--format",
+        "{{.HostConfig.NetworkMode}} {{.HostConfig.ReadonlyRootfs}} {{.Config.User}}",
+        service.name,
+    )
+    assert running.stdout.split() == ["host", "true", "10001:10001"], "host network, read-only root, user 10001"
     produce(
         kafka_bootstrap,
         names.input,
