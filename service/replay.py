@@ -1,9 +1,15 @@
 """``imgsweep replay-dlq``: put dead-lettered events back on the input topic, once their cause is fixed.
 
-Reads the dead-letter topic from the beginning up to its end *as it was when the command started* (so a
-replayed event that fails again cannot loop), keeps the records that match the filters, and republishes
-each one's original key, value and headers (imgsweep's own ``imgsweep_*`` headers removed) to the input
-topic. It commits nothing and can be run again; ``--dry-run`` only counts.
+Reads the dead-letter topic up to its end *as it was when the command started* (so a replayed event that fails
+again cannot loop), from where its own consumer group stands, keeps the records that match the filters, and
+republishes each one's original key, value and headers (imgsweep's ``imgsweep_*`` headers removed, repeated
+header names kept in order) to the input topic, with ``imgsweep_replay_of_*`` headers naming the dead letter, so
+the event's new outcome says which dead letter it answers (``replay_of``).
+
+It resumes where it stopped: once the broker acknowledged a replayed copy, the group's position moves past the
+dead letter (and past those the filters passed over before it), so running it again replays nothing twice. A
+copy the broker refused holds its partition's position there; the next run tries again from it. ``--dry-run``
+only counts, and commits nothing.
 """
 
 from __future__ import annotations
@@ -12,20 +18,27 @@ import argparse
 import json
 import logging
 import sys
-import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from service.kafka_clients import producer_config, reader_config
-from service.pipeline.outcomes import DLQ_HEADER_PREFIX
+from service.pipeline.outcomes import DLQ_HEADER_PREFIX, replay_of_headers
+from service.pipeline.pending import DeadLetterRef, Headers
 from service.settings import ConfigError, Settings, load_settings
 
-__all__ = ["ReplayFilter", "add_replay_command", "replay_dead_letters"]
+__all__ = ["ReplayFilter", "add_replay_command", "default_group", "replay_dead_letters"]
 
 log = logging.getLogger(__name__)
+
+_ERROR_CLASS = f"{DLQ_HEADER_PREFIX}error_class"
+_DEAD_LETTERED_AT = f"{DLQ_HEADER_PREFIX}dead_lettered_at"
+
+Verdict = Literal["replay", "pass", "stop"]
 
 
 @dataclass(frozen=True)
@@ -35,90 +48,200 @@ class ReplayFilter:
     until: datetime | None = None
     limit: int | None = None
 
-    def matches(self, headers: dict[str, bytes]) -> bool:
-        error_class = headers.get(f"{DLQ_HEADER_PREFIX}error_class", b"").decode(errors="replace")
-        if self.error_classes and error_class not in self.error_classes:
-            return False
-        if self.since is None and self.until is None:
-            return True
-        try:
-            at = datetime.fromisoformat(headers.get(f"{DLQ_HEADER_PREFIX}dead_lettered_at", b"").decode())
-        except ValueError:
-            return False
-        return (self.since is None or at >= self.since) and (self.until is None or at < self.until)
+    def verdict(self, headers: Headers) -> Verdict:
+        """Replay the dead letter, pass over it (the group's position moves past it), or stop reading its
+        partition there (it and the later ones stay for another run: dead letters come in time order)."""
+        if self.since is not None or self.until is not None:
+            try:
+                at = datetime.fromisoformat((_first(headers, _DEAD_LETTERED_AT) or b"").decode())
+            except ValueError:  # UnicodeDecodeError too
+                return "pass"
+            if at.tzinfo is None:
+                return "pass"
+            if self.until is not None and at >= self.until:
+                return "stop"
+            if self.since is not None and at < self.since:
+                return "pass"
+        if self.error_classes and _error_class(headers) not in self.error_classes:
+            return "pass"
+        return "replay"
 
 
-def replay_dead_letters(settings: Settings, selection: ReplayFilter, *, dry_run: bool) -> dict[str, object]:
-    """Republishes matching dead letters; returns counts by error class. Blocks until done."""
+def default_group(service_group: str, error_classes: frozenset[str]) -> str:
+    """``<service group>.replay-dlq``, plus the error classes chosen: each selection resumes on its own, so
+    replaying one class does not pass over the dead letters of another."""
+    suffix = "." + "+".join(sorted(error_classes)) if error_classes else ""
+    return f"{service_group}.replay-dlq{suffix}"
+
+
+@dataclass
+class _Progress:
+    """One dead-letter partition, read up to ``end`` (its end when the command started). The group's position is
+    past every record read, except one in flight or refused by the broker."""
+
+    read_up_to: int
+    end: int
+    committed: int
+    """The group's position as last committed (-1: none), asynchronously at first: the last commit is made
+    again, synchronously, from ``started_at``."""
+    started_at: int
+    reading: bool = True
+    inflight: set[int] = field(default_factory=set)
+    refused: set[int] = field(default_factory=set)
+
+    def next_position(self) -> int:
+        return min((*self.inflight, *self.refused), default=self.read_up_to)
+
+
+def replay_dead_letters(
+    settings: Settings, selection: ReplayFilter, *, dry_run: bool, group: str | None = None
+) -> dict[str, object]:
+    """Republishes matching dead letters, committing as it goes; returns counts by error class. Blocks until done."""
     kafka = settings.kafka
-    consumer = Consumer(reader_config(settings, f"imgsweep-replay-{uuid.uuid4().hex[:8]}"))
+    group = group or default_group(kafka.group_id, selection.error_classes)
+    consumer = Consumer(reader_config(settings, group))
     producer = Producer(producer_config(settings))
-    metadata = consumer.list_topics(kafka.dlq_topic, timeout=10)
-    topic = metadata.topics.get(kafka.dlq_topic)
-    if topic is None or topic.error is not None or not topic.partitions:
+    try:
+        progress = _assign(consumer, kafka.dlq_topic)
+        summary = _replay(consumer, producer, progress, settings, selection, dry_run=dry_run)
+    finally:
         consumer.close()
-        raise ConfigError(f"dead-letter topic {kafka.dlq_topic!r} does not exist (IMGSWEEP_KAFKA__DLQ_TOPIC)")
-    ends: dict[int, int] = {}
+    return {**summary, "to_topic": kafka.input_topic, "group": group}
+
+
+def _assign(consumer: Consumer, topic_name: str) -> dict[int, _Progress]:
+    """Assigns each partition with records between the group's position (or its start) and its end now."""
+    topic = consumer.list_topics(topic_name, timeout=10).topics.get(topic_name)
+    if topic is None or topic.error is not None or not topic.partitions:
+        raise ConfigError(f"dead-letter topic {topic_name!r} does not exist (IMGSWEEP_KAFKA__DLQ_TOPIC)")
+    committed = consumer.committed([TopicPartition(topic_name, p) for p in topic.partitions], timeout=10)
+    positions = {tp.partition: tp.offset for tp in committed if tp.offset >= 0}
+    progress: dict[int, _Progress] = {}
     for partition in topic.partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(kafka.dlq_topic, partition), timeout=10)
-        if high > low:
-            ends[partition] = high
-    consumer.assign([TopicPartition(kafka.dlq_topic, partition, OFFSET_BEGINNING) for partition in ends])
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic_name, partition), timeout=10)
+        start = max(low, positions.get(partition, low))
+        if high > start:
+            position = positions.get(partition, -1)
+            progress[partition] = _Progress(read_up_to=start, end=high, committed=position, started_at=position)
+    consumer.assign(
+        [
+            TopicPartition(topic_name, p, state.read_up_to if p in positions else OFFSET_BEGINNING)
+            for p, state in progress.items()
+        ]
+    )
+    return progress
+
+
+def _replay(
+    consumer: Consumer,
+    producer: Producer,
+    progress: dict[int, _Progress],
+    settings: Settings,
+    selection: ReplayFilter,
+    *,
+    dry_run: bool,
+) -> dict[str, object]:
+    kafka = settings.kafka
     replayed: Counter[str] = Counter()
     skipped = 0
     failures: list[str] = []
-    remaining = dict(ends)
-    while remaining:
-        message = consumer.poll(1.0)
-        if message is None:
-            continue
-        if message.error() is not None:
-            log.warning("reading the dead-letter topic: %s", message.error())
+    while any(state.reading for state in progress.values()) and (
+        selection.limit is None or replayed.total() < selection.limit
+    ):
+        message = consumer.poll(0.2)
+        producer.poll(0)
+        if not dry_run:
+            _commit(consumer, kafka.dlq_topic, progress, asynchronous=True)
+        if message is None or message.error() is not None:
+            if message is not None:
+                log.warning("reading the dead-letter topic: %s", message.error())
             continue
         partition, offset = message.partition(), message.offset()
-        if partition is None or offset is None or partition not in remaining:
+        if partition is None or offset is None:
             continue
-        if offset >= remaining[partition] - 1:
-            del remaining[partition]
-        if offset >= ends[partition]:
+        state = progress.get(partition)
+        if state is None or not state.reading or offset >= state.end:
             continue
+        state.reading = offset < state.end - 1
         headers = _headers(message)
-        if not selection.matches(headers) or (
-            selection.limit is not None and sum(replayed.values()) >= selection.limit
-        ):
+        verdict = selection.verdict(headers)
+        if verdict == "stop":
+            state.reading = False
+            continue
+        state.read_up_to = offset + 1
+        if verdict == "pass":
             skipped += 1
             continue
-        error_class = headers.get(f"{DLQ_HEADER_PREFIX}error_class", b"").decode(errors="replace") or "unknown"
-        replayed[error_class] += 1
+        replayed[_error_class(headers) or "unknown"] += 1
         if not dry_run:
-            original: list[tuple[str, str | bytes | None]] = [
-                (k, v) for k, v in headers.items() if not k.startswith(DLQ_HEADER_PREFIX)
-            ]
-
-            def delivered(error: object, _message: Message) -> None:
-                if error is not None:
-                    failures.append(str(error))
-
+            original = [(name, value) for name, value in headers if not name.startswith(DLQ_HEADER_PREFIX)]
+            state.inflight.add(offset)
             producer.produce(
-                kafka.input_topic, key=message.key(), value=message.value(), headers=original, on_delivery=delivered
+                kafka.input_topic,
+                key=message.key(),
+                value=message.value(),
+                headers=[*original, *replay_of_headers(DeadLetterRef(kafka.dlq_topic, partition, offset))],
+                on_delivery=_on_delivery(state, offset, failures),
             )
-            producer.poll(0)
-    consumer.close()
     undelivered = producer.flush(30)
+    if not dry_run:
+        try:
+            _commit(consumer, kafka.dlq_topic, progress, asynchronous=False)
+        except KafkaException as error:
+            log.error("committing the replay's position failed; the next run replays again from the last one")  # noqa: TRY400
+            failures.append(f"commit: {error}")
     return {
         "dry_run": dry_run,
-        "replayed": sum(replayed.values()),
+        "replayed": replayed.total(),
         "by_error_class": dict(replayed),
         "skipped": skipped,
         "failed": len(failures) + undelivered,
-        "to_topic": kafka.input_topic,
     }
 
 
-def _headers(message: Message) -> dict[str, bytes]:
+def _on_delivery(state: _Progress, offset: int, failures: list[str]) -> Callable[[KafkaError | None, Message], None]:
+    def delivered(error: KafkaError | None, _message: Message) -> None:
+        state.inflight.discard(offset)
+        if error is not None:
+            state.refused.add(offset)
+            failures.append(str(error))
+
+    return delivered
+
+
+def _commit(consumer: Consumer, topic: str, progress: dict[int, _Progress], *, asynchronous: bool) -> None:
+    """Commits every partition whose position moved: past what is read and acknowledged, never past a refusal.
+    The synchronous commit at the end commits every position moved since the start (an asynchronous one may
+    have failed unseen)."""
+    moved = []
+    for partition, state in progress.items():
+        position = state.next_position()
+        if position > (state.committed if asynchronous else state.started_at):
+            moved.append((state, TopicPartition(topic, partition, position)))
+    if not moved:
+        return
+    offsets = [tp for _, tp in moved]
+    if asynchronous:
+        consumer.commit(offsets=offsets, asynchronous=True)
+    else:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    for state, tp in moved:
+        state.committed = tp.offset
+
+
+def _first(headers: Headers, name: str) -> bytes | None:
+    return next((value for key, value in headers if key == name), None)
+
+
+def _error_class(headers: Headers) -> str:
+    return (_first(headers, _ERROR_CLASS) or b"").decode(errors="replace")
+
+
+def _headers(message: Message) -> Headers:
+    """Every header in order, repeated names kept (confluent-kafka gives a list of pairs)."""
     raw = message.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
-    return {name: value.encode() if isinstance(value, str) else (value or b"") for name, value in pairs}
+    return [(name, value.encode() if isinstance(value, str) else value) for name, value in pairs]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -130,7 +253,7 @@ def _run(args: argparse.Namespace) -> int:
             until=_aware(args.until, "--until"),
             limit=args.limit,
         )
-        summary = replay_dead_letters(settings, selection, dry_run=args.dry_run)
+        summary = replay_dead_letters(settings, selection, dry_run=args.dry_run, group=args.group)
     except ConfigError as error:
         print(f"imgsweep replay-dlq: {error}", file=sys.stderr)
         return 2
@@ -162,8 +285,21 @@ def add_replay_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         action="append",
         help="only records dead-lettered for this class (repeatable), e.g. retries_exhausted or invalid_json",
     )
-    parser.add_argument("--since", help="only records dead-lettered at or after this ISO 8601 time")
-    parser.add_argument("--until", help="only records dead-lettered before this ISO 8601 time")
-    parser.add_argument("--limit", type=int, help="at most this many records")
-    parser.add_argument("--dry-run", action="store_true", help="count what would be replayed, publish nothing")
+    parser.add_argument(
+        "--since", help="only records dead-lettered at or after this ISO 8601 time (older ones are passed over)"
+    )
+    parser.add_argument(
+        "--until",
+        help="only records dead-lettered before this ISO 8601 time (a partition stops at the first later one, "
+        "which stays for another run)",
+    )
+    parser.add_argument("--limit", type=int, help="at most this many records; the rest stay for another run")
+    parser.add_argument(
+        "--group",
+        help="the consumer group that remembers what was replayed (default: IMGSWEEP_KAFKA__GROUP_ID + "
+        "'.replay-dlq', plus '.<class>[+<class>...]' with --error-class); a new name starts from the beginning",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="count what would be replayed, publish and commit nothing"
+    )
     parser.set_defaults(handler=_run)
