@@ -1,0 +1,56 @@
+"""replay-dlq's pure parts: which dead letters a run replays, passes over or leaves, and its default group."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from service.replay import ReplayFilter, default_group
+
+AT = datetime(2026, 11, 27, 12, tzinfo=UTC)
+
+
+def letter(
+    error_class: str = "item_failed", at: str | None = "2026-11-27T12:00:00+00:00"
+) -> list[tuple[str, bytes | None]]:
+    headers: list[tuple[str, bytes | None]] = [("trace", b"1"), ("imgsweep_error_class", error_class.encode())]
+    if at is not None:
+        headers.append(("imgsweep_dead_lettered_at", at.encode()))
+    return headers
+
+
+def test_without_filters_every_dead_letter_is_replayed() -> None:
+    assert ReplayFilter().verdict(letter()) == "replay"
+    assert ReplayFilter().verdict([]) == "replay"
+
+
+def test_other_error_classes_are_passed_over() -> None:
+    selection = ReplayFilter(error_classes=frozenset({"retries_exhausted", "item_failed"}))
+    assert selection.verdict(letter("item_failed")) == "replay"
+    assert selection.verdict(letter("invalid_json")) == "pass"
+    assert selection.verdict(letter("")) == "pass"
+
+
+def test_a_time_window_passes_over_older_letters_and_stops_at_later_ones() -> None:
+    selection = ReplayFilter(since=AT, until=datetime(2026, 11, 27, 13, tzinfo=UTC))
+    assert selection.verdict(letter(at="2026-11-27T11:59:59+00:00")) == "pass"
+    assert selection.verdict(letter(at="2026-11-27T12:00:00+00:00")) == "replay"
+    assert selection.verdict(letter(at="2026-11-27T20:59:59+08:00")) == "replay"
+    assert selection.verdict(letter(at="2026-11-27T13:00:00+00:00")) == "stop"
+    assert selection.verdict(letter(at=None)) == "pass"
+    assert selection.verdict(letter(at="yesterday")) == "pass"
+    assert selection.verdict(letter(at="2026-11-27T12:30:00")) == "pass"  # no zone: cannot be placed
+
+
+def test_the_time_window_comes_before_the_class() -> None:
+    selection = ReplayFilter(error_classes=frozenset({"retries_exhausted"}), until=AT)
+    assert selection.verdict(letter("item_failed", at="2026-11-27T12:00:01+00:00")) == "stop"
+    assert selection.verdict(letter("item_failed", at="2026-11-27T11:00:00+00:00")) == "pass"
+
+
+def test_the_default_group_follows_the_service_group_and_the_classes_chosen() -> None:
+    assert default_group("imgsweep", frozenset()) == "imgsweep.replay-dlq"
+    assert default_group("imgsweep", frozenset({"retries_exhausted"})) == "imgsweep.replay-dlq.retries_exhausted"
+    assert (
+        default_group("shop-a", frozenset({"retries_exhausted", "item_failed"}))
+        == "shop-a.replay-dlq.item_failed+retries_exhausted"
+    )
