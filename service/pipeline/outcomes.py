@@ -80,7 +80,10 @@ class OutcomeEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    outcome_id: str
+    outcome_id: str = Field(
+        description="A UUID derived from the input record (source) and the event id: the same for a redelivery "
+        "of that record, a new one for a replayed copy. Deduplicate outcomes by it."
+    )
     event_id: str
     collection_name: str
     product_id: str
