@@ -38,6 +38,7 @@ from pydantic_settings import (
 __all__ = [
     "API_MAX_BODY_BYTES",
     "API_MAX_ITEMS",
+    "DRY_RUN_SUFFIX",
     "ApiSettings",
     "BatchSettings",
     "ConfigError",
@@ -84,6 +85,14 @@ _SECRET_PROPERTY = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
 # Settings whose raw value is never echoed in an error: they may carry TLS/SASL secrets as plain strings.
 _NEVER_SHOWN = {"IMGSWEEP_KAFKA__PROPERTIES"}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+DRY_RUN_SUFFIX = ".dry-run"
+"""Appended, in dry-run, to the consumer group id and the outcome and dead-letter topics."""
+
+
+def _dry_run_form(name: str) -> str:
+    return name if name.endswith(DRY_RUN_SUFFIX) else name + DRY_RUN_SUFFIX
 
 
 class ConfigError(Exception):
@@ -424,6 +433,17 @@ class Settings(BaseSettings):
         # Files named like the variables (IMGSWEEP_API__SECRET_KEY) fill nested sections, as a mounted
         # Kubernetes Secret with those keys would; the environment wins over files.
         return (init_settings, env_settings, NestedSecretsSettingsSource(file_secret_settings))
+
+    @model_validator(mode="after")
+    def _dry_run_names(self) -> Settings:
+        """In dry-run the consumer group and both output topics get their dry-run form (``DRY_RUN_SUFFIX``), so a
+        dry run never commits in the live group nor publishes where live consumers read: turning it off then
+        processes every event from where the live group stands. Names that have the suffix already keep it."""
+        if self.dry_run:
+            kafka = self.kafka
+            names = {name: _dry_run_form(getattr(kafka, name)) for name in ("group_id", "outcome_topic", "dlq_topic")}
+            object.__setattr__(self, "kafka", kafka.model_copy(update=names))  # still frozen to everyone else
+        return self
 
     def require_credentials(self) -> None:
         """Calling the API needs both keys; dry-run does not."""

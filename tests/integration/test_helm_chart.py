@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from service.kafka_preflight import check_librdkafka_config
-from service.settings import ConfigError, Settings, load_settings
+from service.settings import DRY_RUN_SUFFIX, ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "imgsweep"
@@ -401,7 +401,9 @@ def test_configmap_is_configuration_imgsweep_accepts(
     if len(VALUE_SETS[value_set]) == 2:
         _merge(values, yaml.safe_load(Path(VALUE_SETS[value_set][1]).read_text(encoding="utf-8")))
     assert settings.kafka.bootstrap_servers == values["kafka"]["bootstrapServers"]
-    assert settings.kafka.group_id == values["kafka"]["groupId"]
+    dry_run_form = DRY_RUN_SUFFIX if values["dryRun"] else ""  # a dry run uses its own group, never the live one
+    assert settings.kafka.group_id == values["kafka"]["groupId"] + dry_run_form
+    assert settings.kafka.outcome_topic == values["kafka"]["outcomeTopic"] + dry_run_form
     assert settings.kafka.input_topic == values["kafka"]["inputTopic"]
     assert settings.kafka.properties == {k: str(v) for k, v in values["kafka"]["properties"].items()}
     assert settings.api.qps == values["api"]["qps"]

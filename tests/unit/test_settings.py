@@ -68,11 +68,12 @@ def test_every_documented_variable_is_read(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert settings.kafka.bootstrap_servers == "k1:9092,k2:9093"
-    assert settings.kafka.group_id == "sweepers"
+    # dry-run is on: the group and both output topics take their dry-run form; the input is read as it is
+    assert settings.kafka.group_id == "sweepers.dry-run"
     assert (settings.kafka.input_topic, settings.kafka.outcome_topic, settings.kafka.dlq_topic) == (
         "in",
-        "out",
-        "dlq",
+        "out.dry-run",
+        "dlq.dry-run",
     )
     assert settings.api.endpoint.port == 8900
     assert settings.api.access_key is not None
@@ -256,3 +257,17 @@ def test_secret_properties_are_checked_like_properties(
         load_settings()
     assert message in str(raised.value)
     assert '"b"' not in str(raised.value)
+
+
+def test_dry_run_never_touches_the_live_group_or_output_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSWEEP_KAFKA__GROUP_ID", "sweepers")
+    live = load_settings()
+    assert (live.kafka.group_id, live.kafka.outcome_topic) == ("sweepers", "catalog.product-image-deletions")
+    monkeypatch.setenv("IMGSWEEP_DRY_RUN", "true")
+    monkeypatch.setenv("IMGSWEEP_KAFKA__OUTCOME_TOPIC", "rehearsal.dry-run")  # already in its dry-run form: kept
+    dry = load_settings()
+    assert dry.kafka.group_id == "sweepers.dry-run"
+    assert dry.kafka.outcome_topic == "rehearsal.dry-run"
+    assert dry.kafka.dlq_topic == "catalog.product-delisted.dlq.dry-run"
+    assert dry.kafka.input_topic == live.kafka.input_topic
+    assert masked_config(dry)["kafka"]["group_id"] == "sweepers.dry-run"  # check-config shows what is used
