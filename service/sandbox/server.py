@@ -22,20 +22,17 @@ import json
 import logging
 import socket
 import threading
-from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, cast
 from urllib.parse import parse_qs
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from service.api.signing import NONCE_HEADER, Credentials
+from service.sandbox import admin
 from service.sandbox.auth import AuthRefused, authenticate
 from service.sandbox.protocol import DELETE_PATH, MAX_BODY_BYTES
-from service.sandbox.seed import parse_seed_record
-from service.sandbox.state import QuotaStatus, SandboxState, TransportFault
+from service.sandbox.state import SandboxState, TransportFault
 
 __all__ = ["ADMIN_MAX_BODY_BYTES", "IDLE_TIMEOUT_SECONDS", "SandboxServer"]
 
@@ -56,18 +53,6 @@ def _error_page(status: HTTPStatus) -> bytes:
         f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
         "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
     ).encode("ascii")
-
-
-class _QuotaUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    limit: int | None = None
-    remaining: int | None = None
-    reset: bool = False
-
-
-class _InvalidAdminRequest(Exception):
-    """An admin call's body or query is unusable; answered 400 with the message."""
 
 
 class _SandboxHTTPServer(ThreadingHTTPServer):
@@ -133,43 +118,17 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             self._delete_images()
             return
         body = self._read_body(ADMIN_MAX_BODY_BYTES, count_as_call=False)
-        if body is None:
-            return
-        routes = {
-            "/admin/images": self._seed_images,
-            "/admin/faults": self._update_faults,
-            "/admin/quota": self._configure_quota,
-            "/admin/reset-stats": self._reset_stats,
-        }
-        route = routes.get(path)
-        if route is None:
-            self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: POST {path}"})
-            return
-        try:
-            document = json.loads(body) if body.strip() else {}
-            self._send_json(HTTPStatus.OK, route(document))
-        except (ValueError, _InvalidAdminRequest) as error:
-            self._send_json(HTTPStatus.BAD_REQUEST, {"error": _describe(error)})
+        if body is not None:
+            self._send_json(*admin.post(self._sandbox.state, path, body))
 
     def do_GET(self) -> None:
         path, _, query = self.path.partition("?")
-        state = self._sandbox.state
         if path == "/healthz":
             self._send_json(HTTPStatus.OK, {"status": "ok"})
-        elif path == "/admin/stats":
-            stats = asdict(state.stats())
-            stats["quota"] = _quota_json(state.quota_status())
-            self._send_json(HTTPStatus.OK, stats)
-        elif path == "/admin/images":
-            self._list_images(parse_qs(query))
-        elif path == "/admin/faults":
-            self._send_json(HTTPStatus.OK, state.faults.model_dump())
-        elif path == "/admin/quota":
-            self._send_json(HTTPStatus.OK, _quota_json(state.quota_status()))
         elif path == DELETE_PATH:
             self._send_json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": f"{DELETE_PATH} takes POST"})
         else:
-            self._send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {path}"})
+            self._send_json(*admin.get(self._sandbox.state, path, parse_qs(query)))
 
     # --- the endpoint ---------------------------------------------------------------------------------------
 
@@ -227,50 +186,6 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             return
         self._send(HTTPStatus.OK, rendered)
         self._log_call(HTTPStatus.OK, reply.code, f"result.code={reply.business_code}")
-
-    # --- admin ----------------------------------------------------------------------------------------------
-
-    def _seed_images(self, document: object) -> dict[str, object]:
-        batch = parse_seed_record(document)
-        state = self._sandbox.state
-        added = state.seed_images(batch.collection, batch.items)
-        return {"collection_name": batch.collection, "added": added, "count": state.collection_size(batch.collection)}
-
-    def _list_images(self, query: dict[str, list[str]]) -> None:
-        """All collections' sizes; or one collection's count and images (sorted, the first ``limit`` of them)."""
-        state = self._sandbox.state
-        names = query.get("collection_name")
-        if not names:
-            self._send_json(HTTPStatus.OK, {"collections": state.collection_sizes()})
-            return
-        limit = query.get("limit", [""])[0]
-        if limit and not limit.isdigit():
-            self._send_json(HTTPStatus.BAD_REQUEST, {"error": "limit must be a whole number"})
-            return
-        images = state.collection_images(names[0]) or []
-        self._send_json(
-            HTTPStatus.OK,
-            {
-                "collection_name": names[0],
-                "exists": state.collection_size(names[0]) is not None,
-                "count": len(images),
-                "items": [{"product_id": p, "image_id": i} for p, i in images[: int(limit) if limit else None]],
-            },
-        )
-
-    def _update_faults(self, document: object) -> dict[str, object]:
-        if not isinstance(document, dict):
-            raise _InvalidAdminRequest("the body must be a JSON object of fault settings")
-        return self._sandbox.state.update_faults(document).model_dump()
-
-    def _configure_quota(self, document: object) -> dict[str, object]:
-        update = _QuotaUpdate.model_validate(document)
-        status = self._sandbox.state.configure_quota(limit=update.limit, remaining=update.remaining, reset=update.reset)
-        return _quota_json(status)
-
-    def _reset_stats(self, _document: object) -> dict[str, object]:
-        self._sandbox.state.reset_stats()
-        return {"status": "ok"}
 
     # --- reading and writing --------------------------------------------------------------------------------
 
@@ -354,22 +269,6 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             detail,
             extra={"status": status, "code": label, "reason": detail or None},
         )
-
-
-def _quota_json(status: QuotaStatus) -> dict[str, object]:
-    return {
-        "limit": status.limit,
-        "remaining": status.remaining,
-        "resets_at": datetime.fromtimestamp(status.resets_at, _CHINA_STANDARD_TIME).isoformat(),
-    }
-
-
-def _describe(error: Exception) -> str:
-    if isinstance(error, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(part) for part in item['loc']) or 'body'}: {item['msg']}" for item in error.errors()
-        )
-    return str(error)
 
 
 class SandboxServer:
