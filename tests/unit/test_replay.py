@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
+from typing import cast
 
-from service.replay import ReplayFilter, default_group
+from confluent_kafka import Consumer, TopicPartition
+
+from service.replay import ReplayFilter, _commit, _Progress, default_group
 
 AT = datetime(2026, 11, 27, 12, tzinfo=UTC)
 
@@ -54,3 +58,35 @@ def test_the_default_group_follows_the_service_group_and_the_classes_chosen() ->
         default_group("shop-a", frozenset({"retries_exhausted", "item_failed"}))
         == "shop-a.replay-dlq.item_failed+retries_exhausted"
     )
+
+
+class CommitRecorder:
+    """Stands in for the consumer's commit: what was committed, in order."""
+
+    def __init__(self) -> None:
+        self.commits: list[tuple[list[tuple[int, int]], bool]] = []
+
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.commits.append(([(tp.partition, tp.offset) for tp in offsets], asynchronous))
+
+
+def test_the_position_passes_what_is_read_and_acknowledged_but_never_a_copy_in_flight_or_refused() -> None:
+    consumer = CommitRecorder()
+    progress = {0: _Progress(read_up_to=10, end=20, committed=10, started_at=10), 1: _Progress(5, 9, -1, -1)}
+    commit = partial(_commit, cast("Consumer", consumer), "dlq", progress)
+
+    commit(asynchronous=True)
+    assert consumer.commits == [([(1, 5)], True)]  # a group with no position yet gets its start
+    progress[0].read_up_to = 13  # 10 passed over, 11 and 12 replayed, not acknowledged yet
+    progress[0].inflight.update({11, 12})
+    commit(asynchronous=True)
+    assert consumer.commits[-1] == ([(0, 11)], True)
+    progress[0].inflight.discard(12)  # acknowledged, but 11 is still in flight
+    commit(asynchronous=True)
+    assert len(consumer.commits) == 2
+    progress[0].inflight.discard(11)
+    progress[0].refused.add(11)  # the broker refused the copy of 11: the next run starts there
+    commit(asynchronous=True)
+    assert len(consumer.commits) == 2
+    commit(asynchronous=False)  # the last commit again, synchronously, from where the run started
+    assert consumer.commits[-1] == ([(0, 11), (1, 5)], False)
