@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import fnmatch
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -130,11 +131,20 @@ class EventTypes:
 
     def kind(self, event_type: str) -> EventKind:
         """Raises ``OtherEventType`` for a type that is neither."""
-        if any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.delist):
-            return EventKind.DELIST
-        if any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.relist):
-            return EventKind.RELIST
-        raise OtherEventType(event_type)
+        kind = _kind_of(self, event_type)
+        if kind is None:
+            raise OtherEventType(event_type)
+        return kind
+
+
+@functools.lru_cache(maxsize=1024)
+def _kind_of(types: EventTypes, event_type: str) -> EventKind | None:
+    """Matched once per distinct type: a topic carries a handful, and every event would match them again."""
+    if any(fnmatch.fnmatchcase(event_type, pattern) for pattern in types.delist):
+        return EventKind.DELIST
+    if any(fnmatch.fnmatchcase(event_type, pattern) for pattern in types.relist):
+        return EventKind.RELIST
+    return None
 
 
 DEFAULT_EVENT_TYPES: Final = EventTypes()
