@@ -11,9 +11,10 @@ The rules:
   if the quota were spent, and the decision says why (``Why.RESERVE_ONLY``).
 - **Full batches** go as the QPS allows while a spendable call exists.
 - **Partial batches** go only after the linger, and only when the budget has a call for them:
-  - a daily allowance spreads the spendable calls over the rest of the budget day along the arrival curve
-    (``ArrivalCurve``): calls accrue as the curve's expected arrivals go by, one partial call per accrued call.
-    Calls not used (nothing was waiting) stay spendable and raise the pace for the rest of the day.
+  - a daily allowance first keeps the calls that the images waiting and the rest of the day's expected ones
+    need at full batches (``needed``); the spare calls are spread over the rest of the budget day along the
+    arrival curve (``ArrivalCurve``): they accrue as the curve goes by, one partial call per accrued call.
+    Calls not used (nothing was waiting) stay spare and raise the pace for the rest of the day.
   - a pack sends a partial batch when its oldest image is about to reach the max wait: as few calls as the
     latency target allows. A pack with a daily spending limit also paces those calls like a daily allowance.
 - **Order**: a batch whose oldest image waited longer than the max wait first (oldest first), then full
@@ -97,6 +98,9 @@ class BudgetSnapshot:
     calls_left: float
     reserve: int
     spendable: float
+    needed: float
+    """Calls the images waiting and the rest of the day's expected ones need at full batches: above
+    ``spendable``, today's volume will not fit today's allowance (an alert)."""
     partial_calls_per_hour: float
     """The pace at which the budget gives partial batches calls right now (a pack without a limit: inf)."""
     spent_today: int
@@ -124,6 +128,7 @@ class CallPlanner:
         max_wait_seconds: float,
         linger_seconds: float,
         curve: ArrivalCurve | None = None,
+        max_items: int = 200,
         burst_calls: float = 1.0,
     ) -> None:
         """``burst_calls``: how many paced calls may accrue while no partial batch waits (at least one)."""
@@ -135,6 +140,7 @@ class CallPlanner:
         self._max_wait = max_wait_seconds
         self._linger = linger_seconds
         self._curve = curve if curve is not None else ArrivalCurve()
+        self._max_items = max_items
         self._burst = burst_calls
         self._reserve = allowance.reserve()
         self._day_cap = allowance.day_cap()
@@ -189,8 +195,10 @@ class CallPlanner:
         """Which waiting batch goes now, if any. Call it every turn, and again after each ``sent``."""
         self._anchor(now, quota.seconds_until_reset)
         spendable = self._spendable()
-        self._accrue(now, spendable)
-        budget = self._snapshot(now, spendable)
+        needed = self._needed(waiting)
+        spare = spendable - needed
+        self._accrue(now, spare)
+        budget = self._snapshot(now, spendable, needed, spare)
         until_reset = max(0.0, quota.seconds_until_reset)
         if quota.exhausted or spendable < 1:
             return self._held_until_reset(now, waiting, quota, budget, spendable)
@@ -200,7 +208,9 @@ class CallPlanner:
         for batch in waiting:
             (may_go if self._may_go(now, batch, waiting, quota.qps) else held).append(batch)
         next_slot = 0.0 if self._last_call_at is None else self._last_call_at + 1.0 / quota.qps - now
-        projected, limited = self._project(now, waiting, quota.qps, max(0.0, next_slot), until_reset)
+        projected, limited = self._project(
+            now, waiting, qps=quota.qps, next_slot=max(0.0, next_slot), spare=spare, until_reset=until_reset
+        )
         if may_go:
             chosen = min(may_go, key=lambda batch: self._rank(now, batch))
             if next_slot > 0:
@@ -209,8 +219,7 @@ class CallPlanner:
         if not waiting:
             return Decision(None, Why.NOTHING_WAITING, 0.0, False, None, budget)
         wake = min(
-            self._ready_in(now, batch, waiting, qps=quota.qps, spendable=spendable, until_reset=until_reset)
-            for batch in held
+            self._ready_in(now, batch, waiting, qps=quota.qps, spare=spare, until_reset=until_reset) for batch in held
         )
         young = all(now - batch.oldest_at < self._linger for batch in held)
         why = Why.LINGER if young else Why.LATENCY_TARGET if self._latency_paced() else Why.BUDGET
@@ -271,7 +280,7 @@ class CallPlanner:
         waiting: Sequence[WaitingBatch],
         *,
         qps: float,
-        spendable: float,
+        spare: float,
         until_reset: float,
     ) -> float:
         """Seconds until a held partial batch may go, if nothing else changes."""
@@ -280,7 +289,7 @@ class CallPlanner:
         if self._latency_paced():
             wait = max(wait, self._max_wait - self._latency_lead(waiting, qps) - age)
         if self._paced():
-            wait = max(wait, self._seconds_until_tokens(now, 1.0, spendable, until_reset))
+            wait = max(wait, self._seconds_until_tokens(now, 1.0, spare, until_reset))
         return max(0.0, wait)
 
     # ---- the pace -----------------------------------------------------------------------------------------
@@ -335,45 +344,59 @@ class CallPlanner:
     def _spendable(self) -> float:
         return max(0.0, min(self._calls_left() - self._reserve, self._day_cap - self._spent_today))
 
-    def _accrue(self, now: float, spendable: float) -> None:
-        """Calls accrue along the curve: the share of the day's remaining expected arrivals that went by."""
+    def _needed(self, waiting: Sequence[WaitingBatch]) -> float:
+        """Calls the images now waiting and the rest of the day's expected ones need, at full batches."""
+        images = float(sum(batch.items for batch in waiting))
+        if self._resets_at is not None:
+            images += self._curve.expected_images(self._position(self._seen_at or 0.0), DAY_SECONDS)
+        return images / self._max_items
+
+    def _accrue(self, now: float, spare: float) -> None:
+        """Paced calls accrue along the curve: the spare calls (those the rest of the day's images do not need
+        at full batches) times the share of the curve's remainder that went by."""
         if self._paced_at is None or not self._paced():
             return
-        if math.isinf(spendable):
+        if math.isinf(spare):
             self._tokens = self._burst
         else:
             done = self._curve.mass(self._position(self._paced_at))
             remaining = 1.0 - done
             passed = self._curve.mass(self._position(now)) - done
-            if remaining > 0 and passed > 0:
-                self._tokens = min(self._burst, self._tokens + spendable * passed / remaining)
+            if remaining > 0 and passed > 0 and spare > 0:
+                self._tokens = min(self._burst, self._tokens + spare * passed / remaining)
         self._paced_at = now
 
-    def _seconds_until_tokens(self, now: float, tokens: float, spendable: float, until_reset: float) -> float:
-        """When ``tokens`` paced calls will have accrued (at the reset, if not before)."""
+    def _seconds_until_tokens(self, now: float, tokens: float, spare: float, until_reset: float) -> float:
+        """When ``tokens`` paced calls will have accrued at today's spare calls (at the reset, if not before)."""
         missing = tokens - self._tokens
         if missing <= 0:
             return 0.0
-        if spendable <= 0:
+        if spare <= 0:
             return until_reset
-        if math.isinf(spendable):
+        if math.isinf(spare):
             return 0.0
         position = self._position(now)
         done = self._curve.mass(position)
-        target = done + missing * (1.0 - done) / spendable
+        target = done + missing * (1.0 - done) / spare
         if target >= 1.0:
             return until_reset
         return min(until_reset, max(0.0, self._curve.position(target) - position))
 
     def _project(
-        self, now: float, waiting: Sequence[WaitingBatch], qps: float, next_slot: float, until_reset: float
+        self,
+        now: float,
+        waiting: Sequence[WaitingBatch],
+        *,
+        qps: float,
+        next_slot: float,
+        spare: float,
+        until_reset: float,
     ) -> tuple[float, bool]:
         """The longest projected wait of an image now waiting, and whether the budget makes it pass the max
         wait: batches in the order they would go, full ones one QPS slot apart, partial ones each needing
         their own paced call (or their max wait, for a pack)."""
         if not waiting:
             return 0.0, False
-        spendable = self._spendable()
         worst, limited = 0.0, False
         partial_turn = 0
         for slot, batch in enumerate(sorted(waiting, key=lambda batch: self._rank(now, batch))):
@@ -386,7 +409,7 @@ class CallPlanner:
                     budget_start = max(budget_start, self._max_wait - self._latency_lead(waiting, qps) - age)
                 if self._paced():
                     budget_start = max(
-                        budget_start, self._seconds_until_tokens(now, float(partial_turn), spendable, until_reset)
+                        budget_start, self._seconds_until_tokens(now, float(partial_turn), spare, until_reset)
                     )
                 if age + budget_start > self._max_wait:
                     limited = True
@@ -394,13 +417,13 @@ class CallPlanner:
             worst = max(worst, age + start)
         return worst, limited
 
-    def _snapshot(self, now: float, spendable: float) -> BudgetSnapshot:
-        if not self._paced() or math.isinf(spendable):
+    def _snapshot(self, now: float, spendable: float, needed: float, spare: float) -> BudgetSnapshot:
+        if not self._paced() or math.isinf(spare):
             pace = math.inf
         else:
             position = self._position(now)
             done = self._curve.mass(position)
             ahead = min(DAY_SECONDS, position + 3600.0)
             share = (self._curve.mass(ahead) - done) / (1.0 - done) if done < 1 else 1.0
-            pace = spendable * share * 3600.0 / max(1.0, ahead - position)
-        return BudgetSnapshot(self._calls_left(), self._reserve, spendable, pace, self._spent_today)
+            pace = max(0.0, spare) * share * 3600.0 / max(1.0, ahead - position)
+        return BudgetSnapshot(self._calls_left(), self._reserve, spendable, needed, pace, self._spent_today)
