@@ -882,3 +882,43 @@ def test_notes_say_dry_run_first_and_how_to_check_readiness_and_metrics(tmp_path
     live = render_notes(tmp_path / "live", "--set", "dryRun=false", "--set", "existingSecret=keys")
     assert "DRY RUN" not in live
     assert "DELETES" in live
+
+
+def _env(objects: tuple[Object, ...]) -> dict[str, Object]:
+    return {entry["name"]: entry for entry in container(objects).get("env", [])}
+
+
+def test_static_membership_takes_the_instance_id_from_the_pods_name(
+    clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID" not in _env(render()), "off by default (docs/decisions/0005)"
+    objects = render("--set", "kafka.staticMembership=true")
+    entry = _env(objects)["IMGSWEEP_KAFKA__GROUP_INSTANCE_ID"]
+    assert entry["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID" not in settings_configmap(objects)["data"], "one value per pod"
+    # What the downward API gives a Deployment's pod passes imgsweep's validation, with the ConfigMap beside it.
+    clean_environment.setenv("IMGSWEEP_KAFKA__GROUP_INSTANCE_ID", "imgsweep-7d9f8b6c4-x2x7q")
+    settings = load_as_pod(objects, clean_environment, tmp_path / "secrets")
+    assert settings.kafka.group_instance_id == "imgsweep-7d9f8b6c4-x2x7q"
+
+
+def test_static_membership_refuses_a_second_instance_id_in_extra_env() -> None:
+    error = render_failure(
+        "--set", "kafka.staticMembership=true",
+        "--set", "extraEnv[0].name=IMGSWEEP_KAFKA__GROUP_INSTANCE_ID", "--set", "extraEnv[0].value=x",
+    )  # fmt: skip
+    assert "kafka.staticMembership already sets it to the pod's name" in error
+
+
+def test_the_consumer_protocol_leaves_the_session_timeout_to_the_broker(
+    clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    classic = settings_configmap(render())["data"]
+    assert classic["IMGSWEEP_KAFKA__GROUP_PROTOCOL"] == "classic"
+    assert classic["IMGSWEEP_KAFKA__SESSION_TIMEOUT_MS"] == "45000"
+    objects = render("--set", "kafka.groupProtocol=consumer")
+    data = settings_configmap(objects)["data"]
+    assert data["IMGSWEEP_KAFKA__GROUP_PROTOCOL"] == "consumer"
+    assert "IMGSWEEP_KAFKA__SESSION_TIMEOUT_MS" not in data, "imgsweep refuses it with the consumer protocol"
+    assert load_as_pod(objects, clean_environment, tmp_path / "secrets").kafka.group_protocol == "consumer"
+    assert SCHEMA_ERROR in render_failure("--set", "kafka.groupProtocol=eager")

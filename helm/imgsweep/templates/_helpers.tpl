@@ -79,13 +79,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{/*
-The container's env entries (a YAML list, possibly empty): where the secrets are mounted, librdkafka properties
-read from kafka.existingSecret (one IMGSWEEP_KAFKA__SECRET_PROPERTIES__<property> each), then extraEnv.
+The container's env entries (a YAML list, possibly empty): where the secrets are mounted, the pod's name as its
+group instance id (kafka.staticMembership), librdkafka properties read from kafka.existingSecret (one
+IMGSWEEP_KAFKA__SECRET_PROPERTIES__<property> each), then extraEnv.
 */}}
 {{- define "imgsweep.env" -}}
 {{- if include "imgsweep.secretName" . }}
 - name: IMGSWEEP_SECRETS_DIR
   value: {{ include "imgsweep.secretsDir" . }}
+{{- end }}
+{{- if .Values.kafka.staticMembership }}
+- name: IMGSWEEP_KAFKA__GROUP_INSTANCE_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
 {{- end }}
 {{- range $property, $key := .Values.kafka.existingSecretProperties }}
 - name: IMGSWEEP_KAFKA__SECRET_PROPERTIES__{{ $property }}
@@ -117,7 +124,7 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
   "IMGSWEEP_KAFKA__DLQ_TOPIC" $v.kafka.dlqTopic
   "IMGSWEEP_KAFKA__PROPERTIES" ($v.kafka.properties | default dict | toJson)
   "IMGSWEEP_KAFKA__MAX_POLL_INTERVAL_MS" ($v.kafka.maxPollIntervalMs | int64 | toString)
-  "IMGSWEEP_KAFKA__SESSION_TIMEOUT_MS" ($v.kafka.sessionTimeoutMs | int64 | toString)
+  "IMGSWEEP_KAFKA__GROUP_PROTOCOL" $v.kafka.groupProtocol
   "IMGSWEEP_KAFKA__MAX_PENDING_EVENTS" ($v.kafka.maxPendingEvents | int64 | toString)
   "IMGSWEEP_API__ENDPOINT" $v.api.endpoint
   "IMGSWEEP_API__REGION" $v.api.region
@@ -135,6 +142,10 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 }}
 {{- if $v.kafka.saslUsername }}
 {{- $_ := set $settings "IMGSWEEP_KAFKA__SASL_USERNAME" $v.kafka.saslUsername }}
+{{- end }}
+{{- if eq $v.kafka.groupProtocol "classic" }}
+{{- /* with the consumer protocol (KIP-848) the broker keeps the session, and imgsweep refuses the setting */}}
+{{- $_ := set $settings "IMGSWEEP_KAFKA__SESSION_TIMEOUT_MS" ($v.kafka.sessionTimeoutMs | int64 | toString) }}
 {{- end }}
 {{- range $name, $value := $v.extraConfig }}
 {{- if hasKey $settings $name }}
@@ -186,6 +197,9 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- end }}
 {{- $configured := include "imgsweep.settings" . | fromYaml }}
 {{- range $v.extraEnv }}
+{{- if and $v.kafka.staticMembership (eq .name "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID") }}
+{{- fail "extraEnv IMGSWEEP_KAFKA__GROUP_INSTANCE_ID: kafka.staticMembership already sets it to the pod's name (unique per pod, as an instance id must be)." }}
+{{- end }}
 {{- if hasKey $configured .name }}
 {{- fail (printf "extraEnv %s: the chart's ConfigMap already sets it, and an env entry would silently win; set the chart's own value instead (see values.yaml)." .name) }}
 {{- end }}
