@@ -174,15 +174,12 @@ def _replay(
             continue
         replayed[_error_class(headers) or "unknown"] += 1
         if not dry_run:
-            original = [(name, value) for name, value in headers if not name.startswith(DLQ_HEADER_PREFIX)]
             state.inflight.add(offset)
-            producer.produce(
-                kafka.input_topic,
-                key=message.key(),
-                value=message.value(),
-                headers=[*original, *replay_of_headers(DeadLetterRef(kafka.dlq_topic, partition, offset))],
-                on_delivery=_on_delivery(state, offset, failures),
-            )
+            copy_headers: list[tuple[str, str | bytes | None]] = [
+                *((name, value) for name, value in headers if not name.startswith(DLQ_HEADER_PREFIX)),
+                *replay_of_headers(DeadLetterRef(kafka.dlq_topic, partition, offset)),
+            ]
+            _republish(producer, kafka.input_topic, message, copy_headers, _on_delivery(state, offset, failures))
     undelivered = producer.flush(30)
     if not dry_run:
         try:
@@ -197,6 +194,22 @@ def _replay(
         "skipped": skipped,
         "failed": len(failures) + undelivered,
     }
+
+
+def _republish(
+    producer: Producer,
+    topic: str,
+    message: Message,
+    headers: list[tuple[str, str | bytes | None]],
+    delivered: Callable[[KafkaError | None, Message], None],
+) -> None:
+    while True:
+        try:
+            producer.produce(topic, key=message.key(), value=message.value(), headers=headers, on_delivery=delivered)
+        except BufferError:  # the producer's queue is full: let it deliver, then try again
+            producer.poll(0.1)
+        else:
+            return
 
 
 def _on_delivery(state: _Progress, offset: int, failures: list[str]) -> Callable[[KafkaError | None, Message], None]:
