@@ -4,6 +4,11 @@ Blocking by design: it runs on worker threads, never on the poll loop. A sync ``
 connections for all workers (httpx's AsyncClient is measurably slower under concurrency, httpx #3215).
 Every attempt waits for the quota gate, is signed afresh (new date and nonce), then waits for the rate limiter
 and leaves at once; the limiter learns from httpcore's trace when the request has actually left.
+
+The retry budget (``RetryPolicy.max_elapsed_seconds``) counts only the time spent trying: attempts and the
+backoffs between them. Waiting for the quota gate (hours, until the reset) or for the rate limiter (our own
+queue of calls, longer after a 10043 cut the pace) says nothing about whether the API is failing, so neither
+counts: after a night-long quota wait the first 503 is retried like any other.
 """
 
 from __future__ import annotations
@@ -114,6 +119,7 @@ class DeleteClient:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         nonce: Callable[[], str] = lambda: str(uuid.uuid4()),
         rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
         self._url = str(httpx.URL(endpoint))
@@ -129,6 +135,7 @@ class DeleteClient:
         self._now = now
         self._nonce = nonce
         self._rng = rng or random.Random()
+        self._monotonic = monotonic
 
     def delete(self, batch: DeleteBatch) -> BatchResult:
         """Every item of the batch deleted, absent or failed (with a reason). Blocks: waits, sends, retries.
@@ -162,13 +169,18 @@ class DeleteClient:
             return self._delete(first, tally) + self._delete(second, tally)
 
     def _call_with_retries(self, batch: DeleteBatch, tally: _Tally) -> BatchResult:
-        started = time.monotonic()
+        started = self._monotonic()
+        held = 0.0  # seconds spent waiting for the quota gate and the rate limiter: outside the retry budget
         body = encode_body(batch)  # the same bytes on every attempt; only the signature is new each time
         attempt = 0
         while True:
+            mark = self._monotonic()
             self._quota.wait(self._stop)
+            held += self._monotonic() - mark
             headers = self._sign(body)  # before the rate limiter: once a slot is ours, the call leaves at once
+            mark = self._monotonic()
             slot = self._limiter.acquire(self._stop)
+            held += self._monotonic() - mark
             if slot.waited > 0:
                 self._observer.rate_limiter_waited(slot.waited)
             attempt += 1
@@ -184,7 +196,7 @@ class DeleteClient:
                 if isinstance(error, RateLimited):
                     self._limiter.on_throttled()
                 delay = self._retry.delay(attempt, self._rng, error.retry_after)
-                if not self._retry.allows(attempt, time.monotonic() - started, delay):
+                if not self._retry.allows(attempt, self._monotonic() - started - held, delay):
                     raise RetriesExhausted(error, attempt) from error
                 self._observer.retry_scheduled(error.code, delay)
                 log.info(

@@ -58,9 +58,11 @@ def make_client(
     quota: QuotaGate | None = None,
     limiter: RateLimiter | None = None,
     attempts: int = 6,
+    max_elapsed: float = 30.0,
     read_timeout: float = 1.0,
+    recorder: Recorder | None = None,
 ) -> tuple[DeleteClient, Recorder]:
-    recorder = Recorder()
+    recorder = recorder or Recorder()
     client = DeleteClient(
         http=new_http_client(connect=2, read=read_timeout, write=2, pool=2, connections=4),
         endpoint=sandbox.endpoint,
@@ -68,7 +70,9 @@ def make_client(
         region="cn-north-1",
         service="aiapi",
         policy=ResponsePolicy(),
-        retry=RetryPolicy(max_attempts=attempts, max_elapsed_seconds=30, initial_seconds=0.01, max_seconds=0.05),
+        retry=RetryPolicy(
+            max_attempts=attempts, max_elapsed_seconds=max_elapsed, initial_seconds=0.01, max_seconds=0.05
+        ),
         limiter=limiter or RateLimiter(1000),
         quota=quota or QuotaGate(CST, time(0, 0)),
         stop=threading.Event(),
@@ -179,6 +183,46 @@ def test_a_10040_answer_closes_the_gate(sandbox: SandboxServer) -> None:
         client.delete(seeded_batch(sandbox, 1))
     assert recorder.codes == ["10040"]
     assert gate.state().exhausted
+
+
+@pytest.mark.parametrize("exhausted_by", ["remainTimes 0", "10040"])
+def test_a_quota_wait_followed_by_a_503_does_not_fail_the_call(sandbox: SandboxServer, exhausted_by: str) -> None:
+    """The wait for the reset (2 s here) is longer than the whole retry budget (1 s), and must not count."""
+    if exhausted_by == "remainTimes 0":
+        sandbox.state.configure_quota(limit=1)
+    else:
+        sandbox.state.configure_quota(limit=5, remaining=0)
+    real_now = datetime.now(UTC)
+    midnight_in_beijing = datetime.combine(real_now.astimezone(CST).date() + timedelta(days=1), time(0, 0), CST)
+    shift = midnight_in_beijing - timedelta(seconds=2) - real_now
+    midnight_passed = threading.Event()
+
+    def gate_clock() -> datetime:
+        shifted = datetime.now(UTC) + shift
+        if shifted >= midnight_in_beijing and not midnight_passed.is_set():
+            # The sandbox's day turns over as the gate sees midnight, and its gateway starts failing.
+            midnight_passed.set()
+            sandbox.state.configure_quota(reset=True)
+            sandbox.state.update_faults({"http_503_rate": 1.0})
+        return shifted
+
+    class HealAfterFirstRetry(Recorder):
+        def retry_scheduled(self, code: str, delay: float) -> None:
+            super().retry_scheduled(code, delay)
+            sandbox.state.update_faults({"http_503_rate": 0.0})
+
+    gate = QuotaGate(CST, time(0, 0), clock=gate_clock, step_seconds=0.05)
+    client, recorder = make_client(sandbox, quota=gate, max_elapsed=1.0, recorder=HealAfterFirstRetry())
+    if exhausted_by == "remainTimes 0":
+        client.delete(seeded_batch(sandbox, 1, collection="a"))
+        assert gate.state().exhausted
+    started = clock.monotonic()
+    result = client.delete(seeded_batch(sandbox, 1, collection="b"))
+    assert clock.monotonic() - started >= 1.5  # it waited for the reset, longer than the retry budget
+    assert result.items[0].status is ItemStatus.DELETED
+    assert recorder.retries == ["http_503"]
+    first = "10000" if exhausted_by == "remainTimes 0" else "10040"
+    assert recorder.codes == [first, "http_503", "10000"]
 
 
 def test_wrong_secret_is_fatal(sandbox: SandboxServer) -> None:
