@@ -97,14 +97,15 @@ def asyncapi() -> dict[str, Any]:
             "delisted": {
                 "address": defaults.input_topic,
                 "description": (
-                    "Input. Plain JSON, or CloudEvents 1.0 in structured or binary (ce_* headers) mode. The CloudEvents "
-                    "type (or, in plain JSON, the member named by IMGSWEEP_EVENTS__TYPE_FIELD, default `type`) says "
-                    "what the event is: a delist (IMGSWEEP_EVENTS__DELIST_TYPES, default `*product.delisted`, "
-                    "`*product-delisted`, `*product_delisted`, `*ProductDelisted`) deletes the images after the relist "
-                    "grace; a relist (IMGSWEEP_EVENTS__RELIST_TYPES, the same with `relisted`) cancels the product's "
-                    "images not yet sent, and its data needs only collection_name and product_id. Plain JSON without "
-                    "a type member is a delist. Any other type is skipped: no call, no outcome, committed. A "
-                    "product's delist and relist must be on one partition (key the records by product id)."
+                    "Input. Plain JSON, or CloudEvents 1.0 in structured or binary (ce_* headers) mode. The "
+                    "CloudEvents type (or, in plain JSON, the member named by IMGSWEEP_EVENTS__TYPE_FIELD, default "
+                    "`type`) says what the event is: a delist (IMGSWEEP_EVENTS__DELIST_TYPES, default "
+                    "`*product.delisted`, `*product-delisted`, `*product_delisted`, `*ProductDelisted`) deletes the "
+                    "images after the relist grace; a relist (IMGSWEEP_EVENTS__RELIST_TYPES, the same with "
+                    "`relisted`) cancels the product's images not yet sent, and its data needs only collection_name "
+                    "and product_id. Plain JSON without a type member is a delist. Any other type is skipped: no "
+                    "call, no outcome, committed. A product's delist and relist must be on one partition (key the "
+                    "records by product id)."
                 ),
                 "messages": {"productDelisted": {"$ref": "#/components/messages/productDelisted"}},
             },

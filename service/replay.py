@@ -259,7 +259,7 @@ def _headers(message: Message) -> Headers:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings()
+        settings = _live_settings()
         selection = ReplayFilter(
             error_classes=frozenset(args.error_class or ()),
             since=_aware(args.since, "--since"),
@@ -273,6 +273,16 @@ def _run(args: argparse.Namespace) -> int:
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 1 if summary["failed"] else 0
+
+
+def _live_settings() -> Settings:
+    settings = load_settings()
+    if settings.dry_run:
+        raise ConfigError(
+            "IMGSWEEP_DRY_RUN is true: the dead letters are a dry run's (the .dry-run topic), and replaying them "
+            "would put them on the live input topic; unset IMGSWEEP_DRY_RUN to replay the live dead letters"
+        )
+    return settings
 
 
 def _aware(value: str | None, flag: str) -> datetime | None:

@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import cast
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from service.cli import main
 from service.replay import ReplayFilter, _commit, _Progress, default_group
 
 AT = datetime(2026, 11, 27, 12, tzinfo=UTC)
@@ -90,3 +92,10 @@ def test_the_position_passes_what_is_read_and_acknowledged_but_never_a_copy_in_f
     assert len(consumer.commits) == 2
     commit(asynchronous=False)  # the last commit again, synchronously, from where the run started
     assert consumer.commits[-1] == ([(0, 11), (1, 5)], False)
+
+
+def test_replay_refuses_to_run_in_dry_run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A dry run's dead letters (its .dry-run topic) must not be put on the live input topic."""
+    monkeypatch.setenv("IMGSWEEP_DRY_RUN", "true")
+    assert main(["replay-dlq"]) == 2
+    assert "IMGSWEEP_DRY_RUN" in capsys.readouterr().err
