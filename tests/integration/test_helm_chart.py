@@ -922,3 +922,10 @@ def test_the_consumer_protocol_leaves_the_session_timeout_to_the_broker(
     assert "IMGSWEEP_KAFKA__SESSION_TIMEOUT_MS" not in data, "imgsweep refuses it with the consumer protocol"
     assert load_as_pod(objects, clean_environment, tmp_path / "secrets").kafka.group_protocol == "consumer"
     assert SCHEMA_ERROR in render_failure("--set", "kafka.groupProtocol=eager")
+
+
+def test_notes_say_what_static_membership_costs(tmp_path: Path) -> None:
+    assert "Static group membership" not in render_notes(tmp_path)
+    notes = render_notes(tmp_path / "static", "--set", "kafka.staticMembership=true")
+    assert "each pod's name is its group.instance.id" in notes
+    assert "holds them for the session\ntimeout (45000 ms)" in notes
