@@ -122,7 +122,14 @@ class Metrics:
         )
         self.quota_charged = Counter("imgsweep_quota_charged_calls", "Calls the API said it charged.", registry=r)
         self.quota_exhausted = Gauge(
-            "imgsweep_quota_exhausted", "1 while calls wait for the daily quota reset.", registry=r
+            "imgsweep_quota_exhausted",
+            "1 while calls are held for the quota: the daily reset, or a spent paid pack (see payment_required).",
+            registry=r,
+        )
+        self.quota_payment_required = Gauge(
+            "imgsweep_quota_payment_required",
+            "1 while the API answers 10010 (a paid call pack ran out): calls held, probed rarely, until topped up.",
+            registry=r,
         )
         self.quota_reset_seconds = Gauge(
             "imgsweep_quota_reset_seconds", "Seconds until the next daily quota reset.", registry=r

@@ -294,6 +294,12 @@ class ApiSettings(_Section):
         default="+08:00", description="Time zone of the daily quota reset (China Standard Time)."
     )
     quota_reset_time: time = Field(default=time(0, 0), description="Local time of the daily reset.")
+    payment_probe_seconds: float = Field(
+        default=3600.0,
+        ge=60,
+        le=86_400,
+        description="While the API answers 10010 (a paid pack ran out): how often to probe with a call.",
+    )
 
     @model_validator(mode="after")
     def _backoff_bounds(self) -> ApiSettings:

@@ -18,6 +18,7 @@ from service.api.errors import (
     ApiError,
     BatchRejected,
     FatalApiError,
+    PaymentRequired,
     QuotaExhausted,
     RateLimited,
     TransientApiError,
@@ -35,7 +36,9 @@ __all__ = [
 SUCCESS: Final = "10000"
 TRANSIENT_CODES: Final = frozenset({"10020", "10030", "11010", "11030"})
 RATE_CODES: Final = frozenset({"10043", "10044"})
-QUOTA_CODES: Final = frozenset({"10040", "10010"})
+DAILY_LIMIT: Final = "10040"
+PAYMENT_REQUIRED: Final = "10010"
+QUOTA_CODES: Final = frozenset({DAILY_LIMIT, PAYMENT_REQUIRED})
 FATAL_CODES: Final = frozenset({"10001", "10045", "10046", "10047", "10048", "10050", "10060"})
 NO_SUCH_DATA: Final = "10003"
 
@@ -146,6 +149,8 @@ def _http_error(status: int, body: bytes, retry_after: float | None) -> ApiError
 def _system_error(code: str, message: str, retry_after: float | None) -> ApiError:
     if code in RATE_CODES:
         return RateLimited(code, message, retry_after=retry_after)
+    if code == PAYMENT_REQUIRED:
+        return PaymentRequired(code, message, retry_after=retry_after)
     if code in QUOTA_CODES:
         return QuotaExhausted(code, message, retry_after=retry_after)
     if code in FATAL_CODES:

@@ -31,6 +31,7 @@ from service.api.errors import (
     ApiError,
     BatchRejected,
     CallAbandoned,
+    PaymentRequired,
     QuotaExhausted,
     RateLimited,
     RetriesExhausted,
@@ -187,6 +188,14 @@ class DeleteClient:
             tally.attempts += 1
             try:
                 result = self._call_once(batch, body, headers, slot, tally)
+            except PaymentRequired as error:
+                log.warning(
+                    "the account's paid call pack is spent (payment required); holding calls, probing rarely",
+                    extra={"code": error.code},
+                )
+                self._quota.payment_required()
+                attempt -= 1  # waiting for a top-up is not a failed attempt
+                continue
             except QuotaExhausted as error:
                 log.warning("daily call quota exhausted; holding calls until the reset", extra={"code": error.code})
                 self._quota.exhausted()

@@ -12,6 +12,7 @@ __all__ = [
     "BatchRejected",
     "CallAbandoned",
     "FatalApiError",
+    "PaymentRequired",
     "QuotaExhausted",
     "RateLimited",
     "RetriesExhausted",
@@ -39,6 +40,10 @@ class RateLimited(TransientApiError):
 
 class QuotaExhausted(ApiError):
     """10040/10010: no calls left until the daily reset (or until someone pays)."""
+
+
+class PaymentRequired(QuotaExhausted):
+    """10010: a paid call pack ran out. No reset brings it back; someone has to top it up."""
 
 
 class FatalApiError(ApiError):

@@ -98,6 +98,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--busy-rate", type=float, default=0.0, help="answer code 10020 (system busy)")
     faults.add_argument("--publisher-error-rate", type=float, default=0.0, help="answer code 11010")
     faults.add_argument("--item-error-rate", type=float, default=0.0, help="per item: DELETE_IMAGE_ERROR")
+    faults.add_argument(
+        "--payment-required", action="store_true", help="answer code 10010 to every call (a paid pack ran out)"
+    )
     parser.add_argument(
         "--log-level",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -152,6 +155,7 @@ def _faults(args: argparse.Namespace) -> Faults:
         publisher_error_rate=args.publisher_error_rate,
         item_error_rate=args.item_error_rate,
         unknown_collection_1030=args.unknown_collection_1030,
+        payment_required=args.payment_required,
     )
 
 

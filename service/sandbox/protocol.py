@@ -50,6 +50,7 @@ class SystemCode:
     SUCCESS: Final = "10000"
     WRONG_APPKEY: Final = "10001"
     SYSTEM_BUSY: Final = "10020"
+    PAYMENT_REQUIRED: Final = "10010"
     DAILY_LIMIT: Final = "10040"
     QPS_LIMIT: Final = "10043"
     TIMESTAMP_INVALID: Final = "10045"
@@ -62,6 +63,7 @@ SYSTEM_MESSAGES: Final = {
     SystemCode.SUCCESS: "查询成功",
     SystemCode.WRONG_APPKEY: "错误的请求appkey",
     SystemCode.SYSTEM_BUSY: "系统繁忙，请稍后再试",  # noqa: RUF001 - the gateway writes Chinese punctuation
+    SystemCode.PAYMENT_REQUIRED: "需要付费",
     SystemCode.DAILY_LIMIT: "今日调用次数已用完，请明天再来",  # noqa: RUF001
     SystemCode.QPS_LIMIT: "QPS超过限制",
     SystemCode.TIMESTAMP_INVALID: "时间戳无效",

@@ -92,6 +92,10 @@ class Faults(BaseModel):
     unknown_collection_1030: bool = Field(
         default=False, description="Answer result.code 1030 for a collection never seeded (else: all items absent)."
     )
+    payment_required: bool = Field(
+        default=False,
+        description="Answer 10010 (payment required: the paid call pack ran out) to every call past the QPS check.",
+    )
 
     @model_validator(mode="after")
     def _exclusive_rates(self) -> Faults:
@@ -384,7 +388,7 @@ class SandboxState:
 
         Charged: every call answered 10000, business rejections (3016, 3050-3053, 5001, 1030) included, since
         the gateway bills whatever reaches the interface; a careless client pays for malformed calls.
-        Not charged: 10043, 10040, 10020, 11010 (the gateway or publisher failed, nothing was done).
+        Not charged: 10043, 10010, 10040, 10020, 11010 (the gateway or publisher failed, nothing was done).
         """
         parsed: DeleteRequest | int
         try:
@@ -398,6 +402,8 @@ class SandboxState:
             self._quota.roll(self.wall_clock())
             if not self._qps.admit(now, self._faults.qps):
                 reply = GatewayReply(SystemCode.QPS_LIMIT, charge=False, remain_times=self._quota.remain_times)
+            elif self._faults.payment_required:
+                reply = GatewayReply(SystemCode.PAYMENT_REQUIRED, charge=False, remain_times=0)
             elif self._quota.exhausted:
                 reply = GatewayReply(SystemCode.DAILY_LIMIT, charge=False, remain_times=self._quota.remain_times)
             elif plan.gateway_code is not None:

@@ -14,7 +14,7 @@ import pytest
 from service.api.classify import ResponsePolicy
 from service.api.client import DeleteClient, new_http_client
 from service.api.errors import FatalApiError, RetriesExhausted
-from service.api.models import DeleteBatch, DeleteItem, ItemStatus
+from service.api.models import BatchResult, DeleteBatch, DeleteItem, ItemStatus
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
@@ -223,6 +223,33 @@ def test_a_quota_wait_followed_by_a_503_does_not_fail_the_call(sandbox: SandboxS
     assert recorder.retries == ["http_503"]
     first = "10000" if exhausted_by == "remainTimes 0" else "10040"
     assert recorder.codes == [first, "http_503", "10000"]
+
+
+def test_payment_required_holds_calls_and_probes_rarely_until_topped_up(sandbox: SandboxServer) -> None:
+    sandbox.state.update_faults({"payment_required": True})
+    shift = [timedelta(0)]
+    gate = QuotaGate(CST, time(0, 0), clock=lambda: datetime.now(UTC) + shift[0], step_seconds=0.05)
+    client, recorder = make_client(sandbox, quota=gate)
+    outcome: list[object] = []
+    caller = threading.Thread(target=lambda: outcome.append(client.delete(seeded_batch(sandbox, 1))))
+    caller.start()
+    deadline = clock.monotonic() + 10
+    while not gate.state().payment_required and clock.monotonic() < deadline:
+        clock.sleep(0.02)
+    state = gate.state()
+    assert (state.exhausted, state.payment_required) == (True, True)
+    clock.sleep(1.0)
+    assert caller.is_alive()  # held, not failed
+    assert recorder.codes == ["10010"]  # and not probing every few seconds meanwhile
+    sandbox.state.update_faults({"payment_required": False})  # someone bought a pack
+    shift[0] = timedelta(hours=1, seconds=1)  # the next probe is due
+    caller.join(timeout=10)
+    assert not caller.is_alive()
+    (result,) = outcome
+    assert isinstance(result, BatchResult)
+    assert result.items[0].status is ItemStatus.DELETED
+    assert recorder.codes == ["10010", "10000"]
+    assert not gate.state().payment_required
 
 
 def test_wrong_secret_is_fatal(sandbox: SandboxServer) -> None:

@@ -14,6 +14,7 @@ from service.api.errors import (
     ApiError,
     BatchRejected,
     FatalApiError,
+    PaymentRequired,
     QuotaExhausted,
     RateLimited,
     TransientApiError,
@@ -53,7 +54,7 @@ def envelope(code: str, result: object = None, **extra: object) -> dict[str, obj
         ("10043", RateLimited),
         ("10044", RateLimited),
         ("10040", QuotaExhausted),
-        ("10010", QuotaExhausted),
+        ("10010", PaymentRequired),  # a paid pack ran out: its own state, not the daily quota
         ("10001", FatalApiError),
         ("10045", FatalApiError),
         ("10046", FatalApiError),
@@ -74,6 +75,7 @@ def test_system_codes(code: str, error: type[ApiError]) -> None:
 def test_rate_limited_is_transient_but_fatal_and_quota_are_not() -> None:
     assert issubclass(RateLimited, TransientApiError)
     assert not issubclass(QuotaExhausted, TransientApiError)
+    assert issubclass(PaymentRequired, QuotaExhausted)
     assert not issubclass(FatalApiError, TransientApiError)
 
 

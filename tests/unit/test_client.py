@@ -1,10 +1,10 @@
-"""DeleteClient's retry budget on virtual time: an in-memory transport, one clock for every wait, no I/O."""
+"""DeleteClient on virtual time: an in-memory transport, one FakeClock behind every clock and wait, no I/O."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta, timezone
 
@@ -19,38 +19,11 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
+from tests.support.clock import FakeClock, SleeplessStop
 
 CST = timezone(timedelta(hours=8))
 NOON_IN_BEIJING = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)  # twelve hours before the daily reset
 BATCH = DeleteBatch("shop", (DeleteItem("p1", "1.jpg"), DeleteItem("p2", "2.jpg")), "b1")
-
-
-class VirtualTime:
-    """One clock behind the client's monotonic clock, its signing date and the quota gate's wall clock."""
-
-    def __init__(self, start: datetime) -> None:
-        self.seconds = 0.0
-        self._start = start
-
-    def monotonic(self) -> float:
-        return self.seconds
-
-    def now(self) -> datetime:
-        return self._start + timedelta(seconds=self.seconds)
-
-
-class VirtualStop(threading.Event):
-    """A stop flag whose waits pass in virtual time: the gate's steps, the limiter's gaps and every backoff."""
-
-    def __init__(self, clock: VirtualTime) -> None:
-        super().__init__()
-        self._clock = clock
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self.is_set():
-            return True
-        self._clock.seconds += timeout or 0.0
-        return False
 
 
 def answer(code: str, remain: int = 100) -> httpx.Response:
@@ -66,23 +39,23 @@ def http_503() -> httpx.Response:
     return httpx.Response(503, content=b"<html><body>503 Service Temporarily Unavailable</body></html>")
 
 
-def scripted(answers: Iterator[httpx.Response], sent_at: list[float], clock: VirtualTime) -> httpx.Client:
+def scripted(answers: Iterator[httpx.Response], sent_at: list[float], clock: FakeClock) -> httpx.Client:
     def handle(_request: httpx.Request) -> httpx.Response:
-        sent_at.append(clock.seconds)
+        sent_at.append(clock())
         return next(answers)
 
     return httpx.Client(transport=httpx.MockTransport(handle))
 
 
 def make_client(
-    clock: VirtualTime,
+    clock: FakeClock,
     answers: Iterator[httpx.Response],
     *,
     retry: RetryPolicy,
     limiter: RateLimiter | None = None,
 ) -> tuple[DeleteClient, QuotaGate, list[float]]:
     sent_at: list[float] = []
-    gate = QuotaGate(CST, time(0, 0), clock=clock.now, step_seconds=60.0)
+    gate = QuotaGate(CST, time(0, 0), clock=clock.utc, step_seconds=60.0)
     client = DeleteClient(
         http=scripted(answers, sent_at, clock),
         endpoint="http://127.0.0.1:1/jdai/product_image_del_image",
@@ -91,12 +64,12 @@ def make_client(
         service="aiapi",
         policy=ResponsePolicy(),
         retry=retry,
-        limiter=limiter or RateLimiter(1000.0, clock=clock.monotonic),
+        limiter=limiter or RateLimiter(1000.0, clock=clock),
         quota=gate,
-        stop=VirtualStop(clock),
-        now=clock.now,
+        stop=SleeplessStop(clock),
+        now=clock.utc,
         rng=random.Random(3),
-        monotonic=clock.monotonic,
+        monotonic=clock,
     )
     return client, gate, sent_at
 
@@ -107,7 +80,7 @@ def repeat(make: Callable[[], httpx.Response]) -> Iterator[httpx.Response]:
 
 
 def test_a_quota_wait_does_not_count_against_the_retry_budget() -> None:
-    clock = VirtualTime(NOON_IN_BEIJING)
+    clock = FakeClock.at(NOON_IN_BEIJING)
     answers = iter([answer("10040", remain=0), http_503(), answer("10000")])
     retry = RetryPolicy(max_attempts=8, max_elapsed_seconds=600, initial_seconds=1, max_seconds=30)
     client, gate, sent_at = make_client(clock, answers, retry=retry)
@@ -120,7 +93,7 @@ def test_a_quota_wait_does_not_count_against_the_retry_budget() -> None:
 
 
 def test_after_a_quota_wait_the_budget_still_runs_out_on_time_spent_trying() -> None:
-    clock = VirtualTime(NOON_IN_BEIJING)
+    clock = FakeClock.at(NOON_IN_BEIJING)
     answers = iter([answer("10040", remain=0), *[http_503() for _ in range(100)]])
     retry = RetryPolicy(max_attempts=100, max_elapsed_seconds=60, initial_seconds=1, max_seconds=8)
     client, _, sent_at = make_client(clock, answers, retry=retry)
@@ -132,11 +105,24 @@ def test_after_a_quota_wait_the_budget_still_runs_out_on_time_spent_trying() -> 
 
 
 def test_waits_for_the_rate_limiter_do_not_count_against_the_retry_budget() -> None:
-    clock = VirtualTime(NOON_IN_BEIJING)
-    limiter = RateLimiter(0.01, clock=clock.monotonic)  # one call every 100 s: far beyond the 30 s budget
+    clock = FakeClock.at(NOON_IN_BEIJING)
+    limiter = RateLimiter(0.01, clock=clock)  # one call every 100 s: far beyond the 30 s budget
     answers = iter([http_503(), http_503(), answer("10000")])
     retry = RetryPolicy(max_attempts=8, max_elapsed_seconds=30, initial_seconds=1, max_seconds=2)
     client, _, sent_at = make_client(clock, answers, retry=retry, limiter=limiter)
     result = client.delete(BATCH)
     assert {item.status for item in result.items} == {ItemStatus.DELETED}
     assert sent_at[-1] - sent_at[0] >= 200  # two full spacings of the limiter passed between the tries
+
+
+def test_payment_required_holds_the_call_for_an_hour_then_probes() -> None:
+    clock = FakeClock.at(NOON_IN_BEIJING)
+    answers = iter([answer("10010", remain=0), answer("10010", remain=0), answer("10000")])
+    retry = RetryPolicy(max_attempts=2, max_elapsed_seconds=60, initial_seconds=1, max_seconds=2)
+    client, gate, sent_at = make_client(clock, answers, retry=retry)
+    result = client.delete(BATCH)
+    assert {item.status for item in result.items} == {ItemStatus.DELETED}
+    assert result.codes == ("10010", "10010", "10000")
+    assert result.api_calls == 3  # with max_attempts=2: waiting for a top-up is not a failed attempt
+    assert [later - earlier for earlier, later in itertools.pairwise(sent_at)] == [3600, 3600]
+    assert not gate.state().payment_required  # the call went through: the pack was topped up

@@ -82,6 +82,17 @@ def test_quota_refills_at_midnight_china_standard_time() -> None:
     assert (reply.code, reply.remain_times) == ("10000", 0)
 
 
+def test_a_spent_paid_pack_answers_10010_uncharged_until_topped_up() -> None:
+    state = make_state(quota=3, payment_required=True)
+    state.seed_images("c", [("p", "i")])
+    refused = state.handle_delete(body("c", ("p", "i")))
+    assert (refused.code, refused.charge, refused.remain_times) == ("10010", False, 0)
+    assert json.loads(refused.render())["code"] == "10010"
+    state.update_faults({"payment_required": False})
+    assert state.handle_delete(body("c", ("p", "i"))).code == "10000"
+    assert state.stats().calls_by_code == {"10010": 1, "10000": 1}
+
+
 def test_quota_status_names_the_next_reset() -> None:
     state = make_state(quota=5)
     status = state.quota_status()

@@ -271,3 +271,12 @@ def test_dry_run_never_touches_the_live_group_or_output_topics(monkeypatch: pyte
     assert dry.kafka.dlq_topic == "catalog.product-delisted.dlq.dry-run"
     assert dry.kafka.input_topic == live.kafka.input_topic
     assert masked_config(dry)["kafka"]["group_id"] == "sweepers.dry-run"  # check-config shows what is used
+
+
+def test_the_payment_probe_interval_defaults_to_an_hour_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().api.payment_probe_seconds == 3600
+    monkeypatch.setenv("IMGSWEEP_API__PAYMENT_PROBE_SECONDS", "1800")
+    assert load_settings().api.payment_probe_seconds == 1800
+    monkeypatch.setenv("IMGSWEEP_API__PAYMENT_PROBE_SECONDS", "5")  # a refused call every 5 s is no probe
+    with pytest.raises(ConfigError, match="IMGSWEEP_API__PAYMENT_PROBE_SECONDS: Input should be greater"):
+        load_settings()
