@@ -89,11 +89,9 @@ def run_service(settings: Settings) -> int:
         if pipeline_holder:
             pipeline_holder[0].on_stats(stats)
 
-    def on_error(error: Any) -> None:
-        log.warning("kafka: %s", error)
-
-    consumer = Consumer(consumer_config(settings, stats_cb=on_stats, error_cb=on_error))
-    producer = Producer(producer_config(settings, error_cb=on_error))
+    # librdkafka's log lines and errors go through the JSON logger (kafka_clients: logger, error_cb), once each.
+    consumer = Consumer(consumer_config(settings, stats_cb=on_stats))
+    producer = Producer(producer_config(settings))
     executor = ThreadPoolExecutor(max_workers=api.workers, thread_name_prefix="api-call")
     pipeline = Pipeline(
         settings=settings,

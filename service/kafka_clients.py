@@ -1,15 +1,56 @@
-"""librdkafka's configuration for imgsweep's consumer and producer: every dotted name in one place."""
+"""librdkafka's configuration for imgsweep's consumer and producer: every dotted name in one place.
+
+librdkafka's own log lines go through Python's logging (the logger named ``librdkafka``), so they come out as
+the service's JSON lines instead of ``%3|...|FAIL|...`` on stderr. librdkafka reports a broker failure twice:
+as a log line (``FAIL``, with the broker and the cause) and through ``error_cb``. ``log_kafka_error`` keeps
+``error_cb`` for what librdkafka does not log itself (``_ALL_BROKERS_DOWN`` above all), so each failure is one
+line.
+"""
 
 from __future__ import annotations
 
+import logging
 import socket
-from typing import Any
+from typing import Any, Final
+
+from confluent_kafka import KafkaError
 
 from service.settings import Settings
 
-__all__ = ["STATS_INTERVAL_MS", "consumer_config", "producer_config", "reader_config"]
+__all__ = [
+    "LIBRDKAFKA_LOGGER",
+    "STATS_INTERVAL_MS",
+    "consumer_config",
+    "log_kafka_error",
+    "producer_config",
+    "reader_config",
+]
 
 STATS_INTERVAL_MS = 5000
+
+LIBRDKAFKA_LOGGER: Final = logging.getLogger("librdkafka")
+"""Where librdkafka's log lines go (confluent-kafka's ``logger``; served by ``poll``/``consume``). Its syslog
+levels map to Python's (3 ERROR, 4 WARNING, 5-6 INFO, 7 DEBUG): a ``debug`` property shows only at
+``IMGSWEEP_LOG__LEVEL=DEBUG``."""
+
+_LOGGED_BY_LIBRDKAFKA: Final = frozenset(
+    {KafkaError._TRANSPORT, KafkaError._RESOLVE, KafkaError._AUTHENTICATION, KafkaError._SSL}
+)
+"""Errors ``error_cb`` reports that librdkafka has already logged as a ``FAIL`` line naming the broker."""
+
+_log = logging.getLogger(__name__)
+
+
+def log_kafka_error(error: KafkaError) -> None:
+    """``error_cb``: logs what librdkafka has not logged already, once.
+
+    A broker's connection, resolution, TLS or authentication failure is librdkafka's ``FAIL`` line; a fatal error
+    is its ``FATAL`` line (and the pipeline halts on it where a message or delivery report carries it). What is
+    left, chiefly ``_ALL_BROKERS_DOWN`` (no single broker's line says that), is logged here.
+    """
+    if error.fatal() or error.code() in _LOGGED_BY_LIBRDKAFKA:
+        return
+    _log.warning("kafka: %s", error.str(), extra={"code": error.name()})
 
 # What only a member of a classic group may set: with group.protocol=consumer (KIP-848) the broker assigns
 # partitions and keeps the session, and librdkafka refuses to create a consumer that sets these.
@@ -34,6 +75,8 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "max.poll.interval.ms": kafka.max_poll_interval_ms,
         "session.timeout.ms": kafka.session_timeout_ms,
         "statistics.interval.ms": STATS_INTERVAL_MS,
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
         **callbacks,
     }
     if kafka.group_instance_id is not None:
@@ -62,5 +105,7 @@ def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
         **callbacks,
     }
