@@ -58,6 +58,15 @@ def dead_letter_schema() -> dict[str, Any]:
             f"{DLQ_HEADER_PREFIX}source_partition": {**text, "pattern": "^[0-9]+$"},
             f"{DLQ_HEADER_PREFIX}source_offset": {**text, "pattern": "^[0-9]+$"},
             f"{DLQ_HEADER_PREFIX}dead_lettered_at": {**text, "format": "date-time"},
+            "traceparent": {
+                **text,
+                "description": (
+                    "W3C trace context. Kept if the record had it; added when the record carried its context only "
+                    "as the CloudEvents Distributed Tracing extension (ce_traceparent, or a structured envelope's "
+                    "traceparent member)."
+                ),
+            },
+            "tracestate": {**text, "description": "W3C trace state, with traceparent."},
         },
         "required": [
             f"{DLQ_HEADER_PREFIX}{name}"
@@ -78,6 +87,14 @@ def asyncapi() -> dict[str, Any]:
             "ce_source": {"type": "string"},
             "ce_time": {"type": "string", "format": "date-time"},
             "ce_subject": {"type": "string", "description": "= event_id"},
+            "traceparent": {
+                "type": "string",
+                "description": (
+                    "The input's W3C trace context, when it had one: its traceparent header, else its CloudEvents "
+                    "Distributed Tracing extension."
+                ),
+            },
+            "tracestate": {"type": "string", "description": "The input's W3C trace state, with traceparent."},
         },
         "required": ["ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time"],
     }
@@ -147,7 +164,9 @@ def asyncapi() -> dict[str, Any]:
                     "headers": {
                         "type": "object",
                         "description": (
-                            "Only content-type and ce_* headers are read for the event. A copy republished by "
+                            "Only content-type and ce_* headers are read for the event, and traceparent/tracestate "
+                            "(W3C trace context; else the CloudEvents extension), carried to the outcome and the "
+                            "dead letter. A copy republished by "
                             "`imgsweep replay-dlq` also names the dead letter it comes from; its outcome's replay_of "
                             "repeats them."
                         ),

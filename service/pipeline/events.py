@@ -364,6 +364,10 @@ class DelistEvent(BaseModel):
     """A relist's ``image_ids`` may be empty: it cancels whatever of the product's images is not yet sent."""
     event_type: str | None = None
     """The CloudEvents ``type`` (or the plain JSON type member) as sent; None for an untyped plain event."""
+    traceparent: str | None = None
+    """The CloudEvents Distributed Tracing extension as sent (a structured envelope's ``traceparent`` member, a
+    binary event's ``ce_traceparent`` header), unchecked: ``trace_context`` checks it and never refuses an event."""
+    tracestate: str | None = None
 
 
 def input_event_json_schema() -> dict[str, Any]:
@@ -509,9 +513,16 @@ def _decode_structured(document: object, types: EventTypes) -> DelistEvent:
         data, name = document["data"], "data"
     else:
         raise InvalidEvent("invalid_schema", "data: missing, the CloudEvent carries no delist fields")
+    trace = _member_text(document, "traceparent"), _member_text(document, "tracestate")
     if kind is EventKind.RELIST:
         return _relist_event(
-            attributes.id, data, attributes.type, attributes.time, "cloudevents-structured", document_name=name
+            attributes.id,
+            data,
+            attributes.type,
+            attributes.time,
+            "cloudevents-structured",
+            document_name=name,
+            trace=trace,
         )
     fields = _data_fields(data, document_name=name, path_prefix=f"{name}.")
     return _delist_event(
@@ -520,7 +531,13 @@ def _decode_structured(document: object, types: EventTypes) -> DelistEvent:
         fallback_time=attributes.time,
         source_format="cloudevents-structured",
         event_type=attributes.type,
+        trace=trace,
     )
+
+
+def _member_text(document: dict[str, Any], name: str) -> str | None:
+    value = document.get(name)
+    return value if type(value) is str else None
 
 
 def _base64_data(encoded: object) -> bytes:
@@ -540,14 +557,16 @@ def _decode_binary(payload: bytes, headers: dict[str, str], content_type: str | 
     if content_type is not None:
         _require_json_media_type(content_type, "content-type")
     data = _parse_json(payload, "value")
+    trace = headers.get("traceparent"), headers.get("tracestate")
     if kind is EventKind.RELIST:
-        return _relist_event(attributes.id, data, attributes.type, attributes.time, "cloudevents-binary")
+        return _relist_event(attributes.id, data, attributes.type, attributes.time, "cloudevents-binary", trace=trace)
     return _delist_event(
         attributes.id,
         _data_fields(data),
         fallback_time=attributes.time,
         source_format="cloudevents-binary",
         event_type=attributes.type,
+        trace=trace,
     )
 
 
@@ -597,6 +616,8 @@ _ANY_EVENT: Final = DelistEvent(
     source_format="json",
     kind=EventKind.RELIST,
     event_type="-",
+    traceparent="-",
+    tracestate="-",
 )
 """Decoded events are copies of this one with every field replaced (see ``_delist_event``)."""
 
@@ -608,6 +629,7 @@ def _delist_event(
     fallback_time: datetime | None,
     source_format: SourceFormat,
     event_type: str | None = None,
+    trace: tuple[str | None, str | None] = (None, None),
 ) -> DelistEvent:
     # Every value is valid already and every timestamp is in UTC, so DelistEvent's own validation could only
     # merge the duplicates: that is done here, and the event is built without validating a second time.
@@ -622,6 +644,8 @@ def _delist_event(
             "source_format": source_format,
             "kind": EventKind.DELIST,
             "event_type": event_type,
+            "traceparent": trace[0],
+            "tracestate": trace[1],
         }
     )
 
@@ -634,6 +658,7 @@ def _relist_event(
     source_format: SourceFormat,
     *,
     document_name: str = "value",
+    trace: tuple[str | None, str | None] = (None, None),
 ) -> DelistEvent:
     """A relist names the product (collection and product id); its ``image_ids`` are optional, checked if sent."""
     if not isinstance(data, dict):
@@ -644,7 +669,7 @@ def _relist_event(
         _validate(DelistEventData, checked, "invalid_schema", document_name=document_name)
     )
     event = _delist_event(
-        event_id, fields, fallback_time=fallback_time, source_format=source_format, event_type=event_type
+        event_id, fields, fallback_time=fallback_time, source_format=source_format, event_type=event_type, trace=trace
     )
     images = _merge_duplicates(fields.image_ids) if sent_images else ()
     return event.model_copy(update={"kind": EventKind.RELIST, "image_ids": images})

@@ -26,6 +26,7 @@ from pydantic_core import to_json
 from service.api.models import ItemStatus
 from service.pipeline.events import EventKind
 from service.pipeline.pending import DeadLetterRef, Headers, PendingEvent, SourceRecord
+from service.pipeline.trace_context import TRACEPARENT, TraceContext
 
 __all__ = [
     "DLQ_HEADER_PREFIX",
@@ -183,9 +184,9 @@ def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: boo
     return Outcome(outcome_id, event.event_id, status, completed_at, to_json(document))
 
 
-def outcome_headers(outcome: Outcome, *, source: str) -> Headers:
-    """CloudEvents 1.0 binary-mode headers for the outcome record."""
-    return [
+def outcome_headers(outcome: Outcome, *, source: str, trace: TraceContext | None = None) -> Headers:
+    """CloudEvents 1.0 binary-mode headers for the outcome record, and the input's W3C trace context if any."""
+    headers: Headers = [
         ("ce_specversion", b"1.0"),
         ("ce_id", outcome.outcome_id.encode()),
         ("ce_type", _OUTCOME_TYPE_BYTES),
@@ -194,6 +195,9 @@ def outcome_headers(outcome: Outcome, *, source: str) -> Headers:
         ("ce_subject", outcome.event_id.encode()),
         ("content-type", b"application/json"),
     ]
+    if trace is not None:
+        headers.extend(trace.headers())
+    return headers
 
 
 def failure_summary(pending: PendingEvent) -> str:
@@ -213,10 +217,19 @@ def failure_summary(pending: PendingEvent) -> str:
     return f"{len(failed)} of {len(pending.event.image_ids)} images failed for good: " + "; ".join(parts)
 
 
-def dead_letter_headers(record: SourceRecord, *, error_class: str, reason: str, at: datetime) -> Headers:
-    """The original headers, then headers naming the error and where the record came from."""
+def dead_letter_headers(
+    record: SourceRecord, *, error_class: str, reason: str, at: datetime, trace: TraceContext | None = None
+) -> Headers:
+    """The original headers, then headers naming the error and where the record came from.
+
+    A record whose trace context was not in a ``traceparent`` header (a CloudEvents extension) gets one (and
+    ``tracestate``), so the copy carries it where Kafka consumers look.
+    """
+    original = [header for header in record.headers if not header[0].startswith(DLQ_HEADER_PREFIX)]
+    if trace is not None and not any(name.lower() == TRACEPARENT for name, _ in original):
+        original.extend(trace.headers())
     return [
-        *(header for header in record.headers if not header[0].startswith(DLQ_HEADER_PREFIX)),
+        *original,
         (f"{DLQ_HEADER_PREFIX}error_class", error_class.encode()),
         (f"{DLQ_HEADER_PREFIX}error_reason", reason.encode("utf-8", errors="replace")[:1000]),
         (f"{DLQ_HEADER_PREFIX}source_topic", record.topic.encode()),

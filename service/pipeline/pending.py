@@ -7,6 +7,7 @@ from datetime import datetime
 
 from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.pipeline.events import DelistEvent
+from service.pipeline.trace_context import TraceContext
 
 __all__ = [
     "INTERNAL_ERROR",
@@ -65,6 +66,8 @@ class PendingEvent:
     """Set when the partition is revoked or lost: late results for it are ignored."""
     relisted: bool = False
     """Set when a relist cancelled the images not yet sent: retries of the others are cancelled too."""
+    trace: TraceContext | None = None
+    """The W3C trace context the input carried (``trace_context``): carried to the outcome and a dead letter."""
 
     def items(self) -> list[DeleteItem]:
         product_id = self.event.product_id

@@ -661,6 +661,8 @@ def encoded_events(draw: st.DrawFn) -> tuple[bytes, Headers | None, dict[str, An
         "source_format": {"json": "json", "binary": "cloudevents-binary"}.get(form, "cloudevents-structured"),
         "kind": "delist",
         "event_type": None if form == "json" else ATTRIBUTES["type"],
+        "traceparent": None,
+        "tracestate": None,
     }
     return value, headers, expected
 

@@ -16,6 +16,7 @@ from service.pipeline.partitions import Partitions
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 from service.pipeline.reasons import SkipReason
 from service.pipeline.steps.abstract import MessageRejected, Step
+from service.pipeline.trace_context import trace_context
 
 __all__ = ["DecodeStep", "source_record"]
 
@@ -80,7 +81,8 @@ class DecodeStep:
             )
             self._invalid(record, invalid)
             return
-        pending = PendingEvent(event=event, source=record, first_seen_at=datetime.now(UTC))
+        trace = trace_context(record.headers, event.traceparent, event.tracestate)
+        pending = PendingEvent(event=event, source=record, first_seen_at=datetime.now(UTC), trace=trace)
         self._partitions.add(pending)
         self._events.submit(pending)
 

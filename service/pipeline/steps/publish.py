@@ -23,6 +23,7 @@ from service.pipeline.outcomes import build_outcome, dead_letter_headers, failur
 from service.pipeline.partitions import Partitions, PartitionState
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 from service.pipeline.reasons import DeadLetterReason
+from service.pipeline.trace_context import TraceContext, record_trace_context
 
 __all__ = ["PublishStep", "Topics"]
 
@@ -74,7 +75,7 @@ class PublishStep:
                 topic=self._topics.outcomes,
                 key=pending.event.product_id.encode(),
                 value=outcome.value,
-                headers=outcome_headers(outcome, source=self._source),
+                headers=outcome_headers(outcome, source=self._source, trace=pending.trace),
                 kind="outcome",
                 label=outcome.status,
                 timestamp_ms=pending.source.timestamp_ms,
@@ -82,14 +83,14 @@ class PublishStep:
         ]
         if pending.dead_letter_reason is not None:
             reason = DeadLetterReason(pending.dead_letter_reason)
-            records.append(self._dead_letter(pending.source, reason, failure_summary(pending)))
+            records.append(self._dead_letter(pending.source, reason, failure_summary(pending), trace=pending.trace))
         self._publish(pending.source, records)
 
     def invalid(self, record: SourceRecord, error: InvalidEvent) -> None:
         """A record that is not a delist event goes to the dead-letter topic as it came."""
-        self._publish(
-            record, [self._dead_letter(record, DeadLetterReason.INVALID_EVENT, error.reason, error.error_class)]
-        )
+        trace = record_trace_context(record.headers, record.value)
+        dead_letter = self._dead_letter(record, DeadLetterReason.INVALID_EVENT, error.reason, error.error_class, trace)
+        self._publish(record, [dead_letter])
 
     def poll(self) -> None:
         """Serves delivery reports (acknowledgements move the commit watermark). Never blocks."""
@@ -100,13 +101,21 @@ class PublishStep:
         self._producer.flush(max(0.0, deadline - time.monotonic()))
 
     def _dead_letter(
-        self, record: SourceRecord, reason: DeadLetterReason, text: str, error_class: str | None = None
+        self,
+        record: SourceRecord,
+        reason: DeadLetterReason,
+        text: str,
+        error_class: str | None = None,
+        trace: TraceContext | None = None,
     ) -> _Record:
+        headers = dead_letter_headers(
+            record, error_class=error_class or reason, reason=text, at=datetime.now(UTC), trace=trace
+        )
         return _Record(
             topic=self._topics.dead_letters,
             key=record.key,
             value=record.value,
-            headers=dead_letter_headers(record, error_class=error_class or reason, reason=text, at=datetime.now(UTC)),
+            headers=headers,
             kind="dead_letter",
             label=reason,
             timestamp_ms=None,
