@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import time, timedelta, timezone
+from datetime import time, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     AfterValidator,
@@ -22,8 +23,11 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    PlainSerializer,
+    PlainValidator,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -258,11 +262,49 @@ class KafkaSettings(_Section):
         return config
 
 
-def _utc_offset(value: str) -> str:
-    match = re.fullmatch(r"([+-])(\d{2}):(\d{2})", value)
-    if not match or int(match.group(2)) > 14 or int(match.group(3)) > 59:
-        raise ValueError(f"{value!r} is not a UTC offset like +08:00 or -05:30")
-    return value
+def _reset_zone(value: object) -> tzinfo:
+    """An IANA time zone name (``Asia/Shanghai``, from the system's zone database) or a fixed offset (``+08:00``)."""
+    if isinstance(value, tzinfo):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a time zone name like Asia/Shanghai or a UTC offset like +08:00")  # noqa: TRY004
+    text = value.strip()
+    match = re.fullmatch(r"([+-])(\d{2}):(\d{2})", text)
+    if match:
+        hours, minutes = int(match.group(2)), int(match.group(3))
+        if hours > 14 or minutes > 59:
+            raise ValueError(f"{value!r} is not a UTC offset (from -14:00 to +14:00, like +08:00 or -05:30)")
+        return timezone((-1 if match.group(1) == "-" else 1) * timedelta(hours=hours, minutes=minutes))
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):  # ValueError: not even a well-formed key (empty, "../x")
+        pass
+    if not available_timezones():
+        raise ValueError(
+            f"{value!r} cannot be looked up: this system has no IANA time zone database (install Debian's tzdata "
+            "package or PyPI's tzdata), or use a UTC offset like +08:00"
+        )
+    raise ValueError(
+        f"{value!r} is not a time zone: use an IANA name like Asia/Shanghai or a UTC offset like +08:00 or -05:30"
+    )
+
+
+def _zone_name(zone: tzinfo) -> str:
+    """How a reset zone is shown (check-config): the IANA name, or the offset as ``+08:00``."""
+    if isinstance(zone, ZoneInfo):
+        return zone.key
+    minutes = int((zone.utcoffset(None) or timedelta(0)).total_seconds()) // 60
+    return f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+ResetZone = Annotated[
+    tzinfo,
+    PlainValidator(_reset_zone),
+    PlainSerializer(_zone_name, return_type=str),
+    WithJsonSchema({"type": "string", "examples": ["+08:00", "Asia/Shanghai"]}),
+]
+OLD_RESET_ZONE_NAME = "quota_reset_utc_offset"
+"""The reset zone's setting before IANA names were accepted (``IMGSWEEP_API__QUOTA_RESET_UTC_OFFSET``), still read."""
 
 
 class ApiSettings(_Section):
@@ -290,8 +332,9 @@ class ApiSettings(_Section):
     retryable_item_reasons: Annotated[frozenset[str], _json(_JSON_ARRAY_OF_STRINGS)] = Field(
         default=frozenset({"DELETE_IMAGE_ERROR", "INTERNAL_SERVER_ERROR"})
     )
-    quota_reset_utc_offset: Annotated[str, AfterValidator(_utc_offset)] = Field(
-        default="+08:00", description="Time zone of the daily quota reset (China Standard Time)."
+    quota_reset_zone: ResetZone = Field(
+        default=timezone(timedelta(hours=8)),
+        description="Time zone of the daily quota reset: an IANA name (Asia/Shanghai) or a UTC offset (+08:00).",
     )
     quota_reset_time: time = Field(default=time(0, 0), description="Local time of the daily reset.")
     payment_probe_seconds: float = Field(
@@ -310,11 +353,19 @@ class ApiSettings(_Section):
             )
         return self
 
-    @property
-    def quota_reset_zone(self) -> timezone:
-        sign = -1 if self.quota_reset_utc_offset[0] == "-" else 1
-        hours, minutes = (int(part) for part in self.quota_reset_utc_offset[1:].split(":"))
-        return timezone(sign * timedelta(hours=hours, minutes=minutes))
+    @model_validator(mode="before")
+    @classmethod
+    def _old_reset_zone_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and OLD_RESET_ZONE_NAME in data:
+            data = dict(data)
+            old = data.pop(OLD_RESET_ZONE_NAME)
+            if "quota_reset_zone" in data:
+                raise ValueError(
+                    f"set {ENV_PREFIX}API__QUOTA_RESET_ZONE or its old name {ENV_PREFIX}API__QUOTA_RESET_UTC_OFFSET, "
+                    "not both"
+                )
+            data["quota_reset_zone"] = old
+        return data
 
 
 class BatchSettings(_Section):

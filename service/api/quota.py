@@ -40,12 +40,17 @@ class QuotaState:
 
 
 def next_reset(now: datetime, zone: tzinfo, at: time) -> datetime:
-    """The first reset strictly after ``now`` (aware datetimes), as a UTC datetime."""
+    """The first reset strictly after ``now`` (aware datetimes), as a UTC datetime.
+
+    ``zone`` is a fixed offset or an IANA zone. Instants are compared in UTC: two datetimes in the same zone
+    compare by wall time, which in the repeated hour of a daylight-saving change would name a reset that has
+    already passed.
+    """
     local = now.astimezone(zone)
-    candidate = datetime.combine(local.date(), at, tzinfo=zone)
-    if candidate <= local:
-        candidate = datetime.combine(local.date() + timedelta(days=1), at, tzinfo=zone)
-    return candidate.astimezone(UTC)
+    candidate = datetime.combine(local.date(), at, tzinfo=zone).astimezone(UTC)
+    if candidate <= now:
+        candidate = datetime.combine(local.date() + timedelta(days=1), at, tzinfo=zone).astimezone(UTC)
+    return candidate
 
 
 class QuotaGate:

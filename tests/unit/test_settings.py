@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import time, timedelta
+import sys
+import zoneinfo
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -143,7 +145,10 @@ def test_librdkafka_properties_pass_through(monkeypatch: pytest.MonkeyPatch) -> 
         ("IMGSWEEP_KAFKA__PROPERTIES", '{"enable.auto.commit": "true"}', "managed by imgsweep"),
         ("IMGSWEEP_HTTP__PORT", "70000", "IMGSWEEP_HTTP__PORT"),
         ("IMGSWEEP_LOG__LEVEL", "LOUD", "IMGSWEEP_LOG__LEVEL"),
-        ("IMGSWEEP_API__QUOTA_RESET_UTC_OFFSET", "8", "is not a UTC offset like +08:00"),
+        ("IMGSWEEP_API__QUOTA_RESET_UTC_OFFSET", "8", "'8' is not a time zone: use an IANA name like Asia/Shanghai"),
+        ("IMGSWEEP_API__QUOTA_RESET_ZONE", "Mars/Olympus", "IMGSWEEP_API__QUOTA_RESET_ZONE: 'Mars/Olympus' is not a"),
+        ("IMGSWEEP_API__QUOTA_RESET_ZONE", "+15:00", "IMGSWEEP_API__QUOTA_RESET_ZONE: '+15:00' is not a UTC offset"),
+        ("IMGSWEEP_API__QUOTA_RESET_ZONE", "../../etc/passwd", "IMGSWEEP_API__QUOTA_RESET_ZONE: '../../etc/passwd'"),
         ("IMGSWEEP_KAFKA__BOOTSTRAPSERVERS", "k:9092", "IMGSWEEP_KAFKA__BOOTSTRAPSERVERS: is not a known"),
         ("IMGSWEEP_DRYRUN", "true", "IMGSWEEP_DRYRUN: is not a known setting"),
     ],
@@ -280,3 +285,44 @@ def test_the_payment_probe_interval_defaults_to_an_hour_and_is_bounded(monkeypat
     monkeypatch.setenv("IMGSWEEP_API__PAYMENT_PROBE_SECONDS", "5")  # a refused call every 5 s is no probe
     with pytest.raises(ConfigError, match="IMGSWEEP_API__PAYMENT_PROBE_SECONDS: Input should be greater"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "offset", "shown"),
+    [
+        ("IMGSWEEP_API__QUOTA_RESET_ZONE", "Asia/Shanghai", timedelta(hours=8), "Asia/Shanghai"),
+        ("IMGSWEEP_API__QUOTA_RESET_ZONE", "America/New_York", timedelta(hours=-5), "America/New_York"),
+        ("IMGSWEEP_API__QUOTA_RESET_ZONE", "+08:00", timedelta(hours=8), "+08:00"),
+        ("IMGSWEEP_API__QUOTA_RESET_ZONE", "-05:30", -timedelta(hours=5, minutes=30), "-05:30"),
+        ("IMGSWEEP_API__QUOTA_RESET_UTC_OFFSET", "+09:00", timedelta(hours=9), "+09:00"),  # the old name still works
+    ],
+)
+def test_the_reset_zone_is_an_iana_name_or_an_offset(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, offset: timedelta, shown: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    settings = load_settings()
+    january = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+    assert settings.api.quota_reset_zone.utcoffset(january) == offset
+    assert masked_config(settings)["api"]["quota_reset_zone"] == shown
+
+
+def test_the_reset_zone_and_its_old_name_together_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSWEEP_API__QUOTA_RESET_ZONE", "Asia/Shanghai")
+    monkeypatch.setenv("IMGSWEEP_API__QUOTA_RESET_UTC_OFFSET", "+08:00")
+    with pytest.raises(ConfigError, match="IMGSWEEP_API__QUOTA_RESET_ZONE or its old name"):
+        load_settings()
+
+
+def test_without_a_zone_database_a_zone_name_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSWEEP_API__QUOTA_RESET_ZONE", "Asia/Shanghai")
+    for module in ["tzdata", *(name for name in sys.modules if name.startswith("tzdata."))]:
+        monkeypatch.setitem(sys.modules, module, None)  # no PyPI tzdata (the development tools bring one along)
+    zoneinfo.reset_tzpath(to=[])  # and no /usr/share/zoneinfo, as on a base image without Debian's tzdata
+    zoneinfo.ZoneInfo.clear_cache()
+    try:
+        with pytest.raises(ConfigError, match=r"no IANA time zone database \(install .*or use a UTC offset like"):
+            load_settings()
+    finally:
+        zoneinfo.reset_tzpath()
+        zoneinfo.ZoneInfo.clear_cache()
