@@ -49,7 +49,7 @@ def run_service(settings: Settings) -> int:
     stop_calls = threading.Event()
     api = settings.api
     limiter = RateLimiter(api.qps)
-    quota = QuotaGate(api.quota_reset_zone, api.quota_reset_time)
+    quota = QuotaGate(api.quota_reset_zone, api.quota_reset_time, payment_probe_seconds=api.payment_probe_seconds)
     http = new_http_client(
         connect=api.connect_timeout_seconds,
         read=api.read_timeout_seconds,

@@ -24,6 +24,7 @@ class Gauges:
         metrics = self._metrics
         state = self._quota.state()
         metrics.quota_exhausted.set(1 if state.exhausted else 0)
+        metrics.quota_payment_required.set(1 if state.payment_required else 0)
         metrics.quota_reset_seconds.set(state.seconds_until_reset)
         metrics.quota_remaining.set(math.nan if state.remaining is None else state.remaining)
         if state.charged_calls > self._charged_reported:
