@@ -26,6 +26,7 @@ from service.metrics import Metrics
 from service.pipeline.events import ERROR_CLASSES
 from service.pipeline.processor import Pipeline
 from service.settings import ConfigError, Settings, masked_config
+from service.tracing import response_hook, start_tracing
 
 __all__ = ["run_service"]
 
@@ -57,6 +58,8 @@ def run_service(settings: Settings) -> int:
         pool=api.pool_timeout_seconds,
         connections=api.workers,
     )
+    tracing = start_tracing(settings.tracing)  # ConfigError without the otel extra
+    http.event_hooks = {**http.event_hooks, "response": [*http.event_hooks["response"], response_hook(tracing)]}
     if settings.dry_run:
         delete = _dry_run_delete(limiter, stop_calls)
         log.warning("DRY RUN: no API call is made; outcomes say dry_run: true")
@@ -105,6 +108,7 @@ def run_service(settings: Settings) -> int:
         health=health,
         stop_calls=stop_calls,
         source=f"imgsweep/{settings.kafka.group_id}",
+        tracing=tracing,
     )
     pipeline_holder.append(pipeline)
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)
@@ -123,5 +127,6 @@ def run_service(settings: Settings) -> int:
     finally:
         server.stop()
         http.close()
+        tracing.shutdown()
     log.info("imgsweep stopped after %.1f s", time.monotonic() - started)
     return 0

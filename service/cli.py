@@ -51,12 +51,14 @@ def _run(_args: argparse.Namespace) -> int:
 def _settings_or_exit(*, require_credentials: bool) -> Settings:
     """The settings, checked as far as they can be without connecting; exit 2 with one line per problem."""
     from service.kafka_preflight import check_librdkafka_config  # noqa: PLC0415 - loads librdkafka
+    from service.tracing import check_tracing  # noqa: PLC0415 - finds the otel extra, imports none of it
 
     try:
         settings = load_settings()
         if require_credentials:
             settings.require_credentials()
         warnings = check_librdkafka_config(settings)
+        check_tracing(settings.tracing)
     except ConfigError as error:
         print(f"imgsweep: {error}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None

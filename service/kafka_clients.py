@@ -52,6 +52,7 @@ def log_kafka_error(error: KafkaError) -> None:
         return
     _log.warning("kafka: %s", error.str(), extra={"code": error.name()})
 
+
 # What only a member of a classic group may set: with group.protocol=consumer (KIP-848) the broker assigns
 # partitions and keeps the session, and librdkafka refuses to create a consumer that sets these.
 _CLASSIC_GROUP_ONLY = ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms")

@@ -449,6 +449,16 @@ class LogSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry tracing (the ``otel`` extra): a span per API call, linked to the events it carries.
+
+    The exporter is OTLP, configured by the standard ``OTEL_EXPORTER_OTLP_*`` variables (and ``OTEL_SERVICE_NAME``,
+    ``OTEL_RESOURCE_ATTRIBUTES``); nothing here repeats them.
+    """
+
+    enabled: bool = Field(default=False, description="Export a span per API call by OTLP (needs imgsweep[otel]).")
+
+
 class Settings(BaseSettings):
     """The root of the configuration; see the README's table for every name."""
 
@@ -468,6 +478,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     events: EventSettings = EventSettings()
+    tracing: TracingSettings = TracingSettings()
     max_event_age_seconds: float | None = Field(
         default=None,
         gt=0,

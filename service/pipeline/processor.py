@@ -41,6 +41,7 @@ from service.pipeline.steps.decode import DecodeStep
 from service.pipeline.steps.hold import HoldStep, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.settings import Settings
+from service.tracing import NO_TRACING, Tracing
 
 __all__ = ["Pipeline"]
 
@@ -64,6 +65,7 @@ class Pipeline:
         health: HealthState,
         stop_calls: threading.Event,
         source: str,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         kafka, api, batch = settings.kafka, settings.api, settings.batch
         self._topic, self._grace = kafka.input_topic, settings.shutdown_grace_seconds
@@ -85,7 +87,7 @@ class Pipeline:
         self._call = CallStep(
             delete=delete, executor=executor, workers=api.workers, limiter=limiter, quota=quota,
             max_attempts=api.max_attempts, partitions=self._partitions, finished=self._publish, halt=self._halt,
-            stop_calls=stop_calls, deletions=deletions, metrics=metrics,
+            stop_calls=stop_calls, deletions=deletions, metrics=metrics, tracing=tracing,
         )  # fmt: skip
         batcher: Batcher[PendingEvent] = Batcher(
             max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds

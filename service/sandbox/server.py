@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 import threading
+import uuid
 from datetime import timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -252,8 +253,8 @@ class _SandboxHandler(BaseHTTPRequestHandler):
             f"Date: {self.date_time_string()}\r\n"
             f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(body) if declared_length is None else declared_length}\r\n"
-            + ("Connection: close\r\n" if close else "")
-            + "\r\n"
+            # As JD Cloud's gateway names a request, so the client's logs and spans can carry it.
+            f"X-Jdcloud-Request-Id: {uuid.uuid4().hex}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
         )
         if close:
             self.close_connection = True

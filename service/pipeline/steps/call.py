@@ -20,6 +20,7 @@ from service.api.errors import CallAbandoned, FatalApiError, RetriesExhausted
 from service.api.models import BatchResult, DeleteBatch, DeleteItem, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter, SendSlot
+from service.logs import log_context
 from service.metrics import Metrics
 from service.pipeline.batcher import ReadyBatch
 from service.pipeline.decisions import route_results
@@ -29,6 +30,8 @@ from service.pipeline.pending import INTERNAL_ERROR, RETRIES_EXHAUSTED, PendingE
 from service.pipeline.reasons import CancelReason
 from service.pipeline.steps.abstract import MessageRejected, Step
 from service.pipeline.steps.hold import RecentDeletions
+from service.pipeline.trace_context import TraceContext
+from service.tracing import NO_TRACING, Tracing
 
 __all__ = ["CallStep"]
 
@@ -53,8 +56,10 @@ class CallStep:
         stop_calls: threading.Event,
         deletions: RecentDeletions,
         metrics: Metrics,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self._delete = delete
+        self._tracing = tracing
         self._executor = executor
         self._workers = workers
         self._limiter = limiter
@@ -90,14 +95,32 @@ class CallStep:
         slot = self._limiter.try_acquire()
         if slot is None:
             raise MessageRejected
-        future = self._executor.submit(self._call, ready.batch, slot)
+        # Gathered only when tracing is on: nothing per event otherwise.
+        contexts = _trace_contexts(ready) if self._tracing.enabled else ()
+        future = self._executor.submit(self._call, ready.batch, slot, contexts=contexts)
         self._inflight[future] = ready
         future.add_done_callback(self._completions.put)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("call starts", extra={**_batch_ids(ready), "items": len(ready.batch.items)})
 
-    def _call(self, batch: DeleteBatch, slot: SendSlot) -> BatchResult:
-        """On a worker thread: the call, its first send in the slot granted when the batch was taken."""
-        with self._limiter.granted(slot):
-            return self._delete(batch)
+    def _call(self, batch: DeleteBatch, slot: SendSlot, *, contexts: tuple[TraceContext, ...]) -> BatchResult:
+        """On a worker thread: the call, its first send in the slot granted when the batch was taken.
+
+        Every line logged during the call (the client's too) carries the batch's id and collection, and JD's
+        request id of the latest answer once there is one.
+        """
+        with (
+            log_context(batch_id=batch.batch_id, collection=batch.collection),
+            self._tracing.call(batch, contexts) as span,
+            self._limiter.granted(slot),
+        ):
+            result = self._delete(batch)
+            span.finished(result)
+            log.debug(
+                "call finished",
+                extra={"items": len(batch.items), "code": ",".join(result.codes), "attempt": result.attempts},
+            )
+            return result
 
     def poll(self) -> None:
         """Hands the results of finished calls on. Never blocks."""
@@ -151,11 +174,11 @@ class CallStep:
         except RetriesExhausted as error:
             log.error(  # noqa: TRY400 - the cause is the API's answer, not a stack worth printing
                 "retries exhausted; events fail and go to the dead-letter topic",
-                extra={"batch_id": ready.batch.batch_id, "code": error.last.code, "attempt": error.attempts},
+                extra={**_batch_ids(ready), "code": error.last.code, "attempt": error.attempts},
             )
             result = _failed(ready.batch, RETRIES_EXHAUSTED, error.attempts)
         except Exception:  # a bug must not lose events: they fail loudly and are dead-lettered
-            log.exception("unexpected error in a delete call", extra={"batch_id": ready.batch.batch_id})
+            log.exception("unexpected error in a delete call", extra=_batch_ids(ready))
             result = _failed(ready.batch, INTERNAL_ERROR, 1)
         self._apply(ready, result)
 
@@ -186,7 +209,7 @@ class CallStep:
             log.warning(
                 "images still failing after %d calls each",
                 self._max_attempts,
-                extra={"batch_id": ready.batch.batch_id, "count": routing.exhausted, "reason": RETRIES_EXHAUSTED},
+                extra={**_batch_ids(ready), "count": routing.exhausted, "reason": RETRIES_EXHAUSTED},
             )
         for (status, reason), count in decided.items():
             self._metrics.image_decided(status, reason, count)
@@ -194,6 +217,31 @@ class CallStep:
             pending.took_part(attempts=result.attempts, api_calls=result.api_calls)
             if pending.complete and self._partitions.finish(pending):
                 self._finished.submit(pending)
+
+
+MAX_LOGGED_EVENT_IDS = 20
+"""A line about a batch names at most this many of its events (a batch carries up to 200)."""
+
+
+def _batch_ids(ready: ReadyBatch[PendingEvent]) -> dict[str, object]:
+    """The ids a line about a batch carries: the batch, its collection and (some of) its events."""
+    events = {waiter.event.event_id: None for waiters in ready.waiters.values() for waiter in waiters}
+    return {
+        "batch_id": ready.batch.batch_id,
+        "collection": ready.batch.collection,
+        "event_ids": list(events)[:MAX_LOGGED_EVENT_IDS],
+        "count": len(events),
+    }
+
+
+def _trace_contexts(ready: ReadyBatch[PendingEvent]) -> tuple[TraceContext, ...]:
+    """The distinct trace contexts of the events a call carries (its span's links), first seen first."""
+    found: dict[str, TraceContext] = {}
+    for waiters in ready.waiters.values():
+        for waiter in waiters:
+            if waiter.trace is not None:
+                found.setdefault(waiter.trace.traceparent, waiter.trace)
+    return tuple(found.values())
 
 
 def _failed(batch: DeleteBatch, reason: str, attempts: int) -> BatchResult:

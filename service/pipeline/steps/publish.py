@@ -25,7 +25,7 @@ from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 from service.pipeline.reasons import DeadLetterReason
 from service.pipeline.trace_context import TraceContext, record_trace_context
 
-__all__ = ["PublishStep", "Topics"]
+__all__ = ["PublishStep", "Topics", "event_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,19 @@ class _Record:
     kind: Literal["outcome", "dead_letter"]
     label: str
     timestamp_ms: int | None
+
+
+def event_ids(pending: PendingEvent) -> dict[str, object]:
+    """The ids a line about one event carries: the event, its product and collection, its record, its trace."""
+    event, source = pending.event, pending.source
+    return {
+        "event_id": event.event_id,
+        "product_id": event.product_id,
+        "collection": event.collection_name,
+        "partition": source.partition,
+        "offset": source.offset,
+        "trace_id": None if pending.trace is None else pending.trace.traceparent[3:35],
+    }
 
 
 class PublishStep:
@@ -83,7 +96,15 @@ class PublishStep:
         ]
         if pending.dead_letter_reason is not None:
             reason = DeadLetterReason(pending.dead_letter_reason)
-            records.append(self._dead_letter(pending.source, reason, failure_summary(pending), trace=pending.trace))
+            summary = failure_summary(pending)
+            records.append(self._dead_letter(pending.source, reason, summary, trace=pending.trace))
+            log.warning(
+                "event failed for good, sent to the dead-letter topic: %s",
+                summary,
+                extra={**event_ids(pending), "reason": str(reason), "status": outcome.status},
+            )
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("outcome published", extra={**event_ids(pending), "status": outcome.status})
         self._publish(pending.source, records)
 
     def invalid(self, record: SourceRecord, error: InvalidEvent) -> None:
