@@ -166,15 +166,16 @@ def probe_brokers(settings: Settings, timeout: float) -> ProbeResult:
     finally:
         consumer.close()
     problems = []
-    for variable, topic in (
-        ("IMGSWEEP_KAFKA__INPUT_TOPIC", kafka.input_topic),
-        ("IMGSWEEP_KAFKA__OUTCOME_TOPIC", kafka.outcome_topic),
-        ("IMGSWEEP_KAFKA__DLQ_TOPIC", kafka.dlq_topic),
+    dry_run_form = " (its dry-run form: IMGSWEEP_DRY_RUN is true)" if settings.dry_run else ""
+    for variable, topic, form in (
+        ("IMGSWEEP_KAFKA__INPUT_TOPIC", kafka.input_topic, ""),
+        ("IMGSWEEP_KAFKA__OUTCOME_TOPIC", kafka.outcome_topic, dry_run_form),
+        ("IMGSWEEP_KAFKA__DLQ_TOPIC", kafka.dlq_topic, dry_run_form),
     ):
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             problems.append(
-                f"{variable}: topic {topic!r} does not exist on the brokers at {kafka.bootstrap_servers} "
+                f"{variable}: topic {topic!r}{form} does not exist on the brokers at {kafka.bootstrap_servers} "
                 "(or this user may not describe it): create it, or set the right name"
             )
     return ProbeResult(len(metadata.brokers), problems)

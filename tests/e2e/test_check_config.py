@@ -38,6 +38,9 @@ def secrets_dir(tmp_path: Path) -> Path:
     return empty
 
 
+LIVE = {"DRY_RUN": "false", "API__ACCESS_KEY": "ak-not-real", "API__SECRET_KEY": SECRET}
+"""Settings of a live run (the probe then asks for the live topics); the keys are never used."""
+
 BAD_SETTINGS = {
     "properties not JSON": (
         {"KAFKA__PROPERTIES": "{bad"},
@@ -145,7 +148,7 @@ def test_probe_passes_when_the_brokers_answer_and_the_three_topics_exist(
 ) -> None:
     names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
     result = imgsweep(
-        secrets_dir, "check-config", "--probe", settings={"KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
+        secrets_dir, "check-config", "--probe", settings={**LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
     )
     assert result.returncode == 0, result.stderr
     assert "broker(s) answered" in result.stderr
@@ -160,13 +163,31 @@ def test_probe_names_the_missing_topic(
     names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
     names[missing] = "it-never-created-" + missing.lower().replace("_", "-")
     result = imgsweep(
-        secrets_dir, "check-config", "--probe", settings={"KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
+        secrets_dir, "check-config", "--probe", settings={**LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
     )
     assert result.returncode == EXIT_CONFIG, result.stderr
     problems = [line for line in result.stderr.splitlines() if line.startswith("imgsweep: ")]
     assert problems == [
         f"imgsweep: IMGSWEEP_{missing}: topic {names[missing]!r} does not exist on the brokers at {kafka_bootstrap} "
         "(or this user may not describe it): create it, or set the right name"
+    ]
+
+
+@pytest.mark.integration
+def test_a_dry_run_probe_asks_for_the_dry_run_forms_of_the_output_topics(
+    kafka_bootstrap: str, new_topic: Callable[..., str], secrets_dir: Path
+) -> None:
+    names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
+    result = imgsweep(
+        secrets_dir, "check-config", "--probe", settings={"KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
+    )
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    problems = [line for line in result.stderr.splitlines() if line.startswith("imgsweep: ")]
+    assert problems == [
+        f"imgsweep: IMGSWEEP_KAFKA__{name}: topic {names['KAFKA__' + name] + '.dry-run'!r} (its dry-run form: "
+        f"IMGSWEEP_DRY_RUN is true) does not exist on the brokers at {kafka_bootstrap} (or this user may not "
+        "describe it): create it, or set the right name"
+        for name in ("OUTCOME_TOPIC", "DLQ_TOPIC")
     ]
 
 

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import (
@@ -26,6 +28,7 @@ from devkit.processes import (
     produce,
     wait_for,
 )
+from service.settings import DRY_RUN_SUFFIX
 
 pytestmark = pytest.mark.e2e
 
@@ -225,14 +228,22 @@ def test_two_replicas_split_the_partitions_and_the_qps(
 
 
 def test_dry_run_does_everything_but_call(
-    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    topics: TopicsFactory,
+    sandbox_process: SandboxFactory,
+    service_process: ServiceFactory,
 ) -> None:
     names: Topics = topics(partitions=1)
     sandbox: SandboxProcess = sandbox_process("--qps", "0")
     records = seeded_events(sandbox, 3)
     produce(kafka_bootstrap, names.input, records)
+    dry_outcomes = names.outcome + DRY_RUN_SUFFIX
+    futures = kafka_admin.create_topics([NewTopic(t, 1, 1) for t in (dry_outcomes, names.dlq + DRY_RUN_SUFFIX)])
+    for future in futures.values():
+        future.result(30)
     service_process(names, sandbox, DRY_RUN="true", API__QPS="50")
-    outcomes = outcomes_by_event(consume_all(kafka_bootstrap, names.outcome, expect=3, timeout=30))
+    outcomes = outcomes_by_event(consume_all(kafka_bootstrap, dry_outcomes, expect=3, timeout=30))
     assert {o["dry_run"] for o in outcomes.values()} == {True}
     assert sandbox.stats()["calls_total"] == 0
     assert sandbox.admin("/admin/images?collection_name=shop")["count"] == 9
