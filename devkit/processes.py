@@ -34,6 +34,7 @@ from confluent_kafka.cimpl import NewTopic
 
 __all__ = [
     "ACCESS_KEY",
+    "DEMAND_TOPIC_CONFIG",
     "KAFKA_LOCAL",
     "SECRET_KEY",
     "Consumed",
@@ -63,6 +64,8 @@ SECRET_KEY: Final = "devkit-SECRET-never-logged-0123456789"  # noqa: S105 - the 
 """The made-up account the sandbox and imgsweep share; distinctive, so a test can search logs for it."""
 DELETE_PATH: Final = "/jdai/product_image_del_image"
 ADMIN_TIMEOUT: Final = 30.0
+DEMAND_TOPIC_CONFIG: Final = {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
+"""How the demand topic is created (README, the chart's NOTES): compacted, one record per replica kept."""
 _LOG_TAIL: Final = 3000
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 
@@ -232,31 +235,40 @@ class SandboxProcess:
 
 @dataclass(frozen=True)
 class Topics:
-    """The three topics one imgsweep works on, and its consumer group."""
+    """The topics one imgsweep works on, and its consumer group.
+
+    ``demand`` is where its replicas share the QPS by demand; when None, a name no broker has (the input's with
+    ``.demand``), so replicas share it by partitions and no two tests ever read each other's demand."""
 
     input: str
     outcome: str
     dlq: str
     group: str
+    demand: str | None = None
 
     @classmethod
     def named(cls, prefix: str) -> Topics:
-        return cls(f"{prefix}.delisted", f"{prefix}.outcomes", f"{prefix}.dlq", f"{prefix}.group")
+        return cls(f"{prefix}.delisted", f"{prefix}.outcomes", f"{prefix}.dlq", f"{prefix}.group", f"{prefix}.demand")
 
     @classmethod
     def create(cls, admin: AdminClient, prefix: str, *, partitions: int) -> Topics:
-        """Creates the three (``partitions`` for the input, one each for outcomes and dead letters); blocks
-        until the broker has them, so a producer can use them at once."""
+        """Creates the four (``partitions`` for the input, one each for outcomes, dead letters and the compacted
+        demand topic); blocks until the broker has them, so a producer can use them at once."""
         topics = cls.named(prefix)
         new = [NewTopic(topics.input, num_partitions=partitions, replication_factor=1)]
         new += [NewTopic(name, num_partitions=1, replication_factor=1) for name in (topics.outcome, topics.dlq)]
+        new.append(NewTopic(topics.demand_topic, num_partitions=1, replication_factor=1, config=DEMAND_TOPIC_CONFIG))
         for future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT).values():
             future.result(ADMIN_TIMEOUT)
         return topics
 
     @property
+    def demand_topic(self) -> str:
+        return self.demand or f"{self.input}.demand"
+
+    @property
     def names(self) -> list[str]:
-        return [self.input, self.outcome, self.dlq]
+        return [self.input, self.outcome, self.dlq, *([self.demand] if self.demand else [])]
 
 
 def imgsweep_env(
@@ -270,6 +282,7 @@ def imgsweep_env(
         "IMGSWEEP_KAFKA__INPUT_TOPIC": topics.input,
         "IMGSWEEP_KAFKA__OUTCOME_TOPIC": topics.outcome,
         "IMGSWEEP_KAFKA__DLQ_TOPIC": topics.dlq,
+        "IMGSWEEP_KAFKA__DEMAND_TOPIC": topics.demand_topic,
         "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY,
         "IMGSWEEP_API__SECRET_KEY": SECRET_KEY,
     }

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
@@ -20,11 +23,12 @@ from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
 from service.health import HealthServer, HealthState
-from service.kafka_clients import consumer_config, producer_config
+from service.kafka_clients import consumer_config, demand_producer_config, demand_reader_config, producer_config
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.pipeline.events import ERROR_CLASSES
 from service.pipeline.processor import Pipeline
+from service.pipeline.share import DemandShare, QpsShare
 from service.settings import ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
@@ -96,6 +100,18 @@ def run_service(settings: Settings) -> int:
     consumer = Consumer(consumer_config(settings, stats_cb=on_stats))
     producer = Producer(producer_config(settings))
     executor = ThreadPoolExecutor(max_workers=api.workers, thread_name_prefix="api-call")
+    share: QpsShare | None = None
+    if api.qps_share == "demand":
+        kafka = settings.kafka
+        share = DemandShare(
+            member=kafka.group_instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+            topic=kafka.demand_topic,
+            producer=Producer(demand_producer_config(settings)),
+            reader=Consumer(demand_reader_config(settings)),
+            limiter=limiter,
+            account_qps=api.qps,
+            metrics=metrics,
+        )
     pipeline = Pipeline(
         settings=settings,
         consumer=consumer,
@@ -109,6 +125,7 @@ def run_service(settings: Settings) -> int:
         stop_calls=stop_calls,
         source=f"imgsweep/{settings.kafka.group_id}",
         tracing=tracing,
+        share=share,
     )
     pipeline_holder.append(pipeline)
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)

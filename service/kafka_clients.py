@@ -21,6 +21,8 @@ __all__ = [
     "LIBRDKAFKA_LOGGER",
     "STATS_INTERVAL_MS",
     "consumer_config",
+    "demand_producer_config",
+    "demand_reader_config",
     "log_kafka_error",
     "producer_config",
     "reader_config",
@@ -106,6 +108,28 @@ def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
+        **callbacks,
+    }
+
+
+def demand_reader_config(settings: Settings) -> dict[str, Any]:
+    """Reads the demand topic by assignment (never joins a group, never commits)."""
+    config = reader_config(settings, f"{settings.kafka.group_id}.demand-reader")
+    config.pop("statistics.interval.ms", None)
+    config["enable.partition.eof"] = False
+    return config
+
+
+def demand_producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """Announcements are worth a second at most: not retried for long, never waited for by the outcomes' flush."""
+    return {
+        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
+        "client.id": f"imgsweep-{socket.gethostname()}-demand",
+        "acks": "1",
+        "linger.ms": 0,
+        "message.timeout.ms": 5000,
         "logger": LIBRDKAFKA_LOGGER,
         "error_cb": log_kafka_error,
         **callbacks,

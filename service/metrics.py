@@ -145,6 +145,17 @@ class Metrics:
         self.pending_events = Gauge("imgsweep_pending_events", "Events consumed and not yet finished.", registry=r)
         self.paused_partitions = Gauge("imgsweep_paused_partitions", "Assigned partitions paused.", registry=r)
         self.assigned_partitions = Gauge("imgsweep_assigned_partitions", "Partitions assigned.", registry=r)
+        self.qps_share = Gauge(
+            "imgsweep_qps_share", "This replica's share of the account's QPS (the rate limiter's ceiling).", registry=r
+        )
+        self.qps_demand_calls = Gauge(
+            "imgsweep_qps_demand_calls", "Calls this replica could make now (what it announces).", registry=r
+        )
+        self.qps_share_members = Gauge(
+            "imgsweep_qps_share_members",
+            "Replicas sharing the QPS by demand as this one sees them; 0 while it shares by partitions.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "imgsweep_dead_letters", "Records acknowledged on the dead-letter topic, by reason.", ["reason"], registry=r
         )

@@ -92,7 +92,7 @@ _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 DRY_RUN_SUFFIX = ".dry-run"
-"""Appended, in dry-run, to the consumer group id and the outcome and dead-letter topics."""
+"""Appended, in dry-run, to the consumer group id and the outcome, dead-letter and demand topics."""
 
 
 def _dry_run_form(name: str) -> str:
@@ -160,6 +160,13 @@ class KafkaSettings(_Section):
     input_topic: TopicName = "catalog.product-delisted"
     outcome_topic: TopicName = "catalog.product-image-deletions"
     dlq_topic: TopicName = "catalog.product-delisted.dlq"
+    demand_topic: TopicName = Field(
+        default="catalog.imgsweep.demand",
+        description=(
+            "Compacted topic where replicas announce how many calls they could make, to share the account's QPS "
+            "by demand (IMGSWEEP_API__QPS_SHARE=demand); missing or unreachable: shared by partitions."
+        ),
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     properties: Annotated[dict[str, str], _json(_JSON_OBJECT_OF_STRINGS)] = Field(
@@ -243,10 +250,11 @@ class KafkaSettings(_Section):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:
-        topics = [self.input_topic, self.outcome_topic, self.dlq_topic]
+        topics = [self.input_topic, self.outcome_topic, self.dlq_topic, self.demand_topic]
         if len(set(topics)) != len(topics):
             raise ValueError(
-                f"input_topic, outcome_topic and dlq_topic must be three different topics (got {', '.join(topics)})"
+                "input_topic, outcome_topic and dlq_topic must be three different topics, and demand_topic a "
+                f"fourth (got {', '.join(topics)})"
             )
         return self
 
@@ -316,6 +324,13 @@ class ApiSettings(_Section):
     region: str = Field(default="cn-north-1", min_length=1, pattern=r"^[a-z0-9-]+$")
     service: str = Field(default="aiapi", min_length=1, pattern=r"^[a-z0-9-]+$")
     qps: float = Field(default=2.0, gt=0, le=1000, description="The account's QPS limit, shared by replicas.")
+    qps_share: Literal["demand", "partitions"] = Field(
+        default="demand",
+        description=(
+            "How replicas share the QPS: by the calls each could make now, announced on the demand topic, or "
+            "(the old rule) by the fraction of the input topic's partitions each holds."
+        ),
+    )
     workers: int = Field(default=4, ge=1, le=64, description="Threads making API calls.")
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     read_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -504,12 +519,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _dry_run_names(self) -> Settings:
-        """In dry-run the consumer group and both output topics get their dry-run form (``DRY_RUN_SUFFIX``), so a
+        """In dry-run the consumer group, both output topics and the demand topic get their dry-run form
+        (``DRY_RUN_SUFFIX``; a dry run never takes a share of the live replicas' QPS), so a
         dry run never commits in the live group nor publishes where live consumers read: turning it off then
         processes every event from where the live group stands. Names that have the suffix already keep it."""
         if self.dry_run:
             kafka = self.kafka
-            names = {name: _dry_run_form(getattr(kafka, name)) for name in ("group_id", "outcome_topic", "dlq_topic")}
+            renamed = ("group_id", "outcome_topic", "dlq_topic", "demand_topic")
+            names = {name: _dry_run_form(getattr(kafka, name)) for name in renamed}
             object.__setattr__(self, "kafka", kafka.model_copy(update=names))  # still frozen to everyone else
         return self
 

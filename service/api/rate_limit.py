@@ -105,13 +105,19 @@ class RateLimiter:
         return (1.0 + self._margin) / self._rate
 
     def set_ceiling(self, qps: float) -> None:
-        """A new share of the account's QPS (after a rebalance); the current pace never exceeds it."""
+        """A new share of the account's QPS; the current pace never exceeds it.
+
+        The next slot moves to one new spacing after the last one granted: a lower share slows the very next
+        call (another replica is about to take the difference), a higher one lets it come sooner.
+        """
         if qps <= 0:
             raise ValueError("qps must be positive")
         with self._lock:
             was_at_ceiling = self._rate >= self._ceiling
+            old_spacing = self._spacing()
             self._ceiling = qps
             self._rate = qps if was_at_ceiling else min(self._rate, qps)
+            self._next_slot += self._spacing() - old_spacing
 
     def reserve(self) -> float:
         """Claims the next slot on the schedule; returns how long the caller must wait for it. Never blocks."""

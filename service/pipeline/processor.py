@@ -10,6 +10,7 @@ thread, the poll loop below, drives them all; worker threads only run API calls.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from service.pipeline.halt import Halt
 from service.pipeline.partitions import Partitions, PartitionState
 from service.pipeline.pending import PendingEvent
 from service.pipeline.rebalance import Rebalance
+from service.pipeline.share import PartitionShare, QpsShare
 from service.pipeline.steps import MessageRejected
 from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import CallStep
@@ -66,7 +68,9 @@ class Pipeline:
         stop_calls: threading.Event,
         source: str,
         tracing: Tracing = NO_TRACING,
+        share: QpsShare | None = None,
     ) -> None:
+        """``share``: how this replica's QPS share is set (default: by its fraction of the partitions)."""
         kafka, api, batch = settings.kafka, settings.api, settings.batch
         self._topic, self._grace = kafka.input_topic, settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
@@ -93,6 +97,7 @@ class Pipeline:
             max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds
         )
         self._batch = BatchStep(batcher=batcher, calls=self._call, metrics=metrics)
+        self._batcher, self._max_items = batcher, batch.max_items
         self._call.retry_into(self._batch.retry)
         self._hold = HoldStep(
             partitions=self._partitions, send=self._batch, withdraw=self._batch.withdraw, finished=self._publish,
@@ -106,9 +111,10 @@ class Pipeline:
             max_pending=kafka.max_pending_events, halt=self._halt, metrics=metrics,
         )  # fmt: skip
         self._stats = ConsumerStats(topic=self._topic, health=health, metrics=metrics)
+        self._share = share or PartitionShare(limiter=limiter, account_qps=api.qps, metrics=metrics)
         self._rebalance = Rebalance(
             consumer=consumer, topic=self._topic, partitions=self._partitions, batch=self._batch, call=self._call,
-            commit=self._commit, limiter=limiter, account_qps=api.qps, revoke_seconds=self._grace,
+            commit=self._commit, share=self._share, revoke_seconds=self._grace,
             stats=self._stats, health=health, metrics=metrics, dropped=self._drop_carried,
         )  # fmt: skip
         self._gauges = Gauges(metrics=metrics, quota=quota, limiter=limiter, health=health)
@@ -155,11 +161,20 @@ class Pipeline:
         self._publish.poll()  # publish -> acknowledgements, which move the commit watermark
         self._commit.poll()  # commit
         self._flow_control(rejected)
+        self._share.poll(self._demand())  # the account's QPS, shared by what each replica could send now
         self._gauges.update(
             inflight=self._call.inflight(),
             pending=self._partitions.pending_events(),
             paused=len(self._partitions) if self._paused else 0,
         )
+
+    def _demand(self) -> int:
+        """Calls this replica could make now: its waiting images in full calls, its calls under way, and one
+        for events still held (the relist grace) or waiting to be published. None while no call can start."""
+        if self._stopping or self._halt.reason is not None or self._quota.state().exhausted:
+            return 0
+        calls = math.ceil(self._batcher.pending_items() / self._max_items) + self._call.inflight()
+        return calls or (1 if self._partitions.pending_events() else 0)
 
     def _decode_carried(self) -> bool:
         """Offers the consumed records to the decode step; True if it refused one (they wait, in order)."""
@@ -246,6 +261,7 @@ class Pipeline:
             )
         self._commit.join(max(deadline, time.monotonic() + 1.0))
         self._rebalance.closing = True
+        self._share.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._consumer.close()
         self._producer.flush(5)

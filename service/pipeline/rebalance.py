@@ -15,12 +15,11 @@ from typing import Final
 
 from confluent_kafka import Consumer, TopicPartition
 
-from service.api.rate_limit import RateLimiter
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.consumer_stats import ConsumerStats
-from service.pipeline.decisions import qps_share
 from service.pipeline.partitions import Partitions, PartitionState, Position
+from service.pipeline.share import QpsShare
 from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import CallStep
 from service.pipeline.steps.commit import CommitStep
@@ -43,8 +42,7 @@ class Rebalance:
         batch: BatchStep,
         call: CallStep,
         commit: CommitStep,
-        limiter: RateLimiter,
-        account_qps: float,
+        share: QpsShare,
         revoke_seconds: float,
         stats: ConsumerStats,
         health: HealthState,
@@ -57,8 +55,7 @@ class Rebalance:
         self._batch = batch
         self._call = call
         self._commit = commit
-        self._limiter = limiter
-        self._account_qps = account_qps
+        self._share = share
         self._revoke_seconds = min(REVOKE_TIMEOUT_SECONDS, revoke_seconds)
         self._stats = stats
         self._health = health
@@ -117,15 +114,13 @@ class Rebalance:
         }
 
     def settle(self) -> None:
-        """After a rebalance, in the poll loop: this replica's share of the account's QPS, and the gauges."""
+        """After a rebalance, in the poll loop: the gauges, and the assignment the QPS share may follow."""
         self.changed = False
         assigned = self._partitions.numbers()
         self._health.assigned = assigned
         self._stats.assigned(assigned)
         self._metrics.assigned_partitions.set(len(assigned))
-        qps = qps_share(self._account_qps, len(assigned), self._partition_count())
-        self._limiter.set_ceiling(qps)
-        log.info("QPS share recomputed", extra={"count": len(assigned), "state": f"{qps:.3f} qps"})
+        self._share.assigned(len(assigned), self._partition_count())
 
     def _partition_count(self) -> int | None:
         try:

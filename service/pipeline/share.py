@@ -1,0 +1,230 @@
+"""This replica's share of the account's QPS, applied to the rate limiter: by partitions, or by demand.
+
+``PartitionShare`` is the old rule (docs/decisions/0002): ``QPS x assigned / partitions``, set after every
+rebalance. ``DemandShare`` (docs/decisions/0009) announces, about once a second, how many calls this replica
+could make now on a small compacted topic (key: the member id; a tombstone on shutdown) and reads every
+replica's announcements from it; its pace is its share of ``demand_shares`` over the live ones. It falls back
+to the partition share while its own announcements do not come back (the topic is missing or unreachable).
+
+Both are driven from the poll loop: ``assigned`` after a rebalance, ``poll`` on every turn (never blocks),
+``close`` once on shutdown (blocks up to a second for the tombstone).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from service.api.rate_limit import RateLimiter
+from service.metrics import Metrics
+from service.pipeline.decisions import qps_share
+from service.pipeline.demand_share import Demand, DemandTable, RisingShare, demand_shares, floor_qps
+
+__all__ = ["DemandShare", "PartitionShare", "QpsShare"]
+
+log = logging.getLogger(__name__)
+
+ANNOUNCE_SECONDS: Final = 1.0
+"""How often a replica announces its demand (and at once when it goes from nothing to something)."""
+EXPIRY_SECONDS: Final = 5.0
+"""An announcement older than this is a dead replica's: it no longer holds a share."""
+RISE_SECONDS: Final = 2.0
+"""A higher share waits this long: the replica losing pace has read the change, and its last second passed."""
+ROTATE_SECONDS: Final = 120.0
+"""When fewer whole calls a second than busy replicas exist, who holds them changes this often."""
+RETRY_TOPIC_SECONDS: Final = 30.0
+"""How often a missing demand topic is looked for again."""
+METADATA_TIMEOUT: Final = 5.0
+
+
+class QpsShare(Protocol):
+    def assigned(self, assigned: int, partitions: int | None) -> None:
+        """After a rebalance: how many of the input topic's partitions this replica holds."""
+
+    def poll(self, demand: int) -> None:
+        """Every turn of the poll loop: the calls this replica could make now. Never blocks."""
+
+    def close(self) -> None:
+        """On shutdown."""
+
+
+class PartitionShare:
+    """The account's QPS times this replica's fraction of the input topic's partitions, set on every rebalance."""
+
+    def __init__(self, *, limiter: RateLimiter, account_qps: float, metrics: Metrics) -> None:
+        self._limiter = limiter
+        self._account_qps = account_qps
+        self._metrics = metrics
+
+    def assigned(self, assigned: int, partitions: int | None) -> None:
+        qps = qps_share(self._account_qps, assigned, partitions)
+        self._limiter.set_ceiling(qps)
+        self._metrics.qps_share.set(qps)
+        log.info("QPS share recomputed", extra={"count": assigned, "state": f"{qps:.3f} qps by partitions"})
+
+    def poll(self, demand: int) -> None:
+        self._metrics.qps_demand_calls.set(demand)
+
+    def close(self) -> None:
+        pass
+
+
+class DemandShare:
+    def __init__(
+        self,
+        *,
+        member: str,
+        topic: str,
+        producer: Producer,
+        reader: Consumer,
+        limiter: RateLimiter,
+        account_qps: float,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._member = member
+        self._topic = topic
+        self._producer = producer
+        self._reader = reader
+        self._limiter = limiter
+        self._account_qps = account_qps
+        self._metrics = metrics
+        self._clock = clock
+        self._wall = wall
+        self._table = DemandTable(EXPIRY_SECONDS)
+        self._rising = RisingShare(floor_qps(account_qps, 2), RISE_SECONDS)
+        self._partition_share = account_qps
+        self._reading = False
+        self._look_again = 0.0
+        self._next_announce = 0.0
+        self._announced = 0
+        self._by_demand: bool | None = None
+        self._delivery_failures = 0
+
+    def assigned(self, assigned: int, partitions: int | None) -> None:
+        self._partition_share = qps_share(self._account_qps, assigned, partitions)
+
+    def poll(self, demand: int) -> None:
+        now = self._clock()
+        if not self._reading and now >= self._look_again:
+            self._start_reading()
+        self._read()
+        if now >= self._next_announce or (demand and not self._announced and now >= self._next_announce - 0.9):
+            self._announce(demand, now)
+        self._producer.poll(0)
+        self._apply(now)
+        self._metrics.qps_demand_calls.set(demand)
+
+    def close(self) -> None:
+        """Says this replica is gone (a tombstone), so the others take its share at once."""
+        try:
+            self._producer.produce(self._topic, key=self._member.encode(), value=None)
+            self._producer.flush(1.0)
+        except (KafkaException, BufferError) as error:
+            log.warning("could not announce leaving the demand topic: %s", error)
+        self._reader.close()
+
+    # ---- the topic ------------------------------------------------------------------------------------------
+
+    def _start_reading(self) -> None:
+        """Assigns every partition of the demand topic from the announcements that may still be live."""
+        self._look_again = self._clock() + RETRY_TOPIC_SECONDS
+        try:
+            metadata = self._reader.list_topics(self._topic, timeout=METADATA_TIMEOUT)
+            topic = metadata.topics.get(self._topic)
+            if topic is None or topic.error is not None or not topic.partitions:
+                raise KafkaException(topic.error if topic is not None else "no such topic")  # noqa: TRY301
+            since = int((self._wall() - EXPIRY_SECONDS - 1.0) * 1000)
+            wanted = [TopicPartition(self._topic, number, since) for number in topic.partitions]
+            starts = self._reader.offsets_for_times(wanted, timeout=METADATA_TIMEOUT)
+        except KafkaException as error:
+            log.warning(
+                "demand topic %s not readable (%s): sharing the QPS by partitions; looking again in %.0f s",
+                self._topic,
+                error,
+                RETRY_TOPIC_SECONDS,
+            )
+            return
+        self._reader.assign([TopicPartition(self._topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+                             for tp in starts])  # fmt: skip
+        self._reading = True
+
+    def _read(self) -> None:
+        if not self._reading:
+            return
+        while True:
+            try:
+                messages = self._reader.consume(500, timeout=0)
+            except KafkaException as error:
+                log.warning("reading the demand topic failed: %s", error)
+                return
+            for message in messages:
+                self._heard(message)
+            if len(messages) < 500:
+                return
+
+    def _heard(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("demand topic: %s", error)
+            return
+        key = message.key()
+        if key is None:
+            return
+        member = key.decode(errors="replace")
+        value = message.value()
+        if value is None:
+            self._table.gone(member)
+            return
+        try:
+            document = json.loads(value)
+            self._table.heard(Demand(member, max(0, int(document["calls"])), float(document["at"])))
+        except (ValueError, KeyError, TypeError):
+            log.warning("demand topic: an announcement that is not ours, ignored", extra={"state": member})
+
+    def _announce(self, demand: int, now: float) -> None:
+        document = {"member": self._member, "calls": demand, "at": self._wall(), "account_qps": self._account_qps}
+        try:
+            self._producer.produce(
+                self._topic, key=self._member.encode(), value=json.dumps(document).encode(), on_delivery=self._delivered
+            )
+        except (KafkaException, BufferError) as error:
+            log.warning("could not announce demand: %s", error)
+        self._next_announce = now + ANNOUNCE_SECONDS
+        self._announced = demand
+
+    def _delivered(self, error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            self._delivery_failures += 1
+            if self._delivery_failures in (1, 10) or self._delivery_failures % 600 == 0:
+                log.warning("demand announcement not delivered (%d so far): %s", self._delivery_failures, error)
+
+    # ---- the pace ---------------------------------------------------------------------------------------------
+
+    def _apply(self, now: float) -> None:
+        wall = self._wall()
+        live = self._table.live(wall)
+        by_demand = self._reading and self._member in live
+        if by_demand:
+            share = demand_shares(self._account_qps, live, rotation=int(wall // ROTATE_SECONDS))[self._member]
+        else:
+            share = self._partition_share
+        if by_demand != self._by_demand:
+            self._by_demand = by_demand
+            log.info(
+                "QPS shared by %s",
+                "demand" if by_demand else "partitions",
+                extra={"count": len(live), "state": f"{share:.3f} qps"},
+            )
+        pace = self._rising.update(share, now)
+        if pace != self._limiter.ceiling:
+            self._limiter.set_ceiling(pace)
+        self._metrics.qps_share.set(pace)
+        self._metrics.qps_share_members.set(len(live) if by_demand else 0)
