@@ -114,6 +114,21 @@ class ArrivalCurve:
             start = stop
         return total
 
+    def position_expecting(self, images: float) -> float:
+        """The earliest position from which at most ``images`` more are expected before the reset."""
+        if images <= 0:
+            return DAY_SECONDS
+        known = [rate for rate in self._rates if rate is not None]
+        fill = sum(known) / len(known) if known else self._busiest_today()
+        left = images
+        for index in reversed(range(self._bins)):
+            rate = self._rates[index]
+            in_bin = (fill if rate is None else rate) * self._width
+            if in_bin >= left:
+                return (index + 1) * self._width - left / (in_bin / self._width)
+            left -= in_bin
+        return 0.0
+
     def _busiest_today(self) -> float:
         """Today's highest rate in a bin watched long enough (else over all it watched): before a day is learned,
         the rest of it is expected at this rate, so that calls are kept for a busier time than the one seen."""

@@ -12,13 +12,18 @@ The rules:
 - **Full batches** go as the QPS allows while a spendable call exists.
 - **Partial batches** go only after the linger, and only when the budget has a call for them:
   - a daily allowance first keeps the calls that the images waiting and the rest of the day's expected ones
-    need at full batches (``needed``); the spare calls are spread over the rest of the budget day along the
-    arrival curve (``ArrivalCurve``): they accrue as the curve goes by, one partial call per accrued call.
-    Calls not used (nothing was waiting) stay spare and raise the pace for the rest of the day.
+    would need at full batches (``needed``). The rest are **spare**: what partial calls may waste. A partial
+    batch of n images wastes 1 - n/200 of a call (its images were counted in ``needed``), so spare calls
+    accrue along the arrival curve (``ArrivalCurve``) over the rest of the budget day, and a partial batch
+    goes when its waste has accrued. What nothing used (no partial batch was waiting) stays spare and
+    raises the pace for the rest of the day; in the day's last ``FINISH_SECONDS`` every spendable call is free
+    to go, since a daily call not spent by the reset is lost.
   - a pack sends a partial batch when its oldest image is about to reach the max wait: as few calls as the
     latency target allows. A pack with a daily spending limit also paces those calls like a daily allowance.
-- **Order**: a batch whose oldest image waited longer than the max wait first (oldest first), then full
-  batches, then partial ones by most images (oldest first on a tie).
+- **Order**: among the batches that may go, a partial one whose oldest image waited longer than the max wait
+  first (oldest first), then full batches, then partial ones by most images (oldest first on a tie). Full
+  batches always may go; partial ones get the budget's calls strictly in that order, so a cheaper (fuller)
+  batch never takes the call a batch past the max wait is waiting for.
 - When the budget holds an image past the max wait, the decision says so (``budget_limited``) with the wait it
   projects, for a metric and an alert: the budget wins over the max wait.
 """
@@ -26,7 +31,7 @@ The rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -37,6 +42,9 @@ __all__ = ["BudgetSnapshot", "CallPlanner", "Decision", "QuotaView", "WaitingBat
 
 WATCH_GAP_SECONDS = 900.0
 """Longer than this between two turns and the planner assumes the service was not watching arrivals."""
+FINISH_SECONDS = 120.0
+"""The pace aims to have spent the spare calls this long before the reset; from then on they all may go."""
+_EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +139,11 @@ class CallPlanner:
         max_items: int = 200,
         burst_calls: float = 1.0,
     ) -> None:
-        """``burst_calls``: how many paced calls may accrue while no partial batch waits (at least one)."""
+        """``burst_calls``: how many spare calls may accrue while no partial batch waits (at least one)."""
         if max_wait_seconds < linger_seconds:
             raise ValueError("the max wait cannot be shorter than the linger")
-        if burst_calls < 1:
-            raise ValueError("burst_calls must be at least 1")
+        if burst_calls < 1 or max_items < 1:
+            raise ValueError("burst_calls and max_items must be at least 1")
         self._allowance = allowance
         self._max_wait = max_wait_seconds
         self._linger = linger_seconds
@@ -153,6 +161,7 @@ class CallPlanner:
         self._spent_since_learned = 0
         self._last_call_at: float | None = None
         self._tokens = 0.0
+        """Spare calls accrued and not yet wasted on partial batches."""
         self._paced_at: float | None = None
 
     # ---- what the pipeline tells the planner -------------------------------------------------------------
@@ -170,8 +179,7 @@ class CallPlanner:
         self._roll(now)
         self._count_calls(1)
         self._last_call_at = now
-        if not batch.full:
-            self._tokens = max(0.0, self._tokens - 1)
+        self._tokens = max(0.0, self._tokens - self._waste(batch))
 
     def spent(self, now: float, calls: int) -> None:
         """Calls made beyond each batch's first (a call's retries): they cost the budget too."""
@@ -194,40 +202,36 @@ class CallPlanner:
     def plan(self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView) -> Decision:
         """Which waiting batch goes now, if any. Call it every turn, and again after each ``sent``."""
         self._anchor(now, quota.seconds_until_reset)
+        until_reset = max(0.0, quota.seconds_until_reset)
         spendable = self._spendable()
         needed = self._needed(waiting)
         spare = spendable - needed
-        self._accrue(now, spare)
+        self._accrue(now, spare, needed)
         budget = self._snapshot(now, spendable, needed, spare)
-        until_reset = max(0.0, quota.seconds_until_reset)
         if quota.exhausted or spendable < 1:
-            return self._held_until_reset(now, waiting, quota, budget, spendable)
+            return self._held_until_reset(now, waiting, quota, budget)
 
-        may_go: list[WaitingBatch] = []
-        held: list[WaitingBatch] = []
-        for batch in waiting:
-            (may_go if self._may_go(now, batch, waiting, quota.qps) else held).append(batch)
-        next_slot = 0.0 if self._last_call_at is None else self._last_call_at + 1.0 / quota.qps - now
+        may_go = self._may_go(now, waiting, quota.qps)
+        next_slot = 0.0 if self._last_call_at is None else max(0.0, self._last_call_at + 1.0 / quota.qps - now)
         projected, limited = self._project(
-            now, waiting, qps=quota.qps, next_slot=max(0.0, next_slot), spare=spare, until_reset=until_reset
+            now, waiting, qps=quota.qps, next_slot=next_slot, spendable=spendable, until_reset=until_reset
         )
         if may_go:
-            chosen = min(may_go, key=lambda batch: self._rank(now, batch))
             if next_slot > 0:
                 return Decision(None, Why.QPS, projected, limited, next_slot, budget)
+            chosen = min(may_go, key=self._ranking(now))
             return Decision(chosen, self._why_sent(now, chosen), projected, limited, 0.0, budget)
         if not waiting:
             return Decision(None, Why.NOTHING_WAITING, 0.0, False, None, budget)
-        wake = min(
-            self._ready_in(now, batch, waiting, qps=quota.qps, spare=spare, until_reset=until_reset) for batch in held
-        )
-        young = all(now - batch.oldest_at < self._linger for batch in held)
+        wake = self._wake(now, waiting, qps=quota.qps, spendable=spendable, until_reset=until_reset)
+        young = all(now - batch.oldest_at < self._linger for batch in waiting)
         why = Why.LINGER if young else Why.LATENCY_TARGET if self._latency_paced() else Why.BUDGET
-        return Decision(None, why, projected, limited, max(wake, next_slot, 0.0), budget)
+        return Decision(None, why, projected, limited, max(wake, next_slot), budget)
 
     def _held_until_reset(
-        self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView, budget: BudgetSnapshot, spendable: float
+        self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView, budget: BudgetSnapshot
     ) -> Decision:
+        """Nothing may be spent before the reset: exhausted, only the reserve left, or the day's limit reached."""
         until_reset = max(0.0, quota.seconds_until_reset)
         if quota.exhausted:
             why = Why.QUOTA_EXHAUSTED
@@ -242,6 +246,7 @@ class CallPlanner:
         return Decision(None, why, projected, projected > self._max_wait, until_reset, budget)
 
     def _rank(self, now: float, batch: WaitingBatch) -> tuple[bool, bool, int, float]:
+        """Sort key, first goes first: past the max wait (partial ones), full, most images, oldest."""
         overdue = not batch.full and now - batch.oldest_at > self._max_wait
         return (not overdue, not batch.full, -batch.items, batch.oldest_at)
 
@@ -256,41 +261,66 @@ class CallPlanner:
         return self._allowance.kind is AllowanceKind.PACK
 
     def _paced(self) -> bool:
-        """Whether partial calls need a call accrued by the pace (a daily allowance, or a pack with a limit)."""
+        """Whether partial calls need spare calls accrued (a daily allowance, or a pack with a limit)."""
         return self._allowance.kind is AllowanceKind.DAILY or math.isfinite(self._day_cap)
+
+    def _waste(self, batch: WaitingBatch) -> float:
+        """The share of a call a batch leaves unused: what it costs the spare calls."""
+        return 0.0 if batch.full else max(0.0, 1.0 - batch.items / self._max_items)
 
     def _latency_lead(self, waiting: Sequence[WaitingBatch], qps: float) -> float:
         """How early a pack's partial batch goes so that the QPS slots of the batches ahead fit in its max wait."""
         return len(waiting) / qps
 
-    def _may_go(self, now: float, batch: WaitingBatch, waiting: Sequence[WaitingBatch], qps: float) -> bool:
+    def _may_go(self, now: float, waiting: Sequence[WaitingBatch], qps: float) -> list[WaitingBatch]:
+        """Full batches, and the partial ones the budget gives a call now. A paced budget serves partial
+        batches strictly in rank order: the first waits for its waste to accrue and nothing cheaper passes it,
+        so a small batch past the max wait is not starved by fuller ones."""
+        full = [batch for batch in waiting if batch.full]
+        due = sorted(
+            (batch for batch in waiting if self._partial_due(now, batch, waiting, qps)), key=self._ranking(now)
+        )
+        if not self._paced():
+            return full + due
+        if due and self._tokens >= self._waste(due[0]) - _EPSILON:
+            return [*full, due[0]]
+        return full
+
+    def _partial_due(self, now: float, batch: WaitingBatch, waiting: Sequence[WaitingBatch], qps: float) -> bool:
+        """A partial batch old enough to go if the budget allows: past the linger (a pack: near its max wait)."""
         if batch.full:
-            return True
+            return False
         age = now - batch.oldest_at
         if age < self._linger:
             return False
-        if self._latency_paced() and age < self._max_wait - self._latency_lead(waiting, qps):
-            return False
-        return not self._paced() or self._tokens >= 1
+        return not self._latency_paced() or age >= self._max_wait - self._latency_lead(waiting, qps)
 
-    def _ready_in(
-        self,
-        now: float,
-        batch: WaitingBatch,
-        waiting: Sequence[WaitingBatch],
-        *,
-        qps: float,
-        spare: float,
-        until_reset: float,
+    def _ranking(self, now: float) -> Callable[[WaitingBatch], tuple[bool, bool, int, float]]:
+        return lambda batch: self._rank(now, batch)
+
+    def _wake(
+        self, now: float, waiting: Sequence[WaitingBatch], *, qps: float, spendable: float, until_reset: float
     ) -> float:
-        """Seconds until a held partial batch may go, if nothing else changes."""
-        age = now - batch.oldest_at
-        wait = self._linger - age
-        if self._latency_paced():
-            wait = max(wait, self._max_wait - self._latency_lead(waiting, qps) - age)
-        if self._paced():
-            wait = max(wait, self._seconds_until_tokens(now, 1.0, spare, until_reset))
-        return max(0.0, wait)
+        """Seconds until a partial batch may go, if nothing else changes: the first in rank order when its waste
+        has accrued, or sooner when another one becomes due (it may rank first)."""
+        times: list[float] = []
+        due: list[WaitingBatch] = []
+        for batch in waiting:
+            if batch.full:
+                continue
+            if self._partial_due(now, batch, waiting, qps):
+                due.append(batch)
+                continue
+            age = now - batch.oldest_at
+            until_due = self._linger - age
+            if self._latency_paced():
+                until_due = max(until_due, self._max_wait - self._latency_lead(waiting, qps) - age)
+            times.append(until_due)
+        if due and self._paced():
+            first = min(due, key=self._ranking(now))
+            needed = self._needed(waiting)
+            times.append(self._seconds_until_tokens(now, self._waste(first), spendable, needed, until_reset))
+        return max(0.0, min(times, default=until_reset))
 
     # ---- the pace -----------------------------------------------------------------------------------------
 
@@ -311,6 +341,7 @@ class CallPlanner:
         self._roll(now)
 
     def _position(self, now: float) -> float:
+        """Seconds since the last reset."""
         if self._resets_at is None:  # before the first plan: the start of a day
             return 0.0
         return min(DAY_SECONDS, max(0.0, DAY_SECONDS - (self._resets_at - now)))
@@ -327,7 +358,6 @@ class CallPlanner:
         self._curve.end_day()
         while self._resets_at <= now:
             self._resets_at += DAY_SECONDS
-        self._seen_at = now
         self._spent_today = 0
         self._learned_left = None
         self._spent_since_learned = 0
@@ -344,43 +374,69 @@ class CallPlanner:
     def _spendable(self) -> float:
         return max(0.0, min(self._calls_left() - self._reserve, self._day_cap - self._spent_today))
 
-    def _needed(self, waiting: Sequence[WaitingBatch]) -> float:
-        """Calls the images now waiting and the rest of the day's expected ones need, at full batches."""
+    def _needed(self, waiting: Sequence[WaitingBatch], position: float | None = None) -> float:
+        """Calls the images now waiting and the rest of the day's expected ones need at full batches."""
         images = float(sum(batch.items for batch in waiting))
         if self._resets_at is not None:
-            images += self._curve.expected_images(self._position(self._seen_at or 0.0), DAY_SECONDS)
+            start = self._position(self._seen_at or 0.0) if position is None else position
+            images += self._curve.expected_images(start, DAY_SECONDS)
         return images / self._max_items
 
-    def _accrue(self, now: float, spare: float) -> None:
-        """Paced calls accrue along the curve: the spare calls (those the rest of the day's images do not need
-        at full batches) times the share of the curve's remainder that went by."""
+    def _finish_at(self) -> float:
+        return DAY_SECONDS - FINISH_SECONDS
+
+    def _accrue(self, now: float, spare: float, needed: float) -> None:
+        """Spare calls accrue along the curve: the share of its remainder (to the finish) that went by."""
         if self._paced_at is None or not self._paced():
             return
-        if math.isinf(spare):
+        position = self._position(now)
+        if position >= self._finish_at():
+            self._tokens = max(self._tokens, spare + needed)  # a daily call not spent by the reset is lost
+        elif spare <= 0:
+            pass
+        elif math.isinf(spare):
             self._tokens = self._burst
+        elif position >= self._finish_at():
+            pass  # the day's last minutes: every spendable call may go (below)
         else:
             done = self._curve.mass(self._position(self._paced_at))
-            remaining = 1.0 - done
-            passed = self._curve.mass(self._position(now)) - done
-            if remaining > 0 and passed > 0 and spare > 0:
+            remaining = self._curve.mass(self._finish_at()) - done
+            passed = self._curve.mass(position) - done
+            if remaining > 0 and passed > 0:
                 self._tokens = min(self._burst, self._tokens + spare * passed / remaining)
         self._paced_at = now
 
-    def _seconds_until_tokens(self, now: float, tokens: float, spare: float, until_reset: float) -> float:
-        """When ``tokens`` paced calls will have accrued at today's spare calls (at the reset, if not before)."""
+    def _seconds_until_tokens(
+        self, now: float, tokens: float, spendable: float, needed: float, until_reset: float
+    ) -> float:
+        """When ``tokens`` spare calls will have accrued, if nothing is sent meanwhile (at the reset, if not
+        before). With no spare call now, when the expected images left today shrink enough for one."""
         missing = tokens - self._tokens
-        if missing <= 0:
-            return 0.0
-        if spare <= 0:
-            return until_reset
-        if math.isinf(spare):
+        if missing <= _EPSILON:
             return 0.0
         position = self._position(now)
+        finish = self._finish_at()
+        spare = spendable - needed
+        if math.isinf(spare):
+            return 0.0
+        if position >= finish:
+            return 0.0 if spendable >= tokens else until_reset
+        if spare <= 0:
+            return min(finish - position, self._seconds_until_spare(position, spendable, needed, until_reset))
         done = self._curve.mass(position)
-        target = done + missing * (1.0 - done) / spare
-        if target >= 1.0:
-            return until_reset
+        target = done + missing * (self._curve.mass(finish) - done) / spare
+        if target >= self._curve.mass(finish):
+            return min(until_reset, finish - position)
         return min(until_reset, max(0.0, self._curve.position(target) - position))
+
+    def _seconds_until_spare(self, position: float, spendable: float, needed: float, until_reset: float) -> float:
+        """When the images expected for the rest of the day shrink enough to leave a spare call (the reset, if
+        the images waiting alone need every call left)."""
+        waiting_calls = needed - self._curve.expected_images(position, DAY_SECONDS) / self._max_items
+        room = (spendable - waiting_calls) * self._max_items
+        if room <= 0:
+            return until_reset
+        return min(until_reset, max(1.0, self._curve.position_expecting(room) - position))
 
     def _project(
         self,
@@ -389,27 +445,28 @@ class CallPlanner:
         *,
         qps: float,
         next_slot: float,
-        spare: float,
+        spendable: float,
         until_reset: float,
     ) -> tuple[float, bool]:
         """The longest projected wait of an image now waiting, and whether the budget makes it pass the max
-        wait: batches in the order they would go, full ones one QPS slot apart, partial ones each needing
-        their own paced call (or their max wait, for a pack)."""
+        wait: batches in the order they would go, one QPS slot apart, partial ones each needing their waste
+        in spare calls (or their max wait, for a pack)."""
         if not waiting:
             return 0.0, False
+        needed = self._needed(waiting)
         worst, limited = 0.0, False
-        partial_turn = 0
-        for slot, batch in enumerate(sorted(waiting, key=lambda batch: self._rank(now, batch))):
+        waste = 0.0
+        for slot, batch in enumerate(sorted(waiting, key=self._ranking(now))):
             age = now - batch.oldest_at
             start = next_slot + slot / qps
             if not batch.full:
-                partial_turn += 1
+                waste += self._waste(batch)
                 budget_start = max(0.0, self._linger - age)
                 if self._latency_paced():
                     budget_start = max(budget_start, self._max_wait - self._latency_lead(waiting, qps) - age)
                 if self._paced():
                     budget_start = max(
-                        budget_start, self._seconds_until_tokens(now, float(partial_turn), spare, until_reset)
+                        budget_start, self._seconds_until_tokens(now, waste, spendable, needed, until_reset)
                     )
                 if age + budget_start > self._max_wait:
                     limited = True
@@ -422,8 +479,10 @@ class CallPlanner:
             pace = math.inf
         else:
             position = self._position(now)
+            finish = self._finish_at()
             done = self._curve.mass(position)
-            ahead = min(DAY_SECONDS, position + 3600.0)
-            share = (self._curve.mass(ahead) - done) / (1.0 - done) if done < 1 else 1.0
+            ahead = min(finish, position + 3600.0)
+            left = self._curve.mass(finish) - done
+            share = (self._curve.mass(ahead) - done) / left if left > 0 and ahead > position else 1.0
             pace = max(0.0, spare) * share * 3600.0 / max(1.0, ahead - position)
         return BudgetSnapshot(self._calls_left(), self._reserve, spendable, needed, pace, self._spent_today)
