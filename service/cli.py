@@ -29,6 +29,8 @@ def _check_config(args: argparse.Namespace) -> int:
         result = probe_brokers(settings, timeout=args.probe_timeout)
         for problem in result.problems:
             print(f"imgsweep: {problem}", file=sys.stderr)
+        for warning in result.warnings:
+            print(f"imgsweep: warning: {warning}", file=sys.stderr)
         if result.problems:
             return EXIT_CONFIG
         print(
@@ -105,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--probe",
         action="store_true",
-        help="also connect: check that the brokers answer and the input, outcome and dead-letter topics exist",
+        help="also connect: check that the brokers answer and the input, outcome and dead-letter topics exist "
+        "(and warn if the demand topic does not)",
     )
     check.add_argument(
         "--probe-timeout",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -139,6 +139,8 @@ def _masked(settings: Settings, text: str) -> str:
 class ProbeResult:
     brokers: int
     problems: list[str]
+    warnings: list[str] = field(default_factory=list)
+    """What works without, less well: a missing demand topic (the QPS is then shared by partitions)."""
 
 
 def probe_brokers(settings: Settings, timeout: float) -> ProbeResult:
@@ -178,4 +180,12 @@ def probe_brokers(settings: Settings, timeout: float) -> ProbeResult:
                 f"{variable}: topic {topic!r}{form} does not exist on the brokers at {kafka.bootstrap_servers} "
                 "(or this user may not describe it): create it, or set the right name"
             )
-    return ProbeResult(len(metadata.brokers), problems)
+    warnings = []
+    found = metadata.topics.get(kafka.demand_topic)
+    if settings.api.qps_share == "demand" and (found is None or found.error is not None):
+        warnings.append(
+            f"IMGSWEEP_KAFKA__DEMAND_TOPIC: topic {kafka.demand_topic!r}{dry_run_form} does not exist on the brokers "
+            "(or this user may not describe it): replicas will share the QPS by partitions, not by what each has "
+            "to send; create it compacted (cleanup.policy=compact, 1 partition)"
+        )
+    return ProbeResult(len(metadata.brokers), problems, warnings)

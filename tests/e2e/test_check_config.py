@@ -166,7 +166,7 @@ def test_probe_names_the_missing_topic(
         secrets_dir, "check-config", "--probe", settings={**LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
     )
     assert result.returncode == EXIT_CONFIG, result.stderr
-    problems = [line for line in result.stderr.splitlines() if line.startswith("imgsweep: ")]
+    problems = [line for line in result.stderr.splitlines() if line.startswith("imgsweep: ") and "warning" not in line]
     assert problems == [
         f"imgsweep: IMGSWEEP_{missing}: topic {names[missing]!r} does not exist on the brokers at {kafka_bootstrap} "
         "(or this user may not describe it): create it, or set the right name"
@@ -182,13 +182,35 @@ def test_a_dry_run_probe_asks_for_the_dry_run_forms_of_the_output_topics(
         secrets_dir, "check-config", "--probe", settings={"KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
     )
     assert result.returncode == EXIT_CONFIG, result.stderr
-    problems = [line for line in result.stderr.splitlines() if line.startswith("imgsweep: ")]
+    problems = [line for line in result.stderr.splitlines() if line.startswith("imgsweep: ") and "warning" not in line]
     assert problems == [
         f"imgsweep: IMGSWEEP_KAFKA__{name}: topic {names['KAFKA__' + name] + '.dry-run'!r} (its dry-run form: "
         f"IMGSWEEP_DRY_RUN is true) does not exist on the brokers at {kafka_bootstrap} (or this user may not "
         "describe it): create it, or set the right name"
         for name in ("OUTCOME_TOPIC", "DLQ_TOPIC")
     ]
+
+
+@pytest.mark.integration
+def test_probe_warns_when_the_demand_topic_is_missing_and_still_passes(
+    kafka_bootstrap: str, new_topic: Callable[..., str], secrets_dir: Path
+) -> None:
+    names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
+    settings = {**LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
+    missing = imgsweep(
+        secrets_dir, "check-config", "--probe", settings={**settings, "KAFKA__DEMAND_TOPIC": "it-never-created-demand"}
+    )
+    assert missing.returncode == 0, missing.stderr
+    (warning,) = [line for line in missing.stderr.splitlines() if line.startswith("imgsweep: warning: ")]
+    assert "IMGSWEEP_KAFKA__DEMAND_TOPIC: topic 'it-never-created-demand' does not exist" in warning
+    assert "share the QPS by partitions" in warning
+    present = imgsweep(
+        secrets_dir, "check-config", "--probe", settings={**settings, "KAFKA__DEMAND_TOPIC": new_topic()}
+    )
+    assert present.returncode == 0, present.stderr
+    assert "warning" not in present.stderr
+    by_partitions = {**settings, "KAFKA__DEMAND_TOPIC": "it-never-created-demand", "API__QPS_SHARE": "partitions"}
+    assert "warning" not in imgsweep(secrets_dir, "check-config", "--probe", settings=by_partitions).stderr
 
 
 def test_probe_names_the_bootstrap_servers_when_no_broker_answers(secrets_dir: Path) -> None:

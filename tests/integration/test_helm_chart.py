@@ -774,20 +774,41 @@ def test_service_monitor_and_pod_monitor_are_mutually_exclusive() -> None:
     assert "serviceMonitor.enabled and podMonitor.enabled are mutually exclusive" in error, error
 
 
-def test_keda_scales_on_the_consumer_group_lag_and_owns_replicas() -> None:
+def test_keda_scales_on_what_replicas_can_help_with_never_on_lag_and_owns_replicas() -> None:
     objects = render(*VALUE_SETS["all-on"])
     assert "HorizontalPodAutoscaler" not in kinds(objects)
     deployment = one(objects, "Deployment")
     assert "replicas" not in deployment["spec"], "the autoscaler owns the replica count"
     scaled = one(objects, "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert scaled["spec"]["minReplicaCount"] >= 1
     (trigger,) = scaled["spec"]["triggers"]
-    data = settings_configmap(objects)["data"]
-    assert trigger["type"] == "kafka"
-    assert trigger["metadata"]["consumerGroup"] == data["IMGSWEEP_KAFKA__GROUP_ID"]
-    assert trigger["metadata"]["topic"] == data["IMGSWEEP_KAFKA__INPUT_TOPIC"]
-    assert trigger["metadata"]["bootstrapServers"] == data["IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS"]
-    assert trigger["authenticationRef"] == {"name": "imgsweep-kafka"}
+    assert trigger["type"] == "prometheus", "consumer lag grows in every quota wait and adds no API capacity"
+    metadata = trigger["metadata"]
+    assert metadata["serverAddress"] == "http://prometheus-operated.monitoring:9090"
+    assert metadata["threshold"] == "1"
+    query = metadata["query"]
+    qps = float(settings_configmap(objects)["data"]["IMGSWEEP_API__QPS"])
+    assert "process_cpu_seconds_total" in query and "/ 0.5)" in query  # cores busy over cpuPerReplica
+    assert f'code="10000"}}[2m])) < {0.8 * qps:g})' in query  # only while the account's QPS is unused
+    assert "max(imgsweep_quota_exhausted" in query and "imgsweep_qps_demand_calls" in query
+    assert f'pod=~"{deployment["metadata"]["name"]}-.*"' in query
+    assert "consumer_lag" not in query
+    assert metadata["unsafeSsl"] == "false"
+    assert trigger["authenticationRef"] == {"name": "imgsweep-prometheus"}
+
+
+def test_keda_without_a_prometheus_fails_with_what_to_set() -> None:
+    error = render_failure("--set", "keda.enabled=true")
+    assert "/keda/prometheusServerAddress" in error, error
+
+
+def test_the_demand_topic_and_the_qps_share_reach_the_settings() -> None:
+    data = settings_configmap(render())["data"]
+    assert data["IMGSWEEP_KAFKA__DEMAND_TOPIC"] == "catalog.imgsweep.demand"
+    assert data["IMGSWEEP_API__QPS_SHARE"] == "demand"
+    data = settings_configmap(render("--set", "api.qpsShare=partitions"))["data"]
+    assert data["IMGSWEEP_API__QPS_SHARE"] == "partitions"
 
 
 def test_hpa_targets_the_deployment_and_owns_replicas() -> None:

@@ -122,6 +122,7 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
   "IMGSWEEP_KAFKA__INPUT_TOPIC" $v.kafka.inputTopic
   "IMGSWEEP_KAFKA__OUTCOME_TOPIC" $v.kafka.outcomeTopic
   "IMGSWEEP_KAFKA__DLQ_TOPIC" $v.kafka.dlqTopic
+  "IMGSWEEP_KAFKA__DEMAND_TOPIC" $v.kafka.demandTopic
   "IMGSWEEP_KAFKA__PROPERTIES" ($v.kafka.properties | default dict | toJson)
   "IMGSWEEP_KAFKA__MAX_POLL_INTERVAL_MS" ($v.kafka.maxPollIntervalMs | int64 | toString)
   "IMGSWEEP_KAFKA__GROUP_PROTOCOL" $v.kafka.groupProtocol
@@ -130,6 +131,7 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
   "IMGSWEEP_API__REGION" $v.api.region
   "IMGSWEEP_API__SERVICE" $v.api.service
   "IMGSWEEP_API__QPS" ($v.api.qps | toString)
+  "IMGSWEEP_API__QPS_SHARE" $v.api.qpsShare
   "IMGSWEEP_API__WORKERS" ($v.api.workers | int64 | toString)
   "IMGSWEEP_BATCH__MAX_ITEMS" ($v.batch.maxItems | int64 | toString)
   "IMGSWEEP_BATCH__MAX_BYTES" ($v.batch.maxBytes | int64 | toString)
