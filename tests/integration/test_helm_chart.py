@@ -950,3 +950,14 @@ def test_notes_say_what_static_membership_costs(tmp_path: Path) -> None:
     notes = render_notes(tmp_path / "static", "--set", "kafka.staticMembership=true")
     assert "each pod's name is its group.instance.id" in notes
     assert "holds them for the session\ntimeout (45000 ms)" in notes
+
+
+def test_notes_say_how_to_create_the_demand_topic_and_what_autoscaling_follows(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path)
+    assert "--topic catalog.imgsweep.demand.dry-run" in notes  # a dry run announces on its own demand topic
+    assert "cleanup.policy=compact" in notes
+    live = render_notes(tmp_path / "live", "--set", "dryRun=false", "--set", "existingSecret=keys")
+    assert "--topic catalog.imgsweep.demand \\" in live
+    assert "demand" not in render_notes(tmp_path / "partitions", "--set", "api.qpsShare=partitions")
+    scaled = render_notes(tmp_path / "keda", *VALUE_SETS["all-on"])
+    assert "never on lag" in scaled
