@@ -209,9 +209,10 @@ def test_two_replicas_split_the_partitions_and_the_qps(
     names: Topics = topics(partitions=4)
     sandbox: SandboxProcess = sandbox_process("--qps", "0")
     records = seeded_events(sandbox, 200, images=1)
-    one: ServiceProcess = service_process(names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5")
+    by_partitions = {"API__QPS": "8", "API__QPS_SHARE": "partitions", "BATCH__MAX_ITEMS": "5"}  # 0002's rule
+    one: ServiceProcess = service_process(names, sandbox, **by_partitions)
     one.wait_assigned(4)
-    two: ServiceProcess = service_process(names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5")
+    two: ServiceProcess = service_process(names, sandbox, **by_partitions)
     two.wait_assigned(2)
     one.wait_assigned(2)
     wait_for(
