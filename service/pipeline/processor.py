@@ -50,6 +50,7 @@ __all__ = ["Pipeline"]
 log = logging.getLogger(__name__)
 
 CONSUME_BATCH: Final = 500
+LEAVE_SECONDS: Final = 5.0
 
 
 class Pipeline:
@@ -263,6 +264,15 @@ class Pipeline:
         self._rebalance.closing = True
         self._share.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._leave_group()
         self._consumer.close()
         self._producer.flush(5)
         log.info("stopped")
+
+    def _leave_group(self) -> None:
+        """Leaves the group before closing: a static member (``group.instance.id``) does not on ``close()``, and
+        its partitions would wait out the session timeout for a replacement pod of another name."""
+        self._consumer.unsubscribe()
+        deadline = time.monotonic() + LEAVE_SECONDS
+        while self._consumer.assignment() and time.monotonic() < deadline:
+            self._consumer.consume(CONSUME_BATCH, timeout=0.1)  # serves the revoke; records are not taken

@@ -68,18 +68,22 @@ class FakeConsumer:
         self.commits: list[dict[int, tuple[int, str]]] = []
         self.paused: set[int] = set()
         self.callbacks: dict[str, Callable[..., None]] = {}
+        self.assigned: set[int] = set()
         self.closed = False
 
     def subscribe(self, topics: list[str], **callbacks: Callable[..., None]) -> None:
         self.callbacks = callbacks
 
     def assign(self, *partitions: int) -> None:
+        self.assigned |= set(partitions)
         self.callbacks["on_assign"](self, [TopicPartition(self.topic, p) for p in partitions])
 
     def revoke(self, *partitions: int) -> None:
+        self.assigned -= set(partitions)
         self.callbacks["on_revoke"](self, [TopicPartition(self.topic, p) for p in partitions])
 
     def lose(self, *partitions: int) -> None:
+        self.assigned -= set(partitions)
         self.callbacks["on_lost"](self, [TopicPartition(self.topic, p) for p in partitions])
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
@@ -112,6 +116,12 @@ class FakeConsumer:
 
     def list_topics(self, topic: str, timeout: float) -> Any:
         return type("Metadata", (), {"topics": {self.topic: _TopicMetadata(self.partitions)}})()
+
+    def unsubscribe(self) -> None:
+        self.revoke(*sorted(self.assigned))
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in self.assigned]
 
     def close(self) -> None:
         self.closed = True

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError
 
 from service.api.errors import FatalApiError
 from service.api.models import BatchResult, DeleteBatch, ItemResult, ItemStatus
@@ -346,6 +347,7 @@ def test_sigterm_drain_finishes_started_events_and_leaves_the_rest_unstarted() -
     assert [o["event_id"] for o in rig.outcomes()] == ["published", "gap"]
     assert rig.consumer.position(0) == (2, "")  # "later" stays uncommitted: redelivered, never duplicated
     assert [batch.collection for batch, _ in rig.executor.calls] == []  # "later" was never called
+    assert rig.consumer.assigned == set()  # left the group before closing: a static member would not on close
     assert rig.consumer.closed
 
 
@@ -530,3 +532,18 @@ def test_a_delist_older_than_the_maximum_age_is_skipped_with_an_outcome() -> Non
     assert (outcome["event_id"], outcome["status"]) == ("old", "cancelled")
     assert {i["reason"] for i in outcome["images"]} == {"too_old"}
     assert [batch.collection for batch, _ in rig.executor.calls] == ["c"]  # only "new"
+
+
+class FatalConsumerEvent(FakeMessage):
+    """What librdkafka hands the consumer when the group refused it for good (e.g. a fenced static member)."""
+
+    def error(self) -> Any:
+        return KafkaError(KafkaError._FATAL, "Fatal error: a member with this instance id is already in the group")
+
+
+def test_a_fatal_consumer_event_halts_the_service() -> None:
+    rig = Rig()
+    rig.feed(FatalConsumerEvent(TOPIC, 0, 0, None))
+    assert rig.health.fatal_reason is not None
+    assert rig.health.ready is False
+    assert rig.consumer.paused == {0, 1}

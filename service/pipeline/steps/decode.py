@@ -51,7 +51,7 @@ class DecodeStep:
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", error.str(), extra={"code": str(error.code())})
-                if error.fatal():
+                if error.fatal() or error.code() == KafkaError._FATAL:  # the consumer's fatal event: fatal() says no
                     self._halt.trip(f"Kafka consumer fatal error: {error.str()}")
             return
         record = source_record(message)
