@@ -159,6 +159,7 @@ class CallPlanner:
         self._learned_left: int | None = None
         """Calls left per the last answer of this budget day, less the calls then under way (-1: unlimited)."""
         self._spent_since_learned = 0
+        """Calls spent since the last answer (before any: since the start, or the reset of a daily allowance)."""
         self._last_call_at: float | None = None
         self._tokens = 0.0
         """Spare calls accrued and not yet wasted on partial batches."""
@@ -245,10 +246,11 @@ class CallPlanner:
         projected = oldest + until_reset
         return Decision(None, why, projected, projected > self._max_wait, until_reset, budget)
 
-    def _rank(self, now: float, batch: WaitingBatch) -> tuple[bool, bool, int, float]:
-        """Sort key, first goes first: past the max wait (partial ones), full, most images, oldest."""
+    def _rank(self, now: float, batch: WaitingBatch) -> tuple[bool, float, bool, int, float]:
+        """Sort key, first goes first: partial ones past the max wait (oldest first), then full ones, then the
+        most images (oldest first on a tie)."""
         overdue = not batch.full and now - batch.oldest_at > self._max_wait
-        return (not overdue, not batch.full, -batch.items, batch.oldest_at)
+        return (not overdue, batch.oldest_at if overdue else 0.0, not batch.full, -batch.items, batch.oldest_at)
 
     def _why_sent(self, now: float, batch: WaitingBatch) -> Why:
         if batch.full:
@@ -295,7 +297,7 @@ class CallPlanner:
             return False
         return not self._latency_paced() or age >= self._max_wait - self._latency_lead(waiting, qps)
 
-    def _ranking(self, now: float) -> Callable[[WaitingBatch], tuple[bool, bool, int, float]]:
+    def _ranking(self, now: float) -> Callable[[WaitingBatch], tuple[bool, float, bool, int, float]]:
         return lambda batch: self._rank(now, batch)
 
     def _wake(
@@ -359,17 +361,18 @@ class CallPlanner:
         while self._resets_at <= now:
             self._resets_at += DAY_SECONDS
         self._spent_today = 0
-        self._learned_left = None
-        self._spent_since_learned = 0
+        if self._allowance.kind is AllowanceKind.DAILY:  # a pack's calls do not come back at the reset
+            self._learned_left = None
+            self._spent_since_learned = 0
         self._tokens = 0.0
         self._paced_at = now
 
     def _calls_left(self) -> float:
-        if self._learned_left is None:
-            return float(max(0, self._allowance.daily_calls - self._spent_today))
-        if self._learned_left < 0:
+        """The last answer's calls left (before any: the allowance's ``daily_calls``), less those spent since."""
+        known = self._allowance.daily_calls if self._learned_left is None else self._learned_left
+        if known < 0:
             return math.inf
-        return float(max(0, self._learned_left - self._spent_since_learned))
+        return float(max(0, known - self._spent_since_learned))
 
     def _spendable(self) -> float:
         return max(0.0, min(self._calls_left() - self._reserve, self._day_cap - self._spent_today))
