@@ -33,6 +33,11 @@ One broker, one pre-loaded backlog of sample events (``devkit.sample.SampleStrea
    IMGSWEEP_KAFKA__MAX_PENDING_EVENTS and, on a shorter drain, at half of it. Target ≤ 1.
 7. **CPU**: user+sys seconds of the imgsweep process per 1,000 events, ÷ the raw consumer's.
 8. **sandbox capacity**: the sandbox's calls/s on one core ÷ the call rate imgsweep needed while draining.
+9. **a simulated day** (``bench/simulated_day.py``, also ``python -m bench.simulated_day``): three days of a
+   diurnal trickle through the real ``Batcher`` and ``CallPlanner`` on a virtual clock, today's linger beside
+   the call budget (daily allowances of 1,000 and 500 calls, a paid pack): calls, images per call, when the
+   allowance ran out, image waits, calls left at the reset, and the issue 13 targets. Its own section of the
+   report; no ratio in the summary.
 
 A py-spy ``--gil`` profile of a second drain says where imgsweep's Python time goes, by pipeline stage.
 """

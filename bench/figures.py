@@ -10,6 +10,7 @@ from bench.gil_profile import GilProfile
 from bench.machine import Machine
 from bench.measure import CallWindow, DrainRun, LatencyRun, SandboxCapacity, ThroughputRun
 from bench.service_defaults import ServiceDefaults
+from bench.simulated_day import SimulatedDays
 from bench.workload import Backlog
 
 __all__ = ["FIGURE_KEYS", "Figure", "Results", "compute_figures"]
@@ -69,6 +70,8 @@ class Results:
     light_linger_seconds: float
     light_latency_seconds: float
     capacity: SandboxCapacity
+    simulated_day: SimulatedDays | None = None
+    """The call budget on a virtual clock (``bench/simulated_day.py``): no broker, no figure in the summary."""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 from bench.figures import Figure, Results
 from bench.gil_profile import GilProfile
 from bench.measure import WindowSample
+from bench.simulated_day import report_lines
 from devkit.sample import SampleStream
 
 __all__ = ["write_plot", "write_report"]
@@ -284,11 +285,13 @@ def write_report(results: Results, figures: list[Figure], out: Path, plot: Path 
         f"{r.capacity.calls_per_second:,.0f} calls/s, {_value(f['sandbox_headroom'].value)}x what imgsweep asked "
         "of it while draining, so the instant sandbox does not limit the throughput figure.",
         "",
+        *(report_lines(r.simulated_day) if r.simulated_day is not None else []),
         "## Reproduce",
         "",
         "```sh",
         "make bench   # installs '.[dev,bench]' (matplotlib, py-spy), runs python -m bench.run",
         ".venv/bin/python -m bench.run --quick --out /tmp/perf.md   # a smoke run in about a minute, proves nothing",
+        ".venv/bin/python -m bench.simulated_day --update docs/performance.md   # only the simulated day, seconds",
         "```",
         "",
     ]

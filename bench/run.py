@@ -2,7 +2,8 @@
 
 One broker, one pre-loaded backlog, then one phase after another (never two at once, so they do not share the
 cores): the raw consumer, imgsweep draining the backlog against an instant API, a py-spy profile, imgsweep and
-the naive peer at the API's 2 QPS, imgsweep under light load, and the sandbox's own capacity. The report and
+the naive peer at the API's 2 QPS, imgsweep under light load, the sandbox's own capacity, and a simulated day
+of the call budget (no broker: a virtual clock, ``bench/simulated_day.py``). The report and
 its plot are written at the end; logs of every process stay in ``--workdir`` (a temporary directory unless
 given). See ``bench/__init__.py`` for what each figure means.
 """
@@ -48,6 +49,7 @@ from bench.measure import (
 )
 from bench.report import write_plot, write_report
 from bench.service_defaults import ServiceDefaults
+from bench.simulated_day import simulate as simulate_days
 from bench.workload import Backlog, LiveStream, create_topics, preload_backlog, produce_live
 from devkit.processes import (
     ACCESS_KEY,
@@ -417,6 +419,8 @@ def run_bench(plan: Plan, *, bootstrap: str | None, workdir: Path, seed: int, co
         peer, peer_summary = bench.peer(backlog)
         light = bench.light()
         capacity = bench.capacity()
+    _say("a simulated day of delists against the call budget (virtual clock, no broker)")
+    simulated = simulate_days()
     machine = machine_start.finished()
     return Results(
         plan=asdict(plan),
@@ -441,6 +445,7 @@ def run_bench(plan: Plan, *, bootstrap: str | None, workdir: Path, seed: int, co
         light_linger_seconds=defaults.linger_seconds,
         light_latency_seconds=plan.light_latency_ms / 1000,
         capacity=capacity,
+        simulated_day=simulated,
     )
 
 

@@ -468,8 +468,8 @@ def report_lines(r: SimulatedDays) -> list[str]:
         f"QPS {QPS:g}, linger {LINGER_SECONDS:g} s, `IMGSWEEP_BATCH__MAX_WAIT_SECONDS` {MAX_WAIT_SECONDS:.0f}, "
         f"reserve {RESERVE_FRACTION:.0%} of the daily allowance. A wait is from an image joining the batcher to "
         "the start of its call (calls take no time here). Day 1 is the planner's first day (nothing learned: the "
-        "rest of the day is expected at the rate seen so far); day 3 uses what days 1 and 2 taught it. The "
-        'allowance "ran out" when no spendable call was left more than one max wait before the reset.',
+        "rest of the day is expected at the busiest hourly rate seen so far); day 3 uses what days 1 and 2 taught "
+        'it. The allowance "ran out" when no spendable call was left more than one max wait before the reset.',
         "",
         f"### A daily allowance of {DAILY_CALLS:,} calls",
         "",
@@ -502,7 +502,14 @@ def report_lines(r: SimulatedDays) -> list[str]:
         "",
         "Here the day's images need most of the spendable calls even at full batches. Even pacing with no "
         'calls kept (the issue\'s "dividing by the hours left") spends them on small batches at quiet hours '
-        "and runs out in the evening; keeping calls for the expected images is what the learned arrivals are for.",
+        f"and runs out at {_clock(r.tight_unkept.ran_out_at)}; keeping calls for the expected images is what the "
+        "learned arrivals are for. On its first day the planner knows only the busiest hour seen so far, which "
+        "does not foresee the evening: "
+        + (
+            f"the allowance ran out at {_clock(r.tight_first.ran_out_at)} (by day 3 it lasts)."
+            if r.tight_first.ran_out_at is not None
+            else "it lasted all the same."
+        ),
         "",
         "### A paid pack, the max wait as latency target",
         "",

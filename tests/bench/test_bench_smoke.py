@@ -40,7 +40,7 @@ def test_quick_run_writes_a_report_with_every_figure(kafka_bootstrap: str, tmp_p
     for row in rows:
         ratio = row.split("|")[2].strip()
         assert re.fullmatch(r"-?[\d,]+(\.\d+)?", ratio), row
-    for needed in ("cores", "Python", "Apache Kafka", "python -m bench.run --quick", "Measured on 2"):
+    for needed in ("cores", "Python", "Apache Kafka", "python -m bench.run --quick", "Measured on 2", "simulated day"):
         assert needed in report
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out.parent / "performance.png").read_bytes().startswith(b"\x89PNG")
