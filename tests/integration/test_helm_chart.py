@@ -646,6 +646,9 @@ def start_as_pod(
     for entry in main.get("env", []):
         if "value" in entry:
             value = entry["value"]
+        elif "fieldRef" in entry["valueFrom"]:  # the downward API: the pod's name is all the chart asks for
+            assert entry["valueFrom"]["fieldRef"] == {"fieldPath": "metadata.name"}
+            value = "imgsweep-7d9f8b6c4-x2x7q"
         else:
             ref = entry["valueFrom"]["secretKeyRef"]
             value = cluster_secrets[ref["name"]][ref["key"]]
@@ -912,8 +915,8 @@ def _env(objects: tuple[Object, ...]) -> dict[str, Object]:
 def test_static_membership_takes_the_instance_id_from_the_pods_name(
     clean_environment: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    assert "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID" not in _env(render()), "off by default (docs/decisions/0005)"
-    objects = render("--set", "kafka.staticMembership=true")
+    assert "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID" not in _env(render("--set", "kafka.staticMembership=false"))
+    objects = render()  # on by default (docs/decisions/0005)
     entry = _env(objects)["IMGSWEEP_KAFKA__GROUP_INSTANCE_ID"]
     assert entry["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID" not in settings_configmap(objects)["data"], "one value per pod"
@@ -946,10 +949,11 @@ def test_the_consumer_protocol_leaves_the_session_timeout_to_the_broker(
 
 
 def test_notes_say_what_static_membership_costs(tmp_path: Path) -> None:
-    assert "Static group membership" not in render_notes(tmp_path)
-    notes = render_notes(tmp_path / "static", "--set", "kafka.staticMembership=true")
+    assert "Static group membership" not in render_notes(tmp_path, "--set", "kafka.staticMembership=false")
+    notes = render_notes(tmp_path / "static")
     assert "each pod's name is its group.instance.id" in notes
-    assert "holds them for the session\ntimeout (45000 ms)" in notes
+    assert "leaves the group on SIGTERM" in notes
+    assert "holds its partitions for the session timeout (45000 ms)" in notes
 
 
 def test_notes_say_how_to_create_the_demand_topic_and_what_autoscaling_follows(tmp_path: Path) -> None:
