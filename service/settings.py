@@ -358,6 +358,36 @@ class ApiSettings(_Section):
         le=86_400,
         description="While the API answers 10010 (a paid pack ran out): how often to probe with a call.",
     )
+    allowance: Literal["daily", "pack"] = Field(
+        default="daily",
+        description="The account's calls: a free plan's daily allowance (lost at the reset) or a paid call pack.",
+    )
+    daily_calls: int = Field(
+        default=500,
+        ge=1,
+        description="The daily allowance (a pack: calls assumed left until the API first answers with remainTimes).",
+    )
+    reserve_calls: int = Field(default=0, ge=0, description="Calls never spent: left to the shop's own searches.")
+    reserve_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="The reserve as a fraction of daily_calls (a pack: of its daily spending limit); the larger wins.",
+    )
+    price_per_call: float | None = Field(default=None, gt=0, description="A pack's money per call.")
+    daily_spend_limit: float | None = Field(
+        default=None, gt=0, description="A pack's most money spent in one day (from one reset to the next)."
+    )
+
+    @model_validator(mode="after")
+    def _pack_spending(self) -> ApiSettings:
+        if (self.price_per_call is None) != (self.daily_spend_limit is None):
+            raise ValueError(
+                f"set {ENV_PREFIX}API__PRICE_PER_CALL and {ENV_PREFIX}API__DAILY_SPEND_LIMIT together, or neither"
+            )
+        if self.daily_spend_limit is not None and self.allowance != "pack":
+            raise ValueError(f"a daily spending limit needs {ENV_PREFIX}API__ALLOWANCE=pack")
+        return self
 
     @model_validator(mode="after")
     def _backoff_bounds(self) -> ApiSettings:
@@ -389,12 +419,26 @@ class BatchSettings(_Section):
     max_items: int = Field(default=API_MAX_ITEMS, ge=1)
     max_bytes: int = Field(default=API_MAX_BODY_BYTES, ge=1024)
     linger_seconds: float = Field(default=2.0, ge=0, le=3600)
+    max_wait_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        le=86400,
+        description="The longest a partial batch should wait: a pack's latency target; the call budget may exceed it.",
+    )
     relist_grace_seconds: float = Field(
         default=10.0,
         ge=0,
         le=86400,
         description="A delist's images wait this long in its partition's event time, so a quick relist wins.",
     )
+
+    @model_validator(mode="after")
+    def _max_wait_not_below_linger(self) -> BatchSettings:
+        if self.max_wait_seconds < self.linger_seconds:
+            raise ValueError(
+                f"max_wait_seconds ({self.max_wait_seconds}) must be at least linger_seconds ({self.linger_seconds})"
+            )
+        return self
 
     @field_validator("max_items")
     @classmethod
