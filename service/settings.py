@@ -436,7 +436,8 @@ class BatchSettings(_Section):
     def _max_wait_not_below_linger(self) -> BatchSettings:
         if self.max_wait_seconds < self.linger_seconds:
             raise ValueError(
-                f"max_wait_seconds ({self.max_wait_seconds}) must be at least linger_seconds ({self.linger_seconds})"
+                f"{ENV_PREFIX}BATCH__MAX_WAIT_SECONDS ({self.max_wait_seconds}) must be at least "
+                f"{ENV_PREFIX}BATCH__LINGER_SECONDS ({self.linger_seconds})"
             )
         return self
 
