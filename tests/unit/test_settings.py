@@ -278,6 +278,22 @@ def test_dry_run_never_touches_the_live_group_or_output_topics(monkeypatch: pyte
     assert masked_config(dry)["kafka"]["group_id"] == "sweepers.dry-run"  # check-config shows what is used
 
 
+def test_the_qps_is_shared_by_demand_on_its_own_topic_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    live = load_settings()
+    assert (live.api.qps_share, live.kafka.demand_topic) == ("demand", "catalog.imgsweep.demand")
+    monkeypatch.setenv("IMGSWEEP_API__QPS_SHARE", "partitions")
+    assert load_settings().api.qps_share == "partitions"
+    monkeypatch.setenv("IMGSWEEP_API__QPS_SHARE", "even")
+    with pytest.raises(ConfigError, match="IMGSWEEP_API__QPS_SHARE: Input should be 'demand' or 'partitions'"):
+        load_settings()
+    monkeypatch.delenv("IMGSWEEP_API__QPS_SHARE")
+    monkeypatch.setenv("IMGSWEEP_DRY_RUN", "true")
+    assert load_settings().kafka.demand_topic == "catalog.imgsweep.demand.dry-run"  # never a live replica's share
+    monkeypatch.setenv("IMGSWEEP_KAFKA__DEMAND_TOPIC", "catalog.product-delisted")
+    with pytest.raises(ConfigError, match="and demand_topic a fourth"):
+        load_settings()
+
+
 def test_the_payment_probe_interval_defaults_to_an_hour_and_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_settings().api.payment_probe_seconds == 3600
     monkeypatch.setenv("IMGSWEEP_API__PAYMENT_PROBE_SECONDS", "1800")
