@@ -47,7 +47,7 @@ class Demand:
     calls: int
     """Calls it could make now: its waiting batches (full, due or still open) and its calls under way."""
     at: float
-    """When it was announced, on the announcer's wall clock (epoch seconds)."""
+    """When it was heard, on the hearer's clock."""
 
 
 def floor_qps(account_qps: float, members: int) -> float:

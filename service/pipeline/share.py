@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 ANNOUNCE_SECONDS: Final = 1.0
 """How often a replica announces its demand (and at once when it goes from nothing to something)."""
 EXPIRY_SECONDS: Final = 5.0
-"""An announcement older than this is a dead replica's: it no longer holds a share."""
+"""A replica not heard from for this long (on the hearer's own clock) is dead: it no longer holds a share."""
 RISE_SECONDS: Final = 2.0
 """A higher share waits this long: the replica losing pace has read the change, and its last second passed."""
 ROTATE_SECONDS: Final = 120.0
@@ -106,6 +106,7 @@ class DemandShare:
         self._announced = 0
         self._by_demand: bool | None = None
         self._delivery_failures = 0
+        self._quiet_until = 0.0
 
     def assigned(self, assigned: int, partitions: int | None) -> None:
         self._partition_share = qps_share(self._account_qps, assigned, partitions)
@@ -162,7 +163,7 @@ class DemandShare:
             try:
                 messages = self._reader.consume(500, timeout=0)
             except KafkaException as error:
-                log.warning("reading the demand topic failed: %s", error)
+                self._warn(f"reading the demand topic failed: {error}")
                 return
             for message in messages:
                 self._heard(message)
@@ -173,7 +174,7 @@ class DemandShare:
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("demand topic: %s", error)
+                self._warn(f"demand topic: {error}")
             return
         key = message.key()
         if key is None:
@@ -184,10 +185,19 @@ class DemandShare:
             self._table.gone(member)
             return
         try:
-            document = json.loads(value)
-            self._table.heard(Demand(member, max(0, int(document["calls"])), float(document["at"])))
+            calls = max(0, int(json.loads(value)["calls"]))
         except (ValueError, KeyError, TypeError):
-            log.warning("demand topic: an announcement that is not ours, ignored", extra={"state": member})
+            self._warn(f"demand topic: an announcement that is not ours, from {member!r}, ignored")
+            return
+        # Expiry counts from when this replica heard it, on its own clock: replicas' clocks need not agree.
+        self._table.heard(Demand(member, calls, self._clock()))
+
+    def _warn(self, message: str) -> None:
+        """At most one warning a minute: a broken demand topic shows on every turn of the loop."""
+        now = self._clock()
+        if now >= self._quiet_until:
+            self._quiet_until = now + 60.0
+            log.warning(message)
 
     def _announce(self, demand: int, now: float) -> None:
         document = {"member": self._member, "calls": demand, "at": self._wall(), "account_qps": self._account_qps}
@@ -210,7 +220,7 @@ class DemandShare:
 
     def _apply(self, now: float) -> None:
         wall = self._wall()
-        live = self._table.live(wall)
+        live = self._table.live(now)
         by_demand = self._reading and self._member in live
         if by_demand:
             share = demand_shares(self._account_qps, live, rotation=int(wall // ROTATE_SECONDS))[self._member]
