@@ -38,6 +38,9 @@ One broker, one pre-loaded backlog of sample events (``devkit.sample.SampleStrea
    the call budget (daily allowances of 1,000 and 500 calls, a paid pack): calls, images per call, when the
    allowance ran out, image waits, calls left at the reset, and the issue 13 targets. Its own section of the
    report; no ratio in the summary.
+10. **skew** (``python -m bench.skew --update docs/performance.md``, apart from ``bench.run``: about 7 minutes
+   of replicas at 2 QPS): QPS use and 10043 answers of 1 replica, 2 with the whole backlog on one, 2 and 4 on an
+   even backlog, with the QPS shared by partitions beside by demand. Its own section; targets ≥ 0.95 and ≤ 1 %.
 
 A py-spy ``--gil`` profile of a second drain says where imgsweep's Python time goes, by pipeline stage.
 """
