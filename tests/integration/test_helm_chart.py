@@ -792,9 +792,11 @@ def test_keda_scales_on_what_replicas_can_help_with_never_on_lag_and_owns_replic
     assert metadata["threshold"] == "1"
     query = metadata["query"]
     qps = float(settings_configmap(objects)["data"]["IMGSWEEP_API__QPS"])
-    assert "process_cpu_seconds_total" in query and "/ 0.5)" in query  # cores busy over cpuPerReplica
+    assert "sum(rate(process_cpu_seconds_total{" in query
+    assert "/ 0.5)" in query  # the cores busy over cpuPerReplica
     assert f'code="10000"}}[2m])) < {0.8 * qps:g})' in query  # only while the account's QPS is unused
-    assert "max(imgsweep_quota_exhausted" in query and "imgsweep_qps_demand_calls" in query
+    assert "max(imgsweep_quota_exhausted" in query
+    assert "sum(imgsweep_qps_demand_calls" in query
     assert f'pod=~"{deployment["metadata"]["name"]}-.*"' in query
     assert "consumer_lag" not in query
     assert metadata["unsafeSsl"] == "false"
