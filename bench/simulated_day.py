@@ -59,26 +59,6 @@ TICK_SECONDS = 60.0
 """The simulated poll loop turns at least this often even when nothing happens (the real one: every second)."""
 
 
-class PlannedBatcher(Batcher[float]):
-    """The real ``Batcher`` with the two reads the planner needs, which ``Batcher`` does not have yet: the
-    batches waiting, and taking the one chosen. The waiter of an image is the time it joined."""
-
-    def waiting(self) -> list[WaitingBatch]:
-        return [
-            WaitingBatch(b.sequence, b.collection, len(b.waiters), b.created_at, b.full is not None)
-            for b in self._batches
-        ]
-
-    def take_key(self, key: int, now: float) -> ReadyBatch[float]:
-        """The batch ``key`` (a sequence number from ``waiting``), moved to the front and taken."""
-        index = next(i for i, batch in enumerate(self._batches) if batch.sequence == key)
-        self._batches.insert(0, self._batches.pop(index))
-        ready = self.take(now, drain=True)
-        if ready is None or ready.sequence != key:
-            raise RuntimeError(f"batch {key} was not taken")
-        return ready
-
-
 @dataclass(frozen=True)
 class Arrival:
     at: float
@@ -199,7 +179,7 @@ class _Account:
 class _Policy(Protocol):
     def arrived(self, now: float, images: int) -> None: ...
 
-    def turn(self, now: float, batcher: PlannedBatcher, account: _Account, days: list[DayFigures]) -> float | None:
+    def turn(self, now: float, batcher: Batcher[float], account: _Account, days: list[DayFigures]) -> float | None:
         """Sends what it decides at ``now``; returns how long until it wants to look again (None: no need)."""
 
 
@@ -225,7 +205,7 @@ class TodayPolicy:
     def arrived(self, now: float, images: int) -> None:
         pass
 
-    def turn(self, now: float, batcher: PlannedBatcher, account: _Account, days: list[DayFigures]) -> float | None:
+    def turn(self, now: float, batcher: Batcher[float], account: _Account, days: list[DayFigures]) -> float | None:
         while account.left > 0 and now >= self._last_call + 1.0 / QPS:
             ready = batcher.take(now)
             if ready is None:
@@ -252,18 +232,21 @@ class BudgetPolicy:
     def arrived(self, now: float, images: int) -> None:
         self._planner.observe_arrivals(now, images)
 
-    def turn(self, now: float, batcher: PlannedBatcher, account: _Account, days: list[DayFigures]) -> float | None:
+    def turn(self, now: float, batcher: Batcher[float], account: _Account, days: list[DayFigures]) -> float | None:
         today = days[_day_of(now, days)]
         until_reset = (math.floor(now / DAY_SECONDS) + 1) * DAY_SECONDS - now
         while True:
             decision = self._planner.plan(
-                now, batcher.waiting(), QuotaView(until_reset, QPS, exhausted=account.left <= 0)
+                now,
+                [WaitingBatch(*waiting) for waiting in batcher.waiting()],
+                QuotaView(until_reset, QPS, exhausted=account.left <= 0),
             )
             if decision.budget.spendable < 1 and today.ran_out_at is None and until_reset > MAX_WAIT_SECONDS:
                 today.ran_out_at = now % DAY_SECONDS
             if decision.send is None:
                 break
-            ready = batcher.take_key(decision.send.key, now)
+            ready = batcher.take_sequence(decision.send.key)
+            assert ready is not None
             _record(ready, now, days)
             account.left -= 1
             self._planner.sent(now, decision.send)
@@ -287,7 +270,7 @@ def _run(
 ) -> list[DayFigures]:
     """Drives one policy over the arrivals on a virtual clock, one day past the last so late images are sent
     (that extra day has no arrivals of its own)."""
-    batcher = PlannedBatcher(max_items=MAX_ITEMS, max_bytes=MAX_BYTES, linger_seconds=LINGER_SECONDS)
+    batcher: Batcher[float] = Batcher(max_items=MAX_ITEMS, max_bytes=MAX_BYTES, linger_seconds=LINGER_SECONDS)
     figures = [DayFigures(label, day + 1, spendable=spendable, reserve=reserve) for day in range(days + 1)]
     now, index, serial, day = 0.0, 0, 0, 0
     end = (days + 1) * DAY_SECONDS

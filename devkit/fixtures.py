@@ -28,6 +28,7 @@ TEST_SETTINGS = {
     "API__READ_TIMEOUT_SECONDS": "2",
     "BATCH__LINGER_SECONDS": "0.3",
     "BATCH__RELIST_GRACE_SECONDS": "0",  # the relist tests set their own
+    "API__DAILY_CALLS": "-1",  # no budget pacing before the sandbox's first remainTimes; the budget tests set theirs
     "LOG__LEVEL": "INFO",
 }
 """What ``service_process`` sets beyond the harness's own settings, unless a test says otherwise."""

@@ -26,6 +26,7 @@ from service.api.classify import (
     TRANSIENT_CODES,
 )
 from service.api.models import ItemStatus
+from service.budget import Decision, Why
 from service.pipeline.batcher import FlushReason
 from service.pipeline.reasons import CancelReason, DeadLetterReason, OutcomeStatus, SkipReason
 
@@ -178,6 +179,44 @@ class Metrics:
             "a new owner would process them again.",
             registry=r,
         )
+        self.budget_calls_left = Gauge(
+            "imgsweep_budget_calls_left", "Calls the account has left today, as the budget counts them.", registry=r
+        )
+        self.budget_spendable = Gauge(
+            "imgsweep_budget_spendable_calls",
+            "Calls imgsweep may still spend before the reset: calls left, capped by a pack's daily limit, "
+            "less the reserve.",
+            registry=r,
+        )
+        self.budget_reserve = Gauge(
+            "imgsweep_budget_reserve_calls", "Calls never spent: left to the shop's own searches.", registry=r
+        )
+        self.budget_needed = Gauge(
+            "imgsweep_budget_needed_calls",
+            "Calls the images waiting and the rest of the day's expected ones need at full batches.",
+            registry=r,
+        )
+        self.budget_partial_calls_per_hour = Gauge(
+            "imgsweep_budget_partial_calls_per_hour",
+            "The pace at which the budget gives partial batches calls now (planned calls per hour).",
+            registry=r,
+        )
+        self.budget_projected_wait = Gauge(
+            "imgsweep_budget_projected_wait_seconds",
+            "The longest wait an image now waiting is projected to have before its call.",
+            registry=r,
+        )
+        self.budget_limited = Gauge(
+            "imgsweep_budget_limited",
+            "1 while the budget holds an image past IMGSWEEP_BATCH__MAX_WAIT_SECONDS (the budget wins).",
+            registry=r,
+        )
+        self.budget_decisions = Counter(
+            "imgsweep_budget_decisions",
+            "Batches the budget let go, by why; and turns it held them, by why.",
+            ["why"],
+            registry=r,
+        )
         self._initialise_labels()
 
     def _initialise_labels(self) -> None:
@@ -202,6 +241,8 @@ class Metrics:
             self.dead_letters.labels(dead_letter)
         for skip in SkipReason:
             self.events_skipped.labels(skip)
+        for why in Why:
+            self.budget_decisions.labels(why)
 
     # The API client's observer interface (service.api.client.CallObserver).
     def call_finished(self, code: str, seconds: float, items: int) -> None:
@@ -215,6 +256,18 @@ class Metrics:
     def rate_limiter_waited(self, seconds: float) -> None:
         self.rate_limiter_waits.inc()
         self.rate_limiter_wait_seconds.inc(seconds)
+
+    def budget_decided(self, decision: Decision) -> None:
+        budget = decision.budget
+        self.budget_calls_left.set(budget.calls_left)
+        self.budget_spendable.set(budget.spendable)
+        self.budget_reserve.set(budget.reserve)
+        self.budget_needed.set(budget.needed)
+        self.budget_partial_calls_per_hour.set(budget.partial_calls_per_hour)
+        self.budget_projected_wait.set(decision.projected_wait_seconds)
+        self.budget_limited.set(1 if decision.budget_limited else 0)
+        if decision.send is not None:
+            self.budget_decisions.labels(decision.why).inc()
 
     def image_decided(self, status: str, reason: str | None, count: int = 1) -> None:
         self.images.labels(status, _bounded(reason or "none", IMAGE_REASONS)).inc(count)

@@ -364,9 +364,17 @@ class ApiSettings(_Section):
     )
     daily_calls: int = Field(
         default=500,
-        ge=1,
-        description="The daily allowance (a pack: calls assumed left until the API first answers with remainTimes).",
+        ge=-1,
+        description="The daily allowance (a pack: calls assumed left until the API first answers with remainTimes); "
+        "-1: no daily limit, partial batches go after the linger as before the budget existed.",
     )
+
+    @field_validator("daily_calls")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 calls a day would never delete anything; use a positive number, or -1 for no limit")
+        return value
     reserve_calls: int = Field(default=0, ge=0, description="Calls never spent: left to the shop's own searches.")
     reserve_fraction: float = Field(
         default=0.1,

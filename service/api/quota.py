@@ -141,6 +141,11 @@ class QuotaGate:
                 raise CallAbandoned("shutdown while waiting for the quota reset")
             waited += step
 
+    def seconds_until_daily_reset(self) -> float:
+        """Until the next daily reset, whatever the gate's state (a closed gate may reopen earlier, to probe)."""
+        now = self._clock()
+        return max(0.0, (next_reset(now, self._zone, self._reset_time) - now).total_seconds())
+
     def state(self) -> QuotaState:
         with self._lock:
             now = self._clock()

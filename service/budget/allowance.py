@@ -37,8 +37,8 @@ class Allowance:
     """A pack's most money spent in one budget day (same currency as ``price_per_call``)."""
 
     def __post_init__(self) -> None:
-        if self.daily_calls < 0 or self.reserve_calls < 0:
-            raise ValueError("daily_calls and reserve_calls cannot be negative")
+        if self.daily_calls < -1 or self.reserve_calls < 0:
+            raise ValueError("daily_calls is -1 (no limit) or more, and reserve_calls cannot be negative")
         if not 0.0 <= self.reserve_fraction < 1.0:
             raise ValueError("reserve_fraction must be in [0, 1)")
         if (self.daily_spend_limit is None) != (self.price_per_call is None):
@@ -58,5 +58,7 @@ class Allowance:
     def reserve(self) -> int:
         """Calls never spent: the larger of the fixed reserve and the fraction of the day's allowance."""
         base = self.day_cap() if self.kind is AllowanceKind.PACK else float(self.daily_calls)
+        if base < 0:  # no daily limit: only the fixed reserve
+            return self.reserve_calls
         by_fraction = math.ceil(self.reserve_fraction * base) if math.isfinite(base) else 0
         return max(self.reserve_calls, by_fraction)

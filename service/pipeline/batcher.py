@@ -136,18 +136,32 @@ class Batcher(Generic[W]):
                 reason = FlushReason.LINGER
             else:
                 continue
-            del self._batches[index]
-            if self._open.get(batch.collection) is batch:
-                del self._open[batch.collection]
-            self._items -= len(batch.waiters)
-            return ReadyBatch(
-                batch=DeleteBatch(batch.collection, tuple(batch.waiters), f"{batch.collection}#{batch.sequence}"),
-                waiters=batch.waiters,
-                attempts=batch.attempts,
-                flush_reason=reason,
-                created_at=batch.created_at,
-                sequence=batch.sequence,
-            )
+            return self._hand_out(index, reason)
+        return None
+
+    def _hand_out(self, index: int, reason: FlushReason) -> ReadyBatch[W]:
+        batch = self._batches.pop(index)
+        if self._open.get(batch.collection) is batch:
+            del self._open[batch.collection]
+        self._items -= len(batch.waiters)
+        return ReadyBatch(
+            batch=DeleteBatch(batch.collection, tuple(batch.waiters), f"{batch.collection}#{batch.sequence}"),
+            waiters=batch.waiters,
+            attempts=batch.attempts,
+            flush_reason=reason,
+            created_at=batch.created_at,
+            sequence=batch.sequence,
+        )
+
+    def waiting(self) -> list[tuple[int, str, int, float, bool]]:
+        """Every batch not yet handed out, oldest first: (sequence, collection, items, created at, full)."""
+        return [(b.sequence, b.collection, len(b.waiters), b.created_at, b.full is not None) for b in self._batches]
+
+    def take_sequence(self, sequence: int) -> ReadyBatch[W] | None:
+        """The batch ``sequence`` (from ``waiting``), whatever its age: a budget chose it."""
+        for index, batch in enumerate(self._batches):
+            if batch.sequence == sequence:
+                return self._hand_out(index, batch.full or FlushReason.LINGER)
         return None
 
     def put_back(self, ready: ReadyBatch[W]) -> None:

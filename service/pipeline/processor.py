@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from service.api.models import BatchResult, DeleteBatch
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
+from service.budget import Allowance, AllowanceKind, CallPlanner, QuotaView
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.batcher import Batcher
@@ -70,8 +71,10 @@ class Pipeline:
         source: str,
         tracing: Tracing = NO_TRACING,
         share: QpsShare | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``share``: how this replica's QPS share is set (default: by its fraction of the partitions)."""
+        """``share``: how this replica's QPS share is set (default: by its fraction of the partitions);
+        ``clock``: the batches' and the budget's time."""
         kafka, api, batch = settings.kafka, settings.api, settings.batch
         self._topic, self._grace = kafka.input_topic, settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
@@ -97,9 +100,23 @@ class Pipeline:
         batcher: Batcher[PendingEvent] = Batcher(
             max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds
         )
-        self._batch = BatchStep(batcher=batcher, calls=self._call, metrics=metrics)
+        planner = CallPlanner(
+            Allowance(
+                AllowanceKind(api.allowance), api.daily_calls, api.reserve_calls, api.reserve_fraction,
+                api.price_per_call, api.daily_spend_limit,
+            ),
+            max_wait_seconds=batch.max_wait_seconds, linger_seconds=batch.linger_seconds, max_items=batch.max_items,
+        )  # fmt: skip
+
+        def quota_now() -> QuotaView:
+            state = quota.state()
+            return QuotaView(quota.seconds_until_daily_reset(), limiter.rate, exhausted=state.exhausted)
+
+        self._batch = BatchStep(
+            batcher=batcher, calls=self._call, planner=planner, quota=quota_now, metrics=metrics, clock=clock
+        )
         self._batcher, self._max_items = batcher, batch.max_items
-        self._call.retry_into(self._batch.retry)
+        self._call.feed_back_to(self._batch)
         self._hold = HoldStep(
             partitions=self._partitions, send=self._batch, withdraw=self._batch.withdraw, finished=self._publish,
             deletions=deletions, grace_seconds=batch.relist_grace_seconds,

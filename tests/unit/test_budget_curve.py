@@ -93,7 +93,7 @@ def test_the_reserve_is_the_larger_of_calls_and_fraction() -> None:
 @pytest.mark.parametrize(
     "fields",
     [
-        {"kind": AllowanceKind.DAILY, "daily_calls": -1},
+        {"kind": AllowanceKind.DAILY, "daily_calls": -2},
         {"kind": AllowanceKind.DAILY, "daily_calls": 10, "reserve_fraction": 1.0},
         {"kind": AllowanceKind.PACK, "daily_calls": 10, "daily_spend_limit": 5.0},
         {"kind": AllowanceKind.DAILY, "daily_calls": 10, "daily_spend_limit": 5.0, "price_per_call": 1.0},
@@ -102,3 +102,8 @@ def test_the_reserve_is_the_larger_of_calls_and_fraction() -> None:
 def test_an_allowance_that_cannot_be_is_refused(fields: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=r"must|cannot|needs|applies"):
         Allowance(**fields)  # type: ignore[arg-type]
+
+
+def test_no_daily_limit_keeps_only_the_fixed_reserve() -> None:
+    unlimited = Allowance(AllowanceKind.DAILY, daily_calls=-1, reserve_calls=3, reserve_fraction=0.5)
+    assert unlimited.reserve() == 3

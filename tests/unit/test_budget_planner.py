@@ -181,6 +181,8 @@ def scenarios(draw: st.DrawFn, *, enough_calls: bool = False) -> Scenario:
         daily_calls = max(daily_calls, math.ceil((daily_calls + 1) * reserve_fraction) + images)
         if limit is not None:
             limit = max(limit, 0.5 * (images + 1) / (1 - reserve_fraction) + 0.5 * reserve_calls)
+            # a pack's reserve is a fraction of its day's cap (limit / price), not of the calls it has left
+            daily_calls = max(daily_calls, reserve_calls + math.ceil(reserve_fraction * limit / 0.5) + images)
     else:
         daily_calls = draw(st.integers(0, 80))
     allowance = Allowance(

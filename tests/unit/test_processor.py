@@ -97,7 +97,16 @@ class Rig:
         self.quota = QuotaGate(UTC, time(0, 0), clock=lambda: self.clock)
         self.limiter_clock = LimiterClock()
         self.limiter = RateLimiter(2, clock=self.limiter_clock)
-        self.settings = Settings(**{"batch": {"linger_seconds": 0, "relist_grace_seconds": 0}, **settings})
+        self.loop_clock = LimiterClock()  # batches and the budget: a second passes between any two reads
+        defaults: dict[str, Any] = {
+            "batch": {"linger_seconds": 0, "relist_grace_seconds": 0},
+            "api": {"daily_calls": -1},
+        }
+        merged = {
+            key: {**defaults.get(key, {}), **value} if isinstance(value, dict) else value
+            for key, value in settings.items()
+        }
+        self.settings = Settings(**{**defaults, **merged})
         self.health = HealthState()
         self.metrics = Metrics()
         self.pipeline = Pipeline(
@@ -112,6 +121,7 @@ class Rig:
             health=self.health,
             stop_calls=threading.Event(),
             source="imgsweep/test",
+            clock=self.loop_clock,
         )
         self.consumer.subscribe(
             [TOPIC],

@@ -27,7 +27,7 @@ from service.health import HealthState
 from service.logs import JsonFormatter
 from service.metrics import Metrics
 from service.pipeline.processor import Pipeline
-from service.settings import BatchSettings, ConfigError, Settings, TracingSettings
+from service.settings import ApiSettings, BatchSettings, ConfigError, Settings, TracingSettings
 from service.tracing import NO_TRACING, SPAN_NAME, OtelTracing, check_tracing, response_hook, start_tracing
 from tests.support.kafka import FakeConsumer, FakeMessage, FakeProducer
 
@@ -75,7 +75,7 @@ def run_pipeline(tracing: Any, messages: list[FakeMessage]) -> FakeProducer:
         return BatchResult(items=tuple(ItemResult(i, ItemStatus.DELETED) for i in batch.items), api_calls=2)
 
     consumer, producer = FakeConsumer(TOPIC), FakeProducer()
-    settings = Settings(batch=BatchSettings(linger_seconds=0, relist_grace_seconds=0))
+    settings = Settings(batch=BatchSettings(linger_seconds=0, relist_grace_seconds=0), api=ApiSettings(daily_calls=-1))
     with ThreadPoolExecutor(1) as executor:
         pipeline = Pipeline(
             settings=settings,

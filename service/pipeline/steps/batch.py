@@ -1,8 +1,10 @@
-"""Batch: delist events -> one open batch per collection -> the call step, when a call can start at once.
+"""Batch: delist events -> one open batch per collection -> the call step, when the budget and a call allow.
 
 A batch stays in the batcher, still growing, until the call step can start it (a worker and a rate-limiter
-slot are free): waiting batches fill up instead of queueing half empty in a worker, and a crash leaves no
-taken batch to redo.
+slot are free) and the account's call budget (``service.budget.CallPlanner``) chooses it: full batches go as
+the QPS allows, partial ones when the budget has a call for them, the longest-waiting past the max wait
+first. Waiting batches fill up instead of queueing half empty in a worker, and a crash leaves no taken batch
+to redo. Draining (shutdown) bypasses the budget: what is left goes as it is.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from service.api.models import DeleteItem
+from service.budget import CallPlanner, Decision, QuotaView, WaitingBatch
 from service.metrics import Metrics
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.pending import PendingEvent
@@ -33,11 +36,17 @@ class BatchStep:
         *,
         batcher: Batcher[PendingEvent],
         calls: CallStarter,
+        planner: CallPlanner,
+        quota: Callable[[], QuotaView],
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._batcher = batcher
         self._calls = calls
+        self._planner = planner
+        self._quota = quota
+        self._decision: Decision | None = None
+        self._decided_at = -1.0
         self._metrics = metrics
         self._clock = clock
         self._draining = False
@@ -45,8 +54,10 @@ class BatchStep:
     def submit(self, pending: PendingEvent) -> None:
         now = self._clock()
         collection = pending.event.collection_name
-        for item in pending.items():
+        items = pending.items()
+        for item in items:
             self._batcher.add(collection, item, pending, now)
+        self._planner.observe_arrivals(now, len(items))
 
     def retry(self, collection: str, item: DeleteItem, waiters: list[PendingEvent], attempt: int) -> None:
         """An item another call may fix: it joins the collection's open batch again."""
@@ -56,18 +67,46 @@ class BatchStep:
                 self._batcher.add(collection, item, waiter, now, attempt)
 
     def poll(self) -> None:
-        """Hands every due batch to the call step while it can start calls; the rest keep growing."""
+        """Hands the batches the budget chooses to the call step while it can start calls; the rest keep growing."""
         now = self._clock()
         while self._calls.accepting():
-            ready = self._batcher.take(now, drain=self._draining)
-            if ready is None:
+            now = self._clock()
+            chosen = self._choose(now)
+            if chosen is None:
+                return
+            ready = self._batcher.take_sequence(chosen.key)
+            if ready is None:  # pragma: no cover - chosen from this turn's waiting list
                 return
             try:
                 self._calls.submit(ready)
             except MessageRejected:
                 self._batcher.put_back(ready)
                 return
+            self._planner.sent(now, chosen)
             self._metrics.batch_flushes.labels(ready.flush_reason).inc()
+        if now - self._decided_at >= 1.0:  # the budget's gauges stay current, whatever waits
+            self._decision, self._decided_at = self._planner.plan(now, self._waiting(), self._quota()), now
+            self._metrics.budget_decided(self._decision)
+
+    def _waiting(self) -> list[WaitingBatch]:
+        return [WaitingBatch(*batch) for batch in self._batcher.waiting()]
+
+    def _choose(self, now: float) -> WaitingBatch | None:
+        waiting = self._waiting()
+        if self._draining or not waiting:
+            return waiting[0] if waiting else None
+        decision = self._planner.plan(now, waiting, self._quota())
+        self._decision, self._decided_at = decision, now
+        self._metrics.budget_decided(decision)
+        return decision.send
+
+    def learned(self, remain_times: int, calls_in_flight: int) -> None:
+        """An answer said how many calls the account has left."""
+        self._planner.learned(self._clock(), remain_times, calls_in_flight)
+
+    def spent(self, calls: int) -> None:
+        """Calls beyond a batch's first (its retries)."""
+        self._planner.spent(self._clock(), calls)
 
     def withdraw(self, pending: PendingEvent) -> list[DeleteItem]:
         """The event's images leave the open batches (a relist); returns them. Images in a call stay there."""
@@ -82,7 +121,14 @@ class BatchStep:
         self._batcher.discard_waiters(gone)
 
     def seconds_until_due(self, now: float) -> float | None:
-        return 0.0 if self._draining and self._batcher.pending_items() else self._batcher.seconds_until_due(now)
+        """How long until a batch may go, if nothing arrives meanwhile; None if nothing waits."""
+        if not self._batcher.pending_items():
+            return None
+        if self._draining:
+            return 0.0
+        if self._decision is None or self._decision.next_check_seconds is None:
+            return self._batcher.seconds_until_due(now)
+        return max(0.0, self._decided_at + self._decision.next_check_seconds - now)
 
     def join(self, deadline: float) -> None:
         pass  # nothing runs here: batches leave through poll

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, Future
+from typing import Protocol
 
 from service.api.errors import CallAbandoned, FatalApiError, RetriesExhausted
 from service.api.models import BatchResult, DeleteBatch, DeleteItem, ItemResult, ItemStatus
@@ -37,7 +38,13 @@ __all__ = ["CallStep"]
 
 log = logging.getLogger(__name__)
 
-Retry = Callable[[str, DeleteItem, list[PendingEvent], int], None]
+
+class Feedback(Protocol):
+    """What a finished call tells the batch step: items worth another call, and what the account has left."""
+
+    def retry(self, collection: str, item: DeleteItem, waiters: list[PendingEvent], attempt: int) -> None: ...
+    def learned(self, remain_times: int, calls_in_flight: int) -> None: ...
+    def spent(self, calls: int) -> None: ...
 
 
 class CallStep:
@@ -71,13 +78,14 @@ class CallStep:
         self._stop_calls = stop_calls
         self._deletions = deletions
         self._metrics = metrics
-        self._retry: Retry | None = None
+        self._feedback: Feedback | None = None
         self._inflight: dict[Future[BatchResult], ReadyBatch[PendingEvent]] = {}
         self._completions: queue.SimpleQueue[Future[BatchResult]] = queue.SimpleQueue()
 
-    def retry_into(self, retry: Retry) -> None:
-        """Where items that a later call may fix go (the batch step): the one loop back in the flow."""
-        self._retry = retry
+    def feed_back_to(self, feedback: Feedback) -> None:
+        """Where items that a later call may fix go, and what the account has left (the batch step): the one
+        loop back in the flow."""
+        self._feedback = feedback
 
     def accepting(self) -> bool:
         """Whether a call could start now; ``submit`` may still refuse if the slot is taken meanwhile."""
@@ -180,7 +188,17 @@ class CallStep:
         except Exception:  # a bug must not lose events: they fail loudly and are dead-lettered
             log.exception("unexpected error in a delete call", extra=_batch_ids(ready))
             result = _failed(ready.batch, INTERNAL_ERROR, 1)
+        self._report(result)
         self._apply(ready, result)
+
+    def _report(self, result: BatchResult) -> None:
+        """What the answer says the account has left, and the calls beyond the batch's first, to the budget."""
+        if self._feedback is None:
+            return
+        if result.quota.remain_times is not None:
+            self._feedback.learned(result.quota.remain_times, len(self._inflight))
+        if result.api_calls > 1:
+            self._feedback.spent(result.api_calls - 1)
 
     def _apply(self, ready: ReadyBatch[PendingEvent], result: BatchResult) -> None:
         routing = route_results(result.items, ready.waiters, ready.attempts, self._max_attempts)
@@ -189,8 +207,8 @@ class CallStep:
         for item, waiters, attempt in routing.retry:
             live = [waiter for waiter in waiters if not waiter.abandoned]
             again = [waiter for waiter in live if not waiter.relisted]
-            if again and self._retry is not None:
-                self._retry(ready.batch.collection, item, again, attempt)
+            if again and self._feedback is not None:
+                self._feedback.retry(ready.batch.collection, item, again, attempt)
             for waiter in live:
                 if waiter.relisted:  # a relist came while the item was in this call: no second try
                     waiter.decide(ItemResult(item, ItemStatus.CANCELLED, CancelReason.RELISTED))
