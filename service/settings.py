@@ -375,6 +375,7 @@ class ApiSettings(_Section):
         if value == 0:
             raise ValueError("0 calls a day would never delete anything; use a positive number, or -1 for no limit")
         return value
+
     reserve_calls: int = Field(default=0, ge=0, description="Calls never spent: left to the shop's own searches.")
     reserve_fraction: float = Field(
         default=0.1,
