@@ -37,11 +37,10 @@ from enum import StrEnum
 
 from service.budget.allowance import Allowance, AllowanceKind
 from service.budget.curve import DAY_SECONDS, ArrivalCurve
+from service.budget.day import BudgetDay
 
 __all__ = ["BudgetSnapshot", "CallPlanner", "Decision", "QuotaView", "WaitingBatch", "Why"]
 
-WATCH_GAP_SECONDS = 900.0
-"""Longer than this between two turns and the planner assumes the service was not watching arrivals."""
 FINISH_SECONDS = 120.0
 """The pace aims to have spent the spare calls this long before the reset; from then on they all may go."""
 _EPSILON = 1e-9
@@ -150,16 +149,7 @@ class CallPlanner:
         self._curve = curve if curve is not None else ArrivalCurve()
         self._max_items = max_items
         self._burst = burst_calls
-        self._reserve = allowance.reserve()
-        self._day_cap = allowance.day_cap()
-        self._resets_at: float | None = None
-        self._seen_at: float | None = None
-        self._unplaced_arrivals = 0
-        self._spent_today = 0
-        self._learned_left: int | None = None
-        """Calls left per the last answer of this budget day, less the calls then under way (-1: unlimited)."""
-        self._spent_since_learned = 0
-        """Calls spent since the last answer (before any: since the start, or the reset of a daily allowance)."""
+        self._day = BudgetDay(allowance, self._curve)
         self._last_call_at: float | None = None
         self._tokens = 0.0
         """Spare calls accrued and not yet wasted on partial batches."""
@@ -169,42 +159,43 @@ class CallPlanner:
 
     def observe_arrivals(self, now: float, images: int) -> None:
         """New images joined the batcher (not retries): they teach the arrival curve."""
-        if self._resets_at is None:
-            self._unplaced_arrivals += images  # placed on the curve once a plan says where in the day we are
-            return
         self._roll(now)
-        self._curve.arrived(self._position(now), images)
+        self._day.arrived(now, images)
 
     def sent(self, now: float, batch: WaitingBatch) -> None:
         """The batch a decision named was handed to the call step: its first call starts now."""
         self._roll(now)
-        self._count_calls(1)
+        self._day.count_calls(1)
         self._last_call_at = now
         self._tokens = max(0.0, self._tokens - self._waste(batch))
 
     def spent(self, now: float, calls: int) -> None:
         """Calls made beyond each batch's first (a call's retries): they cost the budget too."""
         self._roll(now)
-        self._count_calls(calls)
+        self._day.count_calls(calls)
 
     def learned(self, now: float, remain_times: int, calls_in_flight: int = 0) -> None:
         """An answer's ``remainTimes`` (-1: unlimited); ``calls_in_flight``: other calls still under way, whose
         charge the answer may not include yet."""
         self._roll(now)
-        self._learned_left = -1 if remain_times < 0 else max(0, remain_times - calls_in_flight)
-        self._spent_since_learned = 0
+        self._day.learned(remain_times, calls_in_flight)
 
-    def _count_calls(self, calls: int) -> None:
-        self._spent_today += calls
-        self._spent_since_learned += calls
+    def _roll(self, now: float) -> None:
+        """Past the reset the day ends, and with it the spare calls accrued for it."""
+        self._start_pace(self._day.roll(now))
+
+    def _start_pace(self, day_started: float | None) -> None:
+        if day_started is not None:
+            self._tokens = 0.0
+            self._paced_at = day_started
 
     # ---- the decision -------------------------------------------------------------------------------------
 
     def plan(self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView) -> Decision:
         """Which waiting batch goes now, if any. Call it every turn, and again after each ``sent``."""
-        self._anchor(now, quota.seconds_until_reset)
+        self._start_pace(self._day.anchor(now, quota.seconds_until_reset))
         until_reset = max(0.0, quota.seconds_until_reset)
-        spendable = self._spendable()
+        spendable = self._day.spendable
         needed = self._needed(waiting)
         spare = spendable - needed
         self._accrue(now, spare, needed)
@@ -236,7 +227,7 @@ class CallPlanner:
         until_reset = max(0.0, quota.seconds_until_reset)
         if quota.exhausted:
             why = Why.QUOTA_EXHAUSTED
-        elif self._spent_today >= self._day_cap:
+        elif self._day.spend_limit_reached:
             why = Why.SPEND_LIMIT
         else:
             why = Why.RESERVE_ONLY if budget.calls_left >= 1 else Why.QUOTA_EXHAUSTED
@@ -264,7 +255,7 @@ class CallPlanner:
 
     def _paced(self) -> bool:
         """Whether partial calls need spare calls accrued (a daily allowance, or a pack with a limit)."""
-        return self._allowance.kind is AllowanceKind.DAILY or math.isfinite(self._day_cap)
+        return self._allowance.kind is AllowanceKind.DAILY or self._day.has_spend_limit
 
     def _waste(self, batch: WaitingBatch) -> float:
         """The share of a call a batch leaves unused: what it costs the spare calls."""
@@ -326,63 +317,9 @@ class CallPlanner:
 
     # ---- the pace -----------------------------------------------------------------------------------------
 
-    def _anchor(self, now: float, seconds_until_reset: float) -> None:
-        """Where in the budget day ``now`` is, from the quota's time to the reset; rolls the day over."""
-        resets_at = now + max(0.0, seconds_until_reset)
-        if self._resets_at is None:
-            self._resets_at = resets_at
-            self._seen_at = now
-            self._paced_at = now
-            if self._unplaced_arrivals:
-                self._curve.arrived(self._position(now), self._unplaced_arrivals)
-                self._unplaced_arrivals = 0
-            return
-        if resets_at > self._resets_at + DAY_SECONDS / 2:  # the quota's reset moved on: a new budget day
-            self._roll(max(now, self._resets_at))
-        self._resets_at = resets_at
-        self._roll(now)
-
-    def _position(self, now: float) -> float:
-        """Seconds since the last reset."""
-        if self._resets_at is None:  # before the first plan: the start of a day
-            return 0.0
-        return min(DAY_SECONDS, max(0.0, DAY_SECONDS - (self._resets_at - now)))
-
-    def _roll(self, now: float) -> None:
-        """Notes the time watched; past the reset, ends the budget day: what was spent and learned is gone."""
-        if self._resets_at is None:
-            return
-        if self._seen_at is not None and 0 <= now - self._seen_at <= WATCH_GAP_SECONDS:
-            self._curve.watched(self._position(self._seen_at), self._position(min(now, self._resets_at)))
-        self._seen_at = now
-        if now < self._resets_at:
-            return
-        self._curve.end_day()
-        while self._resets_at <= now:
-            self._resets_at += DAY_SECONDS
-        self._spent_today = 0
-        if self._allowance.kind is AllowanceKind.DAILY:  # a pack's calls do not come back at the reset
-            self._learned_left = None
-            self._spent_since_learned = 0
-        self._tokens = 0.0
-        self._paced_at = now
-
-    def _calls_left(self) -> float:
-        """The last answer's calls left (before any: the allowance's ``daily_calls``), less those spent since."""
-        known = self._allowance.daily_calls if self._learned_left is None else self._learned_left
-        if known < 0:
-            return math.inf
-        return float(max(0, known - self._spent_since_learned))
-
-    def _spendable(self) -> float:
-        return max(0.0, min(self._calls_left() - self._reserve, self._day_cap - self._spent_today))
-
-    def _needed(self, waiting: Sequence[WaitingBatch], position: float | None = None) -> float:
+    def _needed(self, waiting: Sequence[WaitingBatch]) -> float:
         """Calls the images now waiting and the rest of the day's expected ones need at full batches."""
-        images = float(sum(batch.items for batch in waiting))
-        if self._resets_at is not None:
-            start = self._position(self._seen_at or 0.0) if position is None else position
-            images += self._curve.expected_images(start, DAY_SECONDS)
+        images = float(sum(batch.items for batch in waiting)) + self._day.expected_images_left()
         return images / self._max_items
 
     def _finish_at(self) -> float:
@@ -392,7 +329,7 @@ class CallPlanner:
         """Spare calls accrue along the curve: the share of its remainder (to the finish) that went by."""
         if self._paced_at is None or not self._paced():
             return
-        position = self._position(now)
+        position = self._day.position(now)
         if position >= self._finish_at():
             self._tokens = max(self._tokens, spare + needed)  # a daily call not spent by the reset is lost
         elif spare <= 0:
@@ -402,7 +339,7 @@ class CallPlanner:
         elif position >= self._finish_at():
             pass  # the day's last minutes: every spendable call may go (below)
         else:
-            done = self._curve.mass(self._position(self._paced_at))
+            done = self._curve.mass(self._day.position(self._paced_at))
             remaining = self._curve.mass(self._finish_at()) - done
             passed = self._curve.mass(position) - done
             if remaining > 0 and passed > 0:
@@ -417,7 +354,7 @@ class CallPlanner:
         missing = tokens - self._tokens
         if missing <= _EPSILON:
             return 0.0
-        position = self._position(now)
+        position = self._day.position(now)
         finish = self._finish_at()
         spare = spendable - needed
         if math.isinf(spare):
@@ -481,11 +418,12 @@ class CallPlanner:
         if not self._paced() or math.isinf(spare):
             pace = math.inf
         else:
-            position = self._position(now)
+            position = self._day.position(now)
             finish = self._finish_at()
             done = self._curve.mass(position)
             ahead = min(finish, position + 3600.0)
             left = self._curve.mass(finish) - done
             share = (self._curve.mass(ahead) - done) / left if left > 0 and ahead > position else 1.0
             pace = max(0.0, spare) * share * 3600.0 / max(1.0, ahead - position)
-        return BudgetSnapshot(self._calls_left(), self._reserve, spendable, needed, pace, self._spent_today)
+        day = self._day
+        return BudgetSnapshot(day.calls_left, day.reserve, spendable, needed, pace, day.spent_today)
