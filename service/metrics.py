@@ -61,6 +61,10 @@ IMAGE_REASONS: Final = (
 )
 
 
+HELD_UNTIL_RESET: Final = (Why.RESERVE_ONLY, Why.SPEND_LIMIT, Why.QUOTA_EXHAUSTED)
+"""Why the budget holds every call until the reset: ``imgsweep_budget_waiting_for_reset``'s label set."""
+
+
 def _bounded(value: str, known: Iterable[str]) -> str:
     return value if value in known else OTHER
 
@@ -212,8 +216,12 @@ class Metrics:
             registry=r,
         )
         self.budget_decisions = Counter(
-            "imgsweep_budget_decisions",
-            "Batches the budget let go, by why; and turns it held them, by why.",
+            "imgsweep_budget_decisions", "Batches the budget let go, by why.", ["why"], registry=r
+        )
+        self.budget_waiting_for_reset = Gauge(
+            "imgsweep_budget_waiting_for_reset",
+            "1 while the budget holds every call until the daily reset, by why: reserve_only (only the reserve "
+            "is left), spend_limit (a pack's daily spending limit), quota_exhausted.",
             ["why"],
             registry=r,
         )
@@ -243,6 +251,8 @@ class Metrics:
             self.events_skipped.labels(skip)
         for why in Why:
             self.budget_decisions.labels(why)
+        for why in HELD_UNTIL_RESET:
+            self.budget_waiting_for_reset.labels(why).set(0)
 
     # The API client's observer interface (service.api.client.CallObserver).
     def call_finished(self, code: str, seconds: float, items: int) -> None:
@@ -266,6 +276,8 @@ class Metrics:
         self.budget_partial_calls_per_hour.set(budget.partial_calls_per_hour)
         self.budget_projected_wait.set(decision.projected_wait_seconds)
         self.budget_limited.set(1 if decision.budget_limited else 0)
+        for why in HELD_UNTIL_RESET:
+            self.budget_waiting_for_reset.labels(why).set(1 if decision.why == why else 0)
         if decision.send is not None:
             self.budget_decisions.labels(decision.why).inc()
 
