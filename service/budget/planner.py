@@ -36,14 +36,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from service.budget.allowance import Allowance, AllowanceKind
-from service.budget.curve import DAY_SECONDS, ArrivalCurve
+from service.budget.curve import ArrivalCurve
 from service.budget.day import BudgetDay
+from service.budget.pace import SparePace
 
 __all__ = ["BudgetSnapshot", "CallPlanner", "Decision", "QuotaView", "WaitingBatch", "Why"]
-
-FINISH_SECONDS = 120.0
-"""The pace aims to have spent the spare calls this long before the reset; from then on they all may go."""
-_EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +125,13 @@ class Decision:
 
 
 class CallPlanner:
+    """Chooses which waiting batch may spend one of the account's calls now, by the rules above.
+
+    What the day has spent and may still spend is the ``BudgetDay``'s, how fast spare calls free up for partial
+    batches is the ``SparePace``'s; this weighs them against the batches themselves (full or not, their age
+    against the linger and the max wait, the QPS slots) and says why, for metrics.
+    """
+
     def __init__(
         self,
         allowance: Allowance,
@@ -146,14 +150,11 @@ class CallPlanner:
         self._allowance = allowance
         self._max_wait = max_wait_seconds
         self._linger = linger_seconds
-        self._curve = curve if curve is not None else ArrivalCurve()
         self._max_items = max_items
-        self._burst = burst_calls
-        self._day = BudgetDay(allowance, self._curve)
+        curve = curve if curve is not None else ArrivalCurve()
+        self._day = BudgetDay(allowance, curve)
+        self._pace = SparePace(self._day, curve, burst_calls=burst_calls, max_items=max_items)
         self._last_call_at: float | None = None
-        self._tokens = 0.0
-        """Spare calls accrued and not yet wasted on partial batches."""
-        self._paced_at: float | None = None
 
     # ---- what the pipeline tells the planner -------------------------------------------------------------
 
@@ -167,7 +168,7 @@ class CallPlanner:
         self._roll(now)
         self._day.count_calls(1)
         self._last_call_at = now
-        self._tokens = max(0.0, self._tokens - self._waste(batch))
+        self._pace.spend(self._waste(batch))
 
     def spent(self, now: float, calls: int) -> None:
         """Calls made beyond each batch's first (a call's retries): they cost the budget too."""
@@ -182,23 +183,19 @@ class CallPlanner:
 
     def _roll(self, now: float) -> None:
         """Past the reset the day ends, and with it the spare calls accrued for it."""
-        self._start_pace(self._day.roll(now))
-
-    def _start_pace(self, day_started: float | None) -> None:
-        if day_started is not None:
-            self._tokens = 0.0
-            self._paced_at = day_started
+        self._pace.start_day(self._day.roll(now))
 
     # ---- the decision -------------------------------------------------------------------------------------
 
     def plan(self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView) -> Decision:
         """Which waiting batch goes now, if any. Call it every turn, and again after each ``sent``."""
-        self._start_pace(self._day.anchor(now, quota.seconds_until_reset))
+        self._pace.start_day(self._day.anchor(now, quota.seconds_until_reset))
         until_reset = max(0.0, quota.seconds_until_reset)
         spendable = self._day.spendable
         needed = self._needed(waiting)
         spare = spendable - needed
-        self._accrue(now, spare, needed)
+        if self._paced():
+            self._pace.accrue(now, spare, needed)
         budget = self._snapshot(now, spendable, needed, spare)
         if quota.exhausted or spendable < 1:
             return self._held_until_reset(now, waiting, quota, budget)
@@ -275,7 +272,7 @@ class CallPlanner:
         )
         if not self._paced():
             return full + due
-        if due and self._tokens >= self._waste(due[0]) - _EPSILON:
+        if due and self._pace.covers(self._waste(due[0])):
             return [*full, due[0]]
         return full
 
@@ -312,71 +309,15 @@ class CallPlanner:
         if due and self._paced():
             first = min(due, key=self._ranking(now))
             needed = self._needed(waiting)
-            times.append(self._seconds_until_tokens(now, self._waste(first), spendable, needed, until_reset))
+            times.append(self._pace.seconds_until(now, self._waste(first), spendable, needed, until_reset))
         return max(0.0, min(times, default=until_reset))
 
-    # ---- the pace -----------------------------------------------------------------------------------------
+    # ---- what the budget means for the images waiting ------------------------------------------------------
 
     def _needed(self, waiting: Sequence[WaitingBatch]) -> float:
         """Calls the images now waiting and the rest of the day's expected ones need at full batches."""
         images = float(sum(batch.items for batch in waiting)) + self._day.expected_images_left()
         return images / self._max_items
-
-    def _finish_at(self) -> float:
-        return DAY_SECONDS - FINISH_SECONDS
-
-    def _accrue(self, now: float, spare: float, needed: float) -> None:
-        """Spare calls accrue along the curve: the share of its remainder (to the finish) that went by."""
-        if self._paced_at is None or not self._paced():
-            return
-        position = self._day.position(now)
-        if position >= self._finish_at():
-            self._tokens = max(self._tokens, spare + needed)  # a daily call not spent by the reset is lost
-        elif spare <= 0:
-            pass
-        elif math.isinf(spare):
-            self._tokens = self._burst
-        elif position >= self._finish_at():
-            pass  # the day's last minutes: every spendable call may go (below)
-        else:
-            done = self._curve.mass(self._day.position(self._paced_at))
-            remaining = self._curve.mass(self._finish_at()) - done
-            passed = self._curve.mass(position) - done
-            if remaining > 0 and passed > 0:
-                self._tokens = min(self._burst, self._tokens + spare * passed / remaining)
-        self._paced_at = now
-
-    def _seconds_until_tokens(
-        self, now: float, tokens: float, spendable: float, needed: float, until_reset: float
-    ) -> float:
-        """When ``tokens`` spare calls will have accrued, if nothing is sent meanwhile (at the reset, if not
-        before). With no spare call now, when the expected images left today shrink enough for one."""
-        missing = tokens - self._tokens
-        if missing <= _EPSILON:
-            return 0.0
-        position = self._day.position(now)
-        finish = self._finish_at()
-        spare = spendable - needed
-        if math.isinf(spare):
-            return 0.0
-        if position >= finish:
-            return 0.0 if spendable >= tokens else until_reset
-        if spare <= 0:
-            return min(finish - position, self._seconds_until_spare(position, spendable, needed, until_reset))
-        done = self._curve.mass(position)
-        target = done + missing * (self._curve.mass(finish) - done) / spare
-        if target >= self._curve.mass(finish):
-            return min(until_reset, finish - position)
-        return min(until_reset, max(0.0, self._curve.position(target) - position))
-
-    def _seconds_until_spare(self, position: float, spendable: float, needed: float, until_reset: float) -> float:
-        """When the images expected for the rest of the day shrink enough to leave a spare call (the reset, if
-        the images waiting alone need every call left)."""
-        waiting_calls = needed - self._curve.expected_images(position, DAY_SECONDS) / self._max_items
-        room = (spendable - waiting_calls) * self._max_items
-        if room <= 0:
-            return until_reset
-        return min(until_reset, max(1.0, self._curve.position_expecting(room) - position))
 
     def _project(
         self,
@@ -406,7 +347,7 @@ class CallPlanner:
                     budget_start = max(budget_start, self._max_wait - self._latency_lead(waiting, qps) - age)
                 if self._paced():
                     budget_start = max(
-                        budget_start, self._seconds_until_tokens(now, waste, spendable, needed, until_reset)
+                        budget_start, self._pace.seconds_until(now, waste, spendable, needed, until_reset)
                     )
                 if age + budget_start > self._max_wait:
                     limited = True
@@ -415,15 +356,6 @@ class CallPlanner:
         return worst, limited
 
     def _snapshot(self, now: float, spendable: float, needed: float, spare: float) -> BudgetSnapshot:
-        if not self._paced() or math.isinf(spare):
-            pace = math.inf
-        else:
-            position = self._day.position(now)
-            finish = self._finish_at()
-            done = self._curve.mass(position)
-            ahead = min(finish, position + 3600.0)
-            left = self._curve.mass(finish) - done
-            share = (self._curve.mass(ahead) - done) / left if left > 0 and ahead > position else 1.0
-            pace = max(0.0, spare) * share * 3600.0 / max(1.0, ahead - position)
+        pace = self._pace.calls_per_hour(now, spare) if self._paced() else math.inf
         day = self._day
         return BudgetSnapshot(day.calls_left, day.reserve, spendable, needed, pace, day.spent_today)
