@@ -378,6 +378,7 @@ def test_the_dashboard_has_the_variables_and_rows_the_issue_asks_for(dashboard: 
         "Throughput and outcomes",
         "Failures",
         "Quota",
+        "Call budget",
         "API latency and batches",
         "Lag and in-flight",
         "Dead letters",
@@ -386,6 +387,19 @@ def test_the_dashboard_has_the_variables_and_rows_the_issue_asks_for(dashboard: 
     assert "histogram_quantile(" in exprs
     assert "/ 200" in exprs  # batch fill
     assert "imgsweep_quota_reset_seconds" in exprs  # projected exhaustion against the reset
+    for budget in (  # issue 13, point 6: budget left, planned calls, reserve, exhaustion, waits, decisions
+        "imgsweep_budget_calls_left",
+        "imgsweep_budget_spendable_calls",
+        "imgsweep_budget_reserve_calls",
+        "imgsweep_budget_needed_calls",
+        "imgsweep_budget_partial_calls_per_hour",
+        "imgsweep_budget_projected_wait_seconds",
+        "imgsweep_budget_limited",
+        "imgsweep_budget_decisions_total",
+        "imgsweep_budget_waiting_for_reset",
+        "namespace_job:imgsweep_budget_spendable_calls:seconds_to_exhaustion1h",
+    ):
+        assert budget in exprs, budget
 
 
 def _first_target(dashboard: dict[str, Any]) -> dict[str, Any]:
