@@ -13,31 +13,30 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Final
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from service.api.models import BatchResult, DeleteBatch
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
-from service.budget import Allowance, AllowanceKind, CallPlanner, QuotaView
+from service.budget import QuotaView
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.batcher import Batcher
 from service.pipeline.consumer_stats import ConsumerStats
-from service.pipeline.decisions import drain_plan, should_pause
+from service.pipeline.decisions import drain_plan
 from service.pipeline.events import EventTypes
 from service.pipeline.gauges import Gauges
 from service.pipeline.halt import Halt
-from service.pipeline.partitions import Partitions, PartitionState
+from service.pipeline.intake import Intake
+from service.pipeline.partitions import Partitions
 from service.pipeline.pending import PendingEvent
 from service.pipeline.rebalance import Rebalance
 from service.pipeline.share import PartitionShare, QpsShare
-from service.pipeline.steps import MessageRejected
-from service.pipeline.steps.batch import BatchStep
+from service.pipeline.steps.batch import BatchStep, call_planner
 from service.pipeline.steps.call import CallStep
 from service.pipeline.steps.commit import CommitStep
 from service.pipeline.steps.decode import DecodeStep
@@ -81,6 +80,9 @@ class Pipeline:
         self._quota, self._health, self._stop_calls = quota, health, stop_calls
         self._partitions = Partitions()
         self._halt = Halt(health, metrics)
+        self._intake = Intake(
+            consumer=consumer, topic=self._topic, partitions=self._partitions, max_pending=kafka.max_pending_events
+        )
         # The flow, built from its end: each step is given the step it hands its work to.
         topics = Topics(outcomes=kafka.outcome_topic, dead_letters=kafka.dlq_topic)
         self._publish = PublishStep(
@@ -100,27 +102,16 @@ class Pipeline:
         batcher: Batcher[PendingEvent] = Batcher(
             max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds
         )
-        planner = CallPlanner(
-            Allowance(
-                AllowanceKind(api.allowance), api.daily_calls, api.reserve_calls, api.reserve_fraction,
-                api.price_per_call, api.daily_spend_limit,
-            ),
-            max_wait_seconds=batch.max_wait_seconds, linger_seconds=batch.linger_seconds, max_items=batch.max_items,
-        )  # fmt: skip
-
-        def quota_now() -> QuotaView:
-            state = quota.state()
-            return QuotaView(quota.seconds_until_daily_reset(), limiter.rate, exhausted=state.exhausted)
-
         self._batch = BatchStep(
-            batcher=batcher, calls=self._call, planner=planner, quota=quota_now, metrics=metrics, clock=clock
-        )
+            batcher=batcher, calls=self._call, planner=call_planner(api, batch), metrics=metrics, clock=clock,
+            quota=lambda: QuotaView(quota.seconds_until_daily_reset(), limiter.rate, quota.state().exhausted),
+        )  # fmt: skip
         self._batcher, self._max_items = batcher, batch.max_items
         self._call.feed_back_to(self._batch)
         self._hold = HoldStep(
             partitions=self._partitions, send=self._batch, withdraw=self._batch.withdraw, finished=self._publish,
             deletions=deletions, grace_seconds=batch.relist_grace_seconds,
-            max_age_seconds=settings.max_event_age_seconds, caught_up=self._caught_up, metrics=metrics,
+            max_age_seconds=settings.max_event_age_seconds, caught_up=self._intake.caught_up, metrics=metrics,
         )  # fmt: skip
         events = settings.events
         self._decode = DecodeStep(
@@ -133,13 +124,11 @@ class Pipeline:
         self._rebalance = Rebalance(
             consumer=consumer, topic=self._topic, partitions=self._partitions, batch=self._batch, call=self._call,
             commit=self._commit, share=self._share, revoke_seconds=self._grace,
-            stats=self._stats, health=health, metrics=metrics, dropped=self._drop_carried,
+            stats=self._stats, health=health, metrics=metrics, dropped=self._intake.drop,
         )  # fmt: skip
         self._gauges = Gauges(metrics=metrics, quota=quota, limiter=limiter, health=health)
-        self._limiter, self._max_pending = limiter, kafka.max_pending_events
-        self._carried: deque[Message] = deque()
-        """Consumed records a step refused (backpressure): offered again, in order, before anything new."""
-        self._paused = self._stopping = self._abandon = False
+        self._limiter = limiter
+        self._stopping = self._abandon = False
 
     def request_shutdown(self) -> None:
         """First call: stop fetching and drain. Second call: abandon in-flight work now. Signal-safe."""
@@ -168,22 +157,23 @@ class Pipeline:
         """One turn of the loop: every step in the order the data flows."""
         self._health.heartbeat = time.monotonic()
         if fetch:
-            self._carried.extend(self._consumer.consume(CONSUME_BATCH, timeout=self._poll_timeout()))
+            self._intake.fetch(CONSUME_BATCH, self._poll_timeout())
         if self._rebalance.changed:
             self._rebalance.settle()
-            self._set_paused(self._paused)  # newly assigned partitions start unpaused
-        rejected = self._decode_carried()  # decode -> hold (invalid records -> publish, as dead letters)
+            self._intake.pause(self._intake.paused)  # newly assigned partitions start unpaused
+        rejected = self._intake.offer(self._decode)  # decode -> hold (invalid records -> publish, as dead letters)
         self._hold.poll(pressed=rejected)  # hold -> batch, once the relist grace has passed
         self._batch.poll()  # batch -> call, as call slots come free
         self._call.poll()  # call -> publish (and items worth another call -> batch)
         self._publish.poll()  # publish -> acknowledgements, which move the commit watermark
         self._commit.poll()  # commit
-        self._flow_control(rejected)
+        stopping, fatal, exhausted = self._stopping, self._halt.reason is not None, self._quota.state().exhausted
+        self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, quota_exhausted=exhausted)
         self._share.poll(self._demand())  # the account's QPS, shared by what each replica could send now
         self._gauges.update(
             inflight=self._call.inflight(),
             pending=self._partitions.pending_events(),
-            paused=len(self._partitions) if self._paused else 0,
+            paused=len(self._partitions) if self._intake.paused else 0,
         )
 
     def _demand(self) -> int:
@@ -194,18 +184,8 @@ class Pipeline:
         calls = math.ceil(self._batcher.pending_items() / self._max_items) + self._call.inflight()
         return calls or (1 if self._partitions.pending_events() else 0)
 
-    def _decode_carried(self) -> bool:
-        """Offers the consumed records to the decode step; True if it refused one (they wait, in order)."""
-        while self._carried:
-            try:
-                self._decode.submit(self._carried[0])
-            except MessageRejected:
-                return True
-            self._carried.popleft()
-        return False
-
     def _poll_timeout(self) -> float:
-        if self._carried or self._call.busy():
+        if self._intake.carrying or self._call.busy():
             return 0.02
         held = self._hold.seconds_until_due()
         due = self._batch.seconds_until_due(time.monotonic())
@@ -213,39 +193,6 @@ class Pipeline:
             due = max(due, self._limiter.seconds_until_free())
         waits = [wait for wait in (held, due) if wait is not None]
         return min(0.2, max(0.005, min(waits))) if waits else 0.2
-
-    def _caught_up(self, state: PartitionState) -> bool:
-        """Whether the partition has nothing more to read now (its cached high watermark is reached)."""
-        if state.next_offset is None:
-            return True
-        try:
-            _low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, state.number), cached=True)
-        except Exception:  # noqa: BLE001 - not known: judge by the records' own timestamps
-            return False
-        return high >= 0 and state.next_offset >= high
-
-    def _flow_control(self, rejected: bool) -> None:
-        paused = should_pause(
-            paused=self._paused,
-            pending=self._partitions.pending_events(),
-            limit=self._max_pending,
-            rejected=rejected,
-            stopping=self._stopping,
-            fatal=self._halt.reason is not None,
-            quota_exhausted=self._quota.state().exhausted,
-        )
-        if paused != self._paused:
-            self._set_paused(paused)
-
-    def _set_paused(self, paused: bool) -> None:
-        held = [TopicPartition(self._topic, number) for number in self._partitions.numbers()]
-        if held:
-            (self._consumer.pause if paused else self._consumer.resume)(held)
-        self._paused = paused
-
-    def _drop_carried(self, partitions: frozenset[int]) -> None:
-        """Records of partitions no longer held are not offered again: their next owner reads them."""
-        self._carried = deque(message for message in self._carried if message.partition() not in partitions)
 
     def _drain(self) -> None:
         """Finishes the events calls have started, within the grace period; commits; closes.
@@ -255,8 +202,8 @@ class Pipeline:
         """
         deadline = time.monotonic() + self._grace
         self._health.draining = True
-        self._set_paused(True)
-        self._carried.clear()
+        self._intake.pause(True)
+        self._intake.clear()
         events = self._partitions.all_events()
         started = self._call.events_in_calls() | {event for event in events if event.results}
         self._partitions.abandon(drain_plan(events, started))

@@ -228,9 +228,9 @@ def test_revoke_commits_the_finished_prefix_and_abandons_the_rest() -> None:
 def test_records_refused_before_a_revoke_are_not_offered_again() -> None:
     rig = Rig(kafka={"max_pending_events": 1}, shutdown_grace_seconds=0.1)
     rig.feed(message(0, 0, delisted("a", "c1")), message(0, 1, delisted("b", "c2")))
-    assert len(rig.pipeline._carried) == 1  # "b" was refused: the pipeline is full
+    assert len(rig.pipeline._intake._carried) == 1  # "b" was refused: the pipeline is full
     rig.consumer.revoke(0)
-    assert len(rig.pipeline._carried) == 0
+    assert len(rig.pipeline._intake._carried) == 0
 
 
 def test_a_fatal_error_pauses_everything_and_stops_dispatching() -> None:
@@ -241,7 +241,7 @@ def test_a_fatal_error_pauses_everything_and_stops_dispatching() -> None:
     assert rig.consumer.paused == {0, 1}
     assert rig.health.ready is False
     rig.consumer.resume([])  # nothing resumes by itself
-    rig.pipeline._carried.append(message(0, 1, delisted("c", "c3")))  # type: ignore[arg-type]
+    rig.pipeline._intake._carried.append(message(0, 1, delisted("c", "c3")))  # type: ignore[arg-type]
     rig.step()
     assert [batch.collection for batch, _ in rig.executor.calls] == ["c2"]  # nothing new was sent
     assert rig.consumer.commits == []
@@ -275,7 +275,7 @@ def test_backpressure_refuses_records_and_loses_none() -> None:
     rig = Rig(kafka={"max_pending_events": 2})
     rig.feed(*(message(0, offset, delisted(f"e{offset}", f"c{offset}")) for offset in range(4)))
     assert rig.consumer.paused == {0, 1}
-    assert len(rig.pipeline._carried) == 2
+    assert len(rig.pipeline._intake._carried) == 2
     for collection in ("c0", "c1"):
         rig.executor.resolve(collection)
     rig.step()

@@ -14,13 +14,32 @@ from collections.abc import Callable
 from typing import Protocol
 
 from service.api.models import DeleteItem
-from service.budget import CallPlanner, Decision, QuotaView, WaitingBatch
+from service.budget import Allowance, AllowanceKind, CallPlanner, Decision, QuotaView, WaitingBatch
 from service.metrics import Metrics
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.pending import PendingEvent
 from service.pipeline.steps.abstract import MessageRejected
+from service.settings import ApiSettings, BatchSettings
 
-__all__ = ["BatchStep", "CallStarter"]
+__all__ = ["BatchStep", "CallStarter", "call_planner"]
+
+
+def call_planner(api: ApiSettings, batch: BatchSettings) -> CallPlanner:
+    """The account's call budget, as configured."""
+    allowance = Allowance(
+        AllowanceKind(api.allowance),
+        api.daily_calls,
+        api.reserve_calls,
+        api.reserve_fraction,
+        api.price_per_call,
+        api.daily_spend_limit,
+    )
+    return CallPlanner(
+        allowance,
+        max_wait_seconds=batch.max_wait_seconds,
+        linger_seconds=batch.linger_seconds,
+        max_items=batch.max_items,
+    )
 
 
 class CallStarter(Protocol):
