@@ -92,6 +92,7 @@ class RateLimiter:
         self._sending = False
         self._last_sent: float | None = None
         self._granted = threading.local()
+        self._freed: list[Callable[[], None]] = []
 
     @property
     def rate(self) -> float:
@@ -189,12 +190,18 @@ class RateLimiter:
         slot.waited = self._clock() - started
         return slot
 
+    def when_free(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs (on the sending thread) each time a send ends: a waiting caller may go now."""
+        self._freed.append(callback)
+
     def _finish_send(self, left: bool) -> None:
         with self._send_done:
             if left:
                 self._last_sent = self._clock()
             self._sending = False
             self._send_done.notify()
+        for callback in self._freed:
+            callback()
 
     def on_throttled(self) -> None:
         """The API said 10043/10044: slow down (by a quarter) and leave a gap before the next slot.

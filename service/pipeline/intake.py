@@ -29,8 +29,11 @@ class Intake:
         """Consumed records a step refused: offered again, in order, before anything new."""
         self.paused = False
 
-    def fetch(self, batch: int, timeout: float) -> None:
-        self._carried.extend(self._consumer.consume(batch, timeout=timeout))
+    def fetch(self, batch: int, timeout: float) -> int:
+        """Up to ``batch`` records, waiting at most ``timeout`` for the first; returns how many came."""
+        records = self._consumer.consume(batch, timeout=timeout)
+        self._carried.extend(records)
+        return len(records)
 
     def offer(self, step: Step[Message]) -> bool:
         """Offers the records to ``step`` in order; True if it refused one (it and the rest wait)."""

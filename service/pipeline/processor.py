@@ -80,6 +80,9 @@ class Pipeline:
         self._quota, self._health, self._stop_calls = quota, health, stop_calls
         self._partitions = Partitions()
         self._halt = Halt(health, metrics)
+        self._wake = threading.Event()
+        """Set when a call finishes or the rate limiter's slot comes free: the loop then turns at once."""
+        limiter.when_free(self._wake.set)
         self._intake = Intake(
             consumer=consumer, topic=self._topic, partitions=self._partitions, max_pending=kafka.max_pending_events
         )
@@ -97,7 +100,7 @@ class Pipeline:
         self._call = CallStep(
             delete=delete, executor=executor, workers=api.workers, limiter=limiter, quota=quota,
             max_attempts=api.max_attempts, partitions=self._partitions, finished=self._publish, halt=self._halt,
-            stop_calls=stop_calls, deletions=deletions, metrics=metrics, tracing=tracing,
+            stop_calls=stop_calls, wake=self._wake, deletions=deletions, metrics=metrics, tracing=tracing,
         )  # fmt: skip
         batcher: Batcher[PendingEvent] = Batcher(
             max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds
@@ -157,7 +160,7 @@ class Pipeline:
         """One turn of the loop: every step in the order the data flows."""
         self._health.heartbeat = time.monotonic()
         if fetch:
-            self._intake.fetch(CONSUME_BATCH, self._poll_timeout())
+            self._fetch()
         if self._rebalance.changed:
             self._rebalance.settle()
             self._intake.pause(self._intake.paused)  # newly assigned partitions start unpaused
@@ -183,6 +186,17 @@ class Pipeline:
             return 0
         calls = math.ceil(self._batcher.pending_items() / self._max_items) + self._call.inflight()
         return calls or (1 if self._partitions.pending_events() else 0)
+
+    def _fetch(self) -> None:
+        """New records; while calls are under way, without blocking in librdkafka, so that a finished call or a
+        free rate-limiter slot (``_wake``) starts the next turn at once."""
+        timeout = self._poll_timeout()
+        if not self._call.busy():
+            self._intake.fetch(CONSUME_BATCH, timeout)
+            return
+        if not self._intake.fetch(CONSUME_BATCH, 0):
+            self._wake.wait(timeout)
+        self._wake.clear()
 
     def _poll_timeout(self) -> float:
         if self._intake.carrying or self._call.busy():

@@ -233,7 +233,12 @@ class DemandShare:
                 "demand" if by_demand else "partitions",
                 extra={"count": len(live), "state": f"{share:.3f} qps"},
             )
-        pace = self._rising.update(share, now)
+        if self._reading:
+            pace = self._rising.update(share, now)
+        else:  # no demand topic to read: today's partition share at once, as a replica without this mechanism
+            if self._rising.applied != share:
+                self._rising = RisingShare(share, RISE_SECONDS)
+            pace = share
         if pace != self._limiter.ceiling:
             self._limiter.set_ceiling(pace)
         self._metrics.qps_share.set(pace)

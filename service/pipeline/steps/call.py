@@ -61,6 +61,7 @@ class CallStep:
         finished: Step[PendingEvent],
         halt: Halt,
         stop_calls: threading.Event,
+        wake: threading.Event,
         deletions: RecentDeletions,
         metrics: Metrics,
         tracing: Tracing = NO_TRACING,
@@ -76,6 +77,7 @@ class CallStep:
         self._finished = finished
         self._halt = halt
         self._stop_calls = stop_calls
+        self._wake = wake
         self._deletions = deletions
         self._metrics = metrics
         self._feedback: Feedback | None = None
@@ -107,9 +109,14 @@ class CallStep:
         contexts = _trace_contexts(ready) if self._tracing.enabled else ()
         future = self._executor.submit(self._call, ready.batch, slot, contexts=contexts)
         self._inflight[future] = ready
-        future.add_done_callback(self._completions.put)
+        future.add_done_callback(self._completed)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("call starts", extra={**_batch_ids(ready), "items": len(ready.batch.items)})
+
+    def _completed(self, future: Future[BatchResult]) -> None:
+        """On the worker thread: the result waits for the poll loop, which is woken for it."""
+        self._completions.put(future)
+        self._wake.set()
 
     def _call(self, batch: DeleteBatch, slot: SendSlot, *, contexts: tuple[TraceContext, ...]) -> BatchResult:
         """On a worker thread: the call, its first send in the slot granted when the batch was taken.
