@@ -203,6 +203,16 @@ class Batcher(Generic[W]):
         self._items -= dropped
         return dropped
 
+    def waiters_of(self, collection: str, product_id: str) -> list[W]:
+        """Who waits for images of this product in batches not yet handed out (a relist's search; not hot)."""
+        found: dict[int, W] = {}
+        for batch in self._batches:
+            if batch.collection == collection:
+                for item, waiters in batch.waiters.items():
+                    if item.product_id == product_id:
+                        found.update((id(waiter), waiter) for waiter in waiters)
+        return list(found.values())
+
     def withdraw(self, waiter: W) -> list[DeleteItem]:
         """Takes ``waiter`` out of every batch not yet handed out; returns the items it was waiting for there."""
         withdrawn: list[DeleteItem] = []

@@ -113,6 +113,7 @@ class Pipeline:
         self._call.feed_back_to(self._batch)
         self._hold = HoldStep(
             partitions=self._partitions, send=self._batch, withdraw=self._batch.withdraw, finished=self._publish,
+            pending_of=lambda *product: [*self._batch.waiting_for(*product), *self._call.calling_for(*product)],
             deletions=deletions, grace_seconds=batch.relist_grace_seconds,
             max_age_seconds=settings.max_event_age_seconds, caught_up=self._intake.caught_up, metrics=metrics,
         )  # fmt: skip

@@ -127,6 +127,10 @@ class BatchStep:
         """Calls beyond a batch's first (its retries)."""
         self._planner.spent(self._clock(), calls)
 
+    def waiting_for(self, collection: str, product_id: str) -> list[PendingEvent]:
+        """Events with images of this product in an open batch."""
+        return self._batcher.waiters_of(collection, product_id)
+
     def withdraw(self, pending: PendingEvent) -> list[DeleteItem]:
         """The event's images leave the open batches (a relist); returns them. Images in a call stay there."""
         return self._batcher.withdraw(pending)

@@ -174,6 +174,16 @@ class CallStep:
             for waiter in waiters
         )
 
+    def calling_for(self, collection: str, product_id: str) -> list[PendingEvent]:
+        """Events with images of this product in a call under way."""
+        found: dict[int, PendingEvent] = {}
+        for ready in self._inflight.values():
+            if ready.batch.collection == collection:
+                for item, waiters in ready.waiters.items():
+                    if item.product_id == product_id:
+                        found.update((id(waiter), waiter) for waiter in waiters)
+        return list(found.values())
+
     def events_in_calls(self) -> set[PendingEvent]:
         return {waiter for ready in self._inflight.values() for waiters in ready.waiters.values() for waiter in waiters}
 

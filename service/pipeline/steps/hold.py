@@ -34,7 +34,6 @@ from service.pipeline.steps.abstract import Step
 __all__ = ["RE_ADD_REASON", "HoldStep", "RecentDeletions"]
 
 RE_ADD_REASON = "deleted_before_relist"
-_SWEEP_SECONDS = 5.0
 
 Product = tuple[str, str]
 """(collection, product id)."""
@@ -43,7 +42,7 @@ Product = tuple[str, str]
 class RecentDeletions:
     """Which images of which products this process deleted lately; bounded by products and by age."""
 
-    def __init__(self, *, max_products: int = 100_000, max_age_seconds: float = 86_400.0) -> None:
+    def __init__(self, *, max_products: int = 20_000, max_age_seconds: float = 86_400.0) -> None:
         self._max_products = max_products
         self._max_age = max_age_seconds
         self._products: OrderedDict[Product, tuple[float, dict[str, None]]] = OrderedDict()
@@ -72,6 +71,7 @@ class HoldStep:
         partitions: Partitions,
         send: Step[PendingEvent],
         withdraw: Callable[[PendingEvent], list[DeleteItem]],
+        pending_of: Callable[[str, str], list[PendingEvent]],
         finished: Step[PendingEvent],
         deletions: RecentDeletions,
         grace_seconds: float,
@@ -83,7 +83,8 @@ class HoldStep:
         self._partitions = partitions
         self._send = send
         self._withdraw = withdraw
-        self._swept_at = 0.0
+        self._pending_of = pending_of
+        """Delists of a product (collection, product id) with images in an open batch or in a call."""
         self._finished = finished
         self._deletions = deletions
         self._grace_ms = int(grace_seconds * 1000)
@@ -93,8 +94,6 @@ class HoldStep:
         self._wall_ms = wall_ms
         self._held: dict[int, deque[PendingEvent]] = {}
         """Per partition, delists waiting out the grace, in arrival order."""
-        self._unsent: dict[Product, list[PendingEvent]] = {}
-        """Per product, delists with images not yet sent (held, or in an open batch)."""
 
     def submit(self, pending: PendingEvent) -> None:
         if pending.event.kind is EventKind.RELIST:
@@ -104,7 +103,6 @@ class HoldStep:
         if self._max_age_ms is not None and self._wall_ms() - at > self._max_age_ms:
             self._cancel(pending, pending.items(), CancelReason.TOO_OLD)
             return
-        self._unsent.setdefault(_product(pending), []).append(pending)
         if self._grace_ms <= 0:
             self._send.submit(pending)
             return
@@ -125,20 +123,6 @@ class HoldStep:
                     self._send.submit(pending)
             if not held:
                 del self._held[number]
-        self._sweep()
-
-    def _sweep(self) -> None:
-        """Forgets delists that finished or were abandoned, at most every few seconds."""
-        now = time.monotonic()
-        if now - self._swept_at < _SWEEP_SECONDS:
-            return
-        self._swept_at = now
-        for product, waiting in list(self._unsent.items()):
-            kept = [pending for pending in waiting if not (pending.abandoned or pending.complete)]
-            if kept:
-                self._unsent[product] = kept
-            else:
-                del self._unsent[product]
 
     def seconds_until_due(self) -> float | None:
         """How long until a held delist may go, at the wall clock's pace; None if none is held."""
@@ -156,15 +140,20 @@ class HoldStep:
 
     def _relist(self, relist: PendingEvent) -> None:
         product = _product(relist)
-        for pending in self._unsent.pop(product, []):
-            if pending.abandoned or pending.complete:
+        held = [pending for held in self._held.values() for pending in held if _product(pending) == product]
+        for pending in held:
+            self._unhold(pending)
+            pending.relisted = True
+            self._cancel(
+                pending,
+                [item for item in pending.items() if item.image_id not in pending.results],
+                CancelReason.RELISTED,
+            )
+        for pending in self._pending_of(*product):  # in open batches (withdrawn) or in calls (retries cancelled)
+            if pending.abandoned or pending.complete or pending.event.kind is not EventKind.DELIST:
                 continue
             pending.relisted = True
-            if self._unhold(pending):
-                unsent = [item for item in pending.items() if item.image_id not in pending.results]
-            else:
-                unsent = self._withdraw(pending)  # out of its open batches; what is in a call stays there
-            self._cancel(pending, unsent, CancelReason.RELISTED)
+            self._cancel(pending, self._withdraw(pending), CancelReason.RELISTED)
         deleted = self._deletions.take(product, time.monotonic())
         state = self._partitions.get(relist.source.partition)
         if state is not None:
