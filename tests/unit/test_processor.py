@@ -557,3 +557,13 @@ def test_a_fatal_consumer_event_halts_the_service() -> None:
     assert rig.health.fatal_reason is not None
     assert rig.health.ready is False
     assert rig.consumer.paused == {0, 1}
+
+
+def test_the_budget_gauges_follow_an_emptied_batcher() -> None:
+    rig = Rig(api={"daily_calls": 100}, shutdown_grace_seconds=0.1)  # a small day: a one-image batch is held
+    rig.feed(message(0, 0, delisted("a", "c1")))
+    assert rig.executor.calls == []
+    assert rig.metrics.budget_projected_wait._value.get() > 0
+    rig.consumer.revoke(0)  # its images leave the batcher
+    rig.step()
+    assert rig.metrics.budget_projected_wait._value.get() == 0

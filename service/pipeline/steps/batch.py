@@ -9,12 +9,13 @@ to redo. Draining (shutdown) bypasses the budget: what is left goes as it is.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
 
 from service.api.models import DeleteItem
-from service.budget import Allowance, AllowanceKind, CallPlanner, Decision, QuotaView, WaitingBatch
+from service.budget import Allowance, AllowanceKind, CallPlanner, Decision, QuotaView, WaitingBatch, Why
 from service.metrics import Metrics
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.pending import PendingEvent
@@ -22,6 +23,10 @@ from service.pipeline.steps.abstract import MessageRejected
 from service.settings import ApiSettings, BatchSettings
 
 __all__ = ["BatchStep", "CallStarter", "call_planner"]
+
+log = logging.getLogger(__name__)
+
+_UNTIL_RESET = frozenset((Why.RESERVE_ONLY, Why.SPEND_LIMIT))
 
 
 def call_planner(api: ApiSettings, batch: BatchSettings) -> CallPlanner:
@@ -92,20 +97,19 @@ class BatchStep:
             now = self._clock()
             chosen = self._choose(now)
             if chosen is None:
-                return
+                break
             ready = self._batcher.take_sequence(chosen.key)
             if ready is None:  # pragma: no cover - chosen from this turn's waiting list
-                return
+                break
             try:
                 self._calls.submit(ready)
             except MessageRejected:
                 self._batcher.put_back(ready)
-                return
+                break
             self._planner.sent(now, chosen)
             self._metrics.batch_flushes.labels(ready.flush_reason).inc()
         if now - self._decided_at >= 1.0:  # the budget's gauges stay current, whatever waits
-            self._decision, self._decided_at = self._planner.plan(now, self._waiting(), self._quota()), now
-            self._metrics.budget_decided(self._decision)
+            self._decided(self._planner.plan(now, self._waiting(), self._quota()), now)
 
     def _waiting(self) -> list[WaitingBatch]:
         return [WaitingBatch(*batch) for batch in self._batcher.waiting()]
@@ -115,9 +119,23 @@ class BatchStep:
         if self._draining or not waiting:
             return waiting[0] if waiting else None
         decision = self._planner.plan(now, waiting, self._quota())
+        self._decided(decision, now)
+        return decision.send
+
+    def _decided(self, decision: Decision, now: float) -> None:
+        """Gauges from every decision; one log line when the budget starts or stops holding calls until the reset."""
+        holding = decision.why in _UNTIL_RESET
+        was_holding = self._decision is not None and self._decision.why in _UNTIL_RESET
+        if holding and not was_holding:
+            log.warning(
+                "calls wait for the quota reset: %s",
+                "only the reserve is left" if decision.why is Why.RESERVE_ONLY else "today's spending limit is reached",
+                extra={"reason": str(decision.why), "count": int(decision.budget.calls_left)},
+            )
+        elif was_holding and not holding and decision.why is not Why.NOTHING_WAITING:
+            log.info("the budget spends calls again", extra={"reason": str(decision.why)})
         self._decision, self._decided_at = decision, now
         self._metrics.budget_decided(decision)
-        return decision.send
 
     def learned(self, remain_times: int, calls_in_flight: int) -> None:
         """An answer said how many calls the account has left."""
