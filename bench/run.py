@@ -138,6 +138,13 @@ class Bench:
     def topic(self, name: str) -> str:
         return f"bench.{self.tag}.{name}"
 
+    @property
+    def secrets_dir(self) -> Path:
+        """An empty secrets directory: the work directory fills with logs, and settings refuse one over 16 MB."""
+        path = self.workdir / "no-secrets"
+        path.mkdir(exist_ok=True)
+        return path
+
     def sandbox(self, name: str, *flags: str, cpu: int | None = None) -> SandboxProcess:
         log_level = ("--log-level", "WARNING")  # the sandbox's request log would cost the bench's CPU
         sandbox = SandboxProcess.start(self.workdir / f"sandbox-{name}.log", [*log_level, *flags], cpu=cpu)
@@ -160,7 +167,7 @@ class Bench:
             topics=Topics(input_topic, outcome_topic, dlq_topic, group=self.topic(f"group-{name}")),
             endpoint=sandbox.endpoint,
             log_path=self.workdir / f"imgsweep-{name}.log",
-            secrets_dir=self.workdir,
+            secrets_dir=self.secrets_dir,
             # No relist grace: the figures measure the pipeline, and a grace only adds its own length to every
             # image's wait (the light-load latency with it is the figure plus the grace).
             settings={"BATCH__RELIST_GRACE_SECONDS": "0", "API__DAILY_CALLS": "-1", **settings},
