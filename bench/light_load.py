@@ -38,7 +38,8 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bench.machine import Machine
-from devkit.processes import Record, SandboxProcess, ServiceProcess, Topics, event, load_kafka_local, send
+from bench.standalone import broker_and_machine, replace_section
+from devkit.processes import Record, SandboxProcess, ServiceProcess, Topics, event, send
 
 __all__ = ["HEADING", "Run", "main", "report_lines", "run_light_load"]
 
@@ -208,22 +209,6 @@ def report_lines(runs: Sequence[Run], machine: Machine) -> list[str]:
     return lines
 
 
-def update_report(path: Path, lines: Sequence[str]) -> None:
-    """Puts the section into a report, in place of its previous version, else before "## Reproduce"."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    section = "\n".join(lines).rstrip("\n") + "\n\n"
-    if HEADING in text:
-        before, rest = text.split(HEADING, 1)
-        tail = rest.split("\n## ", 1)
-        text = before + section + ("## " + tail[1] if len(tail) > 1 else "")
-    elif "\n## Reproduce" in text:
-        before, after = text.split("\n## Reproduce", 1)
-        text = before.rstrip("\n") + "\n\n" + section + "## Reproduce" + after
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.light_load", description=__doc__.split("\n\n")[0])
     parser.add_argument("--update", type=Path, help="replace this section of a report (docs/performance.md)")
@@ -233,18 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
     with ExitStack() as stack:
-        kafka_local = load_kafka_local()
-        machine = Machine.now(kafka_version=kafka_local.KAFKA_VERSION, external_broker=bootstrap is not None)
-        if bootstrap is None:
-            kafka_local.fetch()
-            broker = kafka_local.LocalKafka(data_dir=None)
-            bootstrap = str(broker.start())
-            stack.callback(broker.stop)
+        bootstrap, machine = broker_and_machine(stack, bootstrap)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsweep-light-")))
         runs = run_light_load(bootstrap, seconds=args.seconds, seed=args.seed, workdir=workdir)
     lines = report_lines(runs, machine)
     if args.update:
-        update_report(args.update, lines)
+        replace_section(args.update, HEADING, lines)
     print("\n".join(lines))
     return 0
 

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bench.standalone import replace_section
 from service.api.models import DeleteItem
 from service.budget import DAY_SECONDS, Allowance, AllowanceKind, ArrivalCurve, CallPlanner, QuotaView, WaitingBatch
 from service.pipeline.batcher import Batcher, ReadyBatch
 
-__all__ = ["DayFigures", "SimulatedDays", "report_lines", "simulate", "update_report"]
+__all__ = ["DayFigures", "SimulatedDays", "report_lines", "simulate"]
 
 HEADING = "## A simulated day: the call budget"
 MAX_ITEMS = 200
@@ -509,23 +510,6 @@ def report_lines(r: SimulatedDays) -> list[str]:
     ]
 
 
-def update_report(path: Path, lines: Sequence[str]) -> None:
-    """Puts the section into a report: in place of its previous version, else before "## Reproduce" (else at the
-    end); the rest of the file stays as it is."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    section = "\n".join(lines).rstrip("\n") + "\n\n"
-    if HEADING in text:
-        before, rest = text.split(HEADING, 1)
-        tail = rest.split("\n## ", 1)
-        text = before + section + ("## " + tail[1] if len(tail) > 1 else "")
-    elif "\n## Reproduce" in text:
-        before, after = text.split("\n## Reproduce", 1)
-        text = before.rstrip("\n") + "\n\n" + section + "## Reproduce" + after
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.simulated_day", description=__doc__.split("\n\n")[0])
     parser.add_argument("--update", type=Path, help="replace this section of a report (docs/performance.md)")
@@ -533,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lines = report_lines(simulate(args.seed))
     if args.update:
-        update_report(args.update, lines)
+        replace_section(args.update, HEADING, lines)
     print("\n".join(lines))
     return 0
 

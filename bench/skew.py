@@ -35,7 +35,8 @@ from confluent_kafka.admin import AdminClient
 
 from bench.machine import Machine
 from bench.measure import CallWindow, call_window
-from devkit.processes import SandboxProcess, ServiceProcess, Topics, event, load_kafka_local, wait_for
+from bench.standalone import broker_and_machine, replace_section
+from devkit.processes import SandboxProcess, ServiceProcess, Topics, event, wait_for
 
 __all__ = ["HEADING", "Cell", "main", "report_lines", "run_skew"]
 
@@ -223,22 +224,6 @@ def report_lines(cells: Sequence[Cell], machine: Machine, seconds: float) -> lis
     return lines
 
 
-def update_report(path: Path, lines: Sequence[str]) -> None:
-    """Puts the section into a report, in place of its previous version, else before "## Reproduce"."""
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    section = "\n".join(lines).rstrip("\n") + "\n\n"
-    if HEADING in text:
-        before, rest = text.split(HEADING, 1)
-        tail = rest.split("\n## ", 1)
-        text = before + section + ("## " + tail[1] if len(tail) > 1 else "")
-    elif "\n## Reproduce" in text:
-        before, after = text.split("\n## Reproduce", 1)
-        text = before.rstrip("\n") + "\n\n" + section + "## Reproduce" + after
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + section
-    path.write_text(text, encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.skew", description=__doc__.split("\n\n")[0])
     parser.add_argument("--update", type=Path, help="replace this section of a report (docs/performance.md)")
@@ -247,18 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
     with ExitStack() as stack:
-        kafka_local = load_kafka_local()
-        machine = Machine.now(kafka_version=kafka_local.KAFKA_VERSION, external_broker=bootstrap is not None)
-        if bootstrap is None:
-            kafka_local.fetch()
-            broker = kafka_local.LocalKafka(data_dir=None)
-            bootstrap = str(broker.start())
-            stack.callback(broker.stop)
+        bootstrap, machine = broker_and_machine(stack, bootstrap)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsweep-skew-")))
         cells = run_skew(bootstrap, args.seconds, workdir)
     lines = report_lines(cells, machine, args.seconds)
     if args.update:
-        update_report(args.update, lines)
+        replace_section(args.update, HEADING, lines)
     print("\n".join(lines))
     return 0
 
