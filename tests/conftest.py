@@ -1,4 +1,5 @@
-"""Shared fixtures: one real Kafka broker per test session, and uniquely named topics on it.
+"""Shared fixtures: one real Kafka broker per test session, and uniquely named topics on it; settings read from
+what a test sets only.
 
 `KAFKA_BOOTSTRAP_SERVERS` points the tests at an existing broker (CI service, a `kafka_local.py run`);
 otherwise a fresh single-node broker is started from deploy/local/kafka_local.py on free ports and
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -20,6 +22,18 @@ from devkit.processes import load_kafka_local
 pytest_plugins = ["devkit.fixtures"]  # the service and the sandbox as processes (e2e, reliability)
 
 ADMIN_TIMEOUT_S = 30.0
+
+
+@pytest.fixture
+def settings_from_the_test_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """imgsweep's settings read only what the test sets: no IMGSWEEP_ variable from the shell that runs pytest,
+    and an empty secrets directory, so a developer's /var/run/secrets/imgsweep cannot leak into tests."""
+    for name in list(os.environ):
+        if name.upper().startswith("IMGSWEEP_"):
+            monkeypatch.delenv(name)
+    empty = tmp_path / "no-secrets"
+    empty.mkdir()
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(empty))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,15 +11,7 @@ from confluent_kafka import Consumer
 from service.kafka_clients import consumer_config, reader_config
 from service.settings import ConfigError, load_settings
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(__import__("os").environ):
-        if name.upper().startswith("IMGSWEEP_"):
-            monkeypatch.delenv(name)
-    empty = tmp_path / "no-secrets"
-    empty.mkdir()
-    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(empty))
+pytestmark = pytest.mark.usefixtures("settings_from_the_test_only")
 
 
 def config_from(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:

@@ -21,15 +21,7 @@ from service.settings import (
 SECRET = "s3cr3t-VALUE-never-printed"
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(__import__("os").environ):
-        if name.upper().startswith("IMGSWEEP_"):
-            monkeypatch.delenv(name)
-    # An empty secrets directory, so a developer's /var/run/secrets/imgsweep cannot leak into tests.
-    empty = tmp_path / "no-secrets"
-    empty.mkdir()
-    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(empty))
+pytestmark = pytest.mark.usefixtures("settings_from_the_test_only")
 
 
 def test_defaults_match_the_documented_contract() -> None:
