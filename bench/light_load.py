@@ -19,9 +19,7 @@ be gone at it.
 
 from __future__ import annotations
 
-import argparse
 import math
-import os
 import random
 import sys
 import tempfile
@@ -38,7 +36,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bench.machine import Machine
-from bench.standalone import broker_and_machine, replace_section
+from bench.standalone import broker_and_machine, section_parser, write_section
 from devkit.processes import Record, SandboxProcess, ServiceProcess, Topics, event, send
 
 __all__ = ["HEADING", "Run", "main", "report_lines", "run_light_load"]
@@ -210,22 +208,16 @@ def report_lines(runs: Sequence[Run], machine: Machine) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.light_load", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--update", type=Path, help="replace this section of a report (docs/performance.md)")
+    parser = section_parser("bench.light_load", __doc__)
     parser.add_argument("--seconds", type=float, default=180.0, help="how long each setting receives events")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
     args = parser.parse_args(argv)
-    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
     with ExitStack() as stack:
-        bootstrap, machine = broker_and_machine(stack, bootstrap)
+        bootstrap, machine = broker_and_machine(stack, args.bootstrap)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsweep-light-")))
         runs = run_light_load(bootstrap, seconds=args.seconds, seed=args.seed, workdir=workdir)
-    lines = report_lines(runs, machine)
-    if args.update:
-        replace_section(args.update, HEADING, lines)
-    print("\n".join(lines))
-    return 0
+    return write_section(report_lines(runs, machine), HEADING, args.update)
 
 
 if __name__ == "__main__":

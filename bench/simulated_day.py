@@ -21,16 +21,14 @@ puts the same section into its report.
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
-from bench.standalone import replace_section
+from bench.standalone import section_parser, write_section
 from service.api.models import DeleteItem
 from service.budget import DAY_SECONDS, Allowance, AllowanceKind, ArrivalCurve, CallPlanner, QuotaView, WaitingBatch
 from service.pipeline.batcher import Batcher, ReadyBatch
@@ -511,15 +509,10 @@ def report_lines(r: SimulatedDays) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.simulated_day", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--update", type=Path, help="replace this section of a report (docs/performance.md)")
+    parser = section_parser("bench.simulated_day", __doc__)
     parser.add_argument("--seed", type=int, default=20261127)
     args = parser.parse_args(argv)
-    lines = report_lines(simulate(args.seed))
-    if args.update:
-        replace_section(args.update, HEADING, lines)
-    print("\n".join(lines))
-    return 0
+    return write_section(report_lines(simulate(args.seed)), HEADING, args.update)
 
 
 if __name__ == "__main__":

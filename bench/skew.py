@@ -18,8 +18,6 @@ window of 40 calls moves by about one call (2.5 %) from run to run.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import tempfile
 import time
@@ -30,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from bench.machine import Machine
 from bench.measure import CallWindow, call_window
-from bench.standalone import broker_and_machine, replace_section
-from devkit.processes import SandboxProcess, ServiceProcess, Topics, event, wait_for
+from bench.standalone import broker_and_machine, section_parser, write_section
+from devkit.processes import SandboxProcess, ServiceProcess, Topics, produce_spread, wait_for
 
 __all__ = ["HEADING", "Cell", "main", "report_lines", "run_skew"]
 
@@ -96,20 +93,6 @@ def _assigned(replica: ServiceProcess) -> list[int]:
     return partitions
 
 
-def _produce(bootstrap: str, topic: str, partitions: Sequence[int], count: int) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    for n in range(count):
-        key, value, _ = event(f"e{n}", "shop", f"p{n}", [f"{n}.jpg"])
-        while True:
-            try:
-                producer.produce(topic, value, key, partition=partitions[n % len(partitions)])
-                break
-            except BufferError:
-                producer.poll(0.1)
-    if producer.flush(60):
-        raise RuntimeError(f"the backlog did not reach {topic}")
-
-
 @contextmanager
 def _replicas(
     bootstrap: str, topics: Topics, sandbox: SandboxProcess, *, count: int, mode: str, workdir: Path
@@ -156,7 +139,7 @@ def run_cell(
                     interval=0.25,
                 )
             partitions = _assigned(replicas[0]) if scenario.skewed else list(range(PARTITIONS))
-            _produce(bootstrap, topics.input, partitions, EVENTS)
+            produce_spread(bootstrap, topics.input, partitions, EVENTS)
             time.sleep(5)  # the first calls, and the busy replicas' shares rising (2 s after they announce)
             window = call_window(sandbox, seconds)
             shares = tuple(r.metric("imgsweep_qps_share") for r in replicas)
@@ -225,21 +208,15 @@ def report_lines(cells: Sequence[Cell], machine: Machine, seconds: float) -> lis
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.skew", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--update", type=Path, help="replace this section of a report (docs/performance.md)")
+    parser = section_parser("bench.skew", __doc__)
     parser.add_argument("--seconds", type=float, default=30.0, help="the window of each cell")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
     args = parser.parse_args(argv)
-    bootstrap = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None
     with ExitStack() as stack:
-        bootstrap, machine = broker_and_machine(stack, bootstrap)
+        bootstrap, machine = broker_and_machine(stack, args.bootstrap)
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsweep-skew-")))
         cells = run_skew(bootstrap, args.seconds, workdir)
-    lines = report_lines(cells, machine, args.seconds)
-    if args.update:
-        replace_section(args.update, HEADING, lines)
-    print("\n".join(lines))
-    return 0
+    return write_section(report_lines(cells, machine, args.seconds), HEADING, args.update)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ __all__ = [
     "imgsweep_env",
     "load_kafka_local",
     "produce",
+    "produce_spread",
     "read_usage",
     "seed_images",
     "send",
@@ -463,16 +464,45 @@ def event(event_id: str, collection: str, product: str, images: list[str]) -> Re
     return product.encode(), json.dumps(document).encode(), []
 
 
+def produce_spread(
+    bootstrap: str, topic: str, partitions: Sequence[int], count: int, *, prefix: str = "e", timeout: float = 60.0
+) -> None:
+    """``count`` one-image events of collection "shop", spread over ``partitions`` in turn (chosen explicitly,
+    not by key); blocks until the broker has them all, raising RuntimeError after ``timeout`` seconds."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    for n in range(count):
+        key, value, _ = event(f"{prefix}{n}", "shop", f"p{n}", [f"{n}.jpg"])
+        while True:
+            try:
+                producer.produce(topic, value, key, partition=partitions[n % len(partitions)])
+                break
+            except BufferError:
+                producer.poll(0.1)
+    left = producer.flush(timeout)
+    if left:
+        raise RuntimeError(f"{left} records did not reach {topic} within {timeout:.0f} s")
+
+
 @dataclass
 class Consumed:
+    """A record as the broker has it. ``headers`` by name (the last of a repeated name; no value as b""),
+    ``header_pairs`` in order with repeated names kept."""
+
     key: bytes | None
     value: bytes | None
     headers: dict[str, bytes]
+    partition: int
+    offset: int
+    header_pairs: list[tuple[str, bytes | None]]
 
     def json(self) -> Any:
         if self.value is None:
             raise ValueError("the record has no value")
         return json.loads(self.value)
+
+    def header(self, name: str) -> bytes | None:
+        """The first header of that name, as sent (None for one without a value or none of that name)."""
+        return next((value for key, value in self.header_pairs if key == name), None)
 
 
 def consume_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 60, settle: float = 0.0) -> list[Consumed]:
@@ -496,12 +526,24 @@ def consume_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 60,
             if settle_until is not None and time.monotonic() >= settle_until:
                 break
             for message in consumer.consume(500, timeout=0.2):
-                if message.error() is not None:
+                partition, offset = message.partition(), message.offset()
+                if message.error() is not None or partition is None or offset is None:
                     continue
                 raw = message.headers() or []
-                pairs = raw.items() if isinstance(raw, dict) else raw
-                headers = {name: value.encode() if isinstance(value, str) else value or b"" for name, value in pairs}
-                records.append(Consumed(message.key(), message.value(), headers))
+                pairs = [
+                    (name, value.encode() if isinstance(value, str) else value)
+                    for name, value in (raw.items() if isinstance(raw, dict) else raw)
+                ]
+                records.append(
+                    Consumed(
+                        key=message.key(),
+                        value=message.value(),
+                        headers={name: value or b"" for name, value in pairs},
+                        partition=partition,
+                        offset=offset,
+                        header_pairs=pairs,
+                    )
+                )
     finally:
         consumer.close()
     return records

@@ -14,70 +14,32 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 
 from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
-from devkit.processes import SECRET_KEY, Record, SandboxProcess, ServiceProcess, Topics, event, produce
+from devkit.processes import (
+    SECRET_KEY,
+    Consumed,
+    Record,
+    SandboxProcess,
+    ServiceProcess,
+    Topics,
+    consume_all,
+    event,
+    produce,
+)
 
 pytestmark = pytest.mark.e2e
 
 REPLAY_OF = ("imgsweep_replay_of_topic", "imgsweep_replay_of_partition", "imgsweep_replay_of_offset")
 
 
-@dataclass(frozen=True)
-class Read:
-    """A record as the broker has it: where it is, and its headers in order, repeated names kept."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-
-    def json(self) -> Any:
-        return json.loads(self.value or b"null")
-
-    def header(self, name: str) -> bytes | None:
-        return next((value for key, value in self.headers if key == name), None)
-
-
-def read_topic(bootstrap: str, topic: str, *, expect: int, timeout: float = 60, settle: float = 0.0) -> list[Read]:
-    """The topic from the start until ``expect`` records came (then ``settle`` more seconds for extras)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    records: list[Read] = []
-    deadline = time.monotonic() + timeout
-    settle_until: float | None = None
-    try:
-        while time.monotonic() < deadline:
-            if settle_until is None and len(records) >= expect:
-                settle_until = time.monotonic() + settle
-            if settle_until is not None and time.monotonic() >= settle_until:
-                break
-            for message in consumer.consume(500, timeout=0.2):
-                partition, offset = message.partition(), message.offset()
-                if message.error() is not None or partition is None or offset is None:
-                    continue
-                raw = message.headers() or []
-                pairs = raw.items() if isinstance(raw, dict) else raw
-                headers = [(name, value.encode() if isinstance(value, str) else value) for name, value in pairs]
-                records.append(Read(partition, offset, message.key(), message.value(), headers))
-    finally:
-        consumer.close()
+def read_topic(bootstrap: str, topic: str, *, expect: int, timeout: float = 60, settle: float = 0.0) -> list[Consumed]:
+    """``consume_all`` in the broker's order: by partition, then offset."""
+    records = consume_all(bootstrap, topic, expect=expect, timeout=timeout, settle=settle)
     return sorted(records, key=lambda record: (record.partition, record.offset))
 
 
@@ -121,7 +83,7 @@ def test_a_permanent_item_failure_is_dead_lettered_and_its_replay_gets_a_new_out
     assert (
         reason == b"2 of 2 images failed for good: '1-0.jpg': NO_RELATIVE_COLLECTION; '1-1.jpg': NO_RELATIVE_COLLECTION"
     )
-    assert dead[0].headers[: len(traced)] == traced  # repeated header names kept, in order
+    assert dead[0].header_pairs[: len(traced)] == traced  # repeated header names kept, in order
     assert service.metric("imgsweep_dead_letters_total", 'reason="item_failed"') == 3
 
     # The cause is fixed (the collection exists now); an operator counts, then replays one, then the rest.
@@ -140,9 +102,9 @@ def test_a_permanent_item_failure_is_dead_lettered_and_its_replay_gets_a_new_out
     assert len(copies) == 3
     for copy, letter in zip(copies, dead, strict=True):
         assert (copy.key, copy.value) == (letter.key, letter.value)
-        assert [name for name, _ in copy.headers if name.startswith("imgsweep_")] == list(REPLAY_OF)
+        assert [name for name, _ in copy.header_pairs if name.startswith("imgsweep_")] == list(REPLAY_OF)
         assert [copy.header(name) for name in REPLAY_OF] == [names.dlq.encode(), b"0", str(letter.offset).encode()]
-    assert copies[0].headers[: len(traced)] == traced
+    assert copies[0].header_pairs[: len(traced)] == traced
 
     outcomes = read_topic(kafka_bootstrap, names.outcome, expect=7, settle=2)
     assert len(outcomes) == 7

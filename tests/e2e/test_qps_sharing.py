@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
-from devkit.processes import SandboxProcess, ServiceProcess, Topics, event, wait_for
+from devkit.processes import SandboxProcess, ServiceProcess, Topics, produce_spread, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -67,20 +65,6 @@ def measure(sandbox: SandboxProcess, seconds: float) -> Use:
     time.sleep(seconds)
     ended, last = _next_call(sandbox, _ok(sandbox.stats()))
     return Use(_ok(last) - _ok(first), _rejected(last) - _rejected(first), ended - started)
-
-
-def produce_to(bootstrap: str, topic: str, partitions: Sequence[int], count: int, prefix: str) -> None:
-    """``count`` one-image events spread over ``partitions``, chosen explicitly (not by key)."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-    for n in range(count):
-        key, value, _ = event(f"{prefix}{n}", "shop", f"p{n}", [f"{n}.jpg"])
-        while True:
-            try:
-                producer.produce(topic, value, key, partition=partitions[n % len(partitions)])
-                break
-            except BufferError:
-                producer.poll(0.1)
-    assert producer.flush(30) == 0
 
 
 def assigned(replica: ServiceProcess) -> list[int]:
@@ -134,7 +118,7 @@ def test_two_replicas_with_the_whole_backlog_on_one_use_the_account_qps(
     busy, idle = start_replicas(service_process, names, sandbox, 2)
     sharing_by_demand([busy, idle])
     held = assigned(busy)
-    produce_to(kafka_bootstrap, names.input, held, 1500, "e")
+    produce_spread(kafka_bootstrap, names.input, held, 1500, timeout=30)
     wait_for(lambda: busy.metric("imgsweep_qps_share") > 1.9, 30, "the busy replica never took the idle one's share")
     use = measure(sandbox, WINDOW_SECONDS)
     report("2 replicas, backlog on one", use)
@@ -155,7 +139,7 @@ def test_replicas_on_an_even_backlog_use_the_account_qps(
     sandbox = sandbox_process("--qps", str(QPS), "--log-level", "WARNING")
     replicas = start_replicas(service_process, names, sandbox, count)
     sharing_by_demand(replicas)
-    produce_to(kafka_bootstrap, names.input, [0, 1, 2, 3], 1500, "e")
+    produce_spread(kafka_bootstrap, names.input, [0, 1, 2, 3], 1500, timeout=30)
     wait_for(lambda: _ok(sandbox.stats()) >= 4, 30, "no calls")
     use = measure(sandbox, WINDOW_SECONDS)
     report(f"{count} replica(s), even backlog", use)
