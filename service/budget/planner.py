@@ -124,6 +124,10 @@ class Decision:
     budget: BudgetSnapshot
 
 
+_SLOT_TOLERANCE = 1e-9
+"""Seconds: times a spacing apart are compared through sums of floats (3598.0 + 2.0 against 3599.9999999999995)."""
+
+
 class CallPlanner:
     """Chooses which waiting batch may spend one of the account's calls now, by the rules above.
 
@@ -206,7 +210,7 @@ class CallPlanner:
             now, waiting, qps=quota.qps, next_slot=next_slot, spendable=spendable, until_reset=until_reset
         )
         if may_go:
-            if next_slot > 0:
+            if next_slot > _SLOT_TOLERANCE:  # a slot due within float error of now is due
                 return Decision(None, Why.QPS, projected, limited, next_slot, budget)
             chosen = min(may_go, key=self._ranking(now))
             return Decision(chosen, self._why_sent(now, chosen), projected, limited, 0.0, budget)

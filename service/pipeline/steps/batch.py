@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 _UNTIL_RESET = frozenset((Why.RESERVE_ONLY, Why.SPEND_LIMIT))
 
 
-def call_planner(api: ApiSettings, batch: BatchSettings) -> CallPlanner:
-    """The account's call budget, as configured."""
+def call_planner(api: ApiSettings, batch: BatchSettings) -> CallPlanner | None:
+    """The account's call budget, as configured; None without a daily limit (``DAILY_CALLS=-1``): the linger
+    alone decides, as before the budget existed."""
+    if api.allowance == "daily" and api.daily_calls < 0:
+        return None
     allowance = Allowance(
         AllowanceKind(api.allowance),
         api.daily_calls,
@@ -60,7 +63,7 @@ class BatchStep:
         *,
         batcher: Batcher[PendingEvent],
         calls: CallStarter,
-        planner: CallPlanner,
+        planner: CallPlanner | None,
         quota: Callable[[], QuotaView],
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
@@ -81,7 +84,8 @@ class BatchStep:
         items = pending.items()
         for item in items:
             self._batcher.add(collection, item, pending, now)
-        self._planner.observe_arrivals(now, len(items))
+        if self._planner is not None:
+            self._planner.observe_arrivals(now, len(items))
 
     def retry(self, collection: str, item: DeleteItem, waiters: list[PendingEvent], attempt: int) -> None:
         """An item another call may fix: it joins the collection's open batch again."""
@@ -92,6 +96,9 @@ class BatchStep:
 
     def poll(self) -> None:
         """Hands the batches the budget chooses to the call step while it can start calls; the rest keep growing."""
+        if self._planner is None:
+            self._poll_by_linger()
+            return
         now = self._clock()
         while self._calls.accepting():
             now = self._clock()
@@ -111,12 +118,25 @@ class BatchStep:
         if now - self._decided_at >= 1.0:  # the budget's gauges stay current, whatever waits
             self._decided(self._planner.plan(now, self._waiting(), self._quota()), now)
 
+    def _poll_by_linger(self) -> None:
+        """Without a budget: every batch full or past its linger goes, oldest first, while calls can start."""
+        while self._calls.accepting():
+            ready = self._batcher.take(self._clock(), drain=self._draining)
+            if ready is None:
+                return
+            try:
+                self._calls.submit(ready)
+            except MessageRejected:
+                self._batcher.put_back(ready)
+                return
+            self._metrics.batch_flushes.labels(ready.flush_reason).inc()
+
     def _waiting(self) -> list[WaitingBatch]:
         return [WaitingBatch(*batch) for batch in self._batcher.waiting()]
 
     def _choose(self, now: float) -> WaitingBatch | None:
         waiting = self._waiting()
-        if self._draining or not waiting:
+        if self._draining or not waiting or self._planner is None:
             return waiting[0] if waiting else None
         decision = self._planner.plan(now, waiting, self._quota())
         self._decided(decision, now)
@@ -139,11 +159,13 @@ class BatchStep:
 
     def learned(self, remain_times: int, calls_in_flight: int) -> None:
         """An answer said how many calls the account has left."""
-        self._planner.learned(self._clock(), remain_times, calls_in_flight)
+        if self._planner is not None:
+            self._planner.learned(self._clock(), remain_times, calls_in_flight)
 
     def spent(self, calls: int) -> None:
         """Calls beyond a batch's first (its retries)."""
-        self._planner.spent(self._clock(), calls)
+        if self._planner is not None:
+            self._planner.spent(self._clock(), calls)
 
     def waiting_for(self, collection: str, product_id: str) -> list[PendingEvent]:
         """Events with images of this product in an open batch."""

@@ -42,7 +42,7 @@ Product = tuple[str, str]
 class RecentDeletions:
     """Which images of which products this process deleted lately; bounded by products and by age."""
 
-    def __init__(self, *, max_products: int = 20_000, max_age_seconds: float = 86_400.0) -> None:
+    def __init__(self, *, max_products: int = 5_000, max_age_seconds: float = 86_400.0) -> None:
         self._max_products = max_products
         self._max_age = max_age_seconds
         self._products: OrderedDict[Product, tuple[float, dict[str, None]]] = OrderedDict()
