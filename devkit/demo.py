@@ -170,7 +170,9 @@ def _start_imgsweep(
         endpoint=sandbox.endpoint,
         log_path=workdir / "imgsweep.log",
         secrets_dir=secrets_dir,
-        settings={"API__QPS": str(args.qps), "BATCH__LINGER_SECONDS": "1"},
+        # The sandbox's daily quota (100,000 calls): the budget paces partial batches over a day that large, so
+        # they go about as fast as the linger lets them; with the default 500 the first would wait a minute.
+        settings={"API__QPS": str(args.qps), "BATCH__LINGER_SECONDS": "1", "API__DAILY_CALLS": "100000"},
         port=args.metrics_port or free_port(),
         wait=False,
     )
