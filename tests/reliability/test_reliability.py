@@ -37,6 +37,7 @@ from devkit.processes import (
 
 pytestmark = pytest.mark.reliability
 CST = timezone(timedelta(hours=8))
+DELISTED = "com.example.catalog.product-delisted"
 
 
 @dataclass(frozen=True)
@@ -321,13 +322,14 @@ def hostile_records(rng: random.Random, count: int) -> list[tuple[Record, str]]:
     """Bad records of many kinds, each with the error class it must be dead-lettered under ("any": several fit)."""
     fields = {"event_id": "x", "collection_name": "c0", "product_id": "p", "image_ids": ["a"]}
     value = json.dumps(fields).encode()
-    envelope = {"specversion": "1.0", "id": "i", "source": "s", "type": "t", "data": "not an object"}
+    # A delist's type: an envelope of another type is skipped, not dead-lettered, whatever its data holds.
+    envelope = {"specversion": "1.0", "id": "i", "source": "s", "type": DELISTED, "data": "not an object"}
     structured: list[tuple[str, str | bytes | None]] = [("content-type", b"application/cloudevents+json")]
     bad_ce_id: list[tuple[str, str | bytes | None]] = [
         ("ce_specversion", b"1.0"),
         ("ce_id", b"\xff\xfe"),
         ("ce_source", b"s"),
-        ("ce_type", b"t"),
+        ("ce_type", DELISTED.encode()),
     ]
     fixed: list[tuple[Record, str]] = [
         ((b"k", json.dumps({**fields, "pad": "x" * 900_000}).encode()[:-3], []), "invalid_json"),
