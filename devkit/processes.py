@@ -69,6 +69,8 @@ DEMAND_TOPIC_CONFIG: Final = {"cleanup.policy": "compact", "segment.ms": "600000
 """How the demand topic is created (README, the chart's NOTES): compacted, one record per replica kept."""
 _LOG_TAIL: Final = 3000
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+_LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+"""One label of an exposed series: name and (escaped) value."""
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]]]
 """(key, value, headers) of one record to produce."""
@@ -385,11 +387,15 @@ class ServiceProcess:
         return samples
 
     def metric(self, name: str, labels: str = "") -> float:
-        """One series' value (``labels`` as in the exposition, e.g. ``status="deleted"``), or the sum of all."""
-        samples = self.metrics()
-        if labels:
-            return samples.get(f"{name}{{{labels}}}", 0.0)
-        return sum(value for series, value in samples.items() if series == name or series.startswith(name + "{"))
+        """The sum of the series of ``name`` that carry every label of ``labels`` (written as in the exposition,
+        e.g. ``status="deleted"`` or ``account="a",why="full"``); without ``labels``, of all its series."""
+        wanted = set(_LABEL.findall(labels))
+        total = 0.0
+        for series, value in self.metrics().items():
+            metric, _, rest = series.partition("{")
+            if metric == name and wanted <= set(_LABEL.findall(rest)):
+                total += value
+        return total
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
