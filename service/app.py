@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
+import httpx
 from confluent_kafka import Consumer, Producer
 
 from service.api.classify import ResponsePolicy
@@ -27,9 +28,9 @@ from service.kafka_clients import consumer_config, demand_producer_config, deman
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.pipeline.events import ERROR_CLASSES
-from service.pipeline.processor import Pipeline
-from service.pipeline.share import DemandShare, QpsShare
-from service.settings import ConfigError, Settings, masked_config
+from service.pipeline.processor import AccountCalls, Pipeline
+from service.pipeline.share import DemandShare, Paced, QpsShare
+from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
 __all__ = ["run_service"]
@@ -46,49 +47,68 @@ def _dry_run_delete(limiter: RateLimiter, stop: threading.Event) -> Any:
     return delete
 
 
+def _account_calls(
+    account: Account, *, settings: Settings, http: httpx.Client, metrics: Metrics, stop_calls: threading.Event
+) -> AccountCalls:
+    """One account's client: its keys, endpoint, rate limiter and quota gate (the reset is the same for all)."""
+    api = account.api
+    limiter = RateLimiter(api.qps)
+    quota = QuotaGate(api.quota_reset_zone, api.quota_reset_time, payment_probe_seconds=api.payment_probe_seconds)
+    if settings.dry_run:
+        return AccountCalls(account, _dry_run_delete(limiter, stop_calls), quota, limiter)
+    if api.access_key is None or api.secret_key is None:  # require_credentials said so already, at start-up
+        raise ConfigError(f"account {account.name!r} has no access key and secret key")
+    client = DeleteClient(
+        http=http,
+        endpoint=str(api.endpoint),
+        credentials=Credentials(api.access_key.get_secret_value(), api.secret_key.get_secret_value()),
+        region=api.region,
+        service=api.service,
+        policy=ResponsePolicy(api.absent_reasons, api.retryable_item_reasons),
+        retry=RetryPolicy(
+            max_attempts=api.max_attempts,
+            max_elapsed_seconds=api.max_elapsed_seconds,
+            initial_seconds=api.backoff_initial_seconds,
+            max_seconds=api.backoff_max_seconds,
+        ),
+        limiter=limiter,
+        quota=quota,
+        stop=stop_calls,
+        observer=metrics.account(account.name),
+    )
+    return AccountCalls(account, client.delete, quota, limiter)
+
+
 def run_service(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
-    metrics = Metrics(error_classes=ERROR_CLASSES)
+    accounts = settings.api_accounts()
+    metrics = Metrics(error_classes=ERROR_CLASSES, accounts=[account.name for account in accounts])
     health = HealthState()
     stop_calls = threading.Event()
     api = settings.api
-    limiter = RateLimiter(api.qps)
-    quota = QuotaGate(api.quota_reset_zone, api.quota_reset_time, payment_probe_seconds=api.payment_probe_seconds)
+    workers = sum(account.api.workers for account in accounts)
     http = new_http_client(
         connect=api.connect_timeout_seconds,
         read=api.read_timeout_seconds,
         write=api.write_timeout_seconds,
         pool=api.pool_timeout_seconds,
-        connections=api.workers,
+        connections=workers,
     )
     tracing = start_tracing(settings.tracing)  # ConfigError without the otel extra
     http.event_hooks = {**http.event_hooks, "response": [*http.event_hooks["response"], response_hook(tracing)]}
+    calls = [
+        _account_calls(account, settings=settings, http=http, metrics=metrics, stop_calls=stop_calls)
+        for account in accounts
+    ]
     if settings.dry_run:
-        delete = _dry_run_delete(limiter, stop_calls)
         log.warning("DRY RUN: no API call is made; outcomes say dry_run: true")
-    else:
-        if api.access_key is None or api.secret_key is None:
-            raise ConfigError("IMGSWEEP_API__ACCESS_KEY and IMGSWEEP_API__SECRET_KEY must be set")
-        client = DeleteClient(
-            http=http,
-            endpoint=str(api.endpoint),
-            credentials=Credentials(api.access_key.get_secret_value(), api.secret_key.get_secret_value()),
-            region=api.region,
-            service=api.service,
-            policy=ResponsePolicy(api.absent_reasons, api.retryable_item_reasons),
-            retry=RetryPolicy(
-                max_attempts=api.max_attempts,
-                max_elapsed_seconds=api.max_elapsed_seconds,
-                initial_seconds=api.backoff_initial_seconds,
-                max_seconds=api.backoff_max_seconds,
-            ),
-            limiter=limiter,
-            quota=quota,
-            stop=stop_calls,
-            observer=metrics,
+    if len(accounts) > 1 or accounts[0].name != DEFAULT_ACCOUNT:
+        log.info(
+            "accounts: %s",
+            "; ".join(f"{account.name}: {', '.join(account.collections)}" for account in accounts),
+            extra={"count": len(accounts)},
         )
-        delete = client.delete
 
     pipeline_holder: list[Pipeline] = []
 
@@ -99,7 +119,7 @@ def run_service(settings: Settings) -> int:
     # librdkafka's log lines and errors go through the JSON logger (kafka_clients: logger, error_cb), once each.
     consumer = Consumer(consumer_config(settings, stats_cb=on_stats))
     producer = Producer(producer_config(settings))
-    executor = ThreadPoolExecutor(max_workers=api.workers, thread_name_prefix="api-call")
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
     share: QpsShare | None = None
     if api.qps_share == "demand":
         kafka = settings.kafka
@@ -108,18 +128,16 @@ def run_service(settings: Settings) -> int:
             topic=kafka.demand_topic,
             producer=Producer(demand_producer_config(settings)),
             reader=Consumer(demand_reader_config(settings)),
-            limiter=limiter,
-            account_qps=api.qps,
-            metrics=metrics,
+            accounts=[
+                Paced(c.account.name, c.limiter, c.account.api.qps, metrics.account(c.account.name)) for c in calls
+            ],
         )
     pipeline = Pipeline(
         settings=settings,
         consumer=consumer,
         producer=producer,
-        delete=delete,
+        accounts=calls,
         executor=executor,
-        quota=quota,
-        limiter=limiter,
         metrics=metrics,
         health=health,
         stop_calls=stop_calls,

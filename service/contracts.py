@@ -46,7 +46,8 @@ def dead_letter_schema() -> dict[str, Any]:
                 "description": (
                     "Why: the decoder's error class for invalid input; for an event whose outcome has an image "
                     "failed for good, retries_exhausted (the API kept failing), internal_error (imgsweep failed "
-                    "on the call) or item_failed (the API refused an image, e.g. NO_RELATIVE_COLLECTION)."
+                    "on the call), no_account (the collection belongs to no configured account: no call was made) "
+                    "or item_failed (the API refused an image, e.g. NO_RELATIVE_COLLECTION)."
                 ),
             },
             f"{DLQ_HEADER_PREFIX}error_reason": {

@@ -29,8 +29,9 @@ from service.api.models import ItemStatus
 from service.budget import Decision, Why
 from service.pipeline.batcher import FlushReason
 from service.pipeline.reasons import CancelReason, DeadLetterReason, OutcomeStatus, SkipReason
+from service.settings import DEFAULT_ACCOUNT
 
-__all__ = ["API_CODES", "IMAGE_REASONS", "Metrics"]
+__all__ = ["API_CODES", "IMAGE_REASONS", "AccountMetrics", "Metrics"]
 
 OTHER: Final = "other"
 API_CODES: Final = tuple(
@@ -55,6 +56,7 @@ IMAGE_REASONS: Final = (
     "NO_SUCH_DATA",
     NOT_REPORTED,
     "retries_exhausted",
+    "no_account",
     "dry_run",
     *CancelReason,
     OTHER,
@@ -72,7 +74,14 @@ def _bounded(value: str, known: Iterable[str]) -> str:
 class Metrics:
     """Holds the collectors on its own registry (tests build as many as they like)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, *, error_classes: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        error_classes: Iterable[str] = (),
+        accounts: Iterable[str] = (DEFAULT_ACCOUNT,),
+    ) -> None:
+        """``accounts``: the names of the accounts (``Settings.api_accounts``), the ``account`` label's values."""
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self._error_classes = (*error_classes, OTHER)
@@ -94,52 +103,71 @@ class Metrics:
         self.images = Counter(
             "imgsweep_images", "Images decided, by status and reason.", ["status", "reason"], registry=r
         )
-        self.api_calls = Counter("imgsweep_api_calls", "Delete API calls made, by answer code.", ["code"], registry=r)
+        self.api_calls = Counter(
+            "imgsweep_api_calls", "Delete API calls made, by answer code.", ["account", "code"], registry=r
+        )
         self.api_call_duration = Histogram(
             "imgsweep_api_call_duration_seconds",
             "Duration of one delete API call.",
+            labelnames=["account"],
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
         self.batch_items = Histogram(
             "imgsweep_batch_items",
             "Items per delete API call.",
+            labelnames=["account"],
             buckets=(1, 5, 10, 25, 50, 100, 150, 190, 199, 200),
             registry=r,
         )
         self.batch_flushes = Counter(
-            "imgsweep_batch_flushes", "Batches handed to workers, by why they were cut.", ["reason"], registry=r
+            "imgsweep_batch_flushes",
+            "Batches handed to workers, by why they were cut.",
+            ["account", "reason"],
+            registry=r,
         )
         self.retries = Counter(
-            "imgsweep_api_retries", "Call retries scheduled, by the code retried.", ["code"], registry=r
+            "imgsweep_api_retries", "Call retries scheduled, by the code retried.", ["account", "code"], registry=r
         )
         self.rate_limiter_waits = Counter(
-            "imgsweep_rate_limiter_waits", "Calls that waited for the rate limiter.", registry=r
+            "imgsweep_rate_limiter_waits", "Calls that waited for the rate limiter.", ["account"], registry=r
         )
         self.rate_limiter_wait_seconds = Counter(
-            "imgsweep_rate_limiter_wait_seconds", "Time calls spent waiting for the rate limiter.", registry=r
+            "imgsweep_rate_limiter_wait_seconds",
+            "Time calls spent waiting for the rate limiter.",
+            ["account"],
+            registry=r,
         )
         self.rate_limit_qps = Gauge(
-            "imgsweep_rate_limit_qps", "This replica's current call pace (AIMD, up to its QPS share).", registry=r
+            "imgsweep_rate_limit_qps",
+            "This replica's current call pace (AIMD, up to its QPS share).",
+            ["account"],
+            registry=r,
         )
         self.quota_remaining = Gauge(
-            "imgsweep_quota_remaining_calls", "Calls left as the API last said (remainTimes); -1 unlimited.", registry=r
+            "imgsweep_quota_remaining_calls",
+            "Calls left as the API last said (remainTimes); -1 unlimited.",
+            ["account"],
+            registry=r,
         )
-        self.quota_charged = Counter("imgsweep_quota_charged_calls", "Calls the API said it charged.", registry=r)
+        self.quota_charged = Counter(
+            "imgsweep_quota_charged_calls", "Calls the API said it charged.", ["account"], registry=r
+        )
         self.quota_exhausted = Gauge(
             "imgsweep_quota_exhausted",
             "1 while calls are held for the quota: the daily reset, or a spent paid pack (see payment_required).",
+            ["account"],
             registry=r,
         )
         self.quota_payment_required = Gauge(
             "imgsweep_quota_payment_required",
             "1 while the API answers 10010 (a paid call pack ran out): calls held, probed rarely, until topped up.",
+            ["account"],
             registry=r,
         )
         self.quota_reset_seconds = Gauge(
             "imgsweep_quota_reset_seconds", "Seconds until the next daily quota reset.", registry=r
         )
-        self.quota_remaining.set(math.nan)  # unknown until the API first answers
         self.ready = Gauge("imgsweep_ready", "1 while /readyz answers 200.", registry=r)
         self.brokers_up = Gauge("imgsweep_brokers_up", "1 while a Kafka broker is reachable.", registry=r)
         self.fatal = Gauge("imgsweep_fatal", "1 when calling stopped on a fatal API or config error.", registry=r)
@@ -151,14 +179,21 @@ class Metrics:
         self.paused_partitions = Gauge("imgsweep_paused_partitions", "Assigned partitions paused.", registry=r)
         self.assigned_partitions = Gauge("imgsweep_assigned_partitions", "Partitions assigned.", registry=r)
         self.qps_share = Gauge(
-            "imgsweep_qps_share", "This replica's share of the account's QPS (the rate limiter's ceiling).", registry=r
+            "imgsweep_qps_share",
+            "This replica's share of the account's QPS (the rate limiter's ceiling).",
+            ["account"],
+            registry=r,
         )
         self.qps_demand_calls = Gauge(
-            "imgsweep_qps_demand_calls", "Calls this replica could make now (what it announces).", registry=r
+            "imgsweep_qps_demand_calls",
+            "Calls this replica could make now (what it announces).",
+            ["account"],
+            registry=r,
         )
         self.qps_share_members = Gauge(
             "imgsweep_qps_share_members",
             "Replicas sharing the QPS by demand as this one sees them; 0 while it shares by partitions.",
+            ["account"],
             registry=r,
         )
         self.dead_letters = Counter(
@@ -184,50 +219,64 @@ class Metrics:
             registry=r,
         )
         self.budget_calls_left = Gauge(
-            "imgsweep_budget_calls_left", "Calls the account has left today, as the budget counts them.", registry=r
+            "imgsweep_budget_calls_left",
+            "Calls the account has left today, as the budget counts them.",
+            ["account"],
+            registry=r,
         )
         self.budget_spendable = Gauge(
             "imgsweep_budget_spendable_calls",
             "Calls imgsweep may still spend before the reset: calls left, capped by a pack's daily limit, "
             "less the reserve.",
+            ["account"],
             registry=r,
         )
         self.budget_reserve = Gauge(
-            "imgsweep_budget_reserve_calls", "Calls never spent: left to the shop's own searches.", registry=r
+            "imgsweep_budget_reserve_calls",
+            "Calls never spent: left to the shop's own searches.",
+            ["account"],
+            registry=r,
         )
         self.budget_needed = Gauge(
             "imgsweep_budget_needed_calls",
             "Calls the images waiting and the rest of the day's expected ones need at full batches.",
+            ["account"],
             registry=r,
         )
         self.budget_partial_calls_per_hour = Gauge(
             "imgsweep_budget_partial_calls_per_hour",
             "The pace at which the budget gives partial batches calls now (planned calls per hour).",
+            ["account"],
             registry=r,
         )
         self.budget_projected_wait = Gauge(
             "imgsweep_budget_projected_wait_seconds",
             "The longest wait an image now waiting is projected to have before its call.",
+            ["account"],
             registry=r,
         )
         self.budget_limited = Gauge(
             "imgsweep_budget_limited",
             "1 while the budget holds an image past IMGSWEEP_BATCH__MAX_WAIT_SECONDS (the budget wins).",
+            ["account"],
             registry=r,
         )
         self.budget_decisions = Counter(
-            "imgsweep_budget_decisions", "Batches the budget let go, by why.", ["why"], registry=r
+            "imgsweep_budget_decisions", "Batches the budget let go, by why.", ["account", "why"], registry=r
         )
         self.budget_waiting_for_reset = Gauge(
             "imgsweep_budget_waiting_for_reset",
             "1 while the budget holds every call until the daily reset, by why: reserve_only (only the reserve "
             "is left), spend_limit (a pack's daily spending limit), quota_exhausted.",
-            ["why"],
+            ["account", "why"],
             registry=r,
         )
-        self._initialise_labels()
+        self._initialise_labels(accounts)
 
-    def _initialise_labels(self) -> None:
+    def _initialise_labels(self, accounts: Iterable[str]) -> None:
+        self._accounts: dict[str, AccountMetrics] = {}
+        for account in accounts:
+            self.account(account)
         for error_class in self._error_classes:
             self.invalid_events.labels(error_class)
         for outcome in OutcomeStatus:
@@ -240,32 +289,80 @@ class Metrics:
             self.images.labels(ItemStatus.CANCELLED, cancel)
         self.images.labels("absent", "NO_AVAILABLE_FEATURE")
         self.images.labels("absent", "NO_RELATIVE_IMAGE")
-        for code in API_CODES:
-            self.api_calls.labels(code)
-            self.retries.labels(code)
-        for flush in FlushReason:
-            self.batch_flushes.labels(flush)
         for dead_letter in DeadLetterReason:
             self.dead_letters.labels(dead_letter)
         for skip in SkipReason:
             self.events_skipped.labels(skip)
+
+    def account(self, name: str) -> AccountMetrics:
+        """The metrics of one account (its ``account`` label); made on first use, every series at zero."""
+        if name not in self._accounts:
+            self._accounts[name] = AccountMetrics(self, name)
+        return self._accounts[name]
+
+    def image_decided(self, status: str, reason: str | None, count: int = 1) -> None:
+        self.images.labels(status, _bounded(reason or "none", IMAGE_REASONS)).inc(count)
+
+    def invalid_event(self, error_class: str) -> None:
+        self.invalid_events.labels(_bounded(error_class, self._error_classes)).inc()
+
+
+class AccountMetrics:
+    """One account's series of the account-labelled metrics; also the API client's ``CallObserver``."""
+
+    def __init__(self, metrics: Metrics, account: str) -> None:
+        self.name = account
+        m = metrics
+        for code in API_CODES:
+            m.api_calls.labels(account, code)
+            m.retries.labels(account, code)
+        for flush in FlushReason:
+            m.batch_flushes.labels(account, flush)
         for why in Why:
-            self.budget_decisions.labels(why)
-        for why in HELD_UNTIL_RESET:
-            self.budget_waiting_for_reset.labels(why).set(0)
+            m.budget_decisions.labels(account, why)
+        self._calls = {code: m.api_calls.labels(account, code) for code in API_CODES}
+        self._retries = {code: m.retries.labels(account, code) for code in API_CODES}
+        self._duration = m.api_call_duration.labels(account)
+        self._items = m.batch_items.labels(account)
+        self._flushes = m.batch_flushes
+        self._limiter_waits = m.rate_limiter_waits.labels(account)
+        self._limiter_wait_seconds = m.rate_limiter_wait_seconds.labels(account)
+        self.rate_limit_qps = m.rate_limit_qps.labels(account)
+        self.quota_remaining = m.quota_remaining.labels(account)
+        self.quota_remaining.set(math.nan)  # unknown until the API first answers
+        self.quota_charged = m.quota_charged.labels(account)
+        self.quota_exhausted = m.quota_exhausted.labels(account)
+        self.quota_payment_required = m.quota_payment_required.labels(account)
+        self.qps_share = m.qps_share.labels(account)
+        self.qps_demand_calls = m.qps_demand_calls.labels(account)
+        self.qps_share_members = m.qps_share_members.labels(account)
+        self.budget_calls_left = m.budget_calls_left.labels(account)
+        self.budget_spendable = m.budget_spendable.labels(account)
+        self.budget_reserve = m.budget_reserve.labels(account)
+        self.budget_needed = m.budget_needed.labels(account)
+        self.budget_partial_calls_per_hour = m.budget_partial_calls_per_hour.labels(account)
+        self.budget_projected_wait = m.budget_projected_wait.labels(account)
+        self.budget_limited = m.budget_limited.labels(account)
+        self._decisions = m.budget_decisions
+        self._waiting_for_reset = {why: m.budget_waiting_for_reset.labels(account, why) for why in HELD_UNTIL_RESET}
+        for gauge in self._waiting_for_reset.values():
+            gauge.set(0)
 
     # The API client's observer interface (service.api.client.CallObserver).
     def call_finished(self, code: str, seconds: float, items: int) -> None:
-        self.api_calls.labels(_bounded(code, API_CODES)).inc()
-        self.api_call_duration.observe(seconds)
-        self.batch_items.observe(items)
+        self._calls[_bounded(code, API_CODES)].inc()
+        self._duration.observe(seconds)
+        self._items.observe(items)
 
     def retry_scheduled(self, code: str, delay: float) -> None:
-        self.retries.labels(_bounded(code, API_CODES)).inc()
+        self._retries[_bounded(code, API_CODES)].inc()
 
     def rate_limiter_waited(self, seconds: float) -> None:
-        self.rate_limiter_waits.inc()
-        self.rate_limiter_wait_seconds.inc(seconds)
+        self._limiter_waits.inc()
+        self._limiter_wait_seconds.inc(seconds)
+
+    def batch_flushed(self, reason: str) -> None:
+        self._flushes.labels(self.name, reason).inc()
 
     def budget_decided(self, decision: Decision) -> None:
         budget = decision.budget
@@ -276,13 +373,7 @@ class Metrics:
         self.budget_partial_calls_per_hour.set(budget.partial_calls_per_hour)
         self.budget_projected_wait.set(decision.projected_wait_seconds)
         self.budget_limited.set(1 if decision.budget_limited else 0)
-        for why in HELD_UNTIL_RESET:
-            self.budget_waiting_for_reset.labels(why).set(1 if decision.why == why else 0)
+        for why, gauge in self._waiting_for_reset.items():
+            gauge.set(1 if decision.why == why else 0)
         if decision.send is not None:
-            self.budget_decisions.labels(decision.why).inc()
-
-    def image_decided(self, status: str, reason: str | None, count: int = 1) -> None:
-        self.images.labels(status, _bounded(reason or "none", IMAGE_REASONS)).inc(count)
-
-    def invalid_event(self, error_class: str) -> None:
-        self.invalid_events.labels(_bounded(error_class, self._error_classes)).inc()
+            self._decisions.labels(self.name, decision.why).inc()

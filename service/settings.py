@@ -25,6 +25,7 @@ from pydantic import (
     HttpUrl,
     PlainSerializer,
     PlainValidator,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     WithJsonSchema,
@@ -42,7 +43,11 @@ from pydantic_settings import (
 __all__ = [
     "API_MAX_BODY_BYTES",
     "API_MAX_ITEMS",
+    "DEFAULT_ACCOUNT",
     "DRY_RUN_SUFFIX",
+    "EVERY_OTHER_COLLECTION",
+    "Account",
+    "AccountSettings",
     "ApiSettings",
     "BatchSettings",
     "ConfigError",
@@ -422,6 +427,73 @@ class ApiSettings(_Section):
         return data
 
 
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
+DEFAULT_ACCOUNT = "default"
+"""The one account imgsweep has when no ``IMGSWEEP_ACCOUNTS__*`` is set: the ``IMGSWEEP_API__*`` settings."""
+EVERY_OTHER_COLLECTION = "*"
+"""In an account's collections: every collection no other account names."""
+_ACCOUNT_OWN = ("access_key", "secret_key")
+"""What a named account never takes from ``IMGSWEEP_API__*``: a key used for the wrong account fails every call."""
+_ACCOUNT_INHERITED = (
+    "endpoint",
+    "region",
+    "qps",
+    "workers",
+    "allowance",
+    "daily_calls",
+    "reserve_calls",
+    "reserve_fraction",
+    "price_per_call",
+    "daily_spend_limit",
+)
+
+
+class AccountSettings(_Section):
+    """One JD account (``IMGSWEEP_ACCOUNTS__<NAME>__*``): its keys, the collections it holds, and what differs
+    from ``IMGSWEEP_API__*``; a setting left unset takes the ``IMGSWEEP_API__`` setting of the same name."""
+
+    collections: Annotated[tuple[str, ...], _json('a JSON array of collection names, e.g. ["shoes", "bags"]')] = Field(
+        description='The collections whose images this account deletes; "*": every collection no other account names.'
+    )
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    endpoint: HttpUrl | None = None
+    region: str | None = Field(default=None, min_length=1, pattern=r"^[a-z0-9-]+$")
+    qps: float | None = Field(default=None, gt=0, le=1000)
+    workers: int | None = Field(default=None, ge=1, le=64)
+    allowance: Literal["daily", "pack"] | None = None
+    daily_calls: int | None = Field(default=None, ge=-1)
+    reserve_calls: int | None = Field(default=None, ge=0)
+    reserve_fraction: float | None = Field(default=None, ge=0, lt=1)
+    price_per_call: float | None = Field(default=None, gt=0)
+    daily_spend_limit: float | None = Field(default=None, gt=0)
+
+    @field_validator("collections")
+    @classmethod
+    def _collections(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError('is empty: name the collections this account deletes from (or ["*"] for the rest)')
+        for name in value:
+            if not name.strip():
+                raise ValueError("holds an empty collection name")
+        if len(set(value)) != len(value):
+            raise ValueError("names a collection twice")
+        if EVERY_OTHER_COLLECTION in value and len(value) > 1:
+            raise ValueError(f'"{EVERY_OTHER_COLLECTION}" (every other collection) stands alone in an account')
+        return value
+
+
+class Account(BaseModel):
+    """An account as imgsweep uses it: its name (the metrics' ``account`` label), its collections, and its API
+    settings whole (its own keys, endpoint, QPS and allowance; the rest from ``IMGSWEEP_API__*``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    collections: tuple[str, ...]
+    api: ApiSettings
+
+
 class BatchSettings(_Section):
     """How images are grouped into calls."""
 
@@ -548,6 +620,10 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     events: EventSettings = EventSettings()
     tracing: TracingSettings = TracingSettings()
+    accounts: dict[str, AccountSettings] = Field(
+        default_factory=dict,
+        description="Several JD accounts (IMGSWEEP_ACCOUNTS__<NAME>__*); none: one account, IMGSWEEP_API__*.",
+    )
     max_event_age_seconds: float | None = Field(
         default=None,
         gt=0,
@@ -584,15 +660,67 @@ class Settings(BaseSettings):
             object.__setattr__(self, "kafka", kafka.model_copy(update=names))  # still frozen to everyone else
         return self
 
+    _api_accounts: tuple[Account, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="after")
+    def _accounts(self) -> Settings:
+        """Each named account's API settings, whole and valid; every collection named by one account at most."""
+        accounts: list[Account] = []
+        owner: dict[str, str] = {}
+        for name, account in sorted(self.accounts.items()):
+            prefix = f"{ENV_PREFIX}ACCOUNTS__{name.upper()}__"
+            if not _ACCOUNT_NAME.match(name):
+                raise ValueError(
+                    f"account name {name!r} (in {prefix}*) is not 1-32 characters of a-z 0-9 _ - "
+                    "(it becomes the metrics' account label)"
+                )
+            for collection in account.collections:
+                if collection in owner:
+                    what = "every other collection" if collection == EVERY_OTHER_COLLECTION else collection
+                    raise ValueError(
+                        f"{what!r} is in the collections of both account {owner[collection]!r} and account {name!r}: "
+                        "a collection belongs to one account"
+                    )
+                owner[collection] = name
+            overrides = {
+                field: value
+                for field in (*_ACCOUNT_OWN, *_ACCOUNT_INHERITED)
+                if (value := getattr(account, field)) is not None
+            }
+            data = {**self.api.model_dump(exclude=set(_ACCOUNT_OWN)), **overrides}
+            data["quota_reset_zone"] = self.api.quota_reset_zone
+            try:
+                api = ApiSettings.model_validate(data)
+            except ValidationError as error:
+                problem = error.errors()[0]["msg"].removeprefix("Value error, ").replace(f"{ENV_PREFIX}API__", prefix)
+                raise ValueError(f"account {name!r}: {problem}") from None
+            accounts.append(Account(name=name, collections=account.collections, api=api))
+        unused = [f"{ENV_PREFIX}API__{key.upper()}" for key in _ACCOUNT_OWN if getattr(self.api, key) is not None]
+        if accounts and unused:
+            raise ValueError(
+                f"{' and '.join(unused)} would be used by no account: with {ENV_PREFIX}ACCOUNTS__<NAME>__* each "
+                f"account has its own keys ({ENV_PREFIX}ACCOUNTS__<NAME>__ACCESS_KEY, __SECRET_KEY); remove them"
+            )
+        if not accounts:
+            accounts.append(Account(name=DEFAULT_ACCOUNT, collections=(EVERY_OTHER_COLLECTION,), api=self.api))
+        self._api_accounts = tuple(accounts)
+        return self
+
+    def api_accounts(self) -> tuple[Account, ...]:
+        """The accounts imgsweep calls the API with: the named ones, or the one ``default`` account."""
+        return self._api_accounts
+
     def require_credentials(self) -> None:
-        """Calling the API needs both keys; dry-run does not."""
+        """Calling the API needs both keys of every account; dry-run does not."""
         if self.dry_run:
             return
         missing = [
-            f"{ENV_PREFIX}API__{name.upper()}"
-            for name in ("access_key", "secret_key")
-            if getattr(self.api, name) is None or not getattr(self.api, name).get_secret_value()
-        ]
+            f"{ENV_PREFIX}API__{name.upper()}" if account.name == DEFAULT_ACCOUNT and not self.accounts
+            else f"{ENV_PREFIX}ACCOUNTS__{account.name.upper()}__{name.upper()}"
+            for account in self.api_accounts()
+            for name in _ACCOUNT_OWN
+            if getattr(account.api, name) is None or not getattr(account.api, name).get_secret_value()
+        ]  # fmt: skip
         if missing:
             raise ConfigError(
                 f"{' and '.join(missing)} must be set (environment, or a file of that name in the "
@@ -603,20 +731,24 @@ class Settings(BaseSettings):
 
 def _env_name(loc: tuple[int | str, ...]) -> str:
     parts = [str(part) for part in loc if not isinstance(part, int)]
-    # Validators of a whole section report the section; keys of a dict are not settings of their own.
-    return ENV_PREFIX + "__".join(part.upper() for part in parts[:2])
+    # Validators of a whole section report the section; keys of a dict are not settings of their own, except
+    # an account's name (IMGSWEEP_ACCOUNTS__<NAME>__<SETTING>).
+    return ENV_PREFIX + "__".join(part.upper() for part in parts[: 3 if parts[0] == "accounts" else 2])
 
 
 def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        name = _env_name(item["loc"]) if item["loc"] else ENV_PREFIX + "*"
         message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:  # a rule across sections: the message names its settings
+            lines.append(f"  {message}")
+            continue
+        name = _env_name(item["loc"])
         if item["type"] == "extra_forbidden":
             message = "is not a known setting (check the spelling against the README's configuration table)"
         elif item["type"] == "model_type":  # e.g. IMGSWEEP_KAFKA='{...}': a section is set one setting at a time
             message = f"is a section, not a setting: set its settings one by one as {name}__<NAME> (README)"
-        elif len(item["loc"]) > 2 and isinstance(item["loc"][2], str):  # a key of a JSON object setting
+        elif len(item["loc"]) > 2 and item["loc"][0] != "accounts" and isinstance(item["loc"][2], str):  # JSON key
             message = f"key {item['loc'][2]!r}: {message}"
         elif item["type"] in {"dict_type", "frozen_set_type"}:  # JSON, but not the shape the setting takes
             expected = _JSON_OBJECT_OF_STRINGS if item["type"] == "dict_type" else _JSON_ARRAY_OF_STRINGS

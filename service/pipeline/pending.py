@@ -12,6 +12,7 @@ from service.pipeline.trace_context import TraceContext
 __all__ = [
     "INTERNAL_ERROR",
     "ITEM_FAILED",
+    "NO_ACCOUNT",
     "RETRIES_EXHAUSTED",
     "DeadLetterRef",
     "Headers",
@@ -23,8 +24,10 @@ RETRIES_EXHAUSTED = "retries_exhausted"
 INTERNAL_ERROR = "internal_error"
 ITEM_FAILED = "item_failed"
 """Any other permanent failure of an image (NO_RELATIVE_COLLECTION, a batch-rejected item...)."""
+NO_ACCOUNT = "no_account"
+"""The image's collection belongs to no configured account: it was never sent."""
 # An event with an image failed for good is dead-lettered for one reason: the first of these that applies.
-_DEAD_LETTER_RANK = {INTERNAL_ERROR: 0, RETRIES_EXHAUSTED: 1, ITEM_FAILED: 2}
+_DEAD_LETTER_RANK = {INTERNAL_ERROR: 0, RETRIES_EXHAUSTED: 1, NO_ACCOUNT: 2, ITEM_FAILED: 3}
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -76,7 +79,7 @@ class PendingEvent:
     def decide(self, result: ItemResult) -> None:
         self.results[result.item.image_id] = result
         if result.status is ItemStatus.FAILED:
-            reason = result.reason if result.reason in (INTERNAL_ERROR, RETRIES_EXHAUSTED) else ITEM_FAILED
+            reason = result.reason if result.reason in (INTERNAL_ERROR, RETRIES_EXHAUSTED, NO_ACCOUNT) else ITEM_FAILED
             current = self.dead_letter_reason
             if current is None or _DEAD_LETTER_RANK[reason] < _DEAD_LETTER_RANK[current]:
                 self.dead_letter_reason = reason

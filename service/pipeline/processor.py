@@ -1,4 +1,5 @@
-"""The pipeline, wired: decode -> hold (relist grace) -> batch by collection -> call the API -> publish -> commit.
+"""The pipeline, wired: decode -> hold (relist grace) -> route to the collection's account -> batch by collection
+-> call the API -> publish -> commit.
 
 Each step lives in its own module under ``service.pipeline.steps`` and keeps one contract (``Step``: submit,
 which may refuse with ``MessageRejected``; poll, which never blocks; join, which honours its deadline). One
@@ -10,11 +11,11 @@ thread, the poll loop below, drives them all; worker threads only run API calls.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Final
 
 from confluent_kafka import Consumer, Producer
@@ -35,22 +36,33 @@ from service.pipeline.intake import Intake
 from service.pipeline.partitions import Partitions
 from service.pipeline.pending import PendingEvent
 from service.pipeline.rebalance import Rebalance
-from service.pipeline.share import PartitionShare, QpsShare
+from service.pipeline.share import Paced, PartitionShare, QpsShare
 from service.pipeline.steps.batch import BatchStep, call_planner
 from service.pipeline.steps.call import CallStep
 from service.pipeline.steps.commit import CommitStep
 from service.pipeline.steps.decode import DecodeStep
 from service.pipeline.steps.hold import HoldStep, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
-from service.settings import Settings
+from service.pipeline.steps.route import Lane, Routes, RouteStep
+from service.settings import Account, Settings
 from service.tracing import NO_TRACING, Tracing
 
-__all__ = ["Pipeline"]
+__all__ = ["AccountCalls", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
 CONSUME_BATCH: Final = 500
 LEAVE_SECONDS: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccountCalls:
+    """One account as the pipeline calls it: its settings, how a batch is deleted, and what paces its calls."""
+
+    account: Account
+    delete: Callable[[DeleteBatch], BatchResult]
+    quota: QuotaGate
+    limiter: RateLimiter
 
 
 class Pipeline:
@@ -60,10 +72,8 @@ class Pipeline:
         settings: Settings,
         consumer: Consumer,
         producer: Producer,
-        delete: Callable[[DeleteBatch], BatchResult],
+        accounts: Sequence[AccountCalls],
         executor: Executor,
-        quota: QuotaGate,
-        limiter: RateLimiter,
         metrics: Metrics,
         health: HealthState,
         stop_calls: threading.Event,
@@ -72,17 +82,17 @@ class Pipeline:
         share: QpsShare | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``share``: how this replica's QPS share is set (default: by its fraction of the partitions);
+        """``accounts``: each account's calls, one lane of batches and calls each (``RouteStep``); ``share``: how
+        this replica's QPS share of each account is set (default: by its fraction of the partitions);
         ``clock``: the batches' and the budget's time."""
-        kafka, api, batch = settings.kafka, settings.api, settings.batch
+        kafka, batch = settings.kafka, settings.batch
         self._topic, self._grace = kafka.input_topic, settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
-        self._quota, self._health, self._stop_calls = quota, health, stop_calls
+        self._health, self._stop_calls = health, stop_calls
         self._partitions = Partitions()
         self._halt = Halt(health, metrics)
         self._wake = threading.Event()
-        """Set when a call finishes or the rate limiter's slot comes free: the loop then turns at once."""
-        limiter.when_free(self._wake.set)
+        """Set when a call finishes or a rate limiter's slot comes free: the loop then turns at once."""
         self._intake = Intake(
             consumer=consumer, topic=self._topic, partitions=self._partitions, max_pending=kafka.max_pending_events
         )
@@ -97,24 +107,18 @@ class Pipeline:
             health=health, metrics=metrics,
         )  # fmt: skip
         deletions = RecentDeletions()
-        self._call = CallStep(
-            delete=delete, executor=executor, workers=api.workers, limiter=limiter, quota=quota,
-            max_attempts=api.max_attempts, partitions=self._partitions, finished=self._publish, halt=self._halt,
-            stop_calls=stop_calls, wake=self._wake, deletions=deletions, metrics=metrics, tracing=tracing,
+        lanes = [
+            self._lane(calls, settings=settings, metrics=metrics, deletions=deletions, tracing=tracing, clock=clock)
+            for calls in accounts
+        ]
+        self._route = RouteStep(
+            lanes=lanes, routes=Routes((calls.account.name, calls.account.collections) for calls in accounts),
+            partitions=self._partitions, finished=self._publish, wake=self._wake, metrics=metrics,
         )  # fmt: skip
-        batcher: Batcher[PendingEvent] = Batcher(
-            max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds
-        )
-        self._batch = BatchStep(
-            batcher=batcher, calls=self._call, planner=call_planner(api, batch), metrics=metrics, clock=clock,
-            quota=lambda: QuotaView(quota.seconds_until_daily_reset(), limiter.rate, quota.state().exhausted),
-        )  # fmt: skip
-        self._batcher, self._max_items = batcher, batch.max_items
-        self._call.feed_back_to(self._batch)
+        self._max_items = batch.max_items
         self._hold = HoldStep(
-            partitions=self._partitions, send=self._batch, withdraw=self._batch.withdraw, finished=self._publish,
-            pending_of=lambda *product: [*self._batch.waiting_for(*product), *self._call.calling_for(*product)],
-            deletions=deletions, grace_seconds=batch.relist_grace_seconds,
+            partitions=self._partitions, send=self._route, withdraw=self._route.withdraw, finished=self._publish,
+            pending_of=self._route.pending_of, deletions=deletions, grace_seconds=batch.relist_grace_seconds,
             max_age_seconds=settings.max_event_age_seconds, caught_up=self._intake.caught_up, metrics=metrics,
         )  # fmt: skip
         events = settings.events
@@ -124,15 +128,49 @@ class Pipeline:
             max_pending=kafka.max_pending_events, halt=self._halt, metrics=metrics,
         )  # fmt: skip
         self._stats = ConsumerStats(topic=self._topic, health=health, metrics=metrics)
-        self._share = share or PartitionShare(limiter=limiter, account_qps=api.qps, metrics=metrics)
+        self._share = share or PartitionShare(
+            [Paced(calls.account.name, calls.limiter, calls.account.api.qps, metrics.account(calls.account.name))
+             for calls in accounts]
+        )  # fmt: skip
         self._rebalance = Rebalance(
-            consumer=consumer, topic=self._topic, partitions=self._partitions, batch=self._batch, call=self._call,
+            consumer=consumer, topic=self._topic, partitions=self._partitions, calls=self._route,
             commit=self._commit, share=self._share, revoke_seconds=self._grace,
             stats=self._stats, health=health, metrics=metrics, dropped=self._intake.drop,
         )  # fmt: skip
-        self._gauges = Gauges(metrics=metrics, quota=quota, limiter=limiter, health=health)
-        self._limiter = limiter
+        self._gauges = Gauges(
+            metrics=metrics, health=health,
+            accounts=[(metrics.account(calls.account.name), calls.quota, calls.limiter) for calls in accounts],
+        )  # fmt: skip
         self._stopping = self._abandon = False
+
+    def _lane(
+        self,
+        calls: AccountCalls,
+        *,
+        settings: Settings,
+        metrics: Metrics,
+        deletions: RecentDeletions,
+        tracing: Tracing,
+        clock: Callable[[], float],
+    ) -> Lane:
+        """One account's batch and call steps, paced by its own rate limiter, quota gate and budget."""
+        api, batch, quota, limiter = calls.account.api, settings.batch, calls.quota, calls.limiter
+        limiter.when_free(self._wake.set)
+        call = CallStep(
+            delete=calls.delete, executor=self._executor, workers=api.workers, limiter=limiter, quota=quota,
+            max_attempts=api.max_attempts, partitions=self._partitions, finished=self._publish, halt=self._halt,
+            stop_calls=self._stop_calls, wake=self._wake, deletions=deletions, metrics=metrics, tracing=tracing,
+        )  # fmt: skip
+        batcher: Batcher[PendingEvent] = Batcher(
+            max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds
+        )
+        batch_step = BatchStep(
+            batcher=batcher, calls=call, planner=call_planner(api, batch), clock=clock,
+            metrics=metrics.account(calls.account.name),
+            quota=lambda: QuotaView(quota.seconds_until_daily_reset(), limiter.rate, quota.state().exhausted),
+        )  # fmt: skip
+        call.feed_back_to(batch_step)
+        return Lane(calls.account.name, batch_step, call, quota, limiter)
 
     def request_shutdown(self) -> None:
         """First call: stop fetching and drain. Second call: abandon in-flight work now. Signal-safe."""
@@ -166,33 +204,35 @@ class Pipeline:
             self._rebalance.settle()
             self._intake.pause(self._intake.paused)  # newly assigned partitions start unpaused
         rejected = self._intake.offer(self._decode)  # decode -> hold (invalid records -> publish, as dead letters)
-        self._hold.poll(pressed=rejected)  # hold -> batch, once the relist grace has passed
-        self._batch.poll()  # batch -> call, as call slots come free
-        self._call.poll()  # call -> publish (and items worth another call -> batch)
+        self._hold.poll(pressed=rejected)  # hold -> route to the collection's account, once the relist grace passed
+        self._route.poll()  # each account: batch -> call, as its call slots come free; call -> publish (and retries)
         self._publish.poll()  # publish -> acknowledgements, which move the commit watermark
         self._commit.poll()  # commit
-        stopping, fatal, exhausted = self._stopping, self._halt.reason is not None, self._quota.state().exhausted
+        stopping, fatal, exhausted = self._stopping, self._halt.reason is not None, self._route.all_exhausted()
         self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, quota_exhausted=exhausted)
-        self._share.poll(self._demand())  # the account's QPS, shared by what each replica could send now
+        self._share.poll(self._demand())  # each account's QPS, shared by what each replica could send now
         self._gauges.update(
-            inflight=self._call.inflight(),
+            inflight=self._route.inflight(),
             pending=self._partitions.pending_events(),
             paused=len(self._partitions) if self._intake.paused else 0,
         )
 
-    def _demand(self) -> int:
-        """Calls this replica could make now: its waiting images in full calls, its calls under way, and one
-        for events still held (the relist grace) or waiting to be published. None while no call can start."""
-        if self._stopping or self._halt.reason is not None or self._quota.state().exhausted:
-            return 0
-        calls = math.ceil(self._batcher.pending_items() / self._max_items) + self._call.inflight()
-        return calls or (1 if self._partitions.pending_events() else 0)
+    def _demand(self) -> dict[str, int]:
+        """Calls this replica could make now, by account: its waiting images in full calls and its calls under
+        way; an account with neither still asks for one while events are held (the relist grace) or wait to be
+        published, as their account is not known yet. None while no call can start."""
+        stopped = self._stopping or self._halt.reason is not None
+        held = 1 if self._partitions.pending_events() else 0
+        return {
+            lane.account: 0 if stopped or lane.exhausted() else (lane.demand(self._max_items) or held)
+            for lane in self._route.lanes
+        }
 
     def _fetch(self) -> None:
         """New records; while calls are under way, without blocking in librdkafka, so that a finished call or a
         free rate-limiter slot (``_wake``) starts the next turn at once."""
         timeout = self._poll_timeout()
-        if not self._call.busy():
+        if not self._route.busy():
             self._intake.fetch(CONSUME_BATCH, timeout)
             return
         if not self._intake.fetch(CONSUME_BATCH, 0):
@@ -200,12 +240,10 @@ class Pipeline:
         self._wake.clear()
 
     def _poll_timeout(self) -> float:
-        if self._intake.carrying or self._call.busy():
+        if self._intake.carrying or self._route.busy():
             return 0.02
         held = self._hold.seconds_until_due()
-        due = self._batch.seconds_until_due(time.monotonic())
-        if due is not None:
-            due = max(due, self._limiter.seconds_until_free())
+        due = self._route.seconds_until_due(time.monotonic())
         waits = [wait for wait in (held, due) if wait is not None]
         return min(0.2, max(0.005, min(waits))) if waits else 0.2
 
@@ -220,18 +258,18 @@ class Pipeline:
         self._intake.pause(True)
         self._intake.clear()
         events = self._partitions.all_events()
-        started = self._call.events_in_calls() | {event for event in events if event.results}
+        started = self._route.events_in_calls() | {event for event in events if event.results}
         self._partitions.abandon(drain_plan(events, started))
-        self._batch.forget(lambda pending: pending.abandoned)
-        self._batch.drain()
+        self._route.forget(lambda pending: pending.abandoned)
+        self._route.drain()
         log.info(
             "draining before shutdown",
             extra={"count": self._partitions.pending_events(), "wait_seconds": self._grace},
         )
         while self._partitions.pending_events() and not self._abandon and time.monotonic() < deadline:
-            if self._halt.reason is not None or self._quota.state().exhausted:
+            if self._halt.reason is not None or self._route.all_exhausted():
                 break  # nothing more can finish; what is pending stays uncommitted
-            self._call.wait(0.02)
+            self._route.wait(0.02)
             self._turn(fetch=False)
         self._stop_calls.set()
         if self._partitions.pending_events():

@@ -20,6 +20,8 @@ class DeadLetterReason(StrEnum):
     """imgsweep failed on the call (a bug): replay once it is fixed."""
     ITEM_FAILED = "item_failed"
     """The API refused an image for good (e.g. NO_RELATIVE_COLLECTION): replay once the cause is fixed."""
+    NO_ACCOUNT = "no_account"
+    """The event's collection belongs to no configured account (no call was made): replay once one holds it."""
 
 
 class SkipReason(StrEnum):

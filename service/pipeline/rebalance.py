@@ -20,9 +20,8 @@ from service.metrics import Metrics
 from service.pipeline.consumer_stats import ConsumerStats
 from service.pipeline.partitions import Partitions, PartitionState, Position
 from service.pipeline.share import QpsShare
-from service.pipeline.steps.batch import BatchStep
-from service.pipeline.steps.call import CallStep
 from service.pipeline.steps.commit import CommitStep
+from service.pipeline.steps.route import RouteStep
 
 __all__ = ["REVOKE_TIMEOUT_SECONDS", "Rebalance"]
 
@@ -39,8 +38,7 @@ class Rebalance:
         consumer: Consumer,
         topic: str,
         partitions: Partitions,
-        batch: BatchStep,
-        call: CallStep,
+        calls: RouteStep,
         commit: CommitStep,
         share: QpsShare,
         revoke_seconds: float,
@@ -52,8 +50,7 @@ class Rebalance:
         self._consumer = consumer
         self._topic = topic
         self._partitions = partitions
-        self._batch = batch
-        self._call = call
+        self._calls = calls
         self._commit = commit
         self._share = share
         self._revoke_seconds = min(REVOKE_TIMEOUT_SECONDS, revoke_seconds)
@@ -79,11 +76,11 @@ class Rebalance:
         """Finishes the revoked partitions' calls under way within a bound and commits; drops the rest."""
         revoked = frozenset(tp.partition for tp in revoked_partitions)
         if not self.closing:
-            unsent = self._batch.forget
+            unsent = self._calls.forget
             unsent(lambda pending: pending.source.partition in revoked)
             deadline = time.monotonic() + self._revoke_seconds
-            while self._call.carries(revoked) and time.monotonic() < deadline:
-                self._call.wait(0.05)
+            while self._calls.carries(revoked) and time.monotonic() < deadline:
+                self._calls.wait(0.05)
                 unsent(lambda pending: pending.source.partition in revoked)  # retries the results put back
             self._commit.commit(deadline=max(deadline, time.monotonic() + 0.5), only=revoked)
         self._drop(revoked)
@@ -95,7 +92,7 @@ class Rebalance:
 
     def _drop(self, numbers: frozenset[int]) -> None:
         self._partitions.drop(numbers)
-        self._batch.forget(lambda pending: pending.abandoned)
+        self._calls.forget(lambda pending: pending.abandoned)
         self._stats.forget(numbers)
         self._dropped(numbers)
         self.changed = True

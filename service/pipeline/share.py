@@ -1,8 +1,8 @@
-"""This replica's share of the account's QPS, applied to the rate limiter: by partitions, or by demand.
+"""This replica's share of each account's QPS, applied to its rate limiter: by partitions, or by demand.
 
 ``PartitionShare`` is the old rule (docs/decisions/0002): ``QPS x assigned / partitions``, set after every
 rebalance. ``DemandShare`` (docs/decisions/0009) announces, about once a second, how many calls this replica
-could make now on a small compacted topic (key: the member id; a tombstone on shutdown) and reads every
+could make now, by account, on a small compacted topic (key: the member id; a tombstone on shutdown) and reads every
 replica's announcements from it; its pace is its share of ``demand_shares`` over the live ones. It falls back
 to the partition share while its own announcements do not come back (the topic is missing or unreachable).
 
@@ -15,17 +15,19 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from service.api.rate_limit import RateLimiter
-from service.metrics import Metrics
+from service.metrics import AccountMetrics
 from service.pipeline.decisions import qps_share
 from service.pipeline.demand_share import Demand, DemandTable, RisingShare, demand_shares, floor_qps
+from service.settings import DEFAULT_ACCOUNT
 
-__all__ = ["DemandShare", "PartitionShare", "QpsShare"]
+__all__ = ["DemandShare", "Paced", "PartitionShare", "QpsShare"]
 
 log = logging.getLogger(__name__)
 
@@ -42,36 +44,60 @@ RETRY_TOPIC_SECONDS: Final = 30.0
 METADATA_TIMEOUT: Final = 5.0
 
 
+@dataclass(frozen=True, slots=True)
+class Paced:
+    """One account as the share sees it: its name, the rate limiter it paces, its QPS, and its series."""
+
+    account: str
+    limiter: RateLimiter
+    qps: float
+    metrics: AccountMetrics
+
+
 class QpsShare(Protocol):
     def assigned(self, assigned: int, partitions: int | None) -> None:
         """After a rebalance: how many of the input topic's partitions this replica holds."""
 
-    def poll(self, demand: int) -> None:
-        """Every turn of the poll loop: the calls this replica could make now. Never blocks."""
+    def poll(self, demand: Mapping[str, int]) -> None:
+        """Every turn of the poll loop: the calls this replica could make now, by account. Never blocks."""
 
     def close(self) -> None:
         """On shutdown."""
 
 
 class PartitionShare:
-    """The account's QPS times this replica's fraction of the input topic's partitions, set on every rebalance."""
+    """Each account's QPS times this replica's fraction of the input topic's partitions, set on every rebalance."""
 
-    def __init__(self, *, limiter: RateLimiter, account_qps: float, metrics: Metrics) -> None:
-        self._limiter = limiter
-        self._account_qps = account_qps
-        self._metrics = metrics
+    def __init__(self, accounts: Sequence[Paced]) -> None:
+        self._accounts = accounts
 
     def assigned(self, assigned: int, partitions: int | None) -> None:
-        qps = qps_share(self._account_qps, assigned, partitions)
-        self._limiter.set_ceiling(qps)
-        self._metrics.qps_share.set(qps)
-        log.info("QPS share recomputed", extra={"count": assigned, "state": f"{qps:.3f} qps by partitions"})
+        for paced in self._accounts:
+            qps = qps_share(paced.qps, assigned, partitions)
+            paced.limiter.set_ceiling(qps)
+            paced.metrics.qps_share.set(qps)
+            log.info(
+                "QPS share recomputed",
+                extra={"count": assigned, "state": f"account {paced.account}: {qps:.3f} qps by partitions"},
+            )
 
-    def poll(self, demand: int) -> None:
-        self._metrics.qps_demand_calls.set(demand)
+    def poll(self, demand: Mapping[str, int]) -> None:
+        for paced in self._accounts:
+            paced.metrics.qps_demand_calls.set(demand.get(paced.account, 0))
 
     def close(self) -> None:
         pass
+
+
+class _AccountShare:
+    """One account's part of the demand share: who wants its calls, and the pace this replica applies."""
+
+    def __init__(self, paced: Paced) -> None:
+        self.paced = paced
+        self.table = DemandTable(EXPIRY_SECONDS)
+        self.rising = RisingShare(floor_qps(paced.qps, 2), RISE_SECONDS)
+        self.partition_share = paced.qps
+        self.by_demand: bool | None = None
 
 
 class DemandShare:
@@ -82,9 +108,7 @@ class DemandShare:
         topic: str,
         producer: Producer,
         reader: Consumer,
-        limiter: RateLimiter,
-        account_qps: float,
-        metrics: Metrics,
+        accounts: Sequence[Paced],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -92,35 +116,32 @@ class DemandShare:
         self._topic = topic
         self._producer = producer
         self._reader = reader
-        self._limiter = limiter
-        self._account_qps = account_qps
-        self._metrics = metrics
+        self._accounts = {paced.account: _AccountShare(paced) for paced in accounts}
         self._clock = clock
         self._wall = wall
-        self._table = DemandTable(EXPIRY_SECONDS)
-        self._rising = RisingShare(floor_qps(account_qps, 2), RISE_SECONDS)
-        self._partition_share = account_qps
         self._reading = False
         self._look_again = 0.0
         self._next_announce = 0.0
         self._announced = 0
-        self._by_demand: bool | None = None
         self._delivery_failures = 0
         self._quiet_until = 0.0
 
     def assigned(self, assigned: int, partitions: int | None) -> None:
-        self._partition_share = qps_share(self._account_qps, assigned, partitions)
+        for share in self._accounts.values():
+            share.partition_share = qps_share(share.paced.qps, assigned, partitions)
 
-    def poll(self, demand: int) -> None:
+    def poll(self, demand: Mapping[str, int]) -> None:
         now = self._clock()
         if not self._reading and now >= self._look_again:
             self._start_reading()
         self._read()
-        if now >= self._next_announce or (demand and not self._announced and now >= self._next_announce - 0.9):
+        wanted = sum(demand.values())
+        if now >= self._next_announce or (wanted and not self._announced and now >= self._next_announce - 0.9):
             self._announce(demand, now)
         self._producer.poll(0)
         self._apply(now)
-        self._metrics.qps_demand_calls.set(demand)
+        for account, share in self._accounts.items():
+            share.paced.metrics.qps_demand_calls.set(demand.get(account, 0))
 
     def close(self) -> None:
         """Says this replica is gone (a tombstone), so the others take its share at once."""
@@ -182,15 +203,19 @@ class DemandShare:
         member = key.decode(errors="replace")
         value = message.value()
         if value is None:
-            self._table.gone(member)
+            for share in self._accounts.values():
+                share.table.gone(member)
             return
         try:
-            calls = max(0, int(json.loads(value)["calls"]))
-        except (ValueError, KeyError, TypeError):
+            calls = _announced_calls(json.loads(value))
+        except (ValueError, KeyError, TypeError, AttributeError):
             self._warn(f"demand topic: an announcement that is not ours, from {member!r}, ignored")
             return
         # Expiry counts from when this replica heard it, on its own clock: replicas' clocks need not agree.
-        self._table.heard(Demand(member, calls, self._clock()))
+        heard_at = self._clock()
+        for account, share in self._accounts.items():
+            if account in calls:
+                share.table.heard(Demand(member, calls[account], heard_at))
 
     def _warn(self, message: str) -> None:
         """At most one warning a minute: a broken demand topic shows on every turn of the loop."""
@@ -199,8 +224,14 @@ class DemandShare:
             self._quiet_until = now + 60.0
             log.warning(message)
 
-    def _announce(self, demand: int, now: float) -> None:
-        document = {"member": self._member, "calls": demand, "at": self._wall(), "account_qps": self._account_qps}
+    def _announce(self, demand: Mapping[str, int], now: float) -> None:
+        document = {
+            "member": self._member,
+            "calls": demand.get(DEFAULT_ACCOUNT, sum(demand.values())),  # what replicas of one account read
+            "accounts": dict(demand),
+            "at": self._wall(),
+            "account_qps": {account: share.paced.qps for account, share in self._accounts.items()},
+        }
         try:
             self._producer.produce(
                 self._topic, key=self._member.encode(), value=json.dumps(document).encode(), on_delivery=self._delivered
@@ -208,7 +239,7 @@ class DemandShare:
         except (KafkaException, BufferError) as error:
             log.warning("could not announce demand: %s", error)
         self._next_announce = now + ANNOUNCE_SECONDS
-        self._announced = demand
+        self._announced = sum(demand.values())
 
     def _delivered(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
@@ -219,27 +250,37 @@ class DemandShare:
     # ---- the pace ---------------------------------------------------------------------------------------------
 
     def _apply(self, now: float) -> None:
-        wall = self._wall()
-        live = self._table.live(now)
+        rotation = int(self._wall() // ROTATE_SECONDS)
+        for share in self._accounts.values():
+            self._pace(share, now, rotation)
+
+    def _pace(self, share: _AccountShare, now: float, rotation: int) -> None:
+        paced = share.paced
+        live = share.table.live(now)
         by_demand = self._reading and self._member in live
-        if by_demand:
-            share = demand_shares(self._account_qps, live, rotation=int(wall // ROTATE_SECONDS))[self._member]
-        else:
-            share = self._partition_share
-        if by_demand != self._by_demand:
-            self._by_demand = by_demand
+        qps = demand_shares(paced.qps, live, rotation=rotation)[self._member] if by_demand else share.partition_share
+        if by_demand != share.by_demand:
+            share.by_demand = by_demand
             log.info(
                 "QPS shared by %s",
                 "demand" if by_demand else "partitions",
-                extra={"count": len(live), "state": f"{share:.3f} qps"},
+                extra={"count": len(live), "state": f"account {paced.account}: {qps:.3f} qps"},
             )
         if self._reading:
-            pace = self._rising.update(share, now)
+            pace = share.rising.update(qps, now)
         else:  # no demand topic to read: today's partition share at once, as a replica without this mechanism
-            if self._rising.applied != share:
-                self._rising = RisingShare(share, RISE_SECONDS)
-            pace = share
-        if pace != self._limiter.ceiling:
-            self._limiter.set_ceiling(pace)
-        self._metrics.qps_share.set(pace)
-        self._metrics.qps_share_members.set(len(live) if by_demand else 0)
+            if share.rising.applied != qps:
+                share.rising = RisingShare(qps, RISE_SECONDS)
+            pace = qps
+        if pace != paced.limiter.ceiling:
+            paced.limiter.set_ceiling(pace)
+        paced.metrics.qps_share.set(pace)
+        paced.metrics.qps_share_members.set(len(live) if by_demand else 0)
+
+
+def _announced_calls(document: dict[str, object]) -> dict[str, int]:
+    """Calls by account in an announcement; one without accounts (a replica of one account) is the default's."""
+    accounts = document.get("accounts")
+    if isinstance(accounts, dict):
+        return {str(account): max(0, int(calls)) for account, calls in accounts.items()}
+    return {DEFAULT_ACCOUNT: max(0, int(document["calls"]))}  # type: ignore[call-overload]

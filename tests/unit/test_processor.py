@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from datetime import UTC, datetime, time
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from confluent_kafka import KafkaError
@@ -26,11 +26,15 @@ from service.api.rate_limit import RateLimiter, SendSlot
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.offset_metadata import decode_done
-from service.pipeline.processor import Pipeline
+from service.pipeline.processor import AccountCalls, Pipeline
 from service.settings import Settings
 from tests.support.kafka import FakeConsumer, FakeMessage, FakeProducer
 
 TOPIC = "catalog.product-delisted"
+TWO_ACCOUNTS: Final[dict[str, Any]] = {
+    "shoes": {"collections": ["shoes", "boots"], "access_key": "ak1", "secret_key": "sk1"},
+    "rest": {"collections": ["*"], "access_key": "ak2", "secret_key": "sk2"},
+}
 
 
 class HeldExecutor(Executor):
@@ -94,9 +98,7 @@ class Rig:
         self.producer = FakeProducer()
         self.executor = HeldExecutor()
         self.clock = datetime(2026, 11, 23, 12, tzinfo=UTC)
-        self.quota = QuotaGate(UTC, time(0, 0), clock=lambda: self.clock)
         self.limiter_clock = LimiterClock()
-        self.limiter = RateLimiter(2, clock=self.limiter_clock)
         self.loop_clock = LimiterClock()  # batches and the budget: a second passes between any two reads
         defaults: dict[str, Any] = {
             "batch": {"linger_seconds": 0, "relist_grace_seconds": 0},
@@ -107,16 +109,23 @@ class Rig:
             for key, value in settings.items()
         }
         self.settings = Settings(**{**defaults, **merged})
+        accounts = self.settings.api_accounts()
+        self.quotas = {account.name: QuotaGate(UTC, time(0, 0), clock=lambda: self.clock) for account in accounts}
+        self.limiters = {account.name: RateLimiter(2, clock=self.limiter_clock) for account in accounts}
+        self.quota, self.limiter = self.quotas[accounts[0].name], self.limiters[accounts[0].name]
         self.health = HealthState()
-        self.metrics = Metrics()
+        self.metrics = Metrics(accounts=[account.name for account in accounts])
         self.pipeline = Pipeline(
             settings=self.settings,
             consumer=self.consumer,  # type: ignore[arg-type]
             producer=self.producer,  # type: ignore[arg-type]
-            delete=lambda batch: BatchResult(items=()),
+            accounts=[
+                AccountCalls(
+                    account, lambda batch: BatchResult(items=()), self.quotas[account.name], self.limiters[account.name]
+                )
+                for account in accounts
+            ],
             executor=self.executor,
-            quota=self.quota,
-            limiter=self.limiter,
             metrics=self.metrics,
             health=self.health,
             stop_calls=threading.Event(),
@@ -487,8 +496,9 @@ def test_a_relist_after_the_delete_gets_an_outcome_naming_the_deleted_images() -
     assert rig.consumer.committed_offset(0) == 2
 
 
-def test_a_relist_cancels_images_still_in_an_open_batch() -> None:
-    rig = Rig()
+@pytest.mark.parametrize("accounts", [{}, "two"], ids=["one account", "two accounts"])
+def test_a_relist_cancels_images_still_in_an_open_batch(accounts: Any) -> None:
+    rig = Rig(accounts=TWO_ACCOUNTS if accounts == "two" else {})
     rig.limiter_clock.frozen = True
     rig.feed(message(0, 0, typed("first", "com.example.product.delisted", product="a", images=1)))
     rig.feed(message(0, 1, typed("d", "com.example.product.delisted", images=2)))  # no slot: in an open batch
@@ -563,7 +573,42 @@ def test_the_budget_gauges_follow_an_emptied_batcher() -> None:
     rig = Rig(api={"daily_calls": 100}, shutdown_grace_seconds=0.1)  # a small day: a one-image batch is held
     rig.feed(message(0, 0, delisted("a", "c1")))
     assert rig.executor.calls == []
-    assert rig.metrics.budget_projected_wait._value.get() > 0
+    assert rig.metrics.account("default").budget_projected_wait._value.get() > 0
     rig.consumer.revoke(0)  # its images leave the batcher
     rig.step()
-    assert rig.metrics.budget_projected_wait._value.get() == 0
+    assert rig.metrics.account("default").budget_projected_wait._value.get() == 0
+
+
+def test_a_collection_of_no_account_fails_with_a_dead_letter_and_no_call() -> None:
+    rig = Rig(accounts={"shoes": TWO_ACCOUNTS["shoes"]})
+    rig.feed(message(0, 0, delisted("a", "hats", images=2)), message(0, 1, delisted("b", "boots")))
+    rig.step()
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["boots"]
+    (outcome,) = rig.outcomes()
+    assert (outcome["event_id"], outcome["status"]) == ("a", "failed")
+    assert {image["reason"] for image in outcome["images"]} == {"no_account"}
+    (dead_letter,) = rig.dead_letters()
+    assert dead_letter["imgsweep_error_class"] == b"no_account"
+    assert rig.consumer.committed_offset(0) == 1, (
+        "the failed event is committed after its outcome; the other is in a call"
+    )
+    assert rig.metrics.dead_letters.labels("no_account")._value.get() == 1
+    assert rig.metrics.images.labels("failed", "no_account")._value.get() == 2
+
+
+def test_each_account_waits_for_its_own_quota() -> None:
+    rig = Rig(accounts=TWO_ACCOUNTS)
+    rig.quotas["shoes"].exhausted()
+    rig.feed(message(0, 0, delisted("a", "shoes")), message(1, 0, delisted("b", "hats")))
+    rig.step()
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["hats"], "the rest account still calls"
+    assert rig.consumer.paused == set(), "one account waiting does not stop the input"
+    assert rig.metrics.account("shoes").quota_exhausted._value.get() == 1
+    assert rig.metrics.account("rest").quota_exhausted._value.get() == 0
+    rig.quotas["rest"].exhausted()
+    rig.step()
+    assert rig.consumer.paused == {0, 1}, "no account can call: the input waits"
+    rig.clock = datetime(2026, 11, 24, 0, 0, 1, tzinfo=UTC)  # past midnight: both quotas are back
+    rig.step()
+    assert rig.consumer.paused == set()
+    assert sorted(batch.collection for batch, _ in rig.executor.calls) == ["hats", "shoes"]

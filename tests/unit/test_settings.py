@@ -334,3 +334,95 @@ def test_without_a_zone_database_a_zone_name_says_what_to_install(monkeypatch: p
     finally:
         zoneinfo.reset_tzpath()
         zoneinfo.ZoneInfo.clear_cache()
+
+
+def test_without_accounts_there_is_one_default_account_of_every_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSWEEP_API__QPS", "3")
+    (account,) = load_settings().api_accounts()
+    assert (account.name, account.collections, account.api.qps) == ("default", ("*",), 3)
+
+
+def test_accounts_take_their_own_keys_from_files_and_the_rest_from_the_api_section(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "IMGSWEEP_ACCOUNTS__SHOES__ACCESS_KEY").write_text("ak-shoes")
+    (secrets / "IMGSWEEP_ACCOUNTS__SHOES__SECRET_KEY").write_text(SECRET)
+    monkeypatch.setenv("IMGSWEEP_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("IMGSWEEP_API__QPS", "3")
+    monkeypatch.setenv("IMGSWEEP_API__DAILY_CALLS", "1000")
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__SHOES__COLLECTIONS", '["shoes", "boots"]')
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__SHOES__QPS", "1.5")
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__REST__COLLECTIONS", '["*"]')
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__REST__ACCESS_KEY", "ak-rest")
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__REST__SECRET_KEY", "sk-rest")
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__REST__ENDPOINT", "http://127.0.0.1:8901/x")
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__REST__RESERVE_CALLS", "50")
+    settings = load_settings()
+    settings.require_credentials()
+    rest, shoes = settings.api_accounts()
+    assert (shoes.name, shoes.collections, shoes.api.qps, shoes.api.daily_calls) == (
+        "shoes",
+        ("shoes", "boots"),
+        1.5,
+        1000,
+    )
+    assert shoes.api.secret_key is not None
+    assert shoes.api.secret_key.get_secret_value() == SECRET
+    assert str(shoes.api.endpoint) == "https://aiapi.jdcloud.com/jdai/product_image_del_image"
+    assert (rest.name, rest.collections, rest.api.qps, rest.api.reserve_calls) == ("rest", ("*",), 3, 50)
+    assert rest.api.endpoint.port == 8901
+    assert SECRET not in json.dumps(masked_config(settings))
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [
+        ({"IMGSWEEP_ACCOUNTS__A__QPS": "1"}, "IMGSWEEP_ACCOUNTS__A__COLLECTIONS: Field required"),
+        ({"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": "shoes"}, "IMGSWEEP_ACCOUNTS__A__COLLECTIONS: is not valid JSON"),
+        ({"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": "[]"}, "IMGSWEEP_ACCOUNTS__A__COLLECTIONS: is empty"),
+        ({"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["*", "x"]'}, '"*" (every other collection) stands alone'),
+        (
+            {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["x"]', "IMGSWEEP_ACCOUNTS__B__COLLECTIONS": '["y", "x"]'},
+            "'x' is in the collections of both account 'a' and account 'b'",
+        ),
+        (
+            {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["*"]', "IMGSWEEP_ACCOUNTS__B__COLLECTIONS": '["*"]'},
+            "'every other collection' is in the collections of both",
+        ),
+        ({"IMGSWEEP_ACCOUNTS__A.B__COLLECTIONS": '["x"]'}, "account name 'a.b' (in IMGSWEEP_ACCOUNTS__A.B__*)"),
+        (
+            {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["x"]', "IMGSWEEP_ACCOUNTS__A__QPSS": "1"},
+            "IMGSWEEP_ACCOUNTS__A__QPSS",
+        ),
+        (
+            {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["x"]', "IMGSWEEP_ACCOUNTS__A__QPS": "0"},
+            "IMGSWEEP_ACCOUNTS__A__QPS:",
+        ),
+        (
+            {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["x"]', "IMGSWEEP_ACCOUNTS__A__PRICE_PER_CALL": "0.01"},
+            "account 'a': set IMGSWEEP_ACCOUNTS__A__PRICE_PER_CALL and IMGSWEEP_ACCOUNTS__A__DAILY_SPEND_LIMIT",
+        ),
+        (
+            {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["x"]', "IMGSWEEP_API__ACCESS_KEY": "ak"},
+            "IMGSWEEP_API__ACCESS_KEY would be used by no account",
+        ),
+    ],
+)
+def test_bad_accounts_are_named(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], expected: str) -> None:
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert expected in str(raised.value)
+
+
+def test_each_account_needs_its_own_keys_unless_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__A__COLLECTIONS", '["x"]')
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__A__ACCESS_KEY", "ak")
+    with pytest.raises(ConfigError, match="IMGSWEEP_ACCOUNTS__A__SECRET_KEY must be set") as raised:
+        load_settings().require_credentials()
+    assert "IMGSWEEP_ACCOUNTS__A__ACCESS_KEY" not in str(raised.value)
+    monkeypatch.setenv("IMGSWEEP_DRY_RUN", "1")
+    load_settings().require_credentials()

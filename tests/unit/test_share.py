@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -12,7 +13,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from service.api.rate_limit import RateLimiter
 from service.metrics import Metrics
 from service.pipeline.demand_share import floor_qps
-from service.pipeline.share import DemandShare
+from service.pipeline.share import DemandShare, Paced
 from tests.support.clock import FakeClock
 
 TOPIC = "demand"
@@ -91,21 +92,31 @@ class Reader:
 
 
 class Replica:
-    def __init__(self, member: str, topic: DemandTopic, clock: FakeClock, wall: FakeClock) -> None:
-        self.limiter = RateLimiter(2.0, clock=clock)
-        self.metrics = Metrics(error_classes=())
+    def __init__(
+        self,
+        member: str,
+        topic: DemandTopic,
+        clock: FakeClock,
+        wall: FakeClock,
+        accounts: tuple[str, ...] = ("default",),
+    ) -> None:
+        self.limiters = {account: RateLimiter(2.0, clock=clock) for account in accounts}
+        self.limiter = self.limiters[accounts[0]]
+        self.metrics = Metrics(error_classes=(), accounts=accounts)
+        self.series = self.metrics.account(accounts[0])
         self.reader = Reader(topic)
+        paced = [Paced(account, self.limiters[account], 2.0, self.metrics.account(account)) for account in accounts]
         self.share = DemandShare(
             member=member, topic=TOPIC, producer=Producer(topic), reader=self.reader,  # type: ignore[arg-type]
-            limiter=self.limiter, account_qps=2.0, metrics=self.metrics, clock=clock, wall=wall,
+            accounts=paced, clock=clock, wall=wall,
         )  # fmt: skip
 
 
-def run(replicas: dict[Replica, int], clock: FakeClock, wall: FakeClock, seconds: float) -> None:
-    """Each replica's poll every 0.1 s, with the demand given."""
+def run(replicas: dict[Replica, int | dict[str, int]], clock: FakeClock, wall: FakeClock, seconds: float) -> None:
+    """Each replica's poll every 0.1 s, with the demand given (a number: its first account's)."""
     for _ in range(round(seconds * 10)):
         for replica, demand in replicas.items():
-            replica.share.poll(demand)
+            replica.share.poll({next(iter(replica.limiters)): demand} if isinstance(demand, int) else demand)
         clock.advance(0.1)
         wall.advance(0.1)
 
@@ -129,7 +140,7 @@ def test_the_busy_replica_takes_the_idle_ones_share_after_the_rise(clocks: tuple
     run({busy: 40, idle: 0}, clock, wall, 1.5)
     assert busy.limiter.ceiling == pytest.approx(2.0 - floor_qps(2.0, 2))
     assert busy.limiter.ceiling + idle.limiter.ceiling <= 2.0
-    assert busy.metrics.qps_share_members._value.get() == 2
+    assert busy.series.qps_share_members._value.get() == 2
 
 
 def test_a_tombstone_gives_the_leavers_share_to_the_others(clocks: tuple[FakeClock, FakeClock]) -> None:
@@ -166,7 +177,34 @@ def test_without_the_demand_topic_the_share_follows_the_partitions(clocks: tuple
     assert replica.limiter.ceiling == 0.5
     run({replica: 9}, clock, wall, 2)
     assert replica.limiter.ceiling == 0.5
-    assert replica.metrics.qps_share_members._value.get() == 0
+    assert replica.series.qps_share_members._value.get() == 0
     replica.share.assigned(2, 4)
     run({replica: 9}, clock, wall, 2.3)
     assert replica.limiter.ceiling == 1.0
+
+
+def test_each_account_is_shared_by_its_own_demand(clocks: tuple[FakeClock, FakeClock]) -> None:
+    """Two replicas, two accounts: each replica's backlog is of another account, so each takes all of that one."""
+    clock, wall = clocks
+    topic = DemandTopic()
+    one = Replica("one", topic, clock, wall, accounts=("shoes", "bags"))
+    two = Replica("two", topic, clock, wall, accounts=("shoes", "bags"))
+    run({one: {"shoes": 30, "bags": 0}, two: {"shoes": 0, "bags": 30}}, clock, wall, 4)
+    assert one.limiters["shoes"].ceiling == pytest.approx(2.0 - floor_qps(2.0, 2))
+    assert two.limiters["bags"].ceiling == pytest.approx(2.0 - floor_qps(2.0, 2))
+    assert one.limiters["bags"].ceiling == two.limiters["shoes"].ceiling == pytest.approx(floor_qps(2.0, 2))
+    for account in ("shoes", "bags"):
+        assert one.limiters[account].ceiling + two.limiters[account].ceiling <= 2.0
+
+
+def test_an_announcement_without_accounts_is_the_default_accounts(clocks: tuple[FakeClock, FakeClock]) -> None:
+    """A replica of the version before accounts announces {"calls": n}: it is read as the default account's."""
+    clock, wall = clocks
+    topic = DemandTopic()
+    new = Replica("new", topic, clock, wall)
+    old = Producer(topic)
+    for _ in range(30):
+        old.produce(TOPIC, key=b"old", value=json.dumps({"member": "old", "calls": 50}).encode())
+        run({new: 0}, clock, wall, 0.1)
+    assert new.series.qps_share_members._value.get() == 2
+    assert new.limiter.ceiling == pytest.approx(floor_qps(2.0, 2)), "the old replica wants the calls: it has them"

@@ -26,7 +26,7 @@ from service.api.rate_limit import RateLimiter
 from service.health import HealthState
 from service.logs import JsonFormatter
 from service.metrics import Metrics
-from service.pipeline.processor import Pipeline
+from service.pipeline.processor import AccountCalls, Pipeline
 from service.settings import ApiSettings, BatchSettings, ConfigError, Settings, TracingSettings
 from service.tracing import NO_TRACING, SPAN_NAME, OtelTracing, check_tracing, response_hook, start_tracing
 from tests.support.kafka import FakeConsumer, FakeMessage, FakeProducer
@@ -81,10 +81,15 @@ def run_pipeline(tracing: Any, messages: list[FakeMessage]) -> FakeProducer:
             settings=settings,
             consumer=consumer,  # type: ignore[arg-type]
             producer=producer,  # type: ignore[arg-type]
-            delete=delete,
+            accounts=[
+                AccountCalls(
+                    settings.api_accounts()[0],
+                    delete,
+                    QuotaGate(UTC, clock_time(0, 0), clock=lambda: datetime(2026, 11, 27, 12, tzinfo=UTC)),
+                    RateLimiter(1000),
+                )
+            ],
             executor=executor,
-            quota=QuotaGate(UTC, clock_time(0, 0), clock=lambda: datetime(2026, 11, 27, 12, tzinfo=UTC)),
-            limiter=RateLimiter(1000),
             metrics=Metrics(),
             health=HealthState(),
             stop_calls=threading.Event(),

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from service.api.models import DeleteItem
 from service.budget import Allowance, AllowanceKind, CallPlanner, Decision, QuotaView, WaitingBatch, Why
-from service.metrics import Metrics
+from service.metrics import AccountMetrics
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.pending import PendingEvent
 from service.pipeline.steps.abstract import MessageRejected
@@ -65,7 +65,7 @@ class BatchStep:
         calls: CallStarter,
         planner: CallPlanner | None,
         quota: Callable[[], QuotaView],
-        metrics: Metrics,
+        metrics: AccountMetrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._batcher = batcher
@@ -114,7 +114,7 @@ class BatchStep:
                 self._batcher.put_back(ready)
                 break
             self._planner.sent(now, chosen)
-            self._metrics.batch_flushes.labels(ready.flush_reason).inc()
+            self._metrics.batch_flushed(ready.flush_reason)
         if now - self._decided_at >= 1.0:  # the budget's gauges stay current, whatever waits
             self._decided(self._planner.plan(now, self._waiting(), self._quota()), now)
 
@@ -129,7 +129,7 @@ class BatchStep:
             except MessageRejected:
                 self._batcher.put_back(ready)
                 return
-            self._metrics.batch_flushes.labels(ready.flush_reason).inc()
+            self._metrics.batch_flushed(ready.flush_reason)
 
     def _waiting(self) -> list[WaitingBatch]:
         return [WaitingBatch(*batch) for batch in self._batcher.waiting()]
@@ -148,12 +148,15 @@ class BatchStep:
         was_holding = self._decision is not None and self._decision.why in _UNTIL_RESET
         if holding and not was_holding:
             log.warning(
-                "calls wait for the quota reset: %s",
+                "calls of account %s wait for the quota reset: %s",
+                self._metrics.name,
                 "only the reserve is left" if decision.why is Why.RESERVE_ONLY else "today's spending limit is reached",
                 extra={"reason": str(decision.why), "count": int(decision.budget.calls_left)},
             )
         elif was_holding and not holding and decision.why is not Why.NOTHING_WAITING:
-            log.info("the budget spends calls again", extra={"reason": str(decision.why)})
+            log.info(
+                "the budget of account %s spends calls again", self._metrics.name, extra={"reason": str(decision.why)}
+            )
         self._decision, self._decided_at = decision, now
         self._metrics.budget_decided(decision)
 
@@ -166,6 +169,10 @@ class BatchStep:
         """Calls beyond a batch's first (its retries)."""
         if self._planner is not None:
             self._planner.spent(self._clock(), calls)
+
+    def pending_items(self) -> int:
+        """Images waiting in the open batches."""
+        return self._batcher.pending_items()
 
     def waiting_for(self, collection: str, product_id: str) -> list[PendingEvent]:
         """Events with images of this product in an open batch."""

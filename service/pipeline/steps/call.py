@@ -159,6 +159,10 @@ class CallStep:
         while self._inflight and (left := deadline - time.monotonic()) > 0:
             self.wait(min(left, 0.05))
 
+    def finished_waiting(self) -> bool:
+        """Whether a finished call's results wait for ``poll``."""
+        return not self._completions.empty()
+
     def busy(self) -> bool:
         return bool(self._inflight) or not self._completions.empty()
 
