@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from devkit.processes import ADMIN_TIMEOUT, SandboxProcess, ServiceProcess, Topics
+from devkit.processes import ACCESS_KEY, ADMIN_TIMEOUT, SECRET_KEY, SandboxProcess, ServiceProcess, Topics
 
 __all__ = ["FIGURES", "TEST_SETTINGS", "SandboxFactory", "ServiceFactory", "TopicsFactory"]
 
@@ -42,8 +42,8 @@ TopicsFactory = Callable[..., Topics]
 def sandbox_process(tmp_path: Path) -> Iterator[SandboxFactory]:
     started: list[SandboxProcess] = []
 
-    def start(*flags: str) -> SandboxProcess:
-        sandbox = SandboxProcess.start(tmp_path / f"sandbox-{len(started)}.log", flags)
+    def start(*flags: str, keys: tuple[str, str] = (ACCESS_KEY, SECRET_KEY)) -> SandboxProcess:
+        sandbox = SandboxProcess.start(tmp_path / f"sandbox-{len(started)}.log", flags, keys=keys)
         started.append(sandbox)
         return sandbox
 

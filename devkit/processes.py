@@ -194,13 +194,21 @@ class SandboxProcess:
         self._client = httpx.Client(base_url=self.url, timeout=60, trust_env=False)
 
     @classmethod
-    def start(cls, log_path: Path, flags: Sequence[str] = (), *, cpu: int | None = None) -> SandboxProcess:
+    def start(
+        cls,
+        log_path: Path,
+        flags: Sequence[str] = (),
+        *,
+        cpu: int | None = None,
+        keys: tuple[str, str] = (ACCESS_KEY, SECRET_KEY),
+    ) -> SandboxProcess:
         """Blocks until the sandbox prints its address; ``flags`` are the sandbox's (``--qps 5``); ``cpu`` pins
-        it to one core (Linux). Raises RuntimeError, with its log, if it does not start."""
+        it to one core (Linux); ``keys``: its account's access key and secret key. Raises RuntimeError, with
+        its log, if it does not start."""
         command = [sys.executable, "-m", "service", "sandbox", "--port", "0", *flags]
         if cpu is not None:
             command = ["taskset", "-c", str(cpu), *command]
-        env = {**clean_env(), "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": SECRET_KEY}
+        env = {**clean_env(), "IMGSWEEP_API__ACCESS_KEY": keys[0], "IMGSWEEP_API__SECRET_KEY": keys[1]}
         with log_path.open("w") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=REPO)
         line = process.stdout.readline().strip() if process.stdout is not None else ""
@@ -277,8 +285,10 @@ class Topics:
 def imgsweep_env(
     *, bootstrap: str, topics: Topics, endpoint: str | None, settings: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """The IMGSWEEP_* variables of one imgsweep on ``topics``, with the made-up account; ``settings`` are names
-    without the prefix (``API__QPS``, any case) and win over the ones set here."""
+    """The IMGSWEEP_* variables of one imgsweep on ``topics``, with the made-up account unless ``settings`` name
+    accounts of their own (``ACCOUNTS__*``); ``settings`` are names without the prefix (``API__QPS``, any case)
+    and win over the ones set here."""
+    accounts = any(name.upper().startswith("ACCOUNTS__") for name in settings or {})
     env = {
         "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "IMGSWEEP_KAFKA__GROUP_ID": topics.group,
@@ -286,9 +296,9 @@ def imgsweep_env(
         "IMGSWEEP_KAFKA__OUTCOME_TOPIC": topics.outcome,
         "IMGSWEEP_KAFKA__DLQ_TOPIC": topics.dlq,
         "IMGSWEEP_KAFKA__DEMAND_TOPIC": topics.demand_topic,
-        "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY,
-        "IMGSWEEP_API__SECRET_KEY": SECRET_KEY,
     }
+    if not accounts:
+        env.update({"IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": SECRET_KEY})
     if endpoint is not None:
         env["IMGSWEEP_API__ENDPOINT"] = endpoint
     env.update({f"IMGSWEEP_{name.upper()}": value for name, value in (settings or {}).items()})
