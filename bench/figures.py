@@ -13,7 +13,7 @@ from bench.service_defaults import ServiceDefaults
 from bench.simulated_day import SimulatedDays
 from bench.workload import Backlog
 
-__all__ = ["FIGURE_KEYS", "Figure", "Results", "compute_figures"]
+__all__ = ["FIGURE_KEYS", "RETIRED_OVERHEAD_TARGET", "Figure", "Results", "compute_figures"]
 
 API_MAX_ITEMS: Final = 200
 SANDBOX_QPS: Final = 2.0
@@ -106,6 +106,10 @@ class Figure:
         return self.target / self.value if self.value > 0 else math.inf
 
 
+RETIRED_OVERHEAD_TARGET = 0.5
+"""The throughput target imgsweep ÷ raw consumer once had: retired, the ratio is reported for reference only."""
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else math.nan
 
@@ -123,10 +127,11 @@ def compute_figures(r: Results) -> list[Figure]:
             "overhead",
             "Throughput: imgsweep ÷ raw consumer",
             _ratio(r.drain.events_per_second, r.raw.events_per_second),
-            0.5,
-            "at least",
+            None,  # the former target, ≥ 0.5, is retired: docs/performance.md, "Throughput overhead", says why
+            "none",
             f"imgsweep {r.drain.events_per_second:,.0f} events/s ÷ raw confluent-kafka "
-            f"{r.raw.events_per_second:,.0f} events/s",
+            f"{r.raw.events_per_second:,.0f} events/s, for reference (the former target ≥ {RETIRED_OVERHEAD_TARGET:g} "
+            "is retired: see Throughput overhead)",
         ),
         Figure(
             "overhead_floor",

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.figures import Figure, Results
+from bench.figures import API_MAX_ITEMS, RETIRED_OVERHEAD_TARGET, SANDBOX_QPS, Figure, Results
 from bench.gil_profile import GilProfile
 from bench.measure import WindowSample
 from bench.simulated_day import report_lines
@@ -110,15 +110,18 @@ def _bottleneck_lines(r: Results) -> list[str]:
     ]
 
 
-def _floor_lines(r: Results, f: dict[str, Figure]) -> list[str]:
-    """Whether the 0.5 target is reachable here at all: the forwarding loop is the ceiling for the contract."""
+def _floor_lines(r: Results, f: dict[str, Figure], images_per_event: float) -> list[str]:
+    """The forwarding loop is the ceiling for the contract; with it, why the former 0.5 target is retired."""
     floor = f["overhead_floor"].value
+    target = RETIRED_OVERHEAD_TARGET
     reach = (
-        "so the target of 0.5 is out of reach on this machine for any implementation on the required stack "
-        "(Python and confluent-kafka) that keeps the contract"
-        if floor < (f["overhead"].target or 0.0)
-        else "so the target is within reach of an implementation that does little more than forward records"
+        f"so {target:g} of the raw rate is out of reach on this machine for any implementation on the required "
+        "stack (Python and confluent-kafka) that keeps the contract"
+        if floor < target
+        else f"so {target:g} of the raw rate is within reach here of an implementation that does little more than "
+        "forward records"
     )
+    api_images_per_second = SANDBOX_QPS * API_MAX_ITEMS
     return [
         "The contract itself sets a floor: one outcome record produced and acknowledged per event, offsets "
         "committed after. A loop doing only that (consume, produce each record's value unchanged with the same "
@@ -130,6 +133,22 @@ def _floor_lines(r: Results, f: dict[str, Figure]) -> list[str]:
         "acknowledged or lost) and the broker's work to append what the consumer only reads, on "
         f"the same {r.machine.cores} cores, {reach}. imgsweep reaches "
         f"{_value(r.drain.events_per_second / r.forward.events_per_second)} of this floor.",
+        "",
+        f"**The target imgsweep ÷ raw consumer ≥ {target:g} is retired**; the ratio above is kept for reference, "
+        "with no target. "
+        + (
+            "The forwarding floor shows that no implementation on the required stack can meet it on this "
+            "machine, and it measured the wrong limit anyway: "
+            if floor < target
+            else "The forwarding floor would allow it on this machine, but it measured the wrong limit: "
+        )
+        + f"what limits deletion is the delete API's QPS, not Kafka. At {SANDBOX_QPS:g} calls/s of at most "
+        f"{API_MAX_ITEMS} images the API deletes at most {api_images_per_second:,.0f} images/s, about "
+        f"{api_images_per_second / images_per_event:,.0f} events/s at this data's {images_per_event:.2f} images "
+        f"per valid event, while imgsweep, with the API out of the way, finished {r.drain.events_per_second:,.0f} "
+        f"events/s ({r.drain.events_per_second * images_per_event / api_images_per_second:,.0f} times what the "
+        "API lets through). What counts for throughput is how much of the API's QPS imgsweep uses and how full "
+        "its calls are: the batch fill and QPS use figures below.",
     ]
 
 
@@ -192,8 +211,9 @@ def write_report(results: Results, figures: list[Figure], out: Path, plot: Path 
         "(`python -m service run`, "
         f"IMGSWEEP_API__QPS=1000, every other setting at its default), against a sandbox with no QPS limit, no "
         f"quota and no latency, finished (outcome or dead letter acknowledged by the broker) "
-        f"{r.drain.events_per_second:,.0f} events/s: **{_value(f['overhead'].value)}** of the raw rate (target "
-        f"≥ 0.5). Both rates are taken between 10 % and 90 % of the backlog. imgsweep made "
+        f"{r.drain.events_per_second:,.0f} events/s: **{_value(f['overhead'].value)}** of the raw rate (for "
+        f"reference: the former target ≥ {RETIRED_OVERHEAD_TARGET:g} is retired, see below). Both rates are taken "
+        "between 10 % and 90 % of the backlog. imgsweep made "
         f"{r.drain.api_calls:,.0f} calls ({drain_calls_per_second:,.1f}/s) of {r.drain.batch_items_mean:.1f} "
         "items on average.",
         "",
@@ -204,7 +224,7 @@ def write_report(results: Results, figures: list[Figure], out: Path, plot: Path 
         f"from Python at all costs most of the gap. imgsweep reaches {_value(f['overhead_vs_minimal'].value)} "
         "of that loop.",
         "",
-        *_floor_lines(r, f),
+        *_floor_lines(r, f, images_per_event),
         "",
         "### Where the time goes",
         "",
