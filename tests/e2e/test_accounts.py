@@ -97,3 +97,57 @@ def test_two_accounts_each_get_only_their_collections_signed_with_their_own_keys
         assert secret not in logs
         assert secret not in metrics
         assert all(secret.encode() not in (record.value or b"") for record in outcomes + dead)
+
+
+def test_a_spent_pack_10010_holds_only_its_account_and_raises_its_alerts_metric(
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, tmp_path: Path
+) -> None:
+    """One account's paid pack is spent (every call answered 10010): its events wait, probed rarely, and
+    ``imgsweep_quota_payment_required{account}`` (what ``ImgsweepQuotaPaymentRequired`` fires on) is 1 for it
+    alone, while the other account's events are deleted as usual."""
+    spent = sandbox_process("--qps", "0", "--payment-required", keys=SHOES_KEYS)
+    free = sandbox_process("--qps", "0", keys=REST_KEYS)
+    free.seed({"bags": [(f"bags-p{n}", f"bags-{n}.jpg") for n in range(20)]})
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for account, (access_key, secret_key) in (("PACK", SHOES_KEYS), ("FREE", REST_KEYS)):
+        (secrets / f"IMGSWEEP_ACCOUNTS__{account}__ACCESS_KEY").write_text(access_key)
+        (secrets / f"IMGSWEEP_ACCOUNTS__{account}__SECRET_KEY").write_text(secret_key)
+    names = topics(partitions=2)
+    records = [
+        event(f"{name}-e{n}", name, f"{name}-p{n}", [f"{name}-{n}.jpg"])
+        for n in range(20)
+        for name in ("shoes", "bags")
+    ]
+    produce(kafka_bootstrap, names.input, records)
+    service = ServiceProcess.start(
+        bootstrap=kafka_bootstrap,
+        topics=names,
+        endpoint=None,
+        log_path=tmp_path / "service.log",
+        secrets_dir=secrets,
+        settings={
+            **TEST_SETTINGS,
+            "ACCOUNTS__PACK__COLLECTIONS": '["shoes"]',
+            "ACCOUNTS__PACK__ENDPOINT": spent.endpoint,
+            "ACCOUNTS__PACK__ALLOWANCE": "pack",
+            "ACCOUNTS__FREE__COLLECTIONS": '["bags"]',
+            "ACCOUNTS__FREE__ENDPOINT": free.endpoint,
+            "BATCH__MAX_ITEMS": "5",
+            "API__QPS": "20",
+        },
+    )
+    try:
+        outcomes = consume_all(kafka_bootstrap, names.outcome, expect=20, timeout=60, settle=3)
+        assert service.metric("imgsweep_quota_payment_required", 'account="pack"') == 1
+        assert service.metric("imgsweep_quota_payment_required", 'account="free"') == 0
+        assert service.metric("imgsweep_quota_exhausted", 'account="free"') == 0
+        assert service.get("/readyz").status_code == 200, "a spent pack is not a fatal error"
+        assert service.metric("imgsweep_paused_partitions") == 0, "the free account still calls"
+    finally:
+        service.stop()
+    assert {outcome.json()["collection_name"] for outcome in outcomes} == {"bags"}
+    assert {outcome.json()["status"] for outcome in outcomes} == {"deleted"}
+    assert len(outcomes) == 20, "the spent pack's events wait: no outcome, no failure"
+    assert spent.stats()["calls_by_code"] == {"10010": 1}, "one call learnt it; the next probe is an hour away"
+    assert free.admin("/admin/images")["collections"] == {"bags": 0}

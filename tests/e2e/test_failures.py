@@ -158,6 +158,38 @@ def test_quota_exhaustion_pauses_until_the_reset_then_resumes_by_itself(
     assert service.metric("imgsweep_quota_exhausted") == 0
 
 
+def test_a_quota_wait_followed_by_503s_does_not_fail_the_call(
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
+) -> None:
+    """The call that met 10040 waits in its worker for the reset (about 12 s), far past its 3 s retry budget; the
+    503s that meet it after the reset are retried like any other, as the wait does not count against the budget."""
+    names: Topics = topics(partitions=1)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0", "--quota", "1")
+    records = seeded_events(sandbox, 3, images=1)
+    reset_at = datetime.now(CST) + timedelta(seconds=12)
+    service: ServiceProcess = service_process(
+        names,
+        sandbox,
+        BATCH__MAX_ITEMS="1",
+        BATCH__LINGER_SECONDS="0",
+        API__MAX_ELAPSED_SECONDS="3",
+        API__BACKOFF_INITIAL_SECONDS="0.2",
+        API__BACKOFF_MAX_SECONDS="0.5",
+        API__QUOTA_RESET_TIME=reset_at.strftime("%H:%M:%S"),
+    )
+    produce(kafka_bootstrap, names.input, records)
+    wait_for(lambda: service.metric("imgsweep_quota_exhausted") == 1, 30, "quota never seen exhausted")
+    sandbox.admin("/admin/faults", {"http_503_rate": 1.0})  # whatever comes after the reset meets 503s first
+    sandbox.admin("/admin/quota", {"reset": True, "limit": 100})
+    wait_for(lambda: sandbox.stats()["calls_by_code"].get("http_503", 0) >= 2, 30, "no 503 after the reset")
+    assert datetime.now(CST) >= reset_at - timedelta(seconds=1)
+    sandbox.admin("/admin/faults", {"http_503_rate": 0.0})
+    outcomes = outcomes_by_event(consume_all(kafka_bootstrap, names.outcome, expect=3, timeout=60))
+    assert {outcome["status"] for outcome in outcomes.values()} == {"deleted"}
+    assert service.metric("imgsweep_images_total", 'reason="retries_exhausted"') == 0
+    assert consume_all(kafka_bootstrap, names.dlq, expect=1, timeout=1) == []
+
+
 def test_sigkill_mid_batch_then_restart_loses_nothing(
     kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
