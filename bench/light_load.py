@@ -37,7 +37,7 @@ from confluent_kafka.admin import AdminClient
 
 from bench.machine import Machine
 from bench.standalone import broker_and_machine, section_parser, write_section
-from devkit.processes import Record, SandboxProcess, ServiceProcess, Topics, event, send
+from devkit.processes import Record, SandboxProcess, ServiceProcess, Topics, event, sample_total, send
 
 __all__ = ["HEADING", "Run", "main", "report_lines", "run_light_load"]
 
@@ -133,13 +133,13 @@ def run_setting(bootstrap: str, admin: AdminClient, setting: str, *, seconds: fl
         events=len(records),
         images=images,
         calls=int(stats["calls_by_code"].get("10000", 0)),
-        images_sent=int(metrics.get("imgsweep_batch_items_sum", 0.0)),
+        images_sent=int(sample_total(metrics, "imgsweep_batch_items_sum")),
         sandbox_remaining=int(stats["quota_remaining"]),
         seconds_until_reset=resets_at - time.time(),
-        spendable=metrics.get("imgsweep_budget_spendable_calls", float("nan")),
-        needed=metrics.get("imgsweep_budget_needed_calls", float("nan")),
-        partial_calls_per_hour=metrics.get("imgsweep_budget_partial_calls_per_hour", float("nan")),
-        projected_wait=metrics.get("imgsweep_budget_projected_wait_seconds", float("nan")),
+        spendable=metrics.get('imgsweep_budget_spendable_calls{account="default"}', float("nan")),
+        needed=metrics.get('imgsweep_budget_needed_calls{account="default"}', float("nan")),
+        partial_calls_per_hour=metrics.get('imgsweep_budget_partial_calls_per_hour{account="default"}', float("nan")),
+        projected_wait=metrics.get('imgsweep_budget_projected_wait_seconds{account="default"}', float("nan")),
     )
 
 

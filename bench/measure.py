@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from devkit.processes import ACCESS_KEY, SECRET_KEY, ProcessUsage, SandboxProcess, ServiceProcess
+from devkit.processes import ACCESS_KEY, SECRET_KEY, ProcessUsage, SandboxProcess, ServiceProcess, sample_total
 from service.api.signing import Credentials, sign_request
 
 __all__ = [
@@ -252,7 +252,7 @@ def drain(service: ServiceProcess, expected: int, *, interval: float, timeout: f
         timeline.append((at, done, usage.rss_mb))
     end_usage: ProcessUsage = service.usage()
     rate, window = rate_between(samples, expected)
-    count = metrics.get("imgsweep_batch_items_count", 0.0)
+    count = sample_total(metrics, "imgsweep_batch_items_count")
     return DrainRun(
         events=expected,
         events_per_second=rate,
@@ -260,7 +260,7 @@ def drain(service: ServiceProcess, expected: int, *, interval: float, timeout: f
         seconds=samples[-1][0],
         cpu_seconds=end_usage.cpu_seconds - start_usage.cpu_seconds,
         peak_rss_mb=end_usage.peak_rss_mb,
-        batch_items_mean=metrics.get("imgsweep_batch_items_sum", 0.0) / count if count else 0.0,
+        batch_items_mean=sample_total(metrics, "imgsweep_batch_items_sum") / count if count else 0.0,
         api_calls=count,
         timeline=timeline,
     )
@@ -360,7 +360,7 @@ def call_window(
         paused = False
         if service is not None:
             metrics = service.metrics()
-            pace = metrics.get("imgsweep_rate_limit_qps")
+            pace = metrics.get('imgsweep_rate_limit_qps{account="default"}')
             consumed = metrics.get("imgsweep_events_consumed_total")
             paused = metrics.get("imgsweep_paused_partitions", 0.0) > 0
         return WindowSample(

@@ -305,6 +305,19 @@ def imgsweep_env(
     return env
 
 
+def sample_total(samples: Mapping[str, float], name: str, labels: str = "") -> float:
+    """The sum of the series of ``name`` that carry every label of ``labels`` (written as in the exposition,
+    e.g. ``status="deleted"`` or ``account="a",why="full"``); without ``labels``, of all its series (a metric
+    with an ``account`` label: every account's)."""
+    wanted = set(_LABEL.findall(labels))
+    total = 0.0
+    for series, value in samples.items():
+        metric, _, rest = series.partition("{")
+        if metric == name and wanted <= set(_LABEL.findall(rest)):
+            total += value
+    return total
+
+
 @dataclass
 class ServiceProcess:
     """``imgsweep run`` as its own process, configured only through IMGSWEEP_* variables, as in production."""
@@ -397,15 +410,8 @@ class ServiceProcess:
         return samples
 
     def metric(self, name: str, labels: str = "") -> float:
-        """The sum of the series of ``name`` that carry every label of ``labels`` (written as in the exposition,
-        e.g. ``status="deleted"`` or ``account="a",why="full"``); without ``labels``, of all its series."""
-        wanted = set(_LABEL.findall(labels))
-        total = 0.0
-        for series, value in self.metrics().items():
-            metric, _, rest = series.partition("{")
-            if metric == name and wanted <= set(_LABEL.findall(rest)):
-                total += value
-        return total
+        """``sample_total`` of a fresh scrape."""
+        return sample_total(self.metrics(), name, labels)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

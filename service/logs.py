@@ -23,6 +23,7 @@ __all__ = ["CONTEXT_KEYS", "JsonFormatter", "add_log_context", "configure_loggin
 CONTEXT_KEYS: Final = (
     "event_id",
     "batch_id",
+    "account",
     "collection",
     "product_id",
     "topic",

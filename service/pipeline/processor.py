@@ -157,9 +157,10 @@ class Pipeline:
         api, batch, quota, limiter = calls.account.api, settings.batch, calls.quota, calls.limiter
         limiter.when_free(self._wake.set)
         call = CallStep(
-            delete=calls.delete, executor=self._executor, workers=api.workers, limiter=limiter, quota=quota,
-            max_attempts=api.max_attempts, partitions=self._partitions, finished=self._publish, halt=self._halt,
-            stop_calls=self._stop_calls, wake=self._wake, deletions=deletions, metrics=metrics, tracing=tracing,
+            account=calls.account.name, delete=calls.delete, executor=self._executor, workers=api.workers,
+            limiter=limiter, quota=quota, max_attempts=api.max_attempts, partitions=self._partitions,
+            finished=self._publish, halt=self._halt, stop_calls=self._stop_calls, wake=self._wake,
+            deletions=deletions, metrics=metrics, tracing=tracing,
         )  # fmt: skip
         batcher: Batcher[PendingEvent] = Batcher(
             max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds

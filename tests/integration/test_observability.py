@@ -109,7 +109,13 @@ def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
 
 def substituted_dashboard_expressions(*, job: str, namespace: str, instance: str) -> list[tuple[str, str]]:
     dashboard = json.loads(DASHBOARD.read_text())
-    values = {"job": job, "namespace": namespace, "instance": instance, "__rate_interval": RATE_INTERVAL}
+    values = {
+        "job": job,
+        "namespace": namespace,
+        "instance": instance,
+        "account": ".*",
+        "__rate_interval": RATE_INTERVAL,
+    }
     found = []
     for origin, expr in dashboard_expressions(dashboard):
         substituted = re.sub(r"\$\{?(\w+)\}?", lambda m: values[m.group(1)], expr)

@@ -51,6 +51,7 @@ class CallStep:
     def __init__(
         self,
         *,
+        account: str,
         delete: Callable[[DeleteBatch], BatchResult],
         executor: Executor,
         workers: int,
@@ -66,6 +67,7 @@ class CallStep:
         metrics: Metrics,
         tracing: Tracing = NO_TRACING,
     ) -> None:
+        self._account = account
         self._delete = delete
         self._tracing = tracing
         self._executor = executor
@@ -121,11 +123,11 @@ class CallStep:
     def _call(self, batch: DeleteBatch, slot: SendSlot, *, contexts: tuple[TraceContext, ...]) -> BatchResult:
         """On a worker thread: the call, its first send in the slot granted when the batch was taken.
 
-        Every line logged during the call (the client's too) carries the batch's id and collection, and JD's
+        Every line logged during the call (the client's too) carries the batch's id, account and collection, and JD's
         request id of the latest answer once there is one.
         """
         with (
-            log_context(batch_id=batch.batch_id, collection=batch.collection),
+            log_context(batch_id=batch.batch_id, account=self._account, collection=batch.collection),
             self._tracing.call(batch, contexts) as span,
             self._limiter.granted(slot),
         ):
