@@ -6,10 +6,11 @@ kubernetes-validate --strict for the oldest Kubernetes the chart supports and th
 prometheus-operator and KEDA versions (deploy/tools/fetch-schemas.sh), made strict so that a misspelt field,
 which the API server would silently prune, fails here. A missing tool fails the tests with an install hint.
 
-Four sets of values are rendered: the defaults, ci/all-on-values.yaml (every option that can coexist),
-ci/alternatives-values.yaml (the other side of each mutually exclusive pair) and the documented Kafka mTLS
-example, examples/strimzi-mtls-values.yaml, which is also started as a pod would be (its mounted certificates,
-made with openssl, loaded by librdkafka).
+Five sets of values are rendered: the defaults, ci/all-on-values.yaml (every option that can coexist),
+ci/alternatives-values.yaml (the other side of each mutually exclusive pair), ci/accounts-values.yaml (several JD
+accounts instead of the one default account) and the documented Kafka mTLS example,
+examples/strimzi-mtls-values.yaml, which is also started as a pod would be (its mounted certificates, made with
+openssl, loaded by librdkafka).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pytest
 import yaml
 
 from service.kafka_preflight import check_librdkafka_config
-from service.settings import DRY_RUN_SUFFIX, ConfigError, Settings, load_settings
+from service.settings import DRY_RUN_SUFFIX, ApiSettings, BatchSettings, ConfigError, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "imgsweep"
@@ -62,6 +63,7 @@ VALUE_SETS = {
     "defaults": (),
     "all-on": ("-f", str(CHART / "ci" / "all-on-values.yaml")),
     "alternatives": ("-f", str(CHART / "ci" / "alternatives-values.yaml")),
+    "accounts": ("-f", str(CHART / "ci" / "accounts-values.yaml")),
     "strimzi-mtls": ("-f", str(CHART / "examples" / "strimzi-mtls-values.yaml")),
 }
 SCHEMA_ERROR = "values don't meet the specifications of the schema"
@@ -261,6 +263,33 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
         (("--set-json", 'extraConfig={"IMGSWEEP_API__SECRET_KEY":"x"}'), "/extraConfig/IMGSWEEP_API__SECRET_KEY"),
         (("--set-json", 'kafka.properties={"linger.ms":5}'), "/kafka/properties/linger.ms"),
         (("--set", "replica=3"), "'replica' not allowed"),
+        (("--set", "api.dailyCalls=0"), "0 calls a day would never delete anything"),
+        (("--set", "api.dailyCalls=-2"), "/api/dailyCalls"),
+        (("--set", "api.allowance=monthly"), "/api/allowance"),
+        (("--set", "api.reserveCalls=-1"), "/api/reserveCalls"),
+        (("--set-json", "api.reserveFraction=1"), "/api/reserveFraction"),
+        (("--set-json", "api.reserveFraction=-0.1"), "/api/reserveFraction"),
+        (("--set-json", "api.pricePerCall=0"), "/api/pricePerCall"),
+        (("--set-json", "api.pricePerCall=0.002"), "'dailySpendLimit' required"),
+        (("--set-json", "api.dailySpendLimit=5"), "'pricePerCall' required"),
+        (("--set-json", "api.pricePerCall=0.002", "--set-json", "api.dailySpendLimit=5"), "/api/allowance"),
+        (("--set", "api.quotaResetZone=China Standard Time"), "/api/quotaResetZone"),
+        (("--set", "batch.maxWaitSeconds=90000"), "/batch/maxWaitSeconds"),
+        (("--set-json", 'accounts=[{"name": "Shoes", "collections": ["shoes"]}]'), "/accounts/0/name"),
+        (("--set-json", f'accounts=[{{"name": "{"a" * 33}", "collections": ["shoes"]}}]'), "/accounts/0/name"),
+        (("--set-json", 'accounts=[{"name": "shoes.eu", "collections": ["shoes"]}]'), "/accounts/0/name"),
+        (("--set-json", 'accounts=[{"name": "shoes"}]'), "/accounts/0"),
+        (("--set-json", 'accounts=[{"name": "shoes", "collections": []}]'), "/accounts/0/collections"),
+        (("--set-json", 'accounts=[{"name": "shoes", "collections": ["*", "bags"]}]'), "/accounts/0/collections"),
+        (("--set-json", 'accounts=[{"name": "shoes", "collections": ["a", "a"]}]'), "/accounts/0/collections"),
+        (
+            ("--set-json", 'accounts=[{"name": "shoes", "collections": ["a"], "dailyCalls": 0}]'),
+            "/accounts/0/dailyCalls",
+        ),
+        (("--set-json", 'accounts=[{"name": "s", "collections": ["a"], "qps": 2000}]'), "/accounts/0/qps"),
+        (("--set-json", 'accounts=[{"name": "s", "collections": ["a"], "accessKey": "k"}]'), "'accessKey' not allowed"),
+        (("--set-json", 'secrets.accounts={"Shoes": {"accessKey": "k"}}'), "/secrets/accounts"),
+        (("--set-json", 'extraConfig={"IMGSWEEP_ACCOUNTS__SHOES__QPS": "3"}'), "set by the accounts value"),
     ],
 )
 def test_values_schema_rejects_bad_values(args: tuple[str, ...], where: str) -> None:
@@ -485,6 +514,238 @@ def test_secret_change_changes_its_checksum() -> None:
         return annotation
 
     assert secret_checksum("one") != secret_checksum("two")
+
+
+# ---- the call budget and several accounts ---------------------------------------------------------------------------
+
+ACCOUNTS = VALUE_SETS["accounts"]
+ACCOUNT_KEYS = {
+    "IMGSWEEP_ACCOUNTS__SHOES__ACCESS_KEY": "test-shoes-access-key-not-real",
+    "IMGSWEEP_ACCOUNTS__SHOES__SECRET_KEY": "test-shoes-secret-key-not-real",
+    "IMGSWEEP_ACCOUNTS__BAGS-2__ACCESS_KEY": "test-bags-access-key-not-real",
+    "IMGSWEEP_ACCOUNTS__BAGS-2__SECRET_KEY": "test-bags-secret-key-not-real",
+    "IMGSWEEP_ACCOUNTS__REST__ACCESS_KEY": "test-rest-access-key-not-real",
+    "IMGSWEEP_ACCOUNTS__REST__SECRET_KEY": "test-rest-secret-key-not-real",
+}
+BUDGET_FIELDS = ("allowance", "daily_calls", "reserve_calls", "reserve_fraction", "price_per_call", "daily_spend_limit")
+
+
+def test_budget_values_reach_the_configmap_and_imgsweep(clean_environment: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    objects = render(*VALUE_SETS["all-on"])
+    data = settings_configmap(objects)["data"]
+    assert {name: value for name, value in data.items() if name in BUDGET_VARIABLES} == {
+        "IMGSWEEP_API__ALLOWANCE": "pack",
+        "IMGSWEEP_API__DAILY_CALLS": "2000",
+        "IMGSWEEP_API__RESERVE_CALLS": "50",
+        "IMGSWEEP_API__RESERVE_FRACTION": "0.05",
+        "IMGSWEEP_API__PRICE_PER_CALL": "0.002",
+        "IMGSWEEP_API__DAILY_SPEND_LIMIT": "3.5",
+        "IMGSWEEP_API__QUOTA_RESET_ZONE": "Asia/Shanghai",
+        "IMGSWEEP_BATCH__MAX_WAIT_SECONDS": "1800",
+    }
+    settings = load_as_pod(objects, clean_environment, tmp_path / "secrets")
+    api = settings.api
+    assert (api.allowance, api.daily_calls, api.reserve_calls) == ("pack", 2000, 50)
+    assert (api.reserve_fraction, api.price_per_call, api.daily_spend_limit) == (0.05, 0.002, 3.5)
+    assert str(api.quota_reset_zone) == "Asia/Shanghai"
+    assert settings.batch.max_wait_seconds == 1800
+
+
+BUDGET_VARIABLES = {
+    "IMGSWEEP_API__ALLOWANCE",
+    "IMGSWEEP_API__DAILY_CALLS",
+    "IMGSWEEP_API__RESERVE_CALLS",
+    "IMGSWEEP_API__RESERVE_FRACTION",
+    "IMGSWEEP_API__PRICE_PER_CALL",
+    "IMGSWEEP_API__DAILY_SPEND_LIMIT",
+    "IMGSWEEP_API__QUOTA_RESET_ZONE",
+    "IMGSWEEP_BATCH__MAX_WAIT_SECONDS",
+}
+
+
+def test_the_chart_s_budget_defaults_are_imgsweep_s(clean_environment: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    objects = render()
+    data = settings_configmap(objects)["data"]
+    assert data["IMGSWEEP_API__DAILY_CALLS"] == "500"
+    assert data["IMGSWEEP_API__RESERVE_FRACTION"] == "0.1"
+    assert "IMGSWEEP_API__PRICE_PER_CALL" not in data, "no spending limit unless set"
+    assert not any(name.startswith("IMGSWEEP_ACCOUNTS__") for name in data), "one default account by default"
+    settings = load_as_pod(objects, clean_environment, tmp_path / "secrets")
+    for field in BUDGET_FIELDS:
+        assert getattr(settings.api, field) == getattr(ApiSettings(), field), field
+    assert settings.api.quota_reset_zone.utcoffset(None) == ApiSettings().quota_reset_zone.utcoffset(None)
+    assert settings.batch.max_wait_seconds == BatchSettings().max_wait_seconds
+    (account,) = settings.api_accounts()
+    assert (account.name, account.collections) == ("default", ("*",))
+
+
+def test_budget_values_an_older_release_lacks_leave_imgsweep_s_defaults() -> None:
+    """helm upgrade --reuse-values keeps the old release's values, without the new chart's defaults."""
+    missing = [f"api.{name}=null" for name in ("allowance", "dailyCalls", "reserveCalls", "reserveFraction")]
+    objects = render(*(arg for value in [*missing, "api.quotaResetZone=null", "batch.maxWaitSeconds=null"]
+                       for arg in ("--set", value)))  # fmt: skip
+    assert not BUDGET_VARIABLES & settings_configmap(objects)["data"].keys()
+
+
+def test_accounts_render_into_the_configmap_and_their_keys_only_into_the_secret(
+    clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    objects = render(*ACCOUNTS)
+    data = settings_configmap(objects)["data"]
+    assert {name: value for name, value in data.items() if name.startswith("IMGSWEEP_ACCOUNTS__")} == {
+        "IMGSWEEP_ACCOUNTS__SHOES__COLLECTIONS": '["shoes","sneakers"]',
+        "IMGSWEEP_ACCOUNTS__SHOES__ENDPOINT": "https://aiapi.jdcloud.com/jdai/product_image_del_image",
+        "IMGSWEEP_ACCOUNTS__SHOES__REGION": "cn-north-1",
+        "IMGSWEEP_ACCOUNTS__SHOES__QPS": "5",
+        "IMGSWEEP_ACCOUNTS__SHOES__WORKERS": "8",
+        "IMGSWEEP_ACCOUNTS__SHOES__DAILY_CALLS": "1000",
+        "IMGSWEEP_ACCOUNTS__SHOES__RESERVE_CALLS": "100",
+        "IMGSWEEP_ACCOUNTS__SHOES__RESERVE_FRACTION": "0.05",
+        "IMGSWEEP_ACCOUNTS__BAGS-2__COLLECTIONS": '["bags"]',
+        "IMGSWEEP_ACCOUNTS__BAGS-2__ALLOWANCE": "pack",
+        "IMGSWEEP_ACCOUNTS__BAGS-2__DAILY_CALLS": "-1",
+        "IMGSWEEP_ACCOUNTS__BAGS-2__PRICE_PER_CALL": "0.002",
+        "IMGSWEEP_ACCOUNTS__BAGS-2__DAILY_SPEND_LIMIT": "10",
+        "IMGSWEEP_ACCOUNTS__REST__COLLECTIONS": '["*"]',
+    }
+    assert secret_files(objects) == {**ACCOUNT_KEYS, "IMGSWEEP_KAFKA__SASL_PASSWORD": "test-sasl-password-not-real"}
+    _assert_mounts_secret(objects, "imgsweep")
+    # The keys are nowhere but in the Secret: not in the ConfigMap, the pod's env or any other object.
+    elsewhere = json.dumps([o for o in objects if o["kind"] != "Secret"])
+    for name, key in ACCOUNT_KEYS.items():
+        assert key not in elsewhere
+        assert name not in elsewhere
+    assert "IMGSWEEP_API__ACCESS_KEY" not in secret_files(objects)
+
+    settings = load_as_pod(objects, clean_environment, tmp_path / "secrets")
+    settings.require_credentials()
+    accounts = {account.name: account for account in settings.api_accounts()}
+    assert sorted(accounts) == ["bags-2", "rest", "shoes"]
+    shoes, bags, rest = accounts["shoes"].api, accounts["bags-2"].api, accounts["rest"].api
+    assert accounts["shoes"].collections == ("shoes", "sneakers")
+    assert (shoes.qps, shoes.workers, shoes.daily_calls, shoes.reserve_calls, shoes.reserve_fraction) == (
+        5,
+        8,
+        1000,
+        100,
+        0.05,
+    )
+    assert (bags.allowance, bags.daily_calls, bags.price_per_call, bags.daily_spend_limit) == ("pack", -1, 0.002, 10)
+    assert accounts["rest"].collections == ("*",)
+    assert (rest.qps, rest.allowance, rest.daily_calls, rest.reserve_fraction) == (2, "daily", 500, 0.1), "api.*'s"
+    for name, account in accounts.items():
+        assert account.api.access_key is not None
+        assert account.api.secret_key is not None
+        key = account.api.access_key.get_secret_value()
+        assert key == ACCOUNT_KEYS[f"IMGSWEEP_ACCOUNTS__{name.upper()}__ACCESS_KEY"]
+
+
+def test_accounts_keys_from_an_existing_secret_reach_imgsweep(
+    clean_environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With existingSecret the user's Secret carries IMGSWEEP_ACCOUNTS__<NAME>__ACCESS_KEY / __SECRET_KEY."""
+    accounts = 'accounts=[{"name": "shoes", "collections": ["shoes"]}, {"name": "rest", "collections": ["*"]}]'
+    objects = render("--set", "dryRun=false", "--set", "existingSecret=imgsweep-keys", "--set-json", accounts)
+    assert "Secret" not in kinds(objects)
+    _assert_mounts_secret(objects, "imgsweep-keys")
+    keys = {name: key for name, key in ACCOUNT_KEYS.items() if "BAGS" not in name}
+    settings = start_as_pod(objects, clean_environment, tmp_path, {"imgsweep-keys": keys})
+    settings.require_credentials()
+    assert {a.name: a.api.secret_key.get_secret_value() for a in settings.api_accounts() if a.api.secret_key} == {
+        "shoes": "test-shoes-secret-key-not-real",
+        "rest": "test-rest-secret-key-not-real",
+    }
+
+
+ONE_ACCOUNT = ("--set-json", 'accounts=[{"name": "shoes", "collections": ["shoes"]}]')
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            (*ONE_ACCOUNT, "--set", "dryRun=false"),
+            "dryRun is false, so imgsweep calls the delete API with account shoes's keys: set "
+            "secrets.accounts.shoes.accessKey and secrets.accounts.shoes.secretKey, or existingSecret (a Secret with "
+            "keys IMGSWEEP_ACCOUNTS__SHOES__ACCESS_KEY and IMGSWEEP_ACCOUNTS__SHOES__SECRET_KEY",
+        ),
+        (
+            (*ONE_ACCOUNT, "--set", "dryRun=false", "--set", "secrets.accounts.shoes.accessKey=a"),
+            "account shoes's keys: set secrets.accounts.shoes.accessKey and secrets.accounts.shoes.secretKey",
+        ),
+        (
+            ("--set-json", 'accounts=[{"name": "a", "collections": ["x"]}, {"name": "a", "collections": ["y"]}]'),
+            "accounts: two accounts are named a",
+        ),
+        (
+            ("--set-json", 'accounts=[{"name": "a", "collections": ["x"]}, {"name": "b", "collections": ["y", "x"]}]'),
+            "accounts: collection x is in the collections of both account a and account b",
+        ),
+        (
+            ("--set-json", 'accounts=[{"name": "a", "collections": ["*"]}, {"name": "b", "collections": ["*"]}]'),
+            'accounts a and b both have collections ["*"] (every collection no other account names): at most one',
+        ),
+        (
+            (*ONE_ACCOUNT, "--set", "secrets.accounts.bags.accessKey=k"),
+            "secrets.accounts.bags: no account of that name in accounts (shoes)",
+        ),
+        (
+            (*ONE_ACCOUNT, "--set", "secrets.apiAccessKey=k", "--set", "secrets.apiSecretKey=s"),
+            "secrets.apiAccessKey and secrets.apiSecretKey are the keys of the one default account, which accounts "
+            "replaces",
+        ),
+        (
+            (*ONE_ACCOUNT, "--set", "existingSecret=keys", "--set", "secrets.accounts.shoes.accessKey=k"),
+            "existingSecret (keys) and secrets.* are both set",
+        ),
+        (
+            (
+                "--set-json",
+                'accounts=[{"name": "shoes", "collections": ["x"], "allowance": "daily"}]',
+                "--set",
+                "api.allowance=pack",
+                "--set-json",
+                "api.pricePerCall=0.1",
+                "--set-json",
+                "api.dailySpendLimit=3",
+            ),
+            "account shoes (a value it leaves out is api.*'s): a daily spending limit (dailySpendLimit) needs "
+            "allowance: pack, not daily",
+        ),
+        (
+            ("--set-json", 'accounts=[{"name": "shoes", "collections": ["x"], "pricePerCall": 0.1}]'),
+            "account shoes (a value it leaves out is api.*'s): set pricePerCall and dailySpendLimit together",
+        ),
+        (
+            ("--set", "batch.lingerSeconds=5", "--set", "batch.maxWaitSeconds=1"),
+            "batch.maxWaitSeconds (1) must be at least batch.lingerSeconds (5)",
+        ),
+        (
+            ("--set-json", 'extraConfig={"IMGSWEEP_API__DAILY_CALLS": "800"}'),
+            "extraConfig.IMGSWEEP_API__DAILY_CALLS: the chart already sets IMGSWEEP_API__DAILY_CALLS",
+        ),
+        (
+            ("--set-json", 'extraConfig={"IMGSWEEP_API__QUOTA_RESET_UTC_OFFSET": "+09:00"}'),
+            "is the old name of IMGSWEEP_API__QUOTA_RESET_ZONE, which the chart sets from api.quotaResetZone",
+        ),
+    ],
+)
+def test_budget_and_account_combinations_that_cannot_work_fail_with_what_to_change(
+    args: tuple[str, ...], message: str
+) -> None:
+    error = render_failure(*args)
+    assert message in error, error
+    assert "-not-real" not in error
+
+
+def test_the_pack_pairing_holds_without_the_schema_too() -> None:
+    pack = ("--set-json", "api.pricePerCall=0.1", "--set-json", "api.dailySpendLimit=3")
+    assert "/api/allowance" in render_failure(*pack)
+    error = render_failure(*pack, "--skip-schema-validation")
+    assert "api: a daily spending limit (dailySpendLimit) needs allowance: pack, not daily" in error
+    error = render_failure("--set-json", "api.pricePerCall=0.1", "--skip-schema-validation")
+    assert "api: set pricePerCall and dailySpendLimit together, or neither" in error
+    assert "IMGSWEEP_API__PRICE_PER_CALL" in settings_configmap(render(*pack, "--set", "api.allowance=pack"))["data"]
 
 
 # ---- escape hatches: extra env, volumes, Secret-backed librdkafka properties ----------------------------------------
@@ -803,6 +1064,22 @@ def test_keda_scales_on_what_replicas_can_help_with_never_on_lag_and_owns_replic
     assert trigger["authenticationRef"] == {"name": "imgsweep-prometheus"}
 
 
+def test_keda_with_accounts_asks_each_account_s_qps_by_its_label() -> None:
+    keda = ("--set", "keda.enabled=true", "--set", "keda.prometheusServerAddress=http://prometheus:9090")
+    (trigger,) = one(render(*ACCOUNTS, *keda), "ScaledObject")["spec"]["triggers"]
+    query = trigger["metadata"]["query"]
+    for account, qps in (("shoes", 5), ("bags-2", 2), ("rest", 2)):  # rest and bags-2 take api.qps
+        selector = f'account="{account}"'
+        assert f'{selector},code="10000"}}[2m])) < {0.9 * qps:g})' in query
+        assert f'{selector},code="10000"}}[2m])) >= {0.9 * qps:g})' in query
+        labels = f'{{namespace="{NAMESPACE}",pod=~"imgsweep-.*",{selector}}}'
+        assert f"sum(imgsweep_qps_demand_calls{labels}) > 0" in query
+        assert f"max(imgsweep_quota_exhausted{labels}) == 0" in query
+    assert "consumer_lag" not in query
+    default = one(render(*keda), "ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
+    assert "account=" not in default, "the one default account: every series is its"
+
+
 def test_keda_without_a_prometheus_fails_with_what_to_set() -> None:
     error = render_failure("--set", "keda.enabled=true")
     assert "/keda/prometheusServerAddress" in error, error
@@ -967,3 +1244,13 @@ def test_notes_say_how_to_create_the_demand_topic_and_what_autoscaling_follows(t
     assert "demand" not in render_notes(tmp_path / "partitions", "--set", "api.qpsShare=partitions")
     scaled = render_notes(tmp_path / "keda", *VALUE_SETS["all-on"])
     assert "never on lag" in scaled
+
+
+def test_notes_say_each_account_s_qps_is_shared_by_the_replicas(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path, *ACCOUNTS)
+    assert (
+        "Accounts (each one's QPS is shared by all replicas, not multiplied by them): shoes 5 QPS, bags-2 2 QPS"
+        in notes
+    )
+    assert "Replicas share each account's QPS" in notes
+    assert "Accounts (" not in render_notes(tmp_path / "default")

@@ -66,7 +66,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* The chart renders its own Secret only when it has something to put in it and none is named. */}}
 {{- define "imgsweep.createSecret" -}}
 {{- $s := .Values.secrets }}
-{{- if and (not .Values.existingSecret) (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword .Values.kafka.secretProperties) }}true{{ end }}
+{{- if and (not .Values.existingSecret) (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword $s.accounts .Values.kafka.secretProperties) }}true{{ end }}
 {{- end }}
 
 {{/* The Secret mounted in the pod, if any. */}}
@@ -110,6 +110,50 @@ IMGSWEEP_KAFKA__SECRET_PROPERTIES__<property> each), then extraEnv.
 {{- add (int .Values.shutdownGraceSeconds) (int .Values.terminationGraceMarginSeconds) }}
 {{- end }}
 
+{{/* A number as a setting: integral ones without exponent form (Helm reads numbers in values as float64). */}}
+{{- define "imgsweep.number" -}}
+{{- if and (kindIs "float64" .) (eq . (float64 (int64 .))) }}{{ int64 . }}{{ else }}{{ toString . }}{{ end }}
+{{- end }}
+
+{{/* The optional settings of the api section and of an account: value name -> variable suffix. */}}
+{{- define "imgsweep.budgetSettings" -}}
+{{- toJson (dict
+  "allowance" "ALLOWANCE"
+  "dailyCalls" "DAILY_CALLS"
+  "reserveCalls" "RESERVE_CALLS"
+  "reserveFraction" "RESERVE_FRACTION"
+  "pricePerCall" "PRICE_PER_CALL"
+  "dailySpendLimit" "DAILY_SPEND_LIMIT"
+) }}
+{{- end }}
+{{- define "imgsweep.accountSettings" -}}
+{{- toJson (merge (dict
+  "endpoint" "ENDPOINT"
+  "region" "REGION"
+  "qps" "QPS"
+  "workers" "WORKERS"
+) (include "imgsweep.budgetSettings" . | fromJson)) }}
+{{- end }}
+
+{{/*
+The accounts imgsweep calls the API with, as JSON: [{name, qps}] with each account's qps (its own, else api.qps),
+or the one account "default" of api.* when accounts is empty. `labelled` says whether to select its metrics by
+their account label (only named accounts: with the default one, every series is its).
+*/}}
+{{- define "imgsweep.accountsQps" -}}
+{{- $v := .Values }}
+{{- $list := list }}
+{{- range $a := $v.accounts }}
+{{- $qps := $v.api.qps }}
+{{- if not (kindIs "invalid" (index $a "qps" | default nil)) }}{{ $qps = $a.qps }}{{ end }}
+{{- $list = append $list (dict "name" $a.name "qps" $qps "labelled" true) }}
+{{- end }}
+{{- if not $list }}
+{{- $list = list (dict "name" "default" "qps" $v.api.qps "labelled" false) }}
+{{- end }}
+{{- toJson $list }}
+{{- end }}
+
 {{/*
 The IMGSWEEP_* settings of the ConfigMap, as a dict (name -> string). Integers go through int64 so that large
 ones are not printed in exponent form (Helm reads numbers in values as float64).
@@ -145,11 +189,38 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- if $v.kafka.saslUsername }}
 {{- $_ := set $settings "IMGSWEEP_KAFKA__SASL_USERNAME" $v.kafka.saslUsername }}
 {{- end }}
+{{- /* The call budget's and the accounts' values are rendered only when present, so an upgrade with
+     --reuse-values from a chart without them leaves imgsweep's defaults (the same as the chart's). */}}
+{{- range $key, $suffix := include "imgsweep.budgetSettings" . | fromJson | merge (dict "quotaResetZone" "QUOTA_RESET_ZONE") }}
+{{- if and (hasKey $v.api $key) (not (kindIs "invalid" (index $v.api $key))) }}
+{{- $_ := set $settings (print "IMGSWEEP_API__" $suffix) (include "imgsweep.number" (index $v.api $key)) }}
+{{- end }}
+{{- end }}
+{{- if and (hasKey $v.batch "maxWaitSeconds") (not (kindIs "invalid" $v.batch.maxWaitSeconds)) }}
+{{- $_ := set $settings "IMGSWEEP_BATCH__MAX_WAIT_SECONDS" (include "imgsweep.number" $v.batch.maxWaitSeconds) }}
+{{- end }}
+{{- $accountSettings := include "imgsweep.accountSettings" . | fromJson }}
+{{- range $a := $v.accounts }}
+{{- /* Never the keys: those are in the Secret (secrets.accounts or existingSecret). */}}
+{{- $prefix := printf "IMGSWEEP_ACCOUNTS__%s__" (upper $a.name) }}
+{{- $_ := set $settings (print $prefix "COLLECTIONS") (toJson $a.collections) }}
+{{- range $key, $suffix := $accountSettings }}
+{{- if and (hasKey $a $key) (not (kindIs "invalid" (index $a $key))) }}
+{{- $_ := set $settings (print $prefix $suffix) (include "imgsweep.number" (index $a $key)) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if eq $v.kafka.groupProtocol "classic" }}
 {{- /* with the consumer protocol (KIP-848) the broker keeps the session, and imgsweep refuses the setting */}}
 {{- $_ := set $settings "IMGSWEEP_KAFKA__SESSION_TIMEOUT_MS" ($v.kafka.sessionTimeoutMs | int64 | toString) }}
 {{- end }}
 {{- range $name, $value := $v.extraConfig }}
+{{- if hasPrefix "IMGSWEEP_ACCOUNTS__" (upper $name) }}
+{{- fail (printf "extraConfig.%s: accounts are set by the chart's accounts value (their keys by secrets.accounts or existingSecret); move it there (see values.yaml)" $name) }}
+{{- end }}
+{{- if and (eq (upper $name) "IMGSWEEP_API__QUOTA_RESET_UTC_OFFSET") (hasKey $settings "IMGSWEEP_API__QUOTA_RESET_ZONE") }}
+{{- fail (printf "extraConfig.%s is the old name of IMGSWEEP_API__QUOTA_RESET_ZONE, which the chart sets from api.quotaResetZone: set api.quotaResetZone instead (an offset like +08:00 or an IANA name)" $name) }}
+{{- end }}
 {{- if hasKey $settings $name }}
 {{- fail (printf "extraConfig.%s: the chart already sets %s from its own value; set that value instead (see values.yaml)" $name $name) }}
 {{- end }}
@@ -171,7 +242,7 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- fail "autoscaling.enabled scales on CPU utilisation, which is relative to the CPU request: set resources.requests.cpu." }}
 {{- end }}
 {{- $s := $v.secrets }}
-{{- if and $v.existingSecret (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword) }}
+{{- if and $v.existingSecret (or $s.apiAccessKey $s.apiSecretKey $s.kafkaSaslPassword $s.accounts) }}
 {{- fail (printf "existingSecret (%s) and secrets.* are both set: the chart would ignore secrets.*. Put the keys in %s, or unset existingSecret." $v.existingSecret $v.existingSecret) }}
 {{- end }}
 {{- $k := $v.kafka }}
@@ -212,7 +283,62 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- fail (printf "podLabels.%s: the chart sets this label to select its pods; choose another label name." $name) }}
 {{- end }}
 {{- end }}
-{{- if and (not $v.dryRun) (not $v.existingSecret) (not (and $s.apiAccessKey $s.apiSecretKey)) }}
+{{- $accounts := $v.accounts | default list }}
+{{- $names := dict }}
+{{- $owner := dict }}
+{{- range $a := $accounts }}
+{{- if hasKey $names $a.name }}
+{{- fail (printf "accounts: two accounts are named %s; each needs its own name (it names its variables IMGSWEEP_ACCOUNTS__%s__* and its metrics' account label)." $a.name (upper $a.name)) }}
+{{- end }}
+{{- $_ := set $names $a.name true }}
+{{- range $c := $a.collections }}
+{{- if and (hasKey $owner $c) (eq $c "*") }}
+{{- fail (printf "accounts %s and %s both have collections [\"*\"] (every collection no other account names): at most one account may; name the other's collections." (index $owner $c) $a.name) }}
+{{- else if hasKey $owner $c }}
+{{- fail (printf "accounts: collection %s is in the collections of both account %s and account %s; a collection belongs to one account." $c (index $owner $c) $a.name) }}
+{{- end }}
+{{- $_ := set $owner $c $a.name }}
+{{- end }}
+{{- end }}
+{{- range $name, $_ := $s.accounts | default dict }}
+{{- if not (hasKey $names $name) }}
+{{- fail (printf "secrets.accounts.%s: no account of that name in accounts (%s); name its keys after one of them, or add the account." $name (keys $names | sortAlpha | join ", " | default "none")) }}
+{{- end }}
+{{- end }}
+{{- if and $accounts (or $s.apiAccessKey $s.apiSecretKey) }}
+{{- fail "secrets.apiAccessKey and secrets.apiSecretKey are the keys of the one default account, which accounts replaces: no account would use them (imgsweep refuses IMGSWEEP_API__ACCESS_KEY with accounts). Put each account's keys in secrets.accounts.<name> and remove secrets.apiAccessKey and secrets.apiSecretKey." }}
+{{- end }}
+{{- /* The pack rules on what each account ends up with: a setting it leaves out is api.*'s. */}}
+{{- $budget := list (dict "where" "api" "allowance" ($v.api.allowance | default "daily") "price" (index $v.api "pricePerCall" | default nil) "limit" (index $v.api "dailySpendLimit" | default nil)) }}
+{{- range $a := $accounts }}
+{{- $budget = append $budget (dict
+  "where" (printf "account %s (a value it leaves out is api.*'s)" $a.name)
+  "allowance" (index $a "allowance" | default ($v.api.allowance | default "daily"))
+  "price" (index $a "pricePerCall" | default (index $v.api "pricePerCall" | default nil))
+  "limit" (index $a "dailySpendLimit" | default (index $v.api "dailySpendLimit" | default nil))
+) }}
+{{- end }}
+{{- range $budget }}
+{{- if ne (kindIs "invalid" .price) (kindIs "invalid" .limit) }}
+{{- fail (printf "%s: set pricePerCall and dailySpendLimit together, or neither (a pack's price per call and its most money spent in a day)." .where) }}
+{{- end }}
+{{- if and (not (kindIs "invalid" .limit)) (ne .allowance "pack") }}
+{{- fail (printf "%s: a daily spending limit (dailySpendLimit) needs allowance: pack, not %s." .where .allowance) }}
+{{- end }}
+{{- end }}
+{{- if and (hasKey $v.batch "maxWaitSeconds") (lt (float64 $v.batch.maxWaitSeconds) (float64 $v.batch.lingerSeconds)) }}
+{{- fail (printf "batch.maxWaitSeconds (%v) must be at least batch.lingerSeconds (%v): a partial batch always waits the linger." $v.batch.maxWaitSeconds $v.batch.lingerSeconds) }}
+{{- end }}
+{{- if and (not $v.dryRun) (not $v.existingSecret) }}
+{{- if $accounts }}
+{{- range $a := $accounts }}
+{{- if not (and (dig $a.name "accessKey" "" ($s.accounts | default dict)) (dig $a.name "secretKey" "" ($s.accounts | default dict))) }}
+{{- $NAME := upper $a.name }}
+{{- fail (printf "dryRun is false, so imgsweep calls the delete API with account %s's keys: set secrets.accounts.%s.accessKey and secrets.accounts.%s.secretKey, or existingSecret (a Secret with keys IMGSWEEP_ACCOUNTS__%s__ACCESS_KEY and IMGSWEEP_ACCOUNTS__%s__SECRET_KEY for every account). Or keep dryRun: true." $a.name $a.name $a.name $NAME $NAME) }}
+{{- end }}
+{{- end }}
+{{- else if not (and $s.apiAccessKey $s.apiSecretKey) }}
 {{- fail "dryRun is false, so imgsweep calls the delete API and needs its keys: set secrets.apiAccessKey and secrets.apiSecretKey, or existingSecret (a Secret with keys IMGSWEEP_API__ACCESS_KEY and IMGSWEEP_API__SECRET_KEY). Or keep dryRun: true." }}
+{{- end }}
 {{- end }}
 {{- end }}
