@@ -24,6 +24,9 @@ The rules:
   first (oldest first), then full batches, then partial ones by most images (oldest first on a tie). Full
   batches always may go; partial ones get the budget's calls strictly in that order, so a cheaper (fuller)
   batch never takes the call a batch past the max wait is waiting for.
+- **Replicas**: the calls left are the account's, but each replica expects only its own partitions' images;
+  it paces its partial batches by its share of the spendable calls (``QuotaView.share``), so replicas together
+  spend the spare calls once. Full batches and the reserve go by the account's whole count.
 - When the budget holds an image past the max wait, the decision says so (``budget_limited``) with the wait it
   projects, for a metric and an alert: the budget wins over the max wait.
 """
@@ -67,6 +70,10 @@ class QuotaView:
     """The QPS this replica may use now (its share of the account's)."""
     exhausted: bool = False
     """The quota gate is closed (10040, ``remainTimes`` 0): nothing goes."""
+    share: float = 1.0
+    """This replica's part of the account's spare calls (its fraction of the input partitions; 1 alone). The
+    calls left are the account's (``remainTimes``), but the images this replica expects are only its own: each
+    of several replicas pacing partial batches by every spare call would spend them that many times over."""
 
 
 class Why(StrEnum):
@@ -196,8 +203,9 @@ class CallPlanner:
         self._pace.start_day(self._day.anchor(now, quota.seconds_until_reset))
         until_reset = max(0.0, quota.seconds_until_reset)
         spendable = self._day.spendable
+        mine = spendable * quota.share if quota.share < 1 else spendable  # what this replica's images may use
         needed = self._needed(waiting)
-        spare = spendable - needed
+        spare = mine - needed
         if self._paced():
             self._pace.accrue(now, spare, needed)
         budget = self._snapshot(now, spendable, needed, spare)
@@ -207,7 +215,7 @@ class CallPlanner:
         may_go = self._may_go(now, waiting, quota.qps)
         next_slot = 0.0 if self._last_call_at is None else max(0.0, self._last_call_at + 1.0 / quota.qps - now)
         projected, limited = self._project(
-            now, waiting, qps=quota.qps, next_slot=next_slot, spendable=spendable, until_reset=until_reset
+            now, waiting, qps=quota.qps, next_slot=next_slot, spendable=mine, until_reset=until_reset
         )
         if may_go:
             if next_slot > _SLOT_TOLERANCE:  # a slot due within float error of now is due
@@ -216,7 +224,7 @@ class CallPlanner:
             return Decision(chosen, self._why_sent(now, chosen), projected, limited, 0.0, budget)
         if not waiting:
             return Decision(None, Why.NOTHING_WAITING, 0.0, False, None, budget)
-        wake = self._wake(now, waiting, qps=quota.qps, spendable=spendable, until_reset=until_reset)
+        wake = self._wake(now, waiting, qps=quota.qps, spendable=mine, until_reset=until_reset)
         young = all(now - batch.oldest_at < self._linger for batch in waiting)
         why = Why.LINGER if young else Why.LATENCY_TARGET if self._latency_paced() else Why.BUDGET
         return Decision(None, why, projected, limited, max(wake, next_slot), budget)

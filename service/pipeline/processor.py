@@ -168,7 +168,9 @@ class Pipeline:
         batch_step = BatchStep(
             batcher=batcher, calls=call, planner=call_planner(api, batch), clock=clock,
             metrics=metrics.account(calls.account.name),
-            quota=lambda: QuotaView(quota.seconds_until_daily_reset(), limiter.rate, quota.state().exhausted),
+            quota=lambda: QuotaView(
+                quota.seconds_until_daily_reset(), limiter.rate, quota.state().exhausted, self._rebalance.fraction()
+            ),
         )  # fmt: skip
         call.feed_back_to(batch_step)
         return Lane(calls.account.name, batch_step, call, quota, limiter)

@@ -119,6 +119,12 @@ class Rebalance:
         self._metrics.assigned_partitions.set(len(assigned))
         self._share.assigned(len(assigned), self._partition_count())
 
+    def fraction(self) -> float:
+        """This replica's fraction of the input topic's partitions (1 until the count is known)."""
+        if not self._topic_partitions:
+            return 1.0
+        return min(1.0, len(self._partitions.numbers()) / self._topic_partitions)
+
     def _partition_count(self) -> int | None:
         try:
             metadata = self._consumer.list_topics(self._topic, timeout=5)

@@ -444,3 +444,44 @@ def test_a_batch_past_the_max_wait_goes_before_full_ones_and_the_oldest_of_them_
 
     assert decision.send == later
     assert decision.why is Why.OVERDUE
+
+
+def _light_day(replicas: int, share: float, hours: int = 12) -> tuple[int, int]:
+    """A trickle (4 images every 20 s, round the 4 collections, dealt round the replicas) for ``hours`` on a
+    1,000-call day; every answer tells each replica the account's calls left. Calls made, and the fewest calls
+    the account had left, over the window."""
+    daily = 1_000
+    planners = [_planner(Allowance(AllowanceKind.DAILY, daily_calls=daily)) for _ in range(replicas)]
+    waiting: list[dict[str, WaitingBatch]] = [{} for _ in range(replicas)]
+    calls = 0
+    for tick in range(hours * 180):
+        now = tick * 20.0
+        replica, collection = tick % replicas, f"c{tick % 4}"
+        open_batch = waiting[replica].get(collection)
+        items = 4 + (open_batch.items if open_batch else 0)
+        oldest = open_batch.oldest_at if open_batch else now
+        waiting[replica][collection] = WaitingBatch(tick, collection, items, oldest, items >= 200)
+        planners[replica].observe_arrivals(now, 4)
+        for number, planner in enumerate(planners):
+            while (
+                decision := planner.plan(
+                    now, list(waiting[number].values()), QuotaView(DAY_SECONDS - now, 2.0, share=share)
+                )
+            ).send:
+                planner.sent(now, decision.send)
+                del waiting[number][decision.send.collection]
+                calls += 1
+                for other in planners:
+                    other.learned(now, daily - calls)
+            now += 0.5
+    return calls, daily - calls
+
+
+def test_replicas_spend_the_spare_calls_once_not_once_each() -> None:
+    """Two replicas sharing one account's images pace their partial batches by half the spare calls each: they
+    spend about what one replica alone would, where each counting every spare call spends far more."""
+    alone, _ = _light_day(1, 1.0)
+    shared, _ = _light_day(2, 0.5)
+    unshared, _ = _light_day(2, 1.0)
+    assert shared <= alone * 1.1
+    assert unshared >= alone * 1.35, "the measure could not tell a shared budget from an unshared one"
