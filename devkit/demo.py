@@ -230,8 +230,8 @@ def _report(progress: _Progress, metrics_url: str, log_path: Path) -> None:
         print(json.dumps(sample, ensure_ascii=False), file=sys.stderr)
     try:
         text = httpx.get(metrics_url, timeout=5).text
-        wanted = ("imgsweep_api_calls_total{", "imgsweep_quota_remaining_calls ", "imgsweep_batch_items_sum ",
-                  "imgsweep_batch_items_count ")  # fmt: skip
+        wanted = ("imgsweep_api_calls_total{", "imgsweep_quota_remaining_calls{", "imgsweep_batch_items_sum{",
+                  "imgsweep_batch_items_count{")  # fmt: skip
         lines = [line for line in text.splitlines() if line.startswith(wanted) and not line.endswith(" 0.0")]
         _say(f"a few metrics from {metrics_url}:")
         for line in lines[:12]:

@@ -92,7 +92,7 @@ _CLASSIC_ONLY_KAFKA_PROPERTIES = {
 _GROUP_INSTANCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SECRET_PROPERTY = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
 # Settings whose raw value is never echoed in an error: they may carry TLS/SASL secrets as plain strings.
-_NEVER_SHOWN = {"IMGSWEEP_KAFKA__PROPERTIES"}
+_NEVER_SHOWN = {"IMGSWEEP_KAFKA__PROPERTIES", "IMGSWEEP_ACCOUNTS"}
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -427,7 +427,8 @@ class ApiSettings(_Section):
         return data
 
 
-_ACCOUNT_NAME = re.compile(r"^[a-z0-9_-]{1,32}$")
+_ACCOUNT_NAME = re.compile(r"^(?=.{1,32}$)[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+"""Words of a-z 0-9 joined by single ``-`` or ``_``: ``__`` ends the name in a variable, so it cannot be in one."""
 DEFAULT_ACCOUNT = "default"
 """The one account imgsweep has when no ``IMGSWEEP_ACCOUNTS__*`` is set: the ``IMGSWEEP_API__*`` settings."""
 EVERY_OTHER_COLLECTION = "*"
@@ -476,6 +477,8 @@ class AccountSettings(_Section):
         for name in value:
             if not name.strip():
                 raise ValueError("holds an empty collection name")
+            if name != name.strip():
+                raise ValueError(f"collection {name!r} has spaces around its name")
         if len(set(value)) != len(value):
             raise ValueError("names a collection twice")
         if EVERY_OTHER_COLLECTION in value and len(value) > 1:
@@ -665,15 +668,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _accounts(self) -> Settings:
         """Each named account's API settings, whole and valid; every collection named by one account at most."""
-        accounts: list[Account] = []
         owner: dict[str, str] = {}
         for name, account in sorted(self.accounts.items()):
-            prefix = f"{ENV_PREFIX}ACCOUNTS__{name.upper()}__"
-            if not _ACCOUNT_NAME.match(name):
-                raise ValueError(
-                    f"account name {name!r} (in {prefix}*) is not 1-32 characters of a-z 0-9 _ - "
-                    "(it becomes the metrics' account label)"
-                )
+            _check_account_name(name)
             for collection in account.collections:
                 if collection in owner:
                     what = "every other collection" if collection == EVERY_OTHER_COLLECTION else collection
@@ -682,28 +679,16 @@ class Settings(BaseSettings):
                         "a collection belongs to one account"
                     )
                 owner[collection] = name
-            overrides = {
-                field: value
-                for field in (*_ACCOUNT_OWN, *_ACCOUNT_INHERITED)
-                if (value := getattr(account, field)) is not None
-            }
-            data = {**self.api.model_dump(exclude=set(_ACCOUNT_OWN)), **overrides}
-            data["quota_reset_zone"] = self.api.quota_reset_zone
-            try:
-                api = ApiSettings.model_validate(data)
-            except ValidationError as error:
-                problem = error.errors()[0]["msg"].removeprefix("Value error, ").replace(f"{ENV_PREFIX}API__", prefix)
-                raise ValueError(f"account {name!r}: {problem}") from None
-            accounts.append(Account(name=name, collections=account.collections, api=api))
         unused = [f"{ENV_PREFIX}API__{key.upper()}" for key in _ACCOUNT_OWN if getattr(self.api, key) is not None]
-        if accounts and unused:
+        if self.accounts and unused:
             raise ValueError(
                 f"{' and '.join(unused)} would be used by no account: with {ENV_PREFIX}ACCOUNTS__<NAME>__* each "
                 f"account has its own keys ({ENV_PREFIX}ACCOUNTS__<NAME>__ACCESS_KEY, __SECRET_KEY); remove them"
             )
-        if not accounts:
-            accounts.append(Account(name=DEFAULT_ACCOUNT, collections=(EVERY_OTHER_COLLECTION,), api=self.api))
-        self._api_accounts = tuple(accounts)
+        accounts = [_account(name, account, self.api) for name, account in sorted(self.accounts.items())]
+        self._api_accounts = tuple(accounts) or (
+            Account(name=DEFAULT_ACCOUNT, collections=(EVERY_OTHER_COLLECTION,), api=self.api),
+        )
         return self
 
     def api_accounts(self) -> tuple[Account, ...]:
@@ -729,6 +714,31 @@ class Settings(BaseSettings):
             )
 
 
+def _check_account_name(name: str) -> None:
+    if not _ACCOUNT_NAME.match(name):
+        raise ValueError(
+            f"account name {name!r} (in {ENV_PREFIX}ACCOUNTS__{name.upper()}__*) is not 1-32 characters of words of "
+            "a-z 0-9 joined by single - or _ (it becomes the metrics' account label; __ would end it)"
+        )
+
+
+def _account(name: str, account: AccountSettings, api: ApiSettings) -> Account:
+    """A named account's whole API settings: its own keys, what it sets, the rest from ``IMGSWEEP_API__*``."""
+    prefix = f"{ENV_PREFIX}ACCOUNTS__{name.upper()}__"
+    overrides = {
+        field: value for field in (*_ACCOUNT_OWN, *_ACCOUNT_INHERITED) if (value := getattr(account, field)) is not None
+    }
+    data = {**api.model_dump(exclude=set(_ACCOUNT_OWN)), **overrides, "quota_reset_zone": api.quota_reset_zone}
+    try:
+        merged = ApiSettings.model_validate(data)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        message = problem["msg"].removeprefix("Value error, ").replace(f"{ENV_PREFIX}API__", prefix)
+        where = f"{prefix}{str(problem['loc'][0]).upper()}: " if problem["loc"] else ""
+        raise ValueError(f"account {name!r}: {where}{message}") from None
+    return Account(name=name, collections=account.collections, api=merged)
+
+
 def _env_name(loc: tuple[int | str, ...]) -> str:
     parts = [str(part) for part in loc if not isinstance(part, int)]
     # Validators of a whole section report the section; keys of a dict are not settings of their own, except
@@ -748,6 +758,8 @@ def _describe(error: ValidationError) -> str:
             message = "is not a known setting (check the spelling against the README's configuration table)"
         elif item["type"] == "model_type":  # e.g. IMGSWEEP_KAFKA='{...}': a section is set one setting at a time
             message = f"is a section, not a setting: set its settings one by one as {name}__<NAME> (README)"
+        elif item["loc"] == ("accounts",):  # IMGSWEEP_ACCOUNTS='{...}': accounts are set one setting at a time
+            message = f"is not a setting: set each account's settings one by one as {name}__<NAME>__<SETTING> (README)"
         elif len(item["loc"]) > 2 and item["loc"][0] != "accounts" and isinstance(item["loc"][2], str):  # JSON key
             message = f"key {item['loc'][2]!r}: {message}"
         elif item["type"] in {"dict_type", "frozen_set_type"}:  # JSON, but not the shape the setting takes

@@ -29,8 +29,10 @@ class Gauges:
 
     def update(self, *, inflight: int, pending: int, paused: int) -> None:
         metrics = self._metrics
+        reset_in = 0.0
         for number, (series, quota, limiter) in enumerate(self._accounts):
             state = quota.state()
+            reset_in = state.seconds_until_reset
             series.quota_exhausted.set(1 if state.exhausted else 0)
             series.quota_payment_required.set(1 if state.payment_required else 0)
             series.quota_remaining.set(math.nan if state.remaining is None else state.remaining)
@@ -38,7 +40,7 @@ class Gauges:
                 series.quota_charged.inc(state.charged_calls - self._charged_reported[number])
                 self._charged_reported[number] = state.charged_calls
             series.rate_limit_qps.set(limiter.rate)
-            metrics.quota_reset_seconds.set(state.seconds_until_reset)  # one reset for every account
+        metrics.quota_reset_seconds.set(reset_in)  # one reset time for every account
         metrics.ready.set(1 if self._health.ready else 0)
         metrics.brokers_up.set(1 if self._health.brokers_up else 0)
         metrics.inflight_batches.set(inflight)

@@ -222,14 +222,16 @@ class Pipeline:
 
     def _demand(self) -> dict[str, int]:
         """Calls this replica could make now, by account: its waiting images in full calls and its calls under
-        way; an account with neither still asks for one while events are held (the relist grace) or wait to be
-        published, as their account is not known yet. None while no call can start."""
+        way; an account with neither asks for one while delists of its collections are held (the relist grace),
+        as they will want a call soon. None while no call of the account can start."""
         stopped = self._stopping or self._halt.reason is not None
-        held = 1 if self._partitions.pending_events() else 0
-        return {
-            lane.account: 0 if stopped or lane.exhausted() else (lane.demand(self._max_items) or held)
-            for lane in self._route.lanes
-        }
+        lanes = self._route.lanes
+        demand = {lane.account: 0 if stopped or lane.exhausted() else lane.demand(self._max_items) for lane in lanes}
+        idle = {lane.account for lane in lanes if not demand[lane.account] and not stopped and not lane.exhausted()}
+        if idle and self._hold.held():
+            for account in self._route.accounts_of(self._hold.collections()) & idle:
+                demand[account] = 1
+        return demand
 
     def _fetch(self) -> None:
         """New records; while calls are under way, without blocking in librdkafka, so that a finished call or a
@@ -270,7 +272,7 @@ class Pipeline:
             extra={"count": self._partitions.pending_events(), "wait_seconds": self._grace},
         )
         while self._partitions.pending_events() and not self._abandon and time.monotonic() < deadline:
-            if self._halt.reason is not None or self._route.all_exhausted():
+            if self._halt.reason is not None or self._route.stuck_on_quota():
                 break  # nothing more can finish; what is pending stays uncommitted
             self._route.wait(0.02)
             self._turn(fetch=False)

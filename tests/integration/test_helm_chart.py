@@ -278,6 +278,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
         (("--set-json", 'accounts=[{"name": "Shoes", "collections": ["shoes"]}]'), "/accounts/0/name"),
         (("--set-json", f'accounts=[{{"name": "{"a" * 33}", "collections": ["shoes"]}}]'), "/accounts/0/name"),
         (("--set-json", 'accounts=[{"name": "shoes.eu", "collections": ["shoes"]}]'), "/accounts/0/name"),
+        (("--set-json", 'accounts=[{"name": "shoes_", "collections": ["shoes"]}]'), "/accounts/0/name"),
+        (("--set-json", 'accounts=[{"name": "a__b", "collections": ["shoes"]}]'), "/accounts/0/name"),
         (("--set-json", 'accounts=[{"name": "shoes"}]'), "/accounts/0"),
         (("--set-json", 'accounts=[{"name": "shoes", "collections": []}]'), "/accounts/0/collections"),
         (("--set-json", 'accounts=[{"name": "shoes", "collections": ["*", "bags"]}]'), "/accounts/0/collections"),

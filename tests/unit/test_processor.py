@@ -612,3 +612,17 @@ def test_each_account_waits_for_its_own_quota() -> None:
     rig.step()
     assert rig.consumer.paused == set()
     assert sorted(batch.collection for batch, _ in rig.executor.calls) == ["hats", "shoes"]
+
+
+def test_each_account_asks_for_the_qps_its_own_work_needs() -> None:
+    rig = held_rig(accounts=TWO_ACCOUNTS)
+    assert rig.pipeline._demand() == {"shoes": 0, "rest": 0}
+    rig.feed(at(0, 0, typed("d", "shop.product.delisted", collection="boots"), 0))
+    assert rig.pipeline._demand() == {"shoes": 1, "rest": 0}, "a held delist of boots asks for a shoes call"
+    rig.feed(at(0, 1, typed("x", "shop.product.other", collection="bags"), 20_000))  # the grace passes
+    rig.step()
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["boots"]
+    assert rig.pipeline._demand() == {"shoes": 1, "rest": 0}, "a call under way is the shoes account's alone"
+    rig.executor.resolve("boots")
+    rig.step()
+    assert rig.pipeline._demand() == {"shoes": 0, "rest": 0}

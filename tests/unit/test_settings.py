@@ -408,6 +408,15 @@ def test_accounts_take_their_own_keys_from_files_and_the_rest_from_the_api_secti
             {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["x"]', "IMGSWEEP_API__ACCESS_KEY": "ak"},
             "IMGSWEEP_API__ACCESS_KEY would be used by no account",
         ),
+        (
+            {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["x"]', "IMGSWEEP_ACCOUNTS__A__DAILY_CALLS": "0"},
+            "account 'a': IMGSWEEP_ACCOUNTS__A__DAILY_CALLS: 0 calls a day would never delete anything",
+        ),
+        ({"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '[" x"]'}, "collection ' x' has spaces around its name"),
+        (
+            {"IMGSWEEP_ACCOUNTS": '{"a": {"collections": ["x"]}}'},
+            "IMGSWEEP_ACCOUNTS: is not a setting: set each account's settings one by one",
+        ),
     ],
 )
 def test_bad_accounts_are_named(monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], expected: str) -> None:
@@ -426,3 +435,16 @@ def test_each_account_needs_its_own_keys_unless_dry_run(monkeypatch: pytest.Monk
     assert "IMGSWEEP_ACCOUNTS__A__ACCESS_KEY" not in str(raised.value)
     monkeypatch.setenv("IMGSWEEP_DRY_RUN", "1")
     load_settings().require_credentials()
+
+
+@pytest.mark.parametrize("name", ["shoes_", "_shoes", "a__b", "a-", "Shoes", "x" * 33])
+def test_an_account_name_no_variable_could_carry_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"account name {name!r}"):
+        load_settings(accounts={name: {"collections": ["x"]}})
+
+
+def test_an_accounts_secret_given_whole_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS", json.dumps({"a": {"collections": ["x"], "secret_key": SECRET}}))
+    with pytest.raises(ConfigError) as raised:
+        load_settings()
+    assert SECRET not in str(raised.value)

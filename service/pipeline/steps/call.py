@@ -93,13 +93,12 @@ class CallStep:
 
     def accepting(self) -> bool:
         """Whether a call could start now; ``submit`` may still refuse if the slot is taken meanwhile."""
-        return (
-            len(self._inflight) < self._workers
-            and self._halt.reason is None
-            and not self._stop_calls.is_set()
-            and not self._quota.state().exhausted
-            and self._limiter.seconds_until_free() <= 0
-        )
+        return len(self._inflight) < self._workers and not self.blocked() and self._limiter.seconds_until_free() <= 0
+
+    def blocked(self) -> bool:
+        """Whether no call can start until something outside the flow changes (a fatal error, shutdown, the
+        quota), as opposed to waiting for a worker or the rate limiter."""
+        return self._halt.reason is not None or self._stop_calls.is_set() or self._quota.state().exhausted
 
     def submit(self, ready: ReadyBatch[PendingEvent]) -> None:
         if not self.accepting():

@@ -135,6 +135,10 @@ class HoldStep:
     def held(self) -> int:
         return sum(len(held) for held in self._held.values())
 
+    def collections(self) -> set[str]:
+        """The collections of the delists held."""
+        return {pending.event.collection_name for held in self._held.values() for pending in held}
+
     def join(self, deadline: float) -> None:
         pass  # held delists are not started work: a drain gives them up
 

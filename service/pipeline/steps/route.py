@@ -63,6 +63,9 @@ class Lane:
 
 
 class RouteStep:
+    """Hands each delist to its account's lane, and answers for all the lanes what the loop, the hold step, a
+    rebalance and the drain ask (what waits, what is under way, what may go when)."""
+
     def __init__(
         self,
         *,
@@ -80,6 +83,10 @@ class RouteStep:
         self._finished = finished
         self._wake = wake
         self._metrics = metrics
+
+    def accounts_of(self, collections: Iterable[str]) -> set[str]:
+        """The accounts that hold these collections (a collection of no account adds none)."""
+        return {account for collection in collections if (account := self._routes.account_of(collection))}
 
     def _lane(self, collection: str) -> Lane | None:
         account = self._routes.account_of(collection)
@@ -138,10 +145,8 @@ class RouteStep:
         return set().union(*(lane.call.events_in_calls() for lane in self.lanes))
 
     def wait(self, seconds: float) -> None:
-        """Blocks up to ``seconds`` for a call to finish, and hands on what finished."""
-        if len(self.lanes) == 1:
-            self.lanes[0].call.wait(seconds)
-            return
+        """Blocks up to ``seconds`` for a call of any account to finish (a call's completion is queued before
+        the wake is set, so none is missed), and hands on what finished."""
         if not any(lane.call.finished_waiting() for lane in self.lanes):
             self._wake.wait(seconds)
             self._wake.clear()
@@ -163,10 +168,20 @@ class RouteStep:
         """Whether no account can call now (each waits for its quota): only then is the input paused for it."""
         return all(lane.exhausted() for lane in self.lanes)
 
+    def stuck_on_quota(self) -> bool:
+        """Whether every account with images waiting or calls under way waits for its quota (a drain then has
+        nothing more to wait for)."""
+        busy = [lane for lane in self.lanes if lane.batch.pending_items() or lane.call.inflight()]
+        return bool(busy) and all(lane.exhausted() for lane in busy)
+
     def seconds_until_due(self, now: float) -> float | None:
-        """How long until some account's batch may go (and its rate limiter lets it), if nothing arrives."""
+        """How long until some account's batch may go (and its rate limiter lets it), if nothing arrives. An
+        account whose calls cannot start (its quota, a fatal error) is not waited for: the loop's own pace
+        notices when it opens."""
         waits = []
         for lane in self.lanes:
+            if lane.call.blocked():
+                continue
             due = lane.batch.seconds_until_due(now)
             if due is not None:
                 waits.append(max(due, lane.limiter.seconds_until_free()))
