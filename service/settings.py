@@ -833,6 +833,14 @@ def masked_config(settings: Settings) -> dict[str, Any]:
     strings, so any whose name looks secret (password, secret, token, key) is masked here too.
     """
     data = settings.model_dump(mode="json")
+    if settings.accounts:  # what each named account ends up with, its own settings and IMGSWEEP_API__*'s
+        data["accounts_in_effect"] = {
+            account.name: {
+                "collections": list(account.collections),
+                **account.api.model_dump(mode="json", include={*_ACCOUNT_OWN, *_ACCOUNT_INHERITED}),
+            }
+            for account in settings.api_accounts()
+        }
     properties: dict[str, str] = data["kafka"]["properties"]
     for name in properties:
         if _is_secret_name(name):

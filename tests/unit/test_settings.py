@@ -373,7 +373,11 @@ def test_accounts_take_their_own_keys_from_files_and_the_rest_from_the_api_secti
     assert str(shoes.api.endpoint) == "https://aiapi.jdcloud.com/jdai/product_image_del_image"
     assert (rest.name, rest.collections, rest.api.qps, rest.api.reserve_calls) == ("rest", ("*",), 3, 50)
     assert rest.api.endpoint.port == 8901
-    assert SECRET not in json.dumps(masked_config(settings))
+    shown = masked_config(settings)
+    assert SECRET not in json.dumps(shown)
+    assert shown["accounts_in_effect"]["shoes"]["secret_key"] == "**********"
+    assert (shown["accounts_in_effect"]["shoes"]["qps"], shown["accounts_in_effect"]["rest"]["qps"]) == (1.5, 3)
+    assert shown["accounts_in_effect"]["rest"]["collections"] == ["*"]
 
 
 @pytest.mark.parametrize(
