@@ -45,3 +45,33 @@ def test_quick_run_writes_a_report_with_every_figure(kafka_bootstrap: str, tmp_p
     if importlib.util.find_spec("matplotlib") is not None:
         assert (out.parent / "performance.png").read_bytes().startswith(b"\x89PNG")
         assert "![The figures of this run](performance.png)" in report
+
+
+@pytest.mark.e2e
+def test_the_before_and_after_bench_runs_two_versions_and_writes_its_section(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``bench.ab`` on a tiny backlog, HEAD against the working tree: both drain it, the section has the ratios."""
+    report = tmp_path / "performance.md"
+    report.write_text("# Performance\n\n## Reproduce\n", encoding="utf-8")
+    command = [sys.executable, "-m", "bench.ab", "--before", "HEAD", "--events", "400", "--rounds", "1"]
+    result = subprocess.run(
+        [*command, "--bootstrap", kafka_bootstrap, "--update", str(report), "--title", "smoke"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    text = report.read_text(encoding="utf-8")
+    section = text.split("## Before and after: smoke", 1)[1].split("## Reproduce", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "after ÷ before" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "events/s (higher is better)",
+        "peak RSS, MB",
+        "CPU seconds, whole process",
+    ]
+    for row in rows:
+        assert re.fullmatch(r"\d+\.\d{3}", row.split("|")[4].strip()), row
+    assert "Each run, in order: before " in section

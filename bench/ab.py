@@ -1,0 +1,217 @@
+"""``python -m bench.ab --before REV [--after REV] [--update docs/performance.md]``: two versions, side by side.
+
+What a change did to the pipeline's cost, measured in one run: each version's ``python -m service run``, from a
+git worktree of its revision (the working tree itself for ``--after`` by default), drains the same backlog
+(``--events`` events of 2 images, 4 collections, a 4-partition input) against one instant sandbox
+(``--qps 0``, ``IMGSWEEP_API__QPS=1000``: the API out of the way), in its own consumer group and output topics.
+The runs alternate before, after, after, before (``--rounds`` pairs), so a machine that warms up or slows down
+weighs on both alike. Per run: events/s from the first outcome to the last (``imgsweep_outcomes_total``),
+the process's peak RSS (VmHWM) and CPU seconds (user + system, whole process). The report gives each side's
+median and the ratios after ÷ before. ``--setting NAME=VALUE`` (an ``IMGSWEEP_`` name without the prefix) goes
+to both versions: only settings both know.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import httpx
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from bench.machine import Machine
+from bench.standalone import broker_and_machine, section_parser, write_section
+from devkit.processes import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    SandboxProcess,
+    clean_env,
+    event,
+    free_port,
+    produce,
+    read_usage,
+    sample_total,
+    stop_process,
+)
+
+__all__ = ["HEADING", "Run", "main", "report_lines", "run_ab"]
+
+HEADING: Final = "## Before and after: one backlog, two versions"
+REPO: Final = Path(__file__).resolve().parent.parent
+COLLECTIONS: Final = 4
+PARTITIONS: Final = 4
+DRAIN_TIMEOUT: Final = 600.0
+
+
+@dataclass(frozen=True)
+class Run:
+    side: str
+    """``before`` or ``after``."""
+    events_per_second: float
+    peak_rss_mb: float
+    cpu_seconds: float
+
+
+@contextmanager
+def _worktree(revision: str) -> Iterator[Path]:
+    """A detached worktree of ``revision`` (removed afterwards)."""
+    with tempfile.TemporaryDirectory(prefix="imgsweep-ab-") as parent:
+        path = Path(parent) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO, check=True,
+                       capture_output=True)  # fmt: skip
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False,
+                           capture_output=True)  # fmt: skip
+
+
+def _drain(tree: Path, *, bootstrap: str, topic: str, tag: str, endpoint: str, events: int,
+           settings: Mapping[str, str], log: Path) -> Run:  # fmt: skip
+    """One version drains the backlog; blocks until every event has its outcome (or raises after 10 minutes)."""
+    port = free_port()
+    env = {
+        **clean_env(),
+        "IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "IMGSWEEP_KAFKA__GROUP_ID": f"{topic}.{tag}",
+        "IMGSWEEP_KAFKA__INPUT_TOPIC": topic,
+        "IMGSWEEP_KAFKA__OUTCOME_TOPIC": f"{topic}.{tag}.out",
+        "IMGSWEEP_KAFKA__DLQ_TOPIC": f"{topic}.{tag}.dlq",
+        "IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY,
+        "IMGSWEEP_API__SECRET_KEY": SECRET_KEY,
+        "IMGSWEEP_API__ENDPOINT": endpoint,
+        "IMGSWEEP_API__QPS": "1000",
+        "IMGSWEEP_HTTP__HOST": "127.0.0.1",
+        "IMGSWEEP_HTTP__PORT": str(port),
+        "IMGSWEEP_LOG__LEVEL": "WARNING",
+        **{f"IMGSWEEP_{name.upper()}": value for name, value in settings.items()},
+    }
+    with log.open("w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "service", "run"], cwd=tree, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT)  # fmt: skip
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5)
+    first: tuple[float, float] | None = None
+    peak = cpu = 0.0
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            if process.poll() is not None:
+                raise RuntimeError(f"{tag} exited with {process.returncode}; see {log}")
+            try:
+                text = client.get("/metrics").text
+            except httpx.HTTPError:
+                continue
+            samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+            done = sample_total({series: float(value) for series, value in samples.items()}, "imgsweep_outcomes_total")
+            usage = read_usage(process.pid)
+            peak, cpu = max(peak, usage.peak_rss_mb), usage.cpu_seconds
+            now = time.monotonic()
+            if first is None and done > 0:
+                first = (now, done)
+            if done >= events and first is not None:
+                return Run(tag.rstrip("0123456789"), (events - first[1]) / max(now - first[0], 1e-9), peak, cpu)
+        raise RuntimeError(f"{tag} did not drain {events} events in {DRAIN_TIMEOUT:.0f} s; see {log}")
+    finally:
+        client.close()
+        stop_process(process)
+
+
+def run_ab(*, before: str, after: str | None, events: int, rounds: int, settings: Mapping[str, str],
+           bootstrap: str | None, workdir: Path) -> tuple[list[Run], Machine]:  # fmt: skip
+    with ExitStack() as stack:
+        bootstrap, machine = broker_and_machine(stack, bootstrap)
+        trees = {"before": stack.enter_context(_worktree(before))}
+        trees["after"] = stack.enter_context(_worktree(after)) if after else REPO
+        topic = f"ab.{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        order = [side for _ in range(rounds) for side in ("before", "after", "after", "before")][: 2 * rounds]
+        names = [topic] + [f"{topic}.{side}{n}.{kind}" for n, side in enumerate(order) for kind in ("out", "dlq")]
+        for future in admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names]).values():
+            future.result(30)
+        sandbox = SandboxProcess.start(workdir / "sandbox.log", ["--qps", "0", "--log-level", "WARNING"])
+        stack.callback(sandbox.stop)
+        sandbox.seed({
+            f"c{c}": [(f"p{n}", f"{n}-{i}.jpg") for n in range(c, events, COLLECTIONS) for i in range(2)]
+            for c in range(COLLECTIONS)
+        })  # fmt: skip
+        produce(bootstrap, topic, [event(f"e{n}", f"c{n % COLLECTIONS}", f"p{n}", [f"{n}-0.jpg", f"{n}-1.jpg"])
+                                   for n in range(events)])  # fmt: skip
+        runs = []
+        for number, side in enumerate(order):
+            tag = f"{side}{number}"
+            runs.append(_drain(trees[side], bootstrap=bootstrap, topic=topic, tag=tag, endpoint=sandbox.endpoint,
+                               events=events, settings=settings, log=workdir / f"{tag}.log"))  # fmt: skip
+            print(f"[ab] {tag}: {runs[-1]}", file=sys.stderr, flush=True)
+        admin.delete_topics(names)
+    return runs, machine
+
+
+def report_lines(runs: Sequence[Run], machine: Machine, *, title: str, before: str, after: str,
+                 events: int, settings: Mapping[str, str]) -> list[str]:  # fmt: skip
+    def median(side: str, field: str) -> float:
+        return float(statistics.median(float(getattr(run, field)) for run in runs if run.side == side))
+
+    rows = [("events/s (higher is better)", "events_per_second", "{:,.0f}"),
+            ("peak RSS, MB", "peak_rss_mb", "{:,.0f}"),
+            ("CPU seconds, whole process", "cpu_seconds", "{:.1f}")]  # fmt: skip
+    given = ", ".join(f"`{name}={value}`" for name, value in settings.items()) or "none"
+    lines = [
+        HEADING.replace("one backlog, two versions", title),
+        "",
+        f"Generated by `python -m bench.ab --before {before}` on {machine.date}, {machine.cores} cores, load "
+        f"average at the start {machine.load_start[0]:.2f}; how it is measured is in the module's docstring. "
+        f"{events:,} events of 2 images, before = `{before}`, after = {after}; settings given to both: {given}. "
+        f"{len(runs)} runs alternating before, after, after, before; medians.",
+        "",
+        "| | before | after | after ÷ before |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, field, shown in rows:
+        old, new = median("before", field), median("after", field)
+        lines.append(f"| {label} | {shown.format(old)} | {shown.format(new)} | {new / old:.3f} |")
+    each = [
+        f"{run.side} {run.events_per_second:,.0f} ev/s, {run.peak_rss_mb:.0f} MB, {run.cpu_seconds:.1f} s"
+        for run in runs
+    ]
+    lines += ["", "Each run, in order: " + "; ".join(each) + "."]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = section_parser("bench.ab", __doc__)
+    parser.add_argument("--before", required=True, help="the git revision measured as before")
+    parser.add_argument("--after", help="the git revision measured as after (default: the working tree)")
+    parser.add_argument(
+        "--title", default="one backlog, two versions", help="the section's heading, after 'Before and after: '"
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2, help="pairs of runs (default 2: before, after, after, before)")
+    parser.add_argument("--setting", action="append", default=[], help="NAME=VALUE for both, e.g. API__DAILY_CALLS=-1")
+    parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--workdir", type=Path, help="keep every process's log here (default: a temporary dir)")
+    args = parser.parse_args(argv)
+    settings = dict(item.split("=", 1) for item in args.setting)
+    with tempfile.TemporaryDirectory(prefix="imgsweep-ab-logs-") as scratch:
+        workdir = args.workdir or Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        runs, machine = run_ab(before=args.before, after=args.after, events=args.events, rounds=args.rounds,
+                               settings=settings, bootstrap=args.bootstrap, workdir=workdir)  # fmt: skip
+    after = f"`{args.after}`" if args.after else f"the working tree ({machine.revision_text})"
+    lines = report_lines(runs, machine, title=args.title, before=args.before, after=after, events=args.events,
+                         settings=settings)  # fmt: skip
+    return write_section(lines, HEADING.replace("one backlog, two versions", args.title), args.update)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
