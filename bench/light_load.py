@@ -126,6 +126,12 @@ def run_setting(bootstrap: str, admin: AdminClient, setting: str, *, seconds: fl
             future.result(60)
     images = sum((value or b"").count(b'.jpg"') for _, value, _ in records)
     resets_at = datetime.fromisoformat(quota["resets_at"]).timestamp()
+    budgeted = SETTINGS[setting]["API__DAILY_CALLS"] != "-1"
+
+    def gauge(name: str) -> float:
+        """The budget's gauge; none (NaN, shown "-") without a budget, whose gauges stay at 0."""
+        return metrics.get(f'{name}{{account="default"}}', math.nan) if budgeted else math.nan
+
     return Run(
         setting=setting,
         seconds=seconds,
@@ -135,10 +141,10 @@ def run_setting(bootstrap: str, admin: AdminClient, setting: str, *, seconds: fl
         images_sent=int(sample_total(metrics, "imgsweep_batch_items_sum")),
         sandbox_remaining=int(stats["quota_remaining"]),
         seconds_until_reset=resets_at - time.time(),
-        spendable=metrics.get('imgsweep_budget_spendable_calls{account="default"}', float("nan")),
-        needed=metrics.get('imgsweep_budget_needed_calls{account="default"}', float("nan")),
-        partial_calls_per_hour=metrics.get('imgsweep_budget_partial_calls_per_hour{account="default"}', float("nan")),
-        projected_wait=metrics.get('imgsweep_budget_projected_wait_seconds{account="default"}', float("nan")),
+        spendable=gauge("imgsweep_budget_spendable_calls"),
+        needed=gauge("imgsweep_budget_needed_calls"),
+        partial_calls_per_hour=gauge("imgsweep_budget_partial_calls_per_hour"),
+        projected_wait=gauge("imgsweep_budget_projected_wait_seconds"),
     )
 
 
@@ -179,7 +185,7 @@ def report_lines(runs: Sequence[Run], machine: Machine) -> list[str]:
             f"| {run.setting} | {run.calls} | {run.images_per_call:.1f} | {run.images - run.images_sent:,} | "
             f"{run.calls_per_hour:,.0f} | {_number(run.hours_to_spend_quota, '.1f')} h | {run.sandbox_remaining:,} | "
             f"{_number(run.spendable)} | {_number(run.needed)} | {_number(run.partial_calls_per_hour, ',.1f')} | "
-            f"{_number(run.projected_wait)} s |"
+            f"{_number(run.projected_wait)}{'' if math.isnan(run.projected_wait) else ' s'} |"
         )
     linger, budget = by["linger only"], by["budget"]
     lines += [
