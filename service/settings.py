@@ -370,8 +370,9 @@ class ApiSettings(_Section):
     daily_calls: int = Field(
         default=500,
         ge=-1,
-        description="The daily allowance (a pack: calls assumed left until the API first answers with remainTimes); "
-        "-1: no daily limit, partial batches go after the linger as before the budget existed.",
+        description="The daily allowance (a pack: calls assumed left until the API first answers with remainTimes). "
+        "-1: with a daily allowance, no budget (partial batches go after the linger, as before the budget existed); "
+        "with a pack, no limit assumed before that first answer.",
     )
 
     @field_validator("daily_calls")
@@ -427,7 +428,7 @@ class ApiSettings(_Section):
         return data
 
 
-_ACCOUNT_NAME = re.compile(r"^(?=.{1,32}$)[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+_ACCOUNT_NAME = re.compile(r"(?=.{1,32}\Z)[a-z0-9]+(?:[-_][a-z0-9]+)*\Z")
 """Words of a-z 0-9 joined by single ``-`` or ``_``: ``__`` ends the name in a variable, so it cannot be in one."""
 DEFAULT_ACCOUNT = "default"
 """The one account imgsweep has when no ``IMGSWEEP_ACCOUNTS__*`` is set: the ``IMGSWEEP_API__*`` settings."""
@@ -715,7 +716,7 @@ class Settings(BaseSettings):
 
 
 def _check_account_name(name: str) -> None:
-    if not _ACCOUNT_NAME.match(name):
+    if not _ACCOUNT_NAME.fullmatch(name):
         raise ValueError(
             f"account name {name!r} (in {ENV_PREFIX}ACCOUNTS__{name.upper()}__*) is not 1-32 characters of words of "
             "a-z 0-9 joined by single - or _ (it becomes the metrics' account label; __ would end it)"

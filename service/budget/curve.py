@@ -51,9 +51,15 @@ class ArrivalCurve:
         self._min_watched = min_watched
         self._exponent = exponent
         self._rates: list[float | None] = list(rates) if rates is not None else [None] * bins
-        self._images = [0] * bins
+        self._images = [0.0] * bins
         self._watched = [0.0] * bins
         self._cumulative = self._shape()
+
+    def scale(self, factor: float) -> None:
+        """Every rate learned and today's images times ``factor``: the replica now reads that much of the
+        input (a rebalance moved partitions), so it expects that much of what it learned."""
+        self._rates = [None if rate is None else rate * factor for rate in self._rates]
+        self._images = [images * factor for images in self._images]
 
     @property
     def rates(self) -> tuple[float | None, ...]:
@@ -82,7 +88,7 @@ class ArrivalCurve:
                 seen = self._images[index] / self._watched[index]
                 known = self._rates[index]
                 self._rates[index] = seen if known is None else self._smoothing * seen + (1 - self._smoothing) * known
-        self._images = [0] * self._bins
+        self._images = [0.0] * self._bins
         self._watched = [0.0] * self._bins
         self._cumulative = self._shape()
 

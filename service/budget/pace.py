@@ -53,13 +53,14 @@ class SparePace:
         """A batch went: what it wasted comes off the spare calls."""
         self._tokens = max(0.0, self._tokens - waste)
 
-    def accrue(self, now: float, spare: float, needed: float) -> None:
-        """Spare calls accrue along the curve: the share of its remainder (to the finish) that went by."""
+    def accrue(self, now: float, spare: float, needed: float, everything: float | None = None) -> None:
+        """Spare calls accrue along the curve: the share of its remainder (to the finish) that went by.
+        ``everything``: what may go in the day's last minutes (default: ``spare + needed``)."""
         if self._paced_at is None:
             return
         position = self._day.position(now)
-        if position >= _FINISH_AT:
-            self._tokens = max(self._tokens, spare + needed)  # a daily call not spent by the reset is lost
+        if position >= _FINISH_AT:  # a daily call not spent by the reset is lost
+            self._tokens = max(self._tokens, spare + needed if everything is None else everything)
         elif spare <= 0:
             pass
         elif math.isinf(spare):

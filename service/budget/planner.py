@@ -163,6 +163,9 @@ class CallPlanner:
         self._linger = linger_seconds
         self._max_items = max_items
         curve = curve if curve is not None else ArrivalCurve()
+        self._curve = curve
+        self._share: float | None = None
+        """The share of the input the curve was learned for (``QuotaView.share``)."""
         self._day = BudgetDay(allowance, curve)
         self._pace = SparePace(self._day, curve, burst_calls=burst_calls, max_items=max_items)
         self._last_call_at: float | None = None
@@ -202,12 +205,13 @@ class CallPlanner:
         """Which waiting batch goes now, if any. Call it every turn, and again after each ``sent``."""
         self._pace.start_day(self._day.anchor(now, quota.seconds_until_reset))
         until_reset = max(0.0, quota.seconds_until_reset)
+        self._follow_share(quota.share)
         spendable = self._day.spendable
-        mine = spendable * quota.share if quota.share < 1 else spendable  # what this replica's images may use
+        mine = spendable * quota.share if quota.share < 1 and not math.isinf(spendable) else spendable
         needed = self._needed(waiting)
         spare = mine - needed
         if self._paced():
-            self._pace.accrue(now, spare, needed)
+            self._pace.accrue(now, spare, needed, everything=spendable)  # the last minutes: the account's all
         budget = self._snapshot(now, spendable, needed, spare)
         if quota.exhausted or spendable < 1:
             return self._held_until_reset(now, waiting, quota, budget)
@@ -228,6 +232,16 @@ class CallPlanner:
         young = all(now - batch.oldest_at < self._linger for batch in waiting)
         why = Why.LINGER if young else Why.LATENCY_TARGET if self._latency_paced() else Why.BUDGET
         return Decision(None, why, projected, limited, max(wake, next_slot), budget)
+
+    def _follow_share(self, share: float) -> None:
+        """When a rebalance changes this replica's share of the input, what it learned to expect changes with it
+        (delists spread evenly over partitions): otherwise a replica that learned alone would, once halved,
+        expect every image of the account against half of its calls."""
+        if share <= 0:
+            return
+        if self._share is not None and share != self._share:
+            self._curve.scale(share / self._share)
+        self._share = share
 
     def _held_until_reset(
         self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView, budget: BudgetSnapshot

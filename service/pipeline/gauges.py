@@ -32,7 +32,7 @@ class Gauges:
         reset_in = 0.0
         for number, (series, quota, limiter) in enumerate(self._accounts):
             state = quota.state()
-            reset_in = state.seconds_until_reset
+            reset_in = quota.seconds_until_daily_reset()
             series.quota_exhausted.set(1 if state.exhausted else 0)
             series.quota_payment_required.set(1 if state.payment_required else 0)
             series.quota_remaining.set(math.nan if state.remaining is None else state.remaining)

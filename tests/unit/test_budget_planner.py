@@ -485,3 +485,20 @@ def test_replicas_spend_the_spare_calls_once_not_once_each() -> None:
     unshared, _ = _light_day(2, 1.0)
     assert shared <= alone * 1.1
     assert unshared >= alone * 1.35, "the measure could not tell a shared budget from an unshared one"
+
+
+def test_a_replica_whose_share_halves_expects_half_of_what_it_learned() -> None:
+    """A replica that learned a day alone, then halved by a second replica, expects half the images against
+    half the calls: its partial batches still find spare calls (not all of them kept for images it will not see)."""
+    alone, halved = (_planner(Allowance(AllowanceKind.DAILY, daily_calls=1_000)) for _ in range(2))
+    for planner in (alone, halved):
+        for second in range(0, int(DAY_SECONDS), 600):
+            planner.plan(float(second), [], QuotaView(DAY_SECONDS - second, 2.0))
+            planner.observe_arrivals(float(second), 400)
+    now = DAY_SECONDS + 3_600.0
+    stays = alone.plan(now, [], QuotaView(DAY_SECONDS - 3_600.0, 2.0))
+    shrunk = halved.plan(now, [], QuotaView(DAY_SECONDS - 3_600.0, 2.0, share=0.5))
+    assert shrunk.budget.needed == pytest.approx(stays.budget.needed / 2)
+    assert shrunk.budget.spendable == stays.budget.spendable, "the account's calls are the account's"
+    back = halved.plan(now + 1, [], QuotaView(DAY_SECONDS - 3_601.0, 2.0, share=1.0))
+    assert back.budget.needed == pytest.approx(stays.budget.needed, rel=0.01)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time as clock
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from datetime import UTC, datetime, time
@@ -626,3 +627,41 @@ def test_each_account_asks_for_the_qps_its_own_work_needs() -> None:
     rig.executor.resolve("boots")
     rig.step()
     assert rig.pipeline._demand() == {"shoes": 0, "rest": 0}
+
+
+def test_a_call_held_for_its_quota_does_not_keep_the_loop_turning_fast() -> None:
+    """A call that met 10040 waits in its worker until the reset, hours maybe: neither it nor its account's
+    waiting batch makes the loop turn faster than its idle pace while the other account has nothing to do."""
+    rig = Rig(accounts=TWO_ACCOUNTS)
+    rig.feed(message(0, 0, delisted("a", "shoes")))
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["shoes"]
+    assert rig.pipeline._poll_timeout() < 0.2, "a call under way: its answer is awaited closely"
+    rig.quotas["shoes"].exhausted()
+    assert rig.pipeline._poll_timeout() == 0.2
+    rig.feed(message(1, 0, delisted("b", "boots")))
+    assert rig.pipeline._route.pending_items() == 1, "the account's next batch waits for the reset"
+    assert rig.pipeline._poll_timeout() == 0.2
+
+
+def test_a_drain_stops_waiting_once_every_busy_account_waits_for_its_quota() -> None:
+    rig = Rig(accounts=TWO_ACCOUNTS, shutdown_grace_seconds=30)
+    rig.feed(message(0, 0, delisted("a", "shoes")), message(1, 0, delisted("b", "hats")))
+    rig.executor.resolve("hats")
+    rig.quotas["shoes"].exhausted()  # the shoes call waits in its worker for the reset
+    rig.pipeline.request_shutdown()
+    started = clock.monotonic()
+    rig.pipeline._drain()
+    assert clock.monotonic() - started < 10, "nothing more could finish: the drain does not wait out its grace"
+    assert [outcome["event_id"] for outcome in rig.outcomes()] == ["b"]
+    assert rig.consumer.committed_offset(1) == 1
+    assert rig.consumer.committed_offset(0) is None, "the held call's event stays uncommitted"
+
+
+def test_the_budget_sees_this_replicas_share_of_the_partitions() -> None:
+    rig = Rig(FakeConsumer(TOPIC, partitions=4))
+    rig.step()
+    (lane,) = rig.pipeline._route.lanes
+    assert lane.batch._quota().share == 0.5
+    rig.consumer.assign(2)
+    rig.step()
+    assert lane.batch._quota().share == 0.75
