@@ -3,12 +3,15 @@
 What a change did to the pipeline's cost, measured in one run: each version's ``python -m service run``, from a
 git worktree of its revision (the working tree itself for ``--after`` by default), drains the same backlog
 (``--events`` events of 2 images, 4 collections, a 4-partition input) against one instant sandbox
-(``--qps 0``, ``IMGSWEEP_API__QPS=1000``: the API out of the way), in its own consumer group and output topics.
+(``--qps 0 --quota -1``, ``IMGSWEEP_API__QPS=1000``: the API out of the way), in its own consumer group and
+output topics; the sandbox's images are stored again before each run, so every run deletes them for real.
 The runs alternate before, after, after, before (``--rounds`` pairs), so a machine that warms up or slows down
-weighs on both alike. Per run: events/s from the first outcome to the last (``imgsweep_outcomes_total``),
-the process's peak RSS (VmHWM) and CPU seconds (user + system, whole process). The report gives each side's
-median and the ratios after ÷ before. ``--setting NAME=VALUE`` (an ``IMGSWEEP_`` name without the prefix) goes
-to both versions: only settings both know.
+weighs on both alike. Per run: events/s between 10 % and 90 % of the backlog finished
+(``imgsweep_outcomes_total``, read every 0.1 s: start-up and the last linger stay out), the process's peak RSS
+(VmHWM) and CPU seconds (user + system, whole process, start to finish). The report gives each side's median,
+its range, and the ratios after ÷ before. ``--setting NAME=VALUE`` (an ``IMGSWEEP_`` name without the prefix)
+goes to both versions: only settings both know. Both versions run on this virtualenv's packages: a change of
+dependencies between them is not measured.
 """
 
 from __future__ import annotations
@@ -101,13 +104,14 @@ def _drain(tree: Path, *, bootstrap: str, topic: str, tag: str, endpoint: str, e
                                    stderr=subprocess.STDOUT)  # fmt: skip
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5)
     first: tuple[float, float] | None = None
+    last: tuple[float, float] | None = None
     peak = cpu = 0.0
     deadline = time.monotonic() + DRAIN_TIMEOUT
     try:
         while time.monotonic() < deadline:
-            time.sleep(0.25)
+            time.sleep(0.1)
             if process.poll() is not None:
-                raise RuntimeError(f"{tag} exited with {process.returncode}; see {log}")
+                raise _failed(f"{tag} exited with {process.returncode}", log)
             try:
                 text = client.get("/metrics").text
             except httpx.HTTPError:
@@ -117,14 +121,22 @@ def _drain(tree: Path, *, bootstrap: str, topic: str, tag: str, endpoint: str, e
             usage = read_usage(process.pid)
             peak, cpu = max(peak, usage.peak_rss_mb), usage.cpu_seconds
             now = time.monotonic()
-            if first is None and done > 0:
+            if first is None and done >= 0.1 * events:
                 first = (now, done)
-            if done >= events and first is not None:
-                return Run(tag.rstrip("0123456789"), (events - first[1]) / max(now - first[0], 1e-9), peak, cpu)
-        raise RuntimeError(f"{tag} did not drain {events} events in {DRAIN_TIMEOUT:.0f} s; see {log}")
+            if last is None and done >= 0.9 * events:
+                last = (now, done)
+            if done >= events and first is not None and last is not None:
+                rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
+                return Run(tag.rstrip("0123456789"), rate, peak, cpu)
+        raise _failed(f"{tag} did not drain {events} events in {DRAIN_TIMEOUT:.0f} s", log)
     finally:
         client.close()
         stop_process(process)
+
+
+def _failed(what: str, log: Path) -> RuntimeError:
+    """The error of a run that failed, with the end of its log (a temporary log directory goes with the run)."""
+    return RuntimeError(f"{what}; the end of its log ({log}):\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def run_ab(*, before: str, after: str | None, events: int, rounds: int, settings: Mapping[str, str],
@@ -139,28 +151,40 @@ def run_ab(*, before: str, after: str | None, events: int, rounds: int, settings
         names = [topic] + [f"{topic}.{side}{n}.{kind}" for n, side in enumerate(order) for kind in ("out", "dlq")]
         for future in admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names]).values():
             future.result(30)
-        sandbox = SandboxProcess.start(workdir / "sandbox.log", ["--qps", "0", "--log-level", "WARNING"])
+        stack.callback(_delete_topics, admin, names)
+        sandbox = SandboxProcess.start(
+            workdir / "sandbox.log", ["--qps", "0", "--quota", "-1", "--log-level", "WARNING"]
+        )
         stack.callback(sandbox.stop)
-        sandbox.seed({
+        images = {
             f"c{c}": [(f"p{n}", f"{n}-{i}.jpg") for n in range(c, events, COLLECTIONS) for i in range(2)]
             for c in range(COLLECTIONS)
-        })  # fmt: skip
+        }
         produce(bootstrap, topic, [event(f"e{n}", f"c{n % COLLECTIONS}", f"p{n}", [f"{n}-0.jpg", f"{n}-1.jpg"])
                                    for n in range(events)])  # fmt: skip
         runs = []
         for number, side in enumerate(order):
             tag = f"{side}{number}"
+            sandbox.seed(images)  # what the last run deleted is there again
             runs.append(_drain(trees[side], bootstrap=bootstrap, topic=topic, tag=tag, endpoint=sandbox.endpoint,
                                events=events, settings=settings, log=workdir / f"{tag}.log"))  # fmt: skip
             print(f"[ab] {tag}: {runs[-1]}", file=sys.stderr, flush=True)
-        admin.delete_topics(names)
     return runs, machine
+
+
+def _delete_topics(admin: AdminClient, names: Sequence[str]) -> None:
+    """The run's topics go, whatever happened (they hold the whole backlog)."""
+    for future in admin.delete_topics(list(names), operation_timeout=60).values():
+        try:
+            future.result(60)
+        except Exception as error:  # noqa: BLE001 - a leftover topic is worth a line, not a failed report
+            print(f"[ab] could not delete a topic: {error}", file=sys.stderr)
 
 
 def report_lines(runs: Sequence[Run], machine: Machine, *, title: str, before: str, after: str,
                  events: int, settings: Mapping[str, str]) -> list[str]:  # fmt: skip
-    def median(side: str, field: str) -> float:
-        return float(statistics.median(float(getattr(run, field)) for run in runs if run.side == side))
+    def values(side: str, field: str) -> list[float]:
+        return [float(getattr(run, field)) for run in runs if run.side == side]
 
     rows = [("events/s (higher is better)", "events_per_second", "{:,.0f}"),
             ("peak RSS, MB", "peak_rss_mb", "{:,.0f}"),
@@ -174,17 +198,34 @@ def report_lines(runs: Sequence[Run], machine: Machine, *, title: str, before: s
         f"{events:,} events of 2 images, before = `{before}`, after = {after}; settings given to both: {given}. "
         f"{len(runs)} runs alternating before, after, after, before; medians.",
         "",
-        "| | before | after | after ÷ before |",
+        "| | before (median, range) | after (median, range) | after ÷ before |",
         "|---|---:|---:|---:|",
     ]
     for label, field, shown in rows:
-        old, new = median("before", field), median("after", field)
-        lines.append(f"| {label} | {shown.format(old)} | {shown.format(new)} | {new / old:.3f} |")
+        cells, medians = [], []
+        for side in ("before", "after"):
+            found = values(side, field)
+            medians.append(statistics.median(found))
+            spread = f"{shown.format(min(found))} to {shown.format(max(found))}"
+            cells.append(f"{shown.format(medians[-1])} ({spread})")
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {medians[1] / medians[0]:.3f} |")
     each = [
         f"{run.side} {run.events_per_second:,.0f} ev/s, {run.peak_rss_mb:.0f} MB, {run.cpu_seconds:.1f} s"
         for run in runs
     ]
     lines += ["", "Each run, in order: " + "; ".join(each) + "."]
+    apart = [
+        label
+        for label, field, _ in rows
+        if max(values("before", field)) < min(values("after", field))
+        or max(values("after", field)) < min(values("before", field))
+    ]
+    lines += [
+        "",
+        f"Where the two sides' ranges do not overlap: {', '.join(apart)}."
+        if apart
+        else "Every row's ranges overlap: no difference this run can tell apart from run-to-run noise.",
+    ]
     return lines
 
 

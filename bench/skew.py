@@ -190,12 +190,14 @@ def report_lines(cells: Sequence[Cell], machine: Machine, seconds: float) -> lis
             + ", ".join(f"{share:.3f}" for share in new.shares)
             + " |"
         )
+    four = [by[scenario.name, "partitions"] for scenario in SCENARIOS if scenario.replicas == 4]
+    rejected_four = f"{four[0].rejected:.0%} of their calls came back 10043 in this run" if four else "calls met 10043"
     lines += [
         "",
         "By partitions, a replica paces at 2 QPS x its fraction of the partitions whatever it has to send: with "
         "the backlog on one replica's two partitions the other's half of the account goes unused, and four "
         "replicas at 0.5 QPS each, unsynchronised, put three or four calls into one sliding second often enough "
-        "that a fifth of their calls come back 10043 (AIMD then slows them further). By demand "
+        f"that {rejected_four} (AIMD then slows them further). By demand "
         "(docs/decisions/0009-qps-follows-the-work.md) the idle replica keeps a floor of 0.004 QPS and the busy "
         "one takes the rest; replicas that all have work hold whole calls a second (1 each for 2 replicas; for "
         "4, two of them hold one each, the holders changing every 2 minutes), paced 2 % below a full call a "
