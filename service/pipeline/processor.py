@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CONSUME_BATCH: Final = 500
 LEAVE_SECONDS: Final = 5.0
+HELD_ACCOUNTS_SECONDS: Final = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,8 @@ class Pipeline:
             accounts=[(metrics.account(calls.account.name), calls.quota, calls.limiter) for calls in accounts],
         )  # fmt: skip
         self._stopping = self._abandon = False
+        self._held_accounts_seen: set[str] = set()
+        self._held_accounts_until = 0.0
 
     def _lane(
         self,
@@ -229,9 +232,18 @@ class Pipeline:
         demand = {lane.account: 0 if stopped or lane.exhausted() else lane.demand(self._max_items) for lane in lanes}
         idle = {lane.account for lane in lanes if not demand[lane.account] and not stopped and not lane.exhausted()}
         if idle and self._hold.held():
-            for account in self._route.accounts_of(self._hold.collections()) & idle:
+            for account in self._held_accounts() & idle:
                 demand[account] = 1
         return demand
+
+    def _held_accounts(self) -> set[str]:
+        """The accounts of the delists held, looked up at most twice a second (demand is announced once a
+        second; a busy partition's grace may hold thousands of delists)."""
+        now = time.monotonic()
+        if now >= self._held_accounts_until:
+            self._held_accounts_seen = self._route.accounts_of(self._hold.collections())
+            self._held_accounts_until = now + HELD_ACCOUNTS_SECONDS
+        return self._held_accounts_seen
 
     def _fetch(self) -> None:
         """New records; while calls are under way, without blocking in librdkafka, so that a finished call or a
