@@ -1,15 +1,16 @@
 """The call budget end to end (issue 13, points 2-3): light load stays within its budget; the reserve is never spent.
 
 The service runs as its own process against the real broker and the sandbox, whose ``--quota`` is the
-account's daily calls and whose reset (midnight China Standard Time) is hours away unless the suite runs in the
-last minutes before it. Calls are counted by the sandbox (answers 10000), what is left by its ``remainTimes``.
+account's daily calls. The light-load test sets the service's daily reset 12 hours ahead, so its budget day is
+the same whatever the time of day. Calls are counted by the sandbox (answers 10000), what is left by its
+``remainTimes``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -31,6 +32,17 @@ def _seconds_until_reset(quota: dict[str, object]) -> float:
     return datetime.fromisoformat(str(quota["resets_at"])).timestamp() - time.time()
 
 
+def _reset_hours_away(sandbox_quota: dict[str, object], hours: float = 12.0) -> dict[str, str]:
+    """The service's daily reset ``hours`` from now (in UTC), whatever the time of day, so the budget's day is the
+    same on every run; and, if the sandbox's own reset (midnight China Standard Time) is within two minutes, it
+    is waited out first, so that the account's calls left do not jump back up during the test."""
+    sandbox_reset = _seconds_until_reset(sandbox_quota)
+    if sandbox_reset < 120:
+        time.sleep(max(0.0, sandbox_reset) + 2)
+    reset_at = datetime.now(UTC) + timedelta(hours=hours)
+    return {"API__QUOTA_RESET_ZONE": "+00:00", "API__QUOTA_RESET_TIME": reset_at.strftime("%H:%M:%S")}
+
+
 def test_light_load_stays_within_its_budget(
     sandbox_process: SandboxFactory, service_process: ServiceFactory, topics: TopicsFactory, kafka_bootstrap: str
 ) -> None:
@@ -45,11 +57,13 @@ def test_light_load_stays_within_its_budget(
     daily_calls, max_items, seconds, images = 100, 20, 60, 5
     sandbox = sandbox_process("--quota", str(daily_calls))
     names = topics(partitions=4)
-    service = service_process(names, sandbox, API__DAILY_CALLS=str(daily_calls), BATCH__MAX_ITEMS=str(max_items))
+    reset = _reset_hours_away(sandbox.admin("/admin/quota"))  # the last minutes before a reset spend every call
+    service = service_process(
+        names, sandbox, API__DAILY_CALLS=str(daily_calls), BATCH__MAX_ITEMS=str(max_items), **reset
+    )
     service.wait_assigned(4)
-    until_reset = _seconds_until_reset(sandbox.admin("/admin/quota"))
-    if until_reset < 3600:  # pragma: no cover - the last hour before the reset spends every call, by design
-        pytest.skip("the sandbox's daily reset is less than an hour away")
+    wait_for(lambda: service.metric("imgsweep_quota_reset_seconds") > 11 * 3600, 5, "the reset is not 12 h away")
+    until_reset = service.metric("imgsweep_quota_reset_seconds")
     records = [
         event(f"e{n}", COLLECTIONS[n % len(COLLECTIONS)], f"p{n}", [f"p{n}-{i}.jpg" for i in range(images)])
         for n in range(seconds)
