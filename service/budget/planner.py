@@ -34,30 +34,16 @@ The rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 from service.budget.allowance import Allowance, AllowanceKind
 from service.budget.curve import ArrivalCurve
 from service.budget.day import BudgetDay
 from service.budget.pace import SparePace
+from service.budget.rules import BatchRules, WaitingBatch, Why
 
 __all__ = ["BudgetSnapshot", "CallPlanner", "Decision", "QuotaView", "WaitingBatch", "Why"]
-
-
-@dataclass(frozen=True, slots=True)
-class WaitingBatch:
-    """A batch in the batcher, as the planner sees it."""
-
-    key: int
-    """The batcher's identity of the batch (its sequence number): what the pipeline takes when it is chosen."""
-    collection: str
-    items: int
-    oldest_at: float
-    """When its oldest image joined (the batch's creation), on the planner's clock."""
-    full: bool
-    """Full by items or by bytes: nothing more fits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,32 +60,6 @@ class QuotaView:
     """This replica's part of the account's spare calls (its fraction of the input partitions; 1 alone). The
     calls left are the account's (``remainTimes``), but the images this replica expects are only its own: each
     of several replicas pacing partial batches by every spare call would spend them that many times over."""
-
-
-class Why(StrEnum):
-    """Why a batch goes, or why nothing does (a bounded label set for metrics)."""
-
-    FULL = "full"
-    OVERDUE = "overdue"
-    """A partial batch past the max wait, with a call from the budget."""
-    PACED = "paced"
-    """A partial batch with a call from the budget's pace (daily allowance)."""
-    MAX_WAIT = "max_wait"
-    """A pack's partial batch at its latency target."""
-    NOTHING_WAITING = "nothing_waiting"
-    LINGER = "linger"
-    """Only partial batches younger than the linger."""
-    BUDGET = "budget"
-    """Partial batches wait for the budget's next call."""
-    LATENCY_TARGET = "latency_target"
-    """A pack's partial batches wait for their max wait (fewer calls)."""
-    QPS = "qps"
-    """A batch may go, at the next QPS slot."""
-    RESERVE_ONLY = "reserve_only"
-    """Only the reserve is left: waiting for the reset as if the quota were spent."""
-    SPEND_LIMIT = "spend_limit"
-    """A pack's daily spending limit is reached: waiting for the reset."""
-    QUOTA_EXHAUSTED = "quota_exhausted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +119,9 @@ class CallPlanner:
         if burst_calls < 1 or max_items < 1:
             raise ValueError("burst_calls and max_items must be at least 1")
         self._allowance = allowance
-        self._max_wait = max_wait_seconds
-        self._linger = linger_seconds
-        self._max_items = max_items
+        self._rules = BatchRules(
+            max_wait_seconds, linger_seconds, max_items, latency_paced=allowance.kind is AllowanceKind.PACK
+        )
         curve = curve if curve is not None else ArrivalCurve()
         self._curve = curve
         self._share: float | None = None
@@ -182,7 +142,7 @@ class CallPlanner:
         self._roll(now)
         self._day.count_calls(1)
         self._last_call_at = now
-        self._pace.spend(self._waste(batch))
+        self._pace.spend(self._rules.waste(batch))
 
     def spent(self, now: float, calls: int) -> None:
         """Calls made beyond each batch's first (a call's retries): they cost the budget too."""
@@ -224,13 +184,13 @@ class CallPlanner:
         if may_go:
             if next_slot > _SLOT_TOLERANCE:  # a slot due within float error of now is due
                 return Decision(None, Why.QPS, projected, limited, next_slot, budget)
-            chosen = min(may_go, key=self._ranking(now))
-            return Decision(chosen, self._why_sent(now, chosen), projected, limited, 0.0, budget)
+            chosen = min(may_go, key=self._rules.ranking(now))
+            return Decision(chosen, self._rules.why_sent(now, chosen), projected, limited, 0.0, budget)
         if not waiting:
             return Decision(None, Why.NOTHING_WAITING, 0.0, False, None, budget)
         wake = self._wake(now, waiting, qps=quota.qps, spendable=mine, until_reset=until_reset)
-        young = all(now - batch.oldest_at < self._linger for batch in waiting)
-        why = Why.LINGER if young else Why.LATENCY_TARGET if self._latency_paced() else Why.BUDGET
+        young = all(now - batch.oldest_at < self._rules.linger for batch in waiting)
+        why = Why.LINGER if young else Why.LATENCY_TARGET if self._rules.latency_paced else Why.BUDGET
         return Decision(None, why, projected, limited, max(wake, next_slot), budget)
 
     def _follow_share(self, share: float) -> None:
@@ -258,61 +218,25 @@ class CallPlanner:
         if oldest is None:
             return Decision(None, why, 0.0, False, until_reset, budget)
         projected = oldest + until_reset
-        return Decision(None, why, projected, projected > self._max_wait, until_reset, budget)
-
-    def _rank(self, now: float, batch: WaitingBatch) -> tuple[bool, float, bool, int, float]:
-        """Sort key, first goes first: partial ones past the max wait (oldest first), then full ones, then the
-        most images (oldest first on a tie)."""
-        overdue = not batch.full and now - batch.oldest_at > self._max_wait
-        return (not overdue, batch.oldest_at if overdue else 0.0, not batch.full, -batch.items, batch.oldest_at)
-
-    def _why_sent(self, now: float, batch: WaitingBatch) -> Why:
-        if batch.full:
-            return Why.FULL
-        if now - batch.oldest_at > self._max_wait:
-            return Why.OVERDUE
-        return Why.MAX_WAIT if self._latency_paced() else Why.PACED
-
-    def _latency_paced(self) -> bool:
-        return self._allowance.kind is AllowanceKind.PACK
+        return Decision(None, why, projected, projected > self._rules.max_wait, until_reset, budget)
 
     def _paced(self) -> bool:
         """Whether partial calls need spare calls accrued (a daily allowance, or a pack with a limit)."""
         return self._allowance.kind is AllowanceKind.DAILY or self._day.has_spend_limit
-
-    def _waste(self, batch: WaitingBatch) -> float:
-        """The share of a call a batch leaves unused: what it costs the spare calls."""
-        return 0.0 if batch.full else max(0.0, 1.0 - batch.items / self._max_items)
-
-    def _latency_lead(self, waiting: Sequence[WaitingBatch], qps: float) -> float:
-        """How early a pack's partial batch goes so that the QPS slots of the batches ahead fit in its max wait."""
-        return len(waiting) / qps
 
     def _may_go(self, now: float, waiting: Sequence[WaitingBatch], qps: float) -> list[WaitingBatch]:
         """Full batches, and the partial ones the budget gives a call now. A paced budget serves partial
         batches strictly in rank order: the first waits for its waste to accrue and nothing cheaper passes it,
         so a small batch past the max wait is not starved by fuller ones."""
         full = [batch for batch in waiting if batch.full]
-        due = sorted(
-            (batch for batch in waiting if self._partial_due(now, batch, waiting, qps)), key=self._ranking(now)
-        )
+        rules = self._rules
+        due = [batch for batch in waiting if rules.partial_due(now, batch, waiting, qps)]
+        due.sort(key=rules.ranking(now))
         if not self._paced():
             return full + due
-        if due and self._pace.covers(self._waste(due[0])):
+        if due and self._pace.covers(self._rules.waste(due[0])):
             return [*full, due[0]]
         return full
-
-    def _partial_due(self, now: float, batch: WaitingBatch, waiting: Sequence[WaitingBatch], qps: float) -> bool:
-        """A partial batch old enough to go if the budget allows: past the linger (a pack: near its max wait)."""
-        if batch.full:
-            return False
-        age = now - batch.oldest_at
-        if age < self._linger:
-            return False
-        return not self._latency_paced() or age >= self._max_wait - self._latency_lead(waiting, qps)
-
-    def _ranking(self, now: float) -> Callable[[WaitingBatch], tuple[bool, float, bool, int, float]]:
-        return lambda batch: self._rank(now, batch)
 
     def _wake(
         self, now: float, waiting: Sequence[WaitingBatch], *, qps: float, spendable: float, until_reset: float
@@ -324,18 +248,18 @@ class CallPlanner:
         for batch in waiting:
             if batch.full:
                 continue
-            if self._partial_due(now, batch, waiting, qps):
+            if self._rules.partial_due(now, batch, waiting, qps):
                 due.append(batch)
                 continue
             age = now - batch.oldest_at
-            until_due = self._linger - age
-            if self._latency_paced():
-                until_due = max(until_due, self._max_wait - self._latency_lead(waiting, qps) - age)
+            until_due = self._rules.linger - age
+            if self._rules.latency_paced:
+                until_due = max(until_due, self._rules.max_wait - self._rules.latency_lead(waiting, qps) - age)
             times.append(until_due)
         if due and self._paced():
-            first = min(due, key=self._ranking(now))
+            first = min(due, key=self._rules.ranking(now))
             needed = self._needed(waiting)
-            times.append(self._pace.seconds_until(now, self._waste(first), spendable, needed, until_reset))
+            times.append(self._pace.seconds_until(now, self._rules.waste(first), spendable, needed, until_reset))
         return max(0.0, min(times, default=until_reset))
 
     # ---- what the budget means for the images waiting ------------------------------------------------------
@@ -343,7 +267,7 @@ class CallPlanner:
     def _needed(self, waiting: Sequence[WaitingBatch]) -> float:
         """Calls the images now waiting and the rest of the day's expected ones need at full batches."""
         images = float(sum(batch.items for batch in waiting)) + self._day.expected_images_left()
-        return images / self._max_items
+        return images / self._rules.max_items
 
     def _project(
         self,
@@ -363,19 +287,20 @@ class CallPlanner:
         needed = self._needed(waiting)
         worst, limited = 0.0, False
         waste = 0.0
-        for slot, batch in enumerate(sorted(waiting, key=self._ranking(now))):
+        for slot, batch in enumerate(sorted(waiting, key=self._rules.ranking(now))):
             age = now - batch.oldest_at
             start = next_slot + slot / qps
             if not batch.full:
-                waste += self._waste(batch)
-                budget_start = max(0.0, self._linger - age)
-                if self._latency_paced():
-                    budget_start = max(budget_start, self._max_wait - self._latency_lead(waiting, qps) - age)
+                waste += self._rules.waste(batch)
+                budget_start = max(0.0, self._rules.linger - age)
+                if self._rules.latency_paced:
+                    lead = self._rules.latency_lead(waiting, qps)
+                    budget_start = max(budget_start, self._rules.max_wait - lead - age)
                 if self._paced():
                     budget_start = max(
                         budget_start, self._pace.seconds_until(now, waste, spendable, needed, until_reset)
                     )
-                if age + budget_start > self._max_wait:
+                if age + budget_start > self._rules.max_wait:
                     limited = True
                 start = max(start, budget_start)
             worst = max(worst, age + start)
