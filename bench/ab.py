@@ -40,6 +40,7 @@ from devkit.processes import (
     SandboxProcess,
     clean_env,
     event,
+    exposition_samples,
     free_port,
     produce,
     read_usage,
@@ -116,8 +117,7 @@ def _drain(tree: Path, *, bootstrap: str, topic: str, tag: str, endpoint: str, e
                 text = client.get("/metrics").text
             except httpx.HTTPError:
                 continue
-            samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-            done = sample_total({series: float(value) for series, value in samples.items()}, "imgsweep_outcomes_total")
+            done = sample_total(exposition_samples(text), "imgsweep_outcomes_total")
             usage = read_usage(process.pid)
             peak, cpu = max(peak, usage.peak_rss_mb), usage.cpu_seconds
             now = time.monotonic()

@@ -209,8 +209,8 @@ def _produce_loop(
 
 def finished_events(metrics: dict[str, float]) -> float:
     """Events imgsweep is done with: outcomes acknowledged, plus invalid records dead-lettered."""
-    outcomes = sum(value for series, value in metrics.items() if series.startswith("imgsweep_outcomes_total"))
-    return outcomes + metrics.get('imgsweep_dead_letters_total{reason="invalid_event"}', 0.0)
+    outcomes = sample_total(metrics, "imgsweep_outcomes_total")
+    return outcomes + sample_total(metrics, "imgsweep_dead_letters_total", 'reason="invalid_event"')
 
 
 @dataclass(frozen=True)

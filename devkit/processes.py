@@ -305,6 +305,16 @@ def imgsweep_env(
     return env
 
 
+def exposition_samples(text: str) -> dict[str, float]:
+    """Every sample of a Prometheus text exposition, keyed by its series as exposed (``name{label="v"}``)."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
+
+
 def sample_total(samples: Mapping[str, float], name: str, labels: str = "") -> float:
     """The sum of the series of ``name`` that carry every label of ``labels`` (written as in the exposition,
     e.g. ``status="deleted"`` or ``account="a",why="full"``); without ``labels``, of all its series (a metric
@@ -402,12 +412,7 @@ class ServiceProcess:
 
     def metrics(self) -> dict[str, float]:
         """Every sample of /metrics, keyed by its series as exposed (``name{label="v"}``)."""
-        samples: dict[str, float] = {}
-        for line in self.exposition().splitlines():
-            if line and not line.startswith("#"):
-                series, _, value = line.rpartition(" ")
-                samples[series] = float(value)
-        return samples
+        return exposition_samples(self.exposition())
 
     def metric(self, name: str, labels: str = "") -> float:
         """``sample_total`` of a fresh scrape."""

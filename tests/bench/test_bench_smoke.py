@@ -19,19 +19,20 @@ from bench.figures import FIGURE_KEYS
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _bench(module: str, *arguments: str) -> None:
+    """``python -m <module> <arguments>`` from the repository; fails the test, with its stderr, if it fails."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, *arguments], cwd=REPO, capture_output=True, text=True, timeout=280, check=False
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
 @pytest.mark.e2e
 def test_quick_run_writes_a_report_with_every_figure(kafka_bootstrap: str, tmp_path: Path) -> None:
     out = tmp_path / "docs" / "performance.md"
-    command = [sys.executable, "-m", "bench.run", "--quick", "--out", str(out), "--bootstrap", kafka_bootstrap]
-    result = subprocess.run(
-        [*command, "--workdir", str(tmp_path / "work")],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
+    _bench(
+        "bench.run", "--quick", "--out", str(out), "--bootstrap", kafka_bootstrap, "--workdir", str(tmp_path / "work")
     )
-    assert result.returncode == 0, result.stderr[-4000:]
 
     report = out.read_text(encoding="utf-8")
     summary = report.split("## Summary", 1)[1].split("\n## ", 1)[0]
@@ -54,16 +55,8 @@ def test_the_before_and_after_bench_runs_two_versions_and_writes_its_section(
     """``bench.ab`` on a tiny backlog, HEAD against the working tree: both drain it, the section has the ratios."""
     report = tmp_path / "performance.md"
     report.write_text("# Performance\n\n## Reproduce\n", encoding="utf-8")
-    command = [sys.executable, "-m", "bench.ab", "--before", "HEAD", "--events", "400", "--rounds", "1"]
-    result = subprocess.run(
-        [*command, "--bootstrap", kafka_bootstrap, "--update", str(report), "--title", "smoke"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
+    _bench("bench.ab", "--before", "HEAD", "--events", "400", "--rounds", "1", "--bootstrap", kafka_bootstrap,
+           "--update", str(report), "--title", "smoke")  # fmt: skip
     text = report.read_text(encoding="utf-8")
     section = text.split("## Before and after: smoke", 1)[1].split("## Reproduce", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "after ÷ before" not in line]

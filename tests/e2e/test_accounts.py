@@ -13,12 +13,41 @@ from pathlib import Path
 import pytest
 
 from devkit.fixtures import TEST_SETTINGS, SandboxFactory, TopicsFactory
-from devkit.processes import ServiceProcess, consume_all, event, produce
+from devkit.processes import Record, ServiceProcess, Topics, consume_all, event, produce
 
 pytestmark = pytest.mark.e2e
 
 SHOES_KEYS = ("e2e-shoes-access-key", "e2e-shoes-secret-key-never-shown")
 REST_KEYS = ("e2e-rest-access-key", "e2e-rest-secret-key-never-shown")
+
+
+def _records(collections: tuple[str, ...], per_collection: int) -> list[Record]:
+    """One single-image delist per product, round the collections."""
+    return [
+        event(f"{name}-e{n}", name, f"{name}-p{n}", [f"{name}-{n}.jpg"])
+        for n in range(per_collection)
+        for name in collections
+    ]
+
+
+def _start_with_accounts(
+    kafka_bootstrap: str, names: Topics, tmp_path: Path, keys: dict[str, tuple[str, str]], **settings: str
+) -> ServiceProcess:
+    """imgsweep with named accounts: each account's keys as files in its secrets directory (as the chart mounts
+    them), every other setting (``ACCOUNTS__<NAME>__COLLECTIONS``, ``__ENDPOINT``...) from ``settings``."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    for account, (access_key, secret_key) in keys.items():
+        (secrets / f"IMGSWEEP_ACCOUNTS__{account}__ACCESS_KEY").write_text(access_key)
+        (secrets / f"IMGSWEEP_ACCOUNTS__{account}__SECRET_KEY").write_text(secret_key)
+    return ServiceProcess.start(
+        bootstrap=kafka_bootstrap,
+        topics=names,
+        endpoint=None,
+        log_path=tmp_path / "service.log",
+        secrets_dir=secrets,
+        settings={**TEST_SETTINGS, **settings},
+    )
 
 
 def test_two_accounts_each_get_only_their_collections_signed_with_their_own_keys(
@@ -30,36 +59,22 @@ def test_two_accounts_each_get_only_their_collections_signed_with_their_own_keys
     images = {name: [(f"{name}-p{n}", f"{name}-{n}.jpg") for n in range(per_collection)] for name in ("shoes", "boots")}
     shoes_account.seed(images)
     rest_account.seed({"bags": [(f"bags-p{n}", f"bags-{n}.jpg") for n in range(per_collection)]})
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    for account, (access_key, secret_key) in (("SHOES", SHOES_KEYS), ("REST", REST_KEYS)):
-        (secrets / f"IMGSWEEP_ACCOUNTS__{account}__ACCESS_KEY").write_text(access_key)
-        (secrets / f"IMGSWEEP_ACCOUNTS__{account}__SECRET_KEY").write_text(secret_key)
-
     names = topics(partitions=2)
-    records = [
-        event(f"{name}-e{n}", name, f"{name}-p{n}", [f"{name}-{n}.jpg"])
-        for n in range(per_collection)
-        for name in ("shoes", "boots", "bags", "hats")  # hats: a collection of no account
-    ]
+    records = _records(("shoes", "boots", "bags", "hats"), per_collection)  # hats: a collection of no account
     produce(kafka_bootstrap, names.input, records)
-    service = ServiceProcess.start(
-        bootstrap=kafka_bootstrap,
-        topics=names,
-        endpoint=None,
-        log_path=tmp_path / "service.log",
-        secrets_dir=secrets,
-        settings={
-            **TEST_SETTINGS,
-            "ACCOUNTS__SHOES__COLLECTIONS": '["shoes", "boots"]',
-            "ACCOUNTS__SHOES__ENDPOINT": shoes_account.endpoint,
-            "ACCOUNTS__REST__COLLECTIONS": '["bags"]',
-            "ACCOUNTS__REST__ENDPOINT": rest_account.endpoint,
-            "ACCOUNTS__REST__QPS": "50",
-            "BATCH__MAX_ITEMS": "7",
-            "API__QPS": "20",
-            "LOG__LEVEL": "DEBUG",
-        },
+    service = _start_with_accounts(
+        kafka_bootstrap,
+        names,
+        tmp_path,
+        {"SHOES": SHOES_KEYS, "REST": REST_KEYS},
+        ACCOUNTS__SHOES__COLLECTIONS='["shoes", "boots"]',
+        ACCOUNTS__SHOES__ENDPOINT=shoes_account.endpoint,
+        ACCOUNTS__REST__COLLECTIONS='["bags"]',
+        ACCOUNTS__REST__ENDPOINT=rest_account.endpoint,
+        ACCOUNTS__REST__QPS="50",
+        BATCH__MAX_ITEMS="7",
+        API__QPS="20",
+        LOG__LEVEL="DEBUG",
     )
     try:
         outcomes = consume_all(kafka_bootstrap, names.outcome, expect=len(records), timeout=90)
@@ -108,34 +123,21 @@ def test_a_spent_pack_10010_holds_only_its_account_and_raises_its_alerts_metric(
     spent = sandbox_process("--qps", "0", "--payment-required", keys=SHOES_KEYS)
     free = sandbox_process("--qps", "0", keys=REST_KEYS)
     free.seed({"bags": [(f"bags-p{n}", f"bags-{n}.jpg") for n in range(20)]})
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    for account, (access_key, secret_key) in (("PACK", SHOES_KEYS), ("FREE", REST_KEYS)):
-        (secrets / f"IMGSWEEP_ACCOUNTS__{account}__ACCESS_KEY").write_text(access_key)
-        (secrets / f"IMGSWEEP_ACCOUNTS__{account}__SECRET_KEY").write_text(secret_key)
     names = topics(partitions=2)
-    records = [
-        event(f"{name}-e{n}", name, f"{name}-p{n}", [f"{name}-{n}.jpg"])
-        for n in range(20)
-        for name in ("shoes", "bags")
-    ]
+    records = _records(("shoes", "bags"), 20)
     produce(kafka_bootstrap, names.input, records)
-    service = ServiceProcess.start(
-        bootstrap=kafka_bootstrap,
-        topics=names,
-        endpoint=None,
-        log_path=tmp_path / "service.log",
-        secrets_dir=secrets,
-        settings={
-            **TEST_SETTINGS,
-            "ACCOUNTS__PACK__COLLECTIONS": '["shoes"]',
-            "ACCOUNTS__PACK__ENDPOINT": spent.endpoint,
-            "ACCOUNTS__PACK__ALLOWANCE": "pack",
-            "ACCOUNTS__FREE__COLLECTIONS": '["bags"]',
-            "ACCOUNTS__FREE__ENDPOINT": free.endpoint,
-            "BATCH__MAX_ITEMS": "5",
-            "API__QPS": "20",
-        },
+    service = _start_with_accounts(
+        kafka_bootstrap,
+        names,
+        tmp_path,
+        {"PACK": SHOES_KEYS, "FREE": REST_KEYS},
+        ACCOUNTS__PACK__COLLECTIONS='["shoes"]',
+        ACCOUNTS__PACK__ENDPOINT=spent.endpoint,
+        ACCOUNTS__PACK__ALLOWANCE="pack",
+        ACCOUNTS__FREE__COLLECTIONS='["bags"]',
+        ACCOUNTS__FREE__ENDPOINT=free.endpoint,
+        BATCH__MAX_ITEMS="5",
+        API__QPS="20",
     )
     try:
         outcomes = consume_all(kafka_bootstrap, names.outcome, expect=20, timeout=60, settle=3)

@@ -129,20 +129,26 @@ def test_bad_credentials_are_fatal_paused_not_ready_and_never_committed(
     assert "not-the-right-secret" not in logs
 
 
+def call_per_image_resetting_in(seconds: float) -> tuple[datetime, dict[str, str]]:
+    """When the daily quota resets (China Standard Time, as JD's), and the settings of a quota test: one image per
+    call, no linger, that reset ``seconds`` from now."""
+    reset_at = datetime.now(CST) + timedelta(seconds=seconds)
+    settings = {
+        "BATCH__MAX_ITEMS": "1",
+        "BATCH__LINGER_SECONDS": "0",
+        "API__QUOTA_RESET_TIME": reset_at.strftime("%H:%M:%S"),
+    }
+    return reset_at, settings
+
+
 def test_quota_exhaustion_pauses_until_the_reset_then_resumes_by_itself(
     kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
     names: Topics = topics(partitions=1)
     sandbox: SandboxProcess = sandbox_process("--qps", "0", "--quota", "2")
     records = seeded_events(sandbox, 6, images=1)
-    reset_at = datetime.now(CST) + timedelta(seconds=12)
-    service: ServiceProcess = service_process(
-        names,
-        sandbox,
-        BATCH__MAX_ITEMS="1",
-        BATCH__LINGER_SECONDS="0",
-        API__QUOTA_RESET_TIME=reset_at.strftime("%H:%M:%S"),
-    )
+    reset_at, quota_settings = call_per_image_resetting_in(12)
+    service: ServiceProcess = service_process(names, sandbox, **quota_settings)
     produce(kafka_bootstrap, names.input, records)
     wait_for(lambda: service.metric("imgsweep_quota_exhausted") == 1, 30, "quota never seen exhausted")
     assert 0 < service.metric("imgsweep_quota_reset_seconds") <= 13
@@ -166,16 +172,14 @@ def test_a_quota_wait_followed_by_503s_does_not_fail_the_call(
     names: Topics = topics(partitions=1)
     sandbox: SandboxProcess = sandbox_process("--qps", "0", "--quota", "1")
     records = seeded_events(sandbox, 3, images=1)
-    reset_at = datetime.now(CST) + timedelta(seconds=12)
+    reset_at, quota_settings = call_per_image_resetting_in(12)
     service: ServiceProcess = service_process(
         names,
         sandbox,
-        BATCH__MAX_ITEMS="1",
-        BATCH__LINGER_SECONDS="0",
+        **quota_settings,
         API__MAX_ELAPSED_SECONDS="3",
         API__BACKOFF_INITIAL_SECONDS="0.2",
         API__BACKOFF_MAX_SECONDS="0.5",
-        API__QUOTA_RESET_TIME=reset_at.strftime("%H:%M:%S"),
     )
     produce(kafka_bootstrap, names.input, records)
     wait_for(lambda: service.metric("imgsweep_quota_exhausted") == 1, 30, "quota never seen exhausted")

@@ -165,7 +165,9 @@ class CallStep:
         return not self._completions.empty()
 
     def busy(self) -> bool:
-        return bool(self._inflight) or not self._completions.empty()
+        """Whether a call's results wait, or a call is under way that can finish soon: a call held in its worker
+        for the quota (10040, until the reset) does not keep the loop turning fast."""
+        return self.finished_waiting() or (bool(self._inflight) and not self.blocked())
 
     def inflight(self) -> int:
         return len(self._inflight)

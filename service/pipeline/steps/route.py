@@ -156,11 +156,7 @@ class RouteStep:
     # ---- what the poll loop asks ----------------------------------------------------------------------------
 
     def busy(self) -> bool:
-        """Whether a call's results wait, or a call is under way that can finish soon: a call held in its
-        worker for the quota (10040 until the reset) does not keep the loop turning fast."""
-        return any(
-            lane.call.finished_waiting() or (lane.call.inflight() and not lane.call.blocked()) for lane in self.lanes
-        )
+        return any(lane.call.busy() for lane in self.lanes)
 
     def inflight(self) -> int:
         return sum(lane.call.inflight() for lane in self.lanes)
