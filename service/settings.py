@@ -457,18 +457,19 @@ class AccountSettings(_Section):
     collections: Annotated[tuple[str, ...], _json('a JSON array of collection names, e.g. ["shoes", "bags"]')] = Field(
         description='The collections whose images this account deletes; "*": every collection no other account names.'
     )
+    # Typed here, checked where they are merged with IMGSWEEP_API__* (``_account``): ApiSettings' own rules.
     access_key: SecretStr | None = None
     secret_key: SecretStr | None = None
     endpoint: HttpUrl | None = None
-    region: str | None = Field(default=None, min_length=1, pattern=r"^[a-z0-9-]+$")
-    qps: float | None = Field(default=None, gt=0, le=1000)
-    workers: int | None = Field(default=None, ge=1, le=64)
+    region: str | None = None
+    qps: float | None = None
+    workers: int | None = None
     allowance: Literal["daily", "pack"] | None = None
-    daily_calls: int | None = Field(default=None, ge=-1)
-    reserve_calls: int | None = Field(default=None, ge=0)
-    reserve_fraction: float | None = Field(default=None, ge=0, lt=1)
-    price_per_call: float | None = Field(default=None, gt=0)
-    daily_spend_limit: float | None = Field(default=None, gt=0)
+    daily_calls: int | None = None
+    reserve_calls: int | None = None
+    reserve_fraction: float | None = None
+    price_per_call: float | None = None
+    daily_spend_limit: float | None = None
 
     @field_validator("collections")
     @classmethod
@@ -733,10 +734,12 @@ def _account(name: str, account: AccountSettings, api: ApiSettings) -> Account:
     try:
         merged = ApiSettings.model_validate(data)
     except ValidationError as error:
-        problem = error.errors()[0]
-        message = problem["msg"].removeprefix("Value error, ").replace(f"{ENV_PREFIX}API__", prefix)
-        where = f"{prefix}{str(problem['loc'][0]).upper()}: " if problem["loc"] else ""
-        raise ValueError(f"account {name!r}: {where}{message}") from None
+        problems = [
+            (f"{prefix}{str(problem['loc'][0]).upper()}: " if problem["loc"] else "")
+            + problem["msg"].removeprefix("Value error, ").replace(f"{ENV_PREFIX}API__", prefix)
+            for problem in error.errors()
+        ]
+        raise ValueError(f"account {name!r}: {'; '.join(problems)}") from None
     return Account(name=name, collections=account.collections, api=merged)
 
 
