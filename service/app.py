@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 from typing import Any
@@ -29,7 +30,7 @@ from service.logs import configure_logging
 from service.metrics import Metrics
 from service.pipeline.events import ERROR_CLASSES
 from service.pipeline.processor import AccountCalls, Pipeline
-from service.pipeline.share import DemandShare, Paced, QpsShare
+from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
@@ -120,18 +121,19 @@ def run_service(settings: Settings) -> int:
     consumer = Consumer(consumer_config(settings, stats_cb=on_stats))
     producer = Producer(producer_config(settings))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
-    share: QpsShare | None = None
+    share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare
     if api.qps_share == "demand":
         kafka = settings.kafka
-        share = DemandShare(
-            member=kafka.group_instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
-            topic=kafka.demand_topic,
-            producer=Producer(demand_producer_config(settings)),
-            reader=Consumer(demand_reader_config(settings)),
-            accounts=[
-                Paced(c.account.name, c.limiter, c.account.api.qps, metrics.account(c.account.name)) for c in calls
-            ],
-        )
+
+        def share(accounts: Sequence[Paced]) -> QpsShare:
+            return DemandShare(
+                member=kafka.group_instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+                topic=kafka.demand_topic,
+                producer=Producer(demand_producer_config(settings)),
+                reader=Consumer(demand_reader_config(settings)),
+                accounts=accounts,
+            )
+
     pipeline = Pipeline(
         settings=settings,
         consumer=consumer,

@@ -1,46 +1,28 @@
-"""The pipeline's gauges, set once per turn of the poll loop from what the steps and the quota gates say."""
+"""The pipeline's gauges, set once per turn of the poll loop from what the steps and the lanes say."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
-from service.api.quota import QuotaGate
-from service.api.rate_limit import RateLimiter
 from service.health import HealthState
-from service.metrics import AccountMetrics, Metrics
+from service.metrics import Metrics
+from service.pipeline.lane import AccountLane
 
 __all__ = ["Gauges"]
 
 
 class Gauges:
-    def __init__(
-        self,
-        *,
-        metrics: Metrics,
-        health: HealthState,
-        accounts: Sequence[tuple[AccountMetrics, QuotaGate, RateLimiter]],
-    ) -> None:
-        """``accounts``: each account's series, quota gate and rate limiter."""
+    def __init__(self, *, metrics: Metrics, health: HealthState, lanes: Sequence[AccountLane]) -> None:
         self._metrics = metrics
         self._health = health
-        self._accounts = accounts
-        self._charged_reported = [0] * len(accounts)
+        self._lanes = lanes
 
     def update(self, *, inflight: int, pending: int, paused: int) -> None:
         metrics = self._metrics
-        reset_in = 0.0
-        for number, (series, quota, limiter) in enumerate(self._accounts):
-            state = quota.state()
-            reset_in = quota.seconds_until_daily_reset()
-            series.quota_exhausted.set(1 if state.exhausted else 0)
-            series.quota_payment_required.set(1 if state.payment_required else 0)
-            series.quota_remaining.set(math.nan if state.remaining is None else state.remaining)
-            if state.charged_calls > self._charged_reported[number]:
-                series.quota_charged.inc(state.charged_calls - self._charged_reported[number])
-                self._charged_reported[number] = state.charged_calls
-            series.rate_limit_qps.set(limiter.rate)
-        metrics.quota_reset_seconds.set(reset_in)  # one reset time for every account
+        for lane in self._lanes:
+            lane.update_gauges()
+        if self._lanes:  # one reset time for every account
+            metrics.quota_reset_seconds.set(self._lanes[-1].quota.seconds_until_daily_reset())
         metrics.ready.set(1 if self._health.ready else 0)
         metrics.brokers_up.set(1 if self._health.brokers_up else 0)
         metrics.inflight_batches.set(inflight)

@@ -13,17 +13,18 @@ from collections import deque
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from service.pipeline.decisions import should_pause
-from service.pipeline.partitions import Partitions, PartitionState
+from service.pipeline.ledger import Ledger
+from service.pipeline.partitions import PartitionState
 from service.pipeline.steps.abstract import MessageRejected, Step
 
 __all__ = ["Intake"]
 
 
 class Intake:
-    def __init__(self, *, consumer: Consumer, topic: str, partitions: Partitions, max_pending: int) -> None:
+    def __init__(self, *, consumer: Consumer, ledger: Ledger, max_pending: int) -> None:
         self._consumer = consumer
-        self._topic = topic
-        self._partitions = partitions
+        self._topic = ledger.topic
+        self._ledger = ledger
         self._max_pending = max_pending
         self._carried: deque[Message] = deque()
         """Consumed records a step refused: offered again, in order, before anything new."""
@@ -53,7 +54,7 @@ class Intake:
         """Pauses or resumes every held partition, as ``should_pause`` decides."""
         paused = should_pause(
             paused=self.paused,
-            pending=self._partitions.pending_events(),
+            pending=self._ledger.pending_events(),
             limit=self._max_pending,
             rejected=rejected,
             stopping=stopping,
@@ -65,7 +66,7 @@ class Intake:
 
     def pause(self, paused: bool) -> None:
         """Pauses (or resumes) every partition held now; after a rebalance, the new ones as the rest."""
-        held = [TopicPartition(self._topic, number) for number in self._partitions.numbers()]
+        held = [TopicPartition(self._topic, number) for number in self._ledger.numbers()]
         if held:
             (self._consumer.pause if paused else self._consumer.resume)(held)
         self.paused = paused

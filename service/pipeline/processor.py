@@ -1,11 +1,13 @@
-"""The pipeline, wired: decode -> hold (relist grace) -> route to the collection's account -> batch by collection
--> call the API -> publish -> commit.
+"""The pipeline, wired: decode -> hold (relist grace) -> route to the collection's account -> (each account's
+lane: batch by collection -> call the API) -> publish -> commit.
 
-Each step lives in its own module under ``service.pipeline.steps`` and keeps one contract (``Step``: submit,
-which may refuse with ``MessageRejected``; poll, which never blocks; join, which honours its deadline). One
-thread, the poll loop below, drives them all; worker threads only run API calls. The loop keeps calling
-``consume()`` while partitions are paused (backpressure, quota wait, fatal state), so
-``max.poll.interval.ms`` never expires.
+Each step lives in its own module under ``service.pipeline.steps`` and keeps one contract (``Step``, arroyo's:
+submit, which may refuse with ``MessageRejected``; poll, which never blocks and polls the next step; close,
+join and terminate, which pass on down the chain). The chain is built once, from its end, below; the loop
+turns it by polling its head. Every event is owned by the ledger (``service.pipeline.ledger``): steps report
+their decisions to it, and the publish step takes what it finished. One thread, the poll loop, drives it all;
+worker threads only run API calls. The loop keeps calling ``consume()`` while partitions are paused
+(backpressure, quota wait, fatal state), so ``max.poll.interval.ms`` never expires.
 """
 
 from __future__ import annotations
@@ -15,36 +17,30 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from typing import Final
 
 from confluent_kafka import Consumer, Producer
 
-from service.api.models import BatchResult, DeleteBatch
-from service.api.quota import QuotaGate
-from service.api.rate_limit import RateLimiter
-from service.budget import QuotaView
 from service.health import HealthState
 from service.metrics import Metrics
-from service.pipeline.batcher import Batcher
 from service.pipeline.consumer_stats import ConsumerStats
 from service.pipeline.decisions import drain_plan
 from service.pipeline.events import EventTypes
 from service.pipeline.gauges import Gauges
 from service.pipeline.halt import Halt
 from service.pipeline.intake import Intake
-from service.pipeline.partitions import Partitions
+from service.pipeline.lane import AccountCalls, AccountLane, LaneShared
+from service.pipeline.ledger import Ledger
 from service.pipeline.pending import PendingEvent
 from service.pipeline.rebalance import Rebalance
 from service.pipeline.share import Paced, PartitionShare, QpsShare
-from service.pipeline.steps.batch import BatchStep, call_planner
-from service.pipeline.steps.call import CallStep
+from service.pipeline.steps.call import Workers
 from service.pipeline.steps.commit import CommitStep
 from service.pipeline.steps.decode import DecodeStep
-from service.pipeline.steps.hold import HoldStep, RecentDeletions
+from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
-from service.pipeline.steps.route import Lane, Routes, RouteStep
-from service.settings import Account, Settings
+from service.pipeline.steps.route import RouteStep
+from service.settings import Settings
 from service.tracing import NO_TRACING, Tracing
 
 __all__ = ["AccountCalls", "Pipeline"]
@@ -54,16 +50,6 @@ log = logging.getLogger(__name__)
 CONSUME_BATCH: Final = 500
 LEAVE_SECONDS: Final = 5.0
 HELD_ACCOUNTS_SECONDS: Final = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class AccountCalls:
-    """One account as the pipeline calls it: its settings, how a batch is deleted, and what paces its calls."""
-
-    account: Account
-    delete: Callable[[DeleteBatch], BatchResult]
-    quota: QuotaGate
-    limiter: RateLimiter
 
 
 class Pipeline:
@@ -80,103 +66,63 @@ class Pipeline:
         stop_calls: threading.Event,
         source: str,
         tracing: Tracing = NO_TRACING,
-        share: QpsShare | None = None,
+        share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``accounts``: each account's calls, one lane of batches and calls each (``RouteStep``); ``share``: how
-        this replica's QPS share of each account is set (default: by its fraction of the partitions);
-        ``clock``: the batches' and the budget's time."""
+        """``accounts``: each account's calls, one lane of batches and calls each; ``share``: makes how this
+        replica's QPS share of each account is set, from the lanes' slots (default: by its fraction of the
+        partitions); ``clock``: the batches'
+        and the budget's time."""
         kafka, batch = settings.kafka, settings.batch
-        self._topic, self._grace = kafka.input_topic, settings.shutdown_grace_seconds
+        self._grace = settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
         self._health, self._stop_calls = health, stop_calls
-        self._partitions = Partitions()
-        self._halt = Halt(health, metrics)
+        self._ledger = ledger = Ledger(kafka.input_topic)
+        self._halt = halt = Halt(health, metrics)
         self._wake = threading.Event()
         """Set when a call finishes or a rate limiter's slot comes free: the loop then turns at once."""
-        self._intake = Intake(
-            consumer=consumer, topic=self._topic, partitions=self._partitions, max_pending=kafka.max_pending_events
-        )
-        # The flow, built from its end: each step is given the step it hands its work to.
-        topics = Topics(outcomes=kafka.outcome_topic, dead_letters=kafka.dlq_topic)
-        self._publish = PublishStep(
-            producer=producer, topics=topics, partitions=self._partitions, source=source,
-            dry_run=settings.dry_run, halt=self._halt, metrics=metrics,
-        )  # fmt: skip
-        self._commit = CommitStep(
-            consumer=consumer, topic=self._topic, partitions=self._partitions, publish=self._publish,
-            health=health, metrics=metrics,
-        )  # fmt: skip
-        deletions = RecentDeletions()
-        lanes = [
-            self._lane(calls, settings=settings, metrics=metrics, deletions=deletions, tracing=tracing, clock=clock)
-            for calls in accounts
-        ]
-        self._route = RouteStep(
-            lanes=lanes, routes=Routes((calls.account.name, calls.account.collections) for calls in accounts),
-            partitions=self._partitions, finished=self._publish, wake=self._wake, metrics=metrics,
-        )  # fmt: skip
+        self._intake = Intake(consumer=consumer, ledger=ledger, max_pending=kafka.max_pending_events)
+        self._stats = ConsumerStats(topic=kafka.input_topic, health=health, metrics=metrics)
         self._max_items = batch.max_items
-        self._hold = HoldStep(
-            partitions=self._partitions, send=self._route, withdraw=self._route.withdraw, finished=self._publish,
-            pending_of=self._route.pending_of, deletions=deletions, grace_seconds=batch.relist_grace_seconds,
-            max_age_seconds=settings.max_event_age_seconds, caught_up=self._intake.caught_up, metrics=metrics,
-        )  # fmt: skip
-        events = settings.events
-        self._decode = DecodeStep(
-            topic=self._topic, partitions=self._partitions, events=self._hold, invalid=self._publish.invalid,
-            types=EventTypes(events.delist_types, events.relist_types, events.type_field),
-            max_pending=kafka.max_pending_events, halt=self._halt, metrics=metrics,
-        )  # fmt: skip
-        self._stats = ConsumerStats(topic=self._topic, health=health, metrics=metrics)
-        self._share = share or PartitionShare(
-            [Paced(calls.account.name, calls.limiter, calls.account.api.qps, metrics.account(calls.account.name))
-             for calls in accounts]
-        )  # fmt: skip
-        self._rebalance = Rebalance(
-            consumer=consumer, topic=self._topic, partitions=self._partitions, calls=self._route,
-            commit=self._commit, share=self._share, revoke_seconds=self._grace,
-            stats=self._stats, health=health, metrics=metrics, dropped=self._intake.drop,
-        )  # fmt: skip
-        self._gauges = Gauges(
-            metrics=metrics, health=health,
-            accounts=[(metrics.account(calls.account.name), calls.quota, calls.limiter) for calls in accounts],
-        )  # fmt: skip
         self._stopping = self._abandon = False
         self._held_accounts_seen: set[str] = set()
         self._held_accounts_until = 0.0
 
-    def _lane(
-        self,
-        calls: AccountCalls,
-        *,
-        settings: Settings,
-        metrics: Metrics,
-        deletions: RecentDeletions,
-        tracing: Tracing,
-        clock: Callable[[], float],
-    ) -> Lane:
-        """One account's batch and call steps, paced by its own rate limiter, quota gate and budget."""
-        api, batch, quota, limiter = calls.account.api, settings.batch, calls.quota, calls.limiter
-        limiter.when_free(self._wake.set)
-        call = CallStep(
-            account=calls.account.name, delete=calls.delete, executor=self._executor, workers=api.workers,
-            limiter=limiter, quota=quota, max_attempts=api.max_attempts, partitions=self._partitions,
-            finished=self._publish, halt=self._halt, stop_calls=self._stop_calls, wake=self._wake,
-            deletions=deletions, metrics=metrics, tracing=tracing,
-        )  # fmt: skip
-        batcher: Batcher[PendingEvent] = Batcher(
-            max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds
+        # The chain, built from its end: each step is given the step it hands its work to.
+        self._commit = CommitStep(consumer=consumer, ledger=ledger, health=health, metrics=metrics)
+        topics = Topics(kafka.outcome_topic, kafka.dlq_topic, source=source, dry_run=settings.dry_run)
+        self._publish = PublishStep(
+            producer=producer, topics=topics, ledger=ledger, next_step=self._commit, halt=halt, metrics=metrics
         )
-        batch_step = BatchStep(
-            batcher=batcher, calls=call, planner=call_planner(api, batch), clock=clock,
-            metrics=metrics.account(calls.account.name),
-            quota=lambda: QuotaView(
-                quota.seconds_until_daily_reset(), limiter.rate, quota.state().exhausted, self._rebalance.fraction()
-            ),
+        deletions = RecentDeletions()
+        shared = LaneShared(
+            batch=batch, workers=Workers(executor, self._wake, stop_calls, halt, tracing), ledger=ledger,
+            deletions=deletions, metrics=metrics, share_fraction=self._share_fraction, clock=clock,
         )  # fmt: skip
-        call.feed_back_to(batch_step)
-        return Lane(calls.account.name, batch_step, call, quota, limiter)
+        self._lanes = [AccountLane(calls, shared) for calls in accounts]
+        self._route = RouteStep(
+            lanes=self._lanes, next_step=self._publish, ledger=ledger, wake=self._wake, metrics=metrics
+        )
+        self._hold = HoldStep(
+            next_step=self._route, ledger=ledger, deletions=deletions,
+            times=HoldTimes(batch.relist_grace_seconds, settings.max_event_age_seconds),
+            clock=EventClock(self._intake.caught_up), metrics=metrics,
+        )  # fmt: skip
+        events = settings.events
+        self._decode = DecodeStep(
+            next_step=self._hold, ledger=ledger, types=EventTypes(events.delist_types, events.relist_types,
+            events.type_field), max_pending=kafka.max_pending_events, halt=halt, metrics=metrics,
+        )  # fmt: skip
+
+        self._share = share([lane.paced for lane in self._lanes])
+        self._rebalance = Rebalance(
+            consumer=consumer, ledger=ledger, flow=self, share=self._share, stats=self._stats, health=health,
+            metrics=metrics, revoke_seconds=self._grace,
+        )  # fmt: skip
+        self._gauges = Gauges(metrics=metrics, health=health, lanes=self._lanes)
+
+    def _share_fraction(self) -> float:
+        return self._rebalance.fraction()
 
     def request_shutdown(self) -> None:
         """First call: stop fetching and drain. Second call: abandon in-flight work now. Signal-safe."""
@@ -193,10 +139,13 @@ class Pipeline:
         """Consumes until shutdown is requested, then drains within the grace period and closes."""
         rebalance = self._rebalance
         self._consumer.subscribe(
-            [self._topic], on_assign=rebalance.on_assign, on_revoke=rebalance.on_revoke, on_lost=rebalance.on_lost
+            [self._ledger.topic],
+            on_assign=rebalance.on_assign,
+            on_revoke=rebalance.on_revoke,
+            on_lost=rebalance.on_lost,
         )
         self._health.subscribed = True
-        log.info("consuming", extra={"topic": self._topic})
+        log.info("consuming", extra={"topic": self._ledger.topic})
         while not self._stopping:
             self._turn()
         self._drain()
@@ -209,18 +158,15 @@ class Pipeline:
         if self._rebalance.changed:
             self._rebalance.settle()
             self._intake.pause(self._intake.paused)  # newly assigned partitions start unpaused
-        rejected = self._intake.offer(self._decode)  # decode -> hold (invalid records -> publish, as dead letters)
-        self._hold.poll(pressed=rejected)  # hold -> route to the collection's account, once the relist grace passed
-        self._route.poll()  # each account: batch -> call, as its call slots come free; call -> publish (and retries)
-        self._publish.poll()  # publish -> acknowledgements, which move the commit watermark
-        self._commit.poll()  # commit
+        rejected = self._intake.offer(self._decode)  # records -> decode -> hold (invalid records -> the ledger)
+        self._decode.poll()  # the chain: hold -> route -> each lane (batch -> call) -> publish -> commit
         stopping, fatal, exhausted = self._stopping, self._halt.reason is not None, self._route.all_exhausted()
         self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, quota_exhausted=exhausted)
         self._share.poll(self._demand())  # each account's QPS, shared by what each replica could send now
         self._gauges.update(
             inflight=self._route.inflight(),
-            pending=self._partitions.pending_events(),
-            paused=len(self._partitions) if self._intake.paused else 0,
+            pending=self._ledger.pending_events(),
+            paused=len(self._ledger.numbers()) if self._intake.paused else 0,
         )
 
     def _demand(self) -> dict[str, int]:
@@ -228,7 +174,7 @@ class Pipeline:
         way; an account with neither asks for one while delists of its collections are held (the relist grace),
         as they will want a call soon. None while no call of the account can start."""
         stopped = self._stopping or self._halt.reason is not None
-        lanes = self._route.lanes
+        lanes = self._lanes
         demand = {lane.account: 0 if stopped or lane.exhausted() else lane.demand(self._max_items) for lane in lanes}
         idle = {lane.account for lane in lanes if not demand[lane.account] and not stopped and not lane.exhausted()}
         if idle and self._hold.held():
@@ -274,27 +220,26 @@ class Pipeline:
         self._health.draining = True
         self._intake.pause(True)
         self._intake.clear()
-        events = self._partitions.all_events()
+        events = self._ledger.events()
         started = self._route.events_in_calls() | {event for event in events if event.results}
-        self._partitions.abandon(drain_plan(events, started))
-        self._route.forget(lambda pending: pending.abandoned)
-        self._route.drain()
+        self._ledger.abandon(drain_plan(events, started))
+        self._decode.close()  # down the chain: held delists given up, every lane's batches due as they are
         log.info(
             "draining before shutdown",
-            extra={"count": self._partitions.pending_events(), "wait_seconds": self._grace},
+            extra={"count": self._ledger.pending_events(), "wait_seconds": self._grace},
         )
-        while self._partitions.pending_events() and not self._abandon and time.monotonic() < deadline:
+        while self._ledger.pending_events() and not self._abandon and time.monotonic() < deadline:
             if self._halt.reason is not None or self._route.stuck_on_quota():
                 break  # nothing more can finish; what is pending stays uncommitted
             self._route.wait(0.02)
             self._turn(fetch=False)
         self._stop_calls.set()
-        if self._partitions.pending_events():
+        if self._ledger.pending_events():
             log.warning(
                 "shutdown leaves events unfinished; they will be redelivered",
-                extra={"count": self._partitions.pending_events()},
+                extra={"count": self._ledger.pending_events()},
             )
-        self._commit.join(max(deadline, time.monotonic() + 1.0))
+        self._decode.join(max(deadline, time.monotonic() + 1.0))  # publishes what is finished, then commits
         self._rebalance.closing = True
         self._share.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -302,6 +247,26 @@ class Pipeline:
         self._consumer.close()
         self._producer.flush(5)
         log.info("stopped")
+
+    # ---- what a rebalance asks (``rebalance.Flow``) --------------------------------------------------------
+
+    def revoke(self, partitions: frozenset[int], deadline: float) -> None:
+        """The revoked partitions' unsent images leave their batches; their calls under way are waited for until
+        ``deadline``; what is finished is published and committed before the partitions go."""
+
+        def gone(pending: PendingEvent) -> bool:
+            return pending.source.partition in partitions
+
+        self._route.forget(gone)
+        while self._route.carries(partitions) and time.monotonic() < deadline:
+            self._route.wait(0.05)
+            self._route.forget(gone)  # retries the results put back
+        self._publish.flush(max(deadline, time.monotonic() + 0.5))
+        self._commit.commit(sync=True, only=partitions)
+
+    def dropped(self, partitions: frozenset[int]) -> None:
+        self._route.forget(lambda pending: pending.abandoned)
+        self._intake.drop(partitions)
 
     def _leave_group(self) -> None:
         """Leaves the group before closing: a static member (``group.instance.id``) does not on ``close()``, and

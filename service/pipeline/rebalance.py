@@ -1,29 +1,28 @@
 """Partitions coming and going: confluent-kafka's ``on_assign``, ``on_revoke`` and ``on_lost``.
 
 On assign, each partition's state starts from what its previous owner committed (the offset's metadata names
-the events it already finished). On revoke, the partition's in-flight calls get a bounded wait, the producer
-delivers, and the finished work is committed before the partition goes. Lost partitions belong to someone else
-already: they are never committed. Every way out goes through ``Partitions.drop``.
+the events it already finished). On revoke, the flow finishes the partition's work under way within a bound
+and commits it (``Flow.revoke``) before the partition goes. Lost partitions belong to someone else already:
+they are never committed. Every way out goes through ``Ledger.drop``, then ``Flow.dropped``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection
-from typing import Final
+from collections.abc import Collection
+from typing import Final, Protocol
 
 from confluent_kafka import Consumer, TopicPartition
 
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.consumer_stats import ConsumerStats
-from service.pipeline.partitions import Partitions, PartitionState, Position
+from service.pipeline.ledger import Ledger
+from service.pipeline.partitions import PartitionState, Position
 from service.pipeline.share import QpsShare
-from service.pipeline.steps.commit import CommitStep
-from service.pipeline.steps.route import RouteStep
 
-__all__ = ["REVOKE_TIMEOUT_SECONDS", "Rebalance"]
+__all__ = ["REVOKE_TIMEOUT_SECONDS", "Flow", "Rebalance"]
 
 log = logging.getLogger(__name__)
 
@@ -31,33 +30,37 @@ REVOKE_TIMEOUT_SECONDS: Final = 10.0
 COMMITTED_TIMEOUT_SECONDS: Final = 10.0
 
 
+class Flow(Protocol):
+    """What a rebalance asks of the pipeline (``Pipeline``)."""
+
+    def revoke(self, partitions: frozenset[int], deadline: float) -> None:
+        """Finishes the partitions' calls under way until ``deadline`` and commits their finished work."""
+
+    def dropped(self, partitions: frozenset[int]) -> None:
+        """The partitions are gone: whatever still carries their work lets it go."""
+
+
 class Rebalance:
     def __init__(
         self,
         *,
         consumer: Consumer,
-        topic: str,
-        partitions: Partitions,
-        calls: RouteStep,
-        commit: CommitStep,
+        ledger: Ledger,
+        flow: Flow,
         share: QpsShare,
-        revoke_seconds: float,
         stats: ConsumerStats,
         health: HealthState,
         metrics: Metrics,
-        dropped: Callable[[frozenset[int]], None],
+        revoke_seconds: float,
     ) -> None:
         self._consumer = consumer
-        self._topic = topic
-        self._partitions = partitions
-        self._calls = calls
-        self._commit = commit
+        self._ledger = ledger
+        self._flow = flow
         self._share = share
         self._revoke_seconds = min(REVOKE_TIMEOUT_SECONDS, revoke_seconds)
         self._stats = stats
         self._health = health
         self._metrics = metrics
-        self._dropped = dropped
         self._topic_partitions: int | None = None
         self.changed = False
         self.closing = False
@@ -65,24 +68,16 @@ class Rebalance:
 
     def on_assign(self, _consumer: Consumer, assigned: list[TopicPartition]) -> None:
         committed = self._committed(assigned)
-        self._partitions.assign(
-            PartitionState.resumed_from(tp.partition, committed.get(tp.partition)) for tp in assigned
-        )
+        self._ledger.assign(PartitionState.resumed_from(tp.partition, committed.get(tp.partition)) for tp in assigned)
         self.changed = True
-        inherited = sum(len(state.inherited_done) for state in self._partitions if state.number in committed)
+        inherited = sum(len(state.inherited_done) for state in self._ledger.states() if state.number in committed)
         log.info("partitions assigned", extra={"count": len(assigned), "state": f"{inherited} offsets already done"})
 
     def on_revoke(self, _consumer: Consumer, revoked_partitions: list[TopicPartition]) -> None:
         """Finishes the revoked partitions' calls under way within a bound and commits; drops the rest."""
         revoked = frozenset(tp.partition for tp in revoked_partitions)
         if not self.closing:
-            unsent = self._calls.forget
-            unsent(lambda pending: pending.source.partition in revoked)
-            deadline = time.monotonic() + self._revoke_seconds
-            while self._calls.carries(revoked) and time.monotonic() < deadline:
-                self._calls.wait(0.05)
-                unsent(lambda pending: pending.source.partition in revoked)  # retries the results put back
-            self._commit.commit(deadline=max(deadline, time.monotonic() + 0.5), only=revoked)
+            self._flow.revoke(revoked, time.monotonic() + self._revoke_seconds)
         self._drop(revoked)
         log.info("partitions revoked", extra={"count": len(revoked)})
 
@@ -91,10 +86,9 @@ class Rebalance:
         log.warning("partitions lost", extra={"count": len(lost)})
 
     def _drop(self, numbers: frozenset[int]) -> None:
-        self._partitions.drop(numbers)
-        self._calls.forget(lambda pending: pending.abandoned)
+        self._ledger.drop(numbers)
         self._stats.forget(numbers)
-        self._dropped(numbers)
+        self._flow.dropped(numbers)
         self.changed = True
 
     def _committed(self, assigned: Collection[TopicPartition]) -> dict[int, Position]:
@@ -113,7 +107,7 @@ class Rebalance:
     def settle(self) -> None:
         """After a rebalance, in the poll loop: the gauges, and the assignment the QPS share may follow."""
         self.changed = False
-        assigned = self._partitions.numbers()
+        assigned = self._ledger.numbers()
         self._health.assigned = assigned
         self._stats.assigned(assigned)
         self._metrics.assigned_partitions.set(len(assigned))
@@ -123,15 +117,15 @@ class Rebalance:
         """This replica's fraction of the input topic's partitions (1 until the count is known)."""
         if not self._topic_partitions:
             return 1.0
-        return min(1.0, len(self._partitions.numbers()) / self._topic_partitions)
+        return min(1.0, len(self._ledger.numbers()) / self._topic_partitions)
 
     def _partition_count(self) -> int | None:
         try:
-            metadata = self._consumer.list_topics(self._topic, timeout=5)
+            metadata = self._consumer.list_topics(self._ledger.topic, timeout=5)
         except Exception as error:  # noqa: BLE001 - keep the previous share until metadata is back
             log.warning("could not read the input topic's partition count: %s", error)
             return self._topic_partitions
-        topic = metadata.topics.get(self._topic)
+        topic = metadata.topics.get(self._ledger.topic)
         if topic is not None and topic.partitions:
             self._topic_partitions = len(topic.partitions)
         return self._topic_partitions

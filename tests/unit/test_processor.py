@@ -409,7 +409,7 @@ def at(partition: int, offset: int, value: bytes, seconds: float) -> FakeMessage
 
 def held_rig(**settings: Any) -> Rig:
     rig = Rig(batch={"linger_seconds": 0, "relist_grace_seconds": 10}, **settings)
-    rig.pipeline._hold._wall_ms = lambda: T0  # the wall clock stands still unless a test moves it
+    rig.pipeline._hold._clock.wall_ms = lambda: T0  # the wall clock stands still unless a test moves it
     return rig
 
 
@@ -478,7 +478,7 @@ def test_a_caught_up_partition_lets_its_event_time_follow_the_wall_clock() -> No
     rig.feed(at(0, 0, typed("d", "com.example.product.delisted"), 0))
     rig.step()
     assert rig.executor.calls == []
-    rig.pipeline._hold._wall_ms = lambda: T0 + 10_001  # nothing more arrives; the wall clock moves on
+    rig.pipeline._hold._clock.wall_ms = lambda: T0 + 10_001  # nothing more arrives; the wall clock moves on
     rig.step()
     assert [batch.collection for batch, _ in rig.executor.calls] == ["c"]
 
@@ -546,7 +546,7 @@ def test_a_relist_is_never_named_done_in_the_metadata() -> None:
 
 def test_a_delist_older_than_the_maximum_age_is_skipped_with_an_outcome() -> None:
     rig = Rig(max_event_age_seconds=60)
-    rig.pipeline._hold._wall_ms = lambda: T0 + 61_000
+    rig.pipeline._hold._clock.wall_ms = lambda: T0 + 61_000
     rig.feed(at(0, 0, typed("old", "com.example.product.delisted"), 0))
     rig.feed(at(0, 1, typed("new", "com.example.product.delisted", product="n"), 30))
     (outcome,) = rig.outcomes()

@@ -1,7 +1,10 @@
 """The contract every step of the pipeline keeps, after arroyo's ``ProcessingStrategy``.
 
-A step receives work with ``submit`` and hands what it produced to the next step it was built with. None of
-its methods may block the poll loop, except ``join``, which waits at most until its deadline.
+A step receives work with ``submit`` and hands what it produced to the next step it was built with; its
+``poll`` does its own work, then polls that next step, so the processor turns the whole chain by polling its
+head. ``close`` says no more work will come (a drain: what is started is finished, nothing new begins) and
+``join`` finishes what was taken until a deadline; both pass on down the chain. ``terminate`` gives up at once.
+None of these may block the poll loop, except ``join``, which waits at most until its deadline.
 """
 
 from __future__ import annotations
@@ -22,7 +25,13 @@ class Step(Protocol[T_contra]):
         """Takes one item, or raises ``MessageRejected`` without having taken it. Never blocks."""
 
     def poll(self) -> None:
-        """Moves finished work to the next step. Never blocks."""
+        """Moves finished work on, then polls the next step. Never blocks."""
+
+    def close(self) -> None:
+        """No more ``submit`` will come: what was taken is finished as it is (passed on down the chain)."""
 
     def join(self, deadline: float) -> None:
-        """Finishes what was taken, giving up at ``deadline`` (``time.monotonic()``); may block until then."""
+        """Finishes what was taken, giving up at ``deadline`` (``time.monotonic()``); then joins the next step."""
+
+    def terminate(self) -> None:
+        """Gives up what was taken, at once (passed on down the chain)."""

@@ -15,54 +15,31 @@ from collections.abc import Callable
 from typing import Protocol
 
 from service.api.models import DeleteItem
-from service.budget import Allowance, AllowanceKind, CallPlanner, Decision, QuotaView, WaitingBatch, Why
+from service.budget import CallPlanner, Decision, QuotaView, WaitingBatch, Why
 from service.metrics import AccountMetrics
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.pending import PendingEvent
-from service.pipeline.steps.abstract import MessageRejected
-from service.settings import ApiSettings, BatchSettings
+from service.pipeline.steps.abstract import MessageRejected, Step
 
-__all__ = ["BatchStep", "CallStarter", "call_planner"]
+__all__ = ["BatchStep", "CallStarter"]
 
 log = logging.getLogger(__name__)
 
 _UNTIL_RESET = frozenset((Why.RESERVE_ONLY, Why.SPEND_LIMIT))
 
 
-def call_planner(api: ApiSettings, batch: BatchSettings) -> CallPlanner | None:
-    """The account's call budget, as configured; None without a daily limit (``DAILY_CALLS=-1``): the linger
-    alone decides, as before the budget existed."""
-    if api.allowance == "daily" and api.daily_calls < 0:
-        return None
-    allowance = Allowance(
-        AllowanceKind(api.allowance),
-        api.daily_calls,
-        api.reserve_calls,
-        api.reserve_fraction,
-        api.price_per_call,
-        api.daily_spend_limit,
-    )
-    return CallPlanner(
-        allowance,
-        max_wait_seconds=batch.max_wait_seconds,
-        linger_seconds=batch.linger_seconds,
-        max_items=batch.max_items,
-    )
-
-
-class CallStarter(Protocol):
-    """What the batch step needs of the call step (``CallStep``)."""
+class CallStarter(Step[ReadyBatch[PendingEvent]], Protocol):
+    """What the batch step hands to (``CallStep``): it also says whether a call could start now."""
 
     def accepting(self) -> bool: ...
-    def submit(self, ready: ReadyBatch[PendingEvent]) -> None: ...
 
 
 class BatchStep:
     def __init__(
         self,
         *,
-        batcher: Batcher[PendingEvent],
         calls: CallStarter,
+        batcher: Batcher[PendingEvent],
         planner: CallPlanner | None,
         quota: Callable[[], QuotaView],
         metrics: AccountMetrics,
@@ -95,7 +72,12 @@ class BatchStep:
                 self._batcher.add(collection, item, waiter, now, attempt)
 
     def poll(self) -> None:
-        """Hands the batches the budget chooses to the call step while it can start calls; the rest keep growing."""
+        """Hands the batches the budget chooses to the call step while it can start calls (the rest keep growing);
+        then polls the call step."""
+        self._hand_out()
+        self._calls.poll()
+
+    def _hand_out(self) -> None:
         if self._planner is None:
             self._poll_by_linger()
             return
@@ -182,9 +164,14 @@ class BatchStep:
         """The event's images leave the open batches (a relist); returns them. Images in a call stay there."""
         return self._batcher.withdraw(pending)
 
-    def drain(self) -> None:
+    def close(self) -> None:
         """From now on every batch is due (shutdown): what is left is sent as it is."""
         self._draining = True
+        self._calls.close()
+
+    def terminate(self) -> None:
+        self._batcher.discard_waiters(lambda _pending: True)
+        self._calls.terminate()
 
     def forget(self, gone: Callable[[PendingEvent], bool]) -> None:
         """Unsent images of events that are ``gone`` (abandoned, revoked) leave their batches."""
@@ -201,4 +188,5 @@ class BatchStep:
         return max(0.0, self._decided_at + self._decision.next_check_seconds - now)
 
     def join(self, deadline: float) -> None:
-        pass  # nothing runs here: batches leave through poll
+        """Nothing runs here (batches leave through poll): the calls under way are waited for."""
+        self._calls.join(deadline)

@@ -2,8 +2,8 @@
 
 A batch is taken only when its call can start at once: a worker is free, the quota is open and the rate
 limiter grants a slot now (``try_acquire``); the slot goes with the call to its worker. Retries of a call
-(transient errors) wait in the worker; items that another call may fix go back to the batch step. Events
-whose every image is decided go to the publish step.
+(transient errors) wait in the worker; items that another call may fix go back to the batch step. Every
+image's result goes to the ledger, which hands an event to publishing once all of its images are decided.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, Future
+from dataclasses import dataclass
 from typing import Protocol
 
 from service.api.errors import CallAbandoned, FatalApiError, RetriesExhausted
@@ -26,15 +27,15 @@ from service.metrics import Metrics
 from service.pipeline.batcher import ReadyBatch
 from service.pipeline.decisions import route_results
 from service.pipeline.halt import Halt
-from service.pipeline.partitions import Partitions
+from service.pipeline.ledger import Ledger
 from service.pipeline.pending import INTERNAL_ERROR, RETRIES_EXHAUSTED, PendingEvent
 from service.pipeline.reasons import CancelReason
-from service.pipeline.steps.abstract import MessageRejected, Step
+from service.pipeline.steps.abstract import MessageRejected
 from service.pipeline.steps.hold import RecentDeletions
 from service.pipeline.trace_context import TraceContext
 from service.tracing import NO_TRACING, Tracing
 
-__all__ = ["CallStep"]
+__all__ = ["CallStep", "Caller", "Workers"]
 
 log = logging.getLogger(__name__)
 
@@ -47,39 +48,47 @@ class Feedback(Protocol):
     def spent(self, calls: int) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """One account's way of calling: its name, how a batch is deleted, and what paces and limits its calls."""
+
+    account: str
+    delete: Callable[[DeleteBatch], BatchResult]
+    limiter: RateLimiter
+    quota: QuotaGate
+    workers: int
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Workers:
+    """What every account's calls share: the worker threads, the loop's wake-up, the stops, the tracer."""
+
+    executor: Executor
+    wake: threading.Event
+    """Set when a call finishes: the loop then turns at once."""
+    stop_calls: threading.Event
+    halt: Halt
+    tracing: Tracing = NO_TRACING
+
+
 class CallStep:
     def __init__(
-        self,
-        *,
-        account: str,
-        delete: Callable[[DeleteBatch], BatchResult],
-        executor: Executor,
-        workers: int,
-        limiter: RateLimiter,
-        quota: QuotaGate,
-        max_attempts: int,
-        partitions: Partitions,
-        finished: Step[PendingEvent],
-        halt: Halt,
-        stop_calls: threading.Event,
-        wake: threading.Event,
-        deletions: RecentDeletions,
-        metrics: Metrics,
-        tracing: Tracing = NO_TRACING,
+        self, *, caller: Caller, workers: Workers, ledger: Ledger, deletions: RecentDeletions, metrics: Metrics
     ) -> None:
-        self._account = account
-        self._delete = delete
-        self._tracing = tracing
-        self._executor = executor
-        self._workers = workers
-        self._limiter = limiter
-        self._quota = quota
-        self._max_attempts = max_attempts
-        self._partitions = partitions
-        self._finished = finished
-        self._halt = halt
-        self._stop_calls = stop_calls
-        self._wake = wake
+        self._caller = caller
+        self._account = caller.account
+        self._delete = caller.delete
+        self._limiter = caller.limiter
+        self._quota = caller.quota
+        self._workers = caller.workers
+        self._max_attempts = caller.max_attempts
+        self._executor = workers.executor
+        self._wake = workers.wake
+        self._stop_calls = workers.stop_calls
+        self._halt = workers.halt
+        self._tracing = workers.tracing
+        self._ledger = ledger
         self._deletions = deletions
         self._metrics = metrics
         self._feedback: Feedback | None = None
@@ -155,10 +164,17 @@ class CallStep:
             return
         self._finish(future)
 
+    def close(self) -> None:
+        pass  # calls under way finish; the batch step sends what is left
+
     def join(self, deadline: float) -> None:
-        """Waits for the calls under way until ``deadline``, handing their results on as they come."""
-        while self._inflight and (left := deadline - time.monotonic()) > 0:
+        """Waits for the calls under way until ``deadline`` (not for calls that cannot finish: stopped, halted, or
+        held for the quota), handing their results on as they come."""
+        while self._inflight and not self.blocked() and (left := deadline - time.monotonic()) > 0:
             self.wait(min(left, 0.05))
+
+    def terminate(self) -> None:
+        self._stop_calls.set()
 
     def finished_waiting(self) -> bool:
         """Whether a finished call's results wait for ``poll``."""
@@ -225,40 +241,40 @@ class CallStep:
             self._feedback.spent(result.api_calls - 1)
 
     def _apply(self, ready: ReadyBatch[PendingEvent], result: BatchResult) -> None:
+        """Each image's result to the events waiting for it, through the ledger; items worth another call back to
+        the batch step."""
         routing = route_results(result.items, ready.waiters, ready.attempts, self._max_attempts)
-        touched: dict[PendingEvent, None] = {}  # in order of first touch; a PendingEvent hashes by identity
-        decided: Counter[tuple[ItemStatus, str | None]] = Counter()
+        decided: dict[PendingEvent, list[ItemResult]] = {}  # in order of first touch; hashed by identity
+        counts: Counter[tuple[ItemStatus, str | None]] = Counter()
         for item, waiters, attempt in routing.retry:
             live = [waiter for waiter in waiters if not waiter.abandoned]
             again = [waiter for waiter in live if not waiter.relisted]
             if again and self._feedback is not None:
                 self._feedback.retry(ready.batch.collection, item, again, attempt)
             for waiter in live:
+                results = decided.setdefault(waiter, [])
                 if waiter.relisted:  # a relist came while the item was in this call: no second try
-                    waiter.decide(ItemResult(item, ItemStatus.CANCELLED, CancelReason.RELISTED))
-                    decided[ItemStatus.CANCELLED, CancelReason.RELISTED] += 1
-                touched[waiter] = None
+                    results.append(ItemResult(item, ItemStatus.CANCELLED, CancelReason.RELISTED))
+                    counts[ItemStatus.CANCELLED, CancelReason.RELISTED] += 1
         now = time.monotonic()
         for item_result, waiters in routing.decided:
-            decided[item_result.status, item_result.reason] += 1
+            counts[item_result.status, item_result.reason] += 1
             if item_result.status is ItemStatus.DELETED:
                 self._deletions.deleted(ready.batch.collection, item_result.item, now)
             for waiter in waiters:
                 if not waiter.abandoned:
-                    waiter.decide(item_result)
-                    touched[waiter] = None
+                    decided.setdefault(waiter, []).append(item_result)
         if routing.exhausted:
             log.warning(
                 "images still failing after %d calls each",
                 self._max_attempts,
                 extra={**_batch_ids(ready), "count": routing.exhausted, "reason": RETRIES_EXHAUSTED},
             )
-        for (status, reason), count in decided.items():
+        for (status, reason), count in counts.items():
             self._metrics.image_decided(status, reason, count)
-        for pending in touched:
-            pending.took_part(attempts=result.attempts, api_calls=result.api_calls)
-            if pending.complete and self._partitions.finish(pending):
-                self._finished.submit(pending)
+        for pending, results in decided.items():
+            self._ledger.took_part(pending, attempts=result.attempts, api_calls=result.api_calls)
+            self._ledger.decide(pending, results)
 
 
 MAX_LOGGED_EVENT_IDS = 20

@@ -1,8 +1,9 @@
 """Commit: the last step. Per partition, the watermark of finished events and the done offsets above it.
 
 The checkpoint order is spelled out in one function, ``commit`` (quix-streams' ``Checkpoint.commit`` is the
-model). Commits go out at most once per interval while running, and synchronously, after the producer has
-delivered what it can, on a revoke and at shutdown.
+model). The publish step, which polls this one, has served the producer's acknowledgements just before (or, on
+a revoke and at shutdown, waited for them). Commits go out at most once per interval while running, and
+synchronously on a revoke and at shutdown.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from service.health import HealthState
 from service.metrics import Metrics
-from service.pipeline.partitions import Partitions
-from service.pipeline.steps.publish import PublishStep
+from service.pipeline.ledger import Ledger
 
 __all__ = ["COMMIT_INTERVAL_SECONDS", "CommitStep"]
 
@@ -28,66 +28,60 @@ COMMIT_INTERVAL_SECONDS: Final = 1.0
 
 class CommitStep:
     def __init__(
-        self,
-        *,
-        consumer: Consumer,
-        topic: str,
-        partitions: Partitions,
-        publish: PublishStep,
-        health: HealthState,
-        metrics: Metrics,
-        interval: float = COMMIT_INTERVAL_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+        self, *, consumer: Consumer, ledger: Ledger, health: HealthState, metrics: Metrics,
+        interval: float = COMMIT_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
         self._consumer = consumer
-        self._topic = topic
-        self._partitions = partitions
-        self._publish = publish
+        self._ledger = ledger
         self._health = health
         self._metrics = metrics
         self._interval = interval
         self._clock = clock
         self._last = 0.0
 
+    def submit(self, item: object) -> None:
+        pass  # what to commit is read from the ledger
+
     def poll(self) -> None:
         """Commits what moved, at most once an interval. Never blocks (the commit is asynchronous)."""
         if self._clock() - self._last >= self._interval:
             self.commit()
 
-    def join(self, deadline: float) -> None:
-        """Delivers what the producer holds (until ``deadline``), then commits and waits for the broker."""
-        self.commit(deadline=deadline)
+    def close(self) -> None:
+        pass
 
-    def commit(self, *, deadline: float | None = None, only: Collection[int] | None = None) -> None:
-        """One checkpoint, asynchronous unless a ``deadline`` is given; ``only`` limits it to some partitions."""
+    def join(self, deadline: float) -> None:
+        """Commits and waits for the broker (the publish step delivered what it could until ``deadline``)."""
+        self.commit(sync=True)
+
+    def terminate(self) -> None:
+        pass  # nothing more is committed: what is unfinished is redone by the next owner
+
+    def commit(self, *, sync: bool = False, only: Collection[int] | None = None) -> None:
+        """One checkpoint, asynchronous unless ``sync``; ``only`` limits it to some partitions."""
         self._last = self._clock()
-        # 1. Acknowledgements first: each one may move a watermark. With a deadline, wait for all of them.
-        if deadline is None:
-            self._publish.poll()
-        else:
-            self._publish.join(deadline)
-        # 2. Each partition's position: the first unfinished offset and, in its metadata, the finished ones
-        #    above it. Only positions that changed since the last commit.
-        states = [state for state in self._partitions if only is None or state.number in only]
-        moved = [(state, position) for state in states if (position := state.position()) is not None]
-        self._metrics.offset_metadata_truncated.set(sum(state.truncated for state in self._partitions))
+        # 1. Each partition's position: the first unfinished offset and, in its metadata, the finished ones above
+        #    it (acknowledgements were served by the publish step). Only positions that changed since the last
+        #    commit.
+        moved = self._ledger.positions(only)
+        self._metrics.offset_metadata_truncated.set(self._ledger.truncated())
         if not moved:
             return
+        topic = self._ledger.topic
         offsets = [
-            TopicPartition(self._topic, state.number, position.offset, metadata=position.metadata)
+            TopicPartition(topic, state.number, position.offset, metadata=position.metadata)
             for state, position in moved
         ]
-        # 3. Send them: asynchronously while running; synchronously on a revoke or at shutdown.
+        # 2. Send them: asynchronously while running; synchronously on a revoke or at shutdown.
         try:
-            if deadline is None:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
-            else:
+            if sync:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
         except Exception as error:  # noqa: BLE001 - a failed commit is retried with the next position
             log.warning("offset commit failed: %s", error)
             return
-        # 4. Remember what was committed, for the next comparison and for /readyz.
-        for state, position in moved:
-            state.committed = position
-        self._health.committed = {state.number: state.committed.offset for state in self._partitions if state.committed}
+        # 3. Remember what was committed, for the next comparison and for /readyz.
+        self._ledger.committed(moved)
+        self._health.committed = self._ledger.committed_offsets()
         self._metrics.commits.inc()

@@ -1,9 +1,9 @@
-"""Decode: consumed records -> delist events for the batch step; records that are not events -> dead letters."""
+"""Decode: consumed records -> delist and relist events for the hold step; records that are not events -> the
+ledger, as dead letters."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from confluent_kafka import KafkaError, Message
@@ -11,11 +11,12 @@ from confluent_kafka import KafkaError, Message
 from service.metrics import Metrics
 from service.pipeline.events import EventTypes, InvalidEvent, OtherEventType, decode_event
 from service.pipeline.halt import Halt
+from service.pipeline.ledger import Ledger
 from service.pipeline.outcomes import replay_of_from_headers
-from service.pipeline.partitions import Partitions
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 from service.pipeline.reasons import SkipReason
-from service.pipeline.steps.abstract import MessageRejected, Step
+from service.pipeline.steps.abstract import MessageRejected
+from service.pipeline.steps.hold import Holding
 from service.pipeline.trace_context import trace_context
 
 __all__ = ["DecodeStep", "source_record"]
@@ -25,25 +26,16 @@ log = logging.getLogger(__name__)
 
 class DecodeStep:
     def __init__(
-        self,
-        *,
-        topic: str,
-        partitions: Partitions,
-        events: Step[PendingEvent],
-        invalid: Callable[[SourceRecord, InvalidEvent], None],
-        types: EventTypes,
-        max_pending: int,
-        halt: Halt,
+        self, *, next_step: Holding, ledger: Ledger, types: EventTypes, max_pending: int, halt: Halt,
         metrics: Metrics,
-    ) -> None:
-        self._topic = topic
-        self._partitions = partitions
-        self._events = events
-        self._invalid = invalid
+    ) -> None:  # fmt: skip
+        self._next = next_step
+        self._ledger = ledger
         self._types = types
         self._max_pending = max_pending
         self._halt = halt
         self._metrics = metrics
+        self._closed = False
 
     def submit(self, message: Message) -> None:
         """Raises ``MessageRejected`` while ``max_pending`` events are in the pipeline: the loop keeps the record."""
@@ -55,22 +47,22 @@ class DecodeStep:
                     self._halt.trip(f"Kafka consumer fatal error: {error.str()}")
             return
         record = source_record(message)
-        state = self._partitions.get(record.partition)
-        if state is None or record.topic != self._topic:
+        if not self._ledger.held(record):
             return  # fetched before a revoke: the partition's new owner reads it
-        if self._partitions.pending_events() >= self._max_pending:
+        if self._closed:
+            raise MessageRejected
+        if self._ledger.pending_events() >= self._max_pending:
+            self._next.press()  # the input waits: the oldest held delist goes now, its relist could not come first
             raise MessageRejected
         self._metrics.events_consumed.inc()
-        state.consumed(record.offset, record.timestamp_ms)
-        if state.already_done(record.offset):
+        if not self._ledger.admit(record):
             self._metrics.events_skipped.labels(SkipReason.ALREADY_DONE).inc()
             return
-        state.offsets.track(record.offset)
         try:
             event = decode_event(record.value, record.headers, self._types)
         except OtherEventType:
             self._metrics.events_skipped.labels(SkipReason.OTHER_TYPE).inc()
-            state.offsets.published(record.offset, 0)
+            self._ledger.skip(record)
             return
         except InvalidEvent as invalid:
             self._metrics.invalid_event(invalid.error_class)
@@ -79,18 +71,27 @@ class DecodeStep:
                 invalid.reason,
                 extra={"partition": record.partition, "offset": record.offset, "error_class": invalid.error_class},
             )
-            self._invalid(record, invalid)
+            self._ledger.reject(record, invalid)
             return
         trace = trace_context(record.headers, event.traceparent, event.tracestate)
         pending = PendingEvent(event=event, source=record, first_seen_at=datetime.now(UTC), trace=trace)
-        self._partitions.add(pending)
-        self._events.submit(pending)
+        self._ledger.open(pending)
+        self._next.submit(pending)
 
     def poll(self) -> None:
-        pass  # decoding finishes within submit
+        """Decoding finishes within submit: only the rest of the chain has work to move."""
+        self._next.poll()
+
+    def close(self) -> None:
+        self._closed = True
+        self._next.close()
 
     def join(self, deadline: float) -> None:
-        pass
+        self._next.join(deadline)
+
+    def terminate(self) -> None:
+        self._closed = True
+        self._next.terminate()
 
 
 def source_record(message: Message) -> SourceRecord:

@@ -1,4 +1,6 @@
-"""Publish: finished events -> their outcome (and dead-letter copy); invalid records -> the dead-letter topic.
+"""Publish: what the ledger finished -> outcomes (and dead-letter copies) and invalid records' dead letters.
+
+The ledger is the one hand-off: every turn this step takes what it finished (``Ledger.outbox``) and produces it.
 
 Offsets never run ahead of outcomes: an event's offset becomes committable only when the broker acknowledged
 every record it produced. Delivery reports arrive in ``poll``; a failed delivery is produced again as long as
@@ -19,10 +21,12 @@ from confluent_kafka import KafkaError, Message, Producer
 from service.metrics import Metrics
 from service.pipeline.events import InvalidEvent
 from service.pipeline.halt import Halt
+from service.pipeline.ledger import Finished, Ledger, Rejected
 from service.pipeline.outcomes import build_outcome, dead_letter_headers, failure_summary, outcome_headers
-from service.pipeline.partitions import Partitions, PartitionState
+from service.pipeline.partitions import PartitionState
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 from service.pipeline.reasons import DeadLetterReason
+from service.pipeline.steps.abstract import Step
 from service.pipeline.trace_context import TraceContext, record_trace_context
 
 __all__ = ["PublishStep", "Topics", "event_ids"]
@@ -32,8 +36,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Topics:
+    """Where and how outcomes are written: the topics, the outcomes' ``source``, and whether it is a dry run."""
+
     outcomes: str
     dead_letters: str
+    source: str = "imgsweep"
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,33 +70,57 @@ def event_ids(pending: PendingEvent) -> dict[str, object]:
 
 class PublishStep:
     def __init__(
-        self,
-        *,
-        producer: Producer,
-        topics: Topics,
-        partitions: Partitions,
-        source: str,
-        dry_run: bool,
-        halt: Halt,
+        self, *, producer: Producer, topics: Topics, ledger: Ledger, next_step: Step[object], halt: Halt,
         metrics: Metrics,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self._producer = producer
         self._topics = topics
-        self._partitions = partitions
-        self._source = source
-        self._dry_run = dry_run
+        self._ledger = ledger
+        self._next = next_step
         self._halt = halt
         self._metrics = metrics
 
-    def submit(self, pending: PendingEvent) -> None:
+    def submit(self, item: Finished | Rejected) -> None:
+        if isinstance(item, Finished):
+            self._outcome(item.pending)
+        else:
+            self._invalid(item.record, item.error)
+
+    def poll(self) -> None:
+        """Produces what the ledger finished and serves delivery reports (acknowledgements move the commit
+        watermark); then polls the commit. Never blocks."""
+        self._take()
+        self._producer.poll(0)
+        self._next.poll()
+
+    def flush(self, deadline: float) -> None:
+        """Produces what the ledger finished and waits until every record is acknowledged, or ``deadline``."""
+        self._take()
+        self._producer.flush(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        self._next.close()
+
+    def join(self, deadline: float) -> None:
+        self.flush(deadline)
+        self._next.join(deadline)
+
+    def terminate(self) -> None:
+        self._next.terminate()
+
+    def _take(self) -> None:
+        for item in self._ledger.outbox():
+            self.submit(item)
+
+    def _outcome(self, pending: PendingEvent) -> None:
         """Every image of the event is decided: its outcome, and a dead-letter copy if one failed for good."""
-        outcome = build_outcome(pending, completed_at=datetime.now(UTC), dry_run=self._dry_run)
+        outcome = build_outcome(pending, completed_at=datetime.now(UTC), dry_run=self._topics.dry_run)
         records = [
             _Record(
                 topic=self._topics.outcomes,
                 key=pending.event.product_id.encode(),
                 value=outcome.value,
-                headers=outcome_headers(outcome, source=self._source, trace=pending.trace),
+                headers=outcome_headers(outcome, source=self._topics.source, trace=pending.trace),
                 kind="outcome",
                 label=outcome.status,
                 timestamp_ms=pending.source.timestamp_ms,
@@ -107,19 +139,11 @@ class PublishStep:
             log.debug("outcome published", extra={**event_ids(pending), "status": outcome.status})
         self._publish(pending.source, records)
 
-    def invalid(self, record: SourceRecord, error: InvalidEvent) -> None:
+    def _invalid(self, record: SourceRecord, error: InvalidEvent) -> None:
         """A record that is not a delist event goes to the dead-letter topic as it came."""
         trace = record_trace_context(record.headers, record.value)
         dead_letter = self._dead_letter(record, DeadLetterReason.INVALID_EVENT, error.reason, error.error_class, trace)
         self._publish(record, [dead_letter])
-
-    def poll(self) -> None:
-        """Serves delivery reports (acknowledgements move the commit watermark). Never blocks."""
-        self._producer.poll(0)
-
-    def join(self, deadline: float) -> None:
-        """Waits until every record is acknowledged, or ``deadline``."""
-        self._producer.flush(max(0.0, deadline - time.monotonic()))
 
     def _dead_letter(
         self,
@@ -143,10 +167,9 @@ class PublishStep:
         )
 
     def _publish(self, source: SourceRecord, records: list[_Record]) -> None:
-        state = self._partitions.get(source.partition)
+        state = self._ledger.produced(source, len(records))
         if state is None:
             return  # revoked meanwhile: the new owner redoes the event
-        state.offsets.published(source.offset, len(records))
         for record in records:
             self._produce(state, source.offset, record)
 
@@ -165,7 +188,7 @@ class PublishStep:
                 return
 
     def _delivered(self, state: PartitionState, offset: int, record: _Record, error: KafkaError | None) -> None:
-        held = self._partitions.get(state.number) is state
+        held = self._ledger.holds(state)
         if error is not None:
             if error.fatal():
                 self._halt.trip(f"Kafka producer fatal error: {error.str()}")
@@ -178,7 +201,7 @@ class PublishStep:
             return
         if not held:
             return  # the partition was revoked meanwhile; the new owner redoes the event
-        state.offsets.acknowledged(offset)
+        self._ledger.acknowledged(state, offset)
         if record.kind == "outcome":
             self._metrics.outcomes.labels(record.label).inc()
             if record.timestamp_ms is not None:

@@ -1,30 +1,27 @@
-"""Route: delist events -> the account their collection belongs to; a collection of no account -> a failed outcome.
+"""Route: delist events -> the lane of the account their collection belongs to; a collection of no account -> a
+failed outcome.
 
-Each account (``service.settings.Account``) has a lane of its own: a batch step and a call step with the
-account's rate limiter, quota gate and call budget, so one account's quota wait, budget or QPS never holds
-another's calls. An event whose collection no account holds fails at once, every image with reason
-``no_account`` (its outcome says so and a dead-letter copy waits for a replay), and costs no call.
+Each account (``service.settings.Account``) has a lane of its own (``service.pipeline.lane.AccountLane``): a
+batch step and a call step with the account's rate limiter, quota gate and call budget, so one account's quota
+wait, budget or QPS never holds another's calls. An event whose collection no account holds fails at once,
+every image with reason ``no_account`` (its outcome says so and a dead-letter copy waits for a replay), and
+costs no call. What the lanes decide goes to the ledger; the route step's next step is publishing.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
 
 from service.api.models import DeleteItem, ItemResult, ItemStatus
-from service.api.quota import QuotaGate
-from service.api.rate_limit import RateLimiter
 from service.metrics import Metrics
-from service.pipeline.partitions import Partitions
+from service.pipeline.lane import AccountLane
+from service.pipeline.ledger import Finished, Ledger, Rejected
 from service.pipeline.pending import NO_ACCOUNT, PendingEvent
 from service.pipeline.steps.abstract import Step
-from service.pipeline.steps.batch import BatchStep
-from service.pipeline.steps.call import CallStep
 from service.settings import EVERY_OTHER_COLLECTION
 
-__all__ = ["Lane", "RouteStep", "Routes"]
+__all__ = ["RouteStep", "Routes"]
 
 
 class Routes:
@@ -44,105 +41,83 @@ class Routes:
         return self._named.get(collection, self._rest)
 
 
-@dataclass(frozen=True, slots=True)
-class Lane:
-    """One account's part of the flow: its batches, its calls and what paces them."""
-
-    account: str
-    batch: BatchStep
-    call: CallStep
-    quota: QuotaGate
-    limiter: RateLimiter
-
-    def exhausted(self) -> bool:
-        return self.quota.state().exhausted
-
-    def demand(self, max_items: int) -> int:
-        """Calls this account could make now: its waiting images in full calls and its calls under way."""
-        return math.ceil(self.batch.pending_items() / max_items) + self.call.inflight()
-
-
 class RouteStep:
-    """Hands each delist to its account's lane, and answers for all the lanes what the loop, the hold step, a
-    rebalance and the drain ask (what waits, what is under way, what may go when)."""
+    """Hands each delist to its account's lane; polls the lanes, then the step that publishes what they finish."""
 
     def __init__(
-        self,
-        *,
-        lanes: Sequence[Lane],
-        routes: Routes,
-        partitions: Partitions,
-        finished: Step[PendingEvent],
-        wake: threading.Event,
-        metrics: Metrics,
-    ) -> None:
+        self, *, lanes: Sequence[AccountLane], next_step: Step[Finished | Rejected], ledger: Ledger,
+        wake: threading.Event, metrics: Metrics,
+    ) -> None:  # fmt: skip
         self.lanes = tuple(lanes)
+        self._routes = Routes((lane.account, lane.collections) for lane in lanes)
         self._by_account = {lane.account: lane for lane in lanes}
-        self._routes = routes
-        self._partitions = partitions
-        self._finished = finished
+        self._next = next_step
+        self._ledger = ledger
         self._wake = wake
         self._metrics = metrics
 
     def accounts_of(self, collections: Iterable[str]) -> set[str]:
-        """The accounts that hold these collections (a collection of no account adds none)."""
         return {account for collection in collections if (account := self._routes.account_of(collection))}
 
-    def _lane(self, collection: str) -> Lane | None:
+    def _lane(self, collection: str) -> AccountLane | None:
         account = self._routes.account_of(collection)
         return None if account is None else self._by_account[account]
 
     def submit(self, pending: PendingEvent) -> None:
         lane = self._lane(pending.event.collection_name)
         if lane is not None:
-            lane.batch.submit(pending)
+            lane.submit(pending)
             return
-        for item in pending.items():
-            pending.decide(ItemResult(item, ItemStatus.FAILED, NO_ACCOUNT))
         self._metrics.image_decided(ItemStatus.FAILED, NO_ACCOUNT, len(pending.event.image_ids))
-        if self._partitions.finish(pending):
-            self._finished.submit(pending)
+        self._ledger.decide(pending, (ItemResult(item, ItemStatus.FAILED, NO_ACCOUNT) for item in pending.items()))
 
     def poll(self) -> None:
-        """Every account's batches that may go to its calls, then every finished call's results. Never blocks."""
+        """Every account's lane (batches that may go to its calls, finished calls' results), then publishing.
+        Never blocks."""
         for lane in self.lanes:
-            lane.batch.poll()
+            lane.poll()
+        self._next.poll()
+
+    def close(self) -> None:
+        """A drain: every lane sends what is left as it is."""
         for lane in self.lanes:
-            lane.call.poll()
+            lane.forget(lambda pending: pending.abandoned)
+            lane.close()
+        self._next.close()
 
     def join(self, deadline: float) -> None:
         for lane in self.lanes:
-            lane.call.join(deadline)
+            lane.join(deadline)
+        self._next.join(deadline)
+
+    def terminate(self) -> None:
+        for lane in self.lanes:
+            lane.terminate()
+        self._next.terminate()
 
     # ---- what the hold step asks: the images of a product not yet deleted ----------------------------------
 
     def pending_of(self, collection: str, product_id: str) -> list[PendingEvent]:
         """Events with images of this product waiting in a batch or in a call under way."""
         lane = self._lane(collection)
-        if lane is None:
-            return []
-        return [*lane.batch.waiting_for(collection, product_id), *lane.call.calling_for(collection, product_id)]
+        return [] if lane is None else lane.pending_of(collection, product_id)
 
     def withdraw(self, pending: PendingEvent) -> list[DeleteItem]:
         """The event's images leave the open batches (a relist); returns them. Images in a call stay there."""
         lane = self._lane(pending.event.collection_name)
-        return [] if lane is None else lane.batch.withdraw(pending)
+        return [] if lane is None else lane.withdraw(pending)
 
-    # ---- what a rebalance and the drain ask -----------------------------------------------------------------
+    # ---- what a revoke asks ---------------------------------------------------------------------------------
 
     def forget(self, gone: Callable[[PendingEvent], bool]) -> None:
         for lane in self.lanes:
-            lane.batch.forget(gone)
-
-    def drain(self) -> None:
-        for lane in self.lanes:
-            lane.batch.drain()
+            lane.forget(gone)
 
     def carries(self, partitions: Collection[int]) -> bool:
-        return any(lane.call.carries(partitions) for lane in self.lanes)
+        return any(lane.carries(partitions) for lane in self.lanes)
 
     def events_in_calls(self) -> set[PendingEvent]:
-        return set().union(*(lane.call.events_in_calls() for lane in self.lanes))
+        return set().union(*(lane.events_in_calls() for lane in self.lanes))
 
     def wait(self, seconds: float) -> None:
         """Blocks up to ``seconds`` for a call of any account to finish (a call's completion is queued before
@@ -156,13 +131,13 @@ class RouteStep:
     # ---- what the poll loop asks ----------------------------------------------------------------------------
 
     def busy(self) -> bool:
-        return any(lane.call.busy() for lane in self.lanes)
+        return any(lane.busy() for lane in self.lanes)
 
     def inflight(self) -> int:
-        return sum(lane.call.inflight() for lane in self.lanes)
+        return sum(lane.inflight() for lane in self.lanes)
 
     def pending_items(self) -> int:
-        return sum(lane.batch.pending_items() for lane in self.lanes)
+        return sum(lane.pending_items() for lane in self.lanes)
 
     def all_exhausted(self) -> bool:
         """Whether no account can call now (each waits for its quota): only then is the input paused for it."""
@@ -171,18 +146,10 @@ class RouteStep:
     def stuck_on_quota(self) -> bool:
         """Whether every account with images waiting or calls under way waits for its quota (a drain then has
         nothing more to wait for)."""
-        busy = [lane for lane in self.lanes if lane.batch.pending_items() or lane.call.inflight()]
+        busy = [lane for lane in self.lanes if lane.pending_items() or lane.inflight()]
         return bool(busy) and all(lane.exhausted() for lane in busy)
 
     def seconds_until_due(self, now: float) -> float | None:
-        """How long until some account's batch may go (and its rate limiter lets it), if nothing arrives. An
-        account whose calls cannot start (its quota, a fatal error) is not waited for: the loop's own pace
-        notices when it opens."""
-        waits = []
-        for lane in self.lanes:
-            if lane.call.blocked():
-                continue
-            due = lane.batch.seconds_until_due(now)
-            if due is not None:
-                waits.append(max(due, lane.limiter.seconds_until_free()))
+        """How long until some account's batch may go (and its rate limiter lets it), if nothing arrives."""
+        waits = [due for lane in self.lanes if (due := lane.seconds_until_due(now)) is not None]
         return min(waits) if waits else None

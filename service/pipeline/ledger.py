@@ -1,0 +1,202 @@
+"""The ledger: the one owner of every event between consumption and commit.
+
+Steps report to it and never change an event or a partition's offsets themselves:
+
+- decode ``admit``\\s a record (its partition is held, it was not finished by a previous owner), ``open``\\s the
+  event it carries, or ``skip``\\s or ``reject``\\s the record;
+- hold, route and call ``decide`` images (``cancel`` for images never sent), ``settle`` a relist;
+- publish takes what is finished from ``outbox`` (the single hand-off to publishing), reports what it produced
+  (``produced``) and what the broker acknowledged (``acknowledged``);
+- commit asks for each partition's ``positions`` and records what was ``committed``;
+- a rebalance ``assign``\\s and ``drop``\\s partitions; a drain ``abandon``\\s events no call has touched.
+
+Everything here runs on the poll loop's thread. The state behind it (``Partitions``: per partition, the commit
+watermark, the events in flight, the done offsets inherited from a previous owner) is the boundary that a
+transactional, durable ledger replaces: whatever it must survive passes through these methods.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from service.api.models import DeleteItem, ItemResult, ItemStatus
+from service.pipeline.events import InvalidEvent
+from service.pipeline.partitions import Partitions, PartitionState, Position
+from service.pipeline.pending import PendingEvent, SourceRecord
+from service.pipeline.reasons import CancelReason
+
+__all__ = ["Finished", "Ledger", "Rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An event whose every image is decided: its outcome (and a dead-letter copy if one failed) is due."""
+
+    pending: PendingEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that is not a usable event: it goes to the dead-letter topic as it came."""
+
+    record: SourceRecord
+    error: InvalidEvent
+
+
+class Ledger:
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self._partitions = Partitions()
+        self._outbox: deque[Finished | Rejected] = deque()
+
+    # ---- decode ----------------------------------------------------------------------------------------------
+
+    def held(self, record: SourceRecord) -> bool:
+        """Whether a consumed record's partition is held here (else it was fetched before a revoke and its new
+        owner reads it)."""
+        return record.topic == self.topic and record.partition in self._partitions
+
+    def admit(self, record: SourceRecord) -> bool:
+        """A held record was consumed: whether it is to be processed, False if a previous owner finished it (the
+        commit's metadata says so)."""
+        state = self._partitions.get(record.partition)
+        if state is None:
+            return False
+        state.consumed(record.offset, record.timestamp_ms)
+        if state.already_done(record.offset):
+            return False
+        state.offsets.track(record.offset)
+        return True
+
+    def open(self, pending: PendingEvent) -> None:
+        """A decoded event enters the pipeline (its record was admitted)."""
+        self._partitions.add(pending)
+
+    def skip(self, record: SourceRecord) -> None:
+        """An admitted record that needs no outcome (an event of another type): done as it is."""
+        self._finish_without_outcome(record)
+
+    def reject(self, record: SourceRecord, error: InvalidEvent) -> None:
+        """An admitted record that is not a usable event: its dead letter is due."""
+        self._outbox.append(Rejected(record, error))
+
+    # ---- hold, route, call -----------------------------------------------------------------------------------
+
+    def decide(self, pending: PendingEvent, results: Iterable[ItemResult]) -> None:
+        """Images of an event are decided; once all are, and the event is still this replica's, it is finished."""
+        if pending.abandoned:
+            return
+        for result in results:
+            pending.decide(result)
+        if pending.complete and self._partitions.finish(pending):
+            self._outbox.append(Finished(pending))
+
+    def cancel(self, pending: PendingEvent, items: Iterable[DeleteItem], reason: CancelReason) -> None:
+        """Images never sent; a relist also stops later tries of the event's images under way."""
+        if reason is CancelReason.RELISTED:
+            pending.relisted = True
+        self.decide(pending, (ItemResult(item, ItemStatus.CANCELLED, reason) for item in items))
+
+    def took_part(self, pending: PendingEvent, *, attempts: int, api_calls: int) -> None:
+        """Once per call the event had images in: the calls it cost and the tries it took."""
+        pending.took_part(attempts=attempts, api_calls=api_calls)
+
+    def settle_relist(self, relist: PendingEvent, readd: list[ItemResult]) -> None:
+        """A relist is handled: an outcome naming the images deleted before it (``readd``), or none.
+
+        A relist is never named done in the commit's metadata: a new owner of the partition must see it again
+        to cancel the delists it will redo."""
+        state = self._partitions.get(relist.source.partition)
+        if state is not None:
+            state.redo_on_restart.add(relist.source.offset)
+        if readd:
+            self.decide(relist, readd)
+        elif self._partitions.finish(relist):
+            self._finish_without_outcome(relist.source)
+
+    # ---- publish ---------------------------------------------------------------------------------------------
+
+    def outbox(self) -> list[Finished | Rejected]:
+        """What is due for publishing, taken once, in the order it was finished."""
+        due = list(self._outbox)
+        self._outbox.clear()
+        return due
+
+    def produced(self, source: SourceRecord, records: int) -> PartitionState | None:
+        """``records`` were produced for the record at ``source``; None if its partition is no longer held."""
+        state = self._partitions.get(source.partition)
+        if state is not None:
+            state.offsets.published(source.offset, records)
+        return state
+
+    def holds(self, state: PartitionState) -> bool:
+        """Whether ``state`` is still the partition's (revoked and assigned again is another one)."""
+        return self._partitions.get(state.number) is state
+
+    @staticmethod
+    def acknowledged(state: PartitionState, offset: int) -> None:
+        """The broker acknowledged one record produced for ``offset``."""
+        state.offsets.acknowledged(offset)
+
+    # ---- commit ----------------------------------------------------------------------------------------------
+
+    def positions(self, only: Collection[int] | None = None) -> list[tuple[PartitionState, Position]]:
+        """The partitions whose position moved since their last commit, with that position."""
+        states = [state for state in self._partitions if only is None or state.number in only]
+        return [(state, position) for state in states if (position := state.position()) is not None]
+
+    @staticmethod
+    def committed(moved: Iterable[tuple[PartitionState, Position]]) -> None:
+        for state, position in moved:
+            state.committed = position
+
+    def committed_offsets(self) -> dict[int, int]:
+        return {state.number: state.committed.offset for state in self._partitions if state.committed}
+
+    def truncated(self) -> int:
+        """Done offsets left out of the last positions' metadata because the map did not fit."""
+        return sum(state.truncated for state in self._partitions)
+
+    # ---- rebalance and drain ---------------------------------------------------------------------------------
+
+    def assign(self, states: Iterable[PartitionState]) -> None:
+        self._partitions.assign(states)
+
+    def drop(self, numbers: Iterable[int]) -> list[PendingEvent]:
+        """Revoked or lost partitions: their unfinished events are abandoned (late results are ignored)."""
+        dropped = self._partitions.drop(numbers)
+        self._outbox = deque(item for item in self._outbox if self.get(_partition(item)) is not None)
+        return dropped
+
+    def abandon(self, events: Iterable[PendingEvent]) -> None:
+        """Gives up on events (a drain): they stay uncommitted and their next owner does them."""
+        self._partitions.abandon(events)
+
+    # ---- what the loop asks ----------------------------------------------------------------------------------
+
+    def get(self, number: int) -> PartitionState | None:
+        return self._partitions.get(number)
+
+    def states(self) -> list[PartitionState]:
+        return list(self._partitions)
+
+    def numbers(self) -> frozenset[int]:
+        return self._partitions.numbers()
+
+    def pending_events(self) -> int:
+        """Events in the pipeline: decoded, not yet handed to publishing."""
+        return self._partitions.pending_events()
+
+    def events(self) -> list[PendingEvent]:
+        return self._partitions.all_events()
+
+    def _finish_without_outcome(self, record: SourceRecord) -> None:
+        state = self._partitions.get(record.partition)
+        if state is not None:
+            state.offsets.published(record.offset, 0)
+
+
+def _partition(item: Finished | Rejected) -> int:
+    return item.pending.source.partition if isinstance(item, Finished) else item.record.partition
