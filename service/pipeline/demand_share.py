@@ -7,7 +7,7 @@ calls a second, so it never has more than k calls in any sliding second whatever
 held by all replicas add up to no more than the account's QPS. Splitting 2 QPS into four paces of 0.5 would not
 hold: four unsynchronised replicas put 3 or 4 calls into one second a third of the time.
 
-The edge (``service.pipeline.demand_topic``) feeds these with what it reads and applies what they answer.
+The edge (``service.pipeline.share.DemandShare``) feeds these with what it reads and applies what they answer.
 """
 
 from __future__ import annotations
