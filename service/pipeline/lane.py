@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from service.api.models import BatchResult, DeleteBatch, DeleteItem
-from service.api.quota import QuotaGate
-from service.api.rate_limit import RateLimiter
+from service.api.models import DeleteItem
 from service.budget import Allowance, AllowanceKind, CallPlanner, QuotaView
 from service.metrics import AccountMetrics, Metrics
 from service.pipeline.batcher import Batcher
@@ -23,21 +21,11 @@ from service.pipeline.ledger import Ledger
 from service.pipeline.pending import PendingEvent
 from service.pipeline.share import Paced
 from service.pipeline.steps.batch import BatchStep
-from service.pipeline.steps.call import Caller, CallStep, Workers
+from service.pipeline.steps.call import AccountCalls, CallStep, Workers
 from service.pipeline.steps.hold import RecentDeletions
-from service.settings import Account, ApiSettings, BatchSettings
+from service.settings import ApiSettings, BatchSettings
 
 __all__ = ["AccountCalls", "AccountLane", "LaneShared", "call_planner"]
-
-
-@dataclass(frozen=True, slots=True)
-class AccountCalls:
-    """One account as the service calls it: its settings, how a batch is deleted, and what paces its calls."""
-
-    account: Account
-    delete: Callable[[DeleteBatch], BatchResult]
-    quota: QuotaGate
-    limiter: RateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +72,8 @@ class AccountLane:
         self.metrics: AccountMetrics = shared.metrics.account(account.name)
         self.paced = Paced(account.name, calls.limiter, account.api.qps, self.metrics)
         """This account's slot in the QPS share."""
-        caller = Caller(
-            account.name, calls.delete, calls.limiter, calls.quota, account.api.workers, account.api.max_attempts
-        )
         self.call = CallStep(
-            caller=caller, workers=shared.workers, ledger=shared.ledger, deletions=shared.deletions,
+            calls=calls, workers=shared.workers, ledger=shared.ledger, deletions=shared.deletions,
             metrics=shared.metrics,
         )  # fmt: skip
         calls.limiter.when_free(shared.workers.wake.set)

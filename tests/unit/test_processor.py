@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import threading
 import time as clock
-from collections.abc import Callable
-from concurrent.futures import Executor, Future
 from datetime import UTC, datetime, time
 from typing import Any, Final
 
@@ -21,14 +19,15 @@ import pytest
 from confluent_kafka import KafkaError
 
 from service.api.errors import FatalApiError
-from service.api.models import BatchResult, DeleteBatch, ItemResult, ItemStatus
+from service.api.models import BatchResult, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
-from service.api.rate_limit import RateLimiter, SendSlot
+from service.api.rate_limit import RateLimiter
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.offset_metadata import decode_done
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.settings import Settings
+from tests.support.calls import HeldExecutor
 from tests.support.kafka import FakeConsumer, FakeMessage, FakeProducer
 
 TOPIC = "catalog.product-delisted"
@@ -36,33 +35,6 @@ TWO_ACCOUNTS: Final[dict[str, Any]] = {
     "shoes": {"collections": ["shoes", "boots"], "access_key": "ak1", "secret_key": "sk1"},
     "rest": {"collections": ["*"], "access_key": "ak2", "secret_key": "sk2"},
 }
-
-
-class HeldExecutor(Executor):
-    """Holds every submitted call until the test resolves it; the request 'leaves' at once."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[DeleteBatch, Future[BatchResult]]] = []
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        batch, slot = args
-        assert isinstance(slot, SendSlot)
-        slot.sent()
-        future: Future[BatchResult] = Future()
-        self.calls.append((batch, future))
-        return future
-
-    def resolve(self, collection: str, status: ItemStatus = ItemStatus.DELETED) -> None:
-        for batch, future in list(self.calls):
-            if batch.collection == collection:
-                self.calls.remove((batch, future))
-                future.set_result(BatchResult(items=tuple(ItemResult(i, status) for i in batch.items)))
-                return
-        raise AssertionError(f"no call for {collection}")
-
-    def fail(self, error: Exception) -> None:
-        _batch, future = self.calls.pop(0)
-        future.set_exception(error)
 
 
 class LimiterClock:

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
-from concurrent.futures import Executor, Future
 from datetime import UTC, datetime
 from datetime import time as clock_time
 from typing import Any
 
 import pytest
 
-from service.api.models import BatchResult, DeleteBatch, DeleteItem, ItemResult, ItemStatus
+from service.api.models import BatchResult, DeleteItem, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
-from service.api.rate_limit import RateLimiter, SendSlot
+from service.api.rate_limit import RateLimiter
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.batcher import Batcher, ReadyBatch
@@ -30,12 +28,14 @@ from service.pipeline.pending import PendingEvent, SourceRecord
 from service.pipeline.reasons import CancelReason
 from service.pipeline.steps.abstract import MessageRejected
 from service.pipeline.steps.batch import BatchStep
-from service.pipeline.steps.call import Caller, CallStep, Workers
+from service.pipeline.steps.call import AccountCalls, CallStep, Workers
 from service.pipeline.steps.commit import CommitStep
 from service.pipeline.steps.decode import DecodeStep
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
+from service.settings import Settings
+from tests.support.calls import HeldExecutor
 from tests.support.kafka import FakeConsumer, FakeMessage, FakeProducer
 
 TOPIC = "in"
@@ -263,19 +263,6 @@ def test_batch_hands_a_full_batch_to_the_call_step_and_the_rest_on_close() -> No
 # ---- call -----------------------------------------------------------------------------------------------------
 
 
-class HeldExecutor(Executor):
-    def __init__(self) -> None:
-        self.calls: list[tuple[DeleteBatch, Future[BatchResult]]] = []
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        batch, slot = args
-        assert isinstance(slot, SendSlot)
-        slot.sent()
-        future: Future[BatchResult] = Future()
-        self.calls.append((batch, future))
-        return future
-
-
 def test_call_decides_each_image_in_the_ledger_and_remembers_deletions() -> None:
     event = delist(0, images=2)
     ledger, executor, wake = ledger_with(event), HeldExecutor(), threading.Event()
@@ -288,8 +275,10 @@ def test_call_decides_each_image_in_the_ledger_and_remembers_deletions() -> None
     limiter = RateLimiter(2, clock=limiter_clock)
     quota = QuotaGate(UTC, clock_time(0, 0), clock=lambda: datetime(2026, 12, 7, 12, tzinfo=UTC))
     deletions = RecentDeletions()
+    api: dict[str, Any] = {"workers": 1}
+    (account,) = Settings(api=api).api_accounts()  # type: ignore[arg-type]
     step = CallStep(
-        caller=Caller("default", lambda batch: BatchResult(items=()), limiter, quota, workers=1, max_attempts=3),
+        calls=AccountCalls(account, lambda batch: BatchResult(items=()), quota, limiter),
         workers=Workers(executor, wake, threading.Event(), Halt(HealthState(), metrics())),
         ledger=ledger, deletions=deletions, metrics=metrics(),
     )  # fmt: skip

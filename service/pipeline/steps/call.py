@@ -33,9 +33,10 @@ from service.pipeline.reasons import CancelReason
 from service.pipeline.steps.abstract import MessageRejected
 from service.pipeline.steps.hold import RecentDeletions
 from service.pipeline.trace_context import TraceContext
+from service.settings import Account
 from service.tracing import NO_TRACING, Tracing
 
-__all__ = ["CallStep", "Caller", "Workers"]
+__all__ = ["AccountCalls", "CallStep", "Workers"]
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +50,13 @@ class Feedback(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Caller:
-    """One account's way of calling: its name, how a batch is deleted, and what paces and limits its calls."""
+class AccountCalls:
+    """One account as the service calls it: its settings, how a batch is deleted, and what paces its calls."""
 
-    account: str
+    account: Account
     delete: Callable[[DeleteBatch], BatchResult]
-    limiter: RateLimiter
     quota: QuotaGate
-    workers: int
-    max_attempts: int
+    limiter: RateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +73,14 @@ class Workers:
 
 class CallStep:
     def __init__(
-        self, *, caller: Caller, workers: Workers, ledger: Ledger, deletions: RecentDeletions, metrics: Metrics
+        self, *, calls: AccountCalls, workers: Workers, ledger: Ledger, deletions: RecentDeletions, metrics: Metrics
     ) -> None:
-        self._caller = caller
-        self._account = caller.account
-        self._delete = caller.delete
-        self._limiter = caller.limiter
-        self._quota = caller.quota
-        self._workers = caller.workers
-        self._max_attempts = caller.max_attempts
+        self._account = calls.account.name
+        self._delete = calls.delete
+        self._limiter = calls.limiter
+        self._quota = calls.quota
+        self._workers = calls.account.api.workers
+        self._max_attempts = calls.account.api.max_attempts
         self._executor = workers.executor
         self._wake = workers.wake
         self._stop_calls = workers.stop_calls
