@@ -98,7 +98,9 @@ def _unset_takes_the_api_setting(field: FieldInfo) -> tuple[Any, Any]:
 
 
 def _account_settings() -> type[AccountSection]:
-    fields = {name: _unset_takes_the_api_setting(ApiSettings.model_fields[name]) for name in account_fields()}
+    fields: dict[str, Any] = {
+        name: _unset_takes_the_api_setting(ApiSettings.model_fields[name]) for name in account_fields()
+    }
     return create_model(
         "AccountSettings",
         __base__=AccountSection,
