@@ -60,13 +60,14 @@ def account_fields(*scopes: PerAccount) -> tuple[str, ...]:
     )
 
 
+_JSON_ARRAY_OF_COLLECTIONS = 'a JSON array of collection names, e.g. ["shoes", "bags"]'
+
+
 class AccountSection(Section):
     """The part of an account that is not an API setting: the collections it holds."""
 
-    collections: Annotated[
-        tuple[str, ...], json_setting('a JSON array of collection names, e.g. ["shoes", "bags"]')
-    ] = Field(
-        description=('The collections whose images this account deletes; "*": every collection no other account names.')
+    collections: Annotated[tuple[str, ...], json_setting(_JSON_ARRAY_OF_COLLECTIONS)] = Field(
+        description='The collections whose images this account deletes; "*": every collection no other account names.'
     )
 
     @field_validator("collections")
