@@ -2,6 +2,10 @@
 
 Pure data. The planner asks it two questions: how many calls are never to be spent (the reserve) and how many
 calls imgsweep may make in one budget day at most (a pack's daily spending limit, in calls).
+
+Built from an account's validated settings (``service.settings.ApiSettings`` holds the rules: daily_calls -1 or
+positive, a reserve fraction in [0, 1), a price and a spending limit together and for a pack only), so it
+checks nothing again.
 """
 
 from __future__ import annotations
@@ -35,18 +39,6 @@ class Allowance:
     """A pack's money per call; with ``daily_spend_limit`` it caps the calls of one budget day."""
     daily_spend_limit: float | None = None
     """A pack's most money spent in one budget day (same currency as ``price_per_call``)."""
-
-    def __post_init__(self) -> None:
-        if self.daily_calls < -1 or self.reserve_calls < 0:
-            raise ValueError("daily_calls is -1 (no limit) or more, and reserve_calls cannot be negative")
-        if not 0.0 <= self.reserve_fraction < 1.0:
-            raise ValueError("reserve_fraction must be in [0, 1)")
-        if (self.daily_spend_limit is None) != (self.price_per_call is None):
-            raise ValueError("a daily spending limit needs a price per call, and a price needs a limit")
-        if self.price_per_call is not None and self.price_per_call <= 0:
-            raise ValueError("price_per_call must be positive")
-        if self.daily_spend_limit is not None and self.kind is not AllowanceKind.PACK:
-            raise ValueError("a daily spending limit applies to a paid pack only")
 
     def day_cap(self) -> float:
         """The most calls imgsweep makes in one budget day (infinite without a spending limit)."""

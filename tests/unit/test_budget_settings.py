@@ -1,4 +1,7 @@
-"""The call budget's settings: defaults, a pack's spending limit, the max wait against the linger."""
+"""The call budget's settings: defaults, a pack's spending limit, the max wait against the linger.
+
+They are checked here, at start-up, and only here: ``service.budget.Allowance`` is built from them as they are.
+"""
 
 from __future__ import annotations
 
@@ -47,6 +50,24 @@ def test_a_pack_with_a_spending_limit_is_read(monkeypatch: pytest.MonkeyPatch) -
         ({"IMGSWEEP_API__ALLOWANCE": "monthly"}, "IMGSWEEP_API__ALLOWANCE"),
         ({"IMGSWEEP_API__RESERVE_FRACTION": "1"}, "IMGSWEEP_API__RESERVE_FRACTION"),
         ({"IMGSWEEP_API__DAILY_CALLS": "0"}, "IMGSWEEP_API__DAILY_CALLS"),
+        ({"IMGSWEEP_API__DAILY_CALLS": "-2"}, "IMGSWEEP_API__DAILY_CALLS"),
+        ({"IMGSWEEP_API__RESERVE_CALLS": "-1"}, "IMGSWEEP_API__RESERVE_CALLS"),
+        (
+            {
+                "IMGSWEEP_API__ALLOWANCE": "pack",
+                "IMGSWEEP_API__PRICE_PER_CALL": "0",
+                "IMGSWEEP_API__DAILY_SPEND_LIMIT": "5",
+            },
+            "IMGSWEEP_API__PRICE_PER_CALL",
+        ),
+        (
+            {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["x"]', "IMGSWEEP_ACCOUNTS__A__DAILY_CALLS": "-2"},
+            "IMGSWEEP_ACCOUNTS__A__DAILY_CALLS",
+        ),
+        (
+            {"IMGSWEEP_ACCOUNTS__A__COLLECTIONS": '["x"]', "IMGSWEEP_ACCOUNTS__A__RESERVE_FRACTION": "1"},
+            "IMGSWEEP_ACCOUNTS__A__RESERVE_FRACTION",
+        ),
         ({"IMGSWEEP_BATCH__LINGER_SECONDS": "30", "IMGSWEEP_BATCH__MAX_WAIT_SECONDS": "10"}, "least IMGSWEEP_BATCH"),
     ],
 )

@@ -13,7 +13,10 @@ import pytest
 from service.settings import (
     API_MAX_BODY_BYTES,
     API_MAX_ITEMS,
+    AccountSettings,
+    ApiSettings,
     ConfigError,
+    PerAccount,
     load_settings,
     masked_config,
 )
@@ -429,6 +432,20 @@ def test_bad_accounts_are_named(monkeypatch: pytest.MonkeyPatch, variables: dict
     with pytest.raises(ConfigError) as raised:
         load_settings()
     assert expected in str(raised.value)
+
+
+def test_an_account_sets_exactly_the_api_settings_marked_per_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    marked = {
+        name
+        for name, field in ApiSettings.model_fields.items()
+        if {PerAccount.OWN, PerAccount.INHERITED} & set(field.metadata)
+    }
+    assert {"access_key", "secret_key", "endpoint", "qps", "daily_calls"} <= marked
+    assert set(AccountSettings.model_fields) == {"collections", *marked}
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__A__COLLECTIONS", '["x"]')
+    monkeypatch.setenv("IMGSWEEP_ACCOUNTS__A__SERVICE", "other")  # not marked: one value for every account
+    with pytest.raises(ConfigError, match="IMGSWEEP_ACCOUNTS__A__SERVICE: is not a known setting"):
+        load_settings()
 
 
 def test_each_account_needs_its_own_keys_unless_dry_run(monkeypatch: pytest.MonkeyPatch) -> None:
