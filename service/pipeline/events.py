@@ -48,11 +48,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, NamedTuple, TypeGuard, TypeVar, cast, get_args
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
+
+from service.vocabulary import DEFAULT_DELIST_TYPES, DEFAULT_RELIST_TYPES, EventKind
 
 __all__ = [
     "DEFAULT_EVENT_TYPES",
@@ -107,11 +108,6 @@ ERROR_CLASSES: Final[tuple[ErrorClass, ...]] = get_args(ErrorClass)
 SourceFormat = Literal["json", "cloudevents-structured", "cloudevents-binary"]
 
 
-class EventKind(StrEnum):
-    DELIST = "delist"
-    RELIST = "relist"
-
-
 class OtherEventType(Exception):
     """The record is a well-formed event of a type that is neither a delist nor a relist: skip it."""
 
@@ -124,8 +120,8 @@ class OtherEventType(Exception):
 class EventTypes:
     """Which event types are delists and which are relists (shell-style patterns, case-sensitive)."""
 
-    delist: tuple[str, ...] = ("*product.delisted", "*product-delisted", "*product_delisted", "*ProductDelisted")
-    relist: tuple[str, ...] = ("*product.relisted", "*product-relisted", "*product_relisted", "*ProductRelisted")
+    delist: tuple[str, ...] = DEFAULT_DELIST_TYPES
+    relist: tuple[str, ...] = DEFAULT_RELIST_TYPES
     type_field: str = "type"
     """The plain JSON member holding the type; a plain event without it is a delist."""
 

@@ -14,9 +14,9 @@ from service.pipeline.halt import Halt
 from service.pipeline.outcomes import replay_of_from_headers
 from service.pipeline.partitions import Partitions
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
-from service.pipeline.reasons import SkipReason
 from service.pipeline.steps.abstract import MessageRejected, Step
 from service.pipeline.trace_context import trace_context
+from service.vocabulary import SkipReason
 
 __all__ = ["DecodeStep", "source_record"]
 

@@ -28,8 +28,8 @@ from service.metrics import Metrics
 from service.pipeline.events import EventKind
 from service.pipeline.partitions import Partitions, PartitionState
 from service.pipeline.pending import PendingEvent
-from service.pipeline.reasons import CancelReason, SkipReason
 from service.pipeline.steps.abstract import Step
+from service.vocabulary import CancelReason, SkipReason
 
 __all__ = ["RE_ADD_REASON", "HoldStep", "RecentDeletions"]
 

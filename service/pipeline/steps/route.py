@@ -18,11 +18,12 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.metrics import Metrics
 from service.pipeline.partitions import Partitions
-from service.pipeline.pending import NO_ACCOUNT, PendingEvent
+from service.pipeline.pending import PendingEvent
 from service.pipeline.steps.abstract import Step
 from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import CallStep
 from service.settings import EVERY_OTHER_COLLECTION
+from service.vocabulary import DeadLetterReason
 
 __all__ = ["Lane", "RouteStep", "Routes"]
 
@@ -98,8 +99,8 @@ class RouteStep:
             lane.batch.submit(pending)
             return
         for item in pending.items():
-            pending.decide(ItemResult(item, ItemStatus.FAILED, NO_ACCOUNT))
-        self._metrics.image_decided(ItemStatus.FAILED, NO_ACCOUNT, len(pending.event.image_ids))
+            pending.decide(ItemResult(item, ItemStatus.FAILED, DeadLetterReason.NO_ACCOUNT))
+        self._metrics.image_decided(ItemStatus.FAILED, DeadLetterReason.NO_ACCOUNT, len(pending.event.image_ids))
         if self._partitions.finish(pending):
             self._finished.submit(pending)
 
