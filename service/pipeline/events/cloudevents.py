@@ -1,4 +1,7 @@
-"""CloudEvents 1.0 over Kafka, structured and binary mode, as the Kafka protocol binding tells them apart.
+"""CloudEvents 1.0 over Kafka: structured mode (the envelope is the value) and binary mode (``ce_`` headers).
+
+``decode`` tells the modes apart with ``content_type_header``, ``is_cloudevents_format`` and
+``binary_attributes``, as the Kafka protocol binding says.
 
 Only the JSON event format is supported (no batches); the event's fields are its data. Its own id is the event
 id: an ``event_id`` inside the data is ignored like any unknown member (a producer that moved to a CloudEvents

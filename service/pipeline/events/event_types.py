@@ -1,4 +1,8 @@
-"""Which event types are delists, which are relists, and which are none of imgsweep's business."""
+"""Which event types are delists, which are relists, and which are none of imgsweep's business.
+
+A topic may carry a catalog's other events too: those are skipped (``OtherEventType``: counted and committed,
+with no call and no outcome), not dead-lettered as invalid. ``IMGSWEEP_EVENTS__*`` configure the patterns.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """The event's fields and their rules: identifier types, the plain-JSON schema producers see, the decoded event.
 
-The models state every rule once (``tests/unit/test_events.py`` holds the fast path in ``fields`` to them), and
-``input_event_json_schema()`` publishes the plain form's (``docs/contracts/input-event.schema.json``).
+The models are where each rule is stated and worded: ``fields``' fast path for the common case must agree with
+them (``tests/unit/test_events.py`` compares both), and ``input_event_json_schema()`` publishes the plain form's
+(``docs/contracts/input-event.schema.json``), so producers read the rules the decoder applies.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def merge_duplicates(image_ids: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class DelistEvent(BaseModel):
-    """One product's delisting, validated: which distinct images of which collection must go."""
+    """One decoded event, validated: a delist (which distinct images of which collection must go), or a relist
+    (``kind``: which product's images not yet sent must stay)."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -151,7 +153,8 @@ class DelistEvent(BaseModel):
         Field(min_length=1, max_length=MAX_IMAGES_PER_EVENT),
         AfterValidator(merge_duplicates),
     ]
-    """Distinct, in order of first appearance."""
+    """Distinct, in order of first appearance. A relist's may be empty: it is built from a valid event by
+    ``fields.relist_event`` without validating again."""
     occurred_at: Annotated[datetime | None, AfterValidator(aware_utc)] = None
     """Aware and in UTC, or None when the producer did not say."""
     source_format: SourceFormat
