@@ -14,8 +14,8 @@ from typing import Any
 
 from service.pipeline.events import ERROR_CLASSES, input_event_json_schema
 from service.pipeline.outcomes import DLQ_HEADER_PREFIX, OUTCOME_TYPE, REPLAY_OF_HEADERS, OutcomeEvent
-from service.pipeline.reasons import DeadLetterReason
 from service.settings import KafkaSettings
+from service.vocabulary import DeadLetterReason
 
 __all__ = ["CONTRACTS_DIR", "render_contracts"]
 
@@ -42,7 +42,10 @@ def dead_letter_schema() -> dict[str, Any]:
         "type": "object",
         "properties": {
             f"{DLQ_HEADER_PREFIX}error_class": {
-                "enum": [*ERROR_CLASSES, *(reason for reason in DeadLetterReason if reason != "invalid_event")],
+                "enum": [
+                    *ERROR_CLASSES,
+                    *(reason for reason in DeadLetterReason if reason is not DeadLetterReason.INVALID_EVENT),
+                ],
                 "description": (
                     "Why: the decoder's error class for invalid input; for an event whose outcome has an image "
                     "failed for good, retries_exhausted (the API kept failing), internal_error (imgsweep failed "

@@ -25,11 +25,9 @@ from service.api.classify import (
     SUCCESS,
     TRANSIENT_CODES,
 )
-from service.api.models import ItemStatus
 from service.budget import Decision, Why
-from service.pipeline.batcher import FlushReason
-from service.pipeline.reasons import CancelReason, DeadLetterReason, OutcomeStatus, SkipReason
 from service.settings import DEFAULT_ACCOUNT
+from service.vocabulary import CancelReason, DeadLetterReason, FlushReason, ItemStatus, OutcomeStatus, SkipReason
 
 __all__ = ["API_CODES", "IMAGE_REASONS", "AccountMetrics", "Metrics"]
 
@@ -55,8 +53,8 @@ IMAGE_REASONS: Final = (
     "INVALID_PARAMETER_JSON",
     "NO_SUCH_DATA",
     NOT_REPORTED,
-    "retries_exhausted",
-    "no_account",
+    DeadLetterReason.RETRIES_EXHAUSTED,
+    DeadLetterReason.NO_ACCOUNT,
     "dry_run",
     *CancelReason,
     OTHER,
@@ -284,11 +282,11 @@ class Metrics:
         for status in ItemStatus:
             self.images.labels(status, "none")
         for reason in IMAGE_REASONS:
-            self.images.labels("failed", reason)
+            self.images.labels(ItemStatus.FAILED, reason)
         for cancel in CancelReason:
             self.images.labels(ItemStatus.CANCELLED, cancel)
-        self.images.labels("absent", "NO_AVAILABLE_FEATURE")
-        self.images.labels("absent", "NO_RELATIVE_IMAGE")
+        self.images.labels(ItemStatus.ABSENT, "NO_AVAILABLE_FEATURE")
+        self.images.labels(ItemStatus.ABSENT, "NO_RELATIVE_IMAGE")
         for dead_letter in DeadLetterReason:
             self.dead_letters.labels(dead_letter)
         for skip in SkipReason:

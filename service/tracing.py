@@ -23,8 +23,8 @@ import httpx
 
 from service.api.models import BatchResult, DeleteBatch
 from service.logs import add_log_context
-from service.pipeline.trace_context import TraceContext
 from service.settings import ConfigError, TracingSettings
+from service.vocabulary import TraceContext
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import NamedTuple
+
+from service.vocabulary import ItemStatus
 
 __all__ = ["BatchResult", "DeleteBatch", "DeleteItem", "ItemResult", "ItemStatus", "QuotaFacts"]
 
@@ -37,14 +38,6 @@ class DeleteBatch:
             DeleteBatch(self.collection, self.items[:middle], f"{self.batch_id}.0"),
             DeleteBatch(self.collection, self.items[middle:], f"{self.batch_id}.1"),
         )
-
-
-class ItemStatus(StrEnum):
-    DELETED = "deleted"
-    ABSENT = "absent"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    """Decided by imgsweep, never sent: the product was relisted, or the delist was too old."""
 
 
 class ItemResult(NamedTuple):

@@ -13,22 +13,15 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Generic, TypeVar
 
 from service.api.models import DeleteBatch, DeleteItem
+from service.vocabulary import FlushReason
 
-__all__ = ["Batcher", "FlushReason", "ReadyBatch", "body_overhead", "item_bytes"]
+__all__ = ["Batcher", "ReadyBatch", "body_overhead", "item_bytes"]
 
 W = TypeVar("W")
 """Whatever waits for an item's result (the pipeline's pending events)."""
-
-
-class FlushReason(StrEnum):
-    SIZE = "size"
-    BYTES = "bytes"
-    LINGER = "linger"
-    SHUTDOWN = "shutdown"
 
 
 _ITEM_FRAME = len('{"product_id":,"image_id":},')

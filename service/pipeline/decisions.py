@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 
 from service.api.models import DeleteItem, ItemResult, ItemStatus
-from service.pipeline.pending import RETRIES_EXHAUSTED
+from service.vocabulary import DeadLetterReason
 
 __all__ = ["MIN_QPS", "RESUME_FRACTION", "Routing", "drain_plan", "qps_share", "route_results", "should_pause"]
 
@@ -52,7 +52,7 @@ def route_results(
                 routing.retry.append((result.item, item_waiters, attempt + 1))
                 continue
             routing.exhausted += 1
-            result = ItemResult(result.item, ItemStatus.FAILED, RETRIES_EXHAUSTED)  # noqa: PLW2901
+            result = ItemResult(result.item, ItemStatus.FAILED, DeadLetterReason.RETRIES_EXHAUSTED)  # noqa: PLW2901
         routing.decided.append((result, item_waiters))
     return routing
 

@@ -25,7 +25,7 @@ from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.pipeline.events import InvalidEvent
 from service.pipeline.partitions import Partitions, PartitionState, Position
 from service.pipeline.pending import PendingEvent, SourceRecord
-from service.pipeline.reasons import CancelReason
+from service.vocabulary import CancelReason
 
 __all__ = ["Finished", "Ledger", "Rejected"]
 

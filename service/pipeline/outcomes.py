@@ -18,15 +18,13 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_json
 
-from service.api.models import ItemStatus
-from service.pipeline.events import EventKind
 from service.pipeline.pending import DeadLetterRef, Headers, PendingEvent, SourceRecord
-from service.pipeline.trace_context import TRACEPARENT, TraceContext
+from service.vocabulary import TRACEPARENT, EventKind, ItemStatus, OutcomeStatus, TraceContext
 
 __all__ = [
     "DLQ_HEADER_PREFIX",
@@ -55,14 +53,12 @@ REPLAY_OF_HEADERS: Final = tuple(f"{DLQ_HEADER_PREFIX}replay_of_{part}" for part
 MAX_FAILURE_SUMMARY_CHARS: Final = 900
 """A dead letter's ``imgsweep_error_reason`` lists failed images up to about this many characters."""
 
-EventStatus = Literal["deleted", "partially_deleted", "failed", "cancelled", "re_add_required"]
-
 
 class ImageOutcome(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     image_id: str
-    status: Literal["deleted", "absent", "failed", "cancelled"]
+    status: ItemStatus
     reason: str | None = None
 
 
@@ -88,7 +84,7 @@ class OutcomeEvent(BaseModel):
     event_id: str
     collection_name: str
     product_id: str
-    status: EventStatus
+    status: OutcomeStatus
     images: list[ImageOutcome]
     attempts: int
     api_calls: int
@@ -101,7 +97,7 @@ class OutcomeEvent(BaseModel):
     replay_of: RecordLocation | None = Field(
         description="For a record `imgsweep replay-dlq` republished: the dead letter it is a copy of; else null."
     )
-    kind: Literal["delist", "relist"] = Field(
+    kind: EventKind = Field(
         description="What the input event was. A relist has an outcome only when images of the product were "
         "deleted before it came (status re_add_required): the catalog must add them again."
     )
@@ -131,7 +127,7 @@ class Outcome:
 
     outcome_id: str
     event_id: str
-    status: EventStatus
+    status: OutcomeStatus
     completed_at: datetime
     value: bytes
     """The ``OutcomeEvent`` as JSON, byte for byte what its ``model_dump_json`` writes."""
@@ -149,17 +145,11 @@ def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: boo
         # str() of a StrEnum is its value, as a plain str: pydantic-core writes an enum member several times
         # slower, and .value is a Python-level property.
         images.append({"image_id": image_id, "status": str(result.status), "reason": result.reason})
-    status: EventStatus
-    if relist:
-        status = "re_add_required"
-    elif failed == 0 and cancelled == 0:
-        status = "deleted"
-    elif cancelled == len(images):
-        status = "cancelled"
-    elif failed == len(images):
-        status = "failed"
-    else:
-        status = "partially_deleted"
+    status = (
+        OutcomeStatus.RE_ADD_REQUIRED
+        if relist
+        else OutcomeStatus.of_delist(images=len(images), failed=failed, cancelled=cancelled)
+    )
     source = pending.source
     outcome_id = outcome_id_for(event.event_id, topic=source.topic, partition=source.partition, offset=source.offset)
     replay_of = source.replay_of
@@ -168,7 +158,7 @@ def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: boo
         "event_id": event.event_id,
         "collection_name": event.collection_name,
         "product_id": event.product_id,
-        "status": status,
+        "status": str(status),
         "images": images,
         "attempts": pending.attempts,
         "api_calls": pending.api_calls,

@@ -7,27 +7,9 @@ from datetime import datetime
 
 from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.pipeline.events import DelistEvent
-from service.pipeline.trace_context import TraceContext
+from service.vocabulary import DeadLetterReason, TraceContext
 
-__all__ = [
-    "INTERNAL_ERROR",
-    "ITEM_FAILED",
-    "NO_ACCOUNT",
-    "RETRIES_EXHAUSTED",
-    "DeadLetterRef",
-    "Headers",
-    "PendingEvent",
-    "SourceRecord",
-]
-
-RETRIES_EXHAUSTED = "retries_exhausted"
-INTERNAL_ERROR = "internal_error"
-ITEM_FAILED = "item_failed"
-"""Any other permanent failure of an image (NO_RELATIVE_COLLECTION, a batch-rejected item...)."""
-NO_ACCOUNT = "no_account"
-"""The image's collection belongs to no configured account: it was never sent."""
-# An event with an image failed for good is dead-lettered for one reason: the first of these that applies.
-_DEAD_LETTER_RANK = {INTERNAL_ERROR: 0, RETRIES_EXHAUSTED: 1, NO_ACCOUNT: 2, ITEM_FAILED: 3}
+__all__ = ["DeadLetterRef", "Headers", "PendingEvent", "SourceRecord"]
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -64,7 +46,7 @@ class PendingEvent:
     results: dict[str, ItemResult] = field(default_factory=dict)
     attempts: int = 0
     api_calls: int = 0
-    dead_letter_reason: str | None = None
+    dead_letter_reason: DeadLetterReason | None = None
     abandoned: bool = False
     """Set when the partition is revoked or lost: late results for it are ignored."""
     relisted: bool = False
@@ -79,9 +61,9 @@ class PendingEvent:
     def decide(self, result: ItemResult) -> None:
         self.results[result.item.image_id] = result
         if result.status is ItemStatus.FAILED:
-            reason = result.reason if result.reason in (INTERNAL_ERROR, RETRIES_EXHAUSTED, NO_ACCOUNT) else ITEM_FAILED
+            reason = DeadLetterReason.of_failed_image(result.reason)
             current = self.dead_letter_reason
-            if current is None or _DEAD_LETTER_RANK[reason] < _DEAD_LETTER_RANK[current]:
+            if current is None or reason.rank < current.rank:
                 self.dead_letter_reason = reason
 
     def took_part(self, *, attempts: int, api_calls: int) -> None:

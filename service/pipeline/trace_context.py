@@ -19,15 +19,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
+
+from service.vocabulary import TRACEPARENT, TRACESTATE, TraceContext
 
 Headers = Sequence[tuple[str, bytes | None]]
 
-__all__ = ["TRACEPARENT", "TRACESTATE", "TraceContext", "record_trace_context", "trace_context"]
+__all__ = ["record_trace_context", "trace_context"]
 
-TRACEPARENT: Final = "traceparent"
-TRACESTATE: Final = "tracestate"
 _CE_TRACEPARENT: Final = "ce_traceparent"
 _CE_TRACESTATE: Final = "ce_tracestate"
 
@@ -42,33 +41,6 @@ MAX_TRACESTATE_MEMBERS: Final = 32
 _TRACESTATE_CHARS: Final = re.compile(r"[\x20-\x7e]*")
 MAX_STRUCTURED_SCAN_BYTES: Final = 1 << 20
 """An invalid record's value is parsed for a structured-mode extension only up to this size."""
-
-
-@dataclass(frozen=True, slots=True)
-class TraceContext:
-    """A valid ``traceparent`` and the ``tracestate`` that came with it (None when absent or unusable)."""
-
-    traceparent: str
-    tracestate: str | None = None
-
-    def headers(self) -> list[tuple[str, bytes | None]]:
-        """The Kafka headers that carry this context on."""
-        headers: list[tuple[str, bytes | None]] = [(TRACEPARENT, self.traceparent.encode())]
-        if self.tracestate is not None:
-            headers.append((TRACESTATE, self.tracestate.encode()))
-        return headers
-
-    @property
-    def trace_id(self) -> int:
-        return int(self.traceparent[3:35], 16)
-
-    @property
-    def span_id(self) -> int:
-        return int(self.traceparent[36:52], 16)
-
-    @property
-    def flags(self) -> int:
-        return int(self.traceparent[53:55], 16)
 
 
 def trace_context(

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from service.settings.fields import JSON_ARRAY_OF_STRINGS, Section, json_setting
+from service.vocabulary import DEFAULT_DELIST_TYPES, DEFAULT_RELIST_TYPES
 
 __all__ = ["EventSettings"]
 
@@ -20,11 +21,11 @@ class EventSettings(Section):
     """
 
     delist_types: Annotated[tuple[str, ...], json_setting(JSON_ARRAY_OF_STRINGS)] = Field(
-        default=("*product.delisted", "*product-delisted", "*product_delisted", "*ProductDelisted"),
+        default=DEFAULT_DELIST_TYPES,
         description="Event types that delete the product's images.",
     )
     relist_types: Annotated[tuple[str, ...], json_setting(JSON_ARRAY_OF_STRINGS)] = Field(
-        default=("*product.relisted", "*product-relisted", "*product_relisted", "*ProductRelisted"),
+        default=DEFAULT_RELIST_TYPES,
         description="Event types that cancel the product's images not yet sent.",
     )
     type_field: str = Field(default="type", min_length=1, description="The plain JSON member holding the type.")

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from service.api.client import encode_body
 from service.api.models import DeleteBatch, DeleteItem
-from service.pipeline.batcher import Batcher, FlushReason, ReadyBatch, body_overhead, item_bytes
+from service.pipeline.batcher import Batcher, ReadyBatch, body_overhead, item_bytes
+from service.vocabulary import FlushReason
 
 
 def items(n: int, product: str = "p") -> list[DeleteItem]:

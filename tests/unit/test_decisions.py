@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.pipeline.decisions import MIN_QPS, RESUME_FRACTION, drain_plan, qps_share, route_results, should_pause
-from service.pipeline.pending import RETRIES_EXHAUSTED
+from service.vocabulary import DeadLetterReason
 
 # --- route_results -----------------------------------------------------------------------------------------------
 
@@ -61,7 +61,7 @@ def test_every_result_is_decided_or_retried_exactly_once(
     for result, who in routing.decided:
         assert who is waiters[result.item]
         if result.item in exhausted_items:
-            assert (result.status, result.reason) == (ItemStatus.FAILED, RETRIES_EXHAUSTED)
+            assert (result.status, result.reason) == (ItemStatus.FAILED, DeadLetterReason.RETRIES_EXHAUSTED)
         else:
             assert result == given_results[result.item]  # final results pass through untouched
 
@@ -72,7 +72,7 @@ def test_an_item_at_its_last_try_is_failed_for_good() -> None:
     routing = route_results([failed], {item: ["e"]}, {item: 3}, max_attempts=3)
     assert routing.retry == []
     assert routing.exhausted == 1
-    assert routing.decided == [(ItemResult(item, ItemStatus.FAILED, RETRIES_EXHAUSTED), ["e"])]
+    assert routing.decided == [(ItemResult(item, ItemStatus.FAILED, DeadLetterReason.RETRIES_EXHAUSTED), ["e"])]
 
     routing = route_results([failed], {item: ["e"]}, {item: 2}, max_attempts=3)
     assert routing.retry == [(item, ["e"], 3)]

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from service.pipeline import events
 from service.pipeline.events import (
     ERROR_CLASSES,
     MAX_COLLECTION_NAME_CHARS,
@@ -29,9 +28,12 @@ from service.pipeline.events import (
     EventKind,
     InvalidEvent,
     OtherEventType,
+    cloudevents,
     decode_event,
+    fields,
     input_event_json_schema,
 )
+from service.pipeline.events.timestamps import common_timestamp, parse_rfc3339
 
 Headers = Sequence[tuple[str, bytes | str | None]]
 
@@ -682,8 +684,8 @@ def test_valid_events_round_trip(message: tuple[bytes, Headers | None, dict[str,
 def through_the_models(value: bytes | None, headers: Headers | None) -> DelistEvent | InvalidEvent | OtherEventType:
     """Decoding with the plain-Python checks of the common case switched off: every event through the models."""
     with (
-        mock.patch.object(events, "_common_fields", return_value=None),
-        mock.patch.object(events, "_common_attributes", return_value=None),
+        mock.patch.object(fields, "common_fields", return_value=None),
+        mock.patch.object(cloudevents, "_common_attributes", return_value=None),
     ):
         return outcome(value, headers)
 
@@ -767,10 +769,10 @@ def timestamps(draw: st.DrawFn) -> str:
 @settings(max_examples=2000, deadline=None)
 @given(timestamps() | MOMENTS.map(datetime.isoformat) | st.text(max_size=40))
 def test_the_common_timestamp_reading_agrees_with_rfc3339_parsing(text: str) -> None:
-    common = events._common_timestamp(text)
+    common = common_timestamp(text)
     if common is None:
         return
-    assert common == events._parse_rfc3339(text)
+    assert common == parse_rfc3339(text)
     assert common.tzinfo is UTC
 
 
@@ -809,7 +811,11 @@ def test_the_common_case_checks_agree_with_the_models_on_edgy_strings(form: str,
     ],
 )
 def test_the_usual_events_never_reach_the_models(value: bytes, headers: Headers | None) -> None:
-    with mock.patch.object(events, "_validate", side_effect=AssertionError("validated through a model")):
+    never = AssertionError("validated through a model")
+    with (
+        mock.patch.object(fields, "validate", side_effect=never),
+        mock.patch.object(cloudevents, "validate", side_effect=never),
+    ):
         event = decode_event(value, headers)
     assert event.image_ids == ("a.jpg", "b.jpg")
 
@@ -818,4 +824,4 @@ def test_a_decoded_event_replaces_every_field_of_the_event_it_is_copied_from() -
     headers = [*BINARY, ("ce_time", b"2025-11-23T08:15:00Z")]
     event = decode_event(encode(FIELDS), headers)
     for name in DelistEvent.model_fields:
-        assert getattr(event, name) != getattr(events._ANY_EVENT, name), name
+        assert getattr(event, name) != getattr(fields._ANY_EVENT, name), name

@@ -12,7 +12,6 @@ from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.pipeline.events import DelistEvent
 from service.pipeline.outcomes import (
     OUTCOME_NAMESPACE,
-    EventStatus,
     ImageOutcome,
     OutcomeEvent,
     RecordLocation,
@@ -25,6 +24,7 @@ from service.pipeline.outcomes import (
     replay_of_headers,
 )
 from service.pipeline.pending import DeadLetterRef, PendingEvent, SourceRecord
+from service.vocabulary import OutcomeStatus
 
 SOURCE = SourceRecord("catalog.product-delisted", 0, 7, b"p", b"{}", [], None)
 REPLAYED = SourceRecord(
@@ -49,19 +49,19 @@ def reference_value(pending: PendingEvent, *, completed_at: datetime, dry_run: b
     """How outcomes were built before: validated models, serialised by the model."""
     event = pending.event
     images = [
-        ImageOutcome(image_id=image, status=pending.results[image].status.value, reason=pending.results[image].reason)
+        ImageOutcome(image_id=image, status=pending.results[image].status, reason=pending.results[image].reason)
         for image in event.image_ids
     ]
     failed = sum(1 for image in images if image.status == "failed")
     cancelled = sum(1 for image in images if image.status == "cancelled")
-    status: EventStatus = (
-        "deleted"
+    status = (
+        OutcomeStatus.DELETED
         if failed == cancelled == 0
-        else "cancelled"
+        else OutcomeStatus.CANCELLED
         if cancelled == len(images)
-        else "failed"
+        else OutcomeStatus.FAILED
         if failed == len(images)
-        else "partially_deleted"
+        else OutcomeStatus.PARTIALLY_DELETED
     )
     outcome = OutcomeEvent(
         outcome_id=outcome_id_for(
@@ -87,7 +87,7 @@ def reference_value(pending: PendingEvent, *, completed_at: datetime, dry_run: b
             partition=pending.source.replay_of.partition,
             offset=pending.source.replay_of.offset,
         ),
-        kind=event.kind.value,
+        kind=event.kind,
     )
     return outcome.model_dump_json().encode()
 

@@ -25,7 +25,6 @@ from service.pipeline.halt import Halt
 from service.pipeline.ledger import Finished, Ledger, Rejected
 from service.pipeline.partitions import PartitionState
 from service.pipeline.pending import PendingEvent, SourceRecord
-from service.pipeline.reasons import CancelReason
 from service.pipeline.steps.abstract import MessageRejected
 from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import AccountCalls, CallStep, Workers
@@ -35,6 +34,7 @@ from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes, RecentD
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
 from service.settings import Settings
+from service.vocabulary import CancelReason
 from tests.support.calls import HeldExecutor
 from tests.support.kafka import FakeConsumer, FakeMessage, FakeProducer
 

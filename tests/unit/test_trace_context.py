@@ -10,7 +10,8 @@ import pytest
 from service.pipeline.events import decode_event
 from service.pipeline.outcomes import Outcome, dead_letter_headers, outcome_headers
 from service.pipeline.pending import Headers, SourceRecord
-from service.pipeline.trace_context import TraceContext, record_trace_context, trace_context
+from service.pipeline.trace_context import record_trace_context, trace_context
+from service.vocabulary import OutcomeStatus, TraceContext
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 OTHER = "00-0af7651916cd43dd8448eb211c80319c-b9c7c989f97918e1-00"
@@ -99,7 +100,7 @@ def test_an_invalid_records_context_is_read_from_its_headers_or_envelope() -> No
 
 
 def test_the_outcome_carries_the_context_as_headers() -> None:
-    outcome = Outcome("o1", "e1", "deleted", datetime(2026, 1, 1, tzinfo=UTC), b"{}")
+    outcome = Outcome("o1", "e1", OutcomeStatus.DELETED, datetime(2026, 1, 1, tzinfo=UTC), b"{}")
     headers = outcome_headers(outcome, source="imgsweep/g", trace=TraceContext(PARENT, STATE))
     assert ("traceparent", PARENT.encode()) in headers
     assert ("tracestate", STATE.encode()) in headers

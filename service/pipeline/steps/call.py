@@ -28,13 +28,12 @@ from service.pipeline.batcher import ReadyBatch
 from service.pipeline.decisions import route_results
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
-from service.pipeline.pending import INTERNAL_ERROR, RETRIES_EXHAUSTED, PendingEvent
-from service.pipeline.reasons import CancelReason
+from service.pipeline.pending import PendingEvent
 from service.pipeline.steps.abstract import MessageRejected
 from service.pipeline.steps.hold import RecentDeletions
-from service.pipeline.trace_context import TraceContext
 from service.settings import Account
 from service.tracing import NO_TRACING, Tracing
+from service.vocabulary import CancelReason, DeadLetterReason, TraceContext
 
 __all__ = ["AccountCalls", "CallStep", "Workers"]
 
@@ -222,10 +221,10 @@ class CallStep:
                 "retries exhausted; events fail and go to the dead-letter topic",
                 extra={**_batch_ids(ready), "code": error.last.code, "attempt": error.attempts},
             )
-            result = _failed(ready.batch, RETRIES_EXHAUSTED, error.attempts)
+            result = _failed(ready.batch, DeadLetterReason.RETRIES_EXHAUSTED, error.attempts)
         except Exception:  # a bug must not lose events: they fail loudly and are dead-lettered
             log.exception("unexpected error in a delete call", extra=_batch_ids(ready))
-            result = _failed(ready.batch, INTERNAL_ERROR, 1)
+            result = _failed(ready.batch, DeadLetterReason.INTERNAL_ERROR, 1)
         self._report(result)
         self._apply(ready, result)
 
@@ -266,7 +265,7 @@ class CallStep:
             log.warning(
                 "images still failing after %d calls each",
                 self._max_attempts,
-                extra={**_batch_ids(ready), "count": routing.exhausted, "reason": RETRIES_EXHAUSTED},
+                extra={**_batch_ids(ready), "count": routing.exhausted, "reason": DeadLetterReason.RETRIES_EXHAUSTED},
             )
         for (status, reason), count in counts.items():
             self._metrics.image_decided(status, reason, count)

@@ -14,10 +14,10 @@ from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
 from service.pipeline.outcomes import replay_of_from_headers
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
-from service.pipeline.reasons import SkipReason
 from service.pipeline.steps.abstract import MessageRejected
 from service.pipeline.steps.hold import Holding
 from service.pipeline.trace_context import trace_context
+from service.vocabulary import SkipReason
 
 __all__ = ["DecodeStep", "source_record"]
 

@@ -31,8 +31,8 @@ from service.pipeline.events import EventKind
 from service.pipeline.ledger import Ledger
 from service.pipeline.partitions import PartitionState
 from service.pipeline.pending import PendingEvent
-from service.pipeline.reasons import CancelReason, SkipReason
 from service.pipeline.steps.abstract import Step
+from service.vocabulary import CancelReason, SkipReason
 
 __all__ = ["RE_ADD_REASON", "EventClock", "HoldStep", "HoldTimes", "Holding", "Lanes", "RecentDeletions"]
 

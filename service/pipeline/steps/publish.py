@@ -25,9 +25,9 @@ from service.pipeline.ledger import Finished, Ledger, Rejected
 from service.pipeline.outcomes import build_outcome, dead_letter_headers, failure_summary, outcome_headers
 from service.pipeline.partitions import PartitionState
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
-from service.pipeline.reasons import DeadLetterReason
 from service.pipeline.steps.abstract import Step
-from service.pipeline.trace_context import TraceContext, record_trace_context
+from service.pipeline.trace_context import record_trace_context
+from service.vocabulary import DeadLetterReason, TraceContext
 
 __all__ = ["PublishStep", "Topics", "event_ids"]
 

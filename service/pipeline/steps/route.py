@@ -17,9 +17,10 @@ from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.metrics import Metrics
 from service.pipeline.lane import AccountLane
 from service.pipeline.ledger import Finished, Ledger, Rejected
-from service.pipeline.pending import NO_ACCOUNT, PendingEvent
+from service.pipeline.pending import PendingEvent
 from service.pipeline.steps.abstract import Step
 from service.settings import EVERY_OTHER_COLLECTION
+from service.vocabulary import DeadLetterReason
 
 __all__ = ["RouteStep", "Routes"]
 
@@ -68,8 +69,9 @@ class RouteStep:
         if lane is not None:
             lane.submit(pending)
             return
-        self._metrics.image_decided(ItemStatus.FAILED, NO_ACCOUNT, len(pending.event.image_ids))
-        self._ledger.decide(pending, (ItemResult(item, ItemStatus.FAILED, NO_ACCOUNT) for item in pending.items()))
+        self._metrics.image_decided(ItemStatus.FAILED, DeadLetterReason.NO_ACCOUNT, len(pending.event.image_ids))
+        failed = (ItemResult(item, ItemStatus.FAILED, DeadLetterReason.NO_ACCOUNT) for item in pending.items())
+        self._ledger.decide(pending, failed)
 
     def poll(self) -> None:
         """Every account's lane (batches that may go to its calls, finished calls' results), then publishing.
