@@ -111,9 +111,13 @@ class Ledger:
         state = self._partitions.get(relist.source.partition)
         if state is not None:
             state.redo_on_restart.add(relist.source.offset)
+        for result in readd:  # a relist's images are not its event's: it is finished whatever they are
+            relist.decide(result)
+        if not self._partitions.finish(relist):
+            return
         if readd:
-            self.decide(relist, readd)
-        elif self._partitions.finish(relist):
+            self._outbox.append(Finished(relist))
+        else:
             self._finish_without_outcome(relist.source)
 
     # ---- publish ---------------------------------------------------------------------------------------------

@@ -152,6 +152,14 @@ def test_a_relist_with_nothing_to_re_add_is_done_without_an_outcome_and_redone_b
     assert 4 in state.redo_on_restart
 
 
+def test_a_relist_naming_images_deleted_before_it_is_finished_with_an_outcome() -> None:
+    relist = delist(4, images=3, type="product.relisted")
+    ledger = ledger_with(relist)
+    ledger.settle_relist(relist, [ItemResult(DeleteItem("p", "gone-1"), ItemStatus.DELETED, "deleted_before_relist")])
+    assert finished_ids(ledger) == ["e4"], "one image re-added of three named: the outcome is due all the same"
+    assert list(relist.results) == ["gone-1"]
+
+
 def test_a_rejected_record_goes_out_as_a_dead_letter() -> None:
     ledger = ledger_with()
     source = record(0, b"{broken")
