@@ -40,6 +40,8 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from service.registry.settings import SchemaRegistrySettings
+
 __all__ = [
     "API_MAX_BODY_BYTES",
     "API_MAX_ITEMS",
@@ -92,7 +94,7 @@ _CLASSIC_ONLY_KAFKA_PROPERTIES = {
 _GROUP_INSTANCE_ID = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SECRET_PROPERTY = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
 # Settings whose raw value is never echoed in an error: they may carry TLS/SASL secrets as plain strings.
-_NEVER_SHOWN = {"IMGSWEEP_KAFKA__PROPERTIES", "IMGSWEEP_ACCOUNTS"}
+_NEVER_SHOWN = {"IMGSWEEP_KAFKA__PROPERTIES", "IMGSWEEP_ACCOUNTS", "IMGSWEEP_SCHEMA_REGISTRY__URL"}  # may hold user:pw@
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -625,6 +627,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     events: EventSettings = EventSettings()
     tracing: TracingSettings = TracingSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()  # IMGSWEEP_SCHEMA_REGISTRY__* (service.registry)
     accounts: dict[str, AccountSettings] = Field(
         default_factory=dict,
         description="Several JD accounts (IMGSWEEP_ACCOUNTS__<NAME>__*); none: one account, IMGSWEEP_API__*.",

@@ -116,7 +116,15 @@ def fetch(cache: Path | None = None) -> Path:
             raise RegistryError("mvn was not found: install Apache Maven >= 3.6 (apt-get install maven)")
         artifact = ARTIFACT.format(version=APICURIO_VERSION)
         _progress(f"fetching {artifact} with Maven into {app} (about 158 MB, once)")
-        command = [mvn, "-q", "-B", "-Dstyle.color=never", "dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"]
+        command = [
+            mvn,
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "dependency:get",
+            f"-Dartifact={artifact}",
+            "-Dtransitive=false",
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=FETCH_TIMEOUT_S, check=False)
         if result.returncode != 0:
             output = _ANSI_ESCAPE.sub("", result.stdout + result.stderr).strip()
@@ -208,7 +216,9 @@ class LocalSchemaRegistry:
                 raise RegistryFailedToStart(f"the registry exited with {code}:\n{self._tail()}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise RegistryFailedToStart(f"the registry did not answer within {START_TIMEOUT_S:.0f} s:\n{self._tail()}")
+                raise RegistryFailedToStart(
+                    f"the registry did not answer within {START_TIMEOUT_S:.0f} s:\n{self._tail()}"
+                )
             time.sleep(0.2)
         self.started_in_seconds = time.monotonic() - began
         _progress(f"ready in {self.started_in_seconds:.1f} s at {self.url}")

@@ -101,6 +101,8 @@ ErrorClass = Literal[
     "invalid_json",  # not (strict) JSON
     "invalid_schema",  # JSON, but not the delist fields: types, missing fields, caps, timestamps
     "invalid_cloudevent",  # a CloudEvents envelope or header that breaks the spec or this consumer's support
+    "invalid_registry_record",  # Schema Registry wire format, but the payload does not decode with its schema
+    "schema_unavailable",  # Schema Registry wire format, but its schema could not be fetched (service.registry)
 ]
 ERROR_CLASSES: Final[tuple[ErrorClass, ...]] = get_args(ErrorClass)
 

@@ -44,6 +44,7 @@ from service.pipeline.steps.decode import DecodeStep
 from service.pipeline.steps.hold import HoldStep, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import Lane, Routes, RouteStep
+from service.registry.decoder import event_decoder
 from service.settings import Account, Settings
 from service.tracing import NO_TRACING, Tracing
 
@@ -127,6 +128,7 @@ class Pipeline:
             topic=self._topic, partitions=self._partitions, events=self._hold, invalid=self._publish.invalid,
             types=EventTypes(events.delist_types, events.relist_types, events.type_field),
             max_pending=kafka.max_pending_events, halt=self._halt, metrics=metrics,
+            decode=event_decoder(settings.schema_registry),
         )  # fmt: skip
         self._stats = ConsumerStats(topic=self._topic, health=health, metrics=metrics)
         self._share = share or PartitionShare(

@@ -70,11 +70,13 @@ class SchemaRegistrySettings(BaseModel):
     def _both_credentials_or_none(self) -> SchemaRegistrySettings:
         if (self.username is None) != (self.password is None):
             raise ValueError(
-                "IMGSWEEP_SCHEMA_REGISTRY__USERNAME and IMGSWEEP_SCHEMA_REGISTRY__PASSWORD are set together or not at all"
+                "IMGSWEEP_SCHEMA_REGISTRY__USERNAME and IMGSWEEP_SCHEMA_REGISTRY__PASSWORD are set together "
+                "or not at all"
             )
         if self.backoff_max_seconds < self.backoff_initial_seconds:
             raise ValueError(
-                "IMGSWEEP_SCHEMA_REGISTRY__BACKOFF_MAX_SECONDS is below IMGSWEEP_SCHEMA_REGISTRY__BACKOFF_INITIAL_SECONDS"
+                "IMGSWEEP_SCHEMA_REGISTRY__BACKOFF_MAX_SECONDS is below "
+                "IMGSWEEP_SCHEMA_REGISTRY__BACKOFF_INITIAL_SECONDS"
             )
         return self
 

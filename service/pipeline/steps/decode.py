@@ -17,6 +17,7 @@ from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 from service.pipeline.reasons import SkipReason
 from service.pipeline.steps.abstract import MessageRejected, Step
 from service.pipeline.trace_context import trace_context
+from service.registry.decoder import EventDecoder
 
 __all__ = ["DecodeStep", "source_record"]
 
@@ -35,6 +36,7 @@ class DecodeStep:
         max_pending: int,
         halt: Halt,
         metrics: Metrics,
+        decode: EventDecoder = decode_event,
     ) -> None:
         self._topic = topic
         self._partitions = partitions
@@ -44,6 +46,7 @@ class DecodeStep:
         self._max_pending = max_pending
         self._halt = halt
         self._metrics = metrics
+        self._decode = decode  # decode_event, or with the Schema Registry (service.registry.decoder)
 
     def submit(self, message: Message) -> None:
         """Raises ``MessageRejected`` while ``max_pending`` events are in the pipeline: the loop keeps the record."""
@@ -67,7 +70,7 @@ class DecodeStep:
             return
         state.offsets.track(record.offset)
         try:
-            event = decode_event(record.value, record.headers, self._types)
+            event = self._decode(record.value, record.headers, self._types)
         except OtherEventType:
             self._metrics.events_skipped.labels(SkipReason.OTHER_TYPE).inc()
             state.offsets.published(record.offset, 0)
