@@ -11,8 +11,9 @@ strictness, the same reasons and error classes. So:
   precision). Avro ``uuid`` values are strings.
 - ``occurred_at`` may be an RFC 3339 string, an Avro ``timestamp-millis``/``-micros`` (an aware datetime) or a
   ``google.protobuf.Timestamp``; a local (naive) timestamp is refused, its offset being unknown.
-- Protobuf fields without presence (proto3 scalars) are read with their value, so an unset ``product_id`` is
-  refused as empty; unset message fields and unset ``optional`` fields are absent. Enums read as their names.
+- A Protobuf field that is not set is absent, as in proto3's JSON mapping; for proto3 scalars, which cannot be
+  told unset from their default, a field holding its default ("", 0, an empty list) is absent too: a
+  ``product_id`` left "" is refused as missing, a ``type`` left "" is no type (a delist). Enums read as names.
 - ``bytes`` / ``fixed`` values are not text: they read as null. Non-finite floats read as null. Decimals read as
   numbers. Unknown members are ignored, as in JSON.
 - A record's ``content-type`` header describes the registry format, so it is left out; ``ce_`` headers are kept:
@@ -119,34 +120,28 @@ _WRAPPERS: Final = frozenset(
 
 
 def message_document(message: Any) -> dict[str, object]:
-    """A Protobuf message as a JSON object keyed by the fields' proto names (not the proto3 JSON mapping, which
-    would turn 64-bit integers into strings and drop fields holding their default)."""
+    """A Protobuf message as a JSON object keyed by the fields' proto names: the fields that are set (``ListFields``:
+    for proto3 scalars, those not holding their default). Unlike proto3's JSON mapping, 64-bit integers stay
+    numbers (an int64 id is refused as a number, as in JSON)."""
     document: dict[str, object] = {}
-    for field in message.DESCRIPTOR.fields:
-        value = getattr(message, field.name)
+    for field, value in message.ListFields():
         if _is_map(field):
-            document[field.name] = {str(key): _field_value(field.message_type.fields_by_name["value"], item)
-                                    for key, item in value.items()}  # fmt: skip
-        elif field.label == _LABEL_REPEATED:
+            entry = field.message_type.fields_by_name["value"]
+            document[field.name] = {str(key): _field_value(entry, item) for key, item in value.items()}
+        elif _is_repeated(field):
             document[field.name] = [_field_value(field, item) for item in value]
-        elif _has_presence(field) and not message.HasField(field.name):
-            continue
         else:
             document[field.name] = _field_value(field, value)
     return document
 
 
-def _has_presence(field: Any) -> bool:
-    presence = getattr(field, "has_presence", None)  # protobuf >= 4.21
-    if presence is not None:
-        return bool(presence)
-    return field.type == _TYPE_MESSAGE or field.containing_oneof is not None  # pragma: no cover - older protobuf
+def _is_repeated(field: Any) -> bool:
+    repeated = getattr(field, "is_repeated", None)  # protobuf 7 drops ``label``
+    return bool(repeated) if repeated is not None else bool(field.label == _LABEL_REPEATED)
 
 
 def _is_map(field: Any) -> bool:
-    return bool(
-        field.label == _LABEL_REPEATED and field.type == _TYPE_MESSAGE and field.message_type.GetOptions().map_entry
-    )
+    return _is_repeated(field) and field.type == _TYPE_MESSAGE and bool(field.message_type.GetOptions().map_entry)
 
 
 def _field_value(field: Any, value: Any) -> object:
@@ -170,6 +165,6 @@ def event_from_document(
     document: object, headers: Headers | None, types: EventTypes = DEFAULT_EVENT_TYPES
 ) -> DelistEvent:
     """The event the document holds, decoded as plain JSON (or CloudEvents) is: same rules, reasons, classes."""
-    encoded = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    encoded = json.dumps(json_document(document), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
     kept = [(name, value) for name, value in headers or () if name.lower() != "content-type"]
     return decode_event(encoded, kept, types)
