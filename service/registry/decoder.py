@@ -172,8 +172,9 @@ class RegistryDecoder:
         try:
             if kind == "PROTOBUF":
                 return message_document(self._protobuf_deserializer(schema_id, schema, value)(value, self._context))
-            deserializer = self._avro if kind == "AVRO" else self._json
-            return json_document(deserializer(value, self._context))
+            if kind == "AVRO":
+                return json_document(self._avro(value, self._context), drop_nulls=True)
+            return json_document(self._json(value, self._context))
         except _NOT_THE_PAYLOAD:
             raise
         except Exception as error:  # noqa: BLE001 - whatever a deserializer raises on bytes a producer sent

@@ -14,6 +14,8 @@ strictness, the same reasons and error classes. So:
 - A Protobuf field that is not set is absent, as in proto3's JSON mapping; for proto3 scalars, which cannot be
   told unset from their default, a field holding its default ("", 0, an empty list) is absent too: a
   ``product_id`` left "" is refused as missing, a ``type`` left "" is no type (a delist). Enums read as names.
+- An Avro record field holding null (an optional field, a union with null) is absent; JSON Schema records keep
+  their nulls, as JSON does (``"type": null`` is refused there as in JSON).
 - ``bytes`` / ``fixed`` values are not text: they read as null. Non-finite floats read as null. Decimals read as
   numbers. Unknown members are ignored, as in JSON.
 - A record's ``content-type`` header describes the registry format, so it is left out; ``ce_`` headers are kept:
@@ -83,8 +85,11 @@ def schema_type_of(declared: str | None, schema_id: int) -> SchemaType:
     )
 
 
-def json_document(value: object) -> object:  # noqa: PLR0911 - one line per kind of value
-    """A deserialized Avro / JSON Schema value as the JSON value a plain-JSON producer would have sent."""
+def json_document(value: object, *, drop_nulls: bool = False) -> object:  # noqa: PLR0911 - one line per kind
+    """A deserialized Avro / JSON Schema value as the JSON value a plain-JSON producer would have sent.
+
+    ``drop_nulls`` (Avro): a record field holding null is left out, null being how Avro says "not set" (an
+    optional field is a union with null); JSON Schema documents keep their nulls, as JSON does."""
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
@@ -100,9 +105,13 @@ def json_document(value: object) -> object:  # noqa: PLR0911 - one line per kind
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, Mapping):
-        return {str(key): json_document(item) for key, item in value.items()}
+        return {
+            str(key): json_document(item, drop_nulls=drop_nulls)
+            for key, item in value.items()
+            if not (drop_nulls and item is None)
+        }
     if isinstance(value, list | tuple):
-        return [json_document(item) for item in value]
+        return [json_document(item, drop_nulls=drop_nulls) for item in value]
     if hasattr(value, "DESCRIPTOR") and hasattr(value, "ListFields"):  # a Protobuf message
         return message_document(value)
     return None  # bytes, fixed, and anything else that is not text or a number

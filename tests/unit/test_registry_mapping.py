@@ -95,6 +95,15 @@ def test_avro_values_become_the_json_a_plain_producer_sends() -> None:
     }
 
 
+def test_avro_nulls_are_absent_fields_but_json_schema_nulls_stay() -> None:
+    assert json_document({"type": None, "data": {"occurred_at": None, "ids": [None]}}, drop_nulls=True) == {
+        "data": {"ids": [None]}
+    }
+    assert event_from_document(json_document({**FIELDS, "type": None}, drop_nulls=True), []).event_type is None
+    with pytest.raises(InvalidEvent, match="'type': expected a non-empty string"):
+        event_from_document(json_document({**FIELDS, "type": None}), [])
+
+
 def test_a_decoded_document_gives_the_same_event_as_the_same_plain_json() -> None:
     assert event_from_document(FIELDS, []) == decode_event(plain(FIELDS), [])
     event = event_from_document({**FIELDS, "occurred_at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)}, None)
@@ -109,7 +118,7 @@ def test_a_decoded_document_gives_the_same_event_as_the_same_plain_json() -> Non
         {"image_ids": []},
         {"collection_name": ""},
         {"event_id": "x\x00"},
-        {"occurred_at": datetime(2025, 1, 2, 3, 4, 5)},  # naive: its offset is unknown  # noqa: DTZ001
+        {"occurred_at": datetime(2025, 1, 2, 3, 4, 5)},  # naive: its offset is unknown
         {"image_ids": [f"{n}.jpg" for n in range(31)]},
     ],
 )
