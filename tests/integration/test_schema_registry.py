@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka.schema_registry import Schema
+from pydantic import SecretStr
 
 from devkit.fixtures import FIGURES
 from devkit.processes import free_port
@@ -195,8 +196,8 @@ def test_a_registry_that_is_down_costs_a_bounded_wait_and_never_raises_anything_
             backoff_initial_seconds=0.05,
             backoff_max_seconds=0.1,
             timeout_seconds=1,
-            username="reader",
-            password="sr-SECRET-pw",
+            username=SecretStr("reader"),
+            password=SecretStr("sr-SECRET-pw"),
         )
     )
     began = time.monotonic()
