@@ -108,6 +108,8 @@ class RegistryDecoder:
         topic: str = "imgsweep-input",
     ) -> None:
         self._settings = settings
+        # confluent-kafka's client logs every request line at INFO through httpx2 (service.logs quiets httpx so)
+        logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.getLogger("httpx2").level))
         self._client = client if client is not None else SchemaRegistryClient(settings.client_config())
         self._sleep, self._clock = sleep, clock
         self._context = SerializationContext(topic, MessageField.VALUE)
