@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup kafka-jars tools image lint typecheck unit test run demo bench kafka clean
+.PHONY: setup kafka-jars schema-registry tools image lint typecheck unit test run demo bench kafka clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
-setup: $(STAMP) kafka-jars tools
+setup: $(STAMP) kafka-jars schema-registry tools
 
 kafka-jars: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py fetch
+
+# Apicurio Registry (Confluent-compatible API) for the Schema Registry tests, cached under ~/.cache/imgsweep.
+schema-registry: $(STAMP)
+	$(BIN)/python deploy/local/schema_registry_local.py fetch
 
 # Real tools the tests check artifacts with, cached under ~/.cache/imgsweep/tools.
 tools:

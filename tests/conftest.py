@@ -19,7 +19,7 @@ from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports i
 
 from devkit.processes import load_kafka_local
 
-pytest_plugins = ["devkit.fixtures"]  # the service and the sandbox as processes (e2e, reliability)
+pytest_plugins = ["devkit.fixtures", "devkit.registry"]  # the service and the sandbox as processes; a Schema Registry
 
 ADMIN_TIMEOUT_S = 30.0
 

@@ -36,10 +36,11 @@ from service.pipeline.rebalance import Rebalance
 from service.pipeline.share import Paced, PartitionShare, QpsShare
 from service.pipeline.steps.call import Workers
 from service.pipeline.steps.commit import CommitStep
-from service.pipeline.steps.decode import DecodeStep
+from service.pipeline.steps.decode import DecodeStep, EventFormat
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
+from service.registry.decoder import event_decoder
 from service.settings import Settings
 from service.tracing import NO_TRACING, Tracing
 
@@ -110,8 +111,9 @@ class Pipeline:
         )  # fmt: skip
         events = settings.events
         self._decode = DecodeStep(
-            next_step=self._hold, ledger=ledger, types=EventTypes(events.delist_types, events.relist_types,
-            events.type_field), max_pending=kafka.max_pending_events, halt=halt, metrics=metrics,
+            next_step=self._hold, ledger=ledger, max_pending=kafka.max_pending_events, halt=halt, metrics=metrics,
+            events=EventFormat(EventTypes(events.delist_types, events.relist_types, events.type_field),
+                               event_decoder(settings.schema_registry)),
         )  # fmt: skip
 
         self._share = share([lane.paced for lane in self._lanes])

@@ -20,6 +20,7 @@ from service.settings.kafka import DRY_RUN_SUFFIX, KafkaSettings
 from service.settings.loading import load_settings, secrets_dir_from_env
 from service.settings.masking import masked_config
 from service.settings.observability import HttpSettings, LogSettings, TracingSettings
+from service.settings.registry import SchemaRegistrySettings
 from service.settings.root import Settings
 from service.settings.sources import ENV_PREFIX
 
@@ -40,6 +41,7 @@ __all__ = [
     "KafkaSettings",
     "LogSettings",
     "PerAccount",
+    "SchemaRegistrySettings",
     "Settings",
     "TracingSettings",
     "load_settings",

@@ -18,8 +18,9 @@ __all__ = ["MASK", "NEVER_SHOWN", "is_secret_name", "masked_config"]
 
 MASK = "**********"
 """What a secret is shown as (pydantic's own mask of a ``SecretStr``)."""
-NEVER_SHOWN = frozenset({"IMGSWEEP_KAFKA__PROPERTIES", "IMGSWEEP_ACCOUNTS"})
-"""Settings whose raw value is never echoed in an error: they may carry TLS/SASL secrets as plain strings."""
+NEVER_SHOWN = frozenset({"IMGSWEEP_KAFKA__PROPERTIES", "IMGSWEEP_ACCOUNTS", "IMGSWEEP_SCHEMA_REGISTRY__URL"})
+"""Settings whose raw value is never echoed in an error: they may carry TLS/SASL secrets or credentials as plain
+strings."""
 _SECRET_NAME = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
 
 

@@ -12,6 +12,7 @@ from service.settings.errors import ConfigError
 from service.settings.events import EventSettings
 from service.settings.kafka import KafkaSettings, dry_run_form
 from service.settings.observability import HttpSettings, LogSettings, TracingSettings
+from service.settings.registry import SchemaRegistrySettings
 from service.settings.sources import (
     DEFAULT_SECRETS_DIR,
     ENV_PREFIX,
@@ -35,6 +36,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     events: EventSettings = EventSettings()
     tracing: TracingSettings = TracingSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
     accounts: dict[str, AccountSettings] = Field(
         default_factory=dict,
         description="Several JD accounts (IMGSWEEP_ACCOUNTS__<NAME>__*); none: one account, IMGSWEEP_API__*.",

@@ -437,6 +437,8 @@ def test_error_classes_are_a_fixed_set() -> None:
         "invalid_json",
         "invalid_schema",
         "invalid_cloudevent",
+        "invalid_registry_record",
+        "schema_unavailable",
     )
     with pytest.raises(ValueError, match="unknown error class"):
         InvalidEvent("kaput", "whatever")  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from service.pipeline.steps.abstract import MessageRejected
 from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import AccountCalls, CallStep, Workers
 from service.pipeline.steps.commit import CommitStep
-from service.pipeline.steps.decode import DecodeStep
+from service.pipeline.steps.decode import DecodeStep, EventFormat
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
@@ -176,7 +176,7 @@ def test_a_rejected_record_goes_out_as_a_dead_letter() -> None:
 def test_decode_hands_events_on_and_rejects_invalid_records_into_the_ledger() -> None:
     ledger, hold = ledger_with(), Recorder()
     step = DecodeStep(
-        next_step=hold, ledger=ledger, types=TYPES, max_pending=1, halt=Halt(HealthState(), metrics()),
+        next_step=hold, ledger=ledger, events=EventFormat(TYPES), max_pending=1, halt=Halt(HealthState(), metrics()),
         metrics=metrics(),
     )  # fmt: skip
     step.submit(FakeMessage(TOPIC, 0, 0, b"{broken"))  # type: ignore[arg-type]

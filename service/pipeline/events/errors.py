@@ -32,6 +32,8 @@ ErrorClass = Literal[
     "invalid_json",  # not (strict) JSON
     "invalid_schema",  # JSON, but not the delist fields: types, missing fields, caps, timestamps
     "invalid_cloudevent",  # a CloudEvents envelope or header that breaks the spec or this consumer's support
+    "invalid_registry_record",  # Schema Registry wire format that cannot be read with its schema
+    "schema_unavailable",  # its schema could not be fetched from the registry (after retries)
 ]
 ERROR_CLASSES: Final[tuple[ErrorClass, ...]] = get_args(ErrorClass)
 

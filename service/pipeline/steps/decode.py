@@ -4,12 +4,13 @@ ledger, as dead letters."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from confluent_kafka import KafkaError, Message
 
 from service.metrics import Metrics
-from service.pipeline.events import EventTypes, InvalidEvent, OtherEventType, decode_event
+from service.pipeline.events import DelistEvent, EventTypes, InvalidEvent, OtherEventType, decode_event
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
 from service.pipeline.outcomes import replay_of_from_headers
@@ -17,21 +18,34 @@ from service.pipeline.pending import Headers, PendingEvent, SourceRecord
 from service.pipeline.steps.abstract import MessageRejected
 from service.pipeline.steps.hold import Holding
 from service.pipeline.trace_context import trace_context
+from service.registry.decoder import EventDecoder
 from service.vocabulary import SkipReason
 
-__all__ = ["DecodeStep", "source_record"]
+__all__ = ["DecodeStep", "EventFormat", "source_record"]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class EventFormat:
+    """How a record's value becomes an event: the decoder (plain JSON and CloudEvents, and the Schema Registry's
+    wire format when one is configured) and which event types are delists and relists."""
+
+    types: EventTypes = field(default_factory=EventTypes)
+    decode: EventDecoder = decode_event
+
+    def __call__(self, value: bytes | None, headers: Headers) -> DelistEvent:
+        return self.decode(value, headers, self.types)
+
+
 class DecodeStep:
     def __init__(
-        self, *, next_step: Holding, ledger: Ledger, types: EventTypes, max_pending: int, halt: Halt,
+        self, *, next_step: Holding, ledger: Ledger, events: EventFormat, max_pending: int, halt: Halt,
         metrics: Metrics,
     ) -> None:  # fmt: skip
         self._next = next_step
         self._ledger = ledger
-        self._types = types
+        self._events = events
         self._max_pending = max_pending
         self._halt = halt
         self._metrics = metrics
@@ -59,7 +73,7 @@ class DecodeStep:
             self._metrics.events_skipped.labels(SkipReason.ALREADY_DONE).inc()
             return
         try:
-            event = decode_event(record.value, record.headers, self._types)
+            event = self._events(record.value, record.headers)
         except OtherEventType:
             self._metrics.events_skipped.labels(SkipReason.OTHER_TYPE).inc()
             self._ledger.skip(record)
