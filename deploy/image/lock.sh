@@ -45,8 +45,9 @@ lock_otel() {
     CUSTOM_COMPILE_COMMAND="deploy/image/lock.sh --otel" "${venv}/bin/pip-compile" --quiet --generate-hashes \
         --strip-extras --no-emit-index-url --no-emit-find-links --resolver=backtracking --extra otel \
         --constraint "${constraints}" --output-file deploy/image/requirements-otel.lock pyproject.toml
+    sed -i -e "1i ${header}" -e "s|-c ${constraints}|-c deploy/image/requirements.lock|" \
+        deploy/image/requirements-otel.lock
     rm -f "${constraints}"
-    sed -i "1i ${header}" deploy/image/requirements-otel.lock
     echo "wrote deploy/image/requirements-otel.lock"
 }
 if [[ "${1:-}" == --otel ]]; then

@@ -304,7 +304,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
         (("--set", "prometheusRule.alerts.ImgsweepDown.severity=page"), "/prometheusRule/alerts/ImgsweepDown/severity"),
         (("--set", "prometheusRule.alerts.ImgsweepDown.ratio=0.1"), "'ratio' not allowed"),
         (
-            ("--set", "prometheusRule.alerts.ImgsweepQuotaLow.remainingFraction=1.5"),
+            ("--set-json", "prometheusRule.alerts.ImgsweepQuotaLow.remainingFraction=1.5"),
             "/prometheusRule/alerts/ImgsweepQuotaLow/remainingFraction",
         ),
         (
@@ -1173,6 +1173,17 @@ def test_the_rules_file_is_the_chart_s_rules_with_its_defaults() -> None:
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
+def test_an_older_release_s_values_without_the_day_two_values_still_render() -> None:
+    """helm upgrade --reuse-values keeps a release's old values, without the keys this chart added."""
+    older = ("minReadySeconds", "nodeSpread", "networkPolicy", "runbookBaseUrl", "prometheusRule.alerts")
+    objects = render(*RULES_ON, *(arg for key in older for arg in ("--set", f"{key}=null")))
+    pod = one(objects, "Deployment")["spec"]
+    assert "minReadySeconds" not in pod
+    assert "topologySpreadConstraints" not in pod["template"]["spec"]
+    assert "NetworkPolicy" not in kinds(objects)
+    assert one(objects, "PrometheusRule")["spec"] == rendered_rules()
+
+
 def test_a_release_without_the_alert_values_renders_the_default_rules() -> None:
     """helm upgrade --reuse-values from a chart without prometheusRule.alerts and runbookBaseUrl."""
     assert rendered_rules("--set", "prometheusRule.alerts=null", "--set", "runbookBaseUrl=null") == rendered_rules()
@@ -1206,7 +1217,7 @@ def test_with_every_alert_disabled_only_the_recording_rules_remain() -> None:
     ("args", "alert", "expected", "default"),
     [
         (
-            ("--set", "prometheusRule.alerts.ImgsweepImageFailureRatioHigh.ratio=0.2"),
+            ("--set-json", "prometheusRule.alerts.ImgsweepImageFailureRatioHigh.ratio=0.2"),
             "ImgsweepImageFailureRatioHigh",
             "namespace_job:imgsweep_images_failed:ratio_rate15m > 0.2\n",
             "namespace_job:imgsweep_images_failed:ratio_rate15m > 0.05\n",
@@ -1218,7 +1229,7 @@ def test_with_every_alert_disabled_only_the_recording_rules_remain() -> None:
             "(increase(imgsweep_images_total[15m])) >= 20\n",
         ),
         (
-            ("--set", "prometheusRule.alerts.ImgsweepQuotaLow.remainingFraction=0.25"),
+            ("--set-json", "prometheusRule.alerts.ImgsweepQuotaLow.remainingFraction=0.25"),
             "ImgsweepQuotaLow",
             "< 0.25 * namespace_job:imgsweep_quota_remaining_calls:max_over_time1d",
             "< 0.1 * namespace_job:imgsweep_quota_remaining_calls:max_over_time1d",
@@ -1248,8 +1259,8 @@ def test_a_threshold_value_changes_the_alert_s_expression(
 
 def test_threshold_and_duration_values_reach_the_annotations_people_read() -> None:
     alerts = rendered_alerts(
-        "--set", "prometheusRule.alerts.ImgsweepQuotaLow.remainingFraction=0.25",
-        "--set", "prometheusRule.alerts.ImgsweepImageFailureRatioHigh.ratio=0.125",
+        "--set-json", "prometheusRule.alerts.ImgsweepQuotaLow.remainingFraction=0.25",
+        "--set-json", "prometheusRule.alerts.ImgsweepImageFailureRatioHigh.ratio=0.125",
         "--set", "prometheusRule.alerts.ImgsweepQuotaProjectedExhaustion.marginSeconds=7200",
         "--set", "prometheusRule.alerts.ImgsweepDown.for=15m",
         "--set", "prometheusRule.alerts.ImgsweepFatal.severity=warning",
@@ -1385,6 +1396,12 @@ def test_the_default_image_is_the_one_make_image_builds() -> None:
     assert container(render())["image"] == f"localhost/imgsweep:{version}"
     assert 'image="${IMAGE:-localhost/imgsweep:${version}' in (REPO / "deploy" / "image" / "build.sh").read_text()
     assert container(render(*VALUE_SETS["all-on"]))["image"].startswith("registry.example.com/imgsweep@sha256:")
+
+
+def test_notes_say_when_the_image_is_the_local_one(tmp_path: Path) -> None:
+    assert "the local name `make image` gives" in render_notes(tmp_path)
+    pushed = render_notes(tmp_path / "pushed", "--set", "image.repository=registry.example.com/imgsweep")
+    assert "the local name" not in pushed
 
 
 def test_packaged_chart_contains_the_shared_files(tmp_path: Path) -> None:

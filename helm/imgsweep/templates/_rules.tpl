@@ -150,7 +150,6 @@ groups:
   - name: imgsweep.alerts
     rules:
       {{- with include "imgsweep.alert" (list $ "ImgsweepDown") | fromJson }}
-
       - alert: ImgsweepDown
         # Targets of a job that exposed imgsweep_build_info in the last day, i.e. imgsweep's own targets,
         # whatever the job is called.
@@ -164,9 +163,9 @@ groups:
         annotations:
           summary: "imgsweep is down in {{"{{"}} $labels.namespace }}"
           description: >-
-            Prometheus has not scraped any replica of {{"{{"}} $labels.job }} in {{"{{"}} $labels.namespace }} for
-            {{ include "imgsweep.duration" .for }}:
-            no delisted product's images are being deleted and the input topic's backlog grows.
+            Prometheus has not scraped any replica of {{"{{"}} $labels.job }} in {{"{{"}} $labels.namespace }}
+            for {{ include "imgsweep.duration" .for }}: no delisted product's images are being deleted and the input
+            topic's backlog grows.
           runbook_url: {{ $runbook }}#imgsweep-down
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepReplicaDown") | fromJson }}
@@ -195,9 +194,9 @@ groups:
         annotations:
           summary: "No imgsweep replica owns a partition in {{"{{"}} $labels.namespace }}"
           description: >-
-            Replicas of {{"{{"}} $labels.job }} are running but none has had an input partition assigned for
-            {{ include "imgsweep.duration" .for }}:
-            nothing is consumed. Usually the brokers are unreachable or the consumer group cannot be joined.
+            Replicas of {{"{{"}} $labels.job }} are running but none has had an input partition assigned
+            for {{ include "imgsweep.duration" .for }}: nothing is consumed. Usually the brokers are unreachable or the
+            consumer group cannot be joined.
           runbook_url: {{ $runbook }}#no-partitions-assigned
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepFatal") | fromJson }}
@@ -283,8 +282,8 @@ groups:
           summary: "imgsweep will run out of API quota of account {{"{{"}} $labels.account }} before the daily reset in {{"{{"}} $labels.namespace }}"
           description: >-
             At the last hour's pace the calls left on account {{"{{"}} $labels.account }} run out more than
-            {{ include "imgsweep.seconds" .marginSeconds }} before the daily reset (the dashboard's quota row shows when); the deletes of its collections by
-            {{"{{"}} $labels.job }} would then wait for the reset.
+            {{ include "imgsweep.seconds" .marginSeconds }} before the daily reset (the dashboard's quota row shows when);
+            the deletes of its collections by {{"{{"}} $labels.job }} would then wait for the reset.
           runbook_url: {{ $runbook }}#quota-projected-exhaustion
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepBudgetWillNotFit") | fromJson }}
