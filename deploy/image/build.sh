@@ -102,7 +102,9 @@ inputs="$(
         sha256sum Dockerfile .dockerignore pyproject.toml README.md "deploy/image/${lock}" deploy/image/pip.lock
     } | sha256sum | cut -c1-16
 )"
-inputs_tag="localhost/imgsweep:inputs-${inputs}"
+# One series of tags per variant (inputs-<hash>, inputs-otel-<hash>), so building one keeps the other's.
+inputs_prefix="localhost/imgsweep:inputs-${extras:+${extras}-}"
+inputs_tag="${inputs_prefix}${inputs}"
 if podman image exists "${inputs_tag}"; then
     podman tag "${inputs_tag}" "${image}"
     echo "${inputs_tag}"
@@ -124,7 +126,8 @@ podman build --network host --pull=missing --layers \
 
 # Earlier builds of changed sources are dropped (an image a running container uses stays until it stops).
 for old in $(podman images --noheading --format '{{.Repository}}:{{.Tag}}' localhost/imgsweep); do
-    if [[ "${old}" == localhost/imgsweep:inputs-* && "${old}" != "${inputs_tag}" ]]; then
+    if [[ "${old}" == "${inputs_prefix}"* && "${old}" != "${inputs_tag}" ]] \
+        && [[ -n "${extras}" || "${old}" != localhost/imgsweep:inputs-otel-* ]]; then
         podman rmi "${old}" >/dev/null 2>&1 || true
     fi
 done
