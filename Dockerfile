@@ -10,6 +10,7 @@
 #
 #   make image                                                  # base: Debian 12's python3, made locally
 #   make image PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:…  # or a base from a registry
+#   make image IMGSWEEP_IMAGE_EXTRAS=otel                       # with tracing (localhost/imgsweep:0.1.0-otel)
 #   podman run --rm --network host --read-only --user 10001 localhost/imgsweep:0.1.0 check-config
 #
 # The base must be Debian 12 (bookworm) with CPython 3.11 as python3: the wheels are for that platform
@@ -19,11 +20,15 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
 
+# The lock the dependencies come from: requirements.lock, or requirements-otel.lock for the image with the otel
+# extra (OpenTelemetry tracing, IMGSWEEP_TRACING__ENABLED); build.sh downloads the same lock's wheels.
+ARG REQUIREMENTS=requirements.lock
+
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-COPY deploy/image/requirements.lock /install/
+COPY deploy/image/${REQUIREMENTS} /install/requirements.lock
 COPY .cache/image/wheelhouse/pip/ /install/pip/
 COPY .cache/image/wheelhouse/deps/ /install/deps/
 # The dependencies first, in their own layer: a change to imgsweep's code does not reinstall them. pip runs from
@@ -71,6 +76,9 @@ ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
 ARG PYTHON_IMAGE
+# The repository the image was built from (build.sh passes git's origin, if any); the extras it includes.
+ARG SOURCE=""
+ARG EXTRAS=""
 
 LABEL org.opencontainers.image.title="imgsweep" \
       org.opencontainers.image.description="Deletes delisted products' images from JD product image search collections, driven by Kafka events." \
@@ -78,9 +86,9 @@ LABEL org.opencontainers.image.title="imgsweep" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.source="https://github.com/imgsweep/imgsweep" \
-      org.opencontainers.image.documentation="https://github.com/imgsweep/imgsweep#readme" \
-      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}" \
+      io.imgsweep.extras="${EXTRAS}"
 
 ENTRYPOINT ["imgsweep"]
 CMD ["run"]

@@ -16,7 +16,9 @@
 #   deploy/image/build.sh --wheelhouse  only prepare the wheelhouse (no podman needed), e.g. before
 #                                       `docker build .` or `docker compose -f deploy/compose.yaml up --build`
 #
-#   IMAGE            the name to tag (default localhost/imgsweep:<version>)
+#   IMAGE            the name to tag (default localhost/imgsweep:<version>, <version>-otel with the extra)
+#   IMGSWEEP_IMAGE_EXTRAS  otel: also install the otel extra (OpenTelemetry tracing), from
+#                    deploy/image/requirements-otel.lock; empty (the default): the service alone
 #   PYTHON_IMAGE     a base from a registry instead of the local Debian one
 #   PYTHON           the Python whose pip downloads the wheels (default .venv/bin/python, else python3)
 set -euo pipefail
@@ -35,6 +37,16 @@ mkdir -p .cache/image
 exec 9>.cache/image/build.lock
 flock 9
 
+extras="${IMGSWEEP_IMAGE_EXTRAS:-}"
+case "${extras}" in
+    "") lock=requirements.lock ;;
+    otel) lock=requirements-otel.lock ;;
+    *)
+        echo "build.sh: IMGSWEEP_IMAGE_EXTRAS=${extras}: the image knows the extra otel only (or none)" >&2
+        exit 2
+        ;;
+esac
+
 make_wheelhouse() {
     # The wheels, for the image's platform (Debian 12: glibc 2.36, CPython 3.11), whatever Python runs this.
     wheelhouse=.cache/image/wheelhouse
@@ -47,7 +59,7 @@ make_wheelhouse() {
     download=("${python}" -m pip download --quiet --disable-pip-version-check --require-hashes --no-deps
         --only-binary=:all: "${platforms[@]}" --python-version 3.11 --implementation cp --abi cp311)
     "${download[@]}" --dest "${wheelhouse}/pip" -r deploy/image/pip.lock
-    "${download[@]}" --dest "${wheelhouse}/deps" -r deploy/image/requirements.lock
+    "${download[@]}" --dest "${wheelhouse}/deps" -r "deploy/image/${lock}"
     # imgsweep's wheel, built from a clean copy of its sources (a stale build/ in the tree cannot leak into it).
     # Fixed file dates make the wheel the same bytes for the same sources, so podman's layer cache can reuse it.
     source="$(mktemp -d "${TMPDIR:-/tmp}/imgsweep-wheel.XXXXXX")"
@@ -71,7 +83,7 @@ if [[ ! -f "${CONTAINERS_CONF}" ]] || ! command -v podman >/dev/null 2>&1; then
     exit 1
 fi
 
-image="${IMAGE:-localhost/imgsweep:${version}}"
+image="${IMAGE:-localhost/imgsweep:${version}${extras:+-${extras}}}"
 
 base="${PYTHON_IMAGE:-$(deploy/image/build-base.sh)}"
 base_id="$(podman image inspect --format '{{.Id}}' "${base}" 2>/dev/null || echo "${base}")"
@@ -84,13 +96,15 @@ fi
 # Everything the image is made of; the tag it gets says so.
 inputs="$(
     {
-        printf '%s\n' "${base_id}" "${revision}" "${version}"
+        printf '%s\n' "${base_id}" "${revision}" "${version}" "${extras}"
         find service -type f -not -path '*/__pycache__/*' -not -name '*.py[co]' -print0 | sort -z \
             | xargs -0 sha256sum
-        sha256sum Dockerfile .dockerignore pyproject.toml README.md deploy/image/requirements.lock deploy/image/pip.lock
+        sha256sum Dockerfile .dockerignore pyproject.toml README.md "deploy/image/${lock}" deploy/image/pip.lock
     } | sha256sum | cut -c1-16
 )"
-inputs_tag="localhost/imgsweep:inputs-${inputs}"
+# One series of tags per variant (inputs-<hash>, inputs-otel-<hash>), so building one keeps the other's.
+inputs_prefix="localhost/imgsweep:inputs-${extras:+${extras}-}"
+inputs_tag="${inputs_prefix}${inputs}"
 if podman image exists "${inputs_tag}"; then
     podman tag "${inputs_tag}" "${image}"
     echo "${inputs_tag}"
@@ -104,12 +118,16 @@ podman build --network host --pull=missing --layers \
     --build-arg "PYTHON_IMAGE=${base}" \
     --build-arg "VERSION=${version}" \
     --build-arg "REVISION=${revision}" \
+    --build-arg "REQUIREMENTS=${lock}" \
+    --build-arg "EXTRAS=${extras}" \
+    --build-arg "SOURCE=$(git remote get-url origin 2>/dev/null || true)" \
     --tag "${image}" --tag "${inputs_tag}" \
     . >&2
 
 # Earlier builds of changed sources are dropped (an image a running container uses stays until it stops).
 for old in $(podman images --noheading --format '{{.Repository}}:{{.Tag}}' localhost/imgsweep); do
-    if [[ "${old}" == localhost/imgsweep:inputs-* && "${old}" != "${inputs_tag}" ]]; then
+    if [[ "${old}" == "${inputs_prefix}"* && "${old}" != "${inputs_tag}" ]] \
+        && [[ -n "${extras}" || "${old}" != localhost/imgsweep:inputs-otel-* ]]; then
         podman rmi "${old}" >/dev/null 2>&1 || true
     fi
 done

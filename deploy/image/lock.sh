@@ -3,10 +3,14 @@
 # version (any platform), so pip in the image build installs exactly these and nothing else:
 #
 #   deploy/image/requirements.lock   imgsweep's runtime dependencies (pip-compile --generate-hashes)
+#   deploy/image/requirements-otel.lock  the same plus the `otel` extra (tracing), for the image built with
+#                                    IMGSWEEP_IMAGE_EXTRAS=otel; the dependencies both have keep requirements.lock's
+#                                    versions (it is the constraint)
 #   deploy/image/pip.lock            the pip that installs them during the build (run from its wheel, never
 #                                    installed into the image)
 #
 #   deploy/image/lock.sh             after changing [project].dependencies in pyproject.toml, or to take updates
+#   deploy/image/lock.sh --otel      only requirements-otel.lock (after changing the otel extra)
 #
 # Needs network to PyPI and a Python 3.11 (the image's Python: Debian 12's python3) as $PYTHON, python3.11 or
 # python3. pip-tools runs from a throwaway virtual environment under ${IMGSWEEP_TOOLS_DIR:-~/.cache/imgsweep/tools}.
@@ -31,6 +35,26 @@ fi
 
 cd "${repo}"
 header="# The image's pinned dependencies with hashes. Regenerate with deploy/image/lock.sh; do not edit by hand."
+
+lock_otel() {
+    # requirements.lock without its hashes is the constraint: the otel image differs by the extra's packages only.
+    local constraints
+    constraints="$(mktemp)"
+    sed -e 's/ *\\$//' -e '/^ *--hash/d' -e '/^ *#/d' -e 's/ *#.*//' -e '/^$/d' deploy/image/requirements.lock \
+        >"${constraints}"
+    CUSTOM_COMPILE_COMMAND="deploy/image/lock.sh --otel" "${venv}/bin/pip-compile" --quiet --generate-hashes \
+        --strip-extras --no-emit-index-url --no-emit-find-links --resolver=backtracking --extra otel \
+        --constraint "${constraints}" --output-file deploy/image/requirements-otel.lock pyproject.toml
+    sed -i -e "1i ${header}" -e "s|-c ${constraints}|-c deploy/image/requirements.lock|" \
+        deploy/image/requirements-otel.lock
+    rm -f "${constraints}"
+    echo "wrote deploy/image/requirements-otel.lock"
+}
+if [[ "${1:-}" == --otel ]]; then
+    lock_otel
+    exit 0
+fi
+
 CUSTOM_COMPILE_COMMAND="deploy/image/lock.sh" "${venv}/bin/pip-compile" --quiet --generate-hashes --strip-extras \
     --no-emit-index-url --no-emit-find-links --resolver=backtracking \
     --output-file deploy/image/requirements.lock pyproject.toml
@@ -47,3 +71,4 @@ CUSTOM_COMPILE_COMMAND="deploy/image/lock.sh" "${venv}/bin/pip-compile" --quiet 
     grep -v '^#' "${tmp}" | grep -v '^$' | sed 's/ *# via.*//'
 } >deploy/image/pip.lock
 echo "wrote deploy/image/requirements.lock and deploy/image/pip.lock"
+lock_otel

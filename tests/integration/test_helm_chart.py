@@ -48,6 +48,7 @@ CORE_KINDS = {
     "ConfigMap",
     "Deployment",
     "HorizontalPodAutoscaler",
+    "NetworkPolicy",
     "PodDisruptionBudget",
     "Secret",
     "Service",
@@ -292,6 +293,24 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> None:
         (("--set-json", 'accounts=[{"name": "s", "collections": ["a"], "accessKey": "k"}]'), "'accessKey' not allowed"),
         (("--set-json", 'secrets.accounts={"Shoes": {"accessKey": "k"}}'), "/secrets/accounts"),
         (("--set-json", 'extraConfig={"IMGSWEEP_ACCOUNTS__SHOES__QPS": "3"}'), "set by the accounts value"),
+        (("--set", "minReadySeconds=-1"), "/minReadySeconds"),
+        (("--set", "nodeSpread.whenUnsatisfiable=Maybe"), "/nodeSpread/whenUnsatisfiable"),
+        (("--set-json", "networkPolicy.kafka.ports=[0]"), "/networkPolicy/kafka/ports/0"),
+        (("--set-json", "networkPolicy.dns.to=[]"), "/networkPolicy/dns/to"),
+        (("--set", "runbookBaseUrl=docs/runbooks.md#fatal"), "/runbookBaseUrl"),
+        (("--set", "runbookBaseUrl=ftp://docs.example.com/runbooks.md"), "/runbookBaseUrl"),
+        (("--set", "prometheusRule.alerts.ImgsweepNope.enabled=false"), "'ImgsweepNope' not allowed"),
+        (("--set", "prometheusRule.alerts.ImgsweepDown.for=5 minutes"), "/prometheusRule/alerts/ImgsweepDown/for"),
+        (("--set", "prometheusRule.alerts.ImgsweepDown.severity=page"), "/prometheusRule/alerts/ImgsweepDown/severity"),
+        (("--set", "prometheusRule.alerts.ImgsweepDown.ratio=0.1"), "'ratio' not allowed"),
+        (
+            ("--set-json", "prometheusRule.alerts.ImgsweepQuotaLow.remainingFraction=1.5"),
+            "/prometheusRule/alerts/ImgsweepQuotaLow/remainingFraction",
+        ),
+        (
+            ("--set", "prometheusRule.alerts.ImgsweepImageFailureRatioHigh.minImages=0"),
+            "/prometheusRule/alerts/ImgsweepImageFailureRatioHigh/minImages",
+        ),
     ],
 )
 def test_values_schema_rejects_bad_values(args: tuple[str, ...], where: str) -> None:
@@ -1126,25 +1145,263 @@ def test_fixed_replicas_and_disruption_budget_by_default() -> None:
 # ---- rules and dashboard from the repository's files -------------------------------------------------------------
 
 
-def test_prometheus_rule_is_the_repository_rules_file() -> None:
-    shipped = CHART / "files" / "imgsweep-rules.yaml"
-    assert shipped.read_bytes() == RULES.read_bytes(), "the chart must ship deploy/prometheus/imgsweep-rules.yaml"
+RULES_ON = ("--set", "prometheusRule.enabled=true")
+RUNBOOK_BASE = "https://git.example.com/platform/imgsweep/-/blob/main/docs/runbooks.md"
+
+
+def rendered_rules(*args: str) -> dict[str, Any]:
+    spec: dict[str, Any] = one(render(*RULES_ON, *args), "PrometheusRule")["spec"]
+    return spec
+
+
+def rendered_alerts(*args: str) -> dict[str, Object]:
+    return {r["alert"]: r for group in rendered_rules(*args)["groups"] for r in group["rules"] if "alert" in r}
+
+
+def test_the_rules_file_is_the_chart_s_rules_with_its_defaults() -> None:
+    assert rendered_rules() == yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    # Byte for byte, comments included: the file is what render-rules.sh writes from the chart.
+    result = subprocess.run(
+        [str(REPO / "deploy" / "prometheus" / "render-rules.sh"), "--stdout"],
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False,
+        env={**os.environ, "HELM": find_tool("helm", "run deploy/tools/install-helm.sh (make does)")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == RULES.read_text(encoding="utf-8"), "run deploy/prometheus/render-rules.sh"
     rule = one(render(*VALUE_SETS["all-on"]), "PrometheusRule")
-    assert rule["spec"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))
-    assert rule["spec"]["groups"], "the rules file has groups"
+    assert rule["spec"]["groups"], "the rules have groups"
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-def test_grafana_dashboard_configmap_is_the_repository_dashboard() -> None:
+def test_an_older_release_s_values_without_the_day_two_values_still_render() -> None:
+    """helm upgrade --reuse-values keeps a release's old values, without the keys this chart added."""
+    older = ("minReadySeconds", "nodeSpread", "networkPolicy", "runbookBaseUrl", "prometheusRule.alerts")
+    objects = render(*RULES_ON, *(arg for key in older for arg in ("--set", f"{key}=null")))
+    pod = one(objects, "Deployment")["spec"]
+    assert "minReadySeconds" not in pod
+    assert "topologySpreadConstraints" not in pod["template"]["spec"]
+    assert "NetworkPolicy" not in kinds(objects)
+    assert one(objects, "PrometheusRule")["spec"] == rendered_rules()
+
+
+def test_a_release_without_the_alert_values_renders_the_default_rules() -> None:
+    """helm upgrade --reuse-values from a chart without prometheusRule.alerts and runbookBaseUrl."""
+    assert rendered_rules("--set", "prometheusRule.alerts=null", "--set", "runbookBaseUrl=null") == rendered_rules()
+
+
+def test_every_alert_of_the_rules_has_values_and_the_values_name_no_other() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))["prometheusRule"]["alerts"]
+    assert set(values) == set(rendered_alerts())
+    for name, alert in rendered_alerts().items():
+        assert alert["for"] == values[name]["for"], name
+        assert alert["labels"]["severity"] == values[name]["severity"], name
+
+
+def test_a_disabled_alert_disappears_from_the_rendered_rules() -> None:
+    assert "ImgsweepQuotaLow" in rendered_alerts()
+    alerts = rendered_alerts("--set", "prometheusRule.alerts.ImgsweepQuotaLow.enabled=false")
+    assert "ImgsweepQuotaLow" not in alerts
+    assert len(alerts) == len(rendered_alerts()) - 1
+    assert "ImgsweepReplicaDown" not in rendered_alerts(*VALUE_SETS["all-on"])
+
+
+def test_with_every_alert_disabled_only_the_recording_rules_remain() -> None:
+    off = [arg for name in rendered_alerts() for arg in ("--set", f"prometheusRule.alerts.{name}.enabled=false")]
+    objects = render(*RULES_ON, *off)
+    rule = one(objects, "PrometheusRule")
+    assert [group["name"] for group in rule["spec"]["groups"]] == ["imgsweep.recording"]
+    assert crd_errors(rule) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "alert", "expected", "default"),
+    [
+        (
+            ("--set-json", "prometheusRule.alerts.ImgsweepImageFailureRatioHigh.ratio=0.2"),
+            "ImgsweepImageFailureRatioHigh",
+            "namespace_job:imgsweep_images_failed:ratio_rate15m > 0.2\n",
+            "namespace_job:imgsweep_images_failed:ratio_rate15m > 0.05\n",
+        ),
+        (
+            ("--set", "prometheusRule.alerts.ImgsweepImageFailureRatioHigh.minImages=500"),
+            "ImgsweepImageFailureRatioHigh",
+            "(increase(imgsweep_images_total[15m])) >= 500\n",
+            "(increase(imgsweep_images_total[15m])) >= 20\n",
+        ),
+        (
+            ("--set-json", "prometheusRule.alerts.ImgsweepQuotaLow.remainingFraction=0.25"),
+            "ImgsweepQuotaLow",
+            "< 0.25 * namespace_job:imgsweep_quota_remaining_calls:max_over_time1d",
+            "< 0.1 * namespace_job:imgsweep_quota_remaining_calls:max_over_time1d",
+        ),
+        (
+            ("--set", "prometheusRule.alerts.ImgsweepQuotaProjectedExhaustion.marginSeconds=7200"),
+            "ImgsweepQuotaProjectedExhaustion",
+            "(imgsweep_quota_reset_seconds) - 7200)",
+            "(imgsweep_quota_reset_seconds) - 3600)",
+        ),
+        (
+            ("--set", "prometheusRule.alerts.ImgsweepConsumerLagGrowing.minLagMessages=0"),
+            "ImgsweepConsumerLagGrowing",
+            "namespace_job:imgsweep_consumer_lag_messages:sum > 0\n",
+            "namespace_job:imgsweep_consumer_lag_messages:sum > 100\n",
+        ),
+    ],
+)
+def test_a_threshold_value_changes_the_alert_s_expression(
+    args: tuple[str, ...], alert: str, expected: str, default: str
+) -> None:
+    assert default in rendered_alerts()[alert]["expr"]
+    changed = rendered_alerts(*args)[alert]["expr"]
+    assert expected in changed
+    assert default not in changed
+
+
+def test_threshold_and_duration_values_reach_the_annotations_people_read() -> None:
+    alerts = rendered_alerts(
+        "--set-json", "prometheusRule.alerts.ImgsweepQuotaLow.remainingFraction=0.25",
+        "--set-json", "prometheusRule.alerts.ImgsweepImageFailureRatioHigh.ratio=0.125",
+        "--set", "prometheusRule.alerts.ImgsweepQuotaProjectedExhaustion.marginSeconds=7200",
+        "--set", "prometheusRule.alerts.ImgsweepDown.for=15m",
+        "--set", "prometheusRule.alerts.ImgsweepFatal.severity=warning",
+    )  # fmt: skip
+    assert "is below 25% in" in alerts["ImgsweepQuotaLow"]["annotations"]["summary"]
+    assert "(threshold 12.5%)" in alerts["ImgsweepImageFailureRatioHigh"]["annotations"]["description"]
+    assert "more than 2 hours before" in alerts["ImgsweepQuotaProjectedExhaustion"]["annotations"]["description"]
+    assert alerts["ImgsweepDown"]["for"] == "15m"
+    assert "for 15 minutes:" in alerts["ImgsweepDown"]["annotations"]["description"]
+    assert alerts["ImgsweepFatal"]["labels"]["severity"] == "warning"
+    # Prometheus's own templates pass through helm untouched.
+    assert "{{ $labels.namespace }}" in alerts["ImgsweepDown"]["annotations"]["summary"]
+
+
+def test_runbook_urls_use_the_runbook_base_url() -> None:
+    default = rendered_alerts()
+    assert {a["annotations"]["runbook_url"].split("#")[0] for a in default.values()} == {"docs/runbooks.md"}
+    alerts = rendered_alerts("--set", f"runbookBaseUrl={RUNBOOK_BASE}")
+    assert alerts.keys() == default.keys()
+    for name, alert in alerts.items():
+        section = default[name]["annotations"]["runbook_url"].removeprefix("docs/runbooks.md#")
+        assert alert["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}#{section}", name
+    assert "imgsweep/imgsweep" not in json.dumps(alerts), "no placeholder organisation"
+
+
+def test_grafana_dashboard_configmap_is_the_repository_dashboard_with_the_runbook_link() -> None:
     shipped = CHART / "files" / "imgsweep-dashboard.json"
     assert shipped.read_bytes() == DASHBOARD.read_bytes(), "the chart must ship deploy/grafana/imgsweep-dashboard.json"
-    objects = render(*VALUE_SETS["all-on"])
-    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and "grafana_dashboard" in o["metadata"]["labels"]]
+    repository = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    for args, link in (((), "docs/runbooks.md"), (VALUE_SETS["all-on"], RUNBOOK_BASE)):
+        objects = render("--set", "grafanaDashboard.enabled=true", *args)
+        (configmap,) = [
+            o for o in objects if o["kind"] == "ConfigMap" and "grafana_dashboard" in o["metadata"]["labels"]
+        ]
+        (content,) = configmap["data"].values()
+        dashboard = json.loads(content)
+        (runbooks,) = [entry for entry in dashboard["links"] if entry["title"] == "Runbooks"]
+        assert runbooks["url"] == link
+        assert dashboard == {**repository, "links": [{**entry, "url": link} for entry in repository["links"]]}
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert configmap["metadata"]["namespace"] == "monitoring"
     assert configmap["metadata"]["annotations"] == {"grafana_folder": "imgsweep"}
-    (content,) = configmap["data"].values()
-    assert json.loads(content) == json.loads(DASHBOARD.read_text(encoding="utf-8"))
+
+
+# ---- NetworkPolicy, spread, rollout, image -----------------------------------------------------------------------
+
+
+NETWORK_POLICY_ON = (
+    "--set", "networkPolicy.enabled=true",
+    "--set-json", 'networkPolicy.kafka.to=[{"ipBlock": {"cidr": "10.20.0.0/16"}}]',
+)  # fmt: skip
+
+
+def _egress_ports(policy: Object) -> list[list[tuple[Any, str]]]:
+    return [[(p["port"], p["protocol"]) for p in rule["ports"]] for rule in policy["spec"]["egress"]]
+
+
+def test_network_policy_is_off_by_default() -> None:
+    assert "NetworkPolicy" not in kinds(render())
+
+
+def test_network_policy_allows_kafka_the_api_and_dns_out_and_the_http_port_in() -> None:
+    objects = render(*NETWORK_POLICY_ON)
+    policy = one(objects, "NetworkPolicy")
+    spec = policy["spec"]
+    pod_labels = one(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = spec["ingress"]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert "from" not in ingress, "the probes and any scraper may reach the http port, and nothing else"
+    assert [p["name"] for p in container(objects)["ports"]] == ["http"]
+    kafka, api, dns = spec["egress"]
+    assert kafka["to"] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]
+    assert _egress_ports(policy) == [[(9092, "TCP")], [(443, "TCP")], [(53, "UDP"), (53, "TCP")]]
+    assert api["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0"
+    assert "10.0.0.0/8" in api["to"][0]["ipBlock"]["except"]
+    assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+
+
+def test_network_policy_ports_follow_the_brokers_and_the_endpoints() -> None:
+    policy = one(
+        render(
+            *NETWORK_POLICY_ON,
+            "--set", "kafka.bootstrapServers=kafka-0.kafka:9093\\,kafka-1.kafka:9094\\,kafka-2.kafka:9093",
+            "--set", "api.endpoint=http://jd-proxy.internal:8080/jdai/product_image_del_image",
+            "--set-json", 'accounts=[{"name": "shoes", "collections": ["shoes"], "endpoint": "https://aiapi.jdcloud.com/x"}]',
+        ),
+        "NetworkPolicy",
+    )  # fmt: skip
+    kafka, api, _ = _egress_ports(policy)
+    assert kafka == [(9093, "TCP"), (9094, "TCP")]
+    assert api == [(8080, "TCP"), (443, "TCP")]
+    stated = one(render(*NETWORK_POLICY_ON, "--set-json", "networkPolicy.kafka.ports=[9095]"), "NetworkPolicy")
+    assert _egress_ports(stated)[0] == [(9095, "TCP")]
+
+
+def test_network_policy_extra_rules_and_metrics_sources_reach_the_policy() -> None:
+    policy = one(render(*VALUE_SETS["all-on"]), "NetworkPolicy")
+    assert policy["spec"]["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert _egress_ports(policy)[0] == [(9093, "TCP")]
+    assert _egress_ports(policy)[1] == [(443, "TCP"), (8443, "TCP")]
+    assert _egress_ports(policy)[3] == [(4318, "TCP")]
+
+
+def test_network_policy_without_the_brokers_fails_with_what_to_set() -> None:
+    assert "set networkPolicy.kafka.to" in render_failure("--set", "networkPolicy.enabled=true")
+
+
+def test_replicas_spread_softly_over_nodes_by_default() -> None:
+    objects = render()
+    pod = one(objects, "Deployment")["spec"]["template"]
+    (constraint,) = pod["spec"]["topologySpreadConstraints"]
+    assert constraint["topologyKey"] == "kubernetes.io/hostname"
+    assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert constraint["maxSkew"] == 1
+    assert constraint["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    off = one(render("--set", "nodeSpread.enabled=false"), "Deployment")["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in off
+    (own,) = one(render(*VALUE_SETS["all-on"]), "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert own["topologyKey"] == "topology.kubernetes.io/zone", "the operator's own constraints replace it"
+
+
+def test_min_ready_seconds_holds_a_rollout_on_a_pod_that_fails_early() -> None:
+    assert one(render(), "Deployment")["spec"]["minReadySeconds"] == 10
+    assert one(render(*VALUE_SETS["all-on"]), "Deployment")["spec"]["minReadySeconds"] == 30
+
+
+def test_the_default_image_is_the_one_make_image_builds() -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert container(render())["image"] == f"localhost/imgsweep:{version}"
+    assert 'image="${IMAGE:-localhost/imgsweep:${version}' in (REPO / "deploy" / "image" / "build.sh").read_text()
+    assert container(render(*VALUE_SETS["all-on"]))["image"].startswith("registry.example.com/imgsweep@sha256:")
+
+
+def test_notes_say_when_the_image_is_the_local_one(tmp_path: Path) -> None:
+    assert "the local name `make image` gives" in render_notes(tmp_path)
+    pushed = render_notes(tmp_path / "pushed", "--set", "image.repository=registry.example.com/imgsweep")
+    assert "the local name" not in pushed
 
 
 def test_packaged_chart_contains_the_shared_files(tmp_path: Path) -> None:
@@ -1152,8 +1409,9 @@ def test_packaged_chart_contains_the_shared_files(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (package,) = tmp_path.glob("imgsweep-*.tgz")
     # The package is a chart of its own: rendering it proves the links were followed, not kept.
-    objects = render(*VALUE_SETS["all-on"], chart=package)
+    objects = render(*RULES_ON, "--set", "grafanaDashboard.enabled=true", chart=package)
     assert one(objects, "PrometheusRule")["spec"] == yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    assert any(o["kind"] == "ConfigMap" and "grafana_dashboard" in o["metadata"]["labels"] for o in objects)
 
 
 # ---- NOTES.txt ------------------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ TOOLS_BIN = Path(os.environ.get("IMGSWEEP_TOOLS_DIR") or Path.home() / ".cache" 
 IMAGE_UID = 10001
 LOCK = REPO / "deploy" / "image" / "requirements.lock"
 PIP_LOCK = REPO / "deploy" / "image" / "pip.lock"
+OTEL_LOCK = REPO / "deploy" / "image" / "requirements-otel.lock"
 SECRETS_MOUNT = "/var/run/secrets/imgsweep"
 ACCESS_KEY = "AKIMAGETEST0000000001"
 SECRET_KEY = "image-test-secret-key-never-printed"
@@ -179,6 +180,28 @@ def test_image_dependencies_are_pinned_with_hashes_and_cover_pyproject() -> None
     assert set(installer) == {"pip"}, installer
 
 
+def test_the_otel_lock_is_the_image_s_lock_plus_the_otel_extra() -> None:
+    """make image IMGSWEEP_IMAGE_EXTRAS=otel installs requirements-otel.lock: the same pins and hashes as the
+    service's image, and the otel extra's packages besides."""
+    base, otel = lock_requirements(LOCK), lock_requirements(OTEL_LOCK)
+    assert {name: otel.get(name) for name in base} == base, "the otel image pins the shared packages alike"
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    names = {distribution_name(re.split(r"[ <>=!~;\[]", spec, maxsplit=1)[0]) for spec in extra["otel"]}
+    assert names <= set(otel) - set(base), f"the otel extra missing from its lock: {names - set(otel)}"
+    assert not {"pip", "setuptools", "wheel"} & set(otel)
+
+
+def test_the_build_chooses_the_lock_by_the_extras() -> None:
+    build = (REPO / "deploy" / "image" / "build.sh").read_text(encoding="utf-8")
+    assert "otel) lock=requirements-otel.lock ;;" in build
+    assert '--build-arg "REQUIREMENTS=${lock}"' in build
+    assert '"${download[@]}" --dest "${wheelhouse}/deps" -r "deploy/image/${lock}"' in build
+    _, builder, _ = dockerfile_stages()
+    (copy,) = [i.arguments for i in builder if i.keyword == "COPY" and "REQUIREMENTS" in i.arguments]
+    assert copy == "deploy/image/${REQUIREMENTS} /install/requirements.lock"
+    assert "REQUIREMENTS=requirements.lock" in [i.arguments for i in builder if i.keyword == "ARG"], "the default"
+
+
 # ---- the build context ---------------------------------------------------------------------------------------
 
 
@@ -239,7 +262,7 @@ def build_context_files() -> list[str]:
 
 def test_build_context_is_the_wheelhouse_and_the_locks_and_nothing_else() -> None:
     files = build_context_files()
-    locks = {"deploy/image/requirements.lock", "deploy/image/pip.lock"}
+    locks = {"deploy/image/requirements.lock", "deploy/image/requirements-otel.lock", "deploy/image/pip.lock"}
     assert locks <= set(files)
     leaked = [
         name
@@ -250,7 +273,9 @@ def test_build_context_is_the_wheelhouse_and_the_locks_and_nothing_else() -> Non
     copied = [i.arguments.split()[0] for stage in dockerfile_stages() for i in stage if i.keyword == "COPY"]
     for source in copied:
         if not source.startswith("--from="):
-            assert source.rstrip("/") in locks or source.startswith(".cache/image/wheelhouse/"), source
+            # deploy/image/${REQUIREMENTS}: one of the locks, by the build argument build.sh passes.
+            chosen = source.replace("${REQUIREMENTS}", "requirements.lock")
+            assert chosen.rstrip("/") in locks or source.startswith(".cache/image/wheelhouse/"), source
 
 
 # ---- the image, built and run ---------------------------------------------------------------------------------

@@ -30,7 +30,9 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "imgsweep-dashboard.json"
 RULES = ROOT / "deploy" / "prometheus" / "imgsweep-rules.yaml"
 RULES_TESTS = ROOT / "deploy" / "prometheus" / "imgsweep-rules.test.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
-RUNBOOK_URL = "https://github.com/imgsweep/imgsweep/blob/main/docs/runbooks.md#"
+METRICS_MODULE = ROOT / "service" / "metrics.py"
+# The chart's default runbookBaseUrl: the file's path in the source tree, no host (helm/imgsweep/values.yaml).
+RUNBOOK_URL = "docs/runbooks.md#"
 
 DATASOURCE_REFS = frozenset({"$datasource", "${datasource}"})
 RATE_FUNCTIONS = frozenset({"rate", "irate", "increase"})
@@ -382,6 +384,7 @@ def test_the_dashboard_has_the_variables_and_rows_the_issue_asks_for(dashboard: 
         "API latency and batches",
         "Lag and in-flight",
         "Dead letters",
+        "Pods and readiness",
     ]
     exprs = " ".join(target["expr"] for _, target in targets(dashboard))
     assert "histogram_quantile(" in exprs
@@ -400,6 +403,63 @@ def test_the_dashboard_has_the_variables_and_rows_the_issue_asks_for(dashboard: 
         "namespace_job:imgsweep_budget_spendable_calls:seconds_to_exhaustion1h",
     ):
         assert budget in exprs, budget
+
+
+def row_panels(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:
+    """The panels under a row (an expanded row is followed by its panels until the next row)."""
+    found: list[dict[str, Any]] = []
+    inside = False
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            inside = panel["title"] == title
+            found += panel.get("panels", []) if inside else []
+        elif inside:
+            found.append(panel)
+    return found
+
+
+def exposed_series() -> set[str]:
+    """What service/metrics.py makes /metrics expose: the names it declares (imgsweep_*, as written there)
+    and the series of the process collector it registers (asked of prometheus_client itself)."""
+    from prometheus_client import ProcessCollector  # noqa: PLC0415 - only this test needs it
+
+    source = METRICS_MODULE.read_text(encoding="utf-8")
+    declared = set(re.findall(r'"(imgsweep_[a-z_]+)"', source))
+    assert "ProcessCollector(registry=r)" in source, "service/metrics.py no longer registers the process collector"
+    process = {sample.name for family in ProcessCollector(registry=None).collect() for sample in family.samples}
+    return declared | process
+
+
+def test_the_pods_row_charts_cpu_memory_restarts_readiness_and_brokers_from_exposed_series(
+    dashboard: dict[str, Any],
+) -> None:
+    pods = row_panels(dashboard, "Pods and readiness")
+    by_title = {panel["title"]: panel for panel in pods}
+    assert set(by_title) == {"Pod CPU", "Pod memory", "Restarts", "Readiness", "Brokers reachable"}
+    expected = {
+        "Pod CPU": {"process_cpu_seconds_total"},
+        "Pod memory": {"process_resident_memory_bytes"},
+        "Restarts": {"process_start_time_seconds"},
+        "Readiness": {"imgsweep_ready"},
+        "Brokers reachable": {"imgsweep_brokers_up"},
+    }
+    exposed = exposed_series()
+    for title, panel in by_title.items():
+        metrics = {selector.metric for target in panel["targets"] for selector in walk(target["expr"])[0]}
+        assert metrics == expected[title], title
+        assert metrics <= exposed, f"{title}: {metrics - exposed} is not exposed by service/metrics.py"
+    assert by_title["Pod memory"]["fieldConfig"]["defaults"]["unit"] == "bytes"
+    # The row sits below every other panel, none overlapping it.
+    row_y = next(p["gridPos"]["y"] for p in dashboard["panels"] if p.get("title") == "Pods and readiness")
+    others = [p for p in dashboard["panels"] if p not in pods and p.get("title") != "Pods and readiness"]
+    assert all(p["gridPos"]["y"] + p["gridPos"]["h"] <= row_y for p in others)
+
+
+def test_the_exposed_series_check_can_fail() -> None:
+    exposed = exposed_series()
+    assert {"imgsweep_ready", "imgsweep_brokers_up", "process_resident_memory_bytes"} <= exposed
+    assert "imgsweep_pod_restarts" not in exposed
+    assert "kube_pod_container_status_restarts_total" not in exposed
 
 
 def _first_target(dashboard: dict[str, Any]) -> dict[str, Any]:

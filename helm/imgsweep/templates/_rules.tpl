@@ -1,0 +1,469 @@
+{{/*
+imgsweep's Prometheus recording and alerting rules, rendered from values (prometheusRule.alerts, runbookBaseUrl).
+This is their one source: deploy/prometheus/imgsweep-rules.yaml is this template rendered with the chart's
+defaults (deploy/prometheus/render-rules.sh writes it; tests/integration/test_helm_chart.py checks they agree).
+Prometheus's own templates in the annotations are written {{"{{"}} ... }} so that helm leaves them alone.
+*/}}
+
+{{/* Each alert's defaults; prometheusRule.alerts.<alert> overrides any of them (values.yaml lists the same). */}}
+{{- define "imgsweep.alertDefaults" -}}
+{{- toJson (dict
+  "ImgsweepDown" (dict "for" "5m" "severity" "critical")
+  "ImgsweepReplicaDown" (dict "for" "10m" "severity" "warning")
+  "ImgsweepNoPartitionsAssigned" (dict "for" "10m" "severity" "critical")
+  "ImgsweepFatal" (dict "for" "1m" "severity" "critical")
+  "ImgsweepQuotaExhausted" (dict "for" "5m" "severity" "critical")
+  "ImgsweepQuotaPaymentRequired" (dict "for" "5m" "severity" "critical")
+  "ImgsweepQuotaLow" (dict "for" "15m" "severity" "warning" "remainingFraction" 0.1)
+  "ImgsweepQuotaProjectedExhaustion" (dict "for" "30m" "severity" "warning" "marginSeconds" 3600)
+  "ImgsweepBudgetWillNotFit" (dict "for" "15m" "severity" "warning")
+  "ImgsweepBudgetLimited" (dict "for" "30m" "severity" "warning")
+  "ImgsweepBudgetHeldUntilReset" (dict "for" "5m" "severity" "warning")
+  "ImgsweepImageFailureRatioHigh" (dict "for" "15m" "severity" "warning" "ratio" 0.05 "minImages" 20)
+  "ImgsweepConsumerLagGrowing" (dict "for" "30m" "severity" "warning" "minLagMessages" 100)
+  "ImgsweepConsumerStalled" (dict "for" "15m" "severity" "critical")
+  "ImgsweepNoOutcomes" (dict "for" "15m" "severity" "critical")
+  "ImgsweepDeadLettersGrowing" (dict "for" "5m" "severity" "warning")
+  "ImgsweepCollectionWithoutAccount" (dict "for" "5m" "severity" "warning")
+) }}
+{{- end }}
+
+{{/*
+One alert's settings as JSON, its values over its defaults (an upgrade with --reuse-values from a chart without
+prometheusRule.alerts gets the defaults), or {} when it is disabled. Called with (list $ "<alert>").
+*/}}
+{{- define "imgsweep.alert" -}}
+{{- $root := index . 0 }}
+{{- $name := index . 1 }}
+{{- $defaults := index (include "imgsweep.alertDefaults" $root | fromJson) $name }}
+{{- $set := dig "alerts" $name dict ($root.Values.prometheusRule | default dict) | default dict }}
+{{- /* Not merge: it would take a default over a false or a 0 that was set. */}}
+{{- $alert := set (deepCopy $defaults) "enabled" true }}
+{{- range $key, $value := $set }}{{ $_ := set $alert $key $value }}{{ end }}
+{{- if $alert.enabled }}{{ toJson $alert }}{{ else }}{}{{ end }}
+{{- end }}
+
+{{/* Where each alert's runbook_url points: runbookBaseUrl, then #<section of docs/runbooks.md>. */}}
+{{- define "imgsweep.runbookBaseUrl" -}}
+{{- .Values.runbookBaseUrl | default "docs/runbooks.md" | trimSuffix "#" }}
+{{- end }}
+
+{{/* A fraction as a percentage for people: 0.1 -> 10% */}}
+{{- define "imgsweep.percent" -}}
+{{- printf "%v%%" (round (mulf . 100) 4) }}
+{{- end }}
+
+{{/* Seconds for people: 3600 -> an hour, 7200 -> 2 hours, 90 -> 90 seconds */}}
+{{- define "imgsweep.seconds" -}}
+{{- $s := int64 . }}
+{{- if eq $s 3600 }}an hour
+{{- else if and (gt $s 0) (eq (mod $s 3600) 0) }}{{ div $s 3600 }} hours
+{{- else if eq $s 60 }}a minute
+{{- else if and (gt $s 0) (eq (mod $s 60) 0) }}{{ div $s 60 }} minutes
+{{- else }}{{ $s }} seconds{{ end }}
+{{- end }}
+
+{{/* A Prometheus duration for people: 5m -> 5 minutes; a compound one (1h30m) as it is */}}
+{{- define "imgsweep.duration" -}}
+{{- $units := dict "s" "second" "m" "minute" "h" "hour" "d" "day" "w" "week" }}
+{{- $match := regexFind "^[0-9]+[smhdw]$" . }}
+{{- if $match }}
+{{- $n := trimSuffix (substr (sub (len .) 1 | int) (len .) .) . }}
+{{- $n }} {{ index $units (substr (sub (len .) 1 | int) (len .) .) }}{{ if ne $n "1" }}s{{ end }}
+{{- else }}{{ . }}{{ end }}
+{{- end }}
+
+{{- define "imgsweep.rules" -}}
+{{- $runbook := include "imgsweep.runbookBaseUrl" . }}
+{{- $anyAlert := false }}
+{{- range $name, $_ := include "imgsweep.alertDefaults" . | fromJson }}
+{{- if ne (include "imgsweep.alert" (list $ $name)) "{}" }}{{ $anyAlert = true }}{{ end }}
+{{- end -}}
+# imgsweep's Prometheus recording and alerting rules, made from the Helm chart's template
+# helm/imgsweep/templates/_rules.tpl: the chart renders them from its values (each alert's enabled, for,
+# severity and thresholds under prometheusRule.alerts, the runbook links under runbookBaseUrl), and
+# deploy/prometheus/imgsweep-rules.yaml is them with the chart's defaults (deploy/prometheus/render-rules.sh).
+#
+# Label conventions: every series carries `job` and `instance` (added by Prometheus) and, on Kubernetes,
+# `namespace` (the usual relabelling of __meta_kubernetes_namespace). Rules aggregate by (namespace, job):
+# the replicas of one deployment share one consumer group. A deployment may use several JD accounts
+# (IMGSWEEP_ACCOUNTS__<NAME>__*), each with its own rate limit, quota and call budget: the API, quota, rate
+# and budget series carry `account` (the account's name; "default" when only IMGSWEEP_API__* is set), and
+# the rules on them aggregate by (namespace, job, account), so each account alerts on its own. The
+# recording rules keep their namespace_job: names and also keep `account` where their input has it.
+# imgsweep_quota_reset_seconds has no `account`: the daily reset is the same for every account.
+# Counters appear only inside rate()/increase(). Each alert links its section of docs/runbooks.md
+# (runbookBaseUrl, by default that path in imgsweep's source tree).
+#
+# Tested by `promtool test rules deploy/prometheus/imgsweep-rules.test.yaml` and, against series scraped
+# from the real service, by tests/integration/test_observability.py.
+groups:
+  - name: imgsweep.recording
+    rules:
+      # Each account's calls left, as the API last said. Only replicas that called the API for that account
+      # in the last 30 minutes count: the gauge keeps its last value while a replica is idle, so an idle
+      # replica would otherwise report yesterday's number (or 0 before its first call). -1 (unlimited) is
+      # dropped.
+      - record: namespace_job:imgsweep_quota_remaining_calls:min
+        expr: |
+          min by (namespace, job, account) (
+            imgsweep_quota_remaining_calls >= 0
+            and on (namespace, job, instance, account)
+            sum by (namespace, job, instance, account) (increase(imgsweep_api_calls_total{code!="dry_run"}[30m])) > 0
+          )
+
+      # Each account's day's quota, estimated as the most calls left seen over the last day (just after the
+      # daily reset, remaining is the whole quota). Underestimates on the first day after a deployment.
+      - record: namespace_job:imgsweep_quota_remaining_calls:max_over_time1d
+        expr: max_over_time(namespace_job:imgsweep_quota_remaining_calls:min[1d])
+
+      # Each account's calls spent per second, from how fast "calls left" falls: it counts every client of the
+      # account, not only imgsweep. A reset makes the slope positive, clamped to 0 (no burn) for the hour after it.
+      - record: namespace_job:imgsweep_quota_remaining_calls:burn_rate1h
+        expr: clamp_min(-deriv(namespace_job:imgsweep_quota_remaining_calls:min[1h]), 0)
+
+      # Share of the images decided that failed (retries exhausted, rejected batches, unknown collection, a
+      # collection no account holds).
+      - record: namespace_job:imgsweep_images_failed:ratio_rate15m
+        expr: |
+          sum by (namespace, job) (rate(imgsweep_images_total{status="failed"}[15m]))
+          /
+          sum by (namespace, job) (rate(imgsweep_images_total[15m]))
+
+      # Messages on the input topic not yet processed, summed over partitions (each partition is reported
+      # by the one replica it is assigned to).
+      - record: namespace_job:imgsweep_consumer_lag_messages:sum
+        expr: sum by (namespace, job) (imgsweep_consumer_lag_messages)
+
+      # When the calls imgsweep may still spend today on an account run out at its last hour's pace: the
+      # account's budget's spendable calls (calls left less the reserve, as each replica's planner counts them;
+      # the lowest replica's) over imgsweep's own calls a second on that account. +Inf while it makes no call
+      # on the account or the account is unlimited.
+      - record: namespace_job:imgsweep_budget_spendable_calls:seconds_to_exhaustion1h
+        expr: |
+          min by (namespace, job, account) (imgsweep_budget_spendable_calls)
+          /
+          sum by (namespace, job, account) (rate(imgsweep_api_calls_total{code!="dry_run"}[1h]))
+
+  {{- if $anyAlert }}
+
+  - name: imgsweep.alerts
+    rules:
+      {{- with include "imgsweep.alert" (list $ "ImgsweepDown") | fromJson }}
+      - alert: ImgsweepDown
+        # Targets of a job that exposed imgsweep_build_info in the last day, i.e. imgsweep's own targets,
+        # whatever the job is called.
+        expr: |
+          sum by (namespace, job) (
+            up and on (namespace, job) group by (namespace, job) (max_over_time(imgsweep_build_info[1d]))
+          ) == 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep is down in {{"{{"}} $labels.namespace }}"
+          description: >-
+            Prometheus has not scraped any replica of {{"{{"}} $labels.job }} in {{"{{"}} $labels.namespace }}
+            for {{ include "imgsweep.duration" .for }}: no delisted product's images are being deleted and the input
+            topic's backlog grows.
+          runbook_url: {{ $runbook }}#imgsweep-down
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepReplicaDown") | fromJson }}
+
+      - alert: ImgsweepReplicaDown
+        expr: |
+          up == 0
+          and on (namespace, job) group by (namespace, job) (max_over_time(imgsweep_build_info[1d]))
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep replica {{"{{"}} $labels.instance }} cannot be scraped"
+          description: >-
+            {{"{{"}} $labels.instance }} ({{"{{"}} $labels.job }} in {{"{{"}} $labels.namespace }}) has not answered /metrics for
+            {{ include "imgsweep.duration" .for }}. The other replicas take over its partitions once the consumer group rebalances.
+          runbook_url: {{ $runbook }}#replica-down
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepNoPartitionsAssigned") | fromJson }}
+
+      - alert: ImgsweepNoPartitionsAssigned
+        expr: sum by (namespace, job) (imgsweep_assigned_partitions) == 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "No imgsweep replica owns a partition in {{"{{"}} $labels.namespace }}"
+          description: >-
+            Replicas of {{"{{"}} $labels.job }} are running but none has had an input partition assigned
+            for {{ include "imgsweep.duration" .for }}: nothing is consumed. Usually the brokers are unreachable or the
+            consumer group cannot be joined.
+          runbook_url: {{ $runbook }}#no-partitions-assigned
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepFatal") | fromJson }}
+
+      - alert: ImgsweepFatal
+        expr: max by (namespace, job, instance) (imgsweep_fatal) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep {{"{{"}} $labels.instance }} stopped on a fatal error"
+          description: >-
+            {{"{{"}} $labels.instance }} ({{"{{"}} $labels.job }} in {{"{{"}} $labels.namespace }}) met a fatal API or configuration
+            error (bad credentials, no permission, an unknown API): it stopped calling, paused its partitions and
+            commits nothing until it is fixed and restarted. /readyz names the reason.
+          runbook_url: {{ $runbook }}#fatal
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepQuotaExhausted") | fromJson }}
+
+      - alert: ImgsweepQuotaExhausted
+        # Calls are also held while a paid pack is spent; ImgsweepQuotaPaymentRequired says that instead.
+        expr: |
+          max by (namespace, job, account) (imgsweep_quota_exhausted) == 1
+          unless on (namespace, job, account) max by (namespace, job, account) (imgsweep_quota_payment_required) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's daily API quota of account {{"{{"}} $labels.account }} is spent in {{"{{"}} $labels.namespace }}"
+          description: >-
+            The delete API answered that the daily quota of account {{"{{"}} $labels.account }} is spent: {{"{{"}} $labels.job }}
+            makes no call on it until the reset (midnight China Standard Time by default) and the images of its
+            collections wait. Other accounts go on.
+          runbook_url: {{ $runbook }}#quota-exhausted
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepQuotaPaymentRequired") | fromJson }}
+
+      - alert: ImgsweepQuotaPaymentRequired
+        # Stays 1 between the hourly probes, until a call goes through again.
+        expr: max by (namespace, job, account) (imgsweep_quota_payment_required) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's paid API call pack of account {{"{{"}} $labels.account }} is spent in {{"{{"}} $labels.namespace }}"
+          description: >-
+            The delete API answers 10010 (payment required): the paid call pack of account {{"{{"}} $labels.account }}
+            ran out, and no daily reset brings it back. {{"{{"}} $labels.job }} holds every call on that account and
+            probes about once an hour; its deletes resume by themselves once the pack is topped up.
+          runbook_url: {{ $runbook }}#quota-payment-required
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepQuotaLow") | fromJson }}
+
+      - alert: ImgsweepQuotaLow
+        expr: |
+          namespace_job:imgsweep_quota_remaining_calls:min
+            < {{ .remainingFraction }} * namespace_job:imgsweep_quota_remaining_calls:max_over_time1d
+          unless on (namespace, job, account) max by (namespace, job, account) (imgsweep_quota_exhausted) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's daily API quota of account {{"{{"}} $labels.account }} is below {{ include "imgsweep.percent" .remainingFraction }} in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $value | humanize }} calls are left today on account {{"{{"}} $labels.account }} for {{"{{"}} $labels.job }},
+            under {{ include "imgsweep.percent" .remainingFraction }} of the most seen in the last day. When they are spent, the deletes of its collections wait
+            for the reset.
+          runbook_url: {{ $runbook }}#quota-low
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepQuotaProjectedExhaustion") | fromJson }}
+
+      - alert: ImgsweepQuotaProjectedExhaustion
+        # At the last hour's pace an account's calls left run out more than marginSeconds before the daily reset
+        # (one reset for every account: group_left matches each account to it).
+        expr: |
+          namespace_job:imgsweep_quota_remaining_calls:min / namespace_job:imgsweep_quota_remaining_calls:burn_rate1h
+            < on (namespace, job) group_left () (max by (namespace, job) (imgsweep_quota_reset_seconds) - {{ .marginSeconds }})
+          unless on (namespace, job, account) max by (namespace, job, account) (imgsweep_quota_exhausted) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep will run out of API quota of account {{"{{"}} $labels.account }} before the daily reset in {{"{{"}} $labels.namespace }}"
+          description: >-
+            At the last hour's pace the calls left on account {{"{{"}} $labels.account }} run out more than
+            {{ include "imgsweep.seconds" .marginSeconds }} before the daily reset (the dashboard's quota row shows when);
+            the deletes of its collections by {{"{{"}} $labels.job }} would then wait for the reset.
+          runbook_url: {{ $runbook }}#quota-projected-exhaustion
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepBudgetWillNotFit") | fromJson }}
+
+      - alert: ImgsweepBudgetWillNotFit
+        # The replicas' planners of an account expect today's images of the account's collections (those
+        # waiting and the rest of the day's, from the arrival curves they learned, each of its own partitions)
+        # to need more full calls than may still be spent on the account before the reset (the account's
+        # count, as the replica that heard least recently has it).
+        expr: |
+          sum by (namespace, job, account) (imgsweep_budget_needed_calls)
+            - min by (namespace, job, account) (imgsweep_budget_spendable_calls)
+            > 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "Today's delists will not fit imgsweep's call budget of account {{"{{"}} $labels.account }} in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $labels.job }} expects today's images of account {{"{{"}} $labels.account }} to need
+            {{"{{"}} $value | humanize }} more full calls than it may still spend on it before the daily reset (calls
+            left less the reserve). It keeps every call of the account for full batches, partial ones wait, and
+            some images will wait for the reset: raise the account's allowance, shrink its reserve, or accept
+            the longer waits.
+          runbook_url: {{ $runbook }}#budget-will-not-fit
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepBudgetLimited") | fromJson }}
+
+      - alert: ImgsweepBudgetLimited
+        # The value is the projected wait, so the annotation can say it.
+        expr: |
+          max by (namespace, job, account) (imgsweep_budget_projected_wait_seconds)
+          and on (namespace, job, account) max by (namespace, job, account) (imgsweep_budget_limited) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's call budget of account {{"{{"}} $labels.account }} holds images past the max wait in {{"{{"}} $labels.namespace }}"
+          description: >-
+            For {{ include "imgsweep.duration" .for }} {{"{{"}} $labels.job }} has held images of account {{"{{"}} $labels.account }} longer than
+            IMGSWEEP_BATCH__MAX_WAIT_SECONDS because the account's call budget has no call for them (the budget
+            wins over the max wait); the longest projected wait is {{"{{"}} $value | humanizeDuration }}.
+          runbook_url: {{ $runbook }}#budget-limited
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepBudgetHeldUntilReset") | fromJson }}
+
+      - alert: ImgsweepBudgetHeldUntilReset
+        # Only an account's reserve is left (or its pack's daily spending limit is reached): nothing is called
+        # on it until the reset, as if its quota were spent. A spent quota is ImgsweepQuotaExhausted.
+        expr: max by (namespace, job, account, why) (imgsweep_budget_waiting_for_reset{why!="quota_exhausted"}) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep waits for the daily reset on account {{"{{"}} $labels.account }} ({{"{{"}} $labels.why }}) in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $labels.job }} makes no call on account {{"{{"}} $labels.account }} until the daily reset: reserve_only,
+            the calls left are the reserve kept for the shop's own searches; spend_limit, a pack's daily spending
+            limit is reached. The images of its collections wait; nothing is lost.
+          runbook_url: {{ $runbook }}#budget-held-until-reset
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepImageFailureRatioHigh") | fromJson }}
+
+      - alert: ImgsweepImageFailureRatioHigh
+        expr: |
+          namespace_job:imgsweep_images_failed:ratio_rate15m > {{ .ratio }}
+          and on (namespace, job) sum by (namespace, job) (increase(imgsweep_images_total[15m])) >= {{ .minImages }}
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "{{"{{"}} $value | humanizePercentage }} of images fail to delete in {{"{{"}} $labels.namespace }}"
+          description: >-
+            Over the last 15 minutes {{"{{"}} $value | humanizePercentage }} of the images {{"{{"}} $labels.job }} decided
+            failed (threshold {{ include "imgsweep.percent" .ratio }}). Their events end with a failed or partially_deleted outcome; events whose
+            retries ran out are also dead-lettered.
+          runbook_url: {{ $runbook }}#image-failure-ratio-high
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepConsumerLagGrowing") | fromJson }}
+
+      - alert: ImgsweepConsumerLagGrowing
+        expr: |
+          namespace_job:imgsweep_consumer_lag_messages:sum > {{ .minLagMessages }}
+          and deriv(namespace_job:imgsweep_consumer_lag_messages:sum[30m]) > 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep falls behind its input in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $labels.job }}'s consumer lag is {{"{{"}} $value | humanize }} messages and has kept growing for 30
+            minutes: events arrive faster than they are deleted.
+          runbook_url: {{ $runbook }}#consumer-lag-growing
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepConsumerStalled") | fromJson }}
+
+      - alert: ImgsweepConsumerStalled
+        # Lag and commits are not per account: a spent quota (or a held budget) of any one account excuses it,
+        # since events of that account's collections hold their partitions' commits.
+        expr: |
+          namespace_job:imgsweep_consumer_lag_messages:sum > 0
+          and on (namespace, job) sum by (namespace, job) (increase(imgsweep_offset_commits_total[15m])) == 0
+          unless on (namespace, job) (
+            max by (namespace, job) (imgsweep_quota_exhausted) == 1 or max by (namespace, job) (imgsweep_fatal) == 1
+            or max by (namespace, job) (imgsweep_budget_waiting_for_reset) == 1
+            or max by (namespace, job) (imgsweep_budget_limited) == 1
+          )
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep commits nothing while events wait in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $value | humanize }} messages wait on the input topic and {{"{{"}} $labels.job }} has committed no offset
+            for 15 minutes, although no account's quota is spent or budget held and no replica is in the fatal
+            state.
+          runbook_url: {{ $runbook }}#consumer-stalled
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepNoOutcomes") | fromJson }}
+
+      - alert: ImgsweepNoOutcomes
+        # Valid input arrived (consumed, or piling up as lag) but no outcome was published. As for
+        # ImgsweepConsumerStalled, a spent quota or held budget of any account excuses it.
+        expr: |
+          (
+            sum by (namespace, job) (increase(imgsweep_events_consumed_total[30m]))
+              - sum by (namespace, job) (increase(imgsweep_invalid_events_total[30m])) > 0
+            or
+            delta(namespace_job:imgsweep_consumer_lag_messages:sum[30m]) > 0
+          )
+          and on (namespace, job) sum by (namespace, job) (increase(imgsweep_outcomes_total[30m])) == 0
+          unless on (namespace, job) (
+            max by (namespace, job) (imgsweep_quota_exhausted) == 1 or max by (namespace, job) (imgsweep_fatal) == 1
+            or max by (namespace, job) (imgsweep_budget_waiting_for_reset) == 1
+            or max by (namespace, job) (imgsweep_budget_limited) == 1
+          )
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep publishes no outcomes while input arrives in {{"{{"}} $labels.namespace }}"
+          description: >-
+            Events for {{"{{"}} $labels.job }} arrived in the last 30 minutes but no outcome was acknowledged, although
+            no account's quota is spent or budget held and no replica is in the fatal state.
+          runbook_url: {{ $runbook }}#no-outcomes
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepDeadLettersGrowing") | fromJson }}
+
+      - alert: ImgsweepDeadLettersGrowing
+        # no_account has its own alert, ImgsweepCollectionWithoutAccount.
+        expr: sum by (namespace, job, reason) (increase(imgsweep_dead_letters_total{reason!="no_account"}[30m])) > 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep dead-letters events ({{"{{"}} $labels.reason }}) in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $value | humanize }} events went to the dead-letter topic with reason {{"{{"}} $labels.reason }} in the
+            last 30 minutes. invalid_event: a producer sends records imgsweep cannot read. retries_exhausted:
+            the API kept failing; replay them once it recovers. item_failed: the API refused an image for good
+            (e.g. NO_RELATIVE_COLLECTION); replay once it is fixed. internal_error: a bug in imgsweep.
+          runbook_url: {{ $runbook }}#dead-letters-growing
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepCollectionWithoutAccount") | fromJson }}
+
+      - alert: ImgsweepCollectionWithoutAccount
+        # An event whose collection no configured account holds (IMGSWEEP_ACCOUNTS__<NAME>__COLLECTIONS, and no
+        # account has "*"): failed outcome and a dead-letter copy, never a call. A configuration problem.
+        expr: sum by (namespace, job) (increase(imgsweep_dead_letters_total{reason="no_account"}[30m])) > 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep gets events of a collection no account holds in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $value | humanize }} events went to the dead-letter topic with reason no_account in the last 30
+            minutes: their collection is in no account's IMGSWEEP_ACCOUNTS__<NAME>__COLLECTIONS (and no account
+            of {{"{{"}} $labels.job }} takes "*"), so their images were not deleted (failed outcome, no call). Add the
+            collection to the account that holds it, then replay the dead letters.
+          runbook_url: {{ $runbook }}#collection-without-account
+      {{- end }}
+  {{- end }}
+{{- end }}
