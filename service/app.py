@@ -31,6 +31,7 @@ from service.metrics import Metrics
 from service.pipeline.events import ERROR_CLASSES
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
+from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
@@ -113,12 +114,15 @@ def run_service(settings: Settings) -> int:
 
     pipeline_holder: list[Pipeline] = []
 
+    unread = UnreadAge(topic=settings.kafka.input_topic, metrics=metrics)
+
     def on_stats(stats: str) -> None:
+        unread.on_stats(stats)
         if pipeline_holder:
             pipeline_holder[0].on_stats(stats)
 
     # librdkafka's log lines and errors go through the JSON logger (kafka_clients: logger, error_cb), once each.
-    consumer = Consumer(consumer_config(settings, stats_cb=on_stats))
+    consumer = AgeNotingConsumer(consumer_config(settings, stats_cb=on_stats), unread)
     producer = Producer(producer_config(settings))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
     share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare
