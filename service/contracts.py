@@ -70,7 +70,10 @@ def dead_letter_schema() -> dict[str, Any]:
                     *ERROR_CLASSES,
                     *(reason for reason in DeadLetterReason if reason is not DeadLetterReason.INVALID_EVENT),
                 ],
+                "x-open-enum": True,
                 "description": (
+                    "An open set: new classes are added within a version (a new input format brings its own), so "
+                    "a reader treats a class it does not know as one more cause to look at, never as an error. "
                     "Why: the decoder's error class for invalid input; for an event whose outcome has an image "
                     "failed for good, retries_exhausted (the API kept failing), internal_error (imgsweep failed "
                     "on the call), no_account (the collection belongs to no configured account: no call was made) "

@@ -116,7 +116,7 @@ def node_changes(old: Schema, new: Schema, side: Side, where: str) -> list[str]:
     if old_enum is not None:
         if new_enum is not None and old_enum - new_enum:
             found.append(f"{where}: enum value(s) {sorted(old_enum - new_enum)} removed")
-        if side == "produced" and (new_enum is None or new_enum - old_enum):
+        if side == "produced" and not old.node.get("x-open-enum") and (new_enum is None or new_enum - old_enum):
             added = sorted(new_enum - old_enum) if new_enum else "any value"
             found.append(f"{where}: enum value(s) {added} a reader does not expect")
     if new.closed() and not old.closed():
@@ -178,6 +178,16 @@ OUTCOME: dict[str, Any] = {
     "required": ["status", "attempts"],
     "$defs": {"Image": {"type": "object", "properties": {"id": {"type": "string", "maxLength": 10}}}},
 }
+
+
+def test_an_open_enum_may_gain_values_within_a_version_but_not_lose_them() -> None:
+    old: dict[str, Any] = json.loads(json.dumps(OUTCOME))
+    old["properties"]["status"]["x-open-enum"] = True
+    new: dict[str, Any] = json.loads(json.dumps(old))
+    new["properties"]["status"]["enum"].append("cancelled")
+    assert compare(old, new, "produced") == []
+    new["properties"]["status"]["enum"].remove("failed")
+    assert compare(old, new, "produced") == ["/status: enum value(s) ['\"failed\"'] removed"]
 
 
 def changed(edit: str) -> dict[str, Any]:
