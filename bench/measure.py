@@ -425,6 +425,7 @@ def outcome_latencies(
             "bootstrap.servers": bootstrap,
             "group.id": f"bench-outcomes-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
             "enable.auto.commit": False,
         }
     )

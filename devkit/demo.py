@@ -196,7 +196,7 @@ def _follow(
     progress = _Progress(total)
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"demo-reader-{uuid.uuid4().hex[:6]}",
-         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+         "auto.offset.reset": "earliest", "enable.auto.commit": False, "isolation.level": "read_committed"}
     )  # fmt: skip
     consumer.subscribe([topics.outcome, topics.dlq])
     deadline = time.monotonic() + timeout

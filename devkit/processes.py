@@ -539,6 +539,7 @@ def consume_all(bootstrap: str, topic: str, *, expect: int, timeout: float = 60,
             "bootstrap.servers": bootstrap,
             "group.id": f"reader-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",  # as outcome consumers read (exactly-once delivery)
             "enable.auto.commit": False,
         }
     )

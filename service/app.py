@@ -123,15 +123,17 @@ def run_service(settings: Settings) -> int:
 
     # librdkafka's log lines and errors go through the JSON logger (kafka_clients: logger, error_cb), once each.
     consumer = AgeNotingConsumer(consumer_config(settings, stats_cb=on_stats), unread)
-    producer = Producer(producer_config(settings))
+    kafka = settings.kafka
+    process_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    transactional_id = kafka.transactional_id(process_id) if kafka.delivery == "exactly_once" else None
+    producer = Producer(producer_config(settings, transactional_id=transactional_id))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
     share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare
     if api.qps_share == "demand":
-        kafka = settings.kafka
 
         def share(accounts: Sequence[Paced]) -> QpsShare:
             return DemandShare(
-                member=kafka.group_instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}",
+                member=kafka.group_instance_id or process_id,
                 topic=kafka.demand_topic,
                 producer=Producer(demand_producer_config(settings)),
                 reader=Consumer(demand_reader_config(settings)),
@@ -170,4 +172,4 @@ def run_service(settings: Settings) -> int:
         http.close()
         tracing.shutdown()
     log.info("imgsweep stopped after %.1f s", time.monotonic() - started)
-    return 0
+    return pipeline.exit_code

@@ -90,6 +90,8 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "client.id": f"imgsweep-{socket.gethostname()}",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
+        # Input written in transactions is read once committed, never an aborted record.
+        "isolation.level": "read_committed",
         "auto.offset.reset": kafka.properties.get("auto.offset.reset", "earliest"),
         "partition.assignment.strategy": "cooperative-sticky",
         "max.poll.interval.ms": kafka.max_poll_interval_ms,
@@ -118,8 +120,9 @@ def reader_config(settings: Settings, group_id: str) -> dict[str, Any]:
     return config
 
 
-def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
-    return {
+def producer_config(settings: Settings, *, transactional_id: str | None = None, **callbacks: Any) -> dict[str, Any]:
+    """The outcomes' producer; with ``transactional_id``, transactional (exactly-once delivery)."""
+    config: dict[str, Any] = {
         **CONNECTION_RETRY,
         **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
         "client.id": f"imgsweep-{socket.gethostname()}",
@@ -130,6 +133,10 @@ def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "error_cb": log_kafka_error,
         **callbacks,
     }
+    if transactional_id is not None:
+        config["transactional.id"] = transactional_id
+        config["transaction.timeout.ms"] = settings.kafka.transaction_timeout_ms
+    return config
 
 
 def demand_reader_config(settings: Settings) -> dict[str, Any]:

@@ -27,7 +27,15 @@ from service.api.classify import (
 )
 from service.budget import Decision, Why
 from service.settings import DEFAULT_ACCOUNT
-from service.vocabulary import CancelReason, DeadLetterReason, FlushReason, ItemStatus, OutcomeStatus, SkipReason
+from service.vocabulary import (
+    AbortReason,
+    CancelReason,
+    DeadLetterReason,
+    FlushReason,
+    ItemStatus,
+    OutcomeStatus,
+    SkipReason,
+)
 
 __all__ = ["API_CODES", "IMAGE_REASONS", "AccountMetrics", "Metrics"]
 
@@ -211,7 +219,7 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
             registry=r,
         )
-        self.commits = Counter("imgsweep_offset_commits", "Offset commits sent.", registry=r)
+        self._declare_checkpoints(r)
         self.events_skipped = Counter(
             "imgsweep_events_skipped",
             "Input records committed without a call or an outcome, by reason.",
@@ -279,6 +287,27 @@ class Metrics:
         )
         self._initialise_labels(accounts)
 
+    def _declare_checkpoints(self, r: CollectorRegistry) -> None:
+        """The commit step's series, and exactly-once delivery's (``service.pipeline.transaction``)."""
+        self.commits = Counter("imgsweep_offset_commits", "Offset commits sent.", registry=r)
+        self.transaction_commits = Counter(
+            "imgsweep_transaction_commits",
+            "Transactions committed (exactly-once delivery): outcomes, dead letters and input offsets at once.",
+            registry=r,
+        )
+        self.transaction_aborts = Counter(
+            "imgsweep_transaction_aborts",
+            "Transactions aborted, by reason; their records were produced again in the next one.",
+            ["reason"],
+            registry=r,
+        )
+        self.transaction_commit_seconds = Histogram(
+            "imgsweep_transaction_commit_seconds",
+            "Time the poll loop spends committing a transaction (offsets sent, commit acknowledged).",
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=r,
+        )
+
     def _initialise_labels(self, accounts: Iterable[str]) -> None:
         self._accounts: dict[str, AccountMetrics] = {}
         for account in accounts:
@@ -299,6 +328,8 @@ class Metrics:
             self.dead_letters.labels(dead_letter)
         for skip in SkipReason:
             self.events_skipped.labels(skip)
+        for abort in AbortReason:
+            self.transaction_aborts.labels(abort)
 
     def account(self, name: str) -> AccountMetrics:
         """The metrics of one account (its ``account`` label); made on first use, every series at zero."""

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_RELIST_TYPES",
     "TRACEPARENT",
     "TRACESTATE",
+    "AbortReason",
     "CancelReason",
     "DeadLetterReason",
     "EventKind",
@@ -166,6 +167,14 @@ class FlushReason(StrEnum):
     BYTES = "bytes"
     LINGER = "linger"
     SHUTDOWN = "shutdown"
+
+
+class AbortReason(StrEnum):
+    """Why a transaction (exactly-once delivery) was aborted; its records are produced again in the next."""
+
+    DELIVERY_FAILED = "delivery_failed"
+    COMMIT_FAILED = "commit_failed"
+    PARTITIONS_LOST = "partitions_lost"
 
 
 # --- the trace an event carries --------------------------------------------------------------------------------

@@ -31,15 +31,17 @@ from service.pipeline.halt import Halt
 from service.pipeline.intake import Intake
 from service.pipeline.lane import AccountCalls, AccountLane, LaneShared
 from service.pipeline.ledger import Ledger
+from service.pipeline.outlet import Acknowledged, Delivered, Outlet
 from service.pipeline.pending import PendingEvent
 from service.pipeline.rebalance import Rebalance
 from service.pipeline.share import Paced, PartitionShare, QpsShare
 from service.pipeline.steps.call import Workers
-from service.pipeline.steps.commit import CommitStep
+from service.pipeline.steps.commit import Checkpoint, CommitStep, TransactionStep
 from service.pipeline.steps.decode import DecodeStep, EventFormat
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
+from service.pipeline.transaction import Transaction
 from service.registry.decoder import event_decoder
 from service.settings import Settings
 from service.tracing import NO_TRACING, Tracing
@@ -89,12 +91,25 @@ class Pipeline:
         self._held_accounts_seen: set[str] = set()
         self._held_accounts_until = 0.0
 
-        # The chain, built from its end: each step is given the step it hands its work to.
-        self._commit = CommitStep(consumer=consumer, ledger=ledger, health=health, metrics=metrics)
+        # The chain, built from its end: each step is given the step it hands its work to. How records reach
+        # Kafka and how offsets are committed depends on the delivery: one transaction for both (exactly-once), or
+        # records acknowledged, then offsets committed by the consumer (at-least-once).
+        delivered = Delivered(ledger, metrics)
+        self._transaction: Transaction | None = None
+        outlet: Outlet
+        if kafka.delivery == "exactly_once":
+            self._transaction = Transaction(
+                producer, consumer, ledger=ledger, acked=delivered, halt=halt, metrics=metrics
+            )
+            outlet = self._transaction
+            self._commit: Checkpoint = TransactionStep(
+                transaction=self._transaction, ledger=ledger, health=health, metrics=metrics
+            )
+        else:
+            outlet = Acknowledged(producer, held=ledger.holds, acked=delivered, halt=halt)
+            self._commit = CommitStep(consumer=consumer, ledger=ledger, health=health, metrics=metrics)
         topics = Topics(kafka.outcome_topic, kafka.dlq_topic, source=source, dry_run=settings.dry_run)
-        self._publish = PublishStep(
-            producer=producer, topics=topics, ledger=ledger, next_step=self._commit, halt=halt, metrics=metrics
-        )
+        self._publish = PublishStep(outlet=outlet, topics=topics, ledger=ledger, next_step=self._commit)
         deletions = RecentDeletions()
         shared = LaneShared(
             batch=batch, workers=Workers(executor, self._wake, stop_calls, halt, tracing), ledger=ledger,
@@ -126,6 +141,11 @@ class Pipeline:
     def _share_fraction(self) -> float:
         return self._rebalance.fraction()
 
+    @property
+    def exit_code(self) -> int:
+        """The process's exit status once ``run`` returned: 1 when a fatal producer error ended it."""
+        return 1 if self._halt.exit else 0
+
     def request_shutdown(self) -> None:
         """First call: stop fetching and drain. Second call: abandon in-flight work now. Signal-safe."""
         if self._stopping:
@@ -139,6 +159,8 @@ class Pipeline:
 
     def run(self) -> None:
         """Consumes until shutdown is requested, then drains within the grace period and closes."""
+        if self._transaction is not None:
+            self._transaction.start()  # fences a predecessor of the same id, aborting its open transaction
         rebalance = self._rebalance
         self._consumer.subscribe(
             [self._ledger.topic],
@@ -150,6 +172,8 @@ class Pipeline:
         log.info("consuming", extra={"topic": self._ledger.topic})
         while not self._stopping:
             self._turn()
+            if self._halt.exit:  # the producer can do nothing more: end, for a fresh process to take over
+                self._stopping = self._abandon = True
         self._drain()
 
     def _turn(self, *, fetch: bool = True) -> None:
@@ -268,6 +292,8 @@ class Pipeline:
 
     def dropped(self, partitions: frozenset[int]) -> None:
         self._route.forget(lambda pending: pending.abandoned)
+        if self._transaction is not None:
+            self._transaction.dropped()
         self._intake.drop(partitions)
 
     def _leave_group(self) -> None:

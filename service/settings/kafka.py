@@ -32,6 +32,8 @@ _RESERVED_KAFKA_PROPERTIES = {
     "partition.assignment.strategy": "none: the service uses cooperative-sticky (classic protocol)",
     "group.protocol": "IMGSWEEP_KAFKA__GROUP_PROTOCOL",
     "group.instance.id": "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID",
+    "transactional.id": "IMGSWEEP_KAFKA__GROUP_INSTANCE_ID (the transactional id is made from it)",
+    "isolation.level": "none: imgsweep reads its input read_committed",
 }
 # Options librdkafka refuses with group.protocol=consumer (KIP-848): the broker decides them.
 _CLASSIC_ONLY_KAFKA_PROPERTIES = {
@@ -68,6 +70,23 @@ class KafkaSettings(Section):
         description=(
             "Compacted topic where replicas announce how many calls they could make, to share the account's QPS "
             "by demand (IMGSWEEP_API__QPS_SHARE=demand); missing or unreachable: shared by partitions."
+        ),
+    )
+    delivery: Literal["exactly_once", "at_least_once"] = Field(
+        default="exactly_once",
+        description=(
+            "exactly_once: outcomes, dead letters and input offsets in one Kafka transaction (readers use "
+            "isolation.level=read_committed; needs a cluster with transactions); at_least_once: offsets committed "
+            "after the outcomes are acknowledged, a crash may publish an outcome twice (same outcome_id)."
+        ),
+    )
+    transaction_timeout_ms: int = Field(
+        default=30_000,
+        ge=1_000,
+        le=900_000,
+        description=(
+            "librdkafka transaction.timeout.ms: how long a crashed replica's open transaction (without a group "
+            "instance id to fence it at once) holds back read_committed readers and its partitions' offsets."
         ),
     )
     sasl_username: str | None = None
@@ -160,6 +179,12 @@ class KafkaSettings(Section):
                 f"fourth (got {', '.join(topics)})"
             )
         return self
+
+    def transactional_id(self, fallback: str) -> str:
+        """The producer's ``transactional.id``: the group's and the instance's (the pod's name), so a restarted
+        pod fences its predecessor; without an instance id, ``fallback`` (unique per process): a crash's open
+        transaction then waits out ``transaction_timeout_ms``."""
+        return f"{self.group_id}.{self.group_instance_id or fallback}"
 
     def librdkafka_common(self) -> dict[str, Any]:
         """Properties shared by the consumer and the producer (security, extras)."""

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-__all__ = ["FakeConsumer", "FakeMessage", "FakeProducer"]
+__all__ = ["FakeConsumer", "FakeMessage", "FakeProducer", "FakeTransactionalProducer"]
 
 
 class FakeMessage:
@@ -126,6 +126,9 @@ class FakeConsumer:
     def close(self) -> None:
         self.closed = True
 
+    def consumer_group_metadata(self) -> object:
+        return ("group-metadata", self.topic, frozenset(self.assigned))
+
     def position(self, partition: int) -> tuple[int, str] | None:
         """The last commit of the partition (offset, metadata), as the broker would keep it."""
         positions = [commit[partition] for commit in self.commits if partition in commit]
@@ -141,7 +144,7 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None, list[tuple[str, bytes | None]]]] = []
-        self._callbacks: list[Callable[[None, None], None]] = []
+        self._callbacks: list[Callable[[Any, Any], None]] = []
         self.hold = False
 
     def produce(self, topic: str, *, value: bytes | None, key: bytes | None, headers: Any, on_delivery: Any) -> None:
@@ -159,3 +162,70 @@ class FakeProducer:
     def flush(self, timeout: float) -> int:
         self.poll(0)
         return len(self._callbacks)
+
+
+class FakeTransactionalProducer(FakeProducer):
+    """A transactional producer as the broker sees it: records count once their transaction commits, and the
+    offsets sent into a transaction become the group's committed offsets (``consumer.commits``) only then.
+
+    ``fail_delivery`` fails the next delivery (an abortable transaction); ``fail_commit`` makes the next
+    ``commit_transaction`` raise ``fail_commit`` (a ``KafkaError``)."""
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        super().__init__()
+        self.consumer = consumer
+        self.committed: list[tuple[str, bytes | None, list[tuple[str, bytes | None]]]] = []
+        """What a read_committed reader sees."""
+        self.aborted = 0
+        self.initialised = False
+        self.fail_delivery = False
+        self.fail_commit: Any = None
+        self._open: list[tuple[str, bytes | None, list[tuple[str, bytes | None]]]] | None = None
+        self._offsets: dict[int, tuple[int, str]] = {}
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self.initialised = True
+
+    def begin_transaction(self) -> None:
+        assert self.initialised, "init_transactions first"
+        assert self._open is None, "a transaction is open already"
+        self._open, self._offsets = [], {}
+
+    def produce(self, topic: str, *, value: bytes | None, key: bytes | None, headers: Any, on_delivery: Any) -> None:
+        assert self._open is not None, "produce outside a transaction"
+        super().produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+        self._open.append(self.produced[-1])
+
+    def poll(self, timeout: float) -> int:
+        if self.hold:
+            return 0
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            if self.fail_delivery:
+                self.fail_delivery = False
+                callback(KafkaError(KafkaError._MSG_TIMED_OUT, "delivery timed out"), None)
+            else:
+                callback(None, None)
+        return len(callbacks)
+
+    def send_offsets_to_transaction(self, offsets: list[TopicPartition], metadata: Any, timeout: float = -1) -> None:
+        assert self._open is not None, "send_offsets_to_transaction outside a transaction"
+        assert metadata == self.consumer.consumer_group_metadata()
+        self._offsets.update({tp.partition: (tp.offset, tp.metadata or "") for tp in offsets})
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        assert self._open is not None, "commit_transaction outside a transaction"
+        if self.fail_commit is not None:
+            error, self.fail_commit = self.fail_commit, None
+            raise KafkaException(error)
+        self.flush(0)
+        self.committed.extend(self._open)
+        if self._offsets:
+            self.consumer.commits.append(dict(self._offsets))
+        self._open = None
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        assert self._open is not None, "abort_transaction outside a transaction"
+        self._callbacks.clear()
+        self._open = None
+        self.aborted += 1

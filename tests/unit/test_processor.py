@@ -76,6 +76,7 @@ class Rig:
         defaults: dict[str, Any] = {
             "batch": {"linger_seconds": 0, "relist_grace_seconds": 0},
             "api": {"daily_calls": -1},
+            "kafka": {"delivery": "at_least_once"},  # offsets by the consumer; exactly-once: test_transaction.py
         }
         merged = {
             key: {**defaults.get(key, {}), **value} if isinstance(value, dict) else value

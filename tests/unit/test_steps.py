@@ -23,6 +23,7 @@ from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.events import EventKind, EventTypes, InvalidEvent, decode_event
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Finished, Ledger, Rejected
+from service.pipeline.outlet import Acknowledged, Delivered
 from service.pipeline.partitions import PartitionState
 from service.pipeline.pending import PendingEvent, SourceRecord
 from service.pipeline.steps.abstract import MessageRejected
@@ -316,10 +317,13 @@ def test_publish_produces_what_the_ledger_finished_and_commit_moves_past_it_once
         consumer=consumer,  # type: ignore[arg-type]
         ledger=ledger, health=HealthState(), metrics=metrics(), interval=0.0,
     )  # fmt: skip
-    publish = PublishStep(
-        producer=producer, topics=Topics("out", "dlq", source="imgsweep/test"), ledger=ledger,  # type: ignore[arg-type]
-        next_step=commit, halt=Halt(HealthState(), metrics()), metrics=metrics(),
+    outlet = Acknowledged(
+        producer,  # type: ignore[arg-type]
+        held=ledger.holds, acked=Delivered(ledger, metrics()), halt=Halt(HealthState(), metrics()),
     )  # fmt: skip
+    publish = PublishStep(
+        outlet=outlet, topics=Topics("out", "dlq", source="imgsweep/test"), ledger=ledger, next_step=commit
+    )
     ledger.decide(event, [ItemResult(event.items()[0], ItemStatus.DELETED)])
     producer.hold = True
     publish.poll()

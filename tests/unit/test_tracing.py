@@ -29,7 +29,7 @@ from service.metrics import Metrics
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.settings import ApiSettings, BatchSettings, ConfigError, Settings, TracingSettings
 from service.tracing import NO_TRACING, SPAN_NAME, OtelTracing, check_tracing, response_hook, start_tracing
-from tests.support.kafka import FakeConsumer, FakeMessage, FakeProducer
+from tests.support.kafka import FakeConsumer, FakeMessage, FakeTransactionalProducer
 
 TOPIC = "catalog.product-delisted"
 PARENTS = (
@@ -64,7 +64,7 @@ def delist(event_id: str, product: str, *, headers: list[tuple[str, bytes]], off
     return FakeMessage(TOPIC, 0, offset, json.dumps(value).encode(), headers=headers)
 
 
-def run_pipeline(tracing: Any, messages: list[FakeMessage]) -> FakeProducer:
+def run_pipeline(tracing: Any, messages: list[FakeMessage]) -> FakeTransactionalProducer:
     """The wired pipeline with a real worker thread; the 'API' answers with a request id and deletes all."""
     hook = response_hook(tracing)
 
@@ -74,7 +74,8 @@ def run_pipeline(tracing: Any, messages: list[FakeMessage]) -> FakeProducer:
         hook(httpx.Response(200, headers={"x-jdcloud-request-id": "req-2"}))
         return BatchResult(items=tuple(ItemResult(i, ItemStatus.DELETED) for i in batch.items), api_calls=2)
 
-    consumer, producer = FakeConsumer(TOPIC), FakeProducer()
+    consumer = FakeConsumer(TOPIC)
+    producer = FakeTransactionalProducer(consumer)
     settings = Settings(batch=BatchSettings(linger_seconds=0, relist_grace_seconds=0), api=ApiSettings(daily_calls=-1))
     with ThreadPoolExecutor(1) as executor:
         pipeline = Pipeline(
@@ -96,6 +97,7 @@ def run_pipeline(tracing: Any, messages: list[FakeMessage]) -> FakeProducer:
             source="imgsweep/test",
             tracing=tracing,
         )
+        producer.init_transactions()
         rebalance = pipeline._rebalance
         consumer.subscribe([TOPIC], on_assign=rebalance.on_assign, on_revoke=rebalance.on_revoke)
         consumer.assign(0)

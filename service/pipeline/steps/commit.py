@@ -11,19 +11,33 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Final
+from typing import Final, Protocol
 
 from confluent_kafka import Consumer, TopicPartition
 
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.ledger import Ledger
+from service.pipeline.steps.abstract import Step
+from service.pipeline.transaction import Transaction
 
-__all__ = ["COMMIT_INTERVAL_SECONDS", "CommitStep"]
+__all__ = ["COMMIT_INTERVAL_SECONDS", "TRANSACTION_INTERVAL_SECONDS", "Checkpoint", "CommitStep", "TransactionStep"]
 
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_SECONDS: Final = 1.0
+TRANSACTION_INTERVAL_SECONDS: Final = 0.1
+"""Exactly-once: a transaction is committed at most this often, so a call's outcomes are committed about 100 ms
+after they are produced (each commit costs the loop a few milliseconds; see docs/reliability.md)."""
+DELIVERY_WAIT_SECONDS: Final = 5.0
+"""How long a checkpoint waits for the open transaction's records to be acknowledged before trying later."""
+
+
+class Checkpoint(Step[object], Protocol):
+    """The last step: commits what the ledger says is done (``CommitStep`` or ``TransactionStep``)."""
+
+    def commit(self, *, sync: bool = False, only: Collection[int] | None = None) -> None:
+        """One checkpoint now; ``sync`` waits for the broker; ``only`` limits it to some partitions if it can."""
 
 
 class CommitStep:
@@ -85,3 +99,65 @@ class CommitStep:
         self._ledger.committed(moved)
         self._health.committed = self._ledger.committed_offsets()
         self._metrics.commits.inc()
+
+
+class TransactionStep:
+    """Exactly-once's checkpoint: the offsets of what was published go into the producer's transaction, which
+    then commits (``Transaction``); nothing is committed by the consumer."""
+
+    def __init__(
+        self, *, transaction: Transaction, ledger: Ledger, health: HealthState, metrics: Metrics,
+        interval: float = TRANSACTION_INTERVAL_SECONDS, clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self._transaction = transaction
+        self._ledger = ledger
+        self._health = health
+        self._metrics = metrics
+        self._interval = interval
+        self._clock = clock
+        self._last = 0.0
+
+    def submit(self, item: object) -> None:
+        pass  # what to commit is read from the ledger
+
+    def poll(self) -> None:
+        """Commits the open transaction at most once an interval. Blocks only for the commit itself."""
+        if self._clock() - self._last >= self._interval:
+            self.commit()
+
+    def close(self) -> None:
+        pass
+
+    def join(self, deadline: float) -> None:
+        self.commit(wait=max(DELIVERY_WAIT_SECONDS, deadline - time.monotonic()))
+
+    def terminate(self) -> None:
+        pass  # the open transaction is left to abort (at the next start of this transactional id, or its timeout)
+
+    def commit(
+        self, *, sync: bool = False, only: Collection[int] | None = None, wait: float = DELIVERY_WAIT_SECONDS
+    ) -> None:
+        """One checkpoint. ``sync`` and ``only`` are the consumer commit's: a transaction always commits every
+        partition's offsets, synchronously."""
+        self._last = self._clock()
+        # 1. Every record of the open transaction acknowledged, so that no record commits without its event's
+        #    offset (acknowledgements move the watermarks; on a healthy cluster this is the producer's linger).
+        #    A failed delivery aborts the transaction and produces its records again: the next turn commits.
+        if not self._transaction.delivered(wait):
+            return
+        # 2. Each partition's position that moved: the first unfinished offset, the done ones in its metadata.
+        moved = self._ledger.positions()
+        self._metrics.offset_metadata_truncated.set(self._ledger.truncated())
+        topic = self._ledger.topic
+        offsets = [
+            TopicPartition(topic, state.number, position.offset, metadata=position.metadata)
+            for state, position in moved
+        ]
+        # 3. The offsets into the transaction, and its commit: outcomes, dead letters and offsets at once.
+        if not self._transaction.commit(offsets):
+            return
+        # 4. Remember what was committed, for the next comparison and for /readyz.
+        if moved:
+            self._ledger.committed(moved)
+            self._health.committed = self._ledger.committed_offsets()
+            self._metrics.commits.inc()

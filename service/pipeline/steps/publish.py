@@ -3,9 +3,9 @@
 The ledger is the one hand-off: every turn this step takes what it finished (``Ledger.outbox``) and produces it.
 
 Offsets never run ahead of outcomes: an event's offset becomes committable only when the broker acknowledged
-every record it produced. Delivery reports arrive in ``poll``; a failed delivery is produced again as long as
-this replica still holds the partition (the same ``PartitionState``: a partition revoked and assigned again
-is a new one).
+every record it produced. How records reach the broker is the outlet's (``service.pipeline.outlet``): one by
+one, a failed delivery produced again while the partition is held (at-least-once), or inside the producer's
+transaction (exactly-once).
 """
 
 from __future__ import annotations
@@ -14,17 +14,12 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
-from confluent_kafka import KafkaError, Message, Producer
-
-from service.metrics import Metrics
 from service.pipeline.events import InvalidEvent
-from service.pipeline.halt import Halt
 from service.pipeline.ledger import Finished, Ledger, Rejected
 from service.pipeline.outcomes import build_outcome, dead_letter_headers, failure_summary, outcome_headers
-from service.pipeline.partitions import PartitionState
-from service.pipeline.pending import Headers, PendingEvent, SourceRecord
+from service.pipeline.outlet import Outlet, Record
+from service.pipeline.pending import PendingEvent, SourceRecord
 from service.pipeline.steps.abstract import Step
 from service.pipeline.trace_context import record_trace_context
 from service.vocabulary import DeadLetterReason, TraceContext
@@ -44,17 +39,6 @@ class Topics:
     dry_run: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Record:
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    kind: Literal["outcome", "dead_letter"]
-    label: str
-    timestamp_ms: int | None
-
-
 def event_ids(pending: PendingEvent) -> dict[str, object]:
     """The ids a line about one event carries: the event, its product and collection, its record, its trace."""
     event, source = pending.event, pending.source
@@ -69,16 +53,11 @@ def event_ids(pending: PendingEvent) -> dict[str, object]:
 
 
 class PublishStep:
-    def __init__(
-        self, *, producer: Producer, topics: Topics, ledger: Ledger, next_step: Step[object], halt: Halt,
-        metrics: Metrics,
-    ) -> None:  # fmt: skip
-        self._producer = producer
+    def __init__(self, *, outlet: Outlet, topics: Topics, ledger: Ledger, next_step: Step[object]) -> None:
+        self._outlet = outlet
         self._topics = topics
         self._ledger = ledger
         self._next = next_step
-        self._halt = halt
-        self._metrics = metrics
 
     def submit(self, item: Finished | Rejected) -> None:
         if isinstance(item, Finished):
@@ -90,13 +69,13 @@ class PublishStep:
         """Produces what the ledger finished and serves delivery reports (acknowledgements move the commit
         watermark); then polls the commit. Never blocks."""
         self._take()
-        self._producer.poll(0)
+        self._outlet.poll()
         self._next.poll()
 
     def flush(self, deadline: float) -> None:
         """Produces what the ledger finished and waits until every record is acknowledged, or ``deadline``."""
         self._take()
-        self._producer.flush(max(0.0, deadline - time.monotonic()))
+        self._outlet.flush(deadline - time.monotonic())
 
     def close(self) -> None:
         self._next.close()
@@ -116,7 +95,7 @@ class PublishStep:
         """Every image of the event is decided: its outcome, and a dead-letter copy if one failed for good."""
         outcome = build_outcome(pending, completed_at=datetime.now(UTC), dry_run=self._topics.dry_run)
         records = [
-            _Record(
+            Record(
                 topic=self._topics.outcomes,
                 key=pending.event.product_id.encode(),
                 value=outcome.value,
@@ -152,11 +131,11 @@ class PublishStep:
         text: str,
         error_class: str | None = None,
         trace: TraceContext | None = None,
-    ) -> _Record:
+    ) -> Record:
         headers = dead_letter_headers(
             record, error_class=error_class or reason, reason=text, at=datetime.now(UTC), trace=trace
         )
-        return _Record(
+        return Record(
             topic=self._topics.dead_letters,
             key=record.key,
             value=record.value,
@@ -166,45 +145,9 @@ class PublishStep:
             timestamp_ms=None,
         )
 
-    def _publish(self, source: SourceRecord, records: list[_Record]) -> None:
+    def _publish(self, source: SourceRecord, records: list[Record]) -> None:
         state = self._ledger.produced(source, len(records))
         if state is None:
             return  # revoked meanwhile: the new owner redoes the event
         for record in records:
-            self._produce(state, source.offset, record)
-
-    def _produce(self, state: PartitionState, offset: int, record: _Record) -> None:
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            self._delivered(state, offset, record, error)
-
-        while True:
-            try:
-                self._producer.produce(
-                    record.topic, value=record.value, key=record.key, headers=[*record.headers], on_delivery=delivered
-                )
-            except BufferError:  # the producer's queue is full: let it deliver, then try again
-                self._producer.poll(0.1)
-            else:
-                return
-
-    def _delivered(self, state: PartitionState, offset: int, record: _Record, error: KafkaError | None) -> None:
-        held = self._ledger.holds(state)
-        if error is not None:
-            if error.fatal():
-                self._halt.trip(f"Kafka producer fatal error: {error.str()}")
-                return
-            log.warning(
-                "publishing failed, trying again: %s", error.str(), extra={"partition": state.number, "offset": offset}
-            )
-            if held:
-                self._produce(state, offset, record)
-            return
-        if not held:
-            return  # the partition was revoked meanwhile; the new owner redoes the event
-        self._ledger.acknowledged(state, offset)
-        if record.kind == "outcome":
-            self._metrics.outcomes.labels(record.label).inc()
-            if record.timestamp_ms is not None:
-                self._metrics.end_to_end_latency.observe(max(0.0, time.time() - record.timestamp_ms / 1000))
-        else:
-            self._metrics.dead_letters.labels(record.label).inc()
+            self._outlet.produce(state, source.offset, record)

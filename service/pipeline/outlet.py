@@ -1,0 +1,130 @@
+"""The outlet: how the publish step's records reach Kafka, and when an event's offset may be committed.
+
+Two ways, one interface (``Outlet``), chosen by ``IMGSWEEP_KAFKA__DELIVERY``:
+
+- ``Acknowledged`` (at-least-once): each record is produced on its own; the broker's acknowledgement makes its
+  event's offset committable, and the consumer commits the offsets after them (``CommitStep``). A crash between
+  the two publishes the outcomes again.
+- ``service.pipeline.transaction.Transaction`` (exactly-once): records are produced inside the producer's
+  transaction, and the offsets go into the same transaction; a ``read_committed`` reader sees each outcome once.
+
+Either way ``acked`` is called once per record, on the poll loop's thread (librdkafka serves delivery reports in
+``poll``/``flush``), and never for a partition no longer held.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from service.metrics import Metrics
+from service.pipeline.halt import Halt
+from service.pipeline.ledger import Ledger
+from service.pipeline.partitions import PartitionState
+from service.pipeline.pending import Headers
+
+__all__ = ["Acked", "Acknowledged", "Delivered", "Outlet", "Record", "produce_now"]
+
+log = logging.getLogger(__name__)
+
+Acked = Callable[[PartitionState, int, "Record"], None]
+"""Called once a record of the event at (partition, offset) is acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to produce: an outcome or a dead-letter copy, for the event at a partition's offset."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+    kind: Literal["outcome", "dead_letter"]
+    label: str
+    """The outcome's status or the dead letter's reason (a metric label)."""
+    timestamp_ms: int | None
+    """The consumed record's timestamp (end-to-end latency); None for dead letters."""
+
+
+class Delivered:
+    """What an acknowledged record means: its event's offset may move on, and it is counted."""
+
+    def __init__(self, ledger: Ledger, metrics: Metrics) -> None:
+        self._ledger = ledger
+        self._metrics = metrics
+
+    def __call__(self, state: PartitionState, offset: int, record: Record) -> None:
+        self._ledger.acknowledged(state, offset)
+        if record.kind == "outcome":
+            self._metrics.outcomes.labels(record.label).inc()
+            if record.timestamp_ms is not None:
+                self._metrics.end_to_end_latency.observe(max(0.0, time.time() - record.timestamp_ms / 1000))
+        else:
+            self._metrics.dead_letters.labels(record.label).inc()
+
+
+class Outlet(Protocol):
+    def produce(self, state: PartitionState, offset: int, record: Record) -> None:
+        """Hands one record to the producer. Never blocks for long (a full queue is served, then retried)."""
+
+    def poll(self) -> None:
+        """Serves delivery reports. Never blocks."""
+
+    def flush(self, timeout: float) -> None:
+        """Waits up to ``timeout`` for every record to be delivered."""
+
+
+def produce_now(producer: Producer, record: Record, delivered: Callable[[KafkaError | None, Message], None]) -> None:
+    """``produce``, serving delivery reports while the producer's queue is full."""
+    while True:
+        try:
+            producer.produce(
+                record.topic, value=record.value, key=record.key, headers=[*record.headers], on_delivery=delivered
+            )
+        except BufferError:  # the producer's queue is full: let it deliver, then try again
+            producer.poll(0.1)
+        else:
+            return
+
+
+class Acknowledged:
+    """At-least-once: a record's acknowledgement makes its event committable; a failed delivery is produced
+    again while this replica still holds the partition."""
+
+    def __init__(self, producer: Producer, *, held: Callable[[PartitionState], bool], acked: Acked, halt: Halt) -> None:
+        self._producer = producer
+        self._held = held
+        self._acked = acked
+        self._halt = halt
+
+    def produce(self, state: PartitionState, offset: int, record: Record) -> None:
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            self._delivered(state, offset, record, error)
+
+        produce_now(self._producer, record, delivered)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+    def flush(self, timeout: float) -> None:
+        self._producer.flush(max(0.0, timeout))
+
+    def _delivered(self, state: PartitionState, offset: int, record: Record, error: KafkaError | None) -> None:
+        held = self._held(state)
+        if error is not None:
+            if error.fatal():
+                self._halt.trip(f"Kafka producer fatal error: {error.str()}")
+                return
+            log.warning(
+                "publishing failed, trying again: %s", error.str(), extra={"partition": state.number, "offset": offset}
+            )
+            if held:
+                self.produce(state, offset, record)
+            return
+        if held:  # else the partition was revoked meanwhile; the new owner redoes the event
+            self._acked(state, offset, record)

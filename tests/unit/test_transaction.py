@@ -1,0 +1,169 @@
+"""Exactly-once delivery, wired, with a transactional stand-in of the producer: no broker, no worker threads.
+
+What a read_committed reader of the outcome topic sees (``producer.committed``) and what the group's committed
+offsets are (``consumer.commits``) move together, in one transaction; an aborted transaction's records are
+produced again without asking the API again; a fenced producer ends the process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, time
+from typing import Any
+
+from confluent_kafka import KafkaError
+
+from service.api.models import BatchResult
+from service.api.quota import QuotaGate
+from service.api.rate_limit import RateLimiter
+from service.health import HealthState
+from service.metrics import Metrics
+from service.pipeline.processor import AccountCalls, Pipeline
+from service.settings import Settings
+from tests.support.calls import HeldExecutor
+from tests.support.kafka import FakeConsumer, FakeMessage, FakeTransactionalProducer
+
+TOPIC = "catalog.product-delisted"
+
+
+def delisted(event_id: str, collection: str) -> bytes:
+    document = {"event_id": event_id, "collection_name": collection, "product_id": "p", "image_ids": [event_id]}
+    return json.dumps(document).encode()
+
+
+class Tick:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+class Rig:
+    def __init__(self, consumer: FakeConsumer | None = None) -> None:
+        self.consumer = consumer or FakeConsumer(TOPIC)
+        self.producer = FakeTransactionalProducer(self.consumer)
+        self.executor = HeldExecutor()
+        settings: dict[str, Any] = {
+            "batch": {"linger_seconds": 0, "relist_grace_seconds": 0},
+            "api": {"daily_calls": -1, "workers": 8},
+        }
+        self.settings = Settings(**settings)
+        assert self.settings.kafka.delivery == "exactly_once", "the default"
+        (account,) = self.settings.api_accounts()
+        quota = QuotaGate(UTC, time(0, 0), clock=lambda: datetime(2026, 12, 7, 12, tzinfo=UTC))
+        self.metrics = Metrics()
+        self.pipeline = Pipeline(
+            settings=self.settings,
+            consumer=self.consumer,  # type: ignore[arg-type]
+            producer=self.producer,  # type: ignore[arg-type]
+            accounts=[AccountCalls(account, lambda batch: BatchResult(items=()), quota, RateLimiter(8, clock=Tick()))],
+            executor=self.executor,
+            metrics=self.metrics,
+            health=HealthState(),
+            stop_calls=threading.Event(),
+            source="imgsweep/test",
+            clock=Tick(),
+        )
+        assert self.pipeline._transaction is not None
+        self.pipeline._transaction.start()
+        rebalance = self.pipeline._rebalance
+        self.consumer.subscribe(
+            [TOPIC], on_assign=rebalance.on_assign, on_revoke=rebalance.on_revoke, on_lost=rebalance.on_lost
+        )
+        self.consumer.assign(0, 1)
+
+    def feed(self, *values: tuple[int, int, bytes]) -> None:
+        self.consumer.queue.extend(FakeMessage(TOPIC, partition, offset, value) for partition, offset, value in values)
+        self.step()
+
+    def step(self) -> None:
+        self.pipeline._turn()
+        self.pipeline._commit.commit()
+
+    def committed_outcomes(self) -> list[str]:
+        outcomes = self.settings.kafka.outcome_topic
+        return [
+            json.loads(value or b"")["event_id"] for topic, value, _ in self.producer.committed if topic == outcomes
+        ]
+
+
+def test_outcomes_and_their_offsets_commit_in_one_transaction() -> None:
+    rig = Rig()
+    rig.feed((0, 10, delisted("a", "slow")), (0, 11, delisted("b", "fast")))
+    assert rig.consumer.commits == []
+    rig.executor.resolve("fast")
+    rig.pipeline._turn()  # b's outcome is produced into the open transaction: nobody sees it yet
+    assert rig.committed_outcomes() == []
+    rig.pipeline._commit.commit()
+    assert rig.committed_outcomes() == ["b"]
+    assert rig.consumer.position(0) == (10, rig.consumer.position(0)[1]), "a holds the watermark"  # type: ignore[index]
+    rig.executor.resolve("slow")
+    rig.step()
+    assert rig.committed_outcomes() == ["b", "a"]
+    assert rig.consumer.position(0) == (12, "")
+    assert rig.metrics.transaction_commits._value.get() == 2
+
+
+def test_a_failed_delivery_aborts_and_the_same_records_go_again_without_another_call() -> None:
+    rig = Rig()
+    rig.feed((0, 0, delisted("a", "c1")), (1, 0, delisted("b", "c2")))
+    calls = len(rig.executor.calls)
+    rig.producer.fail_delivery = True
+    rig.executor.resolve("c1")
+    rig.executor.resolve("c2")
+    rig.step()  # a's delivery fails: the transaction is aborted and both outcomes are produced again
+    assert rig.producer.aborted == 1
+    assert rig.committed_outcomes() == []
+    rig.step()
+    assert sorted(rig.committed_outcomes()) == ["a", "b"], "each once"
+    assert calls == 2, "no call was made again"
+    assert rig.executor.calls == []
+    assert rig.consumer.position(0) == (1, "")
+    assert rig.consumer.position(1) == (1, "")
+    assert rig.metrics.transaction_aborts.labels("delivery_failed")._value.get() == 1
+    assert rig.metrics.outcomes.labels("deleted")._value.get() == 2, "each outcome counted once"
+
+
+def test_a_refused_commit_aborts_and_commits_the_same_outcomes_next_time() -> None:
+    rig = Rig()
+    rig.feed((0, 0, delisted("a", "c1")))
+    rig.executor.resolve("c1")
+    rig.pipeline._turn()
+    rig.producer.fail_commit = KafkaError(KafkaError.CONCURRENT_TRANSACTIONS, "busy", retriable=True)
+    rig.pipeline._commit.commit()
+    assert rig.producer.aborted == 1
+    assert rig.consumer.commits == []
+    rig.step()
+    assert rig.committed_outcomes() == ["a"]
+    assert rig.consumer.position(0) == (1, "")
+
+
+def test_a_fenced_producer_ends_the_process_and_commits_nothing_more() -> None:
+    rig = Rig()
+    rig.feed((0, 0, delisted("a", "c1")))
+    rig.executor.resolve("c1")
+    rig.pipeline._turn()
+    rig.producer.fail_commit = KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True)
+    rig.pipeline._commit.commit()
+    assert rig.pipeline._halt.exit
+    assert rig.pipeline.exit_code == 1
+    rig.pipeline.request_shutdown()
+    rig.pipeline.run()  # returns: drains with nothing committed
+    assert rig.committed_outcomes() == []
+    assert rig.consumer.commits == []
+
+
+def test_records_of_lost_partitions_never_commit() -> None:
+    rig = Rig()
+    rig.feed((0, 0, delisted("a", "c1")), (1, 0, delisted("b", "c2")))
+    rig.executor.resolve("c1")
+    rig.executor.resolve("c2")
+    rig.pipeline._turn()  # both outcomes in the open transaction
+    rig.consumer.lose(1)
+    rig.pipeline._commit.commit()
+    assert rig.committed_outcomes() == ["a"]
+    assert rig.consumer.position(1) is None
+    assert rig.metrics.transaction_aborts.labels("partitions_lost")._value.get() == 1
