@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from service.api.classify import ResponsePolicy
 from service.api.client import DeleteClient, new_http_client
@@ -25,9 +26,18 @@ from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
 from service.health import HealthServer, HealthState
-from service.kafka_clients import consumer_config, demand_producer_config, demand_reader_config, producer_config
+from service.internal_topics import create_command, ensure_topics, internal_topics
+from service.kafka_clients import (
+    admin_config,
+    changelog_reader_config,
+    consumer_config,
+    demand_producer_config,
+    demand_reader_config,
+    producer_config,
+)
 from service.logs import configure_logging
 from service.metrics import Metrics
+from service.pipeline.changelog import ChangelogReader
 from service.pipeline.events import ERROR_CLASSES
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
@@ -81,6 +91,47 @@ def _account_calls(
     return AccountCalls(account, client.delete, quota, limiter)
 
 
+def _internal_topics(settings: Settings, consumer: Consumer) -> ChangelogReader | None:
+    """Makes imgsweep's internal topics when missing (or says how, when it may not); the reader of the deletions
+    changelog, or None when a topic imgsweep needs is missing (the process then ends with status 2)."""
+    kafka = settings.kafka
+    metadata = consumer.list_topics(kafka.input_topic, timeout=30).topics.get(kafka.input_topic)
+    partitions = len(metadata.partitions) if metadata is not None and metadata.partitions else 1
+    topics = internal_topics(settings, partitions)
+    missing = ensure_topics(AdminClient(admin_config(settings)), topics, create=kafka.create_topics)
+    for topic in missing:
+        log.log(
+            logging.ERROR if topic.required else logging.WARNING,
+            "%s: topic %s is missing%s; create it: %s",
+            topic.variable,
+            topic.name,
+            "" if kafka.create_topics else " (IMGSWEEP_KAFKA__CREATE_TOPICS is false)",
+            create_command(topic, kafka.bootstrap_servers),
+        )
+    if any(topic.required for topic in missing):
+        return None
+    return ChangelogReader(Consumer(changelog_reader_config(settings)), kafka.deletions_topic)
+
+
+def _log_mode(settings: Settings, accounts: Sequence[Account]) -> None:
+    """What a reader of the start-up log should know first: a dry run, and the accounts."""
+    if settings.dry_run:
+        log.warning("DRY RUN: no API call is made; outcomes say dry_run: true")
+    if len(accounts) > 1 or accounts[0].name != DEFAULT_ACCOUNT:
+        log.info(
+            "accounts: %s",
+            "; ".join(f"{account.name}: {', '.join(account.collections)}" for account in accounts),
+            extra={"count": len(accounts)},
+        )
+
+
+def _outcome_producer(settings: Settings, process_id: str) -> Producer:
+    """Transactional with exactly-once delivery: its id from the group instance id (else ``process_id``)."""
+    kafka = settings.kafka
+    transactional_id = kafka.transactional_id(process_id) if kafka.delivery == "exactly_once" else None
+    return Producer(producer_config(settings, transactional_id=transactional_id))
+
+
 def run_service(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
@@ -103,14 +154,7 @@ def run_service(settings: Settings) -> int:
         _account_calls(account, settings=settings, http=http, metrics=metrics, stop_calls=stop_calls)
         for account in accounts
     ]
-    if settings.dry_run:
-        log.warning("DRY RUN: no API call is made; outcomes say dry_run: true")
-    if len(accounts) > 1 or accounts[0].name != DEFAULT_ACCOUNT:
-        log.info(
-            "accounts: %s",
-            "; ".join(f"{account.name}: {', '.join(account.collections)}" for account in accounts),
-            extra={"count": len(accounts)},
-        )
+    _log_mode(settings, accounts)
 
     pipeline_holder: list[Pipeline] = []
 
@@ -125,8 +169,7 @@ def run_service(settings: Settings) -> int:
     consumer = AgeNotingConsumer(consumer_config(settings, stats_cb=on_stats), unread)
     kafka = settings.kafka
     process_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    transactional_id = kafka.transactional_id(process_id) if kafka.delivery == "exactly_once" else None
-    producer = Producer(producer_config(settings, transactional_id=transactional_id))
+    producer = _outcome_producer(settings, process_id)
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
     share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare
     if api.qps_share == "demand":
@@ -140,8 +183,12 @@ def run_service(settings: Settings) -> int:
                 accounts=accounts,
             )
 
+    changelog = _internal_topics(settings, consumer)
+    if changelog is None:
+        return 2
     pipeline = Pipeline(
         settings=settings,
+        changelog=changelog,
         consumer=consumer,
         producer=producer,
         accounts=calls,

@@ -139,6 +139,25 @@ def producer_config(settings: Settings, *, transactional_id: str | None = None, 
     return config
 
 
+def admin_config(settings: Settings) -> dict[str, Any]:
+    """The admin client that creates imgsweep's internal topics."""
+    return {
+        **CONNECTION_RETRY,
+        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
+        "client.id": f"imgsweep-{socket.gethostname()}-admin",
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
+    }
+
+
+def changelog_reader_config(settings: Settings) -> dict[str, Any]:
+    """Reads the deletions changelog back by assignment (never joins a group, never commits)."""
+    config = reader_config(settings, f"{settings.kafka.group_id}.changelog-reader")
+    config.pop("statistics.interval.ms", None)
+    config["enable.partition.eof"] = False
+    return config
+
+
 def demand_reader_config(settings: Settings) -> dict[str, Any]:
     """Reads the demand topic by assignment (never joins a group, never commits)."""
     config = reader_config(settings, f"{settings.kafka.group_id}.demand-reader")

@@ -287,8 +287,26 @@ class Metrics:
         )
         self._initialise_labels(accounts)
 
+    def _declare_state(self, r: CollectorRegistry) -> None:
+        """The state kept on Kafka: the memory of deletions (``service.pipeline.deletions``)."""
+        self.state_restore_seconds = Histogram(
+            "imgsweep_state_restore_seconds",
+            "Time to restore the memory of deletions from its changelog after partitions were assigned.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.state_restored_records = Counter(
+            "imgsweep_state_restored_records", "Changelog records read back on assignment.", registry=r
+        )
+        self.state_remembered_products = Gauge(
+            "imgsweep_state_remembered_products",
+            "Products whose deleted images are remembered for a relist, over the partitions held.",
+            registry=r,
+        )
+
     def _declare_checkpoints(self, r: CollectorRegistry) -> None:
-        """The commit step's series, and exactly-once delivery's (``service.pipeline.transaction``)."""
+        """The commit step's series, exactly-once delivery's (``service.pipeline.transaction``) and the state's."""
+        self._declare_state(r)
         self.commits = Counter("imgsweep_offset_commits", "Offset commits sent.", registry=r)
         self.transaction_commits = Counter(
             "imgsweep_transaction_commits",

@@ -17,7 +17,7 @@ class Gauges:
         self._health = health
         self._lanes = lanes
 
-    def update(self, *, inflight: int, pending: int, paused: int) -> None:
+    def update(self, *, inflight: int, pending: int, paused: int, remembered: int) -> None:
         metrics = self._metrics
         for lane in self._lanes:
             lane.update_gauges()
@@ -28,3 +28,4 @@ class Gauges:
         metrics.inflight_batches.set(inflight)
         metrics.pending_events.set(pending)
         metrics.paused_partitions.set(paused)
+        metrics.state_remembered_products.set(remembered)

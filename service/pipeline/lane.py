@@ -22,7 +22,6 @@ from service.pipeline.pending import PendingEvent
 from service.pipeline.share import Paced
 from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import AccountCalls, CallStep, Workers
-from service.pipeline.steps.hold import RecentDeletions
 from service.settings import ApiSettings, BatchSettings
 
 __all__ = ["AccountCalls", "AccountLane", "LaneShared", "call_planner"]
@@ -30,13 +29,12 @@ __all__ = ["AccountCalls", "AccountLane", "LaneShared", "call_planner"]
 
 @dataclass(frozen=True, slots=True)
 class LaneShared:
-    """What every lane is built with: the batch settings, the worker threads, the ledger, the memory of recent
-    deletions, the metrics, the batches' clock and this replica's fraction of the input's partitions."""
+    """What every lane is built with: the batch settings, the worker threads, the ledger, the metrics, the
+    batches' clock and this replica's fraction of the input's partitions."""
 
     batch: BatchSettings
     workers: Workers
     ledger: Ledger
-    deletions: RecentDeletions
     metrics: Metrics
     share_fraction: Callable[[], float]
     clock: Callable[[], float] = time.monotonic
@@ -73,8 +71,7 @@ class AccountLane:
         self.paced = Paced(account.name, calls.limiter, account.api.qps, self.metrics)
         """This account's slot in the QPS share."""
         self.call = CallStep(
-            calls=calls, workers=shared.workers, ledger=shared.ledger, deletions=shared.deletions,
-            metrics=shared.metrics,
+            calls=calls, workers=shared.workers, ledger=shared.ledger, metrics=shared.metrics,
         )  # fmt: skip
         calls.limiter.when_free(shared.workers.wake.set)
         quota, limiter = calls.quota, calls.limiter

@@ -4,7 +4,9 @@ Steps report to it and never change an event or a partition's offsets themselves
 
 - decode ``admit``\\s a record (its partition is held, it was not finished by a previous owner), ``open``\\s the
   event it carries, or ``skip``\\s or ``reject``\\s the record;
-- hold, route and call ``decide`` images (``cancel`` for images never sent), ``settle`` a relist;
+- hold, route and call ``decide`` images (``cancel`` for images never sent), ``settle`` a relist; call says what
+  was deleted (``remember_deleted``) and hold asks it back for a relist (``take_deleted``): the memory of
+  deletions (``deletions.py``), whose every change is due for its changelog topic like an outcome;
 - publish takes what is finished from ``outbox`` (the single hand-off to publishing), reports what it produced
   (``produced``) and what the broker acknowledged (``acknowledged``);
 - commit asks for each partition's ``positions`` and records what was ``committed``;
@@ -22,12 +24,13 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from service.api.models import DeleteItem, ItemResult, ItemStatus
+from service.pipeline.deletions import ChangelogRecord, DeletionMemory, Product
 from service.pipeline.events import InvalidEvent
 from service.pipeline.partitions import Partitions, PartitionState, Position
 from service.pipeline.pending import PendingEvent, SourceRecord
 from service.vocabulary import CancelReason
 
-__all__ = ["Finished", "Ledger", "Rejected"]
+__all__ = ["Due", "Finished", "Ledger", "Rejected", "StateChange"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +48,23 @@ class Rejected:
     error: InvalidEvent
 
 
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """A change of the state kept on Kafka (the memory of deletions), for its changelog topic."""
+
+    record: ChangelogRecord
+
+
+Due = Finished | Rejected | StateChange
+"""What the outbox hands to publishing."""
+
+
 class Ledger:
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, memory: DeletionMemory | None = None) -> None:
         self.topic = topic
         self._partitions = Partitions()
-        self._outbox: deque[Finished | Rejected] = deque()
+        self._memory = memory or DeletionMemory(window_seconds=7 * 86_400, max_products=500_000)
+        self._outbox: deque[Due] = deque()
 
     # ---- decode ----------------------------------------------------------------------------------------------
 
@@ -120,9 +135,29 @@ class Ledger:
         else:
             self._finish_without_outcome(relist.source)
 
+    def remember_deleted(self, partition: int, collection: str, item: DeleteItem) -> None:
+        """An image of an event of ``partition`` was deleted: remembered for a later relist of its product."""
+        if partition in self._partitions:
+            self._outbox.append(StateChange(self._memory.deleted(partition, collection, item)))
+
+    def take_deleted(self, partition: int, product: Product) -> list[str]:
+        """The images of ``product`` deleted before its relist (on ``partition``), forgotten once told."""
+        images, tombstone = self._memory.take(partition, product)
+        if tombstone is not None:
+            self._outbox.append(StateChange(tombstone))
+        return images
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+        """A partition just assigned: its memory of deletions, from the changelog. Returns products remembered."""
+        return self._memory.restore(partition, records)
+
+    def remembered(self) -> int:
+        """Products whose deletions are remembered, over the partitions held."""
+        return len(self._memory)
+
     # ---- publish ---------------------------------------------------------------------------------------------
 
-    def outbox(self) -> list[Finished | Rejected]:
+    def outbox(self) -> list[Due]:
         """What is due for publishing, taken once, in the order it was finished."""
         due = list(self._outbox)
         self._outbox.clear()
@@ -170,7 +205,9 @@ class Ledger:
 
     def drop(self, numbers: Iterable[int]) -> list[PendingEvent]:
         """Revoked or lost partitions: their unfinished events are abandoned (late results are ignored)."""
+        numbers = list(numbers)
         dropped = self._partitions.drop(numbers)
+        self._memory.forget(numbers)
         self._outbox = deque(item for item in self._outbox if self.get(_partition(item)) is not None)
         return dropped
 
@@ -202,5 +239,7 @@ class Ledger:
             state.offsets.published(record.offset, 0)
 
 
-def _partition(item: Finished | Rejected) -> int:
-    return item.pending.source.partition if isinstance(item, Finished) else item.record.partition
+def _partition(item: Due) -> int:
+    if isinstance(item, Finished):
+        return item.pending.source.partition
+    return item.record.partition

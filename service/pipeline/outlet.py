@@ -44,11 +44,13 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: Headers
-    kind: Literal["outcome", "dead_letter"]
+    kind: Literal["outcome", "dead_letter", "state"]
     label: str
     """The outcome's status or the dead letter's reason (a metric label)."""
     timestamp_ms: int | None
     """The consumed record's timestamp (end-to-end latency); None for dead letters."""
+    partition: int | None = None
+    """A partition of its own (a changelog record, co-partitioned with the input); None: by its key."""
 
 
 class Delivered:
@@ -72,6 +74,10 @@ class Outlet(Protocol):
     def produce(self, state: PartitionState, offset: int, record: Record) -> None:
         """Hands one record to the producer. Never blocks for long (a full queue is served, then retried)."""
 
+    def produce_state(self, record: Record) -> None:
+        """Hands one record of the state kept on Kafka (a changelog record) to the producer: with the outcomes'
+        transaction (exactly-once), else on its own; no offset waits for it."""
+
     def poll(self) -> None:
         """Serves delivery reports. Never blocks."""
 
@@ -83,9 +89,14 @@ def produce_now(producer: Producer, record: Record, delivered: Callable[[KafkaEr
     """``produce``, serving delivery reports while the producer's queue is full."""
     while True:
         try:
-            producer.produce(
-                record.topic, value=record.value, key=record.key, headers=[*record.headers], on_delivery=delivered
-            )
+            if record.partition is None:
+                producer.produce(
+                    record.topic, value=record.value, key=record.key, headers=[*record.headers], on_delivery=delivered
+                )
+            else:
+                producer.produce(
+                    record.topic, value=record.value, key=record.key, partition=record.partition, on_delivery=delivered
+                )
         except BufferError:  # the producer's queue is full: let it deliver, then try again
             producer.poll(0.1)
         else:
@@ -105,6 +116,14 @@ class Acknowledged:
     def produce(self, state: PartitionState, offset: int, record: Record) -> None:
         def delivered(error: KafkaError | None, _message: Message) -> None:
             self._delivered(state, offset, record, error)
+
+        produce_now(self._producer, record, delivered)
+
+    def produce_state(self, record: Record) -> None:
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None and not error.fatal() and record.partition is not None:
+                log.warning("a changelog record failed, trying again: %s", error.str())
+                produce_now(self._producer, record, delivered)
 
         produce_now(self._producer, record, delivered)
 

@@ -23,8 +23,10 @@ from confluent_kafka import Consumer, Producer
 
 from service.health import HealthState
 from service.metrics import Metrics
+from service.pipeline.changelog import ChangelogReader
 from service.pipeline.consumer_stats import ConsumerStats
 from service.pipeline.decisions import drain_plan
+from service.pipeline.deletions import DeletionMemory
 from service.pipeline.events import EventTypes
 from service.pipeline.gauges import Gauges
 from service.pipeline.halt import Halt
@@ -38,7 +40,7 @@ from service.pipeline.share import Paced, PartitionShare, QpsShare
 from service.pipeline.steps.call import Workers
 from service.pipeline.steps.commit import Checkpoint, CommitStep, TransactionStep
 from service.pipeline.steps.decode import DecodeStep, EventFormat
-from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes, RecentDeletions
+from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
 from service.pipeline.transaction import Transaction
@@ -70,6 +72,7 @@ class Pipeline:
         source: str,
         tracing: Tracing = NO_TRACING,
         share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare,
+        changelog: ChangelogReader | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``accounts``: each account's calls, one lane of batches and calls each; ``share``: makes how this
@@ -80,7 +83,13 @@ class Pipeline:
         self._grace = settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
         self._health, self._stop_calls = health, stop_calls
-        self._ledger = ledger = Ledger(kafka.input_topic)
+        state = settings.state
+        memory = DeletionMemory(
+            window_seconds=state.deletions_window_seconds, max_products=state.max_remembered_products
+        )
+        self._ledger = ledger = Ledger(kafka.input_topic, memory)
+        self._changelog = changelog
+        self._metrics = metrics
         self._halt = halt = Halt(health, metrics)
         self._wake = threading.Event()
         """Set when a call finishes or a rate limiter's slot comes free: the loop then turns at once."""
@@ -108,19 +117,20 @@ class Pipeline:
         else:
             outlet = Acknowledged(producer, held=ledger.holds, acked=delivered, halt=halt)
             self._commit = CommitStep(consumer=consumer, ledger=ledger, health=health, metrics=metrics)
-        topics = Topics(kafka.outcome_topic, kafka.dlq_topic, source=source, dry_run=settings.dry_run)
+        topics = Topics(
+            kafka.outcome_topic, kafka.dlq_topic, kafka.deletions_topic, source=source, dry_run=settings.dry_run
+        )
         self._publish = PublishStep(outlet=outlet, topics=topics, ledger=ledger, next_step=self._commit)
-        deletions = RecentDeletions()
         shared = LaneShared(
             batch=batch, workers=Workers(executor, self._wake, stop_calls, halt, tracing), ledger=ledger,
-            deletions=deletions, metrics=metrics, share_fraction=self._share_fraction, clock=clock,
+            metrics=metrics, share_fraction=self._share_fraction, clock=clock,
         )  # fmt: skip
         self._lanes = [AccountLane(calls, shared) for calls in accounts]
         self._route = RouteStep(
             lanes=self._lanes, next_step=self._publish, ledger=ledger, wake=self._wake, metrics=metrics
         )
         self._hold = HoldStep(
-            next_step=self._route, ledger=ledger, deletions=deletions,
+            next_step=self._route, ledger=ledger,
             times=HoldTimes(batch.relist_grace_seconds, settings.max_event_age_seconds),
             clock=EventClock(self._intake.caught_up), metrics=metrics,
         )  # fmt: skip
@@ -193,6 +203,7 @@ class Pipeline:
             inflight=self._route.inflight(),
             pending=self._ledger.pending_events(),
             paused=len(self._ledger.numbers()) if self._intake.paused else 0,
+            remembered=self._ledger.remembered(),
         )
 
     def _demand(self) -> dict[str, int]:
@@ -275,6 +286,30 @@ class Pipeline:
         log.info("stopped")
 
     # ---- what a rebalance asks (``rebalance.Flow``) --------------------------------------------------------
+
+    def assigned(self, partitions: frozenset[int]) -> None:
+        """Partitions just assigned: their memory of deletions, restored from the changelog (Kafka Streams'
+        restore before processing; blocks the loop for the read)."""
+        if self._changelog is None or not partitions:
+            return
+        started = time.monotonic()
+        restored = 0
+        for number in sorted(partitions):
+            try:
+                records = self._changelog.read(number)
+            except Exception as error:  # noqa: BLE001 - without it a relist may miss its outcome, nothing else
+                log.warning("could not restore the memory of deletions: %s", error, extra={"partition": number})
+                continue
+            restored += len(records)
+            self._ledger.restore(number, records)
+        seconds = time.monotonic() - started
+        self._metrics.state_restore_seconds.observe(seconds)
+        self._metrics.state_restored_records.inc(restored)
+        self._metrics.state_remembered_products.set(self._ledger.remembered())
+        log.info(
+            "memory of deletions restored",
+            extra={"count": restored, "state": f"{self._ledger.remembered()} products", "wait_seconds": seconds},
+        )
 
     def revoke(self, partitions: frozenset[int], deadline: float) -> None:
         """The revoked partitions' unsent images leave their batches; their calls under way are waited for until

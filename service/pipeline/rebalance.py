@@ -36,6 +36,9 @@ class Flow(Protocol):
     def revoke(self, partitions: frozenset[int], deadline: float) -> None:
         """Finishes the partitions' calls under way until ``deadline`` and commits their finished work."""
 
+    def assigned(self, partitions: frozenset[int]) -> None:
+        """The partitions are this replica's now: the state kept for them on Kafka is read back."""
+
     def dropped(self, partitions: frozenset[int]) -> None:
         """The partitions are gone: whatever still carries their work lets it go."""
 
@@ -69,6 +72,7 @@ class Rebalance:
     def on_assign(self, _consumer: Consumer, assigned: list[TopicPartition]) -> None:
         committed = self._committed(assigned)
         self._ledger.assign(PartitionState.resumed_from(tp.partition, committed.get(tp.partition)) for tp in assigned)
+        self._flow.assigned(frozenset(tp.partition for tp in assigned))
         self.changed = True
         inherited = sum(len(state.inherited_done) for state in self._ledger.states() if state.number in committed)
         log.info("partitions assigned", extra={"count": len(assigned), "state": f"{inherited} offsets already done"})

@@ -39,9 +39,10 @@ INIT_TIMEOUT_SECONDS: Final = 30.0
 
 @dataclass(eq=False, slots=True)
 class _Entry:
-    """A record of the open transaction, kept until it commits."""
+    """A record of the open transaction, kept until it commits: an event's (``state``, ``offset``), or a
+    changelog record (``state`` None: no offset waits for it)."""
 
-    state: PartitionState
+    state: PartitionState | None
     offset: int
     record: Record
     acked: bool = False
@@ -74,6 +75,11 @@ class Transaction:
 
     def produce(self, state: PartitionState, offset: int, record: Record) -> None:
         entry = _Entry(state, offset, record)
+        self._entries.append(entry)
+        self._send(entry)
+
+    def produce_state(self, record: Record) -> None:
+        entry = _Entry(None, -1, record)
         self._entries.append(entry)
         self._send(entry)
 
@@ -124,7 +130,7 @@ class Transaction:
     def dropped(self) -> None:
         """Partitions were lost: records of theirs in the open transaction must not commit (their next owner
         publishes them); the transaction is aborted and the rest produced again."""
-        if any(not self._ledger.holds(entry.state) for entry in self._entries):
+        if any(not self._held(entry) for entry in self._entries):
             self._abort(AbortReason.PARTITIONS_LOST, "partitions lost")
 
     # ---- the transaction's states ------------------------------------------------------------------------------
@@ -149,7 +155,7 @@ class Transaction:
             if not self._fatal(error):
                 self._failed = self._failed or error.str()
             return
-        if not entry.acked and self._ledger.holds(entry.state):
+        if entry.state is not None and not entry.acked and self._ledger.holds(entry.state):
             entry.acked = True
             self._acked(entry.state, entry.offset, entry.record)
 
@@ -166,9 +172,14 @@ class Transaction:
         self._metrics.transaction_aborts.labels(reason).inc()
         self._open, self._failed = False, None
         self._generation += 1
-        self._entries = [entry for entry in self._entries if self._ledger.holds(entry.state)]
+        self._entries = [entry for entry in self._entries if self._held(entry)]
         for entry in self._entries:
             self._send(entry)
+
+    def _held(self, entry: _Entry) -> bool:
+        if entry.state is not None:
+            return self._ledger.holds(entry.state)
+        return entry.record.partition is not None and self._ledger.get(entry.record.partition) is not None
 
     def _fatal(self, error: KafkaError) -> bool:
         """A fenced or fatally failed producer can do nothing more: the process exits for a fresh one."""

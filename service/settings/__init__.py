@@ -23,6 +23,7 @@ from service.settings.observability import HttpSettings, LogSettings, TracingSet
 from service.settings.registry import SchemaRegistrySettings
 from service.settings.root import Settings
 from service.settings.sources import ENV_PREFIX
+from service.settings.state import StateSettings
 
 __all__ = [
     "API_MAX_BODY_BYTES",
@@ -43,6 +44,7 @@ __all__ = [
     "PerAccount",
     "SchemaRegistrySettings",
     "Settings",
+    "StateSettings",
     "TracingSettings",
     "load_settings",
     "masked_config",

@@ -89,6 +89,20 @@ class KafkaSettings(Section):
             "instance id to fence it at once) holds back read_committed readers and its partitions' offsets."
         ),
     )
+    deletions_topic: TopicName = Field(
+        default="catalog.imgsweep.deletions",
+        description=(
+            "Compacted changelog of the memory of deletions (for relists), co-partitioned with the input topic: "
+            "as many partitions, created by imgsweep when missing (IMGSWEEP_KAFKA__CREATE_TOPICS)."
+        ),
+    )
+    create_topics: bool = Field(
+        default=True,
+        description=(
+            "Create imgsweep's internal topics (demand, deletions) when they are missing; false for clusters where "
+            "only operators create topics: `imgsweep check-config --probe` then prints the commands."
+        ),
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     properties: Annotated[dict[str, str], json_setting(JSON_OBJECT_OF_STRINGS)] = Field(
@@ -172,11 +186,11 @@ class KafkaSettings(Section):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:
-        topics = [self.input_topic, self.outcome_topic, self.dlq_topic, self.demand_topic]
+        topics = [self.input_topic, self.outcome_topic, self.dlq_topic, self.demand_topic, self.deletions_topic]
         if len(set(topics)) != len(topics):
             raise ValueError(
-                "input_topic, outcome_topic and dlq_topic must be three different topics, and demand_topic a "
-                f"fourth (got {', '.join(topics)})"
+                "input_topic, outcome_topic and dlq_topic must be three different topics, and demand_topic and "
+                f"deletions_topic two more (got {', '.join(topics)})"
             )
         return self
 

@@ -20,6 +20,7 @@ from service.settings.sources import (
     SETTINGS_CONFIG,
     settings_sources,
 )
+from service.settings.state import StateSettings
 
 __all__ = ["Settings"]
 
@@ -37,6 +38,7 @@ class Settings(BaseSettings):
     events: EventSettings = EventSettings()
     tracing: TracingSettings = TracingSettings()
     schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
+    state: StateSettings = StateSettings()
     accounts: dict[str, AccountSettings] = Field(
         default_factory=dict,
         description="Several JD accounts (IMGSWEEP_ACCOUNTS__<NAME>__*); none: one account, IMGSWEEP_API__*.",
@@ -64,13 +66,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _dry_run_names(self) -> Settings:
-        """In dry-run the consumer group, both output topics and the demand topic get their dry-run form
+        """In dry-run the consumer group, both output topics, the demand and deletions topics get their dry-run form
         (``DRY_RUN_SUFFIX``; a dry run never takes a share of the live replicas' QPS), so a
         dry run never commits in the live group nor publishes where live consumers read: turning it off then
         processes every event from where the live group stands. Names that have the suffix already keep it."""
         if self.dry_run:
             kafka = self.kafka
-            renamed = ("group_id", "outcome_topic", "dlq_topic", "demand_topic")
+            renamed = ("group_id", "outcome_topic", "dlq_topic", "demand_topic", "deletions_topic")
             names = {name: dry_run_form(getattr(kafka, name)) for name in renamed}
             object.__setattr__(self, "kafka", kafka.model_copy(update=names))  # still frozen to everyone else
         return self

@@ -144,11 +144,23 @@ class FakeProducer:
 
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None, list[tuple[str, bytes | None]]]] = []
+        self.partitions: list[int | None] = []
+        """The partition each record was produced to, when one was named (a changelog's); else None."""
         self._callbacks: list[Callable[[Any, Any], None]] = []
         self.hold = False
 
-    def produce(self, topic: str, *, value: bytes | None, key: bytes | None, headers: Any, on_delivery: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        *,
+        value: bytes | None,
+        key: bytes | None,
+        on_delivery: Any,
+        headers: Any = (),
+        partition: int | None = None,
+    ) -> None:
         self.produced.append((topic, value, list(headers)))
+        self.partitions.append(partition)
         self._callbacks.append(on_delivery)
 
     def poll(self, timeout: float) -> int:
@@ -191,9 +203,18 @@ class FakeTransactionalProducer(FakeProducer):
         assert self._open is None, "a transaction is open already"
         self._open, self._offsets = [], {}
 
-    def produce(self, topic: str, *, value: bytes | None, key: bytes | None, headers: Any, on_delivery: Any) -> None:
+    def produce(
+        self,
+        topic: str,
+        *,
+        value: bytes | None,
+        key: bytes | None,
+        on_delivery: Any,
+        headers: Any = (),
+        partition: int | None = None,
+    ) -> None:
         assert self._open is not None, "produce outside a transaction"
-        super().produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+        super().produce(topic, value=value, key=key, headers=headers, partition=partition, on_delivery=on_delivery)
         self._open.append(self.produced[-1])
 
     def poll(self, timeout: float) -> int:

@@ -31,7 +31,7 @@ from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import AccountCalls, CallStep, Workers
 from service.pipeline.steps.commit import CommitStep
 from service.pipeline.steps.decode import DecodeStep, EventFormat
-from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes, RecentDeletions
+from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
 from service.settings import Settings
@@ -206,7 +206,7 @@ def test_hold_keeps_a_delist_for_the_grace_and_a_relist_cancels_it_and_what_wait
     route.pending = [batched]
     wall = [1_700_000_000_000]
     step = HoldStep(
-        next_step=route, ledger=ledger, deletions=RecentDeletions(), times=HoldTimes(10.0, None),
+        next_step=route, ledger=ledger, times=HoldTimes(10.0, None),
         clock=EventClock(lambda _state: True, lambda: wall[0]), metrics=metrics(),
     )  # fmt: skip
     step.submit(held)
@@ -283,13 +283,12 @@ def test_call_decides_each_image_in_the_ledger_and_remembers_deletions() -> None
 
     limiter = RateLimiter(2, clock=limiter_clock)
     quota = QuotaGate(UTC, clock_time(0, 0), clock=lambda: datetime(2026, 12, 7, 12, tzinfo=UTC))
-    deletions = RecentDeletions()
     api: dict[str, Any] = {"workers": 1}
     (account,) = Settings(api=api).api_accounts()  # type: ignore[arg-type]
     step = CallStep(
         calls=AccountCalls(account, lambda batch: BatchResult(items=()), quota, limiter),
         workers=Workers(executor, wake, threading.Event(), Halt(HealthState(), metrics())),
-        ledger=ledger, deletions=deletions, metrics=metrics(),
+        ledger=ledger, metrics=metrics(),
     )  # fmt: skip
     batcher: Batcher[PendingEvent] = Batcher(max_items=10, max_bytes=100_000, linger_seconds=0)
     for item in event.items():
@@ -304,7 +303,7 @@ def test_call_decides_each_image_in_the_ledger_and_remembers_deletions() -> None
     step.poll()
     assert finished_ids(ledger) == ["e0"]
     assert event.api_calls == 1
-    assert sorted(deletions.take(("c", "p"), 0.0)) == [item.image_id for item in event.items()]
+    assert sorted(ledger.take_deleted(0, ("c", "p"))) == [item.image_id for item in event.items()]
 
 
 # ---- publish and commit ---------------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
 from service.pipeline.pending import PendingEvent
 from service.pipeline.steps.abstract import MessageRejected
-from service.pipeline.steps.hold import RecentDeletions
 from service.settings import Account
 from service.tracing import NO_TRACING, Tracing
 from service.vocabulary import CancelReason, DeadLetterReason, TraceContext
@@ -71,9 +70,7 @@ class Workers:
 
 
 class CallStep:
-    def __init__(
-        self, *, calls: AccountCalls, workers: Workers, ledger: Ledger, deletions: RecentDeletions, metrics: Metrics
-    ) -> None:
+    def __init__(self, *, calls: AccountCalls, workers: Workers, ledger: Ledger, metrics: Metrics) -> None:
         self._account = calls.account.name
         self._delete = calls.delete
         self._limiter = calls.limiter
@@ -86,7 +83,6 @@ class CallStep:
         self._halt = workers.halt
         self._tracing = workers.tracing
         self._ledger = ledger
-        self._deletions = deletions
         self._metrics = metrics
         self._feedback: Feedback | None = None
         self._inflight: dict[Future[BatchResult], ReadyBatch[PendingEvent]] = {}
@@ -253,11 +249,10 @@ class CallStep:
                 if waiter.relisted:  # a relist came while the item was in this call: no second try
                     results.append(ItemResult(item, ItemStatus.CANCELLED, CancelReason.RELISTED))
                     counts[ItemStatus.CANCELLED, CancelReason.RELISTED] += 1
-        now = time.monotonic()
         for item_result, waiters in routing.decided:
             counts[item_result.status, item_result.reason] += 1
-            if item_result.status is ItemStatus.DELETED:
-                self._deletions.deleted(ready.batch.collection, item_result.item, now)
+            if item_result.status is ItemStatus.DELETED and waiters:  # a product's events share its partition
+                self._ledger.remember_deleted(waiters[0].source.partition, ready.batch.collection, item_result.item)
             for waiter in waiters:
                 if not waiter.abandoned:
                     decided.setdefault(waiter, []).append(item_result)

@@ -20,13 +20,14 @@ This needs producers to put a product's delist and relist on one partition (keye
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.metrics import Metrics
+from service.pipeline.deletions import Product
 from service.pipeline.events import EventKind
 from service.pipeline.ledger import Ledger
 from service.pipeline.partitions import PartitionState
@@ -34,12 +35,9 @@ from service.pipeline.pending import PendingEvent
 from service.pipeline.steps.abstract import Step
 from service.vocabulary import CancelReason, SkipReason
 
-__all__ = ["RE_ADD_REASON", "EventClock", "HoldStep", "HoldTimes", "Holding", "Lanes", "RecentDeletions"]
+__all__ = ["RE_ADD_REASON", "EventClock", "HoldStep", "HoldTimes", "Holding", "Lanes"]
 
 RE_ADD_REASON = "deleted_before_relist"
-
-Product = tuple[str, str]
-"""(collection, product id)."""
 
 
 class Holding(Step[PendingEvent], Protocol):
@@ -82,39 +80,12 @@ class EventClock:
         return max(seen, self.wall_ms()) if self.caught_up(state) else seen
 
 
-class RecentDeletions:
-    """Which images of which products this process deleted lately; bounded by products and by age."""
-
-    def __init__(self, *, max_products: int = 5_000, max_age_seconds: float = 86_400.0) -> None:
-        self._max_products = max_products
-        self._max_age = max_age_seconds
-        self._products: OrderedDict[Product, tuple[float, dict[str, None]]] = OrderedDict()
-
-    def deleted(self, collection: str, item: DeleteItem, now: float) -> None:
-        key = (collection, item.product_id)
-        entry = self._products.pop(key, None)
-        images = entry[1] if entry is not None else {}
-        images[item.image_id] = None
-        self._products[key] = (now, images)
-        while len(self._products) > self._max_products:
-            self._products.popitem(last=False)
-
-    def take(self, product: Product, now: float) -> list[str]:
-        """The product's images deleted within the age bound, forgotten once told (the catalog re-adds them)."""
-        entry = self._products.pop(product, None)
-        if entry is None or now - entry[0] > self._max_age:
-            return []
-        return list(entry[1])
-
-
 class HoldStep:
     def __init__(
-        self, *, next_step: Lanes, ledger: Ledger, deletions: RecentDeletions, times: HoldTimes, clock: EventClock,
-        metrics: Metrics,
-    ) -> None:  # fmt: skip
+        self, *, next_step: Lanes, ledger: Ledger, times: HoldTimes, clock: EventClock, metrics: Metrics
+    ) -> None:
         self._next = next_step
         self._ledger = ledger
-        self._deletions = deletions
         self._grace_ms = int(times.grace_seconds * 1000)
         self._max_age_ms = None if times.max_age_seconds is None else int(times.max_age_seconds * 1000)
         self._clock = clock
@@ -199,7 +170,7 @@ class HoldStep:
             if pending.abandoned or pending.complete or pending.event.kind is not EventKind.DELIST:
                 continue
             self._cancel(pending, self._next.withdraw(pending), CancelReason.RELISTED)
-        deleted = self._deletions.take(product, time.monotonic())
+        deleted = self._ledger.take_deleted(relist.source.partition, product)
         if not deleted:
             self._metrics.events_skipped.labels(SkipReason.RELIST).inc()
         readd = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from service.pipeline.events import InvalidEvent
-from service.pipeline.ledger import Finished, Ledger, Rejected
+from service.pipeline.ledger import Due, Finished, Ledger, Rejected
 from service.pipeline.outcomes import build_outcome, dead_letter_headers, failure_summary, outcome_headers
 from service.pipeline.outlet import Outlet, Record
 from service.pipeline.pending import PendingEvent, SourceRecord
@@ -35,6 +35,8 @@ class Topics:
 
     outcomes: str
     dead_letters: str
+    state: str = "catalog.imgsweep.deletions"
+    """The changelog topic of the memory of deletions."""
     source: str = "imgsweep"
     dry_run: bool = False
 
@@ -59,11 +61,16 @@ class PublishStep:
         self._ledger = ledger
         self._next = next_step
 
-    def submit(self, item: Finished | Rejected) -> None:
+    def submit(self, item: Due) -> None:
         if isinstance(item, Finished):
             self._outcome(item.pending)
-        else:
+        elif isinstance(item, Rejected):
             self._invalid(item.record, item.error)
+        else:
+            change = item.record
+            self._outlet.produce_state(
+                Record(self._topics.state, change.key, change.value, [], "state", "deletions", None, change.partition)
+            )
 
     def poll(self) -> None:
         """Produces what the ledger finished and serves delivery reports (acknowledgements move the commit

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from service.api.models import DeleteItem, ItemResult, ItemStatus
 from service.metrics import Metrics
 from service.pipeline.lane import AccountLane
-from service.pipeline.ledger import Finished, Ledger, Rejected
+from service.pipeline.ledger import Due, Ledger
 from service.pipeline.pending import PendingEvent
 from service.pipeline.steps.abstract import Step
 from service.settings import EVERY_OTHER_COLLECTION
@@ -46,7 +46,7 @@ class RouteStep:
     """Hands each delist to its account's lane; polls the lanes, then the step that publishes what they finish."""
 
     def __init__(
-        self, *, lanes: Sequence[AccountLane], next_step: Step[Finished | Rejected], ledger: Ledger,
+        self, *, lanes: Sequence[AccountLane], next_step: Step[Due], ledger: Ledger,
         wake: threading.Event, metrics: Metrics,
     ) -> None:  # fmt: skip
         self.lanes = tuple(lanes)

@@ -1,0 +1,99 @@
+"""imgsweep's internal topics: made by imgsweep when missing, as Kafka Connect and Kafka Streams make theirs.
+
+- the demand topic (``IMGSWEEP_KAFKA__DEMAND_TOPIC``): replicas announce the calls they could make, to share
+  each account's QPS (compacted, one partition; only with ``IMGSWEEP_API__QPS_SHARE=demand``);
+- the deletions changelog (``IMGSWEEP_KAFKA__DELETIONS_TOPIC``): the memory of deletions for relists, as many
+  partitions as the input topic (co-partitioned), compacted and deleted after the memory's window.
+
+On a locked-down cluster (``IMGSWEEP_KAFKA__CREATE_TOPICS=false``) imgsweep creates nothing and says which
+topics to create, with the command (``imgsweep check-config --probe`` and the start-up log).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports it implicitly only
+
+from service.settings import Settings
+
+__all__ = ["InternalTopic", "create_command", "ensure_topics", "internal_topics"]
+
+log = logging.getLogger(__name__)
+
+ADMIN_TIMEOUT_SECONDS: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class InternalTopic:
+    name: str
+    variable: str
+    """The setting that names it."""
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    required: bool = True
+    """Whether imgsweep cannot run without it (the demand topic only degrades the QPS share)."""
+
+
+def internal_topics(settings: Settings, input_partitions: int) -> list[InternalTopic]:
+    """The internal topics these settings use, for an input topic of ``input_partitions`` partitions."""
+    kafka = settings.kafka
+    topics = [
+        InternalTopic(
+            kafka.deletions_topic,
+            "IMGSWEEP_KAFKA__DELETIONS_TOPIC",
+            input_partitions,
+            {
+                "cleanup.policy": "compact,delete",
+                "retention.ms": str(int(settings.state.deletions_window_seconds * 1000)),
+            },
+        )
+    ]
+    if settings.api.qps_share == "demand":
+        topics.append(
+            InternalTopic(
+                kafka.demand_topic, "IMGSWEEP_KAFKA__DEMAND_TOPIC", 1, {"cleanup.policy": "compact"}, required=False
+            )
+        )
+    return topics
+
+
+def create_command(topic: InternalTopic, bootstrap_servers: str) -> str:
+    """The command an operator runs to create ``topic`` by hand."""
+    configs = "".join(f" --config {name}={value}" for name, value in topic.config.items())
+    return (
+        f"kafka-topics.sh --bootstrap-server {bootstrap_servers} --create --topic {topic.name} "
+        f"--partitions {topic.partitions}{configs}"
+    )
+
+
+def ensure_topics(admin: AdminClient, topics: Sequence[InternalTopic], *, create: bool) -> list[InternalTopic]:
+    """Creates the missing ones (when ``create``); returns those still missing. Blocks for the brokers."""
+    existing = admin.list_topics(timeout=ADMIN_TIMEOUT_SECONDS).topics
+    missing = [topic for topic in topics if topic.name not in existing]
+    if not missing or not create:
+        return missing
+    futures = admin.create_topics(
+        [NewTopic(topic.name, num_partitions=topic.partitions, config=topic.config) for topic in missing],
+        operation_timeout=ADMIN_TIMEOUT_SECONDS,
+    )
+    still: list[InternalTopic] = []
+    for topic in missing:
+        try:
+            futures[topic.name].result(ADMIN_TIMEOUT_SECONDS)
+        except KafkaException as exc:
+            error = exc.args[0]
+            if error.code() == error.TOPIC_ALREADY_EXISTS:  # another replica was first
+                continue
+            log.error(  # noqa: TRY400 - the broker's answer says it all
+                "could not create topic %s: %s", topic.name, error.str(), extra={"topic": topic.name}
+            )
+            still.append(topic)
+        else:
+            log.info("created internal topic %s", topic.name, extra={"topic": topic.name, "count": topic.partitions})
+    return still

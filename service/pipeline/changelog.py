@@ -1,0 +1,50 @@
+"""Reading a changelog topic back: the state a partition's previous owner left (restore on assignment)."""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+from confluent_kafka import Consumer, TopicPartition
+
+__all__ = ["ChangelogReader"]
+
+RESTORE_TIMEOUT_SECONDS: Final = 60.0
+
+
+class ChangelogReader:
+    """Reads one partition of a changelog from its start to its end now, by assignment (never in a group)."""
+
+    def __init__(self, consumer: Consumer, topic: str, *, timeout: float = RESTORE_TIMEOUT_SECONDS) -> None:
+        self._consumer = consumer
+        self._topic = topic
+        self._timeout = timeout
+
+    def read(self, partition: int) -> list[tuple[bytes | None, bytes | None]]:
+        """Every committed record of ``partition``, oldest first (key, value). Blocks until its end is reached or
+        the timeout (what was read is kept: an older memory is better than none)."""
+        where = TopicPartition(self._topic, partition)
+        low, high = self._consumer.get_watermark_offsets(where, timeout=10)
+        if high <= low:
+            return []
+        self._consumer.assign([TopicPartition(self._topic, partition, low)])
+        records: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + self._timeout
+        try:
+            while time.monotonic() < deadline:
+                for message in self._consumer.consume(1000, timeout=0.2):
+                    if message.error() is None:
+                        records.append((_raw(message.key()), _raw(message.value())))
+                (position,) = self._consumer.position([where])
+                if position.offset >= high:  # the last offsets may be transaction markers, never read
+                    break
+        finally:
+            self._consumer.unassign()
+        return records
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _raw(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value

@@ -1,0 +1,154 @@
+"""The memory of deletions: which images of which products were deleted, for the relists that come later.
+
+A relist of a product whose images were already deleted must get an outcome naming them (``re_add_required``),
+or the product is listed again with no images and nobody is told. That memory must outlive the process, so it
+is a state store after Kafka Streams': a local view per input partition, every change written to a compacted
+changelog topic co-partitioned with the input (a product's delist, its relist and its changelog records share a
+partition number), inside the same transaction as the outcomes (exactly-once delivery), and restored from the
+changelog for the partitions a replica is given. A relist after a restart, a rebalance or a week finds it.
+
+Bounded twice: by age (``window_seconds``; the changelog topic's ``retention.ms`` deletes what is older, and
+compaction keeps one record per product) and by count (``max_products`` per replica, oldest forgotten first).
+An entry costs about 200 bytes plus its image ids: a million products with four images each is about 350 MB,
+so the default bound is 500,000 products.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from service.api.models import DeleteItem
+
+__all__ = ["CHANGELOG_KIND", "ChangelogRecord", "DeletionMemory", "Product"]
+
+Product = tuple[str, str]
+"""(collection, product id)."""
+
+CHANGELOG_KIND: Final = "deletions"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangelogRecord:
+    """One change of the memory, for the changelog topic: a product's images (or a tombstone: ``value`` None)."""
+
+    partition: int
+    key: bytes
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class _Entry:
+    at_ms: int
+    images: dict[str, None] = field(default_factory=dict)
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _key(product: Product) -> bytes:
+    return json.dumps(list(product), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class DeletionMemory:
+    def __init__(self, *, window_seconds: float, max_products: int, wall_ms: Callable[[], int] = _wall_ms) -> None:
+        self._window_ms = int(window_seconds * 1000)
+        self._max_products = max_products
+        self._wall_ms = wall_ms
+        self._partitions: dict[int, OrderedDict[Product, _Entry]] = {}
+        self._size = 0
+
+    def deleted(self, partition: int, collection: str, item: DeleteItem) -> ChangelogRecord:
+        """An image was deleted: remembered, and the change to write."""
+        product = (collection, item.product_id)
+        entries = self._partitions.setdefault(partition, OrderedDict())
+        entry = entries.pop(product, None)
+        if entry is None:
+            entry = _Entry(self._wall_ms())
+            self._size += 1
+        entry.at_ms = self._wall_ms()
+        entry.images[item.image_id] = None
+        entries[product] = entry
+        self._bound(entries)
+        return ChangelogRecord(partition, _key(product), _value(entry))
+
+    def take(self, partition: int, product: Product) -> tuple[list[str], ChangelogRecord | None]:
+        """The product's images deleted within the window, forgotten once told (the catalog adds them again);
+        with the tombstone to write, if anything was remembered."""
+        entries = self._partitions.get(partition)
+        entry = None if entries is None else entries.pop(product, None)
+        if entry is None:
+            return [], None
+        self._size -= 1
+        tombstone = ChangelogRecord(partition, _key(product), None)
+        if self._wall_ms() - entry.at_ms > self._window_ms:
+            return [], tombstone
+        return list(entry.images), tombstone
+
+    def restore(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+        """A partition's changelog, oldest first (key, value): the memory as its previous owner left it. Returns
+        how many products it remembers."""
+        entries = self._partitions.setdefault(partition, OrderedDict())
+        horizon = self._wall_ms() - self._window_ms
+        for key, value in records:
+            if key is None:
+                continue
+            product = _product(key)
+            if product is None:
+                continue
+            old = entries.pop(product, None)
+            self._size -= old is not None
+            entry = _entry(value)
+            if entry is not None and entry.at_ms >= horizon:
+                entries[product] = entry
+                self._size += 1
+        self._bound(entries)
+        return len(entries)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Partitions gone to another replica: it restores their memory from the changelog."""
+        for number in partitions:
+            entries = self._partitions.pop(number, None)
+            if entries is not None:
+                self._size -= len(entries)
+
+    def __len__(self) -> int:
+        """Products remembered, over every partition held."""
+        return self._size
+
+    def _bound(self, entries: OrderedDict[Product, _Entry]) -> None:
+        while self._size > self._max_products and entries:
+            entries.popitem(last=False)
+            self._size -= 1
+
+
+def _value(entry: _Entry) -> bytes:
+    return json.dumps({"at": entry.at_ms, "images": list(entry.images)}, separators=(",", ":")).encode()
+
+
+def _product(key: bytes) -> Product | None:
+    try:
+        parts = json.loads(key)
+    except ValueError:
+        return None
+    if not (isinstance(parts, list) and len(parts) == 2 and all(isinstance(part, str) for part in parts)):
+        return None
+    return (parts[0], parts[1])
+
+
+def _entry(value: bytes | None) -> _Entry | None:
+    if value is None:
+        return None
+    try:
+        document = json.loads(value)
+        at, images = document["at"], document["images"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(at, int) or not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+        return None
+    return _Entry(at, dict.fromkeys(images))
