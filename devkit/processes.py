@@ -263,12 +263,20 @@ class Topics:
 
     @classmethod
     def create(cls, admin: AdminClient, prefix: str, *, partitions: int) -> Topics:
-        """Creates the four (``partitions`` for the input, one each for outcomes, dead letters and the compacted
-        demand topic); blocks until the broker has them, so a producer can use them at once."""
+        """Creates the five (``partitions`` for the input and the deletions changelog, one each for outcomes, dead
+        letters and the compacted demand topic); blocks until the broker has them, so a producer can use them."""
         topics = cls.named(prefix)
         new = [NewTopic(topics.input, num_partitions=partitions, replication_factor=1)]
         new += [NewTopic(name, num_partitions=1, replication_factor=1) for name in (topics.outcome, topics.dlq)]
         new.append(NewTopic(topics.demand_topic, num_partitions=1, replication_factor=1, config=DEMAND_TOPIC_CONFIG))
+        new.append(  # as imgsweep would make it, co-partitioned with the input (service.internal_topics)
+            NewTopic(
+                topics.deletions_topic,
+                num_partitions=partitions,
+                replication_factor=1,
+                config={"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000)},
+            )
+        )
         for future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT).values():
             future.result(ADMIN_TIMEOUT)
         return topics
@@ -278,8 +286,13 @@ class Topics:
         return self.demand or f"{self.input}.demand"
 
     @property
+    def deletions_topic(self) -> str:
+        """The changelog of the memory of deletions (relists), one per test."""
+        return f"{self.input}.deletions"
+
+    @property
     def names(self) -> list[str]:
-        return [self.input, self.outcome, self.dlq, *([self.demand] if self.demand else [])]
+        return [self.input, self.outcome, self.dlq, *([self.demand] if self.demand else []), self.deletions_topic]
 
 
 def imgsweep_env(
@@ -296,6 +309,7 @@ def imgsweep_env(
         "IMGSWEEP_KAFKA__OUTCOME_TOPIC": topics.outcome,
         "IMGSWEEP_KAFKA__DLQ_TOPIC": topics.dlq,
         "IMGSWEEP_KAFKA__DEMAND_TOPIC": topics.demand_topic,
+        "IMGSWEEP_KAFKA__DELETIONS_TOPIC": topics.deletions_topic,
     }
     if not accounts:
         env.update({"IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": SECRET_KEY})

@@ -20,6 +20,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
+from service.internal_topics import create_command, internal_topics
 from service.kafka_clients import consumer_config, producer_config
 from service.settings import ConfigError, Settings
 
@@ -186,6 +187,24 @@ def probe_brokers(settings: Settings, timeout: float) -> ProbeResult:
         warnings.append(
             f"IMGSWEEP_KAFKA__DEMAND_TOPIC: topic {kafka.demand_topic!r}{dry_run_form} does not exist on the brokers "
             "(or this user may not describe it): replicas will share the QPS by partitions, not by what each has "
-            "to send; create it compacted (cleanup.policy=compact, 1 partition)"
+            "to send, until it exists; "
+            + (
+                "imgsweep creates it at start"
+                if kafka.create_topics
+                else "create it compacted (cleanup.policy=compact, 1 partition)"
+            )
         )
+    source = metadata.topics.get(kafka.input_topic)
+    partitions = len(source.partitions) if source is not None and source.partitions else 1
+    for internal in internal_topics(settings, partitions):
+        if internal.name in metadata.topics or not internal.required:  # the demand topic: warned about above
+            continue
+        if kafka.create_topics:
+            warnings.append(f"{internal.variable}: topic {internal.name!r} is missing; imgsweep creates it at start")
+        else:
+            problems.append(
+                f"{internal.variable}: topic {internal.name!r}{dry_run_form} does not exist and "
+                "IMGSWEEP_KAFKA__CREATE_TOPICS is false: create it with "
+                + create_command(internal, kafka.bootstrap_servers)
+            )
     return ProbeResult(len(metadata.brokers), problems, warnings)

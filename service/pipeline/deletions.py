@@ -60,31 +60,25 @@ class DeletionMemory:
         self._window_ms = int(window_seconds * 1000)
         self._max_products = max_products
         self._wall_ms = wall_ms
-        self._partitions: dict[int, OrderedDict[Product, _Entry]] = {}
-        self._size = 0
+        self._entries: OrderedDict[tuple[int, Product], _Entry] = OrderedDict()
+        """By (input partition, product), least recently deleted first."""
 
     def deleted(self, partition: int, collection: str, item: DeleteItem) -> ChangelogRecord:
         """An image was deleted: remembered, and the change to write."""
         product = (collection, item.product_id)
-        entries = self._partitions.setdefault(partition, OrderedDict())
-        entry = entries.pop(product, None)
-        if entry is None:
-            entry = _Entry(self._wall_ms())
-            self._size += 1
+        entry = self._entries.pop((partition, product), None) or _Entry(self._wall_ms())
         entry.at_ms = self._wall_ms()
         entry.images[item.image_id] = None
-        entries[product] = entry
-        self._bound(entries)
+        self._entries[partition, product] = entry
+        self._bound()
         return ChangelogRecord(partition, _key(product), _value(entry))
 
     def take(self, partition: int, product: Product) -> tuple[list[str], ChangelogRecord | None]:
         """The product's images deleted within the window, forgotten once told (the catalog adds them again);
         with the tombstone to write, if anything was remembered."""
-        entries = self._partitions.get(partition)
-        entry = None if entries is None else entries.pop(product, None)
+        entry = self._entries.pop((partition, product), None)
         if entry is None:
             return [], None
-        self._size -= 1
         tombstone = ChangelogRecord(partition, _key(product), None)
         if self._wall_ms() - entry.at_ms > self._window_ms:
             return [], tombstone
@@ -92,39 +86,35 @@ class DeletionMemory:
 
     def restore(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
         """A partition's changelog, oldest first (key, value): the memory as its previous owner left it. Returns
-        how many products it remembers."""
-        entries = self._partitions.setdefault(partition, OrderedDict())
+        how many of its products are remembered."""
         horizon = self._wall_ms() - self._window_ms
+        restored: dict[Product, _Entry] = {}
         for key, value in records:
-            if key is None:
-                continue
-            product = _product(key)
+            product = None if key is None else _product(key)
             if product is None:
                 continue
-            old = entries.pop(product, None)
-            self._size -= old is not None
+            restored.pop(product, None)
             entry = _entry(value)
             if entry is not None and entry.at_ms >= horizon:
-                entries[product] = entry
-                self._size += 1
-        self._bound(entries)
-        return len(entries)
+                restored[product] = entry
+        for product, entry in sorted(restored.items(), key=lambda item: item[1].at_ms):
+            self._entries[partition, product] = entry
+        self._bound()
+        return sum(1 for number, _ in self._entries if number == partition)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Partitions gone to another replica: it restores their memory from the changelog."""
-        for number in partitions:
-            entries = self._partitions.pop(number, None)
-            if entries is not None:
-                self._size -= len(entries)
+        gone = set(partitions)
+        if gone:
+            self._entries = OrderedDict((key, entry) for key, entry in self._entries.items() if key[0] not in gone)
 
     def __len__(self) -> int:
         """Products remembered, over every partition held."""
-        return self._size
+        return len(self._entries)
 
-    def _bound(self, entries: OrderedDict[Product, _Entry]) -> None:
-        while self._size > self._max_products and entries:
-            entries.popitem(last=False)
-            self._size -= 1
+    def _bound(self) -> None:
+        while len(self._entries) > self._max_products:
+            self._entries.popitem(last=False)
 
 
 def _value(entry: _Entry) -> bytes:
