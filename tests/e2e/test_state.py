@@ -12,7 +12,8 @@ import uuid
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource  # confluent_kafka.admin re-exports it implicitly only
 
 from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import REPO, Record, clean_env, consume_all, imgsweep_env, produce, wait_for
@@ -84,7 +85,7 @@ def test_imgsweep_makes_its_deletions_changelog_co_partitioned_and_compacted(
         service_process(names, None, KAFKA__DELETIONS_TOPIC=changelog)
         metadata = kafka_admin.list_topics(changelog, timeout=10).topics[changelog]
         assert len(metadata.partitions) == 3, "as many partitions as the input"
-        resource = ConfigResource(ResourceType.TOPIC, changelog)
+        resource = ConfigResource("topic", changelog)
         config = kafka_admin.describe_configs([resource])[resource].result(30)
         assert config["cleanup.policy"].value == "compact,delete"
         assert config["retention.ms"].value == str(7 * 86_400_000)
@@ -100,7 +101,13 @@ def test_where_it_may_not_make_topics_it_stops_and_names_the_command(
     settings = {"KAFKA__DELETIONS_TOPIC": missing, "KAFKA__CREATE_TOPICS": "false", "SECRETS_DIR": str(tmp_path)}
     env = {**clean_env(), **imgsweep_env(bootstrap=kafka_bootstrap, topics=names, endpoint=None, settings=settings)}
     run = subprocess.run(
-        [sys.executable, "-m", "service", "run"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "service", "run"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-2000:]
     expected = f"kafka-topics.sh --bootstrap-server {kafka_bootstrap} --create --topic {missing} --partitions 2"
@@ -112,6 +119,7 @@ def test_where_it_may_not_make_topics_it_stops_and_names_the_command(
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert probe.returncode != 0
     assert f"IMGSWEEP_KAFKA__DELETIONS_TOPIC: topic {missing!r} does not exist" in probe.stdout + probe.stderr
