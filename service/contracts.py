@@ -159,7 +159,13 @@ def asyncapi() -> dict[str, Any]:
             },
             "outcomes": {
                 "address": defaults.outcome_topic,
-                "description": "One outcome per valid input event, keyed by product id.",
+                "description": (
+                    "One outcome per valid input event, keyed by product id. Read with "
+                    "isolation.level=read_committed: imgsweep writes outcomes, dead letters and its input offsets in "
+                    "one Kafka transaction (IMGSWEEP_KAFKA__DELIVERY=exactly_once, the default), so a committed "
+                    "reader sees each outcome once, and never one of an aborted transaction. With at_least_once a "
+                    "crash may publish an outcome again, with the same outcome_id."
+                ),
                 "messages": {"imageDeletionOutcome": {"$ref": "#/components/messages/imageDeletionOutcome"}},
             },
             "deadLetters": {
