@@ -10,8 +10,10 @@ weighs on both alike. Per run: events/s between 10 % and 90 % of the backlog fin
 (``imgsweep_outcomes_total``, read every 0.1 s: start-up and the last linger stay out), the process's peak RSS
 (VmHWM) and CPU seconds (user + system, whole process, start to finish). The report gives each side's median,
 its range, and the ratios after ÷ before. ``--setting NAME=VALUE`` (an ``IMGSWEEP_`` name without the prefix)
-goes to both versions: only settings both know. Both versions run on this virtualenv's packages: a change of
-dependencies between them is not measured.
+goes to both versions: only settings both know; ``--before-setting``/``--after-setting`` to one side only (two
+modes of one version: ``--before HEAD --before-setting KAFKA__DELIVERY=at_least_once``). Where a version exposes
+``imgsweep_transaction_commit_seconds``, the report also gives the p99 of its transactions' commit time. Both
+versions run on this virtualenv's packages: a change of dependencies between them is not measured.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class Run:
     events_per_second: float
     peak_rss_mb: float
     cpu_seconds: float
+    commit_p99_ms: float | None = None
+    """The p99 of the transactions' commit time (bucket bound), when the version has transactions."""
 
 
 @contextmanager
@@ -127,11 +131,25 @@ def _drain(tree: Path, *, bootstrap: str, topic: str, tag: str, endpoint: str, e
                 last = (now, done)
             if done >= events and first is not None and last is not None:
                 rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
-                return Run(tag.rstrip("0123456789"), rate, peak, cpu)
+                return Run(tag.rstrip("0123456789"), rate, peak, cpu, _commit_p99_ms(text))
         raise _failed(f"{tag} did not drain {events} events in {DRAIN_TIMEOUT:.0f} s", log)
     finally:
         client.close()
         stop_process(process)
+
+
+def _commit_p99_ms(exposition: str) -> float | None:
+    """The p99 of ``imgsweep_transaction_commit_seconds``, as the upper bound of its bucket; None without it."""
+    buckets: list[tuple[float, float]] = []
+    for series, value in exposition_samples(exposition).items():
+        if series.startswith("imgsweep_transaction_commit_seconds_bucket{"):
+            bound = series.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), value))
+    buckets.sort()
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    total = buckets[-1][1]
+    return next(bound for bound, count in buckets if count >= 0.99 * total) * 1000
 
 
 def _failed(what: str, log: Path) -> RuntimeError:
@@ -140,7 +158,8 @@ def _failed(what: str, log: Path) -> RuntimeError:
 
 
 def run_ab(*, before: str, after: str | None, events: int, rounds: int, settings: Mapping[str, str],
-           bootstrap: str | None, workdir: Path) -> tuple[list[Run], Machine]:  # fmt: skip
+           bootstrap: str | None, workdir: Path,
+           sides: Mapping[str, Mapping[str, str]] | None = None) -> tuple[list[Run], Machine]:  # fmt: skip
     with ExitStack() as stack:
         bootstrap, machine = broker_and_machine(stack, bootstrap)
         trees = {"before": stack.enter_context(_worktree(before))}
@@ -167,7 +186,8 @@ def run_ab(*, before: str, after: str | None, events: int, rounds: int, settings
             tag = f"{side}{number}"
             sandbox.seed(images)  # what the last run deleted is there again
             runs.append(_drain(trees[side], bootstrap=bootstrap, topic=topic, tag=tag, endpoint=sandbox.endpoint,
-                               events=events, settings=settings, log=workdir / f"{tag}.log"))  # fmt: skip
+                               events=events, settings={**settings, **(sides or {}).get(side, {})},
+                               log=workdir / f"{tag}.log"))  # fmt: skip
             print(f"[ab] {tag}: {runs[-1]}", file=sys.stderr, flush=True)
     return runs, machine
 
@@ -189,6 +209,8 @@ def report_lines(runs: Sequence[Run], machine: Machine, *, title: str, before: s
     rows = [("events/s (higher is better)", "events_per_second", "{:,.0f}"),
             ("peak RSS, MB", "peak_rss_mb", "{:,.0f}"),
             ("CPU seconds, whole process", "cpu_seconds", "{:.1f}")]  # fmt: skip
+    if all(run.commit_p99_ms is not None for run in runs):
+        rows.append(("transaction commit p99, ms (bucket bound)", "commit_p99_ms", "{:.0f}"))
     given = ", ".join(f"`{name}={value}`" for name, value in settings.items()) or "none"
     lines = [
         HEADING.replace("one backlog, two versions", title),
@@ -239,18 +261,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2, help="pairs of runs (default 2: before, after, after, before)")
     parser.add_argument("--setting", action="append", default=[], help="NAME=VALUE for both, e.g. API__DAILY_CALLS=-1")
+    parser.add_argument("--before-setting", action="append", default=[], help="NAME=VALUE for the before side only")
+    parser.add_argument("--after-setting", action="append", default=[], help="NAME=VALUE for the after side only")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--workdir", type=Path, help="keep every process's log here (default: a temporary dir)")
     args = parser.parse_args(argv)
     settings = dict(item.split("=", 1) for item in args.setting)
+    sides = {
+        "before": dict(item.split("=", 1) for item in args.before_setting),
+        "after": dict(item.split("=", 1) for item in args.after_setting),
+    }
     with tempfile.TemporaryDirectory(prefix="imgsweep-ab-logs-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
         runs, machine = run_ab(before=args.before, after=args.after, events=args.events, rounds=args.rounds,
-                               settings=settings, bootstrap=args.bootstrap, workdir=workdir)  # fmt: skip
+                               settings=settings, bootstrap=args.bootstrap, workdir=workdir,
+                               sides=sides)  # fmt: skip
     after = f"`{args.after}`" if args.after else f"the working tree ({machine.revision_text})"
+    given = {**settings, **{f"{side}: {name}": value for side, named in sides.items() for name, value in named.items()}}
     lines = report_lines(runs, machine, title=args.title, before=args.before, after=after, events=args.events,
-                         settings=settings)  # fmt: skip
+                         settings=given)  # fmt: skip
     return write_section(lines, HEADING.replace("one backlog, two versions", args.title), args.update)
 
 
