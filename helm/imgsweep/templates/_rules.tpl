@@ -26,6 +26,8 @@ Prometheus's own templates in the annotations are written {{"{{"}} ... }} so tha
   "ImgsweepDeadLettersGrowing" (dict "for" "5m" "severity" "warning")
   "ImgsweepCollectionWithoutAccount" (dict "for" "5m" "severity" "warning")
   "ImgsweepUnreadEventsNearRetention" (dict "for" "10m" "severity" "critical" "maxAgeSeconds" 302400)
+  "ImgsweepTransactionsAborting" (dict "for" "10m" "severity" "warning" "abortsPerMinute" 1)
+  "ImgsweepTransactionCommitsSlow" (dict "for" "15m" "severity" "warning" "p99Seconds" 0.25)
 ) }}
 {{- end }}
 
@@ -484,6 +486,39 @@ groups:
             retention): events that reach the retention are deleted from the topic unread and their images are
             never removed.
           runbook_url: {{ $runbook }}#unread-events-near-retention
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepTransactionsAborting") | fromJson }}
+
+      - alert: ImgsweepTransactionsAborting
+        # Each abort produces the transaction's records again and delays their offsets: now and then is
+        # harmless (a rebalance, a broker restart), all the time means outcomes wait and a broker is unwell.
+        expr: sum by (namespace, job) (rate(imgsweep_transaction_aborts_total[5m])) * 60 > {{ .abortsPerMinute }}
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep keeps aborting its transactions in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $labels.job }} aborted {{"{{"}} $value | humanize }} transactions a minute over the last 5 minutes
+            (imgsweep_transaction_aborts_total by reason): outcomes are produced again and committed late.
+          runbook_url: {{ $runbook }}#transactions-aborting
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepTransactionCommitsSlow") | fromJson }}
+
+      - alert: ImgsweepTransactionCommitsSlow
+        # The poll loop waits for each commit: slow commits slow every deletion.
+        expr: |
+          histogram_quantile(0.99, sum by (namespace, job, le) (rate(imgsweep_transaction_commit_seconds_bucket[10m])))
+            > {{ .p99Seconds }}
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's transaction commits are slow in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $labels.job }}'s p99 transaction commit took {{"{{"}} $value | humanizeDuration }} over the last 10
+            minutes; the poll loop waits for it.
+          runbook_url: {{ $runbook }}#transaction-commits-slow
       {{- end }}
   {{- end }}
 {{- end }}
