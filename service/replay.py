@@ -152,6 +152,8 @@ def _replay(
         producer.poll(0)
         if not dry_run:
             _commit(consumer, kafka.dlq_topic, progress, asynchronous=True)
+        if message is None:
+            _reached_ends(consumer, kafka.dlq_topic, progress)
         if message is None or message.error() is not None:
             if message is not None:
                 log.warning("reading the dead-letter topic: %s", message.error())
@@ -194,6 +196,17 @@ def _replay(
         "skipped": skipped,
         "failed": len(failures) + undelivered,
     }
+
+
+def _reached_ends(consumer: Consumer, topic: str, progress: dict[int, _Progress]) -> None:
+    """Partitions whose position passed the end taken at the start stop being read: the last offsets of a topic
+    written in transactions are markers, which a consumer never receives."""
+    reading = [partition for partition, state in progress.items() if state.reading]
+    if not reading:
+        return
+    for position in consumer.position([TopicPartition(topic, partition) for partition in reading]):
+        if position.offset >= progress[position.partition].end:
+            progress[position.partition].reading = False
 
 
 def _republish(
