@@ -24,6 +24,7 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
+from service.control.replica import open_controls
 from service.health import HealthServer, HealthState
 from service.kafka_clients import consumer_config, demand_producer_config, demand_reader_config, producer_config
 from service.logs import configure_logging
@@ -134,6 +135,7 @@ def run_service(settings: Settings) -> int:
                 accounts=accounts,
             )
 
+    controls = open_controls(settings, metrics)  # blocks until the control topic is there and readable
     pipeline = Pipeline(
         settings=settings,
         consumer=consumer,
@@ -146,6 +148,7 @@ def run_service(settings: Settings) -> int:
         source=f"imgsweep/{settings.kafka.group_id}",
         tracing=tracing,
         share=share,
+        controls=controls,
     )
     pipeline_holder.append(pipeline)
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)

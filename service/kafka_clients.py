@@ -20,7 +20,10 @@ from service.settings import Settings
 __all__ = [
     "LIBRDKAFKA_LOGGER",
     "STATS_INTERVAL_MS",
+    "admin_config",
     "consumer_config",
+    "control_producer_config",
+    "control_reader_config",
     "demand_producer_config",
     "demand_reader_config",
     "log_kafka_error",
@@ -130,6 +133,39 @@ def demand_producer_config(settings: Settings, **callbacks: Any) -> dict[str, An
         "acks": "1",
         "linger.ms": 0,
         "message.timeout.ms": 5000,
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
+        **callbacks,
+    }
+
+
+def control_reader_config(settings: Settings) -> dict[str, Any]:
+    """Reads the control topic by assignment from its beginning (never joins a group, never commits)."""
+    config = reader_config(settings, f"{settings.kafka.group_id}.control-reader")
+    config.pop("statistics.interval.ms", None)
+    config["enable.partition.eof"] = False
+    return config
+
+
+def control_producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """A pause, a resume or a tripped brake: acknowledged by every in-sync replica, retried for 30 s at most."""
+    return {
+        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
+        "client.id": f"imgsweep-{socket.gethostname()}-control",
+        "acks": "all",
+        "linger.ms": 0,
+        "message.timeout.ms": 30000,
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
+        **callbacks,
+    }
+
+
+def admin_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """The admin client that creates the control topic when it is missing: the same security settings."""
+    return {
+        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
+        "client.id": f"imgsweep-{socket.gethostname()}-admin",
         "logger": LIBRDKAFKA_LOGGER,
         "error_cb": log_kafka_error,
         **callbacks,

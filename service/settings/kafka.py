@@ -70,6 +70,13 @@ class KafkaSettings(Section):
             "by demand (IMGSWEEP_API__QPS_SHARE=demand); missing or unreachable: shared by partitions."
         ),
     )
+    control_topic: TopicName = Field(
+        default="catalog.imgsweep.control",
+        description=(
+            "Compacted topic of pauses and tripped brakes every replica obeys (imgsweep pause/resume, brake); "
+            "created when missing (1 partition, cleanup.policy=compact)."
+        ),
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     properties: Annotated[dict[str, str], json_setting(JSON_OBJECT_OF_STRINGS)] = Field(
@@ -153,11 +160,11 @@ class KafkaSettings(Section):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:
-        topics = [self.input_topic, self.outcome_topic, self.dlq_topic, self.demand_topic]
+        topics = [self.input_topic, self.outcome_topic, self.dlq_topic, self.demand_topic, self.control_topic]
         if len(set(topics)) != len(topics):
             raise ValueError(
                 "input_topic, outcome_topic and dlq_topic must be three different topics, and demand_topic a "
-                f"fourth (got {', '.join(topics)})"
+                f"fourth and control_topic a fifth (got {', '.join(topics)})"
             )
         return self
 
