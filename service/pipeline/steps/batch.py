@@ -96,6 +96,8 @@ class BatchStep:
                 self._calls.submit(ready)
             except MessageRejected:
                 self._batcher.put_back(ready)
+                if self._calls.holds(ready.batch.collection):
+                    continue  # its brake tripped: the other collections' batches may still go
                 break
             self._planner.sent(now, chosen)
             self._metrics.batch_flushed(ready.flush_reason)
@@ -112,6 +114,8 @@ class BatchStep:
                 self._calls.submit(ready)
             except MessageRejected:
                 self._batcher.put_back(ready)
+                if self._calls.holds(ready.batch.collection):
+                    continue  # its brake tripped: the other collections' batches may still go
                 return
             self._metrics.batch_flushed(ready.flush_reason)
 
