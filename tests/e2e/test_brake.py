@@ -7,14 +7,16 @@ test's own control topic (``Topics.control_topic``), which the running replica f
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
+from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import REPO, Record, ServiceProcess, Topics, consume_all, event, produce, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -123,7 +125,10 @@ def test_pause_stops_a_collection_within_seconds_while_another_goes_on_and_resum
 
     paused = _ok(_imgsweep(service, "pause", "--collection", "shoes", "--reason", "e2e: catalog incident"))
     assert paused.startswith("collection shoes paused on"), paused
-    wait_for(lambda: service.metric("imgsweep_paused", 'kind="collection"') == 1, 5, "the replica did not obey")
+    written = time.monotonic()
+    wait_for(lambda: service.metric("imgsweep_paused", 'kind="collection"') == 1, 5, "the replica did not obey", 0.01)
+    obeyed = time.monotonic() - written
+    FIGURES.append(json.dumps({"figure": "pause obeyed after the command returned", "seconds": round(obeyed, 3)}))
     late = [
         event(f"{name}-late{n}", name, f"{name}-late{n}", [f"{name}-late{n}.jpg"])
         for name in ("shoes", "bags")
