@@ -172,9 +172,11 @@ class Bench:
             # image's wait (the light-load latency with it is the figure plus the grace).
             # No brake either: a backlog's collections lose far more than an hour's limit at full QPS, by design.
             settings={
-                "BATCH__RELIST_GRACE_SECONDS": "0", "API__DAILY_CALLS": "-1", "BRAKE__MAX_IMAGES_PER_HOUR": "0",
+                "BATCH__RELIST_GRACE_SECONDS": "0",
+                "API__DAILY_CALLS": "-1",
+                "BRAKE__MAX_IMAGES_PER_HOUR": "0",
                 **settings,
-            },  # fmt: skip
+            },
         )
         try:
             yield service
