@@ -155,3 +155,23 @@ def test_pause_stops_a_collection_within_seconds_while_another_goes_on_and_resum
     )
     assert service.metric("imgsweep_paused", 'kind="collection"') == 0
     assert "collection shoes is not paused" in _ok(_imgsweep(service, "resume", "--collection", "shoes"))
+
+
+def test_a_paused_account_starts_no_call_and_asks_for_no_qps(
+    sandbox_process: SandboxFactory, service_process: ServiceFactory, topics: TopicsFactory, kafka_bootstrap: str
+) -> None:
+    sandbox = sandbox_process()
+    names = topics(partitions=1)
+    service = service_process(names, sandbox, BATCH__MAX_ITEMS="5")
+    service.wait_assigned(1)
+    _ok(_imgsweep(service, "pause", "--account", "default"))
+    wait_for(lambda: service.metric("imgsweep_paused", 'kind="account"') == 1, 5, "the replica did not obey")
+    produce(kafka_bootstrap, names.input, [*_records("shoes", 20), *_records("bags", 20)])
+    wait_for(lambda: service.metric("imgsweep_pending_events") == 40, 15, "the events were not consumed")
+    time.sleep(2)  # a second announcement and several turns of the loop
+    assert service.metric("imgsweep_qps_demand_calls", 'account="default"') == 0, "a paused account asks for no QPS"
+    assert sandbox.stats()["calls_by_code"] == {}, "no call started"
+    assert _done(kafka_bootstrap, names, 1, 1) == {}
+
+    _ok(_imgsweep(service, "resume", "--account", "default"))
+    wait_for(lambda: _done(kafka_bootstrap, names, 40, 2) == {"shoes": 20, "bags": 20}, 30, "nothing went after resume")
