@@ -140,10 +140,11 @@ def demand_producer_config(settings: Settings, **callbacks: Any) -> dict[str, An
 
 
 def control_reader_config(settings: Settings) -> dict[str, Any]:
-    """Reads the control topic by assignment from its beginning (never joins a group, never commits)."""
+    """Reads the control topic by assignment from its beginning (never joins a group, never commits); says when it
+    reached the end (partition EOF): the offsets of a compacted topic's last records may be gone."""
     config = reader_config(settings, f"{settings.kafka.group_id}.control-reader")
     config.pop("statistics.interval.ms", None)
-    config["enable.partition.eof"] = False
+    config["enable.partition.eof"] = True
     return config
 
 

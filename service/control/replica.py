@@ -79,6 +79,7 @@ class ReplicaControls:
         self._reader = reader
         self._end = end
         self._caught_up = end <= 0
+        self._at_end = False
         self._producer = producer
         self._brake = brake
         self._metrics = metrics
@@ -154,7 +155,7 @@ class ReplicaControls:
                 return
             for message in messages:
                 self._heard(message)
-            if not self._caught_up and self._position() >= self._end:
+            if not self._caught_up and (self._at_end or self._position() >= self._end):
                 self._caught_up = True
                 self._obeying()
             if len(messages) < 500:
@@ -170,7 +171,9 @@ class ReplicaControls:
     def _heard(self, message: Message) -> None:
         error = message.error()
         if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
+            if error.code() == KafkaError._PARTITION_EOF:
+                self._at_end = True
+            else:
                 self._warn(f"control topic {self._topic}: {error}")
             return
         try:

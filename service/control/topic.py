@@ -92,14 +92,22 @@ def read_table(settings: Settings, timeout: float = TIMEOUT) -> ControlTable:
         while end > 0 and _position(reader, settings) < end:
             if time.monotonic() > deadline:
                 raise ConfigError(_cannot(settings, f"not read to its end within {timeout:g} s"))
-            for message in reader.consume(500, timeout=0.2):
+            messages = reader.consume(500, timeout=0.2)
+            for message in messages:
                 try:
                     heard(table, message)
                 except UnknownRecord:
                     continue
+            if any(_at_end(message) for message in messages):
+                break
     finally:
         reader.close()
     return table
+
+
+def _at_end(message: Message) -> bool:
+    error = message.error()
+    return error is not None and error.code() == KafkaError._PARTITION_EOF
 
 
 def _position(reader: Consumer, settings: Settings) -> int:

@@ -14,7 +14,7 @@ from datetime import time as clock_time
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -382,6 +382,25 @@ def test_no_call_starts_until_the_topic_is_read_to_where_it_ended_at_start() -> 
     assert not controls.holds("shop", "bags")
     assert not controls.holds("shop", "hats")
     assert _gauge(metrics, "imgsweep_paused", kind="collection") == 1
+
+
+class EndOfPartition:
+    """librdkafka's partition EOF: the reader reached the end of the topic."""
+
+    def error(self) -> KafkaError:
+        return KafkaError(KafkaError._PARTITION_EOF)
+
+
+def test_the_end_of_the_topic_counts_as_read_even_if_its_last_offsets_were_compacted_away() -> None:
+    log = ControlLog()
+    log.append(b"collection:shoes", _stop().encode())
+    controls, _, _ = _replica(log, end=5)  # the high watermark: offsets 1 to 4 removed by compaction
+    controls.poll()
+    assert controls.holds("shop", "bags"), "position 1 of 5"
+    log.records.append(EndOfPartition())  # type: ignore[arg-type]
+    controls.poll()
+    assert not controls.holds("shop", "bags")
+    assert controls.holds("shop", "shoes")
 
 
 def test_an_empty_topic_is_read_at_once_and_pauses_are_followed() -> None:
