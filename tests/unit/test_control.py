@@ -36,7 +36,7 @@ from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import AccountCalls, Workers
 from service.pipeline.steps.gate import NO_CONTROLS, GateStep
 from service.pipeline.steps.hold import RecentDeletions
-from service.settings import ConfigError, Settings
+from service.settings import ConfigError, Settings, load_settings
 from tests.support.calls import HeldExecutor
 from tests.unit.test_steps import delist, ledger_with
 
@@ -571,3 +571,23 @@ def test_a_topic_that_cannot_be_written_is_one_line_and_exit_2(monkeypatch: pyte
     code, out, err = _command("pause", "--account", "shop")
     assert (code, out) == (2, "")
     assert err == "imgsweep pause: IMGSWEEP_KAFKA__CONTROL_TOPIC: control topic 'x': not written: broker down\n"
+
+
+# ---- the settings -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("settings_from_the_test_only")
+def test_the_brake_and_the_control_topic_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert (settings.brake.max_images_per_hour, settings.kafka.control_topic) == (20_000, "catalog.imgsweep.control")
+    monkeypatch.setenv("IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR", "0")
+    assert load_settings().brake.max_images_per_hour == 0, "0: no brake"
+    monkeypatch.setenv("IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR", "-1")
+    with pytest.raises(ConfigError, match="IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR"):
+        load_settings()
+    monkeypatch.delenv("IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR")
+    monkeypatch.setenv("IMGSWEEP_DRY_RUN", "true")
+    assert load_settings().kafka.control_topic == "catalog.imgsweep.control.dry-run", "a dry run never brakes live ones"
+    monkeypatch.setenv("IMGSWEEP_KAFKA__CONTROL_TOPIC", "catalog.product-delisted")
+    with pytest.raises(ConfigError, match="control_topic a fifth"):
+        load_settings()
