@@ -35,7 +35,9 @@ from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
-__all__ = ["run_service"]
+__all__ = ["EXIT_CONFIG", "run_service"]
+
+EXIT_CONFIG = 2
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,11 @@ def run_service(settings: Settings) -> int:
     accounts = settings.api_accounts()
     metrics = Metrics(error_classes=ERROR_CLASSES, accounts=[account.name for account in accounts])
     health = HealthState()
+    try:
+        controls = open_controls(settings, metrics)  # blocks (seconds) until the control topic is there and read
+    except ConfigError as error:
+        log.error("cannot start: %s", error)  # noqa: TRY400 - one line, no traceback: a configuration error
+        return EXIT_CONFIG
     stop_calls = threading.Event()
     api = settings.api
     workers = sum(account.api.workers for account in accounts)
@@ -135,7 +142,6 @@ def run_service(settings: Settings) -> int:
                 accounts=accounts,
             )
 
-    controls = open_controls(settings, metrics)  # blocks until the control topic is there and readable
     pipeline = Pipeline(
         settings=settings,
         consumer=consumer,

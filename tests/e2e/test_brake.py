@@ -12,12 +12,25 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
-from devkit.processes import REPO, Record, ServiceProcess, Topics, consume_all, event, produce, wait_for
+from devkit.processes import (
+    REPO,
+    Record,
+    ServiceProcess,
+    Topics,
+    clean_env,
+    consume_all,
+    event,
+    free_port,
+    imgsweep_env,
+    produce,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -175,3 +188,25 @@ def test_a_paused_account_starts_no_call_and_asks_for_no_qps(
 
     _ok(_imgsweep(service, "resume", "--account", "default"))
     wait_for(lambda: _done(kafka_bootstrap, names, 40, 2) == {"shoes": 20, "bags": 20}, 30, "nothing went after resume")
+
+
+def test_a_replica_that_cannot_reach_its_control_topic_does_not_start(tmp_path: Path) -> None:
+    """No call may start without knowing the pauses in force: one line naming the setting, exit 2."""
+    names = Topics.named("unreachable")
+    env = {
+        **clean_env(),
+        **imgsweep_env(bootstrap="127.0.0.1:1", topics=names, endpoint=None, settings={"HTTP__PORT": str(free_port())}),
+        "IMGSWEEP_SECRETS_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=90,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = [line for line in (result.stdout + result.stderr).splitlines() if "cannot start" in line]
+    assert "IMGSWEEP_KAFKA__CONTROL_TOPIC: control topic 'unreachable.control'" in line
