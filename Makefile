@@ -6,15 +6,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup kafka-jars schema-registry tools image lint typecheck unit test run demo bench kafka clean
+.PHONY: lock setup kafka-jars schema-registry tools image lint typecheck unit test run demo bench kafka clean
 
-$(STAMP): pyproject.toml
+# The tests run with the image's versions: deploy/image/dev.lock is requirements.lock plus the dev and bench
+# extras, all pinned with hashes (`make lock` regenerates the three lock files in one resolution).
+LOCKS := deploy/image/dev.lock deploy/image/requirements.lock deploy/image/pip.lock
+
+$(STAMP): pyproject.toml $(LOCKS)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/pip install --quiet --require-hashes -r deploy/image/pip.lock
+	$(BIN)/pip install --quiet --require-hashes -r deploy/image/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP) kafka-jars schema-registry tools
+
+# Regenerates the lock files from pyproject.toml, keeping every pin it can (needs PyPI and a Python 3.11);
+# LOCK_ARGS=--upgrade takes every update, LOCK_ARGS='--upgrade-package httpx' one package's.
+lock:
+	deploy/image/lock.sh $(LOCK_ARGS)
 
 kafka-jars: $(STAMP)
 	$(BIN)/python deploy/local/kafka_local.py fetch

@@ -24,7 +24,7 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
-from service.control.replica import open_controls
+from service.control.replica import ReplicaControls, open_controls
 from service.health import HealthServer, HealthState
 from service.kafka_clients import consumer_config, demand_producer_config, demand_reader_config, producer_config
 from service.logs import configure_logging
@@ -32,6 +32,7 @@ from service.metrics import Metrics
 from service.pipeline.events import ERROR_CLASSES
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
+from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
@@ -83,17 +84,23 @@ def _account_calls(
     return AccountCalls(account, client.delete, quota, limiter)
 
 
+def _controls_or_exit(settings: Settings, metrics: Metrics) -> ReplicaControls:
+    """The pauses and brakes this replica obeys; blocks (seconds) until the control topic is there and readable.
+    Without it, one line and exit 2: no call may start without knowing the pauses in force."""
+    try:
+        return open_controls(settings, metrics)
+    except ConfigError as error:
+        log.error("cannot start: %s", error)  # noqa: TRY400 - one line, no traceback: a configuration error
+        raise SystemExit(EXIT_CONFIG) from None
+
+
 def run_service(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
     accounts = settings.api_accounts()
     metrics = Metrics(error_classes=ERROR_CLASSES, accounts=[account.name for account in accounts])
     health = HealthState()
-    try:
-        controls = open_controls(settings, metrics)  # blocks (seconds) until the control topic is there and read
-    except ConfigError as error:
-        log.error("cannot start: %s", error)  # noqa: TRY400 - one line, no traceback: a configuration error
-        return EXIT_CONFIG
+    controls = _controls_or_exit(settings, metrics)
     stop_calls = threading.Event()
     api = settings.api
     workers = sum(account.api.workers for account in accounts)
@@ -121,12 +128,15 @@ def run_service(settings: Settings) -> int:
 
     pipeline_holder: list[Pipeline] = []
 
+    unread = UnreadAge(topic=settings.kafka.input_topic, metrics=metrics)
+
     def on_stats(stats: str) -> None:
+        unread.on_stats(stats)
         if pipeline_holder:
             pipeline_holder[0].on_stats(stats)
 
     # librdkafka's log lines and errors go through the JSON logger (kafka_clients: logger, error_cb), once each.
-    consumer = Consumer(consumer_config(settings, stats_cb=on_stats))
+    consumer = AgeNotingConsumer(consumer_config(settings, stats_cb=on_stats), unread)
     producer = Producer(producer_config(settings))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
     share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare

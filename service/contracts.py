@@ -3,6 +3,12 @@
 Generated from the pydantic models that decode input and build output, so the documents cannot drift from
 the code: ``python -m service.contracts`` rewrites ``docs/contracts/``, and a test fails when the committed
 files differ from what the code generates.
+
+The schemas are published for readers, who must ignore members they do not know
+(docs/decisions/0013-contract-compatibility.md): so no ``additionalProperties: false`` in them, while the
+models that build outcomes stay strict (``extra="forbid"``) and imgsweep never writes a member the schema does
+not name. The last published version of each schema is kept in ``docs/contracts/published/``, and a test fails
+when a generated schema is not a compatible successor of it.
 """
 
 from __future__ import annotations
@@ -17,10 +23,28 @@ from service.pipeline.outcomes import DLQ_HEADER_PREFIX, OUTCOME_TYPE, REPLAY_OF
 from service.settings import KafkaSettings
 from service.vocabulary import DeadLetterReason
 
-__all__ = ["CONTRACTS_DIR", "render_contracts"]
+__all__ = ["CONTRACTS_DIR", "PUBLISHED_DIR", "for_readers", "render_contracts"]
 
 CONTRACTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "contracts"
+PUBLISHED_DIR = CONTRACTS_DIR / "published"
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def for_readers(schema: Any) -> Any:
+    """The schema a reader validates with: the same, but open to members added later within the version.
+
+    A producer-side model forbids unknown members to catch imgsweep's own mistakes; published as is, that
+    ``additionalProperties: false`` would make every reader that validates reject the next additive change.
+    """
+    if isinstance(schema, dict):
+        return {
+            key: for_readers(value)
+            for key, value in schema.items()
+            if not (key == "additionalProperties" and value is False)
+        }
+    if isinstance(schema, list):
+        return [for_readers(value) for value in schema]
+    return schema
 
 
 def outcome_schema() -> dict[str, Any]:
@@ -46,7 +70,10 @@ def dead_letter_schema() -> dict[str, Any]:
                     *ERROR_CLASSES,
                     *(reason for reason in DeadLetterReason if reason is not DeadLetterReason.INVALID_EVENT),
                 ],
+                "x-open-enum": True,
                 "description": (
+                    "An open set: new classes are added within a version (a new input format brings its own), so "
+                    "a reader treats a class it does not know as one more cause to look at, never as an error. "
                     "Why: the decoder's error class for invalid input; for an event whose outcome has an image "
                     "failed for good, retries_exhausted (the API kept failing), internal_error (imgsweep failed "
                     "on the call), no_account (the collection belongs to no configured account: no call was made) "
@@ -202,9 +229,9 @@ def render_contracts() -> dict[str, str]:
     """File name -> exact text of every contract document."""
     input_schema = {"$id": "input-event.schema.json", **input_event_json_schema()}
     documents = {
-        "input-event.schema.json": input_schema,
-        "outcome-event.schema.json": outcome_schema(),
-        "dead-letter-headers.schema.json": dead_letter_schema(),
+        "input-event.schema.json": for_readers(input_schema),
+        "outcome-event.schema.json": for_readers(outcome_schema()),
+        "dead-letter-headers.schema.json": for_readers(dead_letter_schema()),
         "asyncapi.json": asyncapi(),
     }
     return {name: json.dumps(doc, indent=2, ensure_ascii=False) + "\n" for name, doc in documents.items()}

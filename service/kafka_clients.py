@@ -4,7 +4,7 @@ librdkafka's own log lines go through Python's logging (the logger named ``librd
 the service's JSON lines instead of ``%3|...|FAIL|...`` on stderr. librdkafka reports a broker failure twice:
 as a log line (``FAIL``, with the broker and the cause) and through ``error_cb``. ``log_kafka_error`` keeps
 ``error_cb`` for what librdkafka does not log itself (``_ALL_BROKERS_DOWN`` above all), so each failure is one
-line.
+line, and ``CONNECTION_RETRY`` spaces the retries of a broker that is down, so an outage logs a few lines a minute.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError
 from service.settings import Settings
 
 __all__ = [
+    "CONNECTION_RETRY",
     "LIBRDKAFKA_LOGGER",
     "STATS_INTERVAL_MS",
     "admin_config",
@@ -45,6 +46,21 @@ _LOGGED_BY_LIBRDKAFKA: Final = frozenset(
 
 _log = logging.getLogger(__name__)
 
+CONNECTION_RETRY: Final[dict[str, Any]] = {
+    # A broker that cannot be reached is retried after 1 s, then twice as long each time up to 30 s (librdkafka
+    # adds -25 %..+50 % jitter), so an outage logs a FAIL line per client about twice a minute, not 20 a second
+    # (librdkafka's 100 ms .. 10 s), and a broker back is found within 45 s at worst.
+    "reconnect.backoff.ms": 1000,
+    "reconnect.backoff.max.ms": 30_000,
+    # Re-bootstrapping when all brokers are down makes new broker handles with no backoff, which try (and log)
+    # once a second whatever the backoff says; the brokers learned from the metadata are kept instead. Where
+    # the brokers' addresses change under a running client, set "rebootstrap" in IMGSWEEP_KAFKA__PROPERTIES.
+    "metadata.recovery.strategy": "none",
+    # A broker closing an idle connection (connections.max.idle.ms) is routine, not an error line.
+    "log.connection.close": False,
+}
+"""How every client retries a broker it lost; IMGSWEEP_KAFKA__PROPERTIES may override each."""
+
 
 def log_kafka_error(error: KafkaError) -> None:
     """``error_cb``: logs what librdkafka has not logged already, once.
@@ -70,6 +86,7 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         # Prefetch at most 16 MB per consumer (librdkafka's default is 64 MB): imgsweep holds its own bounded
         # backlog of pending events, so a deep fetch queue only costs memory. Overridable in properties.
         "queued.max.messages.kbytes": 16384,
+        **CONNECTION_RETRY,
         **kafka.librdkafka_common(),
         "group.id": kafka.group_id,
         "group.protocol": kafka.group_protocol,
@@ -106,6 +123,7 @@ def reader_config(settings: Settings, group_id: str) -> dict[str, Any]:
 
 def producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
     return {
+        **CONNECTION_RETRY,
         **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
         "client.id": f"imgsweep-{socket.gethostname()}",
         "enable.idempotence": True,
@@ -128,6 +146,7 @@ def demand_reader_config(settings: Settings) -> dict[str, Any]:
 def demand_producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
     """Announcements are worth a second at most: not retried for long, never waited for by the outcomes' flush."""
     return {
+        **CONNECTION_RETRY,
         **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
         "client.id": f"imgsweep-{socket.gethostname()}-demand",
         "acks": "1",

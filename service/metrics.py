@@ -171,8 +171,16 @@ class Metrics:
         self.ready = Gauge("imgsweep_ready", "1 while /readyz answers 200.", registry=r)
         self.brokers_up = Gauge("imgsweep_brokers_up", "1 while a Kafka broker is reachable.", registry=r)
         self.fatal = Gauge("imgsweep_fatal", "1 when calling stopped on a fatal API or config error.", registry=r)
-        self.consumer_lag = Gauge(
-            "imgsweep_consumer_lag_messages", "Consumer lag per assigned partition.", ["partition"], registry=r
+        # Consumer lag per assigned partition: how much is unread, and how old the oldest unread is.
+        self.consumer_lag, self.consumer_lag_seconds = (
+            Gauge("imgsweep_consumer_lag_messages", "Consumer lag per assigned partition.", ["partition"], registry=r),
+            Gauge(
+                "imgsweep_consumer_lag_seconds",
+                "Age of the oldest unread (uncommitted) input event per assigned partition, by its record "
+                "timestamp; 0 without lag. At the input topic's retention it is deleted unread.",
+                ["partition"],
+                registry=r,
+            ),
         )
         self.inflight_batches = Gauge("imgsweep_inflight_batches", "Batches being called now.", registry=r)
         self.pending_events = Gauge("imgsweep_pending_events", "Events consumed and not yet finished.", registry=r)

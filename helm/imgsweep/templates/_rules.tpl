@@ -25,6 +25,7 @@ Prometheus's own templates in the annotations are written {{"{{"}} ... }} so tha
   "ImgsweepNoOutcomes" (dict "for" "15m" "severity" "critical")
   "ImgsweepDeadLettersGrowing" (dict "for" "5m" "severity" "warning")
   "ImgsweepCollectionWithoutAccount" (dict "for" "5m" "severity" "warning")
+  "ImgsweepUnreadEventsNearRetention" (dict "for" "10m" "severity" "critical" "maxAgeSeconds" 302400)
   "ImgsweepBrakeTripped" (dict "for" "0m" "severity" "critical")
   "ImgsweepPausedForLong" (dict "for" "4h" "severity" "warning")
 ) }}
@@ -466,6 +467,25 @@ groups:
             of {{"{{"}} $labels.job }} takes "*"), so their images were not deleted (failed outcome, no call). Add the
             collection to the account that holds it, then replay the dead letters.
           runbook_url: {{ $runbook }}#collection-without-account
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepUnreadEventsNearRetention") | fromJson }}
+
+      - alert: ImgsweepUnreadEventsNearRetention
+        # The oldest unread event's age against the input topic's retention: at the retention it is deleted
+        # unread and its images stay searchable. maxAgeSeconds is the operator's: half of the input topic's
+        # retention.ms in seconds (302400 = half of Kafka's default 7 days; half leaves days to act in).
+        expr: max by (namespace, job) (imgsweep_consumer_lag_seconds) > {{ .maxAgeSeconds }}
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's oldest unread event nears the input's retention in {{"{{"}} $labels.namespace }}"
+          description: >-
+            The oldest event {{"{{"}} $labels.job }} has not finished is {{"{{"}} $value | humanizeDuration }} old, over
+            prometheusRule.alerts.ImgsweepUnreadEventsNearRetention.maxAgeSeconds (half of the input topic's
+            retention): events that reach the retention are deleted from the topic unread and their images are
+            never removed.
+          runbook_url: {{ $runbook }}#unread-events-near-retention
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepBrakeTripped") | fromJson }}
 
