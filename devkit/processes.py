@@ -248,6 +248,9 @@ class SandboxProcess:
 class Topics:
     """The topics one imgsweep works on, and its consumer group.
 
+    ``control`` is where its replicas read pauses and brakes; when None, the input's name with ``.control`` (the
+    service makes it when missing).
+
     ``demand`` is where its replicas share the QPS by demand; when None, a name no broker has (the input's with
     ``.demand``), so replicas share it by partitions and no two tests ever read each other's demand."""
 
@@ -256,15 +259,20 @@ class Topics:
     dlq: str
     group: str
     demand: str | None = None
+    control: str | None = None
 
     @classmethod
     def named(cls, prefix: str) -> Topics:
-        return cls(f"{prefix}.delisted", f"{prefix}.outcomes", f"{prefix}.dlq", f"{prefix}.group", f"{prefix}.demand")
+        return cls(
+            f"{prefix}.delisted", f"{prefix}.outcomes", f"{prefix}.dlq", f"{prefix}.group", f"{prefix}.demand",
+            f"{prefix}.control",
+        )  # fmt: skip
 
     @classmethod
     def create(cls, admin: AdminClient, prefix: str, *, partitions: int) -> Topics:
-        """Creates the five (``partitions`` for the input and the deletions changelog, one each for outcomes, dead
-        letters and the compacted demand topic); blocks until the broker has them, so a producer can use them."""
+        """Creates the six (``partitions`` for the input and the deletions changelog, one each for outcomes, dead
+        letters and the compacted demand and control topics); blocks until the broker has them, so a producer can
+        use them at once."""
         topics = cls.named(prefix)
         new = [NewTopic(topics.input, num_partitions=partitions, replication_factor=1)]
         new += [NewTopic(name, num_partitions=1, replication_factor=1) for name in (topics.outcome, topics.dlq)]
@@ -277,6 +285,7 @@ class Topics:
                 config={"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000)},
             )
         )
+        new.append(NewTopic(topics.control_topic, num_partitions=1, replication_factor=1, config=DEMAND_TOPIC_CONFIG))
         for future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT).values():
             future.result(ADMIN_TIMEOUT)
         return topics
@@ -291,8 +300,14 @@ class Topics:
         return f"{self.input}.deletions"
 
     @property
+    def control_topic(self) -> str:
+        """Where its replicas read pauses and brakes: one per test, so no test's pause stops another's."""
+        return self.control or f"{self.input}.control"
+
+    @property
     def names(self) -> list[str]:
-        return [self.input, self.outcome, self.dlq, *([self.demand] if self.demand else []), self.deletions_topic]
+        optional = (name for name in (self.demand, self.control) if name)
+        return [self.input, self.outcome, self.dlq, *optional, self.deletions_topic]
 
 
 def imgsweep_env(
@@ -310,6 +325,7 @@ def imgsweep_env(
         "IMGSWEEP_KAFKA__DLQ_TOPIC": topics.dlq,
         "IMGSWEEP_KAFKA__DEMAND_TOPIC": topics.demand_topic,
         "IMGSWEEP_KAFKA__DELETIONS_TOPIC": topics.deletions_topic,
+        "IMGSWEEP_KAFKA__CONTROL_TOPIC": topics.control_topic,
     }
     if not accounts:
         env.update({"IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": SECRET_KEY})

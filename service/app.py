@@ -25,6 +25,7 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
+from service.control.replica import ReplicaControls, open_controls
 from service.health import HealthServer, HealthState
 from service.internal_topics import create_command, ensure_topics, internal_topics
 from service.kafka_clients import (
@@ -45,7 +46,9 @@ from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
-__all__ = ["run_service"]
+__all__ = ["EXIT_CONFIG", "run_service"]
+
+EXIT_CONFIG = 2
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +135,23 @@ def _outcome_producer(settings: Settings, process_id: str) -> Producer:
     return Producer(producer_config(settings, transactional_id=transactional_id))
 
 
+def _controls_or_exit(settings: Settings, metrics: Metrics) -> ReplicaControls:
+    """The pauses and brakes this replica obeys; blocks (seconds) until the control topic is there and readable.
+    Without it, one line and exit 2: no call may start without knowing the pauses in force."""
+    try:
+        return open_controls(settings, metrics)
+    except ConfigError as error:
+        log.error("cannot start: %s", error)  # noqa: TRY400 - one line, no traceback: a configuration error
+        raise SystemExit(EXIT_CONFIG) from None
+
+
 def run_service(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
     accounts = settings.api_accounts()
     metrics = Metrics(error_classes=ERROR_CLASSES, accounts=[account.name for account in accounts])
     health = HealthState()
+    controls = _controls_or_exit(settings, metrics)
     stop_calls = threading.Event()
     api = settings.api
     workers = sum(account.api.workers for account in accounts)
@@ -199,6 +213,7 @@ def run_service(settings: Settings) -> int:
         source=f"imgsweep/{settings.kafka.group_id}",
         tracing=tracing,
         share=share,
+        controls=controls,
     )
     pipeline_holder.append(pipeline)
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from service import __version__
+from service.control.cli import add_control_commands
 from service.replay import add_replay_command
 from service.sandbox.cli import add_sandbox_command
 from service.settings import ConfigError, Settings, load_settings, masked_config
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_sandbox_command(commands)
     add_replay_command(commands)
+    add_control_commands(commands, settings=lambda: _settings_or_exit(require_credentials=False))
     return parser
 
 

@@ -21,7 +21,10 @@ __all__ = [
     "CONNECTION_RETRY",
     "LIBRDKAFKA_LOGGER",
     "STATS_INTERVAL_MS",
+    "admin_config",
     "consumer_config",
+    "control_producer_config",
+    "control_reader_config",
     "demand_producer_config",
     "demand_reader_config",
     "log_kafka_error",
@@ -139,17 +142,6 @@ def producer_config(settings: Settings, *, transactional_id: str | None = None, 
     return config
 
 
-def admin_config(settings: Settings) -> dict[str, Any]:
-    """The admin client that creates imgsweep's internal topics."""
-    return {
-        **CONNECTION_RETRY,
-        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
-        "client.id": f"imgsweep-{socket.gethostname()}-admin",
-        "logger": LIBRDKAFKA_LOGGER,
-        "error_cb": log_kafka_error,
-    }
-
-
 def changelog_reader_config(settings: Settings) -> dict[str, Any]:
     """Reads the deletions changelog back by assignment (never joins a group, never commits)."""
     config = reader_config(settings, f"{settings.kafka.group_id}.changelog-reader")
@@ -175,6 +167,41 @@ def demand_producer_config(settings: Settings, **callbacks: Any) -> dict[str, An
         "acks": "1",
         "linger.ms": 0,
         "message.timeout.ms": 5000,
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
+        **callbacks,
+    }
+
+
+def control_reader_config(settings: Settings) -> dict[str, Any]:
+    """Reads the control topic by assignment from its beginning (never joins a group, never commits); says when it
+    reached the end (partition EOF): the offsets of a compacted topic's last records may be gone."""
+    config = reader_config(settings, f"{settings.kafka.group_id}.control-reader")
+    config.pop("statistics.interval.ms", None)
+    config["enable.partition.eof"] = True
+    return config
+
+
+def control_producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """A pause, a resume or a tripped brake: acknowledged by every in-sync replica, retried for 30 s at most."""
+    return {
+        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
+        "client.id": f"imgsweep-{socket.gethostname()}-control",
+        "acks": "all",
+        "linger.ms": 0,
+        "message.timeout.ms": 30000,
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
+        **callbacks,
+    }
+
+
+def admin_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """The admin client that creates imgsweep's internal topics (deletions, demand, control) when missing."""
+    return {
+        **CONNECTION_RETRY,
+        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
+        "client.id": f"imgsweep-{socket.gethostname()}-admin",
         "logger": LIBRDKAFKA_LOGGER,
         "error_cb": log_kafka_error,
         **callbacks,

@@ -37,7 +37,7 @@ from service.vocabulary import (
     SkipReason,
 )
 
-__all__ = ["API_CODES", "IMAGE_REASONS", "AccountMetrics", "Metrics"]
+__all__ = ["API_CODES", "BRAKE_SERIES", "IMAGE_REASONS", "AccountMetrics", "ControlMetrics", "Metrics"]
 
 OTHER: Final = "other"
 API_CODES: Final = tuple(
@@ -69,6 +69,9 @@ IMAGE_REASONS: Final = (
 )
 
 
+BRAKE_SERIES: Final = 20
+"""At most this many ``imgsweep_brake_tripped`` series carry a collection's name."""
+
 HELD_UNTIL_RESET: Final = (Why.RESERVE_ONLY, Why.SPEND_LIMIT, Why.QUOTA_EXHAUSTED)
 """Why the budget holds every call until the reset: ``imgsweep_budget_waiting_for_reset``'s label set."""
 
@@ -88,8 +91,7 @@ class Metrics:
         accounts: Iterable[str] = (DEFAULT_ACCOUNT,),
     ) -> None:
         """``accounts``: the names of the accounts (``Settings.api_accounts``), the ``account`` label's values."""
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self.registry = r = registry or CollectorRegistry()
         self._error_classes = (*error_classes, OTHER)
         Info("imgsweep_build", "Build information.", registry=r).info({"version": __version__})
         # Memory, CPU and file descriptors (process_*), and the garbage collector (python_gc_*): what a
@@ -285,6 +287,7 @@ class Metrics:
             ["account", "why"],
             registry=r,
         )
+        self.control = ControlMetrics(r)
         self._initialise_labels(accounts)
 
     def _declare_state(self, r: CollectorRegistry) -> None:
@@ -432,3 +435,61 @@ class AccountMetrics:
             gauge.set(1 if decision.why == why else 0)
         if decision.send is not None:
             self._decisions.labels(self.name, decision.why).inc()
+
+
+class ControlMetrics:
+    """The brake's and the pauses' series (``service.control``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.brake_tripped = Gauge(
+            "imgsweep_brake_tripped",
+            "1 for each collection whose brake is tripped (its deletions stop on every replica until `imgsweep brake "
+            f"resume`); only tripped collections have a series, at most {BRAKE_SERIES} (the rest: collection=other, "
+            "their number).",
+            ["collection"],
+            registry=registry,
+        )
+        self.brake_trips = Counter(
+            "imgsweep_brake_trips",
+            "Brakes this replica tripped (a collection over its images an hour).",
+            registry=registry,
+        )
+        self.brake_busiest_images = Gauge(
+            "imgsweep_brake_busiest_collection_images",
+            "The most images one collection had handed to calls by this replica in the last hour (what the brake "
+            "compares with its limit).",
+            registry=registry,
+        )
+        self.brake_limit_images = Gauge(
+            "imgsweep_brake_max_images_per_hour",
+            "IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR (0: no brake).",
+            registry=registry,
+        )
+        self.paused = Gauge(
+            "imgsweep_paused",
+            "Accounts and collections paused on purpose (`imgsweep pause`), by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.control_caught_up = Gauge(
+            "imgsweep_control_caught_up",
+            "1 once the control topic was read up to its end: until then no call starts.",
+            registry=registry,
+        )
+        for kind in ("account", "collection"):
+            self.paused.labels(kind)
+        self._brake_series: set[str] = set()
+
+    def brakes_tripped(self, collections: Iterable[str]) -> None:
+        """The collections whose brake is tripped now: a series each (the first ``BRAKE_SERIES`` by name), the
+        rest counted under ``other``; a collection resumed loses its series."""
+        ordered = sorted(set(collections))
+        shown, rest = ordered[:BRAKE_SERIES], ordered[BRAKE_SERIES:]
+        wanted = {collection: 1.0 for collection in shown}
+        if rest:
+            wanted[OTHER] = float(len(rest))
+        for gone in self._brake_series - set(wanted):
+            self.brake_tripped.remove(gone)
+        for collection, value in wanted.items():
+            self.brake_tripped.labels(collection).set(value)
+        self._brake_series = set(wanted)

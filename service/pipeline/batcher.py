@@ -74,6 +74,10 @@ class ReadyBatch(Generic[W]):
     sequence: int
 
 
+def _none(_collection: str) -> bool:
+    return False
+
+
 class Batcher(Generic[W]):
     def __init__(self, *, max_items: int, max_bytes: int, linger_seconds: float) -> None:
         self._max_items = max_items
@@ -118,9 +122,12 @@ class Batcher(Generic[W]):
         self._open[collection] = batch
         return batch
 
-    def take(self, now: float, *, drain: bool = False) -> ReadyBatch[W] | None:
-        """The oldest batch that is full, has lingered long enough, or any batch when draining."""
+    def take(self, now: float, *, drain: bool = False, skip: Callable[[str], bool] = _none) -> ReadyBatch[W] | None:
+        """The oldest batch that is full, has lingered long enough, or any batch when draining; never one of a
+        collection ``skip`` names (its calls are held)."""
         for index, batch in enumerate(self._batches):
+            if skip(batch.collection):
+                continue
             if batch.full is not None:
                 reason = batch.full
             elif drain:
@@ -168,13 +175,15 @@ class Batcher(Generic[W]):
             self._open[collection] = batch
         self._items += len(ready.waiters)
 
-    def seconds_until_due(self, now: float) -> float | None:
-        """How long until some batch is ready by linger (0 if one is ready now); None if nothing is queued."""
-        if not self._batches:
+    def seconds_until_due(self, now: float, *, skip: Callable[[str], bool] = _none) -> float | None:
+        """How long until some batch is ready by linger (0 if one is ready now); None if nothing is queued (but
+        batches of collections ``skip`` names)."""
+        batches = [batch for batch in self._batches if not skip(batch.collection)]
+        if not batches:
             return None
-        if any(batch.full is not None for batch in self._batches):
+        if any(batch.full is not None for batch in batches):
             return 0.0
-        oldest = min(batch.created_at for batch in self._batches)
+        oldest = min(batch.created_at for batch in batches)
         return max(0.0, oldest + self._linger - now)
 
     def discard_waiters(self, abandoned: Callable[[W], bool]) -> int:

@@ -22,6 +22,7 @@ from service.pipeline.pending import PendingEvent
 from service.pipeline.share import Paced
 from service.pipeline.steps.batch import BatchStep
 from service.pipeline.steps.call import AccountCalls, CallStep, Workers
+from service.pipeline.steps.gate import NO_CONTROLS, Controls, GateStep
 from service.settings import ApiSettings, BatchSettings
 
 __all__ = ["AccountCalls", "AccountLane", "LaneShared", "call_planner"]
@@ -30,7 +31,7 @@ __all__ = ["AccountCalls", "AccountLane", "LaneShared", "call_planner"]
 @dataclass(frozen=True, slots=True)
 class LaneShared:
     """What every lane is built with: the batch settings, the worker threads, the ledger, the metrics, the
-    batches' clock and this replica's fraction of the input's partitions."""
+    batches' clock, this replica's fraction of the input's partitions and the pauses and brakes it obeys."""
 
     batch: BatchSettings
     workers: Workers
@@ -38,6 +39,7 @@ class LaneShared:
     metrics: Metrics
     share_fraction: Callable[[], float]
     clock: Callable[[], float] = time.monotonic
+    controls: Controls = NO_CONTROLS
 
 
 def call_planner(api: ApiSettings, batch: BatchSettings) -> CallPlanner | None:
@@ -75,8 +77,9 @@ class AccountLane:
         )  # fmt: skip
         calls.limiter.when_free(shared.workers.wake.set)
         quota, limiter = calls.quota, calls.limiter
+        self._controls = shared.controls
         self.batch = BatchStep(
-            calls=self.call,
+            calls=GateStep(account=account.name, controls=shared.controls, calls=self.call),
             batcher=Batcher(max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds),
             planner=call_planner(account.api, batch),
             quota=lambda: QuotaView(
@@ -115,8 +118,15 @@ class AccountLane:
         return self.call.blocked()
 
     def demand(self, max_items: int) -> int:
-        """Calls this account could make now: its waiting images in full calls and its calls under way."""
-        return math.ceil(self.batch.pending_items() / max_items) + self.call.inflight()
+        """Calls this account could make now: its waiting images not held (paused, braked) in full calls and its
+        calls under way; none while the account is paused."""
+        if self.paused():
+            return 0
+        return math.ceil(self.batch.sendable_items() / max_items) + self.call.inflight()
+
+    def paused(self) -> bool:
+        """Whether the whole account is paused (``imgsweep pause --account``)."""
+        return self._controls.account_paused(self.account)
 
     def pending_items(self) -> int:
         return self.batch.pending_items()

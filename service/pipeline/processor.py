@@ -40,6 +40,7 @@ from service.pipeline.share import Paced, PartitionShare, QpsShare
 from service.pipeline.steps.call import Workers
 from service.pipeline.steps.commit import Checkpoint, CommitStep, TransactionStep
 from service.pipeline.steps.decode import DecodeStep, EventFormat
+from service.pipeline.steps.gate import NO_CONTROLS, Controls
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
@@ -74,11 +75,12 @@ class Pipeline:
         share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare,
         changelog: ChangelogReader | None = None,
         clock: Callable[[], float] = time.monotonic,
+        controls: Controls = NO_CONTROLS,
     ) -> None:
         """``accounts``: each account's calls, one lane of batches and calls each; ``share``: makes how this
         replica's QPS share of each account is set, from the lanes' slots (default: by its fraction of the
         partitions); ``clock``: the batches'
-        and the budget's time."""
+        and the budget's time; ``controls``: the pauses and brakes every lane obeys (the control topic)."""
         kafka, batch = settings.kafka, settings.batch
         self._grace = settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
@@ -123,8 +125,9 @@ class Pipeline:
         self._publish = PublishStep(outlet=outlet, topics=topics, ledger=ledger, next_step=self._commit)
         shared = LaneShared(
             batch=batch, workers=Workers(executor, self._wake, stop_calls, halt, tracing), ledger=ledger,
-            metrics=metrics, share_fraction=self._share_fraction, clock=clock,
+            metrics=metrics, share_fraction=self._share_fraction, clock=clock, controls=controls,
         )  # fmt: skip
+        self._controls = controls
         self._lanes = [AccountLane(calls, shared) for calls in accounts]
         self._route = RouteStep(
             lanes=self._lanes, next_step=self._publish, ledger=ledger, wake=self._wake, metrics=metrics
@@ -198,6 +201,7 @@ class Pipeline:
         self._decode.poll()  # the chain: hold -> route -> each lane (batch -> call) -> publish -> commit
         stopping, fatal, exhausted = self._stopping, self._halt.reason is not None, self._route.all_exhausted()
         self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, quota_exhausted=exhausted)
+        self._controls.poll()  # pauses and brakes from the control topic; this replica's trips onto it
         self._share.poll(self._demand())  # each account's QPS, shared by what each replica could send now
         self._gauges.update(
             inflight=self._route.inflight(),
@@ -213,7 +217,11 @@ class Pipeline:
         stopped = self._stopping or self._halt.reason is not None
         lanes = self._lanes
         demand = {lane.account: 0 if stopped or lane.exhausted() else lane.demand(self._max_items) for lane in lanes}
-        idle = {lane.account for lane in lanes if not demand[lane.account] and not stopped and not lane.exhausted()}
+        idle = {
+            lane.account
+            for lane in lanes
+            if not demand[lane.account] and not stopped and not lane.exhausted() and not lane.paused()
+        }
         if idle and self._hold.held():
             for account in self._held_accounts() & idle:
                 demand[account] = 1
@@ -279,6 +287,7 @@ class Pipeline:
         self._decode.join(max(deadline, time.monotonic() + 1.0))  # publishes what is finished, then commits
         self._rebalance.closing = True
         self._share.close()
+        self._controls.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._leave_group()
         self._consumer.close()

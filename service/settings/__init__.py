@@ -6,14 +6,15 @@ Every setting comes from the environment (prefix ``IMGSWEEP_``, nested sections 
 setting, what is wrong and what is allowed; nothing later re-checks configuration.
 
 One module a job: ``sources`` (where values come from), ``fields`` (what sections are built of), one module per
-section (``kafka``, ``api``, ``batch``, ``events``, ``observability``), ``accounts`` (named JD accounts, derived
-from ``api``'s per-account fields), ``root`` (``Settings``), ``loading`` (``load_settings``), ``errors`` and
-``masking`` (what a person sees). Import from ``service.settings``.
+section (``kafka``, ``api``, ``batch``, ``brake``, ``events``, ``observability``), ``accounts`` (named JD
+accounts, derived from ``api``'s per-account fields), ``root`` (``Settings``), ``loading`` (``load_settings``),
+``errors`` and ``masking`` (what a person sees). Import from ``service.settings``.
 """
 
 from service.settings.accounts import DEFAULT_ACCOUNT, EVERY_OTHER_COLLECTION, Account, AccountSettings
 from service.settings.api import API_MAX_BODY_BYTES, API_MAX_ITEMS, ApiSettings, PerAccount
 from service.settings.batch import BatchSettings
+from service.settings.brake import BrakeSettings
 from service.settings.errors import ConfigError
 from service.settings.events import EventSettings
 from service.settings.kafka import DRY_RUN_SUFFIX, KafkaSettings
@@ -36,6 +37,7 @@ __all__ = [
     "AccountSettings",
     "ApiSettings",
     "BatchSettings",
+    "BrakeSettings",
     "ConfigError",
     "EventSettings",
     "HttpSettings",

@@ -103,6 +103,13 @@ class KafkaSettings(Section):
             "only operators create topics: `imgsweep check-config --probe` then prints the commands."
         ),
     )
+    control_topic: TopicName = Field(
+        default="catalog.imgsweep.control",
+        description=(
+            "Compacted topic of pauses and tripped brakes every replica obeys (imgsweep pause/resume, brake); "
+            "created when missing (1 partition, cleanup.policy=compact)."
+        ),
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     properties: Annotated[dict[str, str], json_setting(JSON_OBJECT_OF_STRINGS)] = Field(
@@ -186,11 +193,14 @@ class KafkaSettings(Section):
 
     @model_validator(mode="after")
     def _distinct_topics(self) -> KafkaSettings:
-        topics = [self.input_topic, self.outcome_topic, self.dlq_topic, self.demand_topic, self.deletions_topic]
+        topics = [
+            self.input_topic, self.outcome_topic, self.dlq_topic, self.demand_topic, self.deletions_topic,
+            self.control_topic,
+        ]  # fmt: skip
         if len(set(topics)) != len(topics):
             raise ValueError(
-                "input_topic, outcome_topic and dlq_topic must be three different topics, and demand_topic and "
-                f"deletions_topic two more (got {', '.join(topics)})"
+                "input_topic, outcome_topic and dlq_topic must be three different topics, and demand_topic, "
+                f"deletions_topic and control_topic three more (got {', '.join(topics)})"
             )
         return self
 

@@ -8,6 +8,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from service.settings.accounts import Account, AccountSettings, missing_keys, resolve_accounts
 from service.settings.api import ApiSettings
 from service.settings.batch import BatchSettings
+from service.settings.brake import BrakeSettings
 from service.settings.errors import ConfigError
 from service.settings.events import EventSettings
 from service.settings.kafka import KafkaSettings, dry_run_form
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     api: ApiSettings = ApiSettings()
     batch: BatchSettings = BatchSettings()
+    brake: BrakeSettings = BrakeSettings()
     http: HttpSettings = HttpSettings()
     log: LogSettings = LogSettings()
     events: EventSettings = EventSettings()
@@ -66,13 +68,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _dry_run_names(self) -> Settings:
-        """In dry-run the consumer group, both output topics, the demand and deletions topics get their dry-run form
-        (``DRY_RUN_SUFFIX``; a dry run never takes a share of the live replicas' QPS), so a
+        """In dry-run the consumer group, both output topics, the demand, deletions and control topics get their
+        dry-run form (``DRY_RUN_SUFFIX``; a dry run never takes a share of the live replicas' QPS, nor trips their
+        brakes), so a
         dry run never commits in the live group nor publishes where live consumers read: turning it off then
         processes every event from where the live group stands. Names that have the suffix already keep it."""
         if self.dry_run:
             kafka = self.kafka
-            renamed = ("group_id", "outcome_topic", "dlq_topic", "demand_topic", "deletions_topic")
+            renamed = ("group_id", "outcome_topic", "dlq_topic", "demand_topic", "deletions_topic", "control_topic")
             names = {name: dry_run_form(getattr(kafka, name)) for name in renamed}
             object.__setattr__(self, "kafka", kafka.model_copy(update=names))  # still frozen to everyone else
         return self

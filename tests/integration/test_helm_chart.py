@@ -1514,3 +1514,19 @@ def test_notes_say_each_account_s_qps_is_shared_by_the_replicas(tmp_path: Path) 
     )
     assert "Replicas share each account's QPS" in notes
     assert "Accounts (" not in render_notes(tmp_path / "default")
+
+
+def test_the_brake_and_the_control_topic_reach_imgsweep(clean_environment: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The chart's defaults are imgsweep's (20,000 images an hour, catalog.imgsweep.control); set ones arrive as set;
+    a negative limit is refused by the schema."""
+    settings = load_as_pod(render(), clean_environment, tmp_path / "defaults")
+    assert settings.dry_run, "the chart installs in dry-run first"
+    control_topic = settings.kafka.control_topic
+    assert (settings.brake.max_images_per_hour, control_topic) == (20_000, "catalog.imgsweep.control.dry-run")
+    objects = render("--set", "brake.maxImagesPerHour=0", "--set", "kafka.controlTopic=shop.imgsweep.control")
+    data = settings_configmap(objects)["data"]
+    assert (data["IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR"], data["IMGSWEEP_KAFKA__CONTROL_TOPIC"]) == (
+        "0",
+        "shop.imgsweep.control",
+    )
+    assert "maxImagesPerHour" in render_failure("--set", "brake.maxImagesPerHour=-1")

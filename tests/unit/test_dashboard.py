@@ -381,6 +381,7 @@ def test_the_dashboard_has_the_variables_and_rows_the_issue_asks_for(dashboard: 
         "Failures",
         "Quota",
         "Call budget",
+        "Brake and pauses",
         "API latency and batches",
         "Lag and in-flight",
         "Dead letters",
@@ -403,6 +404,8 @@ def test_the_dashboard_has_the_variables_and_rows_the_issue_asks_for(dashboard: 
         "namespace_job:imgsweep_budget_spendable_calls:seconds_to_exhaustion1h",
     ):
         assert budget in exprs, budget
+    for control in ("imgsweep_brake_tripped", "imgsweep_brake_busiest_collection_images", "imgsweep_paused"):
+        assert control in exprs, control  # issue 21, point 3: the brake and the pauses
 
 
 def row_panels(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:

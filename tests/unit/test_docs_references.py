@@ -134,6 +134,16 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
     raise AssertionError("the CLI has no subcommands")
 
 
+def _action_of(parser: argparse.ArgumentParser, rest: str) -> argparse.ArgumentParser:
+    """The parser of a command's action when it has actions (``imgsweep brake resume``) and ``rest`` names one."""
+    words = rest.split()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and words and words[0] in action.choices:
+            chosen: argparse.ArgumentParser = action.choices[words[0]]
+            return chosen
+    return parser
+
+
 @pytest.mark.parametrize("doc", DOCS)
 def test_every_documented_command_and_option_exists(doc: str) -> None:
     commands = subcommands()
@@ -145,7 +155,8 @@ def test_every_documented_command_and_option_exists(doc: str) -> None:
         if command not in commands:
             wrong.append(f"imgsweep {command}")
             continue
-        options = commands[command]._option_string_actions
+        parser = _action_of(commands[command], rest)
+        options = parser._option_string_actions
         shown = re.findall(r"--[a-z-]+", rest)
         checked += len(shown)
         wrong += [f"imgsweep {command} {option}" for option in shown if option not in options]

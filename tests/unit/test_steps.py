@@ -60,6 +60,9 @@ class Recorder:
     def accepting(self) -> bool:
         return self.accept
 
+    def holds(self, collection: str) -> bool:
+        return False
+
     def press(self) -> None:
         self.calls.append("press")
 

@@ -199,6 +199,13 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- if and (hasKey $v.batch "maxWaitSeconds") (not (kindIs "invalid" $v.batch.maxWaitSeconds)) }}
 {{- $_ := set $settings "IMGSWEEP_BATCH__MAX_WAIT_SECONDS" (include "imgsweep.number" $v.batch.maxWaitSeconds) }}
 {{- end }}
+{{- /* The control topic and the brake: also only when present (imgsweep's defaults are the chart's). */}}
+{{- if $v.kafka.controlTopic }}
+{{- $_ := set $settings "IMGSWEEP_KAFKA__CONTROL_TOPIC" $v.kafka.controlTopic }}
+{{- end }}
+{{- if and $v.brake (hasKey $v.brake "maxImagesPerHour") (not (kindIs "invalid" $v.brake.maxImagesPerHour)) }}
+{{- $_ := set $settings "IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR" ($v.brake.maxImagesPerHour | int64 | toString) }}
+{{- end }}
 {{- $accountSettings := include "imgsweep.accountSettings" . | fromJson }}
 {{- range $a := $v.accounts }}
 {{- /* Never the keys: those are in the Secret (secrets.accounts or existingSecret). */}}

@@ -28,6 +28,8 @@ Prometheus's own templates in the annotations are written {{"{{"}} ... }} so tha
   "ImgsweepUnreadEventsNearRetention" (dict "for" "10m" "severity" "critical" "maxAgeSeconds" 302400)
   "ImgsweepTransactionsAborting" (dict "for" "10m" "severity" "warning" "abortsPerMinute" 1)
   "ImgsweepTransactionCommitsSlow" (dict "for" "15m" "severity" "warning" "p99Seconds" 0.25)
+  "ImgsweepBrakeTripped" (dict "for" "0m" "severity" "critical")
+  "ImgsweepPausedForLong" (dict "for" "4h" "severity" "warning")
 ) }}
 {{- end }}
 
@@ -519,6 +521,42 @@ groups:
             {{"{{"}} $labels.job }}'s p99 transaction commit took {{"{{"}} $value | humanizeDuration }} over the last 10
             minutes; the poll loop waits for it.
           runbook_url: {{ $runbook }}#transaction-commits-slow
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepBrakeTripped") | fromJson }}
+
+      - alert: ImgsweepBrakeTripped
+        # A collection handed more than IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR images to calls in a sliding hour on a
+        # replica: its deletions stopped on every replica (the control topic) until an operator resumes it. Only
+        # tripped collections have a series (collection="other": how many more than the series shown).
+        expr: max by (namespace, job, collection) (imgsweep_brake_tripped) > 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's brake on mass deletes stopped collection {{"{{"}} $labels.collection }} in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $labels.job }} was about to delete more images of collection {{"{{"}} $labels.collection }} in an
+            hour than IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR allows, so its deletions stopped on every replica: its
+            events wait, nothing failed and nothing is committed past them. Check the catalog (did a bug delist
+            everything?), then `imgsweep brake resume --collection {{"{{"}} $labels.collection }}` lets them go.
+          runbook_url: {{ $runbook }}#brake-tripped
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepPausedForLong") | fromJson }}
+
+      - alert: ImgsweepPausedForLong
+        # `imgsweep pause` is for incidents: a pause forgotten holds its events (and the partitions' commits).
+        expr: max by (namespace, job, kind) (imgsweep_paused) > 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's deletions of {{"{{"}} $value }} {{"{{"}} $labels.kind }}(s) have been paused for long in {{"{{"}} $labels.namespace }}"
+          description: >-
+            For {{ include "imgsweep.duration" .for }} {{"{{"}} $value }} {{"{{"}} $labels.kind }}(s) of {{"{{"}} $labels.job }} have been
+            paused (`imgsweep pause`): their events wait, uncommitted, the consumer lag grows and, once
+            IMGSWEEP_KAFKA__MAX_PENDING_EVENTS events wait, the other collections of the same partitions wait too.
+            `imgsweep brake status` lists them; `imgsweep resume` ends a pause once the incident is over.
+          runbook_url: {{ $runbook }}#paused-for-long
       {{- end }}
   {{- end }}
 {{- end }}

@@ -29,9 +29,11 @@ _UNTIL_RESET = frozenset((Why.RESERVE_ONLY, Why.SPEND_LIMIT))
 
 
 class CallStarter(Step[ReadyBatch[PendingEvent]], Protocol):
-    """What the batch step hands to (``CallStep``): it also says whether a call could start now."""
+    """What the batch step hands to (``GateStep``, then ``CallStep``): it also says whether a call could start now,
+    and whether calls of a collection are held (paused, braked): those batches stay and keep growing."""
 
     def accepting(self) -> bool: ...
+    def holds(self, collection: str) -> bool: ...
 
 
 class BatchStep:
@@ -94,6 +96,8 @@ class BatchStep:
                 self._calls.submit(ready)
             except MessageRejected:
                 self._batcher.put_back(ready)
+                if self._calls.holds(ready.batch.collection):
+                    continue  # its brake tripped: the other collections' batches may still go
                 break
             self._planner.sent(now, chosen)
             self._metrics.batch_flushed(ready.flush_reason)
@@ -103,18 +107,22 @@ class BatchStep:
     def _poll_by_linger(self) -> None:
         """Without a budget: every batch full or past its linger goes, oldest first, while calls can start."""
         while self._calls.accepting():
-            ready = self._batcher.take(self._clock(), drain=self._draining)
+            ready = self._batcher.take(self._clock(), drain=self._draining, skip=self._calls.holds)
             if ready is None:
                 return
             try:
                 self._calls.submit(ready)
             except MessageRejected:
                 self._batcher.put_back(ready)
+                if self._calls.holds(ready.batch.collection):
+                    continue  # its brake tripped: the other collections' batches may still go
                 return
             self._metrics.batch_flushed(ready.flush_reason)
 
     def _waiting(self) -> list[WaitingBatch]:
-        return [WaitingBatch(*batch) for batch in self._batcher.waiting()]
+        """The batches that may go: not those of a held collection."""
+        holds = self._calls.holds
+        return [WaitingBatch(*batch) for batch in self._batcher.waiting() if not holds(batch[1])]
 
     def _choose(self, now: float) -> WaitingBatch | None:
         waiting = self._waiting()
@@ -156,6 +164,11 @@ class BatchStep:
         """Images waiting in the open batches."""
         return self._batcher.pending_items()
 
+    def sendable_items(self) -> int:
+        """Images waiting in the open batches of collections whose calls are not held."""
+        holds = self._calls.holds
+        return sum(items for _, collection, items, _, _ in self._batcher.waiting() if not holds(collection))
+
     def waiting_for(self, collection: str, product_id: str) -> list[PendingEvent]:
         """Events with images of this product in an open batch."""
         return self._batcher.waiters_of(collection, product_id)
@@ -184,7 +197,7 @@ class BatchStep:
         if self._draining:
             return 0.0
         if self._decision is None or self._decision.next_check_seconds is None:
-            return self._batcher.seconds_until_due(now)
+            return self._batcher.seconds_until_due(now, skip=self._calls.holds)
         return max(0.0, self._decided_at + self._decision.next_check_seconds - now)
 
     def join(self, deadline: float) -> None:
