@@ -6,32 +6,68 @@ Offsets never run ahead of outcomes: an event's offset becomes committable only 
 every record it produced. Delivery reports arrive in ``poll``; a failed delivery is produced again as long as
 this replica still holds the partition (the same ``PartitionState``: a partition revoked and assigned again
 is a new one).
+
+One record never stops the process (docs/decisions/0018-poison-records.md). A dead-letter copy over the
+producer's ``message.max.bytes`` is written with a prefix of the value (``fit_dead_letter``). A record the
+producer refuses (``produce`` raises, or the broker refuses it for good: too large, invalid) is replaced by
+what can be written: an outcome by the event's ``internal_error`` dead letter, a dead letter by a copy without
+the value; when nothing can be written, it is logged, counted and the event counts as published. An error while
+an event's outcome is built dead-letters the event as ``internal_error``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Final, Literal
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from service.metrics import Metrics
 from service.pipeline.events import InvalidEvent
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Finished, Ledger, Rejected
-from service.pipeline.outcomes import build_outcome, dead_letter_headers, failure_summary, outcome_headers
+from service.pipeline.outcomes import (
+    DLQ_HEADER_PREFIX,
+    build_outcome,
+    dead_letter_headers,
+    failure_summary,
+    outcome_headers,
+)
 from service.pipeline.partitions import PartitionState
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
+from service.pipeline.poison import HandlingFailed, handling_failed
 from service.pipeline.steps.abstract import Step
 from service.pipeline.trace_context import record_trace_context
 from service.vocabulary import DeadLetterReason, TraceContext
 
-__all__ = ["PublishStep", "Topics", "event_ids"]
+__all__ = ["DEFAULT_MAX_RECORD_BYTES", "TRUNCATION_HEADERS", "PublishStep", "Topics", "event_ids", "fit_dead_letter"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RECORD_BYTES: Final = 1_000_000
+"""librdkafka's default ``message.max.bytes``: the largest record the producer takes."""
+TRUNCATION_HEADERS: Final = tuple(
+    f"{DLQ_HEADER_PREFIX}{name}" for name in ("truncated", "original_size", "original_sha256")
+)
+"""What a dead letter written with a prefix of the value says: what was cut (``value``, then ``headers``, ``key``),
+the value's size in bytes and its SHA-256 (hex). ``imgsweep_source_*`` say where the original is."""
+_RECORD_OVERHEAD: Final = 1024
+"""Bytes kept free below ``message.max.bytes`` for the record's framing (librdkafka counts headers its way)."""
+_HEADER_OVERHEAD: Final = 10
+_REFUSED_FOR_GOOD: Final = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+    }
+)
+"""Delivery errors about the record itself: producing it again cannot help."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +78,8 @@ class Topics:
     dead_letters: str
     source: str = "imgsweep"
     dry_run: bool = False
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    """The producer's ``message.max.bytes``: a dead-letter copy larger than this is written truncated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +91,50 @@ class _Record:
     kind: Literal["outcome", "dead_letter"]
     label: str
     timestamp_ms: int | None
+    source: SourceRecord
+    trace: TraceContext | None = None
+    stripped: bool = False
+    """A dead letter already cut to its headers: nothing shorter can replace it."""
+
+
+def fit_dead_letter(
+    key: bytes | None, value: bytes | None, headers: Headers, limit: int
+) -> tuple[bytes | None, bytes | None, Headers]:
+    """A dead-letter copy that the producer takes whole (under ``limit``, its ``message.max.bytes``): as it is
+    if it fits; else a prefix of the value, with ``TRUNCATION_HEADERS`` (and without the original headers, then
+    the key, if even they do not fit). Pure."""
+    budget = limit - _RECORD_OVERHEAD
+    if _size(key, value, headers) <= budget:
+        return key, value, headers
+    data = value or b""
+    cut = ["value"]
+    own = [header for header in headers if header[0].startswith(DLQ_HEADER_PREFIX)]
+    kept = headers
+    if _size(None, None, [*kept, *_truncation_headers([*cut, "headers", "key"], data)]) > budget:
+        kept, cut = own, [*cut, "headers"]
+    if _size(key, None, [*kept, *_truncation_headers([*cut, "key"], data)]) > budget:
+        key, cut = None, [*cut, "key"]
+    marked = [*kept, *_truncation_headers(cut, data)]
+    room = max(0, budget - _size(key, None, marked))
+    return key, data[:room], marked
+
+
+def _truncation_headers(cut: list[str], data: bytes) -> Headers:
+    return list(
+        zip(
+            TRUNCATION_HEADERS,
+            (",".join(cut).encode(), str(len(data)).encode(), hashlib.sha256(data).hexdigest().encode()),
+            strict=True,
+        )
+    )
+
+
+def _size(key: bytes | None, value: bytes | None, headers: Headers) -> int:
+    return (
+        len(key or b"")
+        + len(value or b"")
+        + sum(len(name.encode()) + len(data or b"") + _HEADER_OVERHEAD for name, data in headers)
+    )
 
 
 def event_ids(pending: PendingEvent) -> dict[str, object]:
@@ -82,7 +164,14 @@ class PublishStep:
 
     def submit(self, item: Finished | Rejected) -> None:
         if isinstance(item, Finished):
-            self._outcome(item.pending)
+            source = item.pending.source
+            with self._ledger.handling(source):  # poison records: a process that dies here leaves the mark
+                try:
+                    records = self._outcome(item.pending)
+                except Exception as error:  # noqa: BLE001 - one event's failure is never the process's
+                    failed = handling_failed("publish", error)
+                    records = [self._internal_error(source, failed, error, item.pending.trace)]
+                self._publish(source, records)
         else:
             self._invalid(item.record, item.error)
 
@@ -112,7 +201,7 @@ class PublishStep:
         for item in self._ledger.outbox():
             self.submit(item)
 
-    def _outcome(self, pending: PendingEvent) -> None:
+    def _outcome(self, pending: PendingEvent) -> list[_Record]:
         """Every image of the event is decided: its outcome, and a dead-letter copy if one failed for good."""
         outcome = build_outcome(pending, completed_at=datetime.now(UTC), dry_run=self._topics.dry_run)
         records = [
@@ -124,6 +213,8 @@ class PublishStep:
                 kind="outcome",
                 label=outcome.status,
                 timestamp_ms=pending.source.timestamp_ms,
+                source=pending.source,
+                trace=pending.trace,
             )
         ]
         if pending.dead_letter_reason is not None:
@@ -137,13 +228,26 @@ class PublishStep:
             )
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("outcome published", extra={**event_ids(pending), "status": outcome.status})
-        self._publish(pending.source, records)
+        return records
 
-    def _invalid(self, record: SourceRecord, error: InvalidEvent) -> None:
-        """A record that is not a delist event goes to the dead-letter topic as it came."""
+    def _invalid(self, record: SourceRecord, error: InvalidEvent | HandlingFailed) -> None:
+        """A record that is not a delist event, or whose handling failed, goes to the dead-letter topic as it came."""
+        reason = DeadLetterReason.INVALID_EVENT if isinstance(error, InvalidEvent) else DeadLetterReason.INTERNAL_ERROR
         trace = record_trace_context(record.headers, record.value)
-        dead_letter = self._dead_letter(record, DeadLetterReason.INVALID_EVENT, error.reason, error.error_class, trace)
+        dead_letter = self._dead_letter(record, reason, error.reason, error.error_class, trace)
         self._publish(record, [dead_letter])
+
+    def _internal_error(
+        self, record: SourceRecord, error: HandlingFailed, cause: Exception, trace: TraceContext | None
+    ) -> _Record:
+        self._metrics.internal_errors.labels("publish").inc()
+        log.error(
+            "record sent to the dead-letter topic as internal_error: %s",
+            error.reason,
+            exc_info=cause,
+            extra={"partition": record.partition, "offset": record.offset, "error_class": error.error_class},
+        )
+        return self._dead_letter(record, DeadLetterReason.INTERNAL_ERROR, error.reason, error.error_class, trace)
 
     def _dead_letter(
         self,
@@ -156,14 +260,25 @@ class PublishStep:
         headers = dead_letter_headers(
             record, error_class=error_class or reason, reason=text, at=datetime.now(UTC), trace=trace
         )
+        key, value, headers = fit_dead_letter(record.key, record.value, headers, self._topics.max_record_bytes)
+        if value is not record.value:
+            self._metrics.dead_letters_truncated.inc()
+            log.warning(
+                "dead letter over the producer's message.max.bytes: written with the first %d of %d bytes",
+                len(value or b""),
+                len(record.value or b""),
+                extra={"partition": record.partition, "offset": record.offset, "reason": str(reason)},
+            )
         return _Record(
             topic=self._topics.dead_letters,
-            key=record.key,
-            value=record.value,
+            key=key,
+            value=value,
             headers=headers,
             kind="dead_letter",
             label=reason,
             timestamp_ms=None,
+            source=record,
+            trace=trace,
         )
 
     def _publish(self, source: SourceRecord, records: list[_Record]) -> None:
@@ -184,14 +299,47 @@ class PublishStep:
                 )
             except BufferError:  # the producer's queue is full: let it deliver, then try again
                 self._producer.poll(0.1)
+            except Exception as error:  # noqa: BLE001 - this record's refusal, not the process's
+                kafka_error = error.args[0] if isinstance(error, KafkaException) and error.args else None
+                if isinstance(kafka_error, KafkaError) and kafka_error.fatal():
+                    self._halt.trip(f"Kafka producer fatal error: {kafka_error.str()}")
+                    return
+                self._instead(state, offset, record, str(error))
+                return
             else:
                 return
+
+    def _instead(self, state: PartitionState, offset: int, record: _Record, error: str) -> None:
+        """The producer refused ``record`` for good: what can be written in its place, else nothing."""
+        source = record.source
+        ids = {"partition": source.partition, "offset": source.offset, "reason": record.kind}
+        if record.kind == "outcome":
+            failed = HandlingFailed(f"its outcome could not be published: {error}")
+            instead = self._dead_letter(source, DeadLetterReason.INTERNAL_ERROR, failed.reason, None, record.trace)
+            label = "dead_letter"
+        elif not record.stripped:
+            headers = [header for header in record.headers if header[0].startswith(DLQ_HEADER_PREFIX)]
+            key, value, headers = fit_dead_letter(None, None, headers, 0)  # only the marks: value and key cut
+            instead = replace(record, key=key, value=value, headers=headers, stripped=True)
+            label = "truncated"
+        else:
+            self._metrics.publish_failures.labels(record.kind, "dropped").inc()
+            log.error("a dead letter could not be written, even without its value: %s", error, extra=ids)
+            if self._ledger.holds(state):
+                self._ledger.acknowledged(state, offset)  # nothing will come for it: the event counts as published
+            return
+        self._metrics.publish_failures.labels(record.kind, label).inc()
+        log.error("the producer refused a record (%s); writing %s instead", error, label, extra=ids)
+        self._produce(state, offset, instead)
 
     def _delivered(self, state: PartitionState, offset: int, record: _Record, error: KafkaError | None) -> None:
         held = self._ledger.holds(state)
         if error is not None:
             if error.fatal():
                 self._halt.trip(f"Kafka producer fatal error: {error.str()}")
+                return
+            if error.code() in _REFUSED_FOR_GOOD and held:
+                self._instead(state, offset, record, error.str())
                 return
             log.warning(
                 "publishing failed, trying again: %s", error.str(), extra={"partition": state.number, "offset": offset}
