@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from service.api.classify import ResponsePolicy
 from service.api.client import DeleteClient, new_http_client
@@ -81,6 +81,23 @@ def _account_calls(
     return AccountCalls(account, client.delete, quota, limiter)
 
 
+class _PipelineCallbacks:
+    """librdkafka's callbacks of the consumer, made before the pipeline they report to."""
+
+    def __init__(self, unread: UnreadAge) -> None:
+        self.unread = unread
+        self.pipeline: Pipeline | None = None
+
+    def on_stats(self, stats: str) -> None:
+        self.unread.on_stats(stats)
+        if self.pipeline is not None:
+            self.pipeline.on_stats(stats)
+
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if self.pipeline is not None:
+            self.pipeline.on_commit(error, partitions)
+
+
 def run_service(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
@@ -112,17 +129,11 @@ def run_service(settings: Settings) -> int:
             extra={"count": len(accounts)},
         )
 
-    pipeline_holder: list[Pipeline] = []
-
     unread = UnreadAge(topic=settings.kafka.input_topic, metrics=metrics)
-
-    def on_stats(stats: str) -> None:
-        unread.on_stats(stats)
-        if pipeline_holder:
-            pipeline_holder[0].on_stats(stats)
-
+    callbacks = _PipelineCallbacks(unread)
     # librdkafka's log lines and errors go through the JSON logger (kafka_clients: logger, error_cb), once each.
-    consumer = AgeNotingConsumer(consumer_config(settings, stats_cb=on_stats), unread)
+    config = consumer_config(settings, stats_cb=callbacks.on_stats, on_commit=callbacks.on_commit)
+    consumer = AgeNotingConsumer(config, unread)
     producer = Producer(producer_config(settings))
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
     share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare
@@ -151,7 +162,7 @@ def run_service(settings: Settings) -> int:
         tracing=tracing,
         share=share,
     )
-    pipeline_holder.append(pipeline)
+    callbacks.pipeline = pipeline
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)
     server.start()
     log.info("metrics and health on port %d", server.port)

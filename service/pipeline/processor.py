@@ -19,9 +19,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Final
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from service.health import HealthState
+from service.kafka_clients import max_record_bytes
 from service.metrics import Metrics
 from service.pipeline.consumer_stats import ConsumerStats
 from service.pipeline.decisions import drain_plan
@@ -32,11 +33,13 @@ from service.pipeline.intake import Intake
 from service.pipeline.lane import AccountCalls, AccountLane, LaneShared
 from service.pipeline.ledger import Ledger
 from service.pipeline.pending import PendingEvent
+from service.pipeline.poison import PoisonMarks
 from service.pipeline.rebalance import Rebalance
 from service.pipeline.share import Paced, PartitionShare, QpsShare
 from service.pipeline.steps.call import Workers
 from service.pipeline.steps.commit import CommitStep
 from service.pipeline.steps.decode import DecodeStep, EventFormat
+from service.pipeline.steps.guard import GuardedLanes
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes, RecentDeletions
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
@@ -69,16 +72,18 @@ class Pipeline:
         tracing: Tracing = NO_TRACING,
         share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare,
         clock: Callable[[], float] = time.monotonic,
+        marks: PoisonMarks | None = None,
     ) -> None:
         """``accounts``: each account's calls, one lane of batches and calls each; ``share``: makes how this
         replica's QPS share of each account is set, from the lanes' slots (default: by its fraction of the
         partitions); ``clock``: the batches'
-        and the budget's time."""
+        and the budget's time; ``marks``: where a record that stops the process is remembered (default: files
+        in the temporary directory)."""
         kafka, batch = settings.kafka, settings.batch
         self._grace = settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
         self._health, self._stop_calls = health, stop_calls
-        self._ledger = ledger = Ledger(kafka.input_topic)
+        self._ledger = ledger = Ledger(kafka.input_topic, marks=marks or PoisonMarks.in_temp_dir(kafka.group_id))
         self._halt = halt = Halt(health, metrics)
         self._wake = threading.Event()
         """Set when a call finishes or a rate limiter's slot comes free: the loop then turns at once."""
@@ -91,7 +96,10 @@ class Pipeline:
 
         # The chain, built from its end: each step is given the step it hands its work to.
         self._commit = CommitStep(consumer=consumer, ledger=ledger, health=health, metrics=metrics)
-        topics = Topics(kafka.outcome_topic, kafka.dlq_topic, source=source, dry_run=settings.dry_run)
+        topics = Topics(
+            kafka.outcome_topic, kafka.dlq_topic, source=source, dry_run=settings.dry_run,
+            max_record_bytes=max_record_bytes(settings),
+        )  # fmt: skip
         self._publish = PublishStep(
             producer=producer, topics=topics, ledger=ledger, next_step=self._commit, halt=halt, metrics=metrics
         )
@@ -105,7 +113,8 @@ class Pipeline:
             lanes=self._lanes, next_step=self._publish, ledger=ledger, wake=self._wake, metrics=metrics
         )
         self._hold = HoldStep(
-            next_step=self._route, ledger=ledger, deletions=deletions,
+            next_step=GuardedLanes(lanes=self._route, ledger=ledger, metrics=metrics), ledger=ledger,
+            deletions=deletions,
             times=HoldTimes(batch.relist_grace_seconds, settings.max_event_age_seconds),
             clock=EventClock(self._intake.caught_up), metrics=metrics,
         )  # fmt: skip
@@ -132,6 +141,10 @@ class Pipeline:
             self._abandon = True
             self._stop_calls.set()
         self._stopping = True
+
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The consumer's ``on_commit``: a failed commit is sent again (``CommitStep.on_commit``)."""
+        self._commit.on_commit(error, partitions)
 
     def on_stats(self, stats_json: str) -> None:
         """librdkafka's ``stats_cb``: lag per partition and broker reachability."""

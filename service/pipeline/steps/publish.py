@@ -26,6 +26,7 @@ from typing import Final, Literal
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from service.kafka_clients import DEFAULT_MESSAGE_MAX_BYTES
 from service.metrics import Metrics
 from service.pipeline.events import InvalidEvent
 from service.pipeline.halt import Halt
@@ -44,12 +45,10 @@ from service.pipeline.steps.abstract import Step
 from service.pipeline.trace_context import record_trace_context
 from service.vocabulary import DeadLetterReason, TraceContext
 
-__all__ = ["DEFAULT_MAX_RECORD_BYTES", "TRUNCATION_HEADERS", "PublishStep", "Topics", "event_ids", "fit_dead_letter"]
+__all__ = ["TRUNCATION_HEADERS", "PublishStep", "Topics", "event_ids", "fit_dead_letter"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_RECORD_BYTES: Final = 1_000_000
-"""librdkafka's default ``message.max.bytes``: the largest record the producer takes."""
 TRUNCATION_HEADERS: Final = tuple(
     f"{DLQ_HEADER_PREFIX}{name}" for name in ("truncated", "original_size", "original_sha256")
 )
@@ -78,7 +77,7 @@ class Topics:
     dead_letters: str
     source: str = "imgsweep"
     dry_run: bool = False
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_record_bytes: int = DEFAULT_MESSAGE_MAX_BYTES
     """The producer's ``message.max.bytes``: a dead-letter copy larger than this is written truncated."""
 
 
@@ -108,7 +107,7 @@ def fit_dead_letter(
         return key, value, headers
     data = value or b""
     cut = ["value"]
-    own = [header for header in headers if header[0].startswith(DLQ_HEADER_PREFIX)]
+    own = [(name, data) for name, data in headers if _own(name)]
     kept = headers
     if _size(None, None, [*kept, *_truncation_headers([*cut, "headers", "key"], data)]) > budget:
         kept, cut = own, [*cut, "headers"]
@@ -117,6 +116,10 @@ def fit_dead_letter(
     marked = [*kept, *_truncation_headers(cut, data)]
     room = max(0, budget - _size(key, None, marked))
     return key, data[:room], marked
+
+
+def _own(name: str) -> bool:
+    return name.startswith(DLQ_HEADER_PREFIX) and name not in TRUNCATION_HEADERS
 
 
 def _truncation_headers(cut: list[str], data: bytes) -> Headers:
@@ -318,8 +321,8 @@ class PublishStep:
             instead = self._dead_letter(source, DeadLetterReason.INTERNAL_ERROR, failed.reason, None, record.trace)
             label = "dead_letter"
         elif not record.stripped:
-            headers = [header for header in record.headers if header[0].startswith(DLQ_HEADER_PREFIX)]
-            key, value, headers = fit_dead_letter(None, None, headers, 0)  # only the marks: value and key cut
+            own = [(name, data) for name, data in record.headers if _own(name)]
+            key, value, headers = fit_dead_letter(None, source.value, own, 0)  # imgsweep's headers only
             instead = replace(record, key=key, value=value, headers=headers, stripped=True)
             label = "truncated"
         else:
