@@ -78,7 +78,8 @@ def dead_letter_schema() -> dict[str, Any]:
                     "a reader treats a class it does not know as one more cause to look at, never as an error. "
                     "Why: the decoder's error class for invalid input; for an event whose outcome has an image "
                     "failed for good, retries_exhausted (the API kept failing), internal_error (imgsweep failed "
-                    "on the call, or while handling the record, or the record stopped the process twice), no_account (the collection belongs to no configured account: no call was made) "
+                    "on the call, or while handling the record, or the record stopped the process twice), "
+                    "no_account (the collection belongs to no configured account: no call was made) "
                     "or item_failed (the API refused an image, e.g. NO_RELATIVE_COLLECTION)."
                 ),
             },
