@@ -33,6 +33,7 @@ from service.pipeline.halt import Halt
 from service.pipeline.ledger import Finished, Ledger, Rejected
 from service.pipeline.outcomes import (
     DLQ_HEADER_PREFIX,
+    TRUNCATION_HEADERS,
     build_outcome,
     dead_letter_headers,
     failure_summary,
@@ -45,15 +46,10 @@ from service.pipeline.steps.abstract import Step
 from service.pipeline.trace_context import record_trace_context
 from service.vocabulary import DeadLetterReason, TraceContext
 
-__all__ = ["TRUNCATION_HEADERS", "PublishStep", "Topics", "event_ids", "fit_dead_letter"]
+__all__ = ["PublishStep", "Topics", "event_ids", "fit_dead_letter"]
 
 log = logging.getLogger(__name__)
 
-TRUNCATION_HEADERS: Final = tuple(
-    f"{DLQ_HEADER_PREFIX}{name}" for name in ("truncated", "original_size", "original_sha256")
-)
-"""What a dead letter written with a prefix of the value says: what was cut (``value``, then ``headers``, ``key``),
-the value's size in bytes and its SHA-256 (hex). ``imgsweep_source_*`` say where the original is."""
 _RECORD_OVERHEAD: Final = 1024
 """Bytes kept free below ``message.max.bytes`` for the record's framing (librdkafka counts headers its way)."""
 _HEADER_OVERHEAD: Final = 10
