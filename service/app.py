@@ -29,6 +29,7 @@ from service.kafka_clients import consumer_config, demand_producer_config, deman
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.pipeline.events import ERROR_CLASSES
+from service.pipeline.poison import PoisonMarks
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
@@ -161,6 +162,7 @@ def run_service(settings: Settings) -> int:
         source=f"imgsweep/{settings.kafka.group_id}",
         tracing=tracing,
         share=share,
+        marks=PoisonMarks.in_temp_dir(settings.kafka.group_id),
     )
     callbacks.pipeline = pipeline
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)

@@ -77,13 +77,13 @@ class Pipeline:
         """``accounts``: each account's calls, one lane of batches and calls each; ``share``: makes how this
         replica's QPS share of each account is set, from the lanes' slots (default: by its fraction of the
         partitions); ``clock``: the batches'
-        and the budget's time; ``marks``: where a record that stops the process is remembered (default: files
-        in the temporary directory)."""
+        and the budget's time; ``marks``: where a record that stops the process is remembered (default: in memory
+        only, nothing across a restart; the service passes files in its temporary directory)."""
         kafka, batch = settings.kafka, settings.batch
         self._grace = settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
         self._health, self._stop_calls = health, stop_calls
-        self._ledger = ledger = Ledger(kafka.input_topic, marks=marks or PoisonMarks.in_temp_dir(kafka.group_id))
+        self._ledger = ledger = Ledger(kafka.input_topic, marks=marks)
         self._halt = halt = Halt(health, metrics)
         self._wake = threading.Event()
         """Set when a call finishes or a rate limiter's slot comes free: the loop then turns at once."""
