@@ -108,7 +108,8 @@ class CommitStep:
         log.warning("offset commit failed, sending it again: %s", reason, extra={"count": len(failed)})
         for tp in failed:
             state = self._ledger.get(tp.partition)
-            sent = Position(tp.offset, tp.metadata or "")
-            if state is not None and state.committed == sent and tp.partition in self._before:
+            # By offset: the report may not carry the metadata that was sent with it.
+            sent = state is not None and state.committed is not None and state.committed.offset == tp.offset
+            if state is not None and sent and tp.partition in self._before:
                 state.committed = self._before.pop(tp.partition)  # nothing newer went out: send it again
         self._last = 0.0
