@@ -393,6 +393,7 @@ class ServiceProcess:
             **clean_env(),
             **imgsweep_env(bootstrap=bootstrap, topics=topics, endpoint=endpoint, settings={**own, **(settings or {})}),
         }
+        env.setdefault("TMPDIR", str(log_path.parent))  # its poison-record marks: the test's, as a pod's /tmp
         with log_path.open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "service", "run"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO

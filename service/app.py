@@ -15,7 +15,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from service.api.classify import ResponsePolicy
@@ -40,6 +40,7 @@ from service.logs import configure_logging
 from service.metrics import Metrics
 from service.pipeline.changelog import ChangelogReader
 from service.pipeline.events import ERROR_CLASSES
+from service.pipeline.poison import PoisonMarks
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
@@ -145,6 +146,23 @@ def _controls_or_exit(settings: Settings, metrics: Metrics) -> ReplicaControls:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+class _PipelineCallbacks:
+    """librdkafka's callbacks of the consumer, made before the pipeline they report to."""
+
+    def __init__(self, unread: UnreadAge) -> None:
+        self.unread = unread
+        self.pipeline: Pipeline | None = None
+
+    def on_stats(self, stats: str) -> None:
+        self.unread.on_stats(stats)
+        if self.pipeline is not None:
+            self.pipeline.on_stats(stats)
+
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if self.pipeline is not None:
+            self.pipeline.on_commit(error, partitions)
+
+
 def run_service(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
@@ -170,17 +188,11 @@ def run_service(settings: Settings) -> int:
     ]
     _log_mode(settings, accounts)
 
-    pipeline_holder: list[Pipeline] = []
-
     unread = UnreadAge(topic=settings.kafka.input_topic, metrics=metrics)
-
-    def on_stats(stats: str) -> None:
-        unread.on_stats(stats)
-        if pipeline_holder:
-            pipeline_holder[0].on_stats(stats)
-
+    callbacks = _PipelineCallbacks(unread)
     # librdkafka's log lines and errors go through the JSON logger (kafka_clients: logger, error_cb), once each.
-    consumer = AgeNotingConsumer(consumer_config(settings, stats_cb=on_stats), unread)
+    config = consumer_config(settings, stats_cb=callbacks.on_stats, on_commit=callbacks.on_commit)
+    consumer = AgeNotingConsumer(config, unread)
     kafka = settings.kafka
     process_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     producer = _outcome_producer(settings, process_id)
@@ -214,8 +226,9 @@ def run_service(settings: Settings) -> int:
         tracing=tracing,
         share=share,
         controls=controls,
+        marks=PoisonMarks.in_temp_dir(settings.kafka.group_id),
     )
-    pipeline_holder.append(pipeline)
+    callbacks.pipeline = pipeline
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)
     server.start()
     log.info("metrics and health on port %d", server.port)

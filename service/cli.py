@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +19,22 @@ __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+MAX_PROBE_TIMEOUT_SECONDS = 300.0
+"""``check-config --probe-timeout`` at most: a probe that waits longer hides a wrong address from a start-up check."""
+
+
+def _probe_timeout(text: str) -> float:
+    """``--probe-timeout``: seconds above 0 and at most ``MAX_PROBE_TIMEOUT_SECONDS`` (argparse exits 2 otherwise)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (0 < seconds <= MAX_PROBE_TIMEOUT_SECONDS):  # NaN too
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the probe's wait must be a number of seconds above 0 and at most "
+            f"{MAX_PROBE_TIMEOUT_SECONDS:g} (e.g. 10)"
+        )
+    return seconds
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -113,10 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--probe-timeout",
-        type=float,
+        type=_probe_timeout,
         default=10.0,
         metavar="SECONDS",
-        help="how long --probe waits for the brokers (default: 10)",
+        help=f"how long --probe waits for the brokers, above 0 and at most {MAX_PROBE_TIMEOUT_SECONDS:g} (default: 10)",
     )
     check.set_defaults(handler=_check_config)
 

@@ -61,7 +61,9 @@ def dead_letter_schema() -> dict[str, Any]:
         "title": "DeadLetterHeaders",
         "description": (
             "Headers imgsweep adds to a dead-lettered record. The record keeps its original key, value and "
-            "headers, so `imgsweep replay-dlq` can republish it unchanged once the cause is fixed."
+            "headers, so `imgsweep replay-dlq` can republish it unchanged once the cause is fixed; except a copy "
+            "over the producer's message.max.bytes, written with a prefix of its value (imgsweep_truncated; the "
+            "original is where imgsweep_source_* say, on the input topic, and replay-dlq passes over it)."
         ),
         "type": "object",
         "properties": {
@@ -76,7 +78,8 @@ def dead_letter_schema() -> dict[str, Any]:
                     "a reader treats a class it does not know as one more cause to look at, never as an error. "
                     "Why: the decoder's error class for invalid input; for an event whose outcome has an image "
                     "failed for good, retries_exhausted (the API kept failing), internal_error (imgsweep failed "
-                    "on the call), no_account (the collection belongs to no configured account: no call was made) "
+                    "on the call, or while handling the record, or the record stopped the process twice), "
+                    "no_account (the collection belongs to no configured account: no call was made) "
                     "or item_failed (the API refused an image, e.g. NO_RELATIVE_COLLECTION)."
                 ),
             },
@@ -89,6 +92,24 @@ def dead_letter_schema() -> dict[str, Any]:
             f"{DLQ_HEADER_PREFIX}source_partition": {**text, "pattern": "^[0-9]+$"},
             f"{DLQ_HEADER_PREFIX}source_offset": {**text, "pattern": "^[0-9]+$"},
             f"{DLQ_HEADER_PREFIX}dead_lettered_at": {**text, "format": "date-time"},
+            f"{DLQ_HEADER_PREFIX}truncated": {
+                **text,
+                "pattern": "^value(,headers)?(,key)?$",
+                "description": (
+                    "Only on a copy too large to write whole: what was cut. value: the value is a prefix of the "
+                    "original's; headers: the original headers were left out; key: the key too."
+                ),
+            },
+            f"{DLQ_HEADER_PREFIX}original_size": {
+                **text,
+                "pattern": "^[0-9]+$",
+                "description": "With imgsweep_truncated: the original value's size in bytes.",
+            },
+            f"{DLQ_HEADER_PREFIX}original_sha256": {
+                **text,
+                "pattern": "^[0-9a-f]{64}$",
+                "description": "With imgsweep_truncated: the SHA-256 of the original value (hex).",
+            },
             "traceparent": {
                 **text,
                 "description": (

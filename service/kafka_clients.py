@@ -13,13 +13,15 @@ import logging
 import socket
 from typing import Any, Final
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, TopicPartition
 
 from service.settings import Settings
 
 __all__ = [
     "CONNECTION_RETRY",
+    "DEFAULT_MESSAGE_MAX_BYTES",
     "LIBRDKAFKA_LOGGER",
+    "PARTITIONER",
     "STATS_INTERVAL_MS",
     "admin_config",
     "consumer_config",
@@ -27,12 +29,16 @@ __all__ = [
     "control_reader_config",
     "demand_producer_config",
     "demand_reader_config",
+    "log_commit_result",
     "log_kafka_error",
+    "max_record_bytes",
     "producer_config",
     "reader_config",
 ]
 
 STATS_INTERVAL_MS = 5000
+DEFAULT_MESSAGE_MAX_BYTES: Final = 1_000_000
+"""librdkafka's default ``message.max.bytes``: the largest record a producer takes."""
 
 LIBRDKAFKA_LOGGER: Final = logging.getLogger("librdkafka")
 """Where librdkafka's log lines go (confluent-kafka's ``logger``; served by ``poll``/``consume``). Its syslog
@@ -74,6 +80,33 @@ def log_kafka_error(error: KafkaError) -> None:
     _log.warning("kafka: %s", error.str(), extra={"code": error.name()})
 
 
+def log_commit_result(error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+    """``on_commit`` of a consumer with no commit step (``replay-dlq``): a failed commit is logged, once.
+
+    The service's consumer passes its commit step's own (``CommitStep.on_commit``), which also sends the
+    position again and counts ``imgsweep_commit_failures_total``."""
+    failed = [tp.partition for tp in partitions if tp.error is not None]
+    if error is not None or failed:
+        reason = error.str() if error is not None else "; ".join(str(tp.error) for tp in partitions if tp.error)
+        _log.warning("offset commit failed: %s", reason, extra={"count": len(failed) or len(partitions)})
+
+
+PARTITIONER: Final = "murmur2_random"
+"""Java's partitioner (murmur2 of the key, positive, modulo the partition count; keyless records spread): a
+product's outcomes, dead letters and replayed copies land on the partition a Java producer would choose for the
+same key, so Java and Kafka Streams consumers that co-partition by product id see them where they expect.
+librdkafka's default (``consistent_random``, CRC32) would not."""
+
+
+def max_record_bytes(settings: Settings) -> int:
+    """The producer's ``message.max.bytes`` (librdkafka's default unless the properties set it)."""
+    value = settings.kafka.librdkafka_common().get("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return DEFAULT_MESSAGE_MAX_BYTES  # librdkafka refuses it at start-up (check_librdkafka_config)
+
+
 # What only a member of a classic group may set: with group.protocol=consumer (KIP-848) the broker assigns
 # partitions and keeps the session, and librdkafka refuses to create a consumer that sets these.
 _CLASSIC_GROUP_ONLY = ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms")
@@ -102,6 +135,7 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "statistics.interval.ms": STATS_INTERVAL_MS,
         "logger": LIBRDKAFKA_LOGGER,
         "error_cb": log_kafka_error,
+        "on_commit": log_commit_result,
         **callbacks,
     }
     if kafka.group_instance_id is not None:
@@ -132,6 +166,7 @@ def producer_config(settings: Settings, *, transactional_id: str | None = None, 
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,
+        "partitioner": PARTITIONER,
         "logger": LIBRDKAFKA_LOGGER,
         "error_cb": log_kafka_error,
         **callbacks,
@@ -167,6 +202,7 @@ def demand_producer_config(settings: Settings, **callbacks: Any) -> dict[str, An
         "acks": "1",
         "linger.ms": 0,
         "message.timeout.ms": 5000,
+        "partitioner": PARTITIONER,
         "logger": LIBRDKAFKA_LOGGER,
         "error_cb": log_kafka_error,
         **callbacks,

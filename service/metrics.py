@@ -76,6 +76,16 @@ HELD_UNTIL_RESET: Final = (Why.RESERVE_ONLY, Why.SPEND_LIMIT, Why.QUOTA_EXHAUSTE
 """Why the budget holds every call until the reset: ``imgsweep_budget_waiting_for_reset``'s label set."""
 
 
+INTERNAL_ERROR_STEPS: Final = ("decode", "route", "publish", "restart")
+"""``imgsweep_internal_errors_total``'s ``step`` label: where handling one record raised."""
+PUBLISH_FALLBACKS: Final = (
+    ("outcome", "dead_letter"),
+    ("dead_letter", "truncated"),
+    ("dead_letter", "dropped"),
+)
+"""``imgsweep_publish_failures_total``'s labels: what could not be written, and what was written instead."""
+
+
 def _bounded(value: str, known: Iterable[str]) -> str:
     return value if value in known else OTHER
 
@@ -329,7 +339,36 @@ class Metrics:
             registry=r,
         )
 
+    def _failure_counters(self, r: CollectorRegistry) -> None:
+        """What went wrong with one record or one commit, and what was done about it."""
+        self.commit_failures = Counter(
+            "imgsweep_commit_failures",
+            "Offset commits the broker refused or that failed on the way (the position is sent again).",
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "imgsweep_internal_errors",
+            "Records dead-lettered as internal_error because handling them raised, by step (restart: the record "
+            "stopped the process before and was not tried again).",
+            ["step"],
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "imgsweep_publish_failures",
+            "Records the producer could not write as built, by kind (outcome, dead_letter) and what was done "
+            "instead (dead_letter: the event's dead letter; truncated: a shorter copy; dropped: nothing).",
+            ["kind", "instead"],
+            registry=r,
+        )
+        self.dead_letters_truncated = Counter(
+            "imgsweep_dead_letters_truncated",
+            "Dead letters written with a prefix of the record's value (the whole copy was over the producer's "
+            "message.max.bytes); the original stays on the input topic.",
+            registry=r,
+        )
+
     def _initialise_labels(self, accounts: Iterable[str]) -> None:
+        self._failure_counters(self.registry)
         self._accounts: dict[str, AccountMetrics] = {}
         for account in accounts:
             self.account(account)
@@ -351,6 +390,10 @@ class Metrics:
             self.events_skipped.labels(skip)
         for abort in AbortReason:
             self.transaction_aborts.labels(abort)
+        for step in INTERNAL_ERROR_STEPS:
+            self.internal_errors.labels(step)
+        for kind, instead in PUBLISH_FALLBACKS:
+            self.publish_failures.labels(kind, instead)
 
     def account(self, name: str) -> AccountMetrics:
         """The metrics of one account (its ``account`` label); made on first use, every series at zero."""

@@ -10,6 +10,13 @@ It resumes where it stopped: once the broker acknowledged a replayed copy, the g
 dead letter (and past those the filters passed over before it), so running it again replays nothing twice. A
 copy the broker refused holds its partition's position there; the next run tries again from it. ``--dry-run``
 only counts, and commits nothing.
+
+A dead letter written truncated (``imgsweep_truncated``: the record was larger than the producer takes) is passed
+over: its copy is not the record. The original is on the input topic, where ``imgsweep_source_*`` say.
+
+It runs as ``imgsweep run`` does: JSON log lines, librdkafka's configuration checked first, and a problem it
+cannot get past (a misspelt property, no broker answering, an unknown ``--error-class``) is one line on stderr
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -19,19 +26,23 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from service.kafka_clients import producer_config, reader_config
-from service.pipeline.outcomes import DLQ_HEADER_PREFIX, replay_of_headers
+from service.kafka_preflight import check_librdkafka_config
+from service.logs import configure_logging
+from service.pipeline.events import ERROR_CLASSES
+from service.pipeline.outcomes import DLQ_HEADER_PREFIX, TRUNCATION_HEADERS, replay_of_headers
 from service.pipeline.pending import DeadLetterRef, Headers
 from service.settings import ConfigError, Settings, load_settings
+from service.vocabulary import DeadLetterReason
 
-__all__ = ["ReplayFilter", "add_replay_command", "default_group", "replay_dead_letters"]
+__all__ = ["KNOWN_ERROR_CLASSES", "ReplayFilter", "add_replay_command", "default_group", "replay_dead_letters"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,12 @@ _ERROR_CLASS = f"{DLQ_HEADER_PREFIX}error_class"
 _DEAD_LETTERED_AT = f"{DLQ_HEADER_PREFIX}dead_lettered_at"
 
 Verdict = Literal["replay", "pass", "stop"]
+
+KNOWN_ERROR_CLASSES: Final = (
+    *ERROR_CLASSES,
+    *(reason.value for reason in DeadLetterReason if reason is not DeadLetterReason.INVALID_EVENT),
+)
+"""The values of ``imgsweep_error_class``: the decoder's error classes and the reasons an event fails for good."""
 
 
 @dataclass(frozen=True)
@@ -143,20 +160,16 @@ def _replay(
 ) -> dict[str, object]:
     kafka = settings.kafka
     replayed: Counter[str] = Counter()
-    skipped = 0
+    skipped = truncated = 0
     failures: list[str] = []
     while any(state.reading for state in progress.values()) and (
         selection.limit is None or replayed.total() < selection.limit
     ):
-        message = consumer.poll(0.2)
+        message = _next_dead_letter(consumer, kafka.dlq_topic, progress)
         producer.poll(0)
         if not dry_run:
             _commit(consumer, kafka.dlq_topic, progress, asynchronous=True)
         if message is None:
-            _reached_ends(consumer, kafka.dlq_topic, progress)
-        if message is None or message.error() is not None:
-            if message is not None:
-                log.warning("reading the dead-letter topic: %s", message.error())
             continue
         partition, offset = message.partition(), message.offset()
         if partition is None or offset is None:
@@ -173,6 +186,13 @@ def _replay(
         state.read_up_to = offset + 1
         if verdict == "pass":
             skipped += 1
+            continue
+        if _first(headers, TRUNCATION_HEADERS[0]) is not None:
+            truncated += 1  # not the record: its original is on the input topic
+            log.warning(
+                "a truncated dead letter is not replayed: the original is on the input topic",
+                extra={"partition": partition, "offset": offset},
+            )
             continue
         replayed[_error_class(headers) or "unknown"] += 1
         if not dry_run:
@@ -194,8 +214,21 @@ def _replay(
         "replayed": replayed.total(),
         "by_error_class": dict(replayed),
         "skipped": skipped,
+        "truncated": truncated,
         "failed": len(failures) + undelivered,
     }
+
+
+def _next_dead_letter(consumer: Consumer, topic: str, progress: dict[int, _Progress]) -> Message | None:
+    """The next record read, or None (none came: the partitions whose end is reached stop being read)."""
+    message = consumer.poll(0.2)
+    if message is None:
+        _reached_ends(consumer, topic, progress)
+        return None
+    if message.error() is not None:
+        log.warning("reading the dead-letter topic: %s", message.error())
+        return None
+    return message
 
 
 def _reached_ends(consumer: Consumer, topic: str, progress: dict[int, _Progress]) -> None:
@@ -271,10 +304,14 @@ def _headers(message: Message) -> Headers:
 
 
 def _run(args: argparse.Namespace) -> int:
+    settings: Settings | None = None
     try:
         settings = _live_settings()
+        configure_logging(settings.log.level, settings.log.format)
+        for warning in check_librdkafka_config(settings):  # the same check as `imgsweep run`
+            log.warning("librdkafka: %s", warning)
         selection = ReplayFilter(
-            error_classes=frozenset(args.error_class or ()),
+            error_classes=_known(args.error_class or ()),
             since=_aware(args.since, "--since"),
             until=_aware(args.until, "--until"),
             limit=args.limit,
@@ -283,9 +320,28 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"imgsweep replay-dlq: {error}", file=sys.stderr)
         return 2
+    except KafkaException as error:
+        kafka_error = error.args[0] if error.args else error
+        text = kafka_error.str() if isinstance(kafka_error, KafkaError) else str(kafka_error)
+        print(
+            f"imgsweep replay-dlq: IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS: Kafka at "
+            f"{settings.kafka.bootstrap_servers if settings else '?'} did not answer as needed: {text}",
+            file=sys.stderr,
+        )
+        return 2
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 1 if summary["failed"] else 0
+
+
+def _known(error_classes: Iterable[str]) -> frozenset[str]:
+    unknown = sorted(set(error_classes) - set(KNOWN_ERROR_CLASSES))
+    if unknown:
+        raise ConfigError(
+            f"--error-class {', '.join(unknown)}: not an error class imgsweep writes; one of: "
+            + ", ".join(KNOWN_ERROR_CLASSES)
+        )
+    return frozenset(error_classes)
 
 
 def _live_settings() -> Settings:
@@ -319,7 +375,8 @@ def add_replay_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     parser.add_argument(
         "--error-class",
         action="append",
-        help="only records dead-lettered for this class (repeatable), e.g. retries_exhausted or invalid_json",
+        metavar="CLASS",
+        help="only records dead-lettered for this class (repeatable): " + ", ".join(KNOWN_ERROR_CLASSES),
     )
     parser.add_argument(
         "--since", help="only records dead-lettered at or after this ISO 8601 time (older ones are passed over)"

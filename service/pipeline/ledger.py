@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from service.api.models import DeleteItem, ItemResult, ItemStatus
@@ -28,6 +29,7 @@ from service.pipeline.deletions import ChangelogRecord, DeletionMemory, Product
 from service.pipeline.events import InvalidEvent
 from service.pipeline.partitions import Partitions, PartitionState, Position
 from service.pipeline.pending import PendingEvent, SourceRecord
+from service.pipeline.poison import HandlingFailed, PoisonMarks
 from service.vocabulary import CancelReason
 
 __all__ = ["Due", "Finished", "Ledger", "Rejected", "StateChange"]
@@ -42,10 +44,11 @@ class Finished:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A record that is not a usable event: it goes to the dead-letter topic as it came."""
+    """A record that is not a usable event, or whose handling failed: it goes to the dead-letter topic as it came
+    (``invalid_event``, or ``internal_error`` for a ``HandlingFailed``)."""
 
     record: SourceRecord
-    error: InvalidEvent
+    error: InvalidEvent | HandlingFailed
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +63,14 @@ Due = Finished | Rejected | StateChange
 
 
 class Ledger:
-    def __init__(self, topic: str, memory: DeletionMemory | None = None) -> None:
+    def __init__(self, topic: str, memory: DeletionMemory | None = None, *, marks: PoisonMarks | None = None) -> None:
+        """``memory``: the memory of deletions (default: the defaults' bounds); ``marks``: which record is being
+        handled, remembered across a restart (default: in memory only)."""
         self.topic = topic
         self._partitions = Partitions()
         self._memory = memory or DeletionMemory(window_seconds=7 * 86_400, max_products=500_000)
         self._outbox: deque[Due] = deque()
+        self._marks = marks or PoisonMarks(None, group="")
 
     # ---- decode ----------------------------------------------------------------------------------------------
 
@@ -95,6 +101,29 @@ class Ledger:
 
     def reject(self, record: SourceRecord, error: InvalidEvent) -> None:
         """An admitted record that is not a usable event: its dead letter is due."""
+        self._outbox.append(Rejected(record, error))
+
+    # ---- poison records: any step (docs/decisions/0018-poison-records.md) -----------------------------------
+
+    def handling(self, record: SourceRecord) -> AbstractContextManager[None]:
+        """Marks an admitted record as being handled while the block runs: if the process dies inside, the next
+        one counts a failure for its offset."""
+        return self._marks.handling(record)
+
+    def condemned(self, record: SourceRecord) -> int:
+        """How many processes an admitted record stopped, if it is not to be tried again (else 0)."""
+        return self._marks.failures(record) if self._marks.condemned(record) else 0
+
+    def fail(self, record: SourceRecord, error: HandlingFailed, pending: PendingEvent | None = None) -> None:
+        """Handling an admitted record raised, or it stopped the process before: its dead letter is due
+        (``internal_error``). The event, if it was opened and is not finished, leaves the pipeline; late results
+        for it are ignored."""
+        if pending is not None:
+            state = self._partitions.get(record.partition)
+            if state is None or state.events.get(record.offset) is not pending:
+                return  # finished already (its outcome is due), or no longer this replica's
+            self._partitions.abandon([pending])
+        self._marks.forget(record)
         self._outbox.append(Rejected(record, error))
 
     # ---- hold, route, call -----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ __all__ = [
     "DLQ_HEADER_PREFIX",
     "OUTCOME_TYPE",
     "REPLAY_OF_HEADERS",
+    "TRUNCATION_HEADERS",
     "ImageOutcome",
     "Outcome",
     "OutcomeEvent",
@@ -50,6 +51,11 @@ _OUTCOME_TYPE_BYTES: Final = OUTCOME_TYPE.encode()
 DLQ_HEADER_PREFIX: Final = "imgsweep_"
 REPLAY_OF_HEADERS: Final = tuple(f"{DLQ_HEADER_PREFIX}replay_of_{part}" for part in ("topic", "partition", "offset"))
 """What ``imgsweep replay-dlq`` adds to a republished copy: the dead letter's topic, partition and offset."""
+TRUNCATION_HEADERS: Final = tuple(
+    f"{DLQ_HEADER_PREFIX}{name}" for name in ("truncated", "original_size", "original_sha256")
+)
+"""What a dead letter written with a prefix of the value says: what was cut (``value``, then ``headers``, ``key``),
+the value's size in bytes and its SHA-256 (hex). ``imgsweep_source_*`` say where the original is."""
 MAX_FAILURE_SUMMARY_CHARS: Final = 900
 """A dead letter's ``imgsweep_error_reason`` lists failed images up to about this many characters."""
 

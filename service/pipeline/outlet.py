@@ -18,22 +18,36 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from service.metrics import Metrics
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
 from service.pipeline.partitions import PartitionState
-from service.pipeline.pending import Headers
+from service.pipeline.pending import Headers, SourceRecord
+from service.vocabulary import TraceContext
 
-__all__ = ["Acked", "Acknowledged", "Delivered", "Outlet", "Record", "produce_now"]
+__all__ = ["REFUSED_FOR_GOOD", "Acked", "Acknowledged", "Delivered", "Outlet", "Record", "Refused", "produce_now"]
 
 log = logging.getLogger(__name__)
 
 Acked = Callable[[PartitionState, int, "Record"], None]
 """Called once a record of the event at (partition, offset) is acknowledged."""
+Refused = Callable[[PartitionState, int, "Record", str], "Record | None"]
+"""Called when the producer refuses a record for good: what to write in its place, or None (nothing)."""
+
+REFUSED_FOR_GOOD: Final = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+    }
+)
+"""Delivery errors about the record itself: producing it again cannot help."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +65,11 @@ class Record:
     """The consumed record's timestamp (end-to-end latency); None for dead letters."""
     partition: int | None = None
     """A partition of its own (a changelog record, co-partitioned with the input); None: by its key."""
+    source: SourceRecord | None = None
+    """The consumed record it answers (None for a changelog record)."""
+    trace: TraceContext | None = None
+    stripped: bool = False
+    """A dead letter already cut to its headers: nothing shorter can replace it."""
 
 
 class Delivered:
@@ -71,6 +90,9 @@ class Delivered:
 
 
 class Outlet(Protocol):
+    def on_refused(self, refused: Refused) -> None:
+        """Who says what to write instead of a record the producer refuses for good (the publish step)."""
+
     def produce(self, state: PartitionState, offset: int, record: Record) -> None:
         """Hands one record to the producer. Never blocks for long (a full queue is served, then retried)."""
 
@@ -85,8 +107,11 @@ class Outlet(Protocol):
         """Waits up to ``timeout`` for every record to be delivered."""
 
 
-def produce_now(producer: Producer, record: Record, delivered: Callable[[KafkaError | None, Message], None]) -> None:
-    """``produce``, serving delivery reports while the producer's queue is full."""
+def produce_now(
+    producer: Producer, record: Record, delivered: Callable[[KafkaError | None, Message], None]
+) -> KafkaError | str | None:
+    """``produce``, serving delivery reports while the producer's queue is full. Returns why the producer refused
+    the record (its ``KafkaError``, or the error's text), None when it took it."""
     while True:
         try:
             if record.partition is None:
@@ -99,8 +124,11 @@ def produce_now(producer: Producer, record: Record, delivered: Callable[[KafkaEr
                 )
         except BufferError:  # the producer's queue is full: let it deliver, then try again
             producer.poll(0.1)
+        except Exception as error:  # noqa: BLE001 - this record's refusal, not the process's
+            cause = error.args[0] if isinstance(error, KafkaException) and error.args else None
+            return cause if isinstance(cause, KafkaError) else str(error)
         else:
-            return
+            return None
 
 
 class Acknowledged:
@@ -112,12 +140,26 @@ class Acknowledged:
         self._held = held
         self._acked = acked
         self._halt = halt
+        self._refused: Refused = lambda _state, _offset, _record, _error: None
+
+    def on_refused(self, refused: Refused) -> None:
+        self._refused = refused
 
     def produce(self, state: PartitionState, offset: int, record: Record) -> None:
         def delivered(error: KafkaError | None, _message: Message) -> None:
             self._delivered(state, offset, record, error)
 
-        produce_now(self._producer, record, delivered)
+        refusal = produce_now(self._producer, record, delivered)
+        if refusal is not None:
+            self._refuse(state, offset, record, refusal)
+
+    def _refuse(self, state: PartitionState, offset: int, record: Record, refusal: KafkaError | str) -> None:
+        if isinstance(refusal, KafkaError) and refusal.fatal():
+            self._halt.trip(f"Kafka producer fatal error: {refusal.str()}")
+            return
+        instead = self._refused(state, offset, record, refusal.str() if isinstance(refusal, KafkaError) else refusal)
+        if instead is not None:
+            self.produce(state, offset, instead)
 
     def produce_state(self, record: Record) -> None:
         def delivered(error: KafkaError | None, _message: Message) -> None:
@@ -125,7 +167,8 @@ class Acknowledged:
                 log.warning("a changelog record failed, trying again: %s", error.str())
                 produce_now(self._producer, record, delivered)
 
-        produce_now(self._producer, record, delivered)
+        if produce_now(self._producer, record, delivered) is not None:
+            log.error("a changelog record was refused by the producer; its product's memory is lost")
 
     def poll(self) -> None:
         self._producer.poll(0)
@@ -138,6 +181,9 @@ class Acknowledged:
         if error is not None:
             if error.fatal():
                 self._halt.trip(f"Kafka producer fatal error: {error.str()}")
+                return
+            if error.code() in REFUSED_FOR_GOOD and held:
+                self._refuse(state, offset, record, error)
                 return
             log.warning(
                 "publishing failed, trying again: %s", error.str(), extra={"partition": state.number, "offset": offset}

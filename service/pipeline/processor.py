@@ -19,9 +19,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Final
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from service.health import HealthState
+from service.kafka_clients import max_record_bytes
 from service.metrics import Metrics
 from service.pipeline.changelog import ChangelogReader
 from service.pipeline.consumer_stats import ConsumerStats
@@ -35,12 +36,14 @@ from service.pipeline.lane import AccountCalls, AccountLane, LaneShared
 from service.pipeline.ledger import Ledger
 from service.pipeline.outlet import Acknowledged, Delivered, Outlet
 from service.pipeline.pending import PendingEvent
+from service.pipeline.poison import PoisonMarks
 from service.pipeline.rebalance import Rebalance
 from service.pipeline.share import Paced, PartitionShare, QpsShare
 from service.pipeline.steps.call import Workers
 from service.pipeline.steps.commit import Checkpoint, CommitStep, TransactionStep
 from service.pipeline.steps.decode import DecodeStep, EventFormat
 from service.pipeline.steps.gate import NO_CONTROLS, Controls
+from service.pipeline.steps.guard import GuardedLanes
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
@@ -76,11 +79,14 @@ class Pipeline:
         changelog: ChangelogReader | None = None,
         clock: Callable[[], float] = time.monotonic,
         controls: Controls = NO_CONTROLS,
+        marks: PoisonMarks | None = None,
     ) -> None:
         """``accounts``: each account's calls, one lane of batches and calls each; ``share``: makes how this
         replica's QPS share of each account is set, from the lanes' slots (default: by its fraction of the
-        partitions); ``clock``: the batches'
-        and the budget's time; ``controls``: the pauses and brakes every lane obeys (the control topic)."""
+        partitions); ``changelog``: reads the memory of deletions back for partitions assigned (None: each replica
+        starts with none); ``clock``: the batches' and the budget's time; ``controls``: the pauses and brakes every
+        lane obeys (the control topic); ``marks``: where a record that stops the process is remembered (default:
+        in memory only, nothing across a restart; the service passes files in its temporary directory)."""
         kafka, batch = settings.kafka, settings.batch
         self._grace = settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
@@ -89,7 +95,7 @@ class Pipeline:
         memory = DeletionMemory(
             window_seconds=state.deletions_window_seconds, max_products=state.max_remembered_products
         )
-        self._ledger = ledger = Ledger(kafka.input_topic, memory)
+        self._ledger = ledger = Ledger(kafka.input_topic, memory, marks=marks)
         self._changelog = changelog
         self._metrics = metrics
         self._halt = halt = Halt(health, metrics)
@@ -120,9 +126,16 @@ class Pipeline:
             outlet = Acknowledged(producer, held=ledger.holds, acked=delivered, halt=halt)
             self._commit = CommitStep(consumer=consumer, ledger=ledger, health=health, metrics=metrics)
         topics = Topics(
-            kafka.outcome_topic, kafka.dlq_topic, kafka.deletions_topic, source=source, dry_run=settings.dry_run
+            kafka.outcome_topic,
+            kafka.dlq_topic,
+            kafka.deletions_topic,
+            source=source,
+            dry_run=settings.dry_run,
+            max_record_bytes=max_record_bytes(settings),
         )
-        self._publish = PublishStep(outlet=outlet, topics=topics, ledger=ledger, next_step=self._commit)
+        self._publish = PublishStep(
+            outlet=outlet, topics=topics, ledger=ledger, next_step=self._commit, metrics=metrics
+        )
         shared = LaneShared(
             batch=batch, workers=Workers(executor, self._wake, stop_calls, halt, tracing), ledger=ledger,
             metrics=metrics, share_fraction=self._share_fraction, clock=clock, controls=controls,
@@ -133,7 +146,7 @@ class Pipeline:
             lanes=self._lanes, next_step=self._publish, ledger=ledger, wake=self._wake, metrics=metrics
         )
         self._hold = HoldStep(
-            next_step=self._route, ledger=ledger,
+            next_step=GuardedLanes(lanes=self._route, ledger=ledger, metrics=metrics), ledger=ledger,
             times=HoldTimes(batch.relist_grace_seconds, settings.max_event_age_seconds),
             clock=EventClock(self._intake.caught_up), metrics=metrics,
         )  # fmt: skip
@@ -165,6 +178,12 @@ class Pipeline:
             self._abandon = True
             self._stop_calls.set()
         self._stopping = True
+
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The consumer's ``on_commit``: a failed commit is sent again (``CommitStep.on_commit``; with exactly-once
+        delivery the consumer commits nothing, the transaction does)."""
+        if isinstance(self._commit, CommitStep):
+            self._commit.on_commit(error, partitions)
 
     def on_stats(self, stats_json: str) -> None:
         """librdkafka's ``stats_cb``: lag per partition and broker reachability."""

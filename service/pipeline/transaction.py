@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from service.metrics import Metrics
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
-from service.pipeline.outlet import Acked, Record, produce_now
+from service.pipeline.outlet import REFUSED_FOR_GOOD, Acked, Record, Refused, produce_now
 from service.pipeline.partitions import PartitionState
 from service.vocabulary import AbortReason
 
@@ -66,12 +66,16 @@ class Transaction:
         """An error that dooms the open transaction (a failed delivery): it is aborted and produced again."""
         self._generation = 0
         """Counts aborts: a delivery report of a record sent before the last abort is of no transaction now."""
+        self._refused: Refused = lambda _state, _offset, _record, _error: None
 
     def start(self, timeout: float = INIT_TIMEOUT_SECONDS) -> None:
         """Fences an earlier producer of the same ``transactional.id`` and aborts its open transaction. Blocks."""
         self._producer.init_transactions(timeout)
 
     # ---- the outlet (``service.pipeline.outlet.Outlet``) ----------------------------------------------------
+
+    def on_refused(self, refused: Refused) -> None:
+        self._refused = refused
 
     def produce(self, state: PartitionState, offset: int, record: Record) -> None:
         entry = _Entry(state, offset, record)
@@ -148,12 +152,22 @@ class Transaction:
                 self._delivered(entry, error)
 
         self._begin()
-        produce_now(self._producer, entry.record, delivered)
+        refusal = produce_now(self._producer, entry.record, delivered)
+        if refusal is None:
+            return
+        if isinstance(refusal, KafkaError) and self._fatal(refusal):
+            return
+        self._replace(entry, refusal.str() if isinstance(refusal, KafkaError) else refusal)
+        if entry in self._entries:
+            self._send(entry)
 
     def _delivered(self, entry: _Entry, error: KafkaError | None) -> None:
         if error is not None:
-            if not self._fatal(error):
-                self._failed = self._failed or error.str()
+            if self._fatal(error):
+                return
+            if error.code() in REFUSED_FOR_GOOD:  # producing it again cannot help: what replaces it goes next time
+                self._replace(entry, error.str())
+            self._failed = self._failed or error.str()
             return
         if entry.state is not None and not entry.acked and self._ledger.holds(entry.state):
             entry.acked = True
@@ -175,6 +189,14 @@ class Transaction:
         self._entries = [entry for entry in self._entries if self._held(entry)]
         for entry in self._entries:
             self._send(entry)
+
+    def _replace(self, entry: _Entry, error: str) -> None:
+        """A record refused for good: what the publish step writes in its place, or nothing."""
+        instead = None if entry.state is None else self._refused(entry.state, entry.offset, entry.record, error)
+        if instead is None:
+            self._entries = [other for other in self._entries if other is not entry]
+        else:
+            entry.record = instead
 
     def _held(self, entry: _Entry) -> bool:
         if entry.state is not None:

@@ -228,3 +228,50 @@ def test_probe_names_the_bootstrap_servers_when_no_broker_answers(secrets_dir: P
     assert f"IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS: no broker at 127.0.0.1:{port} answered within 2 s" in result.stderr
     assert "Connection refused" in result.stderr
     assert "%3|" not in result.stderr  # librdkafka's own log lines stay out of the output
+
+
+# ---------------------------------------------------------------- --probe-timeout, and replay-dlq's errors
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "301", "1e9", "nan", "inf", "soon"])
+def test_a_probe_timeout_out_of_bounds_is_refused_with_a_clear_line(secrets_dir: Path, timeout: str) -> None:
+    done = imgsweep(secrets_dir, "check-config", "--probe", "--probe-timeout", timeout)
+    assert done.returncode == EXIT_CONFIG
+    assert "the probe's wait must be a number of seconds above 0 and at most 300" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_replay_dlq_names_a_misspelt_error_class_and_the_ones_there_are(secrets_dir: Path) -> None:
+    done = imgsweep(secrets_dir, "replay-dlq", "--error-class", "item_faild", settings={"DRY_RUN": "false"})
+    assert done.returncode == EXIT_CONFIG
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("imgsweep replay-dlq: --error-class item_faild: not an error class imgsweep writes")
+    assert "invalid_json" in line
+    assert "item_failed" in line
+
+
+def test_replay_dlq_refuses_a_wrong_librdkafka_property_as_run_does(secrets_dir: Path) -> None:
+    settings = {"DRY_RUN": "false", "KAFKA__PROPERTIES": '{"bogus.prop": "1"}'}
+    done = imgsweep(secrets_dir, "replay-dlq", settings=settings)
+    assert done.returncode == EXIT_CONFIG
+    (line,) = done.stderr.strip().splitlines()
+    assert "IMGSWEEP_KAFKA__PROPERTIES" in line
+    assert "bogus.prop" in line
+
+
+def test_replay_dlq_with_no_broker_is_one_line_and_exit_2(secrets_dir: Path) -> None:
+    settings = {"DRY_RUN": "false", "KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{_free_port()}", "LOG__LEVEL": "ERROR"}
+    done = imgsweep(secrets_dir, "replay-dlq", settings=settings)
+    assert done.returncode == EXIT_CONFIG
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("imgsweep replay-dlq: IMGSWEEP_KAFKA__BOOTSTRAP_SERVERS: Kafka at 127.0.0.1:")
+    for line in done.stderr.strip().splitlines()[:-1]:  # librdkafka's own lines, through the JSON logger
+        assert line.startswith("{")

@@ -21,6 +21,7 @@ import pytest
 
 from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import (
+    REPO,
     SECRET_KEY,
     Consumed,
     Record,
@@ -154,7 +155,9 @@ def test_an_internal_error_is_dead_lettered_and_replayed_once_the_bug_is_gone(
     injected = tmp_path / "injected"
     injected.mkdir()
     (injected / "sitecustomize.py").write_text(textwrap.dedent(INJECTED_BUG))
-    monkeypatch.setenv("PYTHONPATH", str(injected))  # only the service process started now loads it
+    # Only the service process started now loads it; this checkout first, or sitecustomize's import of ``service``
+    # (before ``-m`` puts the working directory on the path) would find an editable install elsewhere.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(injected), str(REPO))))
     buggy: ServiceProcess = service_process(names, sandbox)
 
     first = {o.json()["event_id"]: o.json() for o in read_topic(kafka_bootstrap, names.outcome, expect=2)}

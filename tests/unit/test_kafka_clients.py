@@ -16,6 +16,7 @@ from service.kafka_clients import (
     reader_config,
 )
 from service.settings import ConfigError, load_settings
+from tests.support.murmur2 import murmur2
 
 pytestmark = pytest.mark.usefixtures("settings_from_the_test_only")
 
@@ -139,3 +140,26 @@ def test_the_properties_may_still_choose_how_brokers_are_retried(monkeypatch: py
     assert config["metadata.recovery.strategy"] == "rebootstrap"
     assert config["reconnect.backoff.ms"] == "50"
     librdkafka_accepts(config)
+
+
+# Kafka's UtilsTest.testMurmur2: what Java's murmur2 gives for these keys.
+JAVA_MURMUR2 = {
+    b"21": -973932308,
+    b"foobar": -790332482,
+    b"a-little-bit-long-string": -985981536,
+    b"a-little-bit-longer-string": -1486304829,
+    b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+    b"abc": 479470107,
+}
+
+
+def test_the_tests_murmur2_is_javas() -> None:
+    assert {key: murmur2(key) for key in JAVA_MURMUR2} == JAVA_MURMUR2
+
+
+def test_every_producer_partitions_keys_as_java_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    for config in (producer_config(settings), demand_producer_config(settings)):
+        assert config["partitioner"] == "murmur2_random"
+    monkeypatch.setenv("IMGSWEEP_KAFKA__PROPERTIES", json.dumps({"partitioner": "consistent_random"}))
+    assert producer_config(load_settings())["partitioner"] == "murmur2_random", "not a property to change"

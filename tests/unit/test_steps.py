@@ -324,7 +324,11 @@ def test_publish_produces_what_the_ledger_finished_and_commit_moves_past_it_once
         held=ledger.holds, acked=Delivered(ledger, metrics()), halt=Halt(HealthState(), metrics()),
     )  # fmt: skip
     publish = PublishStep(
-        outlet=outlet, topics=Topics("out", "dlq", source="imgsweep/test"), ledger=ledger, next_step=commit
+        outlet=outlet,
+        topics=Topics("out", "dlq", source="imgsweep/test"),
+        ledger=ledger,
+        next_step=commit,
+        metrics=metrics(),
     )
     ledger.decide(event, [ItemResult(event.items()[0], ItemStatus.DELETED)])
     producer.hold = True

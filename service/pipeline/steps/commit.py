@@ -4,6 +4,11 @@ The checkpoint order is spelled out in one function, ``commit`` (quix-streams' `
 model). The publish step, which polls this one, has served the producer's acknowledgements just before (or, on
 a revoke and at shutdown, waited for them). Commits go out at most once per interval while running, and
 synchronously on a revoke and at shutdown.
+
+A commit that fails is sent again: a synchronous one raises and its positions stay unrecorded; an asynchronous
+one is reported to ``on_commit`` (the consumer's callback, served by ``consume``), which puts the partitions'
+last recorded positions back, so the next checkpoint finds them moved. Each failure counts in
+``imgsweep_commit_failures_total``.
 """
 
 from __future__ import annotations
@@ -13,11 +18,12 @@ import time
 from collections.abc import Callable, Collection
 from typing import Final, Protocol
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.ledger import Ledger
+from service.pipeline.partitions import Position
 from service.pipeline.steps.abstract import Step
 from service.pipeline.transaction import Transaction
 
@@ -52,6 +58,8 @@ class CommitStep:
         self._interval = interval
         self._clock = clock
         self._last = 0.0
+        self._before: dict[int, Position | None] = {}
+        """Per partition, the position recorded before the last asynchronous commit: put back if it fails."""
 
     def submit(self, item: object) -> None:
         pass  # what to commit is read from the ledger
@@ -94,11 +102,31 @@ class CommitStep:
                 self._consumer.commit(offsets=offsets, asynchronous=True)
         except Exception as error:  # noqa: BLE001 - a failed commit is retried with the next position
             log.warning("offset commit failed: %s", error)
+            self._metrics.commit_failures.inc()
             return
+        if not sync:
+            self._before.update((state.number, state.committed) for state, _ in moved)
         # 3. Remember what was committed, for the next comparison and for /readyz.
         self._ledger.committed(moved)
         self._health.committed = self._ledger.committed_offsets()
         self._metrics.commits.inc()
+
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The consumer's ``on_commit``: a failed asynchronous commit puts the partitions' previous positions back,
+        so the next checkpoint sends them again (librdkafka never does). Runs in ``consume``, on the loop's thread."""
+        failed = [tp for tp in partitions if error is not None or tp.error is not None]
+        if not any(tp.partition in self._before for tp in failed):
+            return  # nothing failed, or a synchronous commit's failure (counted where it raised)
+        self._metrics.commit_failures.inc()
+        reason = error.str() if error is not None else str(failed[0].error)
+        log.warning("offset commit failed, sending it again: %s", reason, extra={"count": len(failed)})
+        for tp in failed:
+            state = self._ledger.get(tp.partition)
+            # By offset: the report may not carry the metadata that was sent with it.
+            sent = state is not None and state.committed is not None and state.committed.offset == tp.offset
+            if state is not None and sent and tp.partition in self._before:
+                state.committed = self._before.pop(tp.partition)  # nothing newer went out: send it again
+        self._last = 0.0
 
 
 class TransactionStep:

@@ -15,7 +15,9 @@ from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
 from service.pipeline.outcomes import replay_of_from_headers
 from service.pipeline.pending import Headers, PendingEvent, SourceRecord
+from service.pipeline.poison import HandlingFailed, handling_failed
 from service.pipeline.steps.abstract import MessageRejected
+from service.pipeline.steps.guard import fail_record
 from service.pipeline.steps.hold import Holding
 from service.pipeline.trace_context import trace_context
 from service.registry.decoder import EventDecoder
@@ -72,6 +74,21 @@ class DecodeStep:
         if not self._ledger.admit(record):
             self._metrics.events_skipped.labels(SkipReason.ALREADY_DONE).inc()
             return
+        failures = self._ledger.condemned(record)
+        if failures:
+            reason = f"the process stopped {failures} times while handling this record: not tried again"
+            self._fail(record, HandlingFailed(reason), None)
+            return
+        # Any error while this record is handled (decoding it, holding or routing its event) is this record's:
+        # it is dead-lettered as internal_error and the loop goes on. The mark names it if the process dies here.
+        opened: list[PendingEvent] = []
+        with self._ledger.handling(record):
+            try:
+                self._handle(record, opened)
+            except Exception as failure:  # noqa: BLE001 - one record's failure is never the process's
+                self._fail(record, handling_failed("decode", failure), opened[0] if opened else None, cause=failure)
+
+    def _handle(self, record: SourceRecord, opened: list[PendingEvent]) -> None:
         try:
             event = self._events(record.value, record.headers)
         except OtherEventType:
@@ -90,7 +107,14 @@ class DecodeStep:
         trace = trace_context(record.headers, event.traceparent, event.tracestate)
         pending = PendingEvent(event=event, source=record, first_seen_at=datetime.now(UTC), trace=trace)
         self._ledger.open(pending)
+        opened.append(pending)
         self._next.submit(pending)
+
+    def _fail(
+        self, record: SourceRecord, error: HandlingFailed, pending: PendingEvent | None, cause: Exception | None = None
+    ) -> None:
+        step = "decode" if cause else "restart"
+        fail_record(self._ledger, self._metrics, record, error, pending, step=step, cause=cause)
 
     def poll(self) -> None:
         """Decoding finishes within submit: only the rest of the chain has work to move."""
