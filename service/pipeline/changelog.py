@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Collection
 from typing import Final
 
 from confluent_kafka import Consumer, TopicPartition
 
-__all__ = ["ChangelogReader"]
+from service.metrics import Metrics
+from service.pipeline.ledger import Ledger
+
+__all__ = ["ChangelogReader", "restore"]
+
+log = logging.getLogger(__name__)
 
 RESTORE_TIMEOUT_SECONDS: Final = 60.0
 
@@ -48,3 +55,25 @@ class ChangelogReader:
 
 def _raw(value: str | bytes | None) -> bytes | None:
     return value.encode() if isinstance(value, str) else value
+
+
+def restore(reader: ChangelogReader, ledger: Ledger, partitions: Collection[int], metrics: Metrics) -> None:
+    """The memory of deletions of partitions just assigned, read back from the changelog into the ledger."""
+    started = time.monotonic()
+    restored = 0
+    for number in sorted(partitions):
+        try:
+            records = reader.read(number)
+        except Exception as error:  # noqa: BLE001 - without it a relist may miss its outcome, nothing else
+            log.warning("could not restore the memory of deletions: %s", error, extra={"partition": number})
+            continue
+        restored += len(records)
+        ledger.restore(number, records)
+    seconds = time.monotonic() - started
+    metrics.state_restore_seconds.observe(seconds)
+    metrics.state_restored_records.inc(restored)
+    metrics.state_remembered_products.set(ledger.remembered())
+    log.info(
+        "memory of deletions restored",
+        extra={"count": restored, "state": f"{ledger.remembered()} products", "wait_seconds": seconds},
+    )

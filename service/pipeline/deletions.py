@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from service.api.models import DeleteItem
+from service.settings import StateSettings
 
 __all__ = ["CHANGELOG_KIND", "ChangelogRecord", "DeletionMemory", "Product"]
 
@@ -62,6 +63,10 @@ class DeletionMemory:
         self._wall_ms = wall_ms
         self._entries: OrderedDict[tuple[int, Product], _Entry] = OrderedDict()
         """By (input partition, product), least recently deleted first."""
+
+    @classmethod
+    def from_settings(cls, state: StateSettings) -> DeletionMemory:
+        return cls(window_seconds=state.deletions_window_seconds, max_products=state.max_remembered_products)
 
     def deleted(self, partition: int, collection: str, item: DeleteItem) -> ChangelogRecord:
         """An image was deleted: remembered, and the change to write."""

@@ -8,6 +8,7 @@ expires during a long wait.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -74,6 +75,14 @@ class Intake:
     def drop(self, partitions: frozenset[int]) -> None:
         """Records of partitions no longer held are not offered again: their next owner reads them."""
         self._carried = deque(message for message in self._carried if message.partition() not in partitions)
+
+    def leave_group(self, seconds: float) -> None:
+        """Leaves the group before closing: a static member (``group.instance.id``) does not on ``close()``, and
+        its partitions would wait out the session timeout for a replacement pod of another name."""
+        self._consumer.unsubscribe()
+        deadline = time.monotonic() + seconds
+        while self._consumer.assignment() and time.monotonic() < deadline:
+            self._consumer.consume(500, timeout=0.1)  # serves the revoke; records are not taken
 
     def clear(self) -> None:
         """Shutdown: nothing carried is started."""

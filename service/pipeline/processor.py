@@ -24,30 +24,29 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from service.health import HealthState
 from service.kafka_clients import max_record_bytes
 from service.metrics import Metrics
-from service.pipeline.changelog import ChangelogReader
+from service.pipeline.changelog import ChangelogReader, restore
 from service.pipeline.consumer_stats import ConsumerStats
 from service.pipeline.decisions import drain_plan
 from service.pipeline.deletions import DeletionMemory
+from service.pipeline.demand import ReplicaDemand
 from service.pipeline.events import EventTypes
 from service.pipeline.gauges import Gauges
 from service.pipeline.halt import Halt
 from service.pipeline.intake import Intake
 from service.pipeline.lane import AccountCalls, AccountLane, LaneShared
 from service.pipeline.ledger import Ledger
-from service.pipeline.outlet import Acknowledged, Delivered, Outlet
 from service.pipeline.pending import PendingEvent
 from service.pipeline.poison import PoisonMarks
 from service.pipeline.rebalance import Rebalance
 from service.pipeline.share import Paced, PartitionShare, QpsShare
 from service.pipeline.steps.call import Workers
-from service.pipeline.steps.commit import Checkpoint, CommitStep, TransactionStep
+from service.pipeline.steps.commit import CommitStep, delivery
 from service.pipeline.steps.decode import DecodeStep, EventFormat
 from service.pipeline.steps.gate import NO_CONTROLS, Controls
 from service.pipeline.steps.guard import GuardedLanes
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
-from service.pipeline.transaction import Transaction
 from service.registry.decoder import event_decoder
 from service.settings import Settings
 from service.tracing import NO_TRACING, Tracing
@@ -58,7 +57,6 @@ log = logging.getLogger(__name__)
 
 CONSUME_BATCH: Final = 500
 LEAVE_SECONDS: Final = 5.0
-HELD_ACCOUNTS_SECONDS: Final = 0.5
 
 
 class Pipeline:
@@ -91,10 +89,7 @@ class Pipeline:
         self._grace = settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
         self._health, self._stop_calls = health, stop_calls
-        state = settings.state
-        memory = DeletionMemory(
-            window_seconds=state.deletions_window_seconds, max_products=state.max_remembered_products
-        )
+        memory = DeletionMemory.from_settings(settings.state)
         self._ledger = ledger = Ledger(kafka.input_topic, memory, marks=marks)
         self._changelog = changelog
         self._metrics = metrics
@@ -105,26 +100,14 @@ class Pipeline:
         self._stats = ConsumerStats(topic=kafka.input_topic, health=health, metrics=metrics)
         self._max_items = batch.max_items
         self._stopping = self._abandon = False
-        self._held_accounts_seen: set[str] = set()
-        self._held_accounts_until = 0.0
 
         # The chain, built from its end: each step is given the step it hands its work to. How records reach
         # Kafka and how offsets are committed depends on the delivery: one transaction for both (exactly-once), or
         # records acknowledged, then offsets committed by the consumer (at-least-once).
-        delivered = Delivered(ledger, metrics)
-        self._transaction: Transaction | None = None
-        outlet: Outlet
-        if kafka.delivery == "exactly_once":
-            self._transaction = Transaction(
-                producer, consumer, ledger=ledger, acked=delivered, halt=halt, metrics=metrics
-            )
-            outlet = self._transaction
-            self._commit: Checkpoint = TransactionStep(
-                transaction=self._transaction, ledger=ledger, health=health, metrics=metrics
-            )
-        else:
-            outlet = Acknowledged(producer, held=ledger.holds, acked=delivered, halt=halt)
-            self._commit = CommitStep(consumer=consumer, ledger=ledger, health=health, metrics=metrics)
+        self._transaction, outlet, self._commit = delivery(
+            kafka.delivery, producer=producer, consumer=consumer, ledger=ledger, health=health, halt=halt,
+            metrics=metrics,
+        )  # fmt: skip
         topics = Topics(
             kafka.outcome_topic,
             kafka.dlq_topic,
@@ -163,6 +146,9 @@ class Pipeline:
             metrics=metrics, revoke_seconds=self._grace,
         )  # fmt: skip
         self._gauges = Gauges(metrics=metrics, health=health, lanes=self._lanes)
+        self._demand_now = ReplicaDemand(
+            lanes=self._lanes, hold=self._hold, route=self._route, max_items=batch.max_items
+        )
 
     def _share_fraction(self) -> float:
         return self._rebalance.fraction()
@@ -230,30 +216,8 @@ class Pipeline:
         )
 
     def _demand(self) -> dict[str, int]:
-        """Calls this replica could make now, by account: its waiting images in full calls and its calls under
-        way; an account with neither asks for one while delists of its collections are held (the relist grace),
-        as they will want a call soon. None while no call of the account can start."""
-        stopped = self._stopping or self._halt.reason is not None
-        lanes = self._lanes
-        demand = {lane.account: 0 if stopped or lane.exhausted() else lane.demand(self._max_items) for lane in lanes}
-        idle = {
-            lane.account
-            for lane in lanes
-            if not demand[lane.account] and not stopped and not lane.exhausted() and not lane.paused()
-        }
-        if idle and self._hold.held():
-            for account in self._held_accounts() & idle:
-                demand[account] = 1
-        return demand
-
-    def _held_accounts(self) -> set[str]:
-        """The accounts of the delists held, looked up at most twice a second (demand is announced once a
-        second; a busy partition's grace may hold thousands of delists)."""
-        now = time.monotonic()
-        if now >= self._held_accounts_until:
-            self._held_accounts_seen = self._route.accounts_of(self._hold.collections())
-            self._held_accounts_until = now + HELD_ACCOUNTS_SECONDS
-        return self._held_accounts_seen
+        """Calls this replica could make now, by account (``ReplicaDemand``)."""
+        return self._demand_now.now(stopped=self._stopping or self._halt.reason is not None)
 
     def _fetch(self) -> None:
         """New records; while calls are under way, without blocking in librdkafka, so that a finished call or a
@@ -308,7 +272,7 @@ class Pipeline:
         self._share.close()
         self._controls.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._leave_group()
+        self._intake.leave_group(LEAVE_SECONDS)
         self._consumer.close()
         self._producer.flush(5)
         log.info("stopped")
@@ -318,26 +282,8 @@ class Pipeline:
     def assigned(self, partitions: frozenset[int]) -> None:
         """Partitions just assigned: their memory of deletions, restored from the changelog (Kafka Streams'
         restore before processing; blocks the loop for the read)."""
-        if self._changelog is None or not partitions:
-            return
-        started = time.monotonic()
-        restored = 0
-        for number in sorted(partitions):
-            try:
-                records = self._changelog.read(number)
-            except Exception as error:  # noqa: BLE001 - without it a relist may miss its outcome, nothing else
-                log.warning("could not restore the memory of deletions: %s", error, extra={"partition": number})
-                continue
-            restored += len(records)
-            self._ledger.restore(number, records)
-        seconds = time.monotonic() - started
-        self._metrics.state_restore_seconds.observe(seconds)
-        self._metrics.state_restored_records.inc(restored)
-        self._metrics.state_remembered_products.set(self._ledger.remembered())
-        log.info(
-            "memory of deletions restored",
-            extra={"count": restored, "state": f"{self._ledger.remembered()} products", "wait_seconds": seconds},
-        )
+        if self._changelog is not None and partitions:
+            restore(self._changelog, self._ledger, partitions, self._metrics)
 
     def revoke(self, partitions: frozenset[int], deadline: float) -> None:
         """The revoked partitions' unsent images leave their batches; their calls under way are waited for until
@@ -358,11 +304,3 @@ class Pipeline:
         if self._transaction is not None:
             self._transaction.dropped()
         self._intake.drop(partitions)
-
-    def _leave_group(self) -> None:
-        """Leaves the group before closing: a static member (``group.instance.id``) does not on ``close()``, and
-        its partitions would wait out the session timeout for a replacement pod of another name."""
-        self._consumer.unsubscribe()
-        deadline = time.monotonic() + LEAVE_SECONDS
-        while self._consumer.assignment() and time.monotonic() < deadline:
-            self._consumer.consume(CONSUME_BATCH, timeout=0.1)  # serves the revoke; records are not taken

@@ -30,7 +30,7 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "imgsweep-dashboard.json"
 RULES = ROOT / "deploy" / "prometheus" / "imgsweep-rules.yaml"
 RULES_TESTS = ROOT / "deploy" / "prometheus" / "imgsweep-rules.test.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
-METRICS_MODULE = ROOT / "service" / "metrics.py"
+METRICS_PACKAGE = ROOT / "service" / "metrics"
 # The chart's default runbookBaseUrl: the file's path in the source tree, no host (helm/imgsweep/values.yaml).
 RUNBOOK_URL = "docs/runbooks.md#"
 
@@ -422,13 +422,13 @@ def row_panels(dashboard: dict[str, Any], title: str) -> list[dict[str, Any]]:
 
 
 def exposed_series() -> set[str]:
-    """What service/metrics.py makes /metrics expose: the names it declares (imgsweep_*, as written there)
-    and the series of the process collector it registers (asked of prometheus_client itself)."""
+    """What service/metrics/ makes /metrics expose: the names it declares (imgsweep_*, as written there) and
+    the series of the process collector it registers (asked of prometheus_client itself)."""
     from prometheus_client import ProcessCollector  # noqa: PLC0415 - only this test needs it
 
-    source = METRICS_MODULE.read_text(encoding="utf-8")
+    source = "\n".join(path.read_text(encoding="utf-8") for path in sorted(METRICS_PACKAGE.glob("*.py")))
     declared = set(re.findall(r'"(imgsweep_[a-z_]+)"', source))
-    assert "ProcessCollector(registry=r)" in source, "service/metrics.py no longer registers the process collector"
+    assert "ProcessCollector(registry=r)" in source, "service/metrics/ no longer registers the process collector"
     process = {sample.name for family in ProcessCollector(registry=None).collect() for sample in family.samples}
     return declared | process
 
@@ -450,7 +450,7 @@ def test_the_pods_row_charts_cpu_memory_restarts_readiness_and_brokers_from_expo
     for title, panel in by_title.items():
         metrics = {selector.metric for target in panel["targets"] for selector in walk(target["expr"])[0]}
         assert metrics == expected[title], title
-        assert metrics <= exposed, f"{title}: {metrics - exposed} is not exposed by service/metrics.py"
+        assert metrics <= exposed, f"{title}: {metrics - exposed} is not exposed by service/metrics/"
     assert by_title["Pod memory"]["fieldConfig"]["defaults"]["unit"] == "bytes"
     # The row sits below every other panel, none overlapping it.
     row_y = next(p["gridPos"]["y"] for p in dashboard["panels"] if p.get("title") == "Pods and readiness")

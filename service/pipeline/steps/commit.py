@@ -16,18 +16,27 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from service.health import HealthState
 from service.metrics import Metrics
+from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
+from service.pipeline.outlet import Acknowledged, Delivered, Outlet
 from service.pipeline.partitions import Position
 from service.pipeline.steps.abstract import Step
 from service.pipeline.transaction import Transaction
 
-__all__ = ["COMMIT_INTERVAL_SECONDS", "TRANSACTION_INTERVAL_SECONDS", "Checkpoint", "CommitStep", "TransactionStep"]
+__all__ = [
+    "COMMIT_INTERVAL_SECONDS",
+    "TRANSACTION_INTERVAL_SECONDS",
+    "Checkpoint",
+    "CommitStep",
+    "TransactionStep",
+    "delivery",
+]
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +198,22 @@ class TransactionStep:
             self._ledger.committed(moved)
             self._health.committed = self._ledger.committed_offsets()
             self._metrics.commits.inc()
+
+
+def delivery(
+    kind: Literal["exactly_once", "at_least_once"], *, producer: Producer, consumer: Consumer, ledger: Ledger,
+    health: HealthState, halt: Halt, metrics: Metrics,
+) -> tuple[Transaction | None, Outlet, Checkpoint]:  # fmt: skip
+    """How records reach Kafka and how offsets are committed (``IMGSWEEP_KAFKA__DELIVERY``): in one transaction
+    (exactly-once: the transaction, which is also the outlet, and its step), or records acknowledged one by one,
+    then offsets committed by the consumer (at-least-once)."""
+    delivered = Delivered(ledger, metrics)
+    if kind == "exactly_once":
+        transaction = Transaction(producer, consumer, ledger=ledger, acked=delivered, halt=halt, metrics=metrics)
+        return (
+            transaction,
+            transaction,
+            TransactionStep(transaction=transaction, ledger=ledger, health=health, metrics=metrics),
+        )
+    outlet = Acknowledged(producer, held=ledger.holds, acked=delivered, halt=halt)
+    return None, outlet, CommitStep(consumer=consumer, ledger=ledger, health=health, metrics=metrics)

@@ -1,0 +1,282 @@
+"""``Metrics``: every collector on one registry, and the events that move them (the parts: ``account.py``,
+``delivery.py``, ``control.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, Info, ProcessCollector
+
+from service import __version__
+from service.metrics.account import AccountMetrics
+from service.metrics.control import ControlMetrics
+from service.metrics.delivery import DeliveryMetrics
+from service.metrics.labels import (
+    IMAGE_REASONS,
+    INTERNAL_ERROR_STEPS,
+    OTHER,
+    PUBLISH_FALLBACKS,
+    bounded,
+)
+from service.settings import DEFAULT_ACCOUNT
+from service.vocabulary import (
+    AbortReason,
+    CancelReason,
+    DeadLetterReason,
+    ItemStatus,
+    OutcomeStatus,
+    SkipReason,
+)
+
+__all__ = ["Metrics"]
+
+
+class Metrics(DeliveryMetrics):
+    """Holds the collectors on its own registry (tests build as many as they like)."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        error_classes: Iterable[str] = (),
+        accounts: Iterable[str] = (DEFAULT_ACCOUNT,),
+    ) -> None:
+        """``accounts``: the names of the accounts (``Settings.api_accounts``), the ``account`` label's values."""
+        self.registry = r = registry or CollectorRegistry()
+        self._error_classes = (*error_classes, OTHER)
+        Info("imgsweep_build", "Build information.", registry=r).info({"version": __version__})
+        # Memory, CPU and file descriptors (process_*), and the garbage collector (python_gc_*): what a
+        # dashboard charts against the pod's limits. Each registry gets its own, read at scrape time.
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        self.events_consumed = Counter("imgsweep_events_consumed", "Input records consumed.", registry=r)
+        self.invalid_events = Counter(
+            "imgsweep_invalid_events",
+            "Input records that could not be decoded, by error class.",
+            ["error_class"],
+            registry=r,
+        )
+        self.outcomes = Counter(
+            "imgsweep_outcomes", "Outcome events acknowledged by the broker, by status.", ["status"], registry=r
+        )
+        self.images = Counter(
+            "imgsweep_images", "Images decided, by status and reason.", ["status", "reason"], registry=r
+        )
+        self.api_calls = Counter(
+            "imgsweep_api_calls", "Delete API calls made, by answer code.", ["account", "code"], registry=r
+        )
+        self.api_call_duration = Histogram(
+            "imgsweep_api_call_duration_seconds",
+            "Duration of one delete API call.",
+            labelnames=["account"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.batch_items = Histogram(
+            "imgsweep_batch_items",
+            "Items per delete API call.",
+            labelnames=["account"],
+            buckets=(1, 5, 10, 25, 50, 100, 150, 190, 199, 200),
+            registry=r,
+        )
+        self.batch_flushes = Counter(
+            "imgsweep_batch_flushes",
+            "Batches handed to workers, by why they were cut.",
+            ["account", "reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "imgsweep_api_retries", "Call retries scheduled, by the code retried.", ["account", "code"], registry=r
+        )
+        self.rate_limiter_waits = Counter(
+            "imgsweep_rate_limiter_waits", "Calls that waited for the rate limiter.", ["account"], registry=r
+        )
+        self.rate_limiter_wait_seconds = Counter(
+            "imgsweep_rate_limiter_wait_seconds",
+            "Time calls spent waiting for the rate limiter.",
+            ["account"],
+            registry=r,
+        )
+        self.rate_limit_qps = Gauge(
+            "imgsweep_rate_limit_qps",
+            "This replica's current call pace (AIMD, up to its QPS share).",
+            ["account"],
+            registry=r,
+        )
+        self.quota_remaining = Gauge(
+            "imgsweep_quota_remaining_calls",
+            "Calls left as the API last said (remainTimes); -1 unlimited.",
+            ["account"],
+            registry=r,
+        )
+        self.quota_charged = Counter(
+            "imgsweep_quota_charged_calls", "Calls the API said it charged.", ["account"], registry=r
+        )
+        self.quota_exhausted = Gauge(
+            "imgsweep_quota_exhausted",
+            "1 while calls are held for the quota: the daily reset, or a spent paid pack (see payment_required).",
+            ["account"],
+            registry=r,
+        )
+        self.quota_payment_required = Gauge(
+            "imgsweep_quota_payment_required",
+            "1 while the API answers 10010 (a paid call pack ran out): calls held, probed rarely, until topped up.",
+            ["account"],
+            registry=r,
+        )
+        self.quota_reset_seconds = Gauge(
+            "imgsweep_quota_reset_seconds", "Seconds until the next daily quota reset.", registry=r
+        )
+        self.ready = Gauge("imgsweep_ready", "1 while /readyz answers 200.", registry=r)
+        self.brokers_up = Gauge("imgsweep_brokers_up", "1 while a Kafka broker is reachable.", registry=r)
+        self.fatal = Gauge("imgsweep_fatal", "1 when calling stopped on a fatal API or config error.", registry=r)
+        # Consumer lag per assigned partition: how much is unread, and how old the oldest unread is.
+        self.consumer_lag, self.consumer_lag_seconds = (
+            Gauge("imgsweep_consumer_lag_messages", "Consumer lag per assigned partition.", ["partition"], registry=r),
+            Gauge(
+                "imgsweep_consumer_lag_seconds",
+                "Age of the oldest unread (uncommitted) input event per assigned partition, by its record "
+                "timestamp; 0 without lag. At the input topic's retention it is deleted unread.",
+                ["partition"],
+                registry=r,
+            ),
+        )
+        self.inflight_batches = Gauge("imgsweep_inflight_batches", "Batches being called now.", registry=r)
+        self.pending_events = Gauge("imgsweep_pending_events", "Events consumed and not yet finished.", registry=r)
+        self.paused_partitions = Gauge("imgsweep_paused_partitions", "Assigned partitions paused.", registry=r)
+        self.assigned_partitions = Gauge("imgsweep_assigned_partitions", "Partitions assigned.", registry=r)
+        self.qps_share = Gauge(
+            "imgsweep_qps_share",
+            "This replica's share of the account's QPS (the rate limiter's ceiling).",
+            ["account"],
+            registry=r,
+        )
+        self.qps_demand_calls = Gauge(
+            "imgsweep_qps_demand_calls",
+            "Calls this replica could make now (what it announces).",
+            ["account"],
+            registry=r,
+        )
+        self.qps_share_members = Gauge(
+            "imgsweep_qps_share_members",
+            "Replicas sharing the QPS by demand as this one sees them; 0 while it shares by partitions.",
+            ["account"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "imgsweep_dead_letters", "Records acknowledged on the dead-letter topic, by reason.", ["reason"], registry=r
+        )
+        self.end_to_end_latency = Histogram(
+            "imgsweep_end_to_end_latency_seconds",
+            "From the event's Kafka timestamp to its outcome being acknowledged.",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
+            registry=r,
+        )
+        self._declare_checkpoints(r)
+        self.events_skipped = Counter(
+            "imgsweep_events_skipped",
+            "Input records committed without a call or an outcome, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.offset_metadata_truncated = Gauge(
+            "imgsweep_offset_metadata_dropped_offsets",
+            "Finished offsets above the commit watermark left out of the commit's metadata (it did not fit); "
+            "a new owner would process them again.",
+            registry=r,
+        )
+        self.budget_calls_left = Gauge(
+            "imgsweep_budget_calls_left",
+            "Calls the account has left today, as the budget counts them.",
+            ["account"],
+            registry=r,
+        )
+        self.budget_spendable = Gauge(
+            "imgsweep_budget_spendable_calls",
+            "Calls imgsweep may still spend before the reset: calls left, capped by a pack's daily limit, "
+            "less the reserve.",
+            ["account"],
+            registry=r,
+        )
+        self.budget_reserve = Gauge(
+            "imgsweep_budget_reserve_calls",
+            "Calls never spent: left to the shop's own searches.",
+            ["account"],
+            registry=r,
+        )
+        self.budget_needed = Gauge(
+            "imgsweep_budget_needed_calls",
+            "Calls the images waiting and the rest of the day's expected ones need at full batches.",
+            ["account"],
+            registry=r,
+        )
+        self.budget_partial_calls_per_hour = Gauge(
+            "imgsweep_budget_partial_calls_per_hour",
+            "The pace at which the budget gives partial batches calls now (planned calls per hour).",
+            ["account"],
+            registry=r,
+        )
+        self.budget_projected_wait = Gauge(
+            "imgsweep_budget_projected_wait_seconds",
+            "The longest wait an image now waiting is projected to have before its call.",
+            ["account"],
+            registry=r,
+        )
+        self.budget_limited = Gauge(
+            "imgsweep_budget_limited",
+            "1 while the budget holds an image past IMGSWEEP_BATCH__MAX_WAIT_SECONDS (the budget wins).",
+            ["account"],
+            registry=r,
+        )
+        self.budget_decisions = Counter(
+            "imgsweep_budget_decisions", "Batches the budget let go, by why.", ["account", "why"], registry=r
+        )
+        self.budget_waiting_for_reset = Gauge(
+            "imgsweep_budget_waiting_for_reset",
+            "1 while the budget holds every call until the daily reset, by why: reserve_only (only the reserve "
+            "is left), spend_limit (a pack's daily spending limit), quota_exhausted.",
+            ["account", "why"],
+            registry=r,
+        )
+        self.control = ControlMetrics(r)
+        self._initialise_labels(accounts)
+
+    def _initialise_labels(self, accounts: Iterable[str]) -> None:
+        self._failure_counters(self.registry)
+        self._accounts: dict[str, AccountMetrics] = {}
+        for account in accounts:
+            self.account(account)
+        for error_class in self._error_classes:
+            self.invalid_events.labels(error_class)
+        for outcome in OutcomeStatus:
+            self.outcomes.labels(outcome)
+        for status in ItemStatus:
+            self.images.labels(status, "none")
+        for reason in IMAGE_REASONS:
+            self.images.labels(ItemStatus.FAILED, reason)
+        for cancel in CancelReason:
+            self.images.labels(ItemStatus.CANCELLED, cancel)
+        self.images.labels(ItemStatus.ABSENT, "NO_AVAILABLE_FEATURE")
+        self.images.labels(ItemStatus.ABSENT, "NO_RELATIVE_IMAGE")
+        for dead_letter in DeadLetterReason:
+            self.dead_letters.labels(dead_letter)
+        for skip in SkipReason:
+            self.events_skipped.labels(skip)
+        for abort in AbortReason:
+            self.transaction_aborts.labels(abort)
+        for step in INTERNAL_ERROR_STEPS:
+            self.internal_errors.labels(step)
+        for kind, instead in PUBLISH_FALLBACKS:
+            self.publish_failures.labels(kind, instead)
+
+    def account(self, name: str) -> AccountMetrics:
+        """The metrics of one account (its ``account`` label); made on first use, every series at zero."""
+        if name not in self._accounts:
+            self._accounts[name] = AccountMetrics(self, name)
+        return self._accounts[name]
+
+    def image_decided(self, status: str, reason: str | None, count: int = 1) -> None:
+        self.images.labels(status, bounded(reason or "none", IMAGE_REASONS)).inc(count)
+
+    def invalid_event(self, error_class: str) -> None:
+        self.invalid_events.labels(bounded(error_class, self._error_classes)).inc()
