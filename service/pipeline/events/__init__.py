@@ -48,6 +48,9 @@ Where things live, one job per module:
 - ``schema``: the identifier types and the models (the plain form, a CloudEvent's data, the decoded event);
 - ``event_types``: delist, relist or neither; ``strict_json``, ``timestamps``: the parsers;
 - ``errors``: ``InvalidEvent`` and the readable, bounded reasons.
+
+Records in the Schema Registry's wire format (Avro, Protobuf, JSON Schema) are decoded before this package, by
+``service.registry``, into the plain form's document, and then read here like any plain event.
 """
 
 from __future__ import annotations
