@@ -1106,6 +1106,18 @@ def test_keda_without_a_prometheus_fails_with_what_to_set() -> None:
     assert "/keda/prometheusServerAddress" in error, error
 
 
+def test_the_delivery_and_the_state_topics_reach_the_settings() -> None:
+    data = settings_configmap(render())["data"]
+    assert data["IMGSWEEP_KAFKA__DELIVERY"] == "exactly_once"
+    assert data["IMGSWEEP_KAFKA__DELETIONS_TOPIC"] == "catalog.imgsweep.deletions"
+    assert data["IMGSWEEP_KAFKA__CREATE_TOPICS"] == "true"
+    data = settings_configmap(
+        render("--set", "kafka.delivery=at_least_once", "--set", "kafka.createTopics=false")
+    )["data"]
+    assert (data["IMGSWEEP_KAFKA__DELIVERY"], data["IMGSWEEP_KAFKA__CREATE_TOPICS"]) == ("at_least_once", "false")
+    assert "kafka/delivery" in render_failure("--set", "kafka.delivery=twice")
+
+
 def test_the_demand_topic_and_the_qps_share_reach_the_settings() -> None:
     data = settings_configmap(render())["data"]
     assert data["IMGSWEEP_KAFKA__DEMAND_TOPIC"] == "catalog.imgsweep.demand"

@@ -203,6 +203,16 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- if $v.kafka.controlTopic }}
 {{- $_ := set $settings "IMGSWEEP_KAFKA__CONTROL_TOPIC" $v.kafka.controlTopic }}
 {{- end }}
+{{- /* Delivery and the state kept on Kafka (decision 0019): also only when present. */}}
+{{- if $v.kafka.delivery }}
+{{- $_ := set $settings "IMGSWEEP_KAFKA__DELIVERY" $v.kafka.delivery }}
+{{- end }}
+{{- if $v.kafka.deletionsTopic }}
+{{- $_ := set $settings "IMGSWEEP_KAFKA__DELETIONS_TOPIC" $v.kafka.deletionsTopic }}
+{{- end }}
+{{- if and (hasKey $v.kafka "createTopics") (not (kindIs "invalid" $v.kafka.createTopics)) }}
+{{- $_ := set $settings "IMGSWEEP_KAFKA__CREATE_TOPICS" ($v.kafka.createTopics | toString) }}
+{{- end }}
 {{- if and $v.brake (hasKey $v.brake "maxImagesPerHour") (not (kindIs "invalid" $v.brake.maxImagesPerHour)) }}
 {{- $_ := set $settings "IMGSWEEP_BRAKE__MAX_IMAGES_PER_HOUR" ($v.brake.maxImagesPerHour | int64 | toString) }}
 {{- end }}
