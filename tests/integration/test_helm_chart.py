@@ -1111,9 +1111,9 @@ def test_the_delivery_and_the_state_topics_reach_the_settings() -> None:
     assert data["IMGSWEEP_KAFKA__DELIVERY"] == "exactly_once"
     assert data["IMGSWEEP_KAFKA__DELETIONS_TOPIC"] == "catalog.imgsweep.deletions"
     assert data["IMGSWEEP_KAFKA__CREATE_TOPICS"] == "true"
-    data = settings_configmap(
-        render("--set", "kafka.delivery=at_least_once", "--set", "kafka.createTopics=false")
-    )["data"]
+    data = settings_configmap(render("--set", "kafka.delivery=at_least_once", "--set", "kafka.createTopics=false"))[
+        "data"
+    ]
     assert (data["IMGSWEEP_KAFKA__DELIVERY"], data["IMGSWEEP_KAFKA__CREATE_TOPICS"]) == ("at_least_once", "false")
     assert "kafka/delivery" in render_failure("--set", "kafka.delivery=twice")
 
