@@ -33,13 +33,22 @@ class HealthState:
     subscribed: bool = False
     brokers_up: bool = True
     fatal_reason: str | None = None
+    halted_accounts: dict[str, str] = field(default_factory=dict)
+    """Accounts whose calls are held on a fatal API answer, with the answer (decision 0020): not ready while any
+    is, so that one account's broken key pages even while the others keep deleting."""
     draining: bool = False
     assigned: frozenset[int] = frozenset()
     committed: dict[int, int] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
-        return self.subscribed and self.brokers_up and self.fatal_reason is None and not self.draining
+        return (
+            self.subscribed
+            and self.brokers_up
+            and self.fatal_reason is None
+            and not self.halted_accounts
+            and not self.draining
+        )
 
 
 class HealthServer:
@@ -73,6 +82,7 @@ class HealthServer:
                             "subscribed": state.subscribed,
                             "brokers_up": state.brokers_up,
                             "fatal": state.fatal_reason,
+                            "halted_accounts": dict(state.halted_accounts),
                             "draining": state.draining,
                             "assigned_partitions": sorted(state.assigned),
                             "committed_offsets": {str(p): o for p, o in sorted(state.committed.items())},
