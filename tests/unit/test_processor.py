@@ -225,7 +225,7 @@ def test_records_refused_before_a_revoke_are_not_offered_again() -> None:
 
 def test_a_fatal_answer_holds_the_account_until_a_probe_is_answered_and_then_it_resumes_by_itself() -> None:
     rig = Rig()
-    rig.health.subscribed = True  # as run() sets it
+    rig.health.subscribed = rig.health.brokers_up = True  # as run() and the first statistics set them
     assert rig.health.ready is True
     rig.feed(message(0, 0, delisted("a", "c1")), message(1, 0, delisted("b", "c2")))
     rig.executor.fail(FatalApiError("10047", "signature invalid"))  # c1's call
@@ -263,7 +263,7 @@ def test_a_fatal_answer_holds_the_account_until_a_probe_is_answered_and_then_it_
 
 def test_a_fatal_answer_holds_only_its_account() -> None:
     rig = Rig(accounts=TWO_ACCOUNTS)
-    rig.health.subscribed = True
+    rig.health.subscribed = rig.health.brokers_up = True
     rig.feed(message(0, 0, delisted("a", "shoes")), message(1, 0, delisted("b", "hats")))
     rig.executor.fail(FatalApiError("http_401", "unauthorized"), "shoes")
     rig.step()
@@ -657,7 +657,7 @@ def test_a_call_held_for_its_quota_does_not_keep_the_loop_turning_fast() -> None
     """A call that met 10040 waits in its worker until the reset, hours maybe: neither it nor its account's
     waiting batch makes the loop turn faster than its idle pace while the other account has nothing to do."""
     rig = Rig(accounts=TWO_ACCOUNTS)
-    rig.health.subscribed = True
+    rig.health.subscribed = rig.health.brokers_up = True
     rig.feed(message(0, 0, delisted("a", "shoes")))
     assert [batch.collection for batch, _ in rig.executor.calls] == ["shoes"]
     assert rig.pipeline._poll_timeout() < 0.2, "a call under way: its answer is awaited closely"
@@ -690,3 +690,42 @@ def test_the_budget_sees_this_replicas_share_of_the_partitions() -> None:
     rig.consumer.assign(2)
     rig.step()
     assert lane.batch._quota().share == 0.75
+
+
+def test_no_call_starts_while_the_bound_of_unacknowledged_records_waits_and_calls_resume_once_acknowledged() -> None:
+    rig = Rig(kafka={"max_unacknowledged": 2})
+    rig.health.subscribed = rig.health.brokers_up = True
+    rig.producer.hold = True  # the outcome topic is gone: nothing is acknowledged
+    rig.feed(message(0, 0, delisted("a", "c1")), message(0, 1, delisted("b", "c2")))
+    rig.executor.resolve("c1")
+    rig.step()
+    assert rig.health.ready is True  # one record waits: under the bound
+    rig.executor.resolve("c2")
+    rig.step()
+    assert rig.pipeline._ledger.unacknowledged() == 2
+    assert rig.health.ready is False
+    assert rig.health.outputs_blocked is not None
+    assert "IMGSWEEP_KAFKA__MAX_UNACKNOWLEDGED=2" in rig.health.outputs_blocked
+    assert rig.metrics.outputs_blocked._value.get() == 1
+    rig.feed(message(1, 0, delisted("c", "c3")))
+    rig.step()
+    assert rig.executor.calls == []  # the bound: no call starts
+    assert rig.consumer.committed_offset(0) is None
+    rig.producer.hold = False  # the topic is back
+    rig.step()
+    rig.step()
+    assert rig.health.outputs_blocked is None
+    assert rig.health.ready is True
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["c3"]  # calls start again, none redone
+    rig.executor.resolve("c3")
+    rig.step()
+    assert sorted(o["event_id"] for o in rig.outcomes()) == ["a", "b", "c"]
+    assert rig.consumer.committed_offset(0) == 2
+    assert rig.consumer.committed_offset(1) == 1
+
+
+def test_readiness_waits_for_a_broker_to_answer() -> None:
+    health = HealthState(subscribed=True)
+    assert health.ready is False
+    health.brokers_up = True
+    assert health.ready is True

@@ -70,6 +70,8 @@ class Workers:
     stop_calls: threading.Event
     halt: Halt
     tracing: Tracing = NO_TRACING
+    outputs_full: Callable[[], bool] = lambda: False
+    """Whether too many records wait for Kafka's acknowledgement for another call to start (``OutputsBacklog``)."""
 
 
 class CallStep:
@@ -87,6 +89,7 @@ class CallStep:
         self._stop_calls = workers.stop_calls
         self._halt = workers.halt
         self._tracing = workers.tracing
+        self._outputs_full = workers.outputs_full
         self._ledger = ledger
         self._metrics = metrics
         self._feedback: Feedback | None = None
@@ -111,6 +114,7 @@ class CallStep:
             or self._stop_calls.is_set()
             or self._quota.state().exhausted
             or self._fatal.holding()
+            or self._outputs_full()
         )
 
     def submit(self, ready: ReadyBatch[PendingEvent]) -> None:
