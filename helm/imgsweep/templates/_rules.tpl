@@ -13,6 +13,7 @@ Prometheus's own templates in the annotations are written {{"{{"}} ... }} so tha
   "ImgsweepNoPartitionsAssigned" (dict "for" "10m" "severity" "critical")
   "ImgsweepFatal" (dict "for" "1m" "severity" "critical")
   "ImgsweepAccountHalted" (dict "for" "5m" "severity" "critical")
+  "ImgsweepOutputsBlocked" (dict "for" "5m" "severity" "critical")
   "ImgsweepQuotaExhausted" (dict "for" "5m" "severity" "critical")
   "ImgsweepQuotaPaymentRequired" (dict "for" "5m" "severity" "critical")
   "ImgsweepQuotaLow" (dict "for" "15m" "severity" "warning" "remainingFraction" 0.1)
@@ -236,6 +237,23 @@ groups:
             15 minutes, and resumes by itself once one is answered. Its events wait uncommitted; other accounts go
             on. /readyz names the code.
           runbook_url: {{ $runbook }}#account-halted
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepOutputsBlocked") | fromJson }}
+
+      - alert: ImgsweepOutputsBlocked
+        # IMGSWEEP_KAFKA__MAX_UNACKNOWLEDGED records wait for Kafka: no call starts until they are acknowledged.
+        expr: max by (namespace, job, instance) (imgsweep_outputs_blocked) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep {{"{{"}} $labels.instance }} cannot deliver its outcomes"
+          description: >-
+            {{"{{"}} $labels.instance }} ({{"{{"}} $labels.job }} in {{"{{"}} $labels.namespace }}) has as many outcome and dead-letter
+            records waiting for Kafka's acknowledgement as it may (the outcome or dead-letter topic is missing or
+            unwritable, or no broker answers): it starts no API call until they are delivered, then resumes by
+            itself. /readyz names the reason.
+          runbook_url: {{ $runbook }}#outputs-blocked
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepQuotaExhausted") | fromJson }}
 
