@@ -13,7 +13,8 @@ import time
 
 import pytest
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import consume_all, event, produce, wait_for
