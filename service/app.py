@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from service.api.classify import ResponsePolicy
 from service.api.client import DeleteClient, new_http_client
+from service.api.fatal_gate import FatalGate
 from service.api.models import BatchResult, DeleteBatch, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
@@ -70,8 +71,9 @@ def _account_calls(
     api = account.api
     limiter = RateLimiter(api.qps)
     quota = QuotaGate(api.quota_reset_zone, api.quota_reset_time, payment_probe_seconds=api.payment_probe_seconds)
+    fatal = FatalGate(first_probe_seconds=api.fatal_probe_seconds, max_probe_seconds=api.fatal_probe_max_seconds)
     if settings.dry_run:
-        return AccountCalls(account, _dry_run_delete(limiter, stop_calls), quota, limiter)
+        return AccountCalls(account, _dry_run_delete(limiter, stop_calls), quota, limiter, fatal)
     if api.access_key is None or api.secret_key is None:  # require_credentials said so already, at start-up
         raise ConfigError(f"account {account.name!r} has no access key and secret key")
     client = DeleteClient(
@@ -92,7 +94,7 @@ def _account_calls(
         stop=stop_calls,
         observer=metrics.account(account.name),
     )
-    return AccountCalls(account, client.delete, quota, limiter)
+    return AccountCalls(account, client.delete, quota, limiter, fatal)
 
 
 def _internal_topics(settings: Settings, consumer: Consumer) -> ChangelogReader | None:

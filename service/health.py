@@ -31,15 +31,28 @@ class HealthState:
 
     heartbeat: float = field(default_factory=time.monotonic)
     subscribed: bool = False
-    brokers_up: bool = True
+    brokers_up: bool = False
+    """False until a broker has answered (the consumer's statistics say one is up), and while none is."""
     fatal_reason: str | None = None
+    outputs_blocked: str | None = None
+    """Why no call starts: too many records wait for Kafka's acknowledgement (``OutputsBacklog``)."""
+    halted_accounts: dict[str, str] = field(default_factory=dict)
+    """Accounts whose calls are held on a fatal API answer, with the answer (decision 0020): not ready while any
+    is, so that one account's broken key pages even while the others keep deleting."""
     draining: bool = False
     assigned: frozenset[int] = frozenset()
     committed: dict[int, int] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
-        return self.subscribed and self.brokers_up and self.fatal_reason is None and not self.draining
+        return (
+            self.subscribed
+            and self.brokers_up
+            and self.fatal_reason is None
+            and not self.halted_accounts
+            and self.outputs_blocked is None
+            and not self.draining
+        )
 
 
 class HealthServer:
@@ -73,6 +86,8 @@ class HealthServer:
                             "subscribed": state.subscribed,
                             "brokers_up": state.brokers_up,
                             "fatal": state.fatal_reason,
+                            "halted_accounts": dict(state.halted_accounts),
+                            "outputs_blocked": state.outputs_blocked,
                             "draining": state.draining,
                             "assigned_partitions": sorted(state.assigned),
                             "committed_offsets": {str(p): o for p, o in sorted(state.committed.items())},

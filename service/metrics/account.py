@@ -41,6 +41,8 @@ class AccountMetrics:
         self.quota_charged = m.quota_charged.labels(account)
         self.quota_exhausted = m.quota_exhausted.labels(account)
         self.quota_payment_required = m.quota_payment_required.labels(account)
+        self.account_halted = m.account_halted.labels(account)
+        self.account_halted.set(0)
         self.qps_share = m.qps_share.labels(account)
         self.qps_demand_calls = m.qps_demand_calls.labels(account)
         self.qps_share_members = m.qps_share_members.labels(account)

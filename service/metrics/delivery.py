@@ -29,9 +29,24 @@ class DeliveryMetrics:
             registry=r,
         )
 
+    def _declare_outputs(self, r: CollectorRegistry) -> None:
+        """The outputs' backlog (``service.pipeline.outputs``)."""
+        self.unacknowledged_records = Gauge(
+            "imgsweep_unacknowledged_records",
+            "Records produced (outcomes, dead letters) not yet acknowledged by Kafka.",
+            registry=r,
+        )
+        self.outputs_blocked = Gauge(
+            "imgsweep_outputs_blocked",
+            "1 while no API call starts because IMGSWEEP_KAFKA__MAX_UNACKNOWLEDGED records wait for Kafka.",
+            registry=r,
+        )
+
     def _declare_checkpoints(self, r: CollectorRegistry) -> None:
-        """The commit step's series, exactly-once delivery's (``service.pipeline.transaction``) and the state's."""
+        """The commit step's series, exactly-once delivery's (``service.pipeline.transaction``), the state's and
+        the outputs' backlog."""
         self._declare_state(r)
+        self._declare_outputs(r)
         self.commits = Counter("imgsweep_offset_commits", "Offset commits sent.", registry=r)
         self.transaction_commits = Counter(
             "imgsweep_transaction_commits",

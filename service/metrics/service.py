@@ -129,7 +129,21 @@ class Metrics(DeliveryMetrics):
         )
         self.ready = Gauge("imgsweep_ready", "1 while /readyz answers 200.", registry=r)
         self.brokers_up = Gauge("imgsweep_brokers_up", "1 while a Kafka broker is reachable.", registry=r)
-        self.fatal = Gauge("imgsweep_fatal", "1 when calling stopped on a fatal API or config error.", registry=r)
+        # The replica's fatal state (Kafka), and an account's (a fatal API answer, re-checked by probes).
+        self.fatal, self.account_halted = (
+            Gauge(
+                "imgsweep_fatal",
+                "1 when the replica stopped on a fatal Kafka error (it commits nothing more).",
+                registry=r,
+            ),
+            Gauge(
+                "imgsweep_account_halted",
+                "1 while the account's calls are held on a fatal API answer (keys, clock, permission, endpoint), "
+                "re-checked by a probe call with a growing backoff.",
+                ["account"],
+                registry=r,
+            ),
+        )
         # Consumer lag per assigned partition: how much is unread, and how old the oldest unread is.
         self.consumer_lag, self.consumer_lag_seconds = (
             Gauge("imgsweep_consumer_lag_messages", "Consumer lag per assigned partition.", ["partition"], registry=r),

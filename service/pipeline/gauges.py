@@ -21,6 +21,9 @@ class Gauges:
         metrics = self._metrics
         for lane in self._lanes:
             lane.update_gauges()
+        self._health.halted_accounts = {
+            lane.account: reason for lane in self._lanes if (reason := lane.halted_reason()) is not None
+        }
         if self._lanes:  # one reset time for every account
             metrics.quota_reset_seconds.set(self._lanes[-1].quota.seconds_until_daily_reset())
         metrics.ready.set(1 if self._health.ready else 0)

@@ -1,4 +1,7 @@
-"""The fatal state: once something no retry can fix happened, calling stops and nothing more is committed."""
+"""The replica's fatal state: once Kafka says something no retry can fix, calling stops and nothing more is committed.
+
+A fatal API answer is not this: it halts its account alone, re-checked by probes (``service.api.fatal_gate``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class Halt:
-    """Tripped once (by the call step, the consumer or the producer); the loop then pauses everything, or, for a
+    """Tripped once (by the consumer or the producer); the loop then pauses everything, or, for a
     producer that can do nothing more (fenced, fatal in a transaction), ends the process (``exit``) so that
     Kubernetes starts a fresh one."""
 

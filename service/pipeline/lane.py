@@ -68,7 +68,7 @@ class AccountLane:
         account, batch = calls.account, shared.batch
         self.account = account.name
         self.collections = account.collections
-        self.quota, self.limiter = calls.quota, calls.limiter
+        self.quota, self.limiter, self.fatal = calls.quota, calls.limiter, calls.fatal
         self.metrics: AccountMetrics = shared.metrics.account(account.name)
         self.paced = Paced(account.name, calls.limiter, account.api.qps, self.metrics)
         """This account's slot in the QPS share."""
@@ -111,7 +111,14 @@ class AccountLane:
     # ---- what the route step, a rebalance and the loop ask ----------------------------------------------------
 
     def exhausted(self) -> bool:
-        return self.quota.state().exhausted
+        """Whether the account can make no call for a long while: its quota is spent, or it is halted on a fatal
+        answer (``FatalGate``)."""
+        return self.quota.state().exhausted or self.fatal.halted
+
+    def halted_reason(self) -> str | None:
+        """Why the account is halted (its fatal answer's code and message), or None."""
+        state = self.fatal.state()
+        return None if state is None else state.reason()
 
     def blocked(self) -> bool:
         """Whether no call can start until something outside the flow changes (quota, fatal error, shutdown)."""
@@ -171,3 +178,4 @@ class AccountLane:
             series.quota_charged.inc(state.charged_calls - self._charged_reported)
             self._charged_reported = state.charged_calls
         series.rate_limit_qps.set(self.limiter.rate)
+        series.account_halted.set(1 if self.fatal.halted else 0)

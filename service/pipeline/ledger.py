@@ -259,6 +259,11 @@ class Ledger:
         """Events in the pipeline: decoded, not yet handed to publishing."""
         return self._partitions.pending_events()
 
+    def unacknowledged(self) -> int:
+        """Records produced for events of the partitions held and not yet acknowledged by the broker (with
+        exactly-once, the open transaction's records not yet delivered): the outputs' backlog."""
+        return sum(state.offsets.unacknowledged() for state in self._partitions)
+
     def events(self) -> list[PendingEvent]:
         return self._partitions.all_events()
 

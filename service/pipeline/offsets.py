@@ -19,6 +19,8 @@ class PartitionOffsets:
         # offset -> acknowledgements still awaited; _UNPUBLISHED until the event's records are produced.
         self._open: OrderedDict[int, int] = OrderedDict()
         self._committable: int | None = None
+        self._unacknowledged = 0
+        """Records produced and not yet acknowledged, over every offset (the outputs' backlog)."""
 
     def track(self, offset: int) -> None:
         """An event was consumed at ``offset``; offsets arrive in increasing order within a partition."""
@@ -31,6 +33,7 @@ class PartitionOffsets:
         if self._open.get(offset) != _UNPUBLISHED:
             raise ValueError(f"offset {offset} is not awaiting publication")
         self._open[offset] = records
+        self._unacknowledged += records
         self._advance()
 
     def acknowledged(self, offset: int) -> None:
@@ -39,6 +42,7 @@ class PartitionOffsets:
         if remaining is None or remaining <= 0:
             raise ValueError(f"offset {offset} has no acknowledgement outstanding")
         self._open[offset] = remaining - 1
+        self._unacknowledged -= 1
         self._advance()
 
     def _advance(self) -> None:
@@ -65,3 +69,7 @@ class PartitionOffsets:
 
     def outstanding(self) -> int:
         return len(self._open)
+
+    def unacknowledged(self) -> int:
+        """Records produced for this partition's events that the broker has not acknowledged yet."""
+        return self._unacknowledged

@@ -35,6 +35,7 @@ from service.pipeline.halt import Halt
 from service.pipeline.intake import Intake
 from service.pipeline.lane import AccountCalls, AccountLane, LaneShared
 from service.pipeline.ledger import Ledger
+from service.pipeline.outputs import OutputsBacklog
 from service.pipeline.pending import PendingEvent
 from service.pipeline.poison import PoisonMarks
 from service.pipeline.rebalance import Rebalance
@@ -96,6 +97,7 @@ class Pipeline:
         self._halt = halt = Halt(health, metrics)
         self._wake = threading.Event()
         """Set when a call finishes or a rate limiter's slot comes free: the loop then turns at once."""
+        self._outputs = OutputsBacklog(ledger=ledger, limit=kafka.max_unacknowledged, health=health, metrics=metrics)
         self._intake = Intake(consumer=consumer, ledger=ledger, max_pending=kafka.max_pending_events)
         self._stats = ConsumerStats(topic=kafka.input_topic, health=health, metrics=metrics)
         self._max_items = batch.max_items
@@ -119,9 +121,10 @@ class Pipeline:
         self._publish = PublishStep(
             outlet=outlet, topics=topics, ledger=ledger, next_step=self._commit, metrics=metrics
         )
+        workers = Workers(executor, self._wake, stop_calls, halt, tracing, outputs_full=self._outputs.full)
         shared = LaneShared(
-            batch=batch, workers=Workers(executor, self._wake, stop_calls, halt, tracing), ledger=ledger,
-            metrics=metrics, share_fraction=self._share_fraction, clock=clock, controls=controls,
+            batch=batch, workers=workers, ledger=ledger, metrics=metrics, share_fraction=self._share_fraction,
+            clock=clock, controls=controls,
         )  # fmt: skip
         self._controls = controls
         self._lanes = [AccountLane(calls, shared) for calls in accounts]
@@ -208,6 +211,7 @@ class Pipeline:
         self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, quota_exhausted=exhausted)
         self._controls.poll()  # pauses and brakes from the control topic; this replica's trips onto it
         self._share.poll(self._demand())  # each account's QPS, shared by what each replica could send now
+        self._outputs.update()
         self._gauges.update(
             inflight=self._route.inflight(),
             pending=self._ledger.pending_events(),

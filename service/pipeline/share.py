@@ -179,6 +179,9 @@ class DemandShare:
 
     def _read(self) -> None:
         if not self._reading:
+            # Not assigned yet (the topic was not readable): still served, so that its logs and errors (every
+            # reconnect during an outage) do not pile up in a queue nobody reads.
+            self._reader.poll(0)
             return
         while True:
             try:

@@ -150,6 +150,16 @@ class ApiSettings(Section):
         le=86_400,
         description="While the API answers 10010 (a paid pack ran out): how often to probe with a call.",
     )
+    fatal_probe_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=3600,
+        description="After a fatal answer (keys, clock, permission, endpoint): the wait before the account's first "
+        "probe call; doubled after each probe still answered fatal, up to fatal_probe_max_seconds.",
+    )
+    fatal_probe_max_seconds: float = Field(
+        default=900.0, ge=1, le=86_400, description="The longest wait between probes of a halted account."
+    )
     allowance: Annotated[Literal["daily", "pack"], PerAccount.INHERITED] = Field(
         default="daily",
         description="The account's calls: a free plan's daily allowance (lost at the reset) or a paid call pack.",

@@ -134,6 +134,12 @@ class KafkaSettings(Section):
         ge=1,
         description="Events held in memory before partitions are paused (bounds memory under backlog).",
     )
+    max_unacknowledged: int = Field(
+        default=5_000,
+        ge=1,
+        description="Records produced and not yet acknowledged (outcome topic or brokers unavailable) at which no "
+        "more API calls start, until acknowledgements bring them below it.",
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod

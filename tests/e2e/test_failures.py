@@ -104,19 +104,23 @@ def test_exhausted_retries_fail_the_event_dead_letter_it_and_replay_completes_it
     assert sandbox.admin("/admin/images?collection_name=shop")["count"] == 0
 
 
-def test_bad_credentials_are_fatal_paused_not_ready_and_never_committed(
+def test_bad_credentials_halt_the_account_paused_not_ready_and_never_committed(
     kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
+    """A fatal answer halts its account (decision 0020): with one account, everything pauses; the process stays
+    up and ready is off, naming the account and the code, until a probe (a minute later by default) is answered."""
     names: Topics = topics(partitions=1)
     sandbox: SandboxProcess = sandbox_process("--qps", "0")
     records = seeded_events(sandbox, 5)
-    produce(kafka_bootstrap, names.input, records)
     service: ServiceProcess = service_process(names, sandbox, API__SECRET_KEY="not-the-right-secret")
+    produce(kafka_bootstrap, names.input, records)
     wait_for(lambda: service.get("/readyz").status_code == 503, 30, "never left readiness")
     readiness = service.get("/readyz").json()
-    assert "10047" in readiness["fatal"]
+    assert readiness["halted_accounts"]["default"].startswith("API error 10047")
+    assert readiness["fatal"] is None, "the replica's halt is Kafka's"
     assert readiness["committed_offsets"] == {}
-    assert service.metric("imgsweep_fatal") == 1
+    assert service.metric("imgsweep_account_halted", 'account="default"') == 1
+    assert service.metric("imgsweep_fatal") == 0
     time.sleep(2)
     assert service.process.poll() is None  # alive, so metrics and alerts show the state
     assert service.get("/livez").status_code == 200
@@ -125,7 +129,7 @@ def test_bad_credentials_are_fatal_paused_not_ready_and_never_committed(
     assert calls <= 2  # it stopped calling after the first 10047 (two workers may have been in flight)
     assert consume_all(kafka_bootstrap, names.outcome, expect=1, timeout=3) == []
     logs = service.logs()
-    assert logs.count("FATAL") == 1
+    assert logs.count("FATAL for this account") == 1
     assert "not-the-right-secret" not in logs
 
 

@@ -34,6 +34,8 @@ class HeldExecutor(Executor):
                 return
         raise AssertionError(f"no call for {collection}")
 
-    def fail(self, error: Exception) -> None:
-        _batch, future = self.calls.pop(0)
+    def fail(self, error: Exception, collection: str | None = None) -> None:
+        """The oldest call (or the oldest for ``collection``) fails with ``error``."""
+        index = next(i for i, (batch, _) in enumerate(self.calls) if collection in (None, batch.collection))
+        _batch, future = self.calls.pop(index)
         future.set_exception(error)

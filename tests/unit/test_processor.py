@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from service.api.errors import FatalApiError
+from service.api.fatal_gate import FatalGate
 from service.api.models import BatchResult, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
@@ -87,6 +88,8 @@ class Rig:
         self.quotas = {account.name: QuotaGate(UTC, time(0, 0), clock=lambda: self.clock) for account in accounts}
         self.limiters = {account.name: RateLimiter(2, clock=self.limiter_clock) for account in accounts}
         self.quota, self.limiter = self.quotas[accounts[0].name], self.limiters[accounts[0].name]
+        self.fatal_now = 0.0
+        self.fatals = {account.name: FatalGate(clock=lambda: self.fatal_now) for account in accounts}
         self.health = HealthState()
         self.metrics = Metrics(accounts=[account.name for account in accounts])
         self.pipeline = Pipeline(
@@ -95,7 +98,11 @@ class Rig:
             producer=self.producer,  # type: ignore[arg-type]
             accounts=[
                 AccountCalls(
-                    account, lambda batch: BatchResult(items=()), self.quotas[account.name], self.limiters[account.name]
+                    account,
+                    lambda batch: BatchResult(items=()),
+                    self.quotas[account.name],
+                    self.limiters[account.name],
+                    self.fatals[account.name],
                 )
                 for account in accounts
             ],
@@ -216,18 +223,62 @@ def test_records_refused_before_a_revoke_are_not_offered_again() -> None:
     assert len(rig.pipeline._intake._carried) == 0
 
 
-def test_a_fatal_error_pauses_everything_and_stops_dispatching() -> None:
+def test_a_fatal_answer_holds_the_account_until_a_probe_is_answered_and_then_it_resumes_by_itself() -> None:
     rig = Rig()
+    rig.health.subscribed = rig.health.brokers_up = True  # as run() and the first statistics set them
+    assert rig.health.ready is True
     rig.feed(message(0, 0, delisted("a", "c1")), message(1, 0, delisted("b", "c2")))
-    rig.executor.fail(FatalApiError("10047", "signature invalid"))
+    rig.executor.fail(FatalApiError("10047", "signature invalid"))  # c1's call
     rig.step()
-    assert rig.consumer.paused == {0, 1}
+    assert rig.consumer.paused == {0, 1}  # the only account can call nothing: the input waits
     assert rig.health.ready is False
-    rig.consumer.resume([])  # nothing resumes by itself
-    rig.pipeline._intake._carried.append(message(0, 1, delisted("c", "c3")))  # type: ignore[arg-type]
+    assert rig.health.halted_accounts == {"default": "API error 10047: signature invalid"}
+    assert rig.metrics.account_halted.labels("default")._value.get() == 1
+    rig.executor.resolve("c2")  # a call started before the halt: its answer resumes nothing
     rig.step()
-    assert [batch.collection for batch, _ in rig.executor.calls] == ["c2"]  # nothing new was sent
-    assert rig.consumer.commits == []
+    assert rig.health.halted_accounts
+    rig.fatal_now = 59.0
+    rig.step()
+    assert rig.executor.calls == []  # c1 waits in its batch, uncommitted, for the probe
+    assert rig.consumer.committed_offset(0) is None
+    rig.fatal_now = 60.0
+    rig.step()
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["c1"]  # the probe: one call, no more
+    rig.executor.fail(FatalApiError("10047", "signature invalid"))  # still broken: next probe in 120 s
+    rig.step()
+    rig.fatal_now = 179.0
+    rig.step()
+    assert rig.executor.calls == []
+    rig.fatal_now = 180.0
+    rig.step()
+    rig.executor.resolve("c1")  # fixed: the probe goes through
+    rig.step()
+    assert rig.health.halted_accounts == {}
+    assert rig.health.ready is True
+    assert rig.metrics.account_halted.labels("default")._value.get() == 0
+    assert rig.consumer.paused == set()
+    assert sorted(o["event_id"] for o in rig.outcomes()) == ["a", "b"]  # once each, nothing failed
+    assert rig.consumer.committed_offset(0) == 1
+
+
+def test_a_fatal_answer_holds_only_its_account() -> None:
+    rig = Rig(accounts=TWO_ACCOUNTS)
+    rig.health.subscribed = rig.health.brokers_up = True
+    rig.feed(message(0, 0, delisted("a", "shoes")), message(1, 0, delisted("b", "hats")))
+    rig.executor.fail(FatalApiError("http_401", "unauthorized"), "shoes")
+    rig.step()
+    assert set(rig.health.halted_accounts) == {"shoes"}
+    assert rig.health.ready is False
+    assert rig.pipeline._halt.reason is None  # not the replica's halt
+    assert rig.consumer.paused == set()  # the other account still calls
+    rig.executor.resolve("hats")
+    rig.feed(message(1, 1, delisted("c", "caps")), message(0, 1, delisted("d", "boots")))
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["caps"]  # boots is the halted account's
+    rig.executor.resolve("caps")
+    rig.step()
+    assert sorted(o["event_id"] for o in rig.outcomes()) == ["b", "c"]
+    assert rig.consumer.committed_offset(1) == 2
+    assert rig.consumer.committed_offset(0) is None
 
 
 def test_quota_exhaustion_pauses_and_holds_batches_until_the_reset() -> None:
@@ -606,6 +657,7 @@ def test_a_call_held_for_its_quota_does_not_keep_the_loop_turning_fast() -> None
     """A call that met 10040 waits in its worker until the reset, hours maybe: neither it nor its account's
     waiting batch makes the loop turn faster than its idle pace while the other account has nothing to do."""
     rig = Rig(accounts=TWO_ACCOUNTS)
+    rig.health.subscribed = rig.health.brokers_up = True
     rig.feed(message(0, 0, delisted("a", "shoes")))
     assert [batch.collection for batch, _ in rig.executor.calls] == ["shoes"]
     assert rig.pipeline._poll_timeout() < 0.2, "a call under way: its answer is awaited closely"
@@ -638,3 +690,42 @@ def test_the_budget_sees_this_replicas_share_of_the_partitions() -> None:
     rig.consumer.assign(2)
     rig.step()
     assert lane.batch._quota().share == 0.75
+
+
+def test_no_call_starts_while_the_bound_of_unacknowledged_records_waits_and_calls_resume_once_acknowledged() -> None:
+    rig = Rig(kafka={"max_unacknowledged": 2})
+    rig.health.subscribed = rig.health.brokers_up = True
+    rig.producer.hold = True  # the outcome topic is gone: nothing is acknowledged
+    rig.feed(message(0, 0, delisted("a", "c1")), message(0, 1, delisted("b", "c2")))
+    rig.executor.resolve("c1")
+    rig.step()
+    assert rig.health.ready is True  # one record waits: under the bound
+    rig.executor.resolve("c2")
+    rig.step()
+    assert rig.pipeline._ledger.unacknowledged() == 2
+    assert rig.health.ready is False
+    assert rig.health.outputs_blocked is not None
+    assert "IMGSWEEP_KAFKA__MAX_UNACKNOWLEDGED=2" in rig.health.outputs_blocked
+    assert rig.metrics.outputs_blocked._value.get() == 1
+    rig.feed(message(1, 0, delisted("c", "c3")))
+    rig.step()
+    assert rig.executor.calls == []  # the bound: no call starts
+    assert rig.consumer.committed_offset(0) is None
+    rig.producer.hold = False  # the topic is back
+    rig.step()
+    rig.step()
+    assert rig.health.outputs_blocked is None
+    assert rig.health.ready is True
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["c3"]  # calls start again, none redone
+    rig.executor.resolve("c3")
+    rig.step()
+    assert sorted(o["event_id"] for o in rig.outcomes()) == ["a", "b", "c"]
+    assert rig.consumer.committed_offset(0) == 2
+    assert rig.consumer.committed_offset(1) == 1
+
+
+def test_readiness_waits_for_a_broker_to_answer() -> None:
+    health = HealthState(subscribed=True)
+    assert health.ready is False
+    health.brokers_up = True
+    assert health.ready is True

@@ -67,6 +67,10 @@ class Reader:
         self._topic = topic
         self._next: int | None = None
         self.closed = False
+        self.polls = 0
+
+    def poll(self, timeout: float) -> None:
+        self.polls += 1
 
     def list_topics(self, name: str, timeout: float) -> Any:
         if not self._topic.exists:
@@ -181,6 +185,7 @@ def test_without_the_demand_topic_the_share_follows_the_partitions(clocks: tuple
     replica.share.assigned(2, 4)
     run({replica: 9}, clock, wall, 2.3)
     assert replica.limiter.ceiling == 1.0
+    assert replica.reader.polls == 48, "the unassigned reader is served every turn: its queue does not grow"
 
 
 def test_each_account_is_shared_by_its_own_demand(clocks: tuple[FakeClock, FakeClock]) -> None:

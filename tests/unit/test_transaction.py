@@ -42,19 +42,21 @@ class Tick:
 
 
 class Rig:
-    def __init__(self, consumer: FakeConsumer | None = None) -> None:
+    def __init__(self, consumer: FakeConsumer | None = None, **kafka: Any) -> None:
         self.consumer = consumer or FakeConsumer(TOPIC)
         self.producer = FakeTransactionalProducer(self.consumer)
         self.executor = HeldExecutor()
         settings: dict[str, Any] = {
             "batch": {"linger_seconds": 0, "relist_grace_seconds": 0},
             "api": {"daily_calls": -1, "workers": 8},
+            "kafka": kafka,
         }
         self.settings = Settings(**settings)
         assert self.settings.kafka.delivery == "exactly_once", "the default"
         (account,) = self.settings.api_accounts()
         quota = QuotaGate(UTC, time(0, 0), clock=lambda: datetime(2026, 12, 7, 12, tzinfo=UTC))
         self.metrics = Metrics()
+        self.health = HealthState()
         self.pipeline = Pipeline(
             settings=self.settings,
             consumer=self.consumer,  # type: ignore[arg-type]
@@ -62,7 +64,7 @@ class Rig:
             accounts=[AccountCalls(account, lambda batch: BatchResult(items=()), quota, RateLimiter(8, clock=Tick()))],
             executor=self.executor,
             metrics=self.metrics,
-            health=HealthState(),
+            health=self.health,
             stop_calls=threading.Event(),
             source="imgsweep/test",
             clock=Tick(),
@@ -167,3 +169,25 @@ def test_records_of_lost_partitions_never_commit() -> None:
     assert rig.committed_outcomes() == ["a"]
     assert rig.consumer.position(1) is None
     assert rig.metrics.transaction_aborts.labels("partitions_lost")._value.get() == 1
+
+
+def test_the_open_transactions_undelivered_records_count_against_the_bound_and_calls_resume_once_delivered() -> None:
+    rig = Rig(max_unacknowledged=2)
+    rig.producer.hold = True  # the outcome topic takes nothing: the open transaction's records wait
+    rig.feed((0, 0, delisted("a", "c1")), (0, 1, delisted("b", "c2")))
+    rig.executor.resolve("c1")
+    rig.executor.resolve("c2")
+    rig.step()
+    assert rig.pipeline._ledger.unacknowledged() == 2
+    assert rig.health.outputs_blocked is not None
+    rig.feed((1, 0, delisted("c", "c3")))
+    assert rig.executor.calls == [], "the bound: no call starts"
+    assert rig.committed_outcomes() == []
+    rig.producer.hold = False
+    rig.step()
+    rig.step()
+    assert rig.health.outputs_blocked is None
+    assert [batch.collection for batch, _ in rig.executor.calls] == ["c3"]
+    rig.executor.resolve("c3")
+    rig.step()
+    assert sorted(rig.committed_outcomes()) == ["a", "b", "c"], "each once, no call redone"

@@ -12,6 +12,8 @@ Prometheus's own templates in the annotations are written {{"{{"}} ... }} so tha
   "ImgsweepReplicaDown" (dict "for" "10m" "severity" "warning")
   "ImgsweepNoPartitionsAssigned" (dict "for" "10m" "severity" "critical")
   "ImgsweepFatal" (dict "for" "1m" "severity" "critical")
+  "ImgsweepAccountHalted" (dict "for" "5m" "severity" "critical")
+  "ImgsweepOutputsBlocked" (dict "for" "5m" "severity" "critical")
   "ImgsweepQuotaExhausted" (dict "for" "5m" "severity" "critical")
   "ImgsweepQuotaPaymentRequired" (dict "for" "5m" "severity" "critical")
   "ImgsweepQuotaLow" (dict "for" "15m" "severity" "warning" "remainingFraction" 0.1)
@@ -214,10 +216,44 @@ groups:
         annotations:
           summary: "imgsweep {{"{{"}} $labels.instance }} stopped on a fatal error"
           description: >-
-            {{"{{"}} $labels.instance }} ({{"{{"}} $labels.job }} in {{"{{"}} $labels.namespace }}) met a fatal API or configuration
-            error (bad credentials, no permission, an unknown API): it stopped calling, paused its partitions and
-            commits nothing until it is fixed and restarted. /readyz names the reason.
+            {{"{{"}} $labels.instance }} ({{"{{"}} $labels.job }} in {{"{{"}} $labels.namespace }}) met a fatal Kafka error (the consumer's, or
+            the producer's outside a transaction): it stopped calling, paused its partitions and commits nothing
+            until it is fixed and restarted. /readyz names the reason. A fatal API answer is ImgsweepAccountHalted.
           runbook_url: {{ $runbook }}#fatal
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepAccountHalted") | fromJson }}
+
+      - alert: ImgsweepAccountHalted
+        # One account's calls are held on a fatal API answer; the others go on. Probes resume it once fixed.
+        expr: max by (namespace, job, account) (imgsweep_account_halted) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's calls on account {{"{{"}} $labels.account }} are halted on a fatal API answer in {{"{{"}} $labels.namespace }}"
+          description: >-
+            The delete API answered account {{"{{"}} $labels.account }} with a fatal code (keys, signature, clock, permission
+            or endpoint): {{"{{"}} $labels.job }} makes no call on it but a probe, after a minute and then up to every
+            15 minutes, and resumes by itself once one is answered. Its events wait uncommitted; other accounts go
+            on. /readyz names the code.
+          runbook_url: {{ $runbook }}#account-halted
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepOutputsBlocked") | fromJson }}
+
+      - alert: ImgsweepOutputsBlocked
+        # IMGSWEEP_KAFKA__MAX_UNACKNOWLEDGED records wait for Kafka: no call starts until they are acknowledged.
+        expr: max by (namespace, job, instance) (imgsweep_outputs_blocked) == 1
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep {{"{{"}} $labels.instance }} cannot deliver its outcomes"
+          description: >-
+            {{"{{"}} $labels.instance }} ({{"{{"}} $labels.job }} in {{"{{"}} $labels.namespace }}) has as many outcome and dead-letter
+            records waiting for Kafka's acknowledgement as it may (the outcome or dead-letter topic is missing or
+            unwritable, or no broker answers): it starts no API call until they are delivered, then resumes by
+            itself. /readyz names the reason.
+          runbook_url: {{ $runbook }}#outputs-blocked
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepQuotaExhausted") | fromJson }}
 
@@ -393,6 +429,7 @@ groups:
           and on (namespace, job) sum by (namespace, job) (increase(imgsweep_offset_commits_total[15m])) == 0
           unless on (namespace, job) (
             max by (namespace, job) (imgsweep_quota_exhausted) == 1 or max by (namespace, job) (imgsweep_fatal) == 1
+            or max by (namespace, job) (imgsweep_account_halted) == 1
             or max by (namespace, job) (imgsweep_budget_waiting_for_reset) == 1
             or max by (namespace, job) (imgsweep_budget_limited) == 1
           )
@@ -422,6 +459,7 @@ groups:
           and on (namespace, job) sum by (namespace, job) (increase(imgsweep_outcomes_total[30m])) == 0
           unless on (namespace, job) (
             max by (namespace, job) (imgsweep_quota_exhausted) == 1 or max by (namespace, job) (imgsweep_fatal) == 1
+            or max by (namespace, job) (imgsweep_account_halted) == 1
             or max by (namespace, job) (imgsweep_budget_waiting_for_reset) == 1
             or max by (namespace, job) (imgsweep_budget_limited) == 1
           )

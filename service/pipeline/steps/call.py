@@ -15,10 +15,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from service.api.errors import CallAbandoned, FatalApiError, RetriesExhausted
+from service.api.fatal_gate import FatalGate
 from service.api.models import BatchResult, DeleteBatch, DeleteItem, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter, SendSlot
@@ -55,6 +56,8 @@ class AccountCalls:
     delete: Callable[[DeleteBatch], BatchResult]
     quota: QuotaGate
     limiter: RateLimiter
+    fatal: FatalGate = field(default_factory=FatalGate)
+    """The account's fatal state: a fatal answer holds its calls until a probe's answer is not fatal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,8 @@ class Workers:
     stop_calls: threading.Event
     halt: Halt
     tracing: Tracing = NO_TRACING
+    outputs_full: Callable[[], bool] = lambda: False
+    """Whether too many records wait for Kafka's acknowledgement for another call to start (``OutputsBacklog``)."""
 
 
 class CallStep:
@@ -75,6 +80,8 @@ class CallStep:
         self._delete = calls.delete
         self._limiter = calls.limiter
         self._quota = calls.quota
+        self._fatal = calls.fatal
+        self._probe: Future[BatchResult] | None = None
         self._workers = calls.account.api.workers
         self._max_attempts = calls.account.api.max_attempts
         self._executor = workers.executor
@@ -82,6 +89,7 @@ class CallStep:
         self._stop_calls = workers.stop_calls
         self._halt = workers.halt
         self._tracing = workers.tracing
+        self._outputs_full = workers.outputs_full
         self._ledger = ledger
         self._metrics = metrics
         self._feedback: Feedback | None = None
@@ -99,8 +107,15 @@ class CallStep:
 
     def blocked(self) -> bool:
         """Whether no call can start until something outside the flow changes (a fatal error, shutdown, the
-        quota), as opposed to waiting for a worker or the rate limiter."""
-        return self._halt.reason is not None or self._stop_calls.is_set() or self._quota.state().exhausted
+        quota, the account's fatal state until its probe is due), as opposed to waiting for a worker or the rate
+        limiter."""
+        return (
+            self._halt.reason is not None
+            or self._stop_calls.is_set()
+            or self._quota.state().exhausted
+            or self._fatal.holding()
+            or self._outputs_full()
+        )
 
     def submit(self, ready: ReadyBatch[PendingEvent]) -> None:
         if not self.accepting():
@@ -112,6 +127,9 @@ class CallStep:
         contexts = _trace_contexts(ready) if self._tracing.enabled else ()
         future = self._executor.submit(self._call, ready.batch, slot, contexts=contexts)
         self._inflight[future] = ready
+        if self._fatal.starting():  # the account is halted: this call is its probe
+            self._probe = future
+            log.info("probe call of a halted account", extra={**_batch_ids(ready), "account": self._account})
         future.add_done_callback(self._completed)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("call starts", extra={**_batch_ids(ready), "items": len(ready.batch.items)})
@@ -205,12 +223,16 @@ class CallStep:
 
     def _finish(self, future: Future[BatchResult]) -> None:
         ready = self._inflight.pop(future)
+        probe = future is self._probe
+        if probe:
+            self._probe = None
         try:
             result = future.result()
         except CallAbandoned:
+            self._fatal.abandoned(probe=probe)
             return  # shutting down: these events stay uncommitted
         except FatalApiError as error:
-            self._halt.trip(f"API error {error.code}: {error.message}")
+            self._halted(ready, error, probe=probe)
             return
         except RetriesExhausted as error:
             log.error(  # noqa: TRY400 - the cause is the API's answer, not a stack worth printing
@@ -221,8 +243,37 @@ class CallStep:
         except Exception:  # a bug must not lose events: they fail loudly and are dead-lettered
             log.exception("unexpected error in a delete call", extra=_batch_ids(ready))
             result = _failed(ready.batch, DeadLetterReason.INTERNAL_ERROR, 1)
+        if self._fatal.answered(probe=probe):
+            log.warning(
+                "the account's probe was answered, not fatal: its calls resume", extra={"account": self._account}
+            )
         self._report(result)
         self._apply(ready, result)
+
+    def _halted(self, ready: ReadyBatch[PendingEvent], error: FatalApiError, *, probe: bool) -> None:
+        """A fatal answer: the account halts (``FatalGate``), its items go back to their batches unchanged (no
+        try counted) to wait, uncommitted, for the probe that resumes it."""
+        first = not self._fatal.halted
+        self._fatal.fatal(error.code, error.message, probe=probe)
+        state = self._fatal.state()
+        if (first or probe) and state is not None:
+            log.critical(
+                "FATAL for this account: %s. Its calls stop; a probe call in %.0f s re-checks it.",
+                state.reason(),
+                state.next_probe_in_seconds,
+                extra={**_batch_ids(ready), "account": self._account, "code": error.code},
+            )
+        decided: dict[PendingEvent, list[ItemResult]] = {}
+        for item, waiters in ready.waiters.items():
+            live = [waiter for waiter in waiters if not waiter.abandoned]
+            again = [waiter for waiter in live if not waiter.relisted]
+            if again and self._feedback is not None:
+                self._feedback.retry(ready.batch.collection, item, again, ready.attempts[item])
+            for waiter in live:
+                if waiter.relisted:  # a relist came while the item was in this call: no second try
+                    decided.setdefault(waiter, []).append(ItemResult(item, ItemStatus.CANCELLED, CancelReason.RELISTED))
+        for pending, results in decided.items():
+            self._ledger.decide(pending, results)
 
     def _report(self, result: BatchResult) -> None:
         """What the answer says the account has left, and the calls beyond the batch's first, to the budget."""
