@@ -3,7 +3,8 @@
 Label values that are known in advance are pre-initialised to zero, so a dashboard's ``rate()`` and an alert's
 ``increase()`` see a series before the first event of its kind; anything outside a known set is folded into
 ``other`` (``labels.py``). ``Metrics`` (``service.py``) holds them all on one registry, with its parts: each
-account's series (``account.py``), delivery (``delivery.py``) and the brake and pauses (``control.py``).
+account's series (``account.py``), the budget (``budget.py``), delivery (``delivery.py``) and the brake and
+pauses (``control.py``).
 """
 
 from service.metrics.account import AccountMetrics
