@@ -120,6 +120,19 @@ class ArrivalCurve:
             start = stop
         return total
 
+    def rate(self, position: float) -> float:
+        """Images per second expected at ``position``: the learned rate, else as ``expected_images`` fills it."""
+        known = [rate for rate in self._rates if rate is not None]
+        learned = self._rates[self._bin(position)]
+        if learned is not None:
+            return learned
+        return sum(known) / len(known) if known else self._busiest_today()
+
+    @property
+    def learned_any(self) -> bool:
+        """Whether a day was learned in some bin (else the forecast is today's busiest rate so far)."""
+        return any(rate is not None for rate in self._rates)
+
     def position_expecting(self, images: float) -> float:
         """The earliest position from which at most ``images`` more are expected before the reset."""
         if images <= 0:
