@@ -27,6 +27,10 @@ from service.budget.rules import WaitingBatch
 
 __all__ = ["RECOMPUTE_SECONDS", "TodayCorrection", "WaitTarget"]
 
+HEDGE = 0.25
+"""The rest of the day is planned for this much more traffic than the forecast (or for what the correction
+sees, if more): a change the correction has not seen yet (traffic doubling after noon) then finds calls kept
+for it. The part of the day it covers shrinks as the day goes, so by the evening the calls it kept are spent."""
 RECOMPUTE_SECONDS = 60.0
 """The target is searched again at most this often (and at once when a budget day starts)."""
 _SEARCH_STEPS = 32
@@ -37,47 +41,62 @@ _LONGEST = 2 * DAY_SECONDS
 class TodayCorrection:
     """Today's arrivals against the curve's forecast for the same stretch, exponentially weighted in time.
 
-    ``ratio`` multiplies the rest of the day's forecast. Only once a day was learned: before that the curve's
-    forecast is today's own busiest rate so far, already today's."""
+    ``ratio`` multiplies the rest of the day's forecast. Arrivals are counted by stretches of
+    ``STRETCH_SECONDS``, each at most ``CLIP`` times what the curve expected for it: a burst (a shop delisting
+    a catalogue at once) moves the ratio a little, a lasting change (traffic doubling after noon) within an hour
+    or two. Only once a day was learned: before that the forecast is today's own busiest rate so far."""
+
+    STRETCH_SECONDS = 300.0
+    CLIP = 3.0
 
     def __init__(
-        self, curve: ArrivalCurve, *, time_constant: float = 5_400.0, bounds: tuple[float, float] = (0.25, 4.0)
+        self, curve: ArrivalCurve, *, time_constant: float = 3_600.0, bounds: tuple[float, float] = (0.25, 4.0)
     ) -> None:
         self._curve = curve
         self._tau = time_constant
         self._low, self._high = bounds
         self._seen = 0.0
         self._expected = 0.0
+        self._stretch_images = 0.0
+        self._stretch_expected = 0.0
+        self._stretch_at: float | None = None
         self._at: float | None = None
 
     def start_day(self) -> None:
-        self._seen, self._expected, self._at = 0.0, 0.0, None
+        """A new budget day: positions start again from 0 (what was seen stays, fading as before)."""
+        self._at = None
+        self._stretch_at = None
 
     def advance(self, position: float) -> None:
-        """Time went by to ``position``: what was seen and expected so far fades, the stretch's forecast adds."""
+        """Time went by to ``position``: the stretch's forecast adds; a stretch ended folds into the ratio."""
         if self._at is None or position < self._at:
             self._at = position
+            self._stretch_at = position
             return
         elapsed = position - self._at
         if elapsed <= 0:
             return
-        fade = math.exp(-elapsed / self._tau)
-        self._seen *= fade
-        self._expected = self._expected * fade + self._curve.rate(self._at + elapsed / 2) * elapsed
+        self._stretch_expected += self._curve.rate(self._at + elapsed / 2) * elapsed
         self._at = position
+        if self._stretch_at is not None and position - self._stretch_at >= self.STRETCH_SECONDS:
+            fade = math.exp(-(position - self._stretch_at) / self._tau)
+            seen = min(self._stretch_images, self.CLIP * self._stretch_expected)
+            self._seen = self._seen * fade + seen
+            self._expected = self._expected * fade + self._stretch_expected
+            self._stretch_images, self._stretch_expected, self._stretch_at = 0.0, 0.0, position
 
     def arrived(self, images: int) -> None:
-        self._seen += images
+        self._stretch_images += images
 
     @property
     def ratio(self) -> float:
-        """Today's rate over the forecast's; 1 until an hour's worth of forecast is behind it."""
-        if not self._curve.learned_any or self._expected <= 0 or self._at is None:
+        """Today's rate over the forecast's; 1 until a quarter of an hour's forecast is behind it."""
+        if not self._curve.learned_any or self._at is None:
             return 1.0
-        # a prior of a quarter time constant at the forecast damps the day's first hour and single bursts
-        prior = 0.25 * self._curve.rate(self._at) * self._tau
-        ratio = (self._seen + prior) / (self._expected + prior) if self._expected + prior > 0 else 1.0
-        return min(self._high, max(self._low, ratio))
+        floor = 0.25 * self._tau * max(1e-9, self._curve.rate(self._at))
+        if self._expected < floor:
+            return 1.0
+        return min(self._high, max(self._low, self._seen / self._expected))
 
 
 class WaitTarget:
@@ -180,7 +199,8 @@ class WaitTarget:
 
     def _segments(self, position: float) -> list[tuple[float, float, float]]:
         """(start, end, expected images per second) over the rest of the day, today's correction applied."""
-        ratio = self.correction.ratio
+        seen = self.correction.ratio
+        ratio = max(seen, 1 + HEDGE) if seen >= 1 else seen * (1 + HEDGE)
         width = DAY_SECONDS / 24
         segments: list[tuple[float, float, float]] = []
         start = max(0.0, position)
