@@ -27,7 +27,7 @@ from service.budget.rules import WaitingBatch
 
 __all__ = ["RECOMPUTE_SECONDS", "TodayCorrection", "WaitTarget"]
 
-HEDGE = 0.25
+HEDGE = 0.8
 """The rest of the day is planned for this much more traffic than the forecast (or for what the correction
 sees, if more): a change the correction has not seen yet (traffic doubling after noon) then finds calls kept
 for it. The part of the day it covers shrinks as the day goes, so by the evening the calls it kept are spent."""

@@ -503,6 +503,8 @@ def test_a_replica_whose_share_halves_expects_half_of_what_it_learned() -> None:
     stays = alone.plan(now, [], QuotaView(DAY_SECONDS - 3_600.0, 2.0))
     shrunk = halved.plan(now, [], QuotaView(DAY_SECONDS - 3_600.0, 2.0, share=0.5))
     assert shrunk.budget.needed == pytest.approx(stays.budget.needed / 2)
-    assert shrunk.budget.spendable == stays.budget.spendable, "the account's calls are the account's"
+    # the account's calls are the account's, less a margin of one call per other replica for its calls under
+    # way (issue 22: without it, replicas spending from stale counts breached the reserve)
+    assert shrunk.budget.spendable == stays.budget.spendable - 1
     back = halved.plan(now + 1, [], QuotaView(DAY_SECONDS - 3_601.0, 2.0, share=1.0))
     assert back.budget.needed == pytest.approx(stays.budget.needed, rel=0.01)
