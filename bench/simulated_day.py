@@ -78,7 +78,11 @@ class Arrival:
 
 
 def diurnal_arrivals(
-    days: int, seed: int, *, collections: dict[str, float] | None = None, weight: Callable[[int, int], float] | None = None
+    days: int,
+    seed: int,
+    *,
+    collections: dict[str, float] | None = None,
+    weight: Callable[[int, int], float] | None = None,
 ) -> list[Arrival]:
     """Delist events (1 to 8 images each) over ``days`` days: Poisson per hour, ``IMAGES_PER_DAY`` expected
     (times ``weight(day, hour)``)."""
@@ -95,7 +99,9 @@ def diurnal_arrivals(
             events = _poisson(rng, IMAGES_PER_DAY * hourly * factor / total / 4.5)
             start = day * DAY_SECONDS + hour * 3600.0
             arrivals += [
-                Arrival(start + rng.random() * 3600.0, rng.choices(names, shares)[0], rng.randint(1, 8), rng.getrandbits(30))
+                Arrival(
+                    start + rng.random() * 3600.0, rng.choices(names, shares)[0], rng.randint(1, 8), rng.getrandbits(30)
+                )
                 for _ in range(events)
             ]
     return sorted(arrivals, key=lambda arrival: arrival.at)
@@ -358,7 +364,9 @@ def _run(
             replica = arrival.product % len(policies)
             for _ in range(arrival.images):
                 serial += 1
-                batchers[replica].add(arrival.collection, DeleteItem(f"p{serial}", f"i{serial}"), arrival.at, arrival.at)
+                batchers[replica].add(
+                    arrival.collection, DeleteItem(f"p{serial}", f"i{serial}"), arrival.at, arrival.at
+                )
             figures[_day_of(arrival.at, figures)].arrived += arrival.images
             policies[replica].arrived(now, arrival.images)
             index += 1
@@ -390,6 +398,8 @@ class Scenario:
     """Each collection's batch when full or after the max wait, whatever the calls."""
     full_calls: int
     """Calls the day's images need at full batches, per collection: above the spendable calls, the day does not fit."""
+    against_best: bool = False
+    """The issue's target applies: p99 wait ≤ 1.2 x the best possible for the calls spent."""
 
     @property
     def p99_ratio(self) -> float:
@@ -424,7 +434,13 @@ def _planner(calls: int) -> Callable[[], CallPlanner]:
 
 
 def _scenario(
-    name: str, arrivals: Sequence[Arrival], *, calls: int = DAILY_CALLS, replicas: int = 1, restart: bool = False
+    name: str,
+    arrivals: Sequence[Arrival],
+    *,
+    calls: int = DAILY_CALLS,
+    replicas: int = 1,
+    restart: bool = False,
+    against_best: bool = False,
 ) -> Scenario:
     reserve = Allowance(AllowanceKind.DAILY, daily_calls=calls, reserve_fraction=RESERVE_FRACTION).reserve()
     restart_at = (DAYS - 1) * DAY_SECONDS + DAY_SECONDS / 2 if restart else None
@@ -448,6 +464,7 @@ def _scenario(
         best_possible(last, figures.calls),
         greedy(last, MAX_WAIT_SECONDS),
         greedy(last, math.inf).calls,
+        against_best,
     )
 
 
@@ -457,17 +474,15 @@ def simulate(seed: int = 20261127) -> SimulatedDays:
     last_day = DAYS - 1
     doubling = sorted(
         normal
-        + diurnal_arrivals(
-            DAYS, seed + 2, weight=lambda day, hour: 1.0 if day == last_day and hour >= 12 else 0.0
-        ),
+        + diurnal_arrivals(DAYS, seed + 2, weight=lambda day, hour: 1.0 if day == last_day and hour >= 12 else 0.0),
         key=lambda arrival: arrival.at,
     )
     burst = sorted(normal + _burst(seed, last_day), key=lambda arrival: arrival.at)
     small = diurnal_arrivals(DAYS, seed, collections=SMALL_COLLECTIONS)
     scenarios = (
-        _scenario("normal day, 1 replica", normal),
-        _scenario("burst (6,000 images at 15:00)", burst),
-        _scenario("traffic doubles after noon", doubling),
+        _scenario("normal day, 1 replica", normal, against_best=True),
+        _scenario("burst (6,000 images at 15:00)", burst, against_best=True),
+        _scenario("traffic doubles after noon", doubling, against_best=True),
         _scenario(f"normal day, {REPLICAS} replicas", normal, replicas=REPLICAS),
         _scenario("1,000 small collections", small),
         _scenario("restart at midday", normal, restart=True),
@@ -479,16 +494,27 @@ def simulate(seed: int = 20261127) -> SimulatedDays:
     return SimulatedDays(
         scenarios=scenarios,
         pack_today=_run(
-            first_day, [TodayPolicy()], _Account(PACK_CALLS, daily=False), days=1, label="pack, linger 2 s",
-            spendable=PACK_CALLS, reserve=0,
+            first_day,
+            [TodayPolicy()],
+            _Account(PACK_CALLS, daily=False),
+            days=1,
+            label="pack, linger 2 s",
+            spendable=PACK_CALLS,
+            reserve=0,
         )[0],
         pack_budget=_run(
-            first_day, [BudgetPolicy(lambda: pack_planner)], _Account(PACK_CALLS, daily=False), days=1,
-            label="pack, budget", spendable=PACK_CALLS, reserve=0,
+            first_day,
+            [BudgetPolicy(lambda: pack_planner)],
+            _Account(PACK_CALLS, daily=False),
+            days=1,
+            label="pack, budget",
+            spendable=PACK_CALLS,
+            reserve=0,
         )[0],
         pack_minimum=greedy(first_day, MAX_WAIT_SECONDS),
         images_per_day=round(sum(arrival.images for arrival in normal) / DAYS),
     )
+
 
 def _clock(seconds: float | None) -> str:
     """Seconds after the reset as the time of day at the reset's zone (the reset is at 00:00)."""
@@ -516,12 +542,17 @@ def _scenario_row(scenario: Scenario) -> str:
     day = scenario.figures
     over = sum(wait > MAX_WAIT_SECONDS for wait in day.waits) / len(day.waits) if day.waits else math.nan
     best, plain = scenario.best, scenario.linger_max_wait
+    if best.calls > day.calls:  # no wait lets these calls carry every collection: nothing to compare with
+        best_wait, best_p99, ratio = "does not fit", "-", "-"
+    else:
+        best_wait, best_p99 = _duration(best.wait), _duration(best.quantile(0.99))
+        ratio = f"{scenario.p99_ratio:.2f}"
     return (
         f"| {scenario.name} | {day.calls:,} of {day.spendable:,.0f} | {_clock(day.ran_out_at)} | "
         f"{_duration(day.wait_quantile(0.5))} | {_duration(day.wait_quantile(0.99))} | "
         f"{_duration(max(day.waits, default=math.nan))} | {over:.1%} | {scenario.lost_at_reset:,.0f} | "
-        f"{day.lowest_left if day.lowest_left is not None else '-'} | {_duration(best.wait)} | "
-        f"{_duration(best.quantile(0.99))} | {scenario.p99_ratio:.2f} | {plain.calls:,} | "
+        f"{day.lowest_left if day.lowest_left is not None else '-'} | {best_wait} | {best_p99} | {ratio} | "
+        f"{plain.calls:,} | "
         f"{_duration(plain.quantile(0.99))} |"
     )
 
@@ -531,9 +562,9 @@ def _targets(r: SimulatedDays) -> list[str]:
     for scenario in r.scenarios:
         day = scenario.figures
         name = scenario.name
-        if "replicas" not in name and "restart" not in name and "small" not in name and "calls" not in name:
+        if scenario.against_best:
             lines.append(
-                f"| p99 wait ≤ 1.2 × the best possible for the calls spent | {name} | "
+                f"| p99 wait ≤ 1.2 x the best possible for the calls spent | {name} | "
                 f"{_duration(day.wait_quantile(0.99))} ÷ {_duration(scenario.best.quantile(0.99))} = "
                 f"{scenario.p99_ratio:.2f} | {_met(scenario.p99_ratio <= 1.2)} |"
             )
@@ -558,7 +589,8 @@ def _targets(r: SimulatedDays) -> list[str]:
         f"| {REPLICAS} replicas: calls and p99 within 10 % of one replica's (issue 22 point 1, not this change's) | "
         f"normal day | calls {many.calls} vs {one.calls}, p99 {_duration(many.wait_quantile(0.99))} vs "
         f"{_duration(one.wait_quantile(0.99))} | "
-        f"{_met(abs(many.calls / one.calls - 1) <= 0.1 and many.wait_quantile(0.99) <= 1.1 * one.wait_quantile(0.99))} |"
+        f"{_met(abs(many.calls / one.calls - 1) <= 0.1 and many.wait_quantile(0.99) <= 1.1 * one.wait_quantile(0.99))}"
+        " |"
     )
     pack, minimum = r.pack_budget, r.pack_minimum
     ratio = pack.calls / minimum.calls

@@ -194,7 +194,9 @@ class CallPlanner:
 
         may_go = self._may_go(now, waiting, quota.qps, wait, finishing=finishing, mine=mine)
         next_slot = 0.0 if self._last_call_at is None else max(0.0, self._last_call_at + 1.0 / quota.qps - now)
-        projected, limited = self._project(now, waiting, quota.qps, next_slot, wait, position)
+        projected, limited = self._project(
+            now, waiting, qps=quota.qps, next_slot=next_slot, wait=wait, position=position
+        )
         if may_go:
             if next_slot > _SLOT_TOLERANCE:  # a slot due within float error of now is due
                 return Decision(None, Why.QPS, projected, limited, next_slot, budget)
@@ -202,7 +204,7 @@ class CallPlanner:
             return Decision(chosen, self._rules.why_sent(now, chosen), projected, limited, 0.0, budget)
         if not waiting:
             return Decision(None, Why.NOTHING_WAITING, 0.0, False, None, budget)
-        wake = self._wake(now, waiting, quota.qps, wait, position, until_reset)
+        wake = self._wake(now, waiting, qps=quota.qps, wait=wait, position=position, until_reset=until_reset)
         young = all(now - batch.oldest_at < self._rules.linger for batch in waiting)
         why = Why.LINGER if young else Why.LATENCY_TARGET if self._rules.latency_paced else Why.BUDGET
         return Decision(None, why, projected, limited, max(wake, next_slot), budget)
@@ -274,7 +276,14 @@ class CallPlanner:
         return full + due
 
     def _wake(
-        self, now: float, waiting: Sequence[WaitingBatch], qps: float, wait: float, position: float, until_reset: float
+        self,
+        now: float,
+        waiting: Sequence[WaitingBatch],
+        *,
+        qps: float,
+        wait: float,
+        position: float,
+        until_reset: float,
     ) -> float:
         """Seconds until a partial batch may go, if nothing else changes: the oldest reaching its threshold, the
         target searched again, or the day's last stretch."""
@@ -292,7 +301,14 @@ class CallPlanner:
     # ---- what the budget means for the images waiting ------------------------------------------------------
 
     def _project(
-        self, now: float, waiting: Sequence[WaitingBatch], qps: float, next_slot: float, wait: float, position: float
+        self,
+        now: float,
+        waiting: Sequence[WaitingBatch],
+        *,
+        qps: float,
+        next_slot: float,
+        wait: float,
+        position: float,
     ) -> tuple[float, bool]:
         """The longest projected wait of an image now waiting, and whether the budget makes it pass the max
         wait: batches in the order they would go, one QPS slot apart, partial ones at their threshold (the

@@ -46,23 +46,31 @@ def right(allowance: Allowance) -> Planner:
     return CallPlanner(allowance, max_wait_seconds=MAX_WAIT, linger_seconds=LINGER, max_items=MAX_ITEMS)
 
 
-class ThreeTimesTooFast:
-    """Paces the day as if a third of it were left whenever it looks: it spends about 3x too fast."""
+class _Wrapped:
+    """The planner itself, told something else about the quota."""
 
     def __init__(self, allowance: Allowance) -> None:
         self._inner = right(allowance)
-        self.sent, self.learned, self.observe_arrivals = self._inner.sent, self._inner.learned, self._inner.observe_arrivals
+
+    def sent(self, now: float, batch: WaitingBatch) -> None:
+        self._inner.sent(now, batch)
+
+    def learned(self, now: float, remain_times: int, calls_in_flight: int = 0) -> None:
+        self._inner.learned(now, remain_times, calls_in_flight)
+
+    def observe_arrivals(self, now: float, images: int) -> None:
+        self._inner.observe_arrivals(now, images)
+
+
+class ThreeTimesTooFast(_Wrapped):
+    """Paces the day as if a third of it were left whenever it looks: it spends about 3x too fast."""
 
     def plan(self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView) -> Decision:
         return self._inner.plan(now, waiting, replace(quota, seconds_until_reset=quota.seconds_until_reset / 3))
 
 
-class IgnoresItsShare:
+class IgnoresItsShare(_Wrapped):
     """Paces by the account's whole budget, as if it were the only replica."""
-
-    def __init__(self, allowance: Allowance) -> None:
-        self._inner = right(allowance)
-        self.sent, self.learned, self.observe_arrivals = self._inner.sent, self._inner.learned, self._inner.observe_arrivals
 
     def plan(self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView) -> Decision:
         return self._inner.plan(now, waiting, replace(quota, share=1.0))

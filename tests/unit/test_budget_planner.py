@@ -273,7 +273,7 @@ def test_past_the_max_wait_first_then_full_then_most_images(scenario: Scenario) 
         # goes when it waited what the calls carry, oldest first, not the fullest one first)
         limit = min(scenario.max_wait, step.decision.budget.target_wait_seconds)
 
-        def overdue(batch: WaitingBatch, now: float = step.now) -> bool:
+        def overdue(batch: WaitingBatch, now: float = step.now, limit: float = limit) -> bool:
             return not batch.full and now - batch.oldest_at > limit
 
         late = [batch for batch in step.waiting if overdue(batch)]
