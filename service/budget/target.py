@@ -30,7 +30,8 @@ __all__ = ["RECOMPUTE_SECONDS", "TodayCorrection", "WaitTarget"]
 HEDGE = 0.8
 """The rest of the day is planned for this much more traffic than the forecast (or for what the correction
 sees, if more): a change the correction has not seen yet (traffic doubling after noon) then finds calls kept
-for it. The part of the day it covers shrinks as the day goes, so by the evening the calls it kept are spent."""
+for it. The part of the day it covers shrinks as the day goes, so by the evening the calls it kept are spent.
+Halved, or none, when the hedged images would not fit the calls left even at full batches (a tight day)."""
 RECOMPUTE_SECONDS = 60.0
 """The target is searched again at most this often (and at once when a budget day starts)."""
 _SEARCH_STEPS = 32
@@ -149,16 +150,21 @@ class WaitTarget:
         self._computed_at = now
         left = max(0.0, DAY_SECONDS - position)
         groups = self._groups(waiting)
-        segments = self._segments(position)
         full_waiting = sum(1 for batch in waiting if batch.full)
         partial_ages = sorted(now - batch.oldest_at for batch in waiting if not batch.full)
+        expected = self._segments(position, 0.0)
+        self.needed = full_waiting + len(partial_ages) + self._future_calls(math.inf, groups, expected)
+        # the hedge never makes a day that fits at full batches look as if it did not: it only keeps spare calls
+        for hedge in (HEDGE, HEDGE / 2, 0.0):
+            segments = self._segments(position, hedge) if hedge > 0 else expected
+            if full_waiting + len(partial_ages) + self._future_calls(math.inf, groups, segments) <= budget:
+                break
 
         def calls(wait: float) -> float:
             future = self._future_calls(wait, groups, segments)
             ready = len(partial_ages) - _count_below(partial_ages, wait - left)
             return future + full_waiting + ready
 
-        self.needed = full_waiting + len(partial_ages) + self._future_calls(math.inf, groups, segments)
         self._budget = budget
         if budget < 1:
             self.wait = math.inf
@@ -197,10 +203,11 @@ class WaitTarget:
             buckets[key] = (summed + share, members + 1)
         return [(summed / members, members) for summed, members in buckets.values()]
 
-    def _segments(self, position: float) -> list[tuple[float, float, float]]:
-        """(start, end, expected images per second) over the rest of the day, today's correction applied."""
+    def _segments(self, position: float, hedge: float) -> list[tuple[float, float, float]]:
+        """(start, end, expected images per second) over the rest of the day, today's correction applied, and
+        planned for ``1 + hedge`` times the forecast (or what the correction sees, if more)."""
         seen = self.correction.ratio
-        ratio = max(seen, 1 + HEDGE) if seen >= 1 else seen * (1 + HEDGE)
+        ratio = max(seen, 1 + hedge) if seen >= 1 else seen * (1 + hedge)
         width = DAY_SECONDS / 24
         segments: list[tuple[float, float, float]] = []
         start = max(0.0, position)
