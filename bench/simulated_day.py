@@ -514,7 +514,7 @@ def light_load_replay(seed: int = 13) -> LightLoad:
 
 
 def simulate(seed: int = 20261127) -> SimulatedDays:
-    """Every scenario of the section (about a minute on one core)."""
+    """Every scenario of the section (about 10 minutes on one core shared with others)."""
     normal = diurnal_arrivals(DAYS, seed)
     last_day = DAYS - 1
     doubling = sorted(
