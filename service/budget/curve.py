@@ -135,6 +135,11 @@ class ArrivalCurve:
         """Whether a day was learned in some bin (else the forecast is today's busiest rate so far)."""
         return any(rate is not None for rate in self._rates)
 
+    @property
+    def knows_today(self) -> bool:
+        """Whether the curve can forecast: a day learned, or a few minutes of today watched."""
+        return self.learned_any or sum(self._watched) >= _BUSIEST_WATCHED_SECONDS
+
     def position_expecting(self, images: float) -> float:
         """The earliest position from which at most ``images`` more are expected before the reset."""
         if images <= 0:

@@ -244,6 +244,8 @@ class CallPlanner:
         """The wait partial batches are held to now (a pack's: its max wait, longer if its limit needs it)."""
         if not self._paced():
             return self._rules.max_wait
+        if not self._curve.knows_today:  # nothing learned, nothing watched yet: no forecast to pace by
+            return max(self._rules.max_wait, self._target.wait)
         if self._rules.latency_paced:
             return max(self._rules.max_wait, self._target.wait)
         return self._target.wait
