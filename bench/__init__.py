@@ -37,9 +37,11 @@ One broker, one pre-loaded backlog of sample events (``devkit.sample.SampleStrea
 7. **CPU**: user+sys seconds of the imgsweep process per 1,000 events, ÷ the raw consumer's.
 8. **sandbox capacity**: the sandbox's calls/s on one core ÷ the call rate imgsweep needed while draining.
 9. **a simulated day** (``bench/simulated_day.py``, also ``python -m bench.simulated_day``): three days of a
-   diurnal trickle through the real ``Batcher`` and ``CallPlanner`` on a virtual clock, today's linger beside
-   the call budget (daily allowances of 1,000 and 500 calls, a paid pack): calls, images per call, when the
-   allowance ran out, image waits, calls left at the reset, and the issue 13 targets. Its own section of the
+   diurnal trickle through the real ``Batcher`` and ``CallPlanner`` on a virtual clock, in the scenarios of
+   issue 22 (normal day, burst, traffic doubling after noon, 4 replicas, 1,000 small collections, a restart at
+   midday, a 500-call day, a paid pack): calls, when the allowance ran out, image waits, calls lost at the reset,
+   the fewest calls left, each beside the best possible for the same arrivals and calls (greedy per collection)
+   and a plain "linger = max wait"; the light-load stream replayed until the reset. Its own section of the
    report; no ratio in the summary.
 10. **skew** (``python -m bench.skew --update docs/performance.md``, apart from ``bench.run``: about 7 minutes
    of replicas at 2 QPS): QPS use and 10043 answers of 1 replica, 2 with the whole backlog on one, 2 and 4 on an

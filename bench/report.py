@@ -312,7 +312,7 @@ def write_report(results: Results, figures: list[Figure], out: Path, plot: Path 
         "```sh",
         "make bench   # installs '.[dev,bench]' (matplotlib, py-spy), runs python -m bench.run",
         ".venv/bin/python -m bench.run --quick --out /tmp/perf.md   # a smoke run in about a minute, proves nothing",
-        ".venv/bin/python -m bench.simulated_day --update docs/performance.md   # only the simulated day, seconds",
+        ".venv/bin/python -m bench.simulated_day --update docs/performance.md   # only the simulated day, minutes",
         "```",
         "",
     ]

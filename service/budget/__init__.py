@@ -2,10 +2,11 @@
 
 from service.budget.allowance import Allowance, AllowanceKind
 from service.budget.curve import DAY_SECONDS, ArrivalCurve
-from service.budget.planner import BudgetSnapshot, CallPlanner, Decision, QuotaView, WaitingBatch, Why
+from service.budget.planner import FINISH_SECONDS, BudgetSnapshot, CallPlanner, Decision, QuotaView, WaitingBatch, Why
 
 __all__ = [
     "DAY_SECONDS",
+    "FINISH_SECONDS",
     "Allowance",
     "AllowanceKind",
     "ArrivalCurve",

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 __all__ = ["DAY_SECONDS", "ArrivalCurve"]
 
 DAY_SECONDS = 86_400.0
+_BUSIEST_WATCHED_SECONDS = 180.0
+"""Before a day is learned, a bin watched this long says how busy today is."""
 
 
 class ArrivalCurve:
@@ -120,6 +122,24 @@ class ArrivalCurve:
             start = stop
         return total
 
+    def rate(self, position: float) -> float:
+        """Images per second expected at ``position``: the learned rate, else as ``expected_images`` fills it."""
+        known = [rate for rate in self._rates if rate is not None]
+        learned = self._rates[self._bin(position)]
+        if learned is not None:
+            return learned
+        return sum(known) / len(known) if known else self._busiest_today()
+
+    @property
+    def learned_any(self) -> bool:
+        """Whether a day was learned in some bin (else the forecast is today's busiest rate so far)."""
+        return any(rate is not None for rate in self._rates)
+
+    @property
+    def knows_today(self) -> bool:
+        """Whether the curve can forecast: a day learned, or a few minutes of today watched."""
+        return self.learned_any or sum(self._watched) >= _BUSIEST_WATCHED_SECONDS
+
     def position_expecting(self, images: float) -> float:
         """The earliest position from which at most ``images`` more are expected before the reset."""
         if images <= 0:
@@ -136,12 +156,15 @@ class ArrivalCurve:
         return 0.0
 
     def _busiest_today(self) -> float:
-        """Today's highest rate in a bin watched long enough (else over all it watched): before a day is learned,
-        the rest of it is expected at this rate, so that calls are kept for a busier time than the one seen."""
+        """Today's highest rate in a bin watched a few minutes at least (else over all it watched): before a day
+        is learned, the rest of it is expected at this rate, so that calls are kept for a busier time than the one
+        seen. A few minutes, not the quarter of a bin that teaches the curve: after a quiet night, the first
+        minutes of traffic must already say that more is coming (issue 22: the light-load replay spent 608 calls
+        in the quarter hour before its bin counted)."""
         rates = [
             images / watched
             for images, watched in zip(self._images, self._watched, strict=True)
-            if watched >= self._min_watched * self._width
+            if watched >= min(_BUSIEST_WATCHED_SECONDS, self._min_watched * self._width)
         ]
         if rates:
             return max(rates)

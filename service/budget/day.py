@@ -131,6 +131,17 @@ class BudgetDay:
             return math.inf
         return float(max(0, known - self._spent_since_learned))
 
+    def spendable_by(self, share: float, margin: float) -> float:
+        """This replica's part of the calls: ``share`` of what the last answer left above the reserve and
+        ``margin`` (other replicas' calls under way), less what this replica spent since that answer, so that
+        replicas spending from counts of different ages still spend the account's calls once, not once each.
+        Alone (share 1, margin 0) it is ``spendable``."""
+        known = self._allowance.daily_calls if self._learned_left is None else self._learned_left
+        if known < 0:
+            return math.inf
+        by_count = share * (known - self.reserve - margin) - self._spent_since_learned
+        return max(0.0, min(by_count, share * self._day_cap - self.spent_today))
+
     @property
     def spendable(self) -> float:
         """Calls left less the reserve, capped by what the day's spending limit still allows."""

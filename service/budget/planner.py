@@ -1,4 +1,5 @@
-"""Which waiting batch may go now: the account's calls spent like money until the reset (issue 13, points 2-3).
+"""Which waiting batch may go now: the account's calls spent like money until the reset (issue 13, points 2-3;
+the pace by a target wait, issue 22 point 2).
 
 Pure: no I/O, no clock of its own; every call passes ``now`` (seconds on the pipeline's monotonic clock) and
 the quota's view of the day. Single-threaded: the poll loop owns it, as it owns the batcher.
@@ -7,26 +8,28 @@ The rules:
 
 - **Spendable** = calls left (the last ``remainTimes``, less what was spent since; before the first answer of
   the day, the allowance's ``daily_calls`` less what was spent), capped for a pack by what its daily spending
-  limit still allows, less the **reserve**. Below one spendable call nothing goes until the reset, exactly as
-  if the quota were spent, and the decision says why (``Why.RESERVE_ONLY``).
+  limit still allows, less the **reserve**, less a **margin** of one call per other replica (``QuotaView.share``
+  below one), for their calls under way that no answer counted yet. Below one spendable call nothing goes
+  until the reset, exactly as if the quota were spent, and the decision says why (``Why.RESERVE_ONLY``).
 - **Full batches** go as the QPS allows while a spendable call exists.
 - **Partial batches** go only after the linger, and only when the budget has a call for them:
-  - a daily allowance first keeps the calls that the images waiting and the rest of the day's expected ones
-    would need at full batches (``needed``). The rest are **spare**: what partial calls may waste. A partial
-    batch of n images wastes 1 - n/200 of a call (its images were counted in ``needed``), so spare calls
-    accrue along the arrival curve (``ArrivalCurve``) over the rest of the budget day, and a partial batch
-    goes when its waste has accrued. What nothing used (no partial batch was waiting) stays spare and
-    raises the pace for the rest of the day; in the day's last ``FINISH_SECONDS`` every spendable call is free
-    to go, since a daily call not spent by the reset is lost.
+  - a daily allowance paces them by a **target wait** (``WaitTarget``): the smallest max wait that this
+    replica's calls can carry until the reset, counted per collection (each collection's batches go when full
+    or when their oldest image waited the target), for the images waiting and those the arrival curve,
+    corrected by what arrived today, still expects. A partial batch goes once its oldest image waited the
+    target. The target is searched again every minute: calls not spent lower it, traffic above the forecast
+    raises it, so the allowance lasts while the day fits and is spent by the reset. In the day's last minutes
+    (``FINISH_SECONDS``, longer if the calls left need longer at the QPS) every partial batch may go, since a
+    daily call not spent by the reset is lost.
   - a pack sends a partial batch when its oldest image is about to reach the max wait: as few calls as the
-    latency target allows. A pack with a daily spending limit also paces those calls like a daily allowance.
+    latency target allows. A pack with a daily spending limit waits the longer of that and the target wait.
 - **Order**: among the batches that may go, a partial one whose oldest image waited longer than the max wait
-  first (oldest first), then full batches, then partial ones by most images (oldest first on a tie). Full
-  batches always may go; partial ones get the budget's calls strictly in that order, so a cheaper (fuller)
-  batch never takes the call a batch past the max wait is waiting for.
-- **Replicas**: the calls left are the account's, but each replica expects only its own partitions' images;
-  it paces its partial batches by its share of the spendable calls (``QuotaView.share``), so replicas together
-  spend the spare calls once. Full batches and the reserve go by the account's whole count.
+  (or the target, when shorter) first (oldest first), then full batches, then partial ones by most images
+  (oldest first on a tie).
+- **Replicas**: the calls left are the account's, but each replica sees only its own partitions' images; it
+  paces its partial batches by its share (``QuotaView.share``) of what the last answer left, less its own calls
+  since that answer (``BudgetDay.spendable_by``): replicas reading counts of different ages still spend the
+  account's calls once. Full batches and the reserve go by the account's whole count, less the margin.
 - When the budget holds an image past the max wait, the decision says so (``budget_limited``) with the wait it
   projects, for a metric and an alert: the budget wins over the max wait.
 """
@@ -38,12 +41,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.budget.allowance import Allowance, AllowanceKind
-from service.budget.curve import ArrivalCurve
+from service.budget.curve import DAY_SECONDS, ArrivalCurve
 from service.budget.day import BudgetDay
-from service.budget.pace import SparePace
 from service.budget.rules import BatchRules, WaitingBatch, Why
+from service.budget.target import WaitTarget
 
-__all__ = ["BudgetSnapshot", "CallPlanner", "Decision", "QuotaView", "WaitingBatch", "Why"]
+__all__ = ["FINISH_SECONDS", "BudgetSnapshot", "CallPlanner", "Decision", "QuotaView", "WaitingBatch", "Why"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,9 @@ class BudgetSnapshot:
     partial_calls_per_hour: float
     """The pace at which the budget gives partial batches calls right now (a pack without a limit: inf)."""
     spent_today: int
+    target_wait_seconds: float = math.inf
+    """The wait partial batches are paced by now: the budget's target (a pack without a limit: its max wait;
+    inf: the calls carry only full batches)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,14 +99,16 @@ class Decision:
 
 _SLOT_TOLERANCE = 1e-9
 """Seconds: times a spacing apart are compared through sums of floats (3598.0 + 2.0 against 3599.9999999999995)."""
+FINISH_SECONDS = 120.0
+"""In the day's last stretch every partial batch may go: this long at least, longer if the calls left need it."""
 
 
 class CallPlanner:
     """Chooses which waiting batch may spend one of the account's calls now, by the rules above.
 
-    What the day has spent and may still spend is the ``BudgetDay``'s, how fast spare calls free up for partial
-    batches is the ``SparePace``'s; this weighs them against the batches themselves (full or not, their age
-    against the linger and the max wait, the QPS slots) and says why, for metrics.
+    What the day has spent and may still spend is the ``BudgetDay``'s, the wait that the calls left carry is
+    the ``WaitTarget``'s; this weighs them against the batches themselves (full or not, their age against the
+    linger, the target and the max wait, the QPS slots) and says why, for metrics.
     """
 
     def __init__(
@@ -111,13 +119,11 @@ class CallPlanner:
         linger_seconds: float,
         curve: ArrivalCurve | None = None,
         max_items: int = 200,
-        burst_calls: float = 1.0,
     ) -> None:
-        """``burst_calls``: how many spare calls may accrue while no partial batch waits (at least one)."""
         if max_wait_seconds < linger_seconds:
             raise ValueError("the max wait cannot be shorter than the linger")
-        if burst_calls < 1 or max_items < 1:
-            raise ValueError("burst_calls and max_items must be at least 1")
+        if max_items < 1:
+            raise ValueError("max_items must be at least 1")
         self._allowance = allowance
         self._rules = BatchRules(
             max_wait_seconds, linger_seconds, max_items, latency_paced=allowance.kind is AllowanceKind.PACK
@@ -127,22 +133,24 @@ class CallPlanner:
         self._share: float | None = None
         """The share of the input the curve was learned for (``QuotaView.share``)."""
         self._day = BudgetDay(allowance, curve)
-        self._pace = SparePace(self._day, curve, burst_calls=burst_calls, max_items=max_items)
+        self._target = WaitTarget(curve, max_items=max_items, linger=linger_seconds)
         self._last_call_at: float | None = None
 
     # ---- what the pipeline tells the planner -------------------------------------------------------------
 
     def observe_arrivals(self, now: float, images: int) -> None:
-        """New images joined the batcher (not retries): they teach the arrival curve."""
+        """New images joined the batcher (not retries): they teach the arrival curve and today's correction."""
         self._roll(now)
         self._day.arrived(now, images)
+        self._target.correction.advance(self._day.position(now))
+        self._target.arrived(images)
 
     def sent(self, now: float, batch: WaitingBatch) -> None:
         """The batch a decision named was handed to the call step: its first call starts now."""
         self._roll(now)
         self._day.count_calls(1)
         self._last_call_at = now
-        self._pace.spend(self._rules.waste(batch))
+        self._target.sent(batch)
 
     def spent(self, now: float, calls: int) -> None:
         """Calls made beyond each batch's first (a call's retries): they cost the budget too."""
@@ -156,39 +164,47 @@ class CallPlanner:
         self._day.learned(remain_times, calls_in_flight)
 
     def _roll(self, now: float) -> None:
-        """Past the reset the day ends, and with it the spare calls accrued for it."""
-        self._pace.start_day(self._day.roll(now))
+        """Past the reset the day ends, and with it today's correction."""
+        self._start_day(self._day.roll(now))
+
+    def _start_day(self, started_at: float | None) -> None:
+        if started_at is not None:
+            self._target.start_day()
 
     # ---- the decision -------------------------------------------------------------------------------------
 
     def plan(self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView) -> Decision:
         """Which waiting batch goes now, if any. Call it every turn, and again after each ``sent``."""
-        self._pace.start_day(self._day.anchor(now, quota.seconds_until_reset))
+        self._start_day(self._day.anchor(now, quota.seconds_until_reset))
         until_reset = max(0.0, quota.seconds_until_reset)
         self._follow_share(quota.share)
-        spendable = self._day.spendable
-        mine = spendable * quota.share if quota.share < 1 and not math.isinf(spendable) else spendable
-        needed = self._needed(waiting)
-        spare = mine - needed
-        if self._paced():
-            self._pace.accrue(now, spare, needed, everything=spendable)  # the last minutes: the account's all
-        budget = self._snapshot(now, spendable, needed, spare)
+        share = quota.share if 0 < quota.share < 1 else 1.0
+        margin = float(max(0, round(1 / share) - 1))
+        spendable = self._day.spendable - margin
+        mine = self._day.spendable_by(share, margin)
+        position = self._day.position(now)
+        self._target.correction.advance(position)
+        if self._paced() and self._target.due(now, position, mine):
+            self._target.update(now, position, mine, waiting)
+        wait = self._wait()
+        finishing = self._finishing(position, mine, quota.qps)
+        budget = self._snapshot(now, spendable, waiting, wait, until_reset)
         if quota.exhausted or spendable < 1:
             return self._held_until_reset(now, waiting, quota, budget)
 
-        may_go = self._may_go(now, waiting, quota.qps)
+        may_go = self._may_go(now, waiting, quota.qps, wait, finishing=finishing, mine=mine)
         next_slot = 0.0 if self._last_call_at is None else max(0.0, self._last_call_at + 1.0 / quota.qps - now)
         projected, limited = self._project(
-            now, waiting, qps=quota.qps, next_slot=next_slot, spendable=mine, until_reset=until_reset
+            now, waiting, qps=quota.qps, next_slot=next_slot, wait=wait, position=position
         )
         if may_go:
             if next_slot > _SLOT_TOLERANCE:  # a slot due within float error of now is due
                 return Decision(None, Why.QPS, projected, limited, next_slot, budget)
-            chosen = min(may_go, key=self._rules.ranking(now))
+            chosen = min(may_go, key=self._rules.ranking(now, wait))
             return Decision(chosen, self._rules.why_sent(now, chosen), projected, limited, 0.0, budget)
         if not waiting:
             return Decision(None, Why.NOTHING_WAITING, 0.0, False, None, budget)
-        wake = self._wake(now, waiting, qps=quota.qps, spendable=mine, until_reset=until_reset)
+        wake = self._wake(now, waiting, qps=quota.qps, wait=wait, position=position, until_reset=until_reset)
         young = all(now - batch.oldest_at < self._rules.linger for batch in waiting)
         why = Why.LINGER if young else Why.LATENCY_TARGET if self._rules.latency_paced else Why.BUDGET
         return Decision(None, why, projected, limited, max(wake, next_slot), budget)
@@ -221,53 +237,70 @@ class CallPlanner:
         return Decision(None, why, projected, projected > self._rules.max_wait, until_reset, budget)
 
     def _paced(self) -> bool:
-        """Whether partial calls need spare calls accrued (a daily allowance, or a pack with a limit)."""
+        """Whether partial calls wait for the target wait (a daily allowance, or a pack with a limit)."""
         return self._allowance.kind is AllowanceKind.DAILY or self._day.has_spend_limit
 
-    def _may_go(self, now: float, waiting: Sequence[WaitingBatch], qps: float) -> list[WaitingBatch]:
-        """Full batches, and the partial ones the budget gives a call now. A paced budget serves partial
-        batches strictly in rank order: the first waits for its waste to accrue and nothing cheaper passes it,
-        so a small batch past the max wait is not starved by fuller ones."""
-        full = [batch for batch in waiting if batch.full]
-        rules = self._rules
-        due = [batch for batch in waiting if rules.partial_due(now, batch, waiting, qps)]
-        due.sort(key=rules.ranking(now))
+    def _wait(self) -> float:
+        """The wait partial batches are held to now (a pack's: its max wait, longer if its limit needs it)."""
         if not self._paced():
-            return full + due
-        if due and self._pace.covers(self._rules.waste(due[0])):
-            return [*full, due[0]]
-        return full
+            return self._rules.max_wait
+        if not self._curve.knows_today:  # nothing learned, nothing watched yet: no forecast to pace by
+            return max(self._rules.max_wait, self._target.wait)
+        if self._rules.latency_paced:
+            return max(self._rules.max_wait, self._target.wait)
+        return self._target.wait
+
+    def _finishing(self, position: float, mine: float, qps: float) -> bool:
+        """The day's last stretch, when a daily allowance's calls would otherwise be lost: every partial batch
+        may go (long enough for the calls left at the QPS, and at least ``FINISH_SECONDS``)."""
+        if self._allowance.kind is not AllowanceKind.DAILY or math.isinf(mine):
+            return False
+        return position >= DAY_SECONDS - max(FINISH_SECONDS, 2.0 * mine / qps)
+
+    def _threshold(self, batch_count: int, qps: float, wait: float) -> float:
+        """The age at which a partial batch may go: the linger, the target wait, a pack's max wait less a QPS
+        slot per batch waiting (so that the p99 stays within it)."""
+        if self._rules.latency_paced:
+            lead = batch_count / qps
+            return max(self._rules.linger, self._rules.max_wait - lead, wait - lead if math.isfinite(wait) else wait)
+        return max(self._rules.linger, wait)
+
+    def _may_go(
+        self, now: float, waiting: Sequence[WaitingBatch], qps: float, wait: float, *, finishing: bool, mine: float
+    ) -> list[WaitingBatch]:
+        """Full batches, and the partial ones whose oldest image waited the threshold (every one past the
+        linger in the day's last stretch), while this replica's part of the calls has one for them."""
+        full = [batch for batch in waiting if batch.full]
+        if self._paced() and mine < 1:
+            return full
+        threshold = self._rules.linger if finishing else self._threshold(len(waiting), qps, wait)
+        due = [batch for batch in waiting if not batch.full and now - batch.oldest_at >= threshold]
+        return full + due
 
     def _wake(
-        self, now: float, waiting: Sequence[WaitingBatch], *, qps: float, spendable: float, until_reset: float
+        self,
+        now: float,
+        waiting: Sequence[WaitingBatch],
+        *,
+        qps: float,
+        wait: float,
+        position: float,
+        until_reset: float,
     ) -> float:
-        """Seconds until a partial batch may go, if nothing else changes: the first in rank order when its waste
-        has accrued, or sooner when another one becomes due (it may rank first)."""
-        times: list[float] = []
-        due: list[WaitingBatch] = []
-        for batch in waiting:
-            if batch.full:
-                continue
-            if self._rules.partial_due(now, batch, waiting, qps):
-                due.append(batch)
-                continue
-            age = now - batch.oldest_at
-            until_due = self._rules.linger - age
-            if self._rules.latency_paced:
-                until_due = max(until_due, self._rules.max_wait - self._rules.latency_lead(waiting, qps) - age)
-            times.append(until_due)
-        if due and self._paced():
-            first = min(due, key=self._rules.ranking(now))
-            needed = self._needed(waiting)
-            times.append(self._pace.seconds_until(now, self._rules.waste(first), spendable, needed, until_reset))
+        """Seconds until a partial batch may go, if nothing else changes: the oldest reaching its threshold, the
+        target searched again, or the day's last stretch."""
+        partial = [now - batch.oldest_at for batch in waiting if not batch.full]
+        if not partial:
+            return until_reset
+        threshold = self._threshold(len(waiting), qps, wait)
+        times = [max(0.0, threshold - max(partial))] if math.isfinite(threshold) else []
+        if self._paced():
+            times.append(60.0)  # the target moves as the day goes
+        if self._allowance.kind is AllowanceKind.DAILY:
+            times.append(max(0.0, DAY_SECONDS - FINISH_SECONDS - position))
         return max(0.0, min(times, default=until_reset))
 
     # ---- what the budget means for the images waiting ------------------------------------------------------
-
-    def _needed(self, waiting: Sequence[WaitingBatch]) -> float:
-        """Calls the images now waiting and the rest of the day's expected ones need at full batches."""
-        images = float(sum(batch.items for batch in waiting)) + self._day.expected_images_left()
-        return images / self._rules.max_items
 
     def _project(
         self,
@@ -276,37 +309,37 @@ class CallPlanner:
         *,
         qps: float,
         next_slot: float,
-        spendable: float,
-        until_reset: float,
+        wait: float,
+        position: float,
     ) -> tuple[float, bool]:
         """The longest projected wait of an image now waiting, and whether the budget makes it pass the max
-        wait: batches in the order they would go, one QPS slot apart, partial ones each needing their waste
-        in spare calls (or their max wait, for a pack)."""
+        wait: batches in the order they would go, one QPS slot apart, partial ones at their threshold (the
+        day's last stretch, if the calls carry only full batches)."""
         if not waiting:
             return 0.0, False
-        needed = self._needed(waiting)
+        threshold = self._threshold(len(waiting), qps, wait)
+        if math.isinf(threshold):
+            finish = max(0.0, DAY_SECONDS - FINISH_SECONDS - position)
         worst, limited = 0.0, False
-        waste = 0.0
-        for slot, batch in enumerate(sorted(waiting, key=self._rules.ranking(now))):
+        for slot, batch in enumerate(sorted(waiting, key=self._rules.ranking(now, wait))):
             age = now - batch.oldest_at
             start = next_slot + slot / qps
             if not batch.full:
-                waste += self._rules.waste(batch)
-                budget_start = max(0.0, self._rules.linger - age)
-                if self._rules.latency_paced:
-                    lead = self._rules.latency_lead(waiting, qps)
-                    budget_start = max(budget_start, self._rules.max_wait - lead - age)
-                if self._paced():
-                    budget_start = max(
-                        budget_start, self._pace.seconds_until(now, waste, spendable, needed, until_reset)
-                    )
-                if age + budget_start > self._rules.max_wait:
+                budget_start = max(0.0, threshold - age) if math.isfinite(threshold) else finish
+                if age + budget_start > self._rules.max_wait and wait > self._rules.max_wait:
                     limited = True
                 start = max(start, budget_start)
             worst = max(worst, age + start)
         return worst, limited
 
-    def _snapshot(self, now: float, spendable: float, needed: float, spare: float) -> BudgetSnapshot:
-        pace = self._pace.calls_per_hour(now, spare) if self._paced() else math.inf
+    def _snapshot(
+        self, now: float, spendable: float, waiting: Sequence[WaitingBatch], wait: float, until_reset: float
+    ) -> BudgetSnapshot:
         day = self._day
-        return BudgetSnapshot(day.calls_left, day.reserve, spendable, needed, pace, day.spent_today)
+        if self._paced():
+            needed = self._target.needed
+            pace = self._target.partial_calls * 3600.0 / max(60.0, until_reset)
+        else:
+            needed = float(len(waiting))
+            pace = math.inf
+        return BudgetSnapshot(day.calls_left, day.reserve, max(0.0, spendable), needed, pace, day.spent_today, wait)

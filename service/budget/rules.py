@@ -63,14 +63,15 @@ class BatchRules:
     latency_paced: bool
     """A pack's partial batches go near their max wait (as few calls as the latency target allows)."""
 
-    def rank(self, now: float, batch: WaitingBatch) -> Rank:
-        """Sort key, first goes first: partial ones past the max wait (oldest first), then full ones, then the
-        most images (oldest first on a tie)."""
-        overdue = not batch.full and now - batch.oldest_at > self.max_wait
+    def rank(self, now: float, batch: WaitingBatch, wait: float | None = None) -> Rank:
+        """Sort key, first goes first: partial ones past the max wait (or past ``wait``, the budget's target
+        when shorter) oldest first, then full ones, then the most images (oldest first on a tie)."""
+        limit = self.max_wait if wait is None else min(self.max_wait, wait)
+        overdue = not batch.full and now - batch.oldest_at > limit
         return (not overdue, batch.oldest_at if overdue else 0.0, not batch.full, -batch.items, batch.oldest_at)
 
-    def ranking(self, now: float) -> Callable[[WaitingBatch], Rank]:
-        return lambda batch: self.rank(now, batch)
+    def ranking(self, now: float, wait: float | None = None) -> Callable[[WaitingBatch], Rank]:
+        return lambda batch: self.rank(now, batch, wait)
 
     def why_sent(self, now: float, batch: WaitingBatch) -> Why:
         if batch.full:

@@ -269,8 +269,12 @@ def test_past_the_max_wait_first_then_full_then_most_images(scenario: Scenario) 
         if sent is None:
             continue
 
-        def overdue(batch: WaitingBatch, now: float = step.now) -> bool:
-            return not batch.full and now - batch.oldest_at > scenario.max_wait
+        # past the max wait, or past the budget's target wait when that is shorter (issue 22: a partial batch
+        # goes when it waited what the calls carry, oldest first, not the fullest one first)
+        limit = min(scenario.max_wait, step.decision.budget.target_wait_seconds)
+
+        def overdue(batch: WaitingBatch, now: float = step.now, limit: float = limit) -> bool:
+            return not batch.full and now - batch.oldest_at > limit
 
         late = [batch for batch in step.waiting if overdue(batch)]
         if late:
@@ -499,6 +503,8 @@ def test_a_replica_whose_share_halves_expects_half_of_what_it_learned() -> None:
     stays = alone.plan(now, [], QuotaView(DAY_SECONDS - 3_600.0, 2.0))
     shrunk = halved.plan(now, [], QuotaView(DAY_SECONDS - 3_600.0, 2.0, share=0.5))
     assert shrunk.budget.needed == pytest.approx(stays.budget.needed / 2)
-    assert shrunk.budget.spendable == stays.budget.spendable, "the account's calls are the account's"
+    # the account's calls are the account's, less a margin of one call per other replica for its calls under
+    # way (issue 22: without it, replicas spending from stale counts breached the reserve)
+    assert shrunk.budget.spendable == stays.budget.spendable - 1
     back = halved.plan(now + 1, [], QuotaView(DAY_SECONDS - 3_601.0, 2.0, share=1.0))
     assert back.budget.needed == pytest.approx(stays.budget.needed, rel=0.01)
