@@ -19,7 +19,7 @@ class ControlMetrics:
             "imgsweep_brake_tripped",
             "1 for each collection whose brake is tripped (its deletions stop on every replica until `imgsweep brake "
             f"resume`); only tripped collections have a series, at most {BRAKE_SERIES} (the rest: collection=other, "
-            "their number).",
+            "their number; 0 while there are none, so the series is always there).",
             ["collection"],
             registry=registry,
         )
@@ -52,7 +52,8 @@ class ControlMetrics:
         )
         for kind in ("account", "collection"):
             self.paused.labels(kind)
-        self._brake_series: set[str] = set()
+        self.brake_tripped.labels(OTHER).set(0)
+        self._brake_series: set[str] = {OTHER}
 
     def brakes_tripped(self, collections: Iterable[str]) -> None:
         """The collections whose brake is tripped now: a series each (the first ``BRAKE_SERIES`` by name), the
@@ -60,8 +61,7 @@ class ControlMetrics:
         ordered = sorted(set(collections))
         shown, rest = ordered[:BRAKE_SERIES], ordered[BRAKE_SERIES:]
         wanted = {collection: 1.0 for collection in shown}
-        if rest:
-            wanted[OTHER] = float(len(rest))
+        wanted[OTHER] = float(len(rest))
         for gone in self._brake_series - set(wanted):
             self.brake_tripped.remove(gone)
         for collection, value in wanted.items():

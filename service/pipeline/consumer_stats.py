@@ -44,9 +44,22 @@ class ConsumerStats:
         for name, partition in partitions.items():
             if name == "-1" or int(name) not in self._assigned:
                 continue
-            # consumer_lag counts from the committed offset: offsets are committed, never stored, so
-            # consumer_lag_stored stays -1.
-            lag = partition.get("consumer_lag", -1)
-            if isinstance(lag, int) and lag >= 0:
+            lag = self._lag(int(name), partition)
+            if lag is not None:
                 self._metrics.consumer_lag.labels(name).set(lag)
                 self._lag_labels.add(name)
+
+    def _lag(self, number: int, partition: dict[str, Any]) -> int | None:
+        """Records from the committed offset to the end a read_committed consumer can read (the last stable
+        offset). librdkafka's ``consumer_lag`` counts from the offset the consumer itself committed: with
+        exactly-once delivery the producer's transaction commits them, so the pipeline's own last commit is used."""
+        lag = partition.get("consumer_lag", -1)
+        if isinstance(lag, int) and lag >= 0:
+            return lag
+        end = partition.get("ls_offset", -1)
+        if not isinstance(end, int) or end < 0:
+            end = partition.get("hi_offset", -1)
+        committed = self._health.committed.get(number)
+        if not isinstance(end, int) or end < 0 or committed is None:
+            return None
+        return max(0, end - committed)
