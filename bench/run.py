@@ -433,7 +433,7 @@ def run_bench(plan: Plan, *, bootstrap: str | None, workdir: Path, seed: int, co
         light = bench.light()
         capacity = bench.capacity()
     _say("a simulated day of delists against the call budget (virtual clock, no broker)")
-    simulated = simulate_days()
+    simulated = simulate_days(quick=plan is QUICK)
     machine = machine_start.finished()
     return Results(
         plan=asdict(plan),

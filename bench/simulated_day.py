@@ -442,9 +442,10 @@ def _scenario(
     replicas: int = 1,
     restart: bool = False,
     against_best: bool = False,
+    days: int = DAYS,
 ) -> Scenario:
     reserve = Allowance(AllowanceKind.DAILY, daily_calls=calls, reserve_fraction=RESERVE_FRACTION).reserve()
-    restart_at = (DAYS - 1) * DAY_SECONDS + DAY_SECONDS / 2 if restart else None
+    restart_at = (days - 1) * DAY_SECONDS + DAY_SECONDS / 2 if restart else None
     policies = [
         BudgetPolicy(_planner(calls), qps=QPS / replicas, share=1 / replicas, restart_at=restart_at)
         for _ in range(replicas)
@@ -453,12 +454,12 @@ def _scenario(
         arrivals,
         policies,
         _Account(calls, daily=True),
-        days=DAYS,
+        days=days,
         label=name,
         spendable=calls - reserve,
         reserve=reserve,
     )[-1]
-    last = [arrival for arrival in arrivals if (DAYS - 1) * DAY_SECONDS <= arrival.at < DAYS * DAY_SECONDS]
+    last = [arrival for arrival in arrivals if (days - 1) * DAY_SECONDS <= arrival.at < days * DAY_SECONDS]
     return Scenario(
         name,
         figures,
@@ -513,8 +514,14 @@ def light_load_replay(seed: int = 13) -> LightLoad:
     return LightLoad(figures.calls, figures.arrived, hours, ran_out, figures.spendable)
 
 
-def simulate(seed: int = 20261127) -> SimulatedDays:
-    """Every scenario of the section (about 10 minutes on one core shared with others)."""
+def simulate(seed: int = 20261127, *, quick: bool = False) -> SimulatedDays:
+    """Every scenario of the section (about 10 minutes on one core shared with others); ``quick``: one day of
+    the two scenarios the targets compare, no light-load replay (the bench's smoke run: proves it works)."""
+    if quick:
+        day = diurnal_arrivals(1, seed)
+        one = _scenario("normal day, 1 replica", day, against_best=True, days=1)
+        many = _scenario(f"normal day, {REPLICAS} replicas", day, replicas=REPLICAS, days=1)
+        return _with_pack((one, many), day, images_per_day=sum(arrival.images for arrival in day), light=None)
     normal = diurnal_arrivals(DAYS, seed)
     last_day = DAYS - 1
     doubling = sorted(
@@ -533,7 +540,18 @@ def simulate(seed: int = 20261127) -> SimulatedDays:
         _scenario("restart at midday", normal, restart=True),
         _scenario(f"normal day, {TIGHT_DAILY_CALLS} calls", normal, calls=TIGHT_DAILY_CALLS),
     )
-    first_day = [arrival for arrival in normal if arrival.at < DAY_SECONDS]
+    return _with_pack(
+        scenarios,
+        [arrival for arrival in normal if arrival.at < DAY_SECONDS],
+        images_per_day=round(sum(arrival.images for arrival in normal) / DAYS),
+        light=light_load_replay(),
+    )
+
+
+def _with_pack(
+    scenarios: tuple[Scenario, ...], first_day: Sequence[Arrival], *, images_per_day: int, light: LightLoad | None
+) -> SimulatedDays:
+    """The scenarios, with a paid pack's day of the same arrivals: linger only, the budget, and the minimum."""
     pack = Allowance(AllowanceKind.PACK, daily_calls=PACK_CALLS)
     pack_planner = CallPlanner(pack, max_wait_seconds=MAX_WAIT_SECONDS, linger_seconds=LINGER_SECONDS)
     return SimulatedDays(
@@ -557,8 +575,8 @@ def simulate(seed: int = 20261127) -> SimulatedDays:
             reserve=0,
         )[0],
         pack_minimum=greedy(first_day, MAX_WAIT_SECONDS),
-        images_per_day=round(sum(arrival.images for arrival in normal) / DAYS),
-        light_load=light_load_replay(),
+        images_per_day=images_per_day,
+        light_load=light,
     )
 
 
