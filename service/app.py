@@ -45,6 +45,7 @@ from service.pipeline.poison import PoisonMarks
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
+from service.registry.decoder import event_decoder
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
@@ -229,6 +230,7 @@ def run_service(settings: Settings) -> int:
         share=share,
         controls=controls,
         marks=PoisonMarks.in_temp_dir(settings.kafka.group_id),
+        decoder=event_decoder(settings.schema_registry),
     )
     callbacks.pipeline = pipeline
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)

@@ -29,7 +29,7 @@ from service.pipeline.consumer_stats import ConsumerStats
 from service.pipeline.decisions import drain_plan
 from service.pipeline.deletions import DeletionMemory
 from service.pipeline.demand import ReplicaDemand
-from service.pipeline.events import EventTypes
+from service.pipeline.events import EventDecoder, EventTypes, decode_event
 from service.pipeline.gauges import Gauges
 from service.pipeline.halt import Halt
 from service.pipeline.intake import Intake
@@ -48,7 +48,6 @@ from service.pipeline.steps.guard import GuardedLanes
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
-from service.registry.decoder import event_decoder
 from service.settings import Settings
 from service.tracing import NO_TRACING, Tracing
 
@@ -79,13 +78,15 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         controls: Controls = NO_CONTROLS,
         marks: PoisonMarks | None = None,
+        decoder: EventDecoder = decode_event,
     ) -> None:
         """``accounts``: each account's calls, one lane of batches and calls each; ``share``: makes how this
         replica's QPS share of each account is set, from the lanes' slots (default: by its fraction of the
         partitions); ``changelog``: reads the memory of deletions back for partitions assigned (None: each replica
         starts with none); ``clock``: the batches' and the budget's time; ``controls``: the pauses and brakes every
         lane obeys (the control topic); ``marks``: where a record that stops the process is remembered (default:
-        in memory only, nothing across a restart; the service passes files in its temporary directory)."""
+        in memory only, nothing across a restart; the service passes files in its temporary directory); ``decoder``:
+        what reads a record's value (``decode_event``; the service's reads the Schema Registry's format first)."""
         kafka, batch = settings.kafka, settings.batch
         self._grace = settings.shutdown_grace_seconds
         self._consumer, self._producer, self._executor = consumer, producer, executor
@@ -139,8 +140,7 @@ class Pipeline:
         events = settings.events
         self._decode = DecodeStep(
             next_step=self._hold, ledger=ledger, max_pending=kafka.max_pending_events, halt=halt, metrics=metrics,
-            events=EventFormat(EventTypes(events.delist_types, events.relist_types, events.type_field),
-                               event_decoder(settings.schema_registry)),
+            events=EventFormat(EventTypes(events.delist_types, events.relist_types, events.type_field), decoder),
         )  # fmt: skip
 
         self._share = share([lane.paced for lane in self._lanes])

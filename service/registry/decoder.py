@@ -25,7 +25,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import httpx
 from confluent_kafka.schema_registry import SchemaRegistryClient, SchemaRegistryError
@@ -41,6 +41,7 @@ from service.pipeline.events import (
     DEFAULT_EVENT_TYPES,
     MAX_VALUE_BYTES,
     DelistEvent,
+    EventDecoder,
     EventTypes,
     InvalidEvent,
     decode_event,
@@ -56,17 +57,11 @@ from service.registry.mapping import (
 )
 from service.settings import SchemaRegistrySettings
 
-__all__ = ["EventDecoder", "RegistryDecoder", "event_decoder"]
+__all__ = ["RegistryDecoder", "event_decoder"]
 
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes | str | None]]
-
-
-class EventDecoder(Protocol):
-    def __call__(
-        self, value: bytes | None, headers: Headers | None, types: EventTypes = DEFAULT_EVENT_TYPES, /
-    ) -> DelistEvent: ...
 
 
 def event_decoder(settings: SchemaRegistrySettings) -> EventDecoder:

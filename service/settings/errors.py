@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from service.settings.fields import JSON_ARRAY_OF_STRINGS, JSON_OBJECT_OF_STRINGS
-from service.settings.masking import NEVER_SHOWN, is_secret_name
+from service.settings.secret_names import NEVER_SHOWN, is_secret_name
 from service.settings.sources import ENV_PREFIX
 
 __all__ = ["ConfigError", "describe"]

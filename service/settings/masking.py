@@ -6,27 +6,15 @@ so any whose name looks secret (password, secret, token, key) is masked here too
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from service.settings.accounts import account_fields
+from service.settings.secret_names import MASK, NEVER_SHOWN, is_secret_name
 
 if TYPE_CHECKING:
     from service.settings.root import Settings
 
 __all__ = ["MASK", "NEVER_SHOWN", "is_secret_name", "masked_config"]
-
-MASK = "**********"
-"""What a secret is shown as (pydantic's own mask of a ``SecretStr``)."""
-NEVER_SHOWN = frozenset({"IMGSWEEP_KAFKA__PROPERTIES", "IMGSWEEP_ACCOUNTS", "IMGSWEEP_SCHEMA_REGISTRY__URL"})
-"""Settings whose raw value is never echoed in an error: they may carry TLS/SASL secrets or credentials as plain
-strings."""
-_SECRET_NAME = re.compile(r"(password|secret|token|key)", re.IGNORECASE)
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether a setting's or a librdkafka property's name says it holds a secret."""
-    return bool(_SECRET_NAME.search(name))
 
 
 def masked_config(settings: Settings) -> dict[str, Any]:

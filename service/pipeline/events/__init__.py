@@ -55,7 +55,7 @@ Records in the Schema Registry's wire format (Avro, Protobuf, JSON Schema) are d
 
 from __future__ import annotations
 
-from service.pipeline.events.decode import MAX_VALUE_BYTES, decode_event
+from service.pipeline.events.decode import MAX_VALUE_BYTES, EventDecoder, decode_event
 from service.pipeline.events.errors import ERROR_CLASSES, MAX_REASON_CHARS, ErrorClass, InvalidEvent
 from service.pipeline.events.event_types import DEFAULT_EVENT_TYPES, EventTypes, OtherEventType
 from service.pipeline.events.schema import (
@@ -94,6 +94,7 @@ __all__ = [
     "DelistEvent",
     "DelistEventData",
     "ErrorClass",
+    "EventDecoder",
     "EventId",
     "EventKind",
     "EventTypes",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Protocol
 
 from service.pipeline.events.cloudevents import (
     binary_attributes,
@@ -18,9 +18,22 @@ from service.pipeline.events.plain import decode_plain
 from service.pipeline.events.schema import DelistEvent
 from service.pipeline.events.strict_json import parse_json
 
-__all__ = ["MAX_VALUE_BYTES", "decode_event"]
+__all__ = ["MAX_VALUE_BYTES", "EventDecoder", "decode_event"]
 
 MAX_VALUE_BYTES: Final = 1024 * 1024
+
+
+class EventDecoder(Protocol):
+    """What turns a record's value and headers into an event: ``decode_event``, or one that reads another wire
+    format first (``service.registry``: the Schema Registry's) and hands the rest to it."""
+
+    def __call__(
+        self,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | str | None]] | None,
+        types: EventTypes = DEFAULT_EVENT_TYPES,
+        /,
+    ) -> DelistEvent: ...
 
 
 def decode_event(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from confluent_kafka import KafkaError, Message
 
 from service.metrics import Metrics
-from service.pipeline.events import DelistEvent, EventTypes, InvalidEvent, OtherEventType, decode_event
+from service.pipeline.events import DelistEvent, EventDecoder, EventTypes, InvalidEvent, OtherEventType, decode_event
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
 from service.pipeline.outcomes import replay_of_from_headers
@@ -20,7 +20,6 @@ from service.pipeline.steps.abstract import MessageRejected
 from service.pipeline.steps.guard import fail_record
 from service.pipeline.steps.hold import Holding
 from service.pipeline.trace_context import trace_context
-from service.registry.decoder import EventDecoder
 from service.vocabulary import SkipReason
 
 __all__ = ["DecodeStep", "EventFormat", "source_record"]
