@@ -40,12 +40,11 @@ from service.kafka_clients import (
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.pipeline.changelog import ChangelogReader
-from service.pipeline.events import ERROR_CLASSES
+from service.pipeline.events import ERROR_CLASSES, EventDecoder, decode_event
 from service.pipeline.poison import PoisonMarks
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
-from service.registry.decoder import event_decoder
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
@@ -120,6 +119,16 @@ def _internal_topics(settings: Settings, consumer: Consumer) -> ChangelogReader 
     return ChangelogReader(Consumer(changelog_reader_config(settings)), kafka.deletions_topic)
 
 
+def _event_decoder(settings: Settings) -> EventDecoder:
+    """With a Schema Registry configured, its decoder; else plain ``decode_event``, without importing the registry's
+    deserializers (Avro, Protobuf, JSON Schema: tens of MB a replica that reads only JSON never needs)."""
+    if not settings.schema_registry.enabled:
+        return decode_event
+    from service.registry.decoder import event_decoder  # noqa: PLC0415 - only with a registry
+
+    return event_decoder(settings.schema_registry)
+
+
 def _log_mode(settings: Settings, accounts: Sequence[Account]) -> None:
     """What a reader of the start-up log should know first: a dry run, and the accounts."""
     if settings.dry_run:
@@ -191,7 +200,7 @@ def run_service(settings: Settings) -> int:
     ]
     _log_mode(settings, accounts)
 
-    unread = UnreadAge(topic=settings.kafka.input_topic, metrics=metrics)
+    unread = UnreadAge(topic=settings.kafka.input_topic, metrics=metrics, committed=lambda: health.committed)
     callbacks = _PipelineCallbacks(unread)
     # librdkafka's log lines and errors go through the JSON logger (kafka_clients: logger, error_cb), once each.
     config = consumer_config(settings, stats_cb=callbacks.on_stats, on_commit=callbacks.on_commit)
@@ -230,7 +239,7 @@ def run_service(settings: Settings) -> int:
         share=share,
         controls=controls,
         marks=PoisonMarks.in_temp_dir(settings.kafka.group_id),
-        decoder=event_decoder(settings.schema_registry),
+        decoder=_event_decoder(settings),
     )
     callbacks.pipeline = pipeline
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)

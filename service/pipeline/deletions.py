@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from service.api.models import DeleteItem
 from service.settings import StateSettings
 
 __all__ = ["CHANGELOG_KIND", "ChangelogRecord", "DeletionMemory", "Product"]
@@ -68,12 +67,12 @@ class DeletionMemory:
     def from_settings(cls, state: StateSettings) -> DeletionMemory:
         return cls(window_seconds=state.deletions_window_seconds, max_products=state.max_remembered_products)
 
-    def deleted(self, partition: int, collection: str, item: DeleteItem) -> ChangelogRecord:
-        """An image was deleted: remembered, and the change to write."""
-        product = (collection, item.product_id)
+    def deleted(self, partition: int, collection: str, product_id: str, images: Iterable[str]) -> ChangelogRecord:
+        """Images of a product were deleted: remembered, and the change to write (one for all of them)."""
+        product = (collection, product_id)
         entry = self._entries.pop((partition, product), None) or _Entry(self._wall_ms())
         entry.at_ms = self._wall_ms()
-        entry.images[item.image_id] = None
+        entry.images.update(dict.fromkeys(images))
         self._entries[partition, product] = entry
         self._bound()
         return ChangelogRecord(partition, _key(product), _value(entry))

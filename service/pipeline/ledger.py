@@ -20,7 +20,7 @@ transactional, durable ledger replaces: whatever it must survive passes through 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -164,10 +164,10 @@ class Ledger:
         else:
             self._finish_without_outcome(relist.source)
 
-    def remember_deleted(self, partition: int, collection: str, item: DeleteItem) -> None:
-        """An image of an event of ``partition`` was deleted: remembered for a later relist of its product."""
+    def remember_deleted(self, partition: int, collection: str, product_id: str, images: Sequence[str]) -> None:
+        """Images of a product of ``partition`` were deleted (by one call): remembered for a later relist."""
         if partition in self._partitions:
-            self._outbox.append(StateChange(self._memory.deleted(partition, collection, item)))
+            self._outbox.append(StateChange(self._memory.deleted(partition, collection, product_id, images)))
 
     def take_deleted(self, partition: int, product: Product) -> list[str]:
         """The images of ``product`` deleted before its relist (on ``partition``), forgotten once told."""

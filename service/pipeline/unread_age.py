@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Message
@@ -28,8 +28,18 @@ __all__ = ["AgeNotingConsumer", "UnreadAge"]
 class UnreadAge:
     """Per assigned partition: the age of the record at the committed offset, 0 when there is no lag."""
 
-    def __init__(self, *, topic: str, metrics: Metrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        topic: str,
+        metrics: Metrics,
+        committed: Callable[[], Mapping[int, int]] = dict,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``committed``: the offsets the pipeline committed last, by partition (with exactly-once delivery the
+        producer's transaction commits them, and librdkafka's statistics do not know them)."""
         self._topic = topic
+        self._committed = committed
         self._gauge = metrics.consumer_lag_seconds
         self._clock = clock
         self._lock = threading.Lock()  # consume() on the poll loop; stats_cb may be served by another poll
@@ -77,6 +87,10 @@ class UnreadAge:
     def _age(self, number: int, partition: dict[str, Any], now: float) -> float | None:
         """None while unknown: lag, but the record at the committed offset not consumed yet."""
         committed, lag = partition.get("committed_offset", -1), partition.get("consumer_lag", -1)
+        if not isinstance(committed, int) or committed < 0:
+            committed = self._committed().get(number, -1)
+            end = partition.get("ls_offset", -1)
+            lag = end - committed if isinstance(end, int) and end >= 0 and committed >= 0 else lag
         noted = self._consumed.get(number, deque())
         if isinstance(committed, int) and committed >= 0:
             while noted and noted[0][0] < committed:

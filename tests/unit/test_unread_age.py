@@ -96,3 +96,19 @@ def test_other_topics_and_records_consumed_twice_are_ignored() -> None:
     assert ages(metrics) == {"0": 30.0}
     unread.on_stats("not json")
     assert ages(metrics) == {"0": 30.0}
+
+
+def test_with_transactions_the_pipelines_commits_free_what_was_noted() -> None:
+    """The producer's transaction commits the offsets: librdkafka's statistics say committed_offset -1, so the
+    pipeline's own last commit tells what is read, and the notes behind it go (else they pile up for ever)."""
+    metrics, clock = Metrics(), FakeClock(T0)
+    committed: dict[int, int] = {}
+    unread = UnreadAge(topic=TOPIC, metrics=metrics, committed=lambda: committed, clock=clock)
+    unread.consumed(records(0, *((offset, -10.0 + offset) for offset in range(5))))
+    committed[0] = 3
+    clock.advance(1)
+    unread.on_stats(json.dumps({"topics": {TOPIC: {"partitions": {"0": {
+        "desired": True, "committed_offset": -1, "consumer_lag": -1, "ls_offset": 5,
+    }}}}}))  # fmt: skip
+    assert list(unread._consumed[0]) == [(3, T0 - 7), (4, T0 - 6)]
+    assert metrics.registry.get_sample_value("imgsweep_consumer_lag_seconds", {"partition": "0"}) == 8

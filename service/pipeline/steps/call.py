@@ -300,10 +300,12 @@ class CallStep:
                 if waiter.relisted:  # a relist came while the item was in this call: no second try
                     results.append(ItemResult(item, ItemStatus.CANCELLED, CancelReason.RELISTED))
                     counts[ItemStatus.CANCELLED, CancelReason.RELISTED] += 1
+        deleted: dict[tuple[int, str], list[str]] = {}  # (partition, product) -> images: one change per product
         for item_result, waiters in routing.decided:
             counts[item_result.status, item_result.reason] += 1
             if item_result.status is ItemStatus.DELETED and waiters:  # a product's events share its partition
-                self._ledger.remember_deleted(waiters[0].source.partition, ready.batch.collection, item_result.item)
+                item = item_result.item
+                deleted.setdefault((waiters[0].source.partition, item.product_id), []).append(item.image_id)
             for waiter in waiters:
                 if not waiter.abandoned:
                     decided.setdefault(waiter, []).append(item_result)
@@ -313,6 +315,8 @@ class CallStep:
                 self._max_attempts,
                 extra={**_batch_ids(ready), "count": routing.exhausted, "reason": DeadLetterReason.RETRIES_EXHAUSTED},
             )
+        for (partition, product_id), images in deleted.items():
+            self._ledger.remember_deleted(partition, ready.batch.collection, product_id, images)
         for (status, reason), count in counts.items():
             self._metrics.image_decided(status, reason, count)
         for pending, results in decided.items():
