@@ -7,15 +7,16 @@ small file per partition, which record was being handled; the next process finds
 that offset, and once an offset has failed ``FAILURES_BEFORE_DEAD_LETTER`` times it is dead-lettered without
 another try (docs/decisions/0018-poison-records.md).
 
-A mark is written before a record is handled and cleared after, by the poll loop's thread only: two ``pwrite``
-calls of a few dozen bytes to a file kept open, no ``fsync`` (the page cache outlives a killed process; a
-container restart keeps ``/tmp``, the chart's ``emptyDir``). A mark that cannot be written is logged once and
-the marks are off from then on: never fatal.
+A mark is written before a record is handled and cleared after, by the poll loop's thread only: two stores of
+a few dozen bytes into the file mapped shared (``mmap``: no system call), no ``fsync`` (the page cache outlives
+a killed process; a container restart keeps ``/tmp``, the chart's ``emptyDir``). A mark that cannot be written
+is logged once and the marks are off from then on: never fatal.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import re
 import tempfile
@@ -37,6 +38,8 @@ may be bad luck (a kill during a deploy), the second after a restart is the reco
 
 _NONE: Final = -1
 _LINE: Final = "{handling:>20} {failed:>20} {count:>6}\n"
+_SIZE: Final = len(_LINE.format(handling=0, failed=0, count=0))
+"""Every mark is written whole, at the same length (the file's)."""
 _SAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -70,6 +73,8 @@ class _Mark:
     count: int = 0
     """How many times ``failed`` did."""
     fd: int | None = None
+    view: mmap.mmap | None = None
+    """The file mapped shared: a write is a store to memory the kernel keeps when the process dies (no syscall)."""
 
 
 class PoisonMarks:
@@ -123,9 +128,7 @@ class PoisonMarks:
 
     def close(self) -> None:
         for mark in self._marks.values():
-            if mark.fd is not None:
-                os.close(mark.fd)
-                mark.fd = None
+            _release(mark)
         self._marks.clear()
 
     def _mark(self, record: SourceRecord) -> _Mark:
@@ -142,12 +145,14 @@ class PoisonMarks:
         path = self._directory / f"{self._prefix}-{_SAFE.sub('_', record.topic)}-{record.partition}"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            text = os.pread(fd, 128, 0).decode("ascii", errors="replace")
-        except OSError as error:
-            self._off(error)
+            text = os.pread(fd, _SIZE, 0).decode("ascii", errors="replace")
+            os.ftruncate(fd, _SIZE)
+            view = mmap.mmap(fd, _SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OSError, ValueError) as error:
+            self._off(error if isinstance(error, OSError) else OSError(str(error)))
             return _Mark()
         mark = _parse(text)
-        mark.fd = fd
+        mark.fd, mark.view = fd, view
         if mark.handling != _NONE:
             mark.count = mark.count + 1 if mark.failed == mark.handling else 1
             mark.failed, mark.handling = mark.handling, _NONE
@@ -160,14 +165,13 @@ class PoisonMarks:
         return mark
 
     def _write(self, record: SourceRecord, mark: _Mark) -> None:
-        if mark.fd is None:
+        if mark.view is None:
             return
         try:
-            os.pwrite(mark.fd, _LINE.format(handling=mark.handling, failed=mark.failed, count=mark.count).encode(), 0)
-        except OSError as error:
-            os.close(mark.fd)
-            mark.fd = None
-            self._off(error, record)
+            mark.view[:_SIZE] = _LINE.format(handling=mark.handling, failed=mark.failed, count=mark.count).encode()
+        except (OSError, ValueError) as error:
+            _release(mark)
+            self._off(error if isinstance(error, OSError) else OSError(str(error)), record)
 
     def _off(self, error: OSError, record: SourceRecord | None = None) -> None:
         if self._directory is not None:
@@ -178,9 +182,16 @@ class PoisonMarks:
             )
         self._directory = None
         for mark in self._marks.values():
-            if mark.fd is not None:
-                os.close(mark.fd)
-                mark.fd = None
+            _release(mark)
+
+
+def _release(mark: _Mark) -> None:
+    if mark.view is not None:
+        mark.view.close()
+        mark.view = None
+    if mark.fd is not None:
+        os.close(mark.fd)
+        mark.fd = None
 
 
 def _parse(text: str) -> _Mark:
