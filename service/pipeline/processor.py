@@ -182,6 +182,7 @@ class Pipeline:
         """Consumes until shutdown is requested, then drains within the grace period and closes."""
         if self._transaction is not None:
             self._transaction.start()  # fences a predecessor of the same id, aborting its open transaction
+            self._health.brokers_up = True  # the transaction coordinator answered
         rebalance = self._rebalance
         self._consumer.subscribe(
             [self._ledger.topic],

@@ -73,6 +73,7 @@ class Rebalance:
         committed = self._committed(assigned)
         self._ledger.assign(PartitionState.resumed_from(tp.partition, committed.get(tp.partition)) for tp in assigned)
         self._flow.assigned(frozenset(tp.partition for tp in assigned))
+        self._health.brokers_up = True  # the group's coordinator just answered; statistics follow every 5 s
         self.changed = True
         inherited = sum(len(state.inherited_done) for state in self._ledger.states() if state.number in committed)
         log.info("partitions assigned", extra={"count": len(assigned), "state": f"{inherited} offsets already done"})
