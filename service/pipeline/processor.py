@@ -41,7 +41,7 @@ from service.pipeline.poison import PoisonMarks
 from service.pipeline.rebalance import Rebalance
 from service.pipeline.share import Paced, PartitionShare, QpsShare
 from service.pipeline.steps.call import Workers
-from service.pipeline.steps.commit import CommitStep, delivery
+from service.pipeline.steps.commit import delivery
 from service.pipeline.steps.decode import DecodeStep, EventFormat
 from service.pipeline.steps.gate import NO_CONTROLS, Controls
 from service.pipeline.steps.guard import GuardedLanes
@@ -169,10 +169,8 @@ class Pipeline:
         self._stopping = True
 
     def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        """The consumer's ``on_commit``: a failed commit is sent again (``CommitStep.on_commit``; with exactly-once
-        delivery the consumer commits nothing, the transaction does)."""
-        if isinstance(self._commit, CommitStep):
-            self._commit.on_commit(error, partitions)
+        """The consumer's ``on_commit``: a failed commit is sent again (``Checkpoint.on_commit``)."""
+        self._commit.on_commit(error, partitions)
 
     def on_stats(self, stats_json: str) -> None:
         """librdkafka's ``stats_cb``: lag per partition and broker reachability."""

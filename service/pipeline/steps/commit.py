@@ -54,6 +54,9 @@ class Checkpoint(Step[object], Protocol):
     def commit(self, *, sync: bool = False, only: Collection[int] | None = None) -> None:
         """One checkpoint now; ``sync`` waits for the broker; ``only`` limits it to some partitions if it can."""
 
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """The consumer's report of an asynchronous commit."""
+
 
 class CommitStep:
     def __init__(
@@ -170,6 +173,9 @@ class TransactionStep:
 
     def terminate(self) -> None:
         pass  # the open transaction is left to abort (at the next start of this transactional id, or its timeout)
+
+    def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        pass  # with exactly-once delivery the consumer commits nothing: the transaction does
 
     def commit(
         self, *, sync: bool = False, only: Collection[int] | None = None, wait: float = DELIVERY_WAIT_SECONDS
