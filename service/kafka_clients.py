@@ -24,6 +24,8 @@ __all__ = [
     "PARTITIONER",
     "STATS_INTERVAL_MS",
     "admin_config",
+    "budget_producer_config",
+    "budget_reader_config",
     "consumer_config",
     "control_producer_config",
     "control_reader_config",
@@ -203,6 +205,31 @@ def demand_producer_config(settings: Settings, **callbacks: Any) -> dict[str, An
         "linger.ms": 0,
         "message.timeout.ms": 5000,
         "partitioner": PARTITIONER,
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
+        **callbacks,
+    }
+
+
+def budget_reader_config(settings: Settings) -> dict[str, Any]:
+    """Reads the budget topic by assignment from its beginning (never joins a group, never commits)."""
+    config = reader_config(settings, f"{settings.kafka.group_id}.budget-reader")
+    config.pop("statistics.interval.ms", None)
+    config["enable.partition.eof"] = False
+    return config
+
+
+def budget_producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """A call waits for its claim: written at once (no linger), by every in-sync replica, idempotent (a retry
+    never counts a claim twice; it is cumulative anyway)."""
+    return {
+        **CONNECTION_RETRY,
+        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
+        "client.id": f"imgsweep-{socket.gethostname()}-budget",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 0,
+        "message.timeout.ms": 10000,
         "logger": LIBRDKAFKA_LOGGER,
         "error_cb": log_kafka_error,
         **callbacks,

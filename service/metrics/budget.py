@@ -55,6 +55,34 @@ class BudgetMetrics:
             ["account"],
             registry=r,
         )
+        self.budget_account_spent = Gauge(
+            "imgsweep_budget_account_spent_calls",
+            "The account's calls of the budget day counted on the budget topic, every replica's (gone ones too) "
+            "and the calls claimed to start, as this replica reads them.",
+            ["account"],
+            registry=r,
+        )
+        self.budget_members = Gauge(
+            "imgsweep_budget_members",
+            "Replicas (members) with calls of the account counted today on the budget topic, gone ones too.",
+            ["account"],
+            registry=r,
+        )
+        self.budget_state_restore_seconds = Gauge(
+            "imgsweep_budget_state_restore_seconds",
+            "How long reading the budget topic back took at start.",
+            registry=r,
+        )
+        self.budget_state_restored_records = Gauge(
+            "imgsweep_budget_state_restored_records",
+            "Records of the budget topic read back at start.",
+            registry=r,
+        )
+        self.budget_state_write_failures = Counter(
+            "imgsweep_budget_state_write_failures",
+            "Records of the budget topic (calls spent or claimed, planner state) Kafka did not take.",
+            registry=r,
+        )
         self.budget_decisions = Counter(
             "imgsweep_budget_decisions", "Batches the budget let go, by why.", ["account", "why"], registry=r
         )
