@@ -161,4 +161,9 @@ class BudgetDay:
     @property
     def spendable(self) -> float:
         """Calls left less the reserve, capped by what the day's spending limit still allows."""
-        return max(0.0, min(self.calls_left - self.reserve, self._day_cap - self.account_spent))
+        return self.spendable_less(0.0)
+
+    def spendable_less(self, margin: float) -> float:
+        """``spendable``, the calls left less ``margin`` too (other replicas' calls under way, which no answer
+        counted yet); the day's cap needs no margin, as every replica's calls count there before they start."""
+        return max(0.0, min(self.calls_left - self.reserve - margin, self._day_cap - self.account_spent))

@@ -198,7 +198,7 @@ class CallPlanner:
         self._follow_share(quota.share)
         share = quota.share if 0 < quota.share < 1 else 1.0
         margin = float(max(0, round(1 / share) - 1))
-        spendable = self._day.spendable - margin
+        spendable = self._day.spendable_less(margin)
         mine = self._day.spendable_by(share, margin)
         position = self._day.position(now)
         self._target.correction.advance(position)
