@@ -157,7 +157,7 @@ class SharedPlanner:
         self._spend = spend
         if spend is not None:
             counted, state, today = spend.restored()
-            planner.day.spent_today = counted
+            planner.day.spent_today, planner.day.others_today = counted, spend.others()
             if state is not None:
                 planner.restore(state, same_day=today)
 
