@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 
 from service.budget import DAY_SECONDS, Allowance, AllowanceKind, CallPlanner, QuotaView, WaitingBatch, Why
 from service.budget.shared import AccountDay, Lease, SharedPlanner, SpendRecord
+from service.internal_topics import create_command, internal_topics
+from service.settings import load_settings
 
 DAY = 1_800_000_000
 CAP = 10.0
@@ -266,3 +268,39 @@ def test_a_malformed_state_changes_nothing(broken: dict[str, object]) -> None:
     with pytest.raises((ValueError, KeyError, TypeError)):
         fresh.restore(broken, same_day=True)
     assert fresh.saved() == before
+
+
+# ---- the topic: made when a budget needs it, required by a spending limit --------------------------------------
+
+
+PACK_WITH_A_LIMIT = {
+    "IMGSWEEP_API__ALLOWANCE": "pack",
+    "IMGSWEEP_API__PRICE_PER_CALL": "0.1",
+    "IMGSWEEP_API__DAILY_SPEND_LIMIT": "1",
+}
+
+
+@pytest.mark.usefixtures("settings_from_the_test_only")
+@pytest.mark.parametrize(
+    ("env", "required"),
+    [
+        ({"IMGSWEEP_API__DAILY_CALLS": "-1"}, None),  # no budget: no topic
+        ({}, False),  # a daily allowance: counted together when the topic is there, alone when not
+        (PACK_WITH_A_LIMIT, True),
+    ],
+)
+def test_the_budget_topic_is_made_when_a_budget_needs_it(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], required: bool | None
+) -> None:
+    monkeypatch.setenv("IMGSWEEP_KAFKA__GROUP_ID", "shop")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    found = [topic for topic in internal_topics(settings, 3) if topic.variable == "IMGSWEEP_KAFKA__BUDGET_TOPIC"]
+    if required is None:
+        assert found == []
+        return
+    (topic,) = found
+    assert (topic.name, topic.partitions, topic.required) == ("imgsweep.shop.budget", 1, required)
+    command = create_command(topic, "kafka:9092")
+    assert "--partitions 1 --config cleanup.policy=compact --config min.compaction.lag.ms=93600000" in command

@@ -9,7 +9,6 @@ import pytest
 
 from bench.shared_day import MemoryBoard
 from bench.simulated_day import (
-    DAY_SECONDS,
     BudgetPolicy,
     DayFigures,
     Member,
@@ -18,7 +17,7 @@ from bench.simulated_day import (
     _run,
     diurnal_arrivals,
 )
-from service.budget import Allowance, AllowanceKind
+from service.budget import DAY_SECONDS, Allowance, AllowanceKind
 
 CALLS = 300
 ARRIVALS = diurnal_arrivals(2, 7, weight=lambda _day, _hour: 0.25)
