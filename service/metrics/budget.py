@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["BudgetMetrics"]
 
@@ -81,6 +81,13 @@ class BudgetMetrics:
         self.budget_state_write_failures = Counter(
             "imgsweep_budget_state_write_failures",
             "Records of the budget topic (calls spent or claimed, planner state) Kafka did not take.",
+            registry=r,
+        )
+        self.budget_claim_seconds = Histogram(
+            "imgsweep_budget_claim_seconds",
+            "From writing a claim of one call on the budget topic to reading it back (a capped pack's call waits "
+            "for it).",
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
             registry=r,
         )
         self.budget_decisions = Counter(

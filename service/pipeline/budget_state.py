@@ -70,6 +70,7 @@ class AccountSpend:
         self._day: int | None = None
         self._state: Callable[[], dict[str, object]] | None = None
         """The planner's state, as of when it is read (the last one told)."""
+        self._claimed_at: float | None = None
 
     # ---- what the planner's wrapper asks (SharedSpend) --------------------------------------------------------
 
@@ -85,6 +86,7 @@ class AccountSpend:
             return True
         record = self._lease.claim(self.days, day, started)
         if record is not None:
+            self._claimed_at = self._board.clock()
             self._board.write_spend(self.account, record, failed=self._lease.lost)
         return False
 
@@ -115,10 +117,16 @@ class AccountSpend:
         self._own.state_due = self._board.clock() + STATE_SECONDS
         self._board.write_state(self.account, self._roll(), state)
 
-    def heard_spend(self, record: SpendRecord) -> None:
+    def heard_spend(self, record: SpendRecord) -> float | None:
+        """A spend record read; returns how long this member's claim took to come back, if it answers one."""
         self.days.heard(record)
-        if record.member == self._lease.member:
-            self._lease.read_back(record)
+        if record.member != self._lease.member or not self._lease.waiting:
+            return None
+        self._lease.read_back(record)
+        if self._lease.waiting or self._claimed_at is None:
+            return None
+        waited, self._claimed_at = self._board.clock() - self._claimed_at, None
+        return waited
 
     def heard_state(self, day: int, state: dict[str, object]) -> None:
         """This member's own state, read back on start: the latest wins."""
@@ -275,7 +283,9 @@ class BudgetBoard:
             if value["kind"] == "spend":
                 record = SpendRecord(str(value["member"]), int(value["day"]), int(value["spent"]),
                                      int(value["claimed"]))  # fmt: skip
-                spend.heard_spend(record)
+                waited = spend.heard_spend(record)
+                if waited is not None:
+                    self._metrics.budget_claim_seconds.observe(waited)
             elif value["kind"] == "state" and self._restoring and value["member"] == self.member:
                 spend.heard_state(int(value["day"]), dict(value["state"]))
         except (ValueError, KeyError, TypeError) as error:

@@ -83,10 +83,15 @@ def test_a_packs_daily_limit_holds_across_two_replicas_and_a_sigkill(
         assert CAP - WORKERS <= len(outcomes) <= CAP, "the events beyond the limit wait"
         assert {outcome["status"] for outcome in outcomes} <= {"deleted", "partially_deleted"}
         assert _committed(kafka_bootstrap, names, 2) <= CAP, "nothing committed past the limit"
-        assert sum(again.metric("imgsweep_dead_letters_total", f'reason="{r}"') for r in ("retries_exhausted",)) == 0
+        for replica in (again, second):
+            assert replica.metric("imgsweep_dead_letters_total", 'reason="retries_exhausted"') == 0
+        claims = second.metric("imgsweep_budget_claim_seconds_count")
+        assert claims >= 1, "the surviving replica claimed its calls before making them"
+        claim_ms = 1000 * second.metric("imgsweep_budget_claim_seconds_sum") / claims
         line = json.dumps(
             {"test": "budget_shared_sigkill", "cap": CAP, "calls": stats["calls_total"], "calls_at_kill": calls_at_kill,
-             "restored_records": restored, "outcomes": len(outcomes)}
+             "restored_records": restored, "outcomes": len(outcomes),
+             "claims": claims, "claim_ms_mean": round(claim_ms, 1)}
         )  # fmt: skip
         print(f"FIGURES {line}")
         FIGURES.append(line)
