@@ -17,6 +17,9 @@ Scenarios (issue 22), on a daily allowance of 1,000 calls with a 10 % reserve an
   the answers to its own calls, so its count is stale by the others' calls since.
 - **1,000 small collections**: the normal day's images spread over 1,000 collections.
 - **restart at midday**: the normal day, the planner replaced by a new one (nothing learned) at 12:00 on day 3.
+- **restart at midday, state restored**: the same, the new planner taking back its member's calls of the day and
+  its state from the budget topic (``bench.shared_day``, in memory), as the service does since issue 20.
+- **4 replicas sharing the spend**: the 4 replicas, each counting the others' calls of the day (the budget topic).
 - **500 calls**: the normal day on a personal plan's 500 calls (the day's images need 300 at full batches).
 - **pack**: a paid pack, the max wait as its latency target, day 1.
 
@@ -37,9 +40,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bench.shared_day import MemoryBoard
 from bench.standalone import section_parser, write_section
 from service.api.models import DeleteItem
 from service.budget import DAY_SECONDS, Allowance, AllowanceKind, CallPlanner, QuotaView, WaitingBatch
+from service.budget.shared import SharedPlanner
 from service.pipeline.batcher import Batcher, ReadyBatch
 
 __all__ = ["DayFigures", "Scenario", "SimulatedDays", "best_possible", "report_lines", "simulate"]
@@ -294,25 +299,53 @@ class TodayPolicy:
         return max(due, self._last_call + 1.0 / QPS - now)
 
 
+@dataclass(frozen=True)
+class Member:
+    """A replica's place on the (in-memory) budget topic: the board, its name."""
+
+    board: MemoryBoard
+    name: str
+
+
 class BudgetPolicy:
     """The planner, driven as the batch step drives it: plan, send what it names, tell it, plan again. A
-    replica learns the account's calls left only from the answers to its own calls."""
+    replica learns the account's calls left only from the answers to its own calls. With a ``member`` it counts
+    every replica's calls of the day and a restart takes back its count and planner state (the budget topic);
+    without one a restart starts from nothing (as before it)."""
 
     def __init__(
-        self, make: Callable[[], CallPlanner], *, qps: float = QPS, share: float = 1.0, restart_at: float | None = None
+        self,
+        make: Callable[[], CallPlanner],
+        *,
+        qps: float = QPS,
+        share: float = 1.0,
+        restart_at: float | None = None,
+        member: Member | None = None,
     ) -> None:
         self._make = make
-        self._planner = make()
+        self._member = member
+        self._now = 0.0
+        self._planner = self._new_planner()
         self._qps = qps
         self._share = share
         self._restart_at = restart_at
 
+    def _new_planner(self) -> CallPlanner | SharedPlanner:
+        if self._member is None:
+            return self._make()
+        spend = self._member.board.member(self._member.name, lambda: int(self._now // DAY_SECONDS))
+        return SharedPlanner(self._make(), spend)
+
     def arrived(self, now: float, images: int) -> None:
+        self._now = now
         self._planner.observe_arrivals(now, images)
 
     def turn(self, now: float, batcher: Batcher[float], account: _Account, days: list[DayFigures]) -> float | None:
+        self._now = now
         if self._restart_at is not None and now >= self._restart_at:
-            self._planner, self._restart_at = self._make(), None  # a new process: nothing learned, nothing counted
+            if self._member is not None:
+                self._member.board.stopped(self._member.name)
+            self._planner, self._restart_at = self._new_planner(), None  # a new process
         today = days[_day_of(now, days)]
         until_reset = (math.floor(now / DAY_SECONDS) + 1) * DAY_SECONDS - now
         while True:
@@ -441,15 +474,21 @@ def _scenario(
     calls: int = DAILY_CALLS,
     replicas: int = 1,
     restart: bool = False,
+    shared: bool = False,
     against_best: bool = False,
     days: int = DAYS,
 ) -> Scenario:
+    """``shared``: the replicas count each other's calls and a restart takes its state back (the budget topic)."""
     reserve = Allowance(AllowanceKind.DAILY, daily_calls=calls, reserve_fraction=RESERVE_FRACTION).reserve()
     restart_at = (days - 1) * DAY_SECONDS + DAY_SECONDS / 2 if restart else None
+    board = MemoryBoard()
     policies = [
-        BudgetPolicy(_planner(calls), qps=QPS / replicas, share=1 / replicas, restart_at=restart_at)
-        for _ in range(replicas)
-    ]
+        BudgetPolicy(
+            _planner(calls), qps=QPS / replicas, share=1 / replicas, restart_at=restart_at,
+            member=Member(board, f"imgsweep-{number}") if shared else None,
+        )
+        for number in range(replicas)
+    ]  # fmt: skip
     figures = _run(
         arrivals,
         policies,
@@ -538,6 +577,8 @@ def simulate(seed: int = 20261127, *, quick: bool = False) -> SimulatedDays:
         _scenario(f"normal day, {REPLICAS} replicas", normal, replicas=REPLICAS),
         _scenario("1,000 small collections", small),
         _scenario("restart at midday", normal, restart=True),
+        _scenario("restart at midday, state restored", normal, restart=True, shared=True),
+        _scenario(f"normal day, {REPLICAS} replicas sharing the spend", normal, replicas=REPLICAS, shared=True),
         _scenario(f"normal day, {TIGHT_DAILY_CALLS} calls", normal, calls=TIGHT_DAILY_CALLS),
     )
     return _with_pack(

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -26,11 +27,14 @@ from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
+from service.budget import Allowance, AllowanceKind
 from service.control.replica import ReplicaControls, open_controls
 from service.health import HealthServer, HealthState
 from service.internal_topics import create_command, ensure_topics, internal_topics
 from service.kafka_clients import (
     admin_config,
+    budget_producer_config,
+    budget_reader_config,
     changelog_reader_config,
     consumer_config,
     demand_producer_config,
@@ -39,6 +43,7 @@ from service.kafka_clients import (
 )
 from service.logs import configure_logging
 from service.metrics import Metrics
+from service.pipeline.budget_state import BudgetBoard
 from service.pipeline.changelog import ChangelogReader
 from service.pipeline.events import ERROR_CLASSES, EventDecoder, decode_event
 from service.pipeline.poison import PoisonMarks
@@ -117,6 +122,44 @@ def _internal_topics(settings: Settings, consumer: Consumer) -> ChangelogReader 
     if any(topic.required for topic in missing):
         return None
     return ChangelogReader(Consumer(changelog_reader_config(settings)), kafka.deletions_topic)
+
+
+def _budget_board(settings: Settings, member: str, metrics: Metrics) -> BudgetBoard | None:
+    """The budget topic's reader and writer, when an account has a call budget and the topic is there (missing,
+    and not required by a spending limit: each process counts its own calls, as the start-up log warned)."""
+    kafka = settings.kafka
+    if not any(account.api.budgeted for account in settings.api_accounts()):
+        return None
+    reader = Consumer(budget_reader_config(settings))
+    found = reader.list_topics(kafka.budget_topic_name, timeout=30).topics.get(kafka.budget_topic_name)
+    if found is None or found.error is not None or not found.partitions:
+        reader.close()
+        return None
+    producer = Producer(budget_producer_config(settings))
+    return BudgetBoard(topic=kafka.budget_topic_name, member=member, producer=producer, reader=reader, metrics=metrics)
+
+
+def _shared_budgets(board: BudgetBoard | None, accounts: list[AccountCalls]) -> list[AccountCalls]:
+    """Each budgeted account's calls with its budget day as every replica counts it (its day: the reset that ends
+    it), and the budget topic read back: every replica's calls of today, this member's count and planner state."""
+    if board is None:
+        return accounts
+
+    def shared(calls: AccountCalls) -> AccountCalls:
+        api, quota = calls.account.api, calls.quota
+        if not api.budgeted:
+            return calls
+        cap = Allowance(AllowanceKind(api.allowance), api.daily_calls, price_per_call=api.price_per_call,
+                        daily_spend_limit=api.daily_spend_limit).day_cap()  # fmt: skip
+
+        def today() -> int:
+            return round((time.time() + quota.seconds_until_daily_reset()) / 60.0) * 60
+
+        return replace(calls, spend=board.account(calls.account.name, cap, today))
+
+    shared_accounts = [shared(calls) for calls in accounts]
+    board.restore()
+    return shared_accounts
 
 
 def _event_decoder(settings: Settings) -> EventDecoder:
@@ -224,6 +267,8 @@ def run_service(settings: Settings) -> int:
     changelog = _internal_topics(settings, consumer)
     if changelog is None:
         return 2
+    board = _budget_board(settings, kafka.group_instance_id or process_id, metrics)
+    calls = _shared_budgets(board, calls)
     pipeline = Pipeline(
         settings=settings,
         changelog=changelog,
@@ -256,6 +301,8 @@ def run_service(settings: Settings) -> int:
     try:
         pipeline.run()
     finally:
+        if board is not None:
+            board.close()  # the planners' last state; no tombstone: the day's calls still count
         server.stop()
         http.close()
         tracing.shutdown()

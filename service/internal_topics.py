@@ -3,7 +3,10 @@
 - the demand topic (``IMGSWEEP_KAFKA__DEMAND_TOPIC``): replicas announce the calls they could make, to share
   each account's QPS (compacted, one partition; only with ``IMGSWEEP_API__QPS_SHARE=demand``);
 - the deletions changelog (``IMGSWEEP_KAFKA__DELETIONS_TOPIC``): the memory of deletions for relists, as many
-  partitions as the input topic (co-partitioned), compacted and deleted after the memory's window.
+  partitions as the input topic (co-partitioned), compacted and deleted after the memory's window;
+- the budget topic (``IMGSWEEP_KAFKA__BUDGET_TOPIC``): each account's budget day, every replica's calls and
+  planner state (one partition, compacted after a day; only when an account has a call budget; required when one
+  has a daily spending limit).
 
 On a locked-down cluster (``IMGSWEEP_KAFKA__CREATE_TOPICS=false``) imgsweep creates nothing and says which
 topics to create, with the command (``imgsweep check-config --probe`` and the start-up log).
@@ -27,6 +30,14 @@ __all__ = ["InternalTopic", "create_command", "ensure_topics", "internal_topics"
 log = logging.getLogger(__name__)
 
 ADMIN_TIMEOUT_SECONDS: Final = 30.0
+BUDGET_TOPIC_CONFIG: Final = {
+    "cleanup.policy": "compact",
+    # a day's records stay whole (every replica resolves the day's claims from the same records), then only each
+    # member's latest is kept: its planner state for its next start
+    "min.compaction.lag.ms": str(26 * 3_600_000),
+    "segment.ms": str(24 * 3_600_000),
+}
+"""The budget topic: one partition (one order of every claim), compacted once a record is over a day old."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +65,17 @@ def internal_topics(settings: Settings, input_partitions: int) -> list[InternalT
             },
         )
     ]
+    budgeted = [account.api for account in settings.api_accounts() if account.api.budgeted]
+    if budgeted:
+        topics.append(
+            InternalTopic(
+                kafka.budget_topic_name,
+                "IMGSWEEP_KAFKA__BUDGET_TOPIC",
+                1,
+                BUDGET_TOPIC_CONFIG,
+                required=any(api.daily_spend_limit is not None for api in budgeted),
+            )
+        )
     if settings.api.qps_share == "demand":
         topics.append(
             InternalTopic(

@@ -24,6 +24,8 @@ __all__ = [
     "PARTITIONER",
     "STATS_INTERVAL_MS",
     "admin_config",
+    "budget_producer_config",
+    "budget_reader_config",
     "consumer_config",
     "control_producer_config",
     "control_reader_config",
@@ -177,20 +179,23 @@ def producer_config(settings: Settings, *, transactional_id: str | None = None, 
     return config
 
 
+def _assigned_reader(settings: Settings, topic: str, *, partition_eof: bool) -> dict[str, Any]:
+    """A reader of one of imgsweep's internal topics by assignment (group ``<group id>.<topic>-reader``, never
+    joined, never committed), without statistics."""
+    config = reader_config(settings, f"{settings.kafka.group_id}.{topic}-reader")
+    config.pop("statistics.interval.ms", None)
+    config["enable.partition.eof"] = partition_eof
+    return config
+
+
 def changelog_reader_config(settings: Settings) -> dict[str, Any]:
     """Reads the deletions changelog back by assignment (never joins a group, never commits)."""
-    config = reader_config(settings, f"{settings.kafka.group_id}.changelog-reader")
-    config.pop("statistics.interval.ms", None)
-    config["enable.partition.eof"] = False
-    return config
+    return _assigned_reader(settings, "changelog", partition_eof=False)
 
 
 def demand_reader_config(settings: Settings) -> dict[str, Any]:
     """Reads the demand topic by assignment (never joins a group, never commits)."""
-    config = reader_config(settings, f"{settings.kafka.group_id}.demand-reader")
-    config.pop("statistics.interval.ms", None)
-    config["enable.partition.eof"] = False
-    return config
+    return _assigned_reader(settings, "demand", partition_eof=False)
 
 
 def demand_producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
@@ -209,13 +214,32 @@ def demand_producer_config(settings: Settings, **callbacks: Any) -> dict[str, An
     }
 
 
+def budget_reader_config(settings: Settings) -> dict[str, Any]:
+    """Reads the budget topic by assignment from its beginning (never joins a group, never commits)."""
+    return _assigned_reader(settings, "budget", partition_eof=False)
+
+
+def budget_producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
+    """A call waits for its claim: written at once (no linger), by every in-sync replica, idempotent (a retry
+    never counts a claim twice; it is cumulative anyway)."""
+    return {
+        **CONNECTION_RETRY,
+        **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
+        "client.id": f"imgsweep-{socket.gethostname()}-budget",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 0,
+        "message.timeout.ms": 10000,
+        "logger": LIBRDKAFKA_LOGGER,
+        "error_cb": log_kafka_error,
+        **callbacks,
+    }
+
+
 def control_reader_config(settings: Settings) -> dict[str, Any]:
     """Reads the control topic by assignment from its beginning (never joins a group, never commits); says when it
     reached the end (partition EOF): the offsets of a compacted topic's last records may be gone."""
-    config = reader_config(settings, f"{settings.kafka.group_id}.control-reader")
-    config.pop("statistics.interval.ms", None)
-    config["enable.partition.eof"] = True
-    return config
+    return _assigned_reader(settings, "control", partition_eof=True)
 
 
 def control_producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:

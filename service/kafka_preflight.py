@@ -197,12 +197,13 @@ def probe_brokers(settings: Settings, timeout: float) -> ProbeResult:
     source = metadata.topics.get(kafka.input_topic)
     partitions = len(source.partitions) if source is not None and source.partitions else 1
     for internal in internal_topics(settings, partitions):
-        if internal.name in metadata.topics or not internal.required:  # the demand topic: warned about above
+        if internal.name in metadata.topics or internal.name == kafka.demand_topic:  # the demand topic: above
             continue
         if kafka.create_topics:
             warnings.append(f"{internal.variable}: topic {internal.name!r} is missing; imgsweep creates it at start")
         else:
-            problems.append(
+            # a budget topic no account's spending limit needs: the budget is then counted by each process alone
+            (problems if internal.required else warnings).append(
                 f"{internal.variable}: topic {internal.name!r}{dry_run_form} does not exist and "
                 "IMGSWEEP_KAFKA__CREATE_TOPICS is false: create it with "
                 + create_command(internal, kafka.bootstrap_servers)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-__all__ = ["DAY_SECONDS", "ArrivalCurve"]
+__all__ = ["DAY_SECONDS", "ArrivalCurve", "finite_non_negative"]
 
 DAY_SECONDS = 86_400.0
 _BUSIEST_WATCHED_SECONDS = 180.0
@@ -67,6 +67,20 @@ class ArrivalCurve:
     def rates(self) -> tuple[float | None, ...]:
         """Images per second per bin as learned (None: never watched); what to save to keep the curve."""
         return tuple(self._rates)
+
+    def saved(self) -> dict[str, list[float | None]]:
+        """The learned rates and today's images and watched seconds by bin (``restore``)."""
+        return {"rates": list(self._rates), "images": list(self._images), "watched": list(self._watched)}
+
+    def restore(self, state: Mapping[str, Sequence[float | None]]) -> None:
+        """Takes back what ``saved`` returned (same bins); checks it all before changing anything."""
+        rates = [None if rate is None else finite_non_negative(rate) for rate in state["rates"]]
+        images = [finite_non_negative(value) for value in state["images"]]
+        watched = [min(self._width, finite_non_negative(value)) for value in state["watched"]]
+        if not len(rates) == len(images) == len(watched) == self._bins:
+            raise ValueError(f"a saved curve of {len(rates)} bins for {self._bins}")
+        self._rates, self._images, self._watched = rates, images, watched
+        self._cumulative = self._shape()
 
     def _bin(self, position: float) -> int:
         return min(self._bins - 1, max(0, int(position // self._width)))
@@ -190,3 +204,10 @@ class ArrivalCurve:
         index = min(self._bins - 1, bisect.bisect_right(self._cumulative, mass) - 1)
         low, high = self._cumulative[index], self._cumulative[index + 1]
         return (index + (mass - low) / (high - low)) * self._width
+
+
+def finite_non_negative(value: object) -> float:
+    """A saved number, checked: finite and not negative (a state read from Kafka may be anything)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise ValueError(f"{value!r} is not a finite number >= 0")
+    return float(value)

@@ -36,6 +36,9 @@ class BudgetDay:
         self._seen_at: float | None = None
         self._unplaced_arrivals = 0
         self.spent_today = 0
+        """This replica's calls of the budget day (restored on start from what it wrote on the budget topic)."""
+        self.others_today = 0
+        """The other replicas' calls of the budget day, as the budget topic counts them (gone ones too)."""
         self._learned_left: int | None = None
         """Calls left per the last answer of this budget day, less the calls then under way (-1: unlimited)."""
         self._spent_since_learned = 0
@@ -95,6 +98,7 @@ class BudgetDay:
         while self._resets_at <= now:
             self._resets_at += DAY_SECONDS
         self.spent_today = 0
+        self.others_today = 0
         if self._allowance.kind is AllowanceKind.DAILY:  # a pack's calls do not come back at the reset
             self._learned_left = None
             self._spent_since_learned = 0
@@ -120,16 +124,25 @@ class BudgetDay:
         return math.isfinite(self._day_cap)
 
     @property
+    def account_spent(self) -> int:
+        """The account's calls of the budget day: this replica's and the others'."""
+        return self.spent_today + self.others_today
+
+    @property
     def spend_limit_reached(self) -> bool:
-        return self.spent_today >= self._day_cap
+        return self.account_spent >= self._day_cap
 
     @property
     def calls_left(self) -> float:
-        """The last answer's calls left (before any: the allowance's ``daily_calls``), less those spent since."""
-        known = self._allowance.daily_calls if self._learned_left is None else self._learned_left
+        """The last answer's calls left, less those this replica spent since; before any answer, the allowance's
+        ``daily_calls`` less the account's calls of the day (every replica's, and what a restart restored)."""
+        if self._learned_left is None:
+            known, spent = self._allowance.daily_calls, self.account_spent
+        else:
+            known, spent = self._learned_left, self._spent_since_learned
         if known < 0:
             return math.inf
-        return float(max(0, known - self._spent_since_learned))
+        return float(max(0, known - spent))
 
     def spendable_by(self, share: float, margin: float) -> float:
         """This replica's part of the calls: ``share`` of what the last answer left above the reserve and
@@ -139,10 +152,18 @@ class BudgetDay:
         known = self._allowance.daily_calls if self._learned_left is None else self._learned_left
         if known < 0:
             return math.inf
-        by_count = share * (known - self.reserve - margin) - self._spent_since_learned
-        return max(0.0, min(by_count, share * self._day_cap - self.spent_today))
+        own = self._spent_since_learned
+        if self._learned_left is None:  # before an answer: the day's allowance less every replica's calls
+            known, own = known - self.others_today, self.spent_today
+        by_count = share * (known - self.reserve - margin) - own
+        return max(0.0, min(by_count, share * (self._day_cap - self.account_spent)))
 
     @property
     def spendable(self) -> float:
         """Calls left less the reserve, capped by what the day's spending limit still allows."""
-        return max(0.0, min(self.calls_left - self.reserve, self._day_cap - self.spent_today))
+        return self.spendable_less(0.0)
+
+    def spendable_less(self, margin: float) -> float:
+        """``spendable``, the calls left less ``margin`` too (other replicas' calls under way, which no answer
+        counted yet); the day's cap needs no margin, as every replica's calls count there before they start."""
+        return max(0.0, min(self.calls_left - self.reserve - margin, self._day_cap - self.account_spent))

@@ -37,13 +37,14 @@ The rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from service.budget.allowance import Allowance, AllowanceKind
 from service.budget.curve import DAY_SECONDS, ArrivalCurve
 from service.budget.day import BudgetDay
 from service.budget.rules import BatchRules, WaitingBatch, Why
+from service.budget.saved import restore_state, saved_state
 from service.budget.target import WaitTarget
 
 __all__ = ["FINISH_SECONDS", "BudgetSnapshot", "CallPlanner", "Decision", "QuotaView", "WaitingBatch", "Why"]
@@ -136,6 +137,23 @@ class CallPlanner:
         self._target = WaitTarget(curve, max_items=max_items, linger=linger_seconds)
         self._last_call_at: float | None = None
 
+    @property
+    def day(self) -> BudgetDay:
+        """The budget day: what this replica and (``others_today``) the other replicas spent, what is left."""
+        return self._day
+
+    def may_start(self) -> bool:
+        """Whether one more call may start whatever the plan (a drain): not past the day's spending limit."""
+        return not self._day.spend_limit_reached
+
+    def saved(self) -> dict[str, object]:
+        """What restores this planner's pacing in a new process (``restore``): the curve, the target's counts."""
+        return saved_state(self._curve, self._target, self._share)
+
+    def restore(self, state: Mapping[str, object], *, same_day: bool) -> None:
+        """Takes back what ``saved`` returned; ``same_day``: saved this budget day (else that day is folded in)."""
+        self._share = restore_state(state, self._curve, self._target, same_day=same_day)
+
     # ---- what the pipeline tells the planner -------------------------------------------------------------
 
     def observe_arrivals(self, now: float, images: int) -> None:
@@ -180,7 +198,7 @@ class CallPlanner:
         self._follow_share(quota.share)
         share = quota.share if 0 < quota.share < 1 else 1.0
         margin = float(max(0, round(1 / share) - 1))
-        spendable = self._day.spendable - margin
+        spendable = self._day.spendable_less(margin)
         mine = self._day.spendable_by(share, margin)
         position = self._day.position(now)
         self._target.correction.advance(position)
@@ -188,7 +206,8 @@ class CallPlanner:
             self._target.update(now, position, mine, waiting)
         wait = self._wait()
         finishing = self._finishing(position, mine, quota.qps)
-        budget = self._snapshot(now, spendable, waiting, wait, until_reset)
+        target = self._target if self._paced() else None
+        budget = _snapshot(self._day, target, spendable=spendable, waiting=waiting, wait=wait, until_reset=until_reset)
         if quota.exhausted or spendable < 1:
             return self._held_until_reset(now, waiting, quota, budget)
 
@@ -332,14 +351,21 @@ class CallPlanner:
             worst = max(worst, age + start)
         return worst, limited
 
-    def _snapshot(
-        self, now: float, spendable: float, waiting: Sequence[WaitingBatch], wait: float, until_reset: float
-    ) -> BudgetSnapshot:
-        day = self._day
-        if self._paced():
-            needed = self._target.needed
-            pace = self._target.partial_calls * 3600.0 / max(60.0, until_reset)
-        else:
-            needed = float(len(waiting))
-            pace = math.inf
-        return BudgetSnapshot(day.calls_left, day.reserve, max(0.0, spendable), needed, pace, day.spent_today, wait)
+
+def _snapshot(
+    day: BudgetDay,
+    target: WaitTarget | None,
+    *,
+    spendable: float,
+    waiting: Sequence[WaitingBatch],
+    wait: float,
+    until_reset: float,
+) -> BudgetSnapshot:
+    """The budget this turn, for metrics; ``target`` None: not paced (a pack without a limit)."""
+    if target is not None:
+        needed = target.needed
+        pace = target.partial_calls * 3600.0 / max(60.0, until_reset)
+    else:
+        needed = float(len(waiting))
+        pace = math.inf
+    return BudgetSnapshot(day.calls_left, day.reserve, max(0.0, spendable), needed, pace, day.spent_today, wait)

@@ -20,9 +20,10 @@ calls their own partial batches will cost, not ``images / 200`` as if they could
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
-from service.budget.curve import DAY_SECONDS, ArrivalCurve
+from service.budget.curve import DAY_SECONDS, ArrivalCurve, finite_non_negative
 from service.budget.rules import WaitingBatch
 
 __all__ = ["RECOMPUTE_SECONDS", "TodayCorrection", "WaitTarget"]
@@ -89,6 +90,14 @@ class TodayCorrection:
     def arrived(self, images: int) -> None:
         self._stretch_images += images
 
+    def saved(self) -> tuple[float, float]:
+        """What was seen and expected, weighted (``restore``); the stretch under way starts again."""
+        return self._seen, self._expected
+
+    def restore(self, seen: float, expected: float) -> None:
+        self._seen, self._expected = seen, expected
+        self._at = self._stretch_at = None
+
     @property
     def ratio(self) -> float:
         """Today's rate over the forecast's; 1 until a quarter of an hour's forecast is behind it."""
@@ -124,6 +133,20 @@ class WaitTarget:
     def start_day(self) -> None:
         self.correction.start_day()
         self._images = {name: images / 2 for name, images in self._images.items() if images >= 1}
+        self._computed_at = None
+
+    def saved(self) -> dict[str, object]:
+        """Each collection's images, images per event and today's correction (``restore``)."""
+        seen, expected = self.correction.saved()
+        return {"images": dict(self._images), "per_event": self._images_per_event, "events": self._events,
+                "seen": seen, "expected": expected}  # fmt: skip
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Takes back what ``saved`` returned; the target is searched again at the next plan."""
+        images = {str(name): finite_non_negative(count) for name, count in dict(state["images"]).items()}
+        per_event, events = finite_non_negative(state["per_event"]), int(finite_non_negative(state["events"]))
+        self.correction.restore(finite_non_negative(state["seen"]), finite_non_negative(state["expected"]))
+        self._images, self._images_per_event, self._events = images, per_event, events
         self._computed_at = None
 
     def arrived(self, images: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["BudgetMetrics"]
 
@@ -53,6 +53,41 @@ class BudgetMetrics:
             "imgsweep_budget_limited",
             "1 while the budget holds an image past IMGSWEEP_BATCH__MAX_WAIT_SECONDS (the budget wins).",
             ["account"],
+            registry=r,
+        )
+        self.budget_account_spent = Gauge(
+            "imgsweep_budget_account_spent_calls",
+            "The account's calls of the budget day counted on the budget topic, every replica's (gone ones too) "
+            "and the calls claimed to start, as this replica reads them.",
+            ["account"],
+            registry=r,
+        )
+        self.budget_members = Gauge(
+            "imgsweep_budget_members",
+            "Replicas (members) with calls of the account counted today on the budget topic, gone ones too.",
+            ["account"],
+            registry=r,
+        )
+        self.budget_state_restore_seconds = Gauge(
+            "imgsweep_budget_state_restore_seconds",
+            "How long reading the budget topic back took at start.",
+            registry=r,
+        )
+        self.budget_state_restored_records = Gauge(
+            "imgsweep_budget_state_restored_records",
+            "Records of the budget topic read back at start.",
+            registry=r,
+        )
+        self.budget_state_write_failures = Counter(
+            "imgsweep_budget_state_write_failures",
+            "Records of the budget topic (calls spent or claimed, planner state) Kafka did not take.",
+            registry=r,
+        )
+        self.budget_claim_seconds = Histogram(
+            "imgsweep_budget_claim_seconds",
+            "From writing a claim of one call on the budget topic to reading it back (a capped pack's call waits "
+            "for it).",
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
             registry=r,
         )
         self.budget_decisions = Counter(

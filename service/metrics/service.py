@@ -287,6 +287,8 @@ class AccountMetrics:
         self.budget_partial_calls_per_hour = m.budget_partial_calls_per_hour.labels(account)
         self.budget_projected_wait = m.budget_projected_wait.labels(account)
         self.budget_limited = m.budget_limited.labels(account)
+        self.budget_account_spent = m.budget_account_spent.labels(account)
+        self.budget_members = m.budget_members.labels(account)
         self._decisions = m.budget_decisions
         self._waiting_for_reset = {why: m.budget_waiting_for_reset.labels(account, why) for why in HELD_UNTIL_RESET}
         for gauge in self._waiting_for_reset.values():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from service.api.models import DeleteItem
 from service.budget import Allowance, AllowanceKind, CallPlanner, QuotaView
+from service.budget.shared import SharedPlanner, SharedSpend
 from service.metrics import AccountMetrics, Metrics
 from service.pipeline.batcher import Batcher
 from service.pipeline.ledger import Ledger
@@ -42,10 +43,11 @@ class LaneShared:
     controls: Controls = NO_CONTROLS
 
 
-def call_planner(api: ApiSettings, batch: BatchSettings) -> CallPlanner | None:
+def call_planner(api: ApiSettings, batch: BatchSettings, spend: SharedSpend | None = None) -> SharedPlanner | None:
     """The account's call budget, as configured; None without a daily limit (``DAILY_CALLS=-1``): the linger
-    alone decides, as before the budget existed."""
-    if api.allowance == "daily" and api.daily_calls < 0:
+    alone decides, as before the budget existed. ``spend``: the budget day every replica counts (the budget
+    topic), restored into the planner now; None: this process counts alone."""
+    if not api.budgeted:
         return None
     allowance = Allowance(
         AllowanceKind(api.allowance),
@@ -55,12 +57,13 @@ def call_planner(api: ApiSettings, batch: BatchSettings) -> CallPlanner | None:
         api.price_per_call,
         api.daily_spend_limit,
     )
-    return CallPlanner(
+    planner = CallPlanner(
         allowance,
         max_wait_seconds=batch.max_wait_seconds,
         linger_seconds=batch.linger_seconds,
         max_items=batch.max_items,
     )
+    return SharedPlanner(planner, spend)
 
 
 class AccountLane:
@@ -81,7 +84,7 @@ class AccountLane:
         self.batch = BatchStep(
             calls=GateStep(account=account.name, controls=shared.controls, calls=self.call),
             batcher=Batcher(max_items=batch.max_items, max_bytes=batch.max_bytes, linger_seconds=batch.linger_seconds),
-            planner=call_planner(account.api, batch),
+            planner=call_planner(account.api, batch, calls.spend),
             quota=lambda: QuotaView(
                 quota.seconds_until_daily_reset(), limiter.rate, quota.state().exhausted, shared.share_fraction()
             ),

@@ -195,6 +195,11 @@ class ApiSettings(Section):
             raise ValueError("0 calls a day would never delete anything; use a positive number, or -1 for no limit")
         return value
 
+    @property
+    def budgeted(self) -> bool:
+        """Whether the account's calls go by a call budget (``DAILY_CALLS=-1`` with a daily allowance: none)."""
+        return not (self.allowance == "daily" and self.daily_calls < 0)
+
     @model_validator(mode="after")
     def _pack_spending(self) -> ApiSettings:
         if (self.price_per_call is None) != (self.daily_spend_limit is None):

@@ -96,6 +96,14 @@ class KafkaSettings(Section):
             "as many partitions, created by imgsweep when missing (IMGSWEEP_KAFKA__CREATE_TOPICS)."
         ),
     )
+    budget_topic: TopicName | None = Field(
+        default=None,
+        description=(
+            "Compacted topic (1 partition) of each account's budget day: every replica's calls spent and claimed, "
+            "and its planner's state, so a pack's daily spending limit holds for the account as a whole across "
+            "replicas and restarts; default imgsweep.<group id>.budget; created by imgsweep when missing."
+        ),
+    )
     create_topics: bool = Field(
         default=True,
         description=(
@@ -201,14 +209,19 @@ class KafkaSettings(Section):
     def _distinct_topics(self) -> KafkaSettings:
         topics = [
             self.input_topic, self.outcome_topic, self.dlq_topic, self.demand_topic, self.deletions_topic,
-            self.control_topic,
+            self.control_topic, self.budget_topic_name,
         ]  # fmt: skip
         if len(set(topics)) != len(topics):
             raise ValueError(
                 "input_topic, outcome_topic and dlq_topic must be three different topics, and demand_topic, "
-                f"deletions_topic and control_topic three more (got {', '.join(topics)})"
+                f"deletions_topic, control_topic and budget_topic four more (got {', '.join(topics)})"
             )
         return self
+
+    @property
+    def budget_topic_name(self) -> str:
+        """The budget topic: ``budget_topic``, else one per consumer group (a group is one deployment)."""
+        return self.budget_topic or f"imgsweep.{self.group_id}.budget"
 
     def transactional_id(self, fallback: str) -> str:
         """The producer's ``transactional.id``: the group's and the instance's (the pod's name), so a restarted

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
             kafka = self.kafka
             renamed = ("group_id", "outcome_topic", "dlq_topic", "demand_topic", "deletions_topic", "control_topic")
             names = {name: dry_run_form(getattr(kafka, name)) for name in renamed}
+            if kafka.budget_topic is not None:  # unset, it follows the group id, renamed above
+                names["budget_topic"] = dry_run_form(kafka.budget_topic)
             object.__setattr__(self, "kafka", kafka.model_copy(update=names))  # still frozen to everyone else
         return self
 

@@ -196,21 +196,53 @@ def test_probe_warns_when_the_demand_topic_is_missing_and_still_passes(
     kafka_bootstrap: str, new_topic: Callable[..., str], secrets_dir: Path
 ) -> None:
     names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
-    settings = {**LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names}
+    # no call budget: no budget topic (this group's would be missing too, and warned about as made at start)
+    settings = {**LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names, "API__DAILY_CALLS": "-1"}
+
+    def demand_warnings(stderr: str) -> list[str]:
+        """The warnings about the demand topic (the default deletions changelog is missing too on a fresh broker,
+        and warned about as made at start)."""
+        return [line for line in stderr.splitlines() if line.startswith("imgsweep: warning: IMGSWEEP_KAFKA__DEMAND")]
+
     missing = imgsweep(
         secrets_dir, "check-config", "--probe", settings={**settings, "KAFKA__DEMAND_TOPIC": "it-never-created-demand"}
     )
     assert missing.returncode == 0, missing.stderr
-    (warning,) = [line for line in missing.stderr.splitlines() if line.startswith("imgsweep: warning: ")]
+    (warning,) = demand_warnings(missing.stderr)
     assert "IMGSWEEP_KAFKA__DEMAND_TOPIC: topic 'it-never-created-demand' does not exist" in warning
     assert "share the QPS by partitions" in warning
     present = imgsweep(
         secrets_dir, "check-config", "--probe", settings={**settings, "KAFKA__DEMAND_TOPIC": new_topic()}
     )
     assert present.returncode == 0, present.stderr
-    assert "warning" not in present.stderr
+    assert demand_warnings(present.stderr) == []
     by_partitions = {**settings, "KAFKA__DEMAND_TOPIC": "it-never-created-demand", "API__QPS_SHARE": "partitions"}
-    assert "warning" not in imgsweep(secrets_dir, "check-config", "--probe", settings=by_partitions).stderr
+    assert demand_warnings(imgsweep(secrets_dir, "check-config", "--probe", settings=by_partitions).stderr) == []
+
+
+@pytest.mark.integration
+def test_where_it_may_not_make_topics_the_probe_names_the_budget_topic_a_spending_limit_needs(
+    kafka_bootstrap: str, new_topic: Callable[..., str], secrets_dir: Path
+) -> None:
+    names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
+    settings = {
+        **LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names, "KAFKA__CREATE_TOPICS": "false",
+        "KAFKA__BUDGET_TOPIC": "it-never-created-budget",
+    }  # fmt: skip
+    command = (
+        f"kafka-topics.sh --bootstrap-server {kafka_bootstrap} --create --topic it-never-created-budget "
+        "--partitions 1 --config cleanup.policy=compact"
+    )
+    daily = imgsweep(secrets_dir, "check-config", "--probe", settings=settings)
+    budget_lines = [line for line in daily.stderr.splitlines() if "IMGSWEEP_KAFKA__BUDGET_TOPIC" in line]
+    assert [line.startswith("imgsweep: warning: ") for line in budget_lines] == [True], daily.stderr
+    assert command in budget_lines[0]
+    limited = {**settings, "API__ALLOWANCE": "pack", "API__PRICE_PER_CALL": "0.1", "API__DAILY_SPEND_LIMIT": "1"}
+    pack = imgsweep(secrets_dir, "check-config", "--probe", settings=limited)
+    assert pack.returncode == EXIT_CONFIG, pack.stderr
+    (problem,) = [line for line in pack.stderr.splitlines() if "IMGSWEEP_KAFKA__BUDGET_TOPIC" in line]
+    assert not problem.startswith("imgsweep: warning: ")
+    assert command in problem
 
 
 def test_probe_names_the_bootstrap_servers_when_no_broker_answers(secrets_dir: Path) -> None:

@@ -1111,6 +1111,9 @@ def test_the_delivery_and_the_state_topics_reach_the_settings() -> None:
     assert data["IMGSWEEP_KAFKA__DELIVERY"] == "exactly_once"
     assert data["IMGSWEEP_KAFKA__DELETIONS_TOPIC"] == "catalog.imgsweep.deletions"
     assert data["IMGSWEEP_KAFKA__CREATE_TOPICS"] == "true"
+    assert "IMGSWEEP_KAFKA__BUDGET_TOPIC" not in data, "unset: the service names it after the group"
+    data = settings_configmap(render("--set", "kafka.budgetTopic=shop.imgsweep.budget"))["data"]
+    assert data["IMGSWEEP_KAFKA__BUDGET_TOPIC"] == "shop.imgsweep.budget"
     data = settings_configmap(render("--set", "kafka.delivery=at_least_once", "--set", "kafka.createTopics=false"))[
         "data"
     ]

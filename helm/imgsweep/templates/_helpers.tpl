@@ -210,6 +210,9 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- if $v.kafka.deletionsTopic }}
 {{- $_ := set $settings "IMGSWEEP_KAFKA__DELETIONS_TOPIC" $v.kafka.deletionsTopic }}
 {{- end }}
+{{- if $v.kafka.budgetTopic }}
+{{- $_ := set $settings "IMGSWEEP_KAFKA__BUDGET_TOPIC" $v.kafka.budgetTopic }}
+{{- end }}
 {{- if and (hasKey $v.kafka "createTopics") (not (kindIs "invalid" $v.kafka.createTopics)) }}
 {{- $_ := set $settings "IMGSWEEP_KAFKA__CREATE_TOPICS" ($v.kafka.createTopics | toString) }}
 {{- end }}

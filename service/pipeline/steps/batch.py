@@ -4,28 +4,40 @@ A batch stays in the batcher, still growing, until the call step can start it (a
 slot are free) and the account's call budget (``service.budget.CallPlanner``) chooses it: full batches go as
 the QPS allows, partial ones when the budget has a call for them, the longest-waiting past the max wait
 first. Waiting batches fill up instead of queueing half empty in a worker, and a crash leaves no taken batch
-to redo. Draining (shutdown) bypasses the budget: what is left goes as it is.
+to redo. Draining (shutdown) bypasses the plan: what is left goes as it is, within the day's spending limit.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from service.api.models import DeleteItem
-from service.budget import CallPlanner, Decision, QuotaView, WaitingBatch, Why
+from service.budget import Decision, QuotaView, WaitingBatch, Why
 from service.metrics import AccountMetrics
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.pending import PendingEvent
 from service.pipeline.steps.abstract import MessageRejected, Step
 
-__all__ = ["BatchStep", "CallStarter"]
+__all__ = ["BatchStep", "CallBudget", "CallStarter"]
 
 log = logging.getLogger(__name__)
 
 _UNTIL_RESET = frozenset((Why.RESERVE_ONLY, Why.SPEND_LIMIT))
+
+
+class CallBudget(Protocol):
+    """The account's call budget as the batch step drives it (``CallPlanner``, or ``SharedPlanner`` counting
+    every replica's calls): what to send, and whether one more call may start at all (a drain too)."""
+
+    def plan(self, now: float, waiting: Sequence[WaitingBatch], quota: QuotaView) -> Decision: ...
+    def sent(self, now: float, batch: WaitingBatch) -> None: ...
+    def spent(self, now: float, calls: int) -> None: ...
+    def learned(self, now: float, remain_times: int, calls_in_flight: int = 0) -> None: ...
+    def observe_arrivals(self, now: float, images: int) -> None: ...
+    def may_start(self) -> bool: ...
 
 
 class CallStarter(Step[ReadyBatch[PendingEvent]], Protocol):
@@ -42,7 +54,7 @@ class BatchStep:
         *,
         calls: CallStarter,
         batcher: Batcher[PendingEvent],
-        planner: CallPlanner | None,
+        planner: CallBudget | None,
         quota: Callable[[], QuotaView],
         metrics: AccountMetrics,
         clock: Callable[[], float] = time.monotonic,
@@ -126,8 +138,8 @@ class BatchStep:
 
     def _choose(self, now: float) -> WaitingBatch | None:
         waiting = self._waiting()
-        if self._draining or not waiting or self._planner is None:
-            return waiting[0] if waiting else None
+        if self._draining or not waiting or self._planner is None:  # a drain passes the plan, never the day's cap
+            return waiting[0] if waiting and (self._planner is None or self._planner.may_start()) else None
         decision = self._planner.plan(now, waiting, self._quota())
         self._decided(decision, now)
         return decision.send

@@ -23,6 +23,7 @@ from service.api.fatal_gate import FatalGate
 from service.api.models import BatchResult, DeleteBatch, DeleteItem, ItemResult, ItemStatus
 from service.api.quota import QuotaGate
 from service.api.rate_limit import RateLimiter, SendSlot
+from service.budget.shared import SharedSpend
 from service.logs import log_context
 from service.metrics import Metrics
 from service.pipeline.batcher import ReadyBatch
@@ -58,6 +59,8 @@ class AccountCalls:
     limiter: RateLimiter
     fatal: FatalGate = field(default_factory=FatalGate)
     """The account's fatal state: a fatal answer holds its calls until a probe's answer is not fatal."""
+    spend: SharedSpend | None = None
+    """The account's budget day as every replica's records count it (the budget topic); None: this process's own."""
 
 
 @dataclass(frozen=True, slots=True)
