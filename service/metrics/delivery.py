@@ -66,6 +66,13 @@ class DeliveryMetrics:
             buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             registry=r,
         )
+        self.transaction_loop_seconds = Histogram(
+            "imgsweep_transaction_loop_seconds",
+            "Time the poll loop spends on each transaction's checkpoint (closing it, reading the offsets, starting "
+            "its commit, reading the outcome and opening the next one): what a commit costs the loop.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1),
+            registry=r,
+        )
 
     def _failure_counters(self, r: CollectorRegistry) -> None:
         """What went wrong with one record or one commit, and what was done about it."""

@@ -20,6 +20,7 @@ loop goes on reading records and starting calls; once it is over the waiting rec
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 INIT_TIMEOUT_SECONDS: Final = 30.0
 """``init_transactions`` at start: fences the previous producer of the same id and aborts its transaction."""
+SWITCH_INTERVAL_SECONDS: Final = 0.001
+"""How long a thread may keep the GIL while another waits for it (Python's default: 5 ms)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -91,7 +94,12 @@ class Transaction:
         return self._committing is not None
 
     def start(self, timeout: float = INIT_TIMEOUT_SECONDS) -> None:
-        """Fences an earlier producer of the same ``transactional.id`` and aborts its open transaction. Blocks."""
+        """Fences an earlier producer of the same ``transactional.id`` and aborts its open transaction. Blocks.
+
+        Also shortens the interpreter's switch interval (``SWITCH_INTERVAL_SECONDS``): the commit's thread needs
+        the GIL back after each of its librdkafka calls, and with the default 5 ms a busy loop made a 6 ms commit
+        take 30 ms (median; 11 ms with 1 ms)."""
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         self._producer.init_transactions(timeout)
 
     # ---- the outlet (``service.pipeline.outlet.Outlet``) ----------------------------------------------------

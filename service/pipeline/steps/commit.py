@@ -164,22 +164,33 @@ class TransactionStep:
         self._last = 0.0
         self._moved: list[tuple[PartitionState, Position]] = []
         """The positions sent with the commit under way: recorded once it succeeds."""
+        self._spent = 0.0
+        """The loop's time on the current transaction's checkpoint so far."""
 
     def submit(self, item: object) -> None:
         pass  # what to commit is read from the ledger
 
     def poll(self) -> None:
         """Moves the checkpoint on by one stage if it can (close, commit, outcome), at most one commit an
-        interval. Never waits for the broker."""
+        interval. Never waits for the broker; the loop's time on each transaction's stages is measured."""
         transaction = self._transaction
-        if transaction.committing:
-            self._settled(transaction.settle(0.0))
-        elif transaction.closed:
-            self._begin(0.0)
-        elif self._clock() - self._last >= self._interval:
+        if not transaction.closed:
+            if self._clock() - self._last < self._interval:
+                return
             self._last = self._clock()
             transaction.close()
+        started = time.monotonic()
+        committed = None
+        if transaction.committing:
+            committed = transaction.settle(0.0)
+            self._settled(committed)
+        else:
             self._begin(0.0)
+        self._spent += time.monotonic() - started
+        if committed is not None:  # over: committed, or failed and produced again
+            self._metrics.transaction_loop_seconds.observe(self._spent)
+        if not transaction.closed:  # the next transaction is open (or there was nothing to commit)
+            self._spent = 0.0
 
     def close(self) -> None:
         pass
