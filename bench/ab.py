@@ -50,7 +50,7 @@ from devkit.processes import (
     stop_process,
 )
 
-__all__ = ["HEADING", "Run", "main", "report_lines", "run_ab"]
+__all__ = ["HEADING", "REPO", "Run", "main", "report_lines", "run_ab", "worktree"]
 
 HEADING: Final = "## Before and after: one backlog, two versions"
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -71,7 +71,7 @@ class Run:
 
 
 @contextmanager
-def _worktree(revision: str) -> Iterator[Path]:
+def worktree(revision: str) -> Iterator[Path]:
     """A detached worktree of ``revision`` (removed afterwards)."""
     with tempfile.TemporaryDirectory(prefix="imgsweep-ab-") as parent:
         path = Path(parent) / "tree"
@@ -162,8 +162,8 @@ def run_ab(*, before: str, after: str | None, events: int, rounds: int, settings
            sides: Mapping[str, Mapping[str, str]] | None = None) -> tuple[list[Run], Machine]:  # fmt: skip
     with ExitStack() as stack:
         bootstrap, machine = broker_and_machine(stack, bootstrap)
-        trees = {"before": stack.enter_context(_worktree(before))}
-        trees["after"] = stack.enter_context(_worktree(after)) if after else REPO
+        trees = {"before": stack.enter_context(worktree(before))}
+        trees["after"] = stack.enter_context(worktree(after)) if after else REPO
         topic = f"ab.{uuid.uuid4().hex[:8]}"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         order = [side for _ in range(rounds) for side in ("before", "after", "after", "before")][: 2 * rounds]
@@ -213,9 +213,9 @@ def report_lines(runs: Sequence[Run], machine: Machine, *, title: str, before: s
     if all(run.commit_p99_ms is not None for run in runs):
         rows.append(("transaction commit p99, ms (bucket bound)", "commit_p99_ms", "{:.0f}"))
     elif any(run.commit_p99_ms is not None for run in runs):  # one side commits transactions, the other not
-        after = [run.commit_p99_ms for run in runs if run.commit_p99_ms is not None]
+        p99s = [run.commit_p99_ms for run in runs if run.commit_p99_ms is not None]
         committing = "after" if any(run.commit_p99_ms is not None for run in runs if run.side == "after") else "before"
-        extra = f"Transaction commit p99 ({committing} side only, bucket bound): {statistics.median(after):.0f} ms."
+        extra = f"Transaction commit p99 ({committing} side only, bucket bound): {statistics.median(p99s):.0f} ms."
     else:
         extra = ""
     given = ", ".join(f"`{name}={value}`" for name, value in settings.items()) or "none"
