@@ -26,9 +26,9 @@ class InFlight(Generic[T]):
     that thread: setting an event is all it should do)."""
 
     def __init__(self, call: Callable[[], T], *, finished: Callable[[], None] = lambda: None) -> None:
-        self.started = time.monotonic()
         self.seconds = 0.0
-        """How long the call took, once it is over."""
+        """How long the call took, from its start on its thread to its end (the thread's own start is not in it),
+        once it is over."""
         self._call = call
         self._finished = finished
         self._over = threading.Event()
@@ -37,11 +37,12 @@ class InFlight(Generic[T]):
         threading.Thread(target=self._run, name="imgsweep-commit", daemon=True).start()
 
     def _run(self) -> None:
+        started = time.monotonic()
         try:
             self._value = self._call()
         except BaseException as error:  # noqa: BLE001 - handed to the caller's thread by ``result``
             self._error = error
-        self.seconds = time.monotonic() - self.started
+        self.seconds = time.monotonic() - started
         self._over.set()
         self._finished()
 
