@@ -192,7 +192,8 @@ def measure_restart(*, tree: Path, side: str, bootstrap: str, endpoint: str, rat
         feed.stop()
         committed.close()
         everything.close()
-        admin.delete_topics(topics.names, operation_timeout=30)
+        for future in admin.delete_topics(topics.names, operation_timeout=30).values():
+            future.result(30)  # the run's topics go before the next run starts
 
 
 def _high(reader: Consumer, partition: TopicPartition) -> int:
