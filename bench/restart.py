@@ -39,7 +39,7 @@ import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bench.ab import REPO, worktree
+from bench.ab import REPO, add_side_arguments, side_settings, worktree
 from bench.machine import Machine
 from bench.standalone import broker_and_machine, section_parser, write_section
 from devkit.processes import (
@@ -232,19 +232,10 @@ def report_lines(runs: Sequence[Restart], machine: Machine, *, before: str, afte
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = section_parser("bench.restart", __doc__)
-    parser.add_argument("--before", required=True, help="the git revision measured as before")
-    parser.add_argument("--after", help="the git revision measured as after (default: the working tree)")
-    parser.add_argument("--rounds", type=int, default=2, help="pairs of runs (default 2: before, after, after, before)")
+    add_side_arguments(parser)
     parser.add_argument("--rate", type=float, default=50.0, help="events a second on the input")
-    parser.add_argument("--setting", action="append", default=[], help="NAME=VALUE for both")
-    parser.add_argument("--before-setting", action="append", default=[], help="NAME=VALUE for the before side only")
-    parser.add_argument("--after-setting", action="append", default=[], help="NAME=VALUE for the after side only")
-    parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
-    parser.add_argument("--workdir", type=Path, help="keep every process's log here (default: a temporary dir)")
     args = parser.parse_args(argv)
-    settings = dict(item.split("=", 1) for item in args.setting)
-    sides = {"before": dict(item.split("=", 1) for item in args.before_setting),
-             "after": dict(item.split("=", 1) for item in args.after_setting)}  # fmt: skip
+    settings, sides = side_settings(args)
     runs: list[Restart] = []
     with ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsweep-restart-")))
