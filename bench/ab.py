@@ -18,6 +18,7 @@ versions run on this virtualenv's packages: a change of dependencies between the
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import subprocess
 import sys
@@ -50,7 +51,17 @@ from devkit.processes import (
     stop_process,
 )
 
-__all__ = ["HEADING", "Run", "main", "report_lines", "run_ab"]
+__all__ = [
+    "HEADING",
+    "REPO",
+    "Run",
+    "add_side_arguments",
+    "main",
+    "report_lines",
+    "run_ab",
+    "side_settings",
+    "worktree",
+]
 
 HEADING: Final = "## Before and after: one backlog, two versions"
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -71,7 +82,7 @@ class Run:
 
 
 @contextmanager
-def _worktree(revision: str) -> Iterator[Path]:
+def worktree(revision: str) -> Iterator[Path]:
     """A detached worktree of ``revision`` (removed afterwards)."""
     with tempfile.TemporaryDirectory(prefix="imgsweep-ab-") as parent:
         path = Path(parent) / "tree"
@@ -162,8 +173,8 @@ def run_ab(*, before: str, after: str | None, events: int, rounds: int, settings
            sides: Mapping[str, Mapping[str, str]] | None = None) -> tuple[list[Run], Machine]:  # fmt: skip
     with ExitStack() as stack:
         bootstrap, machine = broker_and_machine(stack, bootstrap)
-        trees = {"before": stack.enter_context(_worktree(before))}
-        trees["after"] = stack.enter_context(_worktree(after)) if after else REPO
+        trees = {"before": stack.enter_context(worktree(before))}
+        trees["after"] = stack.enter_context(worktree(after)) if after else REPO
         topic = f"ab.{uuid.uuid4().hex[:8]}"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         order = [side for _ in range(rounds) for side in ("before", "after", "after", "before")][: 2 * rounds]
@@ -213,9 +224,9 @@ def report_lines(runs: Sequence[Run], machine: Machine, *, title: str, before: s
     if all(run.commit_p99_ms is not None for run in runs):
         rows.append(("transaction commit p99, ms (bucket bound)", "commit_p99_ms", "{:.0f}"))
     elif any(run.commit_p99_ms is not None for run in runs):  # one side commits transactions, the other not
-        after = [run.commit_p99_ms for run in runs if run.commit_p99_ms is not None]
+        p99s = [run.commit_p99_ms for run in runs if run.commit_p99_ms is not None]
         committing = "after" if any(run.commit_p99_ms is not None for run in runs if run.side == "after") else "before"
-        extra = f"Transaction commit p99 ({committing} side only, bucket bound): {statistics.median(after):.0f} ms."
+        extra = f"Transaction commit p99 ({committing} side only, bucket bound): {statistics.median(p99s):.0f} ms."
     else:
         extra = ""
     given = ", ".join(f"`{name}={value}`" for name, value in settings.items()) or "none"
@@ -260,26 +271,37 @@ def report_lines(runs: Sequence[Run], machine: Machine, *, title: str, before: s
     return lines
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = section_parser("bench.ab", __doc__)
+def add_side_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a side-by-side run (``bench.ab``, ``bench.restart``): the two revisions, the rounds, the
+    settings for both or one side, the broker and where the logs go."""
     parser.add_argument("--before", required=True, help="the git revision measured as before")
     parser.add_argument("--after", help="the git revision measured as after (default: the working tree)")
-    parser.add_argument(
-        "--title", default="one backlog, two versions", help="the section's heading, after 'Before and after: '"
-    )
-    parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2, help="pairs of runs (default 2: before, after, after, before)")
     parser.add_argument("--setting", action="append", default=[], help="NAME=VALUE for both, e.g. API__DAILY_CALLS=-1")
     parser.add_argument("--before-setting", action="append", default=[], help="NAME=VALUE for the before side only")
     parser.add_argument("--after-setting", action="append", default=[], help="NAME=VALUE for the after side only")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--workdir", type=Path, help="keep every process's log here (default: a temporary dir)")
-    args = parser.parse_args(argv)
+
+
+def side_settings(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The settings for both sides, and each side's own (``add_side_arguments``)."""
     settings = dict(item.split("=", 1) for item in args.setting)
     sides = {
-        "before": dict(item.split("=", 1) for item in args.before_setting),
-        "after": dict(item.split("=", 1) for item in args.after_setting),
+        side: dict(item.split("=", 1) for item in getattr(args, f"{side}_setting")) for side in ("before", "after")
     }
+    return settings, sides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = section_parser("bench.ab", __doc__)
+    add_side_arguments(parser)
+    parser.add_argument(
+        "--title", default="one backlog, two versions", help="the section's heading, after 'Before and after: '"
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    settings, sides = side_settings(args)
     with tempfile.TemporaryDirectory(prefix="imgsweep-ab-logs-") as scratch:
         workdir = args.workdir or Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)

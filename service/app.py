@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -39,7 +36,6 @@ from service.kafka_clients import (
     consumer_config,
     demand_producer_config,
     demand_reader_config,
-    producer_config,
 )
 from service.logs import configure_logging
 from service.metrics import Metrics
@@ -51,6 +47,7 @@ from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
+from service.startup import Begun, begin
 from service.tracing import response_hook, start_tracing
 
 __all__ = ["EXIT_CONFIG", "run_service"]
@@ -184,13 +181,6 @@ def _log_mode(settings: Settings, accounts: Sequence[Account]) -> None:
         )
 
 
-def _outcome_producer(settings: Settings, process_id: str) -> Producer:
-    """Transactional with exactly-once delivery: its id from the group instance id (else ``process_id``)."""
-    kafka = settings.kafka
-    transactional_id = kafka.transactional_id(process_id) if kafka.delivery == "exactly_once" else None
-    return Producer(producer_config(settings, transactional_id=transactional_id))
-
-
 def _controls_or_exit(settings: Settings, metrics: Metrics) -> ReplicaControls:
     """The pauses and brakes this replica obeys; blocks (seconds) until the control topic is there and readable.
     Without it, one line and exit 2: no call may start without knowing the pauses in force."""
@@ -218,7 +208,8 @@ class _PipelineCallbacks:
             self.pipeline.on_commit(error, partitions)
 
 
-def run_service(settings: Settings) -> int:
+def run_service(settings: Settings, begun: Begun | None = None) -> int:
+    """``begun``: the outcome producer made first thing (``service.startup``; made now if None)."""
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
     accounts = settings.api_accounts()
@@ -249,8 +240,8 @@ def run_service(settings: Settings) -> int:
     config = consumer_config(settings, stats_cb=callbacks.on_stats, on_commit=callbacks.on_commit)
     consumer = AgeNotingConsumer(config, unread)
     kafka = settings.kafka
-    process_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    producer = _outcome_producer(settings, process_id)
+    begun = begun or begin(settings)
+    process_id, producer = begun.process_id, begun.producer
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
     share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare
     if api.qps_share == "demand":

@@ -63,9 +63,12 @@ def _check_config(args: argparse.Namespace) -> int:
 def _run(_args: argparse.Namespace) -> int:
     settings = _settings_or_exit(require_credentials=True)
     _http_endpoint_or_exit(settings)
+    from service.startup import begin  # noqa: PLC0415 - only this path needs it
+
+    begun = begin(settings)  # with exactly-once, init_transactions goes on while the rest is imported
     from service.app import run_service  # noqa: PLC0415 - keeps `--help` and check-config light
 
-    return run_service(settings)
+    return run_service(settings, begun)
 
 
 def _settings_or_exit(*, require_credentials: bool) -> Settings:

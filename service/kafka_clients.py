@@ -66,6 +66,12 @@ CONNECTION_RETRY: Final[dict[str, Any]] = {
     "metadata.recovery.strategy": "none",
     # A broker closing an idle connection (connections.max.idle.ms) is routine, not an error line.
     "log.connection.close": False,
+    # Every broker learned from the metadata is connected to at once. With sparse connections (librdkafka's
+    # default) a client connects to one broker at most every reconnect.backoff.ms / 2 (500 ms here), and since
+    # librdkafka 2.10 the bootstrap connection is dropped once the brokers are known: each new client's first
+    # request then waited 500 ms, and a start-up makes a handful of them one after the other (a restart took
+    # 0.5-1.5 s longer). The cost: a connection from each client to each broker of the cluster.
+    "enable.sparse.connections": False,
 }
 """How every client retries a broker it lost; IMGSWEEP_KAFKA__PROPERTIES may override each."""
 

@@ -109,7 +109,7 @@ class Pipeline:
         # records acknowledged, then offsets committed by the consumer (at-least-once).
         self._transaction, outlet, self._commit = delivery(
             kafka.delivery, producer=producer, consumer=consumer, ledger=ledger, health=health, halt=halt,
-            metrics=metrics,
+            metrics=metrics, wake=self._wake,
         )  # fmt: skip
         topics = Topics(
             kafka.outcome_topic,

@@ -69,3 +69,23 @@ def test_the_before_and_after_bench_runs_two_versions_and_writes_its_section(
     for row in rows:
         assert re.fullmatch(r"\d+\.\d{3}", row.split("|")[4].strip()), row
     assert "Each run, in order: before " in section
+
+
+@pytest.mark.e2e
+def test_the_restart_bench_kills_and_restarts_both_versions_and_writes_its_section(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``bench.restart``, HEAD against the working tree, one run each: the section has the three timings."""
+    report = tmp_path / "performance.md"
+    report.write_text("# Performance\n\n## Reproduce\n", encoding="utf-8")
+    _bench("bench.restart", "--before", "HEAD", "--rounds", "1", "--bootstrap", kafka_bootstrap,
+           "--update", str(report))  # fmt: skip
+    section = report.read_text(encoding="utf-8").split("## Same-name restart", 1)[1].split("## Reproduce", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "after ÷ before" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "ready (/readyz 200)",
+        "consuming again (every partition, a record)",
+        "outcome topic's LSO unblocked",
+    ]
+    for row in rows[:2]:
+        assert re.fullmatch(r"\d+\.\d{3}", row.split("|")[4].strip()), row

@@ -41,10 +41,23 @@ class Tick:
         return self.now
 
 
+class SlowCommitProducer(FakeTransactionalProducer):
+    """``commit_transaction`` waits until ``answer`` is set: the broker is slow to answer."""
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        super().__init__(consumer)
+        self.answer = threading.Event()
+        self.answer.set()
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        assert self.answer.wait(10), "the test never answered"
+        super().commit_transaction(timeout)
+
+
 class Rig:
     def __init__(self, consumer: FakeConsumer | None = None, **kafka: Any) -> None:
         self.consumer = consumer or FakeConsumer(TOPIC)
-        self.producer = FakeTransactionalProducer(self.consumer)
+        self.producer = SlowCommitProducer(self.consumer)
         self.executor = HeldExecutor()
         settings: dict[str, Any] = {
             "batch": {"linger_seconds": 0, "relist_grace_seconds": 0},
@@ -107,6 +120,37 @@ def test_outcomes_and_their_offsets_commit_in_one_transaction() -> None:
     assert rig.committed_outcomes() == ["b", "a"]
     assert rig.consumer.position(0) == (12, "")
     assert rig.metrics.transaction_commits._value.get() == 2
+
+
+def test_the_loop_goes_on_while_a_transaction_commits_and_what_it_publishes_meanwhile_goes_in_the_next() -> None:
+    rig = Rig()
+    rig.feed((0, 0, delisted("a", "c1")), (1, 0, delisted("b", "c2")))
+    rig.executor.resolve("c1")
+    rig.pipeline._turn()  # a's outcome in the open transaction
+    rig.producer.answer.clear()  # the broker takes its time over the next commit
+    checkpoint, transaction = rig.pipeline._commit, rig.pipeline._transaction
+    assert transaction is not None
+    checkpoint._last = -1.0  # type: ignore[attr-defined]  # the interval is over
+    rig.pipeline._turn()  # the transaction closes and its commit starts on its own thread
+    assert transaction.committing
+    rig.executor.resolve("c2")
+    rig.pipeline._turn()  # returns: the loop does not wait for the broker; b's outcome waits for the next one
+    assert transaction.committing
+    outcomes = rig.settings.kafka.outcome_topic
+    produced = [json.loads(value or b"")["event_id"] for topic, value, _ in rig.producer.produced if topic == outcomes]
+    assert produced == ["a"]
+    assert rig.committed_outcomes() == []
+    rig.producer.answer.set()
+    assert transaction._committing is not None and transaction._committing.wait(5)
+    rig.pipeline._turn()  # the outcome read: a committed with its offset, b produced into the next transaction
+    assert rig.committed_outcomes() == ["a"]
+    assert rig.consumer.commits == [{0: (1, "")}]
+    assert not transaction.committing
+    rig.pipeline._commit.commit()
+    assert rig.committed_outcomes() == ["a", "b"]
+    assert rig.consumer.position(1) == (1, "")
+    assert rig.metrics.transaction_commits._value.get() == 2
+    assert rig.metrics.transaction_loop_seconds._sum.get() > 0
 
 
 def test_a_failed_delivery_aborts_and_the_same_records_go_again_without_another_call() -> None:

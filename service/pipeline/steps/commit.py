@@ -14,6 +14,7 @@ last recorded positions back, so the next checkpoint finds them moved. Each fail
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection
 from typing import Final, Literal, Protocol
@@ -25,7 +26,7 @@ from service.metrics import Metrics
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
 from service.pipeline.outlet import Acknowledged, Delivered, Outlet
-from service.pipeline.partitions import Position
+from service.pipeline.partitions import PartitionState, Position
 from service.pipeline.steps.abstract import Step
 from service.pipeline.transaction import Transaction
 
@@ -42,8 +43,8 @@ log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_SECONDS: Final = 1.0
 TRANSACTION_INTERVAL_SECONDS: Final = 0.1
-"""Exactly-once: a transaction is committed at most this often, so a call's outcomes are committed about 100 ms
-after they are produced (each commit costs the loop a few milliseconds; see docs/reliability.md)."""
+"""Exactly-once: a transaction is committed at most this often, so a call's outcomes are committed 100-150 ms
+after they are produced (the commit itself runs on its own thread; see docs/reliability.md)."""
 DELIVERY_WAIT_SECONDS: Final = 5.0
 """How long a checkpoint waits for the open transaction's records to be acknowledged before trying later."""
 
@@ -143,7 +144,12 @@ class CommitStep:
 
 class TransactionStep:
     """Exactly-once's checkpoint: the offsets of what was published go into the producer's transaction, which
-    then commits (``Transaction``); nothing is committed by the consumer."""
+    then commits (``Transaction``); nothing is committed by the consumer.
+
+    While running, a checkpoint never blocks the loop: once an interval, the transaction closes (what is
+    published from then on waits for the next one); on a later turn, once its records are acknowledged, the
+    offsets are read from the ledger and the commit starts on its own thread; a later turn reads its outcome
+    and the waiting records open the next transaction. A revoke and the shutdown commit synchronously."""
 
     def __init__(
         self, *, transaction: Transaction, ledger: Ledger, health: HealthState, metrics: Metrics,
@@ -156,14 +162,35 @@ class TransactionStep:
         self._interval = interval
         self._clock = clock
         self._last = 0.0
+        self._moved: list[tuple[PartitionState, Position]] = []
+        """The positions sent with the commit under way: recorded once it succeeds."""
+        self._spent = 0.0
+        """The loop's time on the current transaction's checkpoint so far."""
 
     def submit(self, item: object) -> None:
         pass  # what to commit is read from the ledger
 
     def poll(self) -> None:
-        """Commits the open transaction at most once an interval. Blocks only for the commit itself."""
-        if self._clock() - self._last >= self._interval:
-            self.commit()
+        """Moves the checkpoint on by one stage if it can (close, commit, outcome), at most one commit an
+        interval. Never waits for the broker; the loop's time on each transaction's stages is measured."""
+        transaction = self._transaction
+        if not transaction.closed:
+            if self._clock() - self._last < self._interval:
+                return
+            self._last = self._clock()
+            transaction.close()
+        started = time.monotonic()
+        committed = None
+        if transaction.committing:
+            committed = transaction.settle(0.0)
+            self._settled(committed)
+        else:
+            self._begin(0.0)
+        self._spent += time.monotonic() - started
+        if committed is not None:  # over: committed, or failed and produced again
+            self._metrics.transaction_loop_seconds.observe(self._spent)
+        if not transaction.closed:  # the next transaction is open (or there was nothing to commit)
+            self._spent = 0.0
 
     def close(self) -> None:
         pass
@@ -180,27 +207,42 @@ class TransactionStep:
     def commit(
         self, *, sync: bool = False, only: Collection[int] | None = None, wait: float = DELIVERY_WAIT_SECONDS
     ) -> None:
-        """One checkpoint. ``sync`` and ``only`` are the consumer commit's: a transaction always commits every
-        partition's offsets, synchronously."""
+        """One checkpoint now, waiting for the broker. ``sync`` and ``only`` are the consumer commit's: a
+        transaction always commits every partition's offsets, synchronously."""
         self._last = self._clock()
-        # 1. Every record of the open transaction acknowledged, so that no record commits without its event's
+        transaction = self._transaction
+        self._settled(transaction.settle(None))  # the commit under way first
+        transaction.reopen()  # what waited goes in this one
+        transaction.close()
+        if self._begin(wait):
+            self._settled(transaction.settle(None))
+
+    def _begin(self, wait: float) -> bool:
+        """Starts the commit of the closed transaction once its records are acknowledged (waits up to ``wait``
+        for them); False if they are not yet."""
+        # 1. Every record of the closed transaction acknowledged, so that no record commits without its event's
         #    offset (acknowledgements move the watermarks; on a healthy cluster this is the producer's linger).
-        #    A failed delivery aborts the transaction and produces its records again: the next turn commits.
+        #    A failed delivery aborts the transaction and produces its records again: a later turn commits.
         if not self._transaction.delivered(wait):
-            return
+            return False
         # 2. Each partition's position that moved: the first unfinished offset, the done ones in its metadata.
-        moved = self._ledger.positions()
+        self._moved = self._ledger.positions()
         self._metrics.offset_metadata_truncated.set(self._ledger.truncated())
         topic = self._ledger.topic
         offsets = [
             TopicPartition(topic, state.number, position.offset, metadata=position.metadata)
-            for state, position in moved
+            for state, position in self._moved
         ]
         # 3. The offsets into the transaction, and its commit: outcomes, dead letters and offsets at once.
-        if not self._transaction.commit(offsets):
-            return
-        # 4. Remember what was committed, for the next comparison and for /readyz.
-        if moved:
+        self._transaction.begin_commit(offsets)
+        return True
+
+    def _settled(self, committed: bool | None) -> None:
+        # 4. Once committed: remember what was, for the next comparison and for /readyz.
+        if committed is None:
+            return  # under way still, or none was
+        moved, self._moved = self._moved, []
+        if committed and moved:
             self._ledger.committed(moved)
             self._health.committed = self._ledger.committed_offsets()
             self._metrics.commits.inc()
@@ -208,14 +250,16 @@ class TransactionStep:
 
 def delivery(
     kind: Literal["exactly_once", "at_least_once"], *, producer: Producer, consumer: Consumer, ledger: Ledger,
-    health: HealthState, halt: Halt, metrics: Metrics,
+    health: HealthState, halt: Halt, metrics: Metrics, wake: threading.Event | None = None,
 ) -> tuple[Transaction | None, Outlet, Checkpoint]:  # fmt: skip
     """How records reach Kafka and how offsets are committed (``IMGSWEEP_KAFKA__DELIVERY``): in one transaction
     (exactly-once: the transaction, which is also the outlet, and its step), or records acknowledged one by one,
-    then offsets committed by the consumer (at-least-once)."""
+    then offsets committed by the consumer (at-least-once). ``wake``: set when a transaction's commit is over."""
     delivered = Delivered(ledger, metrics)
     if kind == "exactly_once":
-        transaction = Transaction(producer, consumer, ledger=ledger, acked=delivered, halt=halt, metrics=metrics)
+        transaction = Transaction(
+            producer, consumer, ledger=ledger, acked=delivered, halt=halt, metrics=metrics, wake=wake
+        )
         return (
             transaction,
             transaction,
