@@ -48,7 +48,7 @@ from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.startup import Begun, begin
-from service.tracing import response_hook, start_tracing
+from service.tracing import Tracing, response_hook, start_tracing
 
 __all__ = ["EXIT_CONFIG", "run_service"]
 
@@ -208,6 +208,37 @@ class _PipelineCallbacks:
             self.pipeline.on_commit(error, partitions)
 
 
+def _http_client(settings: Settings, workers: int, tracing: Tracing) -> httpx.Client:
+    """One HTTP client for every account's calls: a connection per worker, each response traced."""
+    api = settings.api
+    http = new_http_client(
+        connect=api.connect_timeout_seconds,
+        read=api.read_timeout_seconds,
+        write=api.write_timeout_seconds,
+        pool=api.pool_timeout_seconds,
+        connections=workers,
+    )
+    http.event_hooks = {**http.event_hooks, "response": [*http.event_hooks["response"], response_hook(tracing)]}
+    return http
+
+
+def _qps_share(settings: Settings, member: str) -> Callable[[Sequence[Paced]], QpsShare]:
+    """How this replica's share of each account's QPS is set: by demand (the demand topic), else by partitions."""
+    if settings.api.qps_share != "demand":
+        return PartitionShare
+
+    def share(accounts: Sequence[Paced]) -> QpsShare:
+        return DemandShare(
+            member=member,
+            topic=settings.kafka.demand_topic,
+            producer=Producer(demand_producer_config(settings)),
+            reader=Consumer(demand_reader_config(settings)),
+            accounts=accounts,
+        )
+
+    return share
+
+
 def run_service(settings: Settings, begun: Begun | None = None) -> int:
     """``begun``: the outcome producer made first thing (``service.startup``; made now if None)."""
     configure_logging(settings.log.level, settings.log.format)
@@ -217,17 +248,9 @@ def run_service(settings: Settings, begun: Begun | None = None) -> int:
     health = HealthState()
     controls = _controls_or_exit(settings, metrics)
     stop_calls = threading.Event()
-    api = settings.api
     workers = sum(account.api.workers for account in accounts)
-    http = new_http_client(
-        connect=api.connect_timeout_seconds,
-        read=api.read_timeout_seconds,
-        write=api.write_timeout_seconds,
-        pool=api.pool_timeout_seconds,
-        connections=workers,
-    )
     tracing = start_tracing(settings.tracing)  # ConfigError without the otel extra
-    http.event_hooks = {**http.event_hooks, "response": [*http.event_hooks["response"], response_hook(tracing)]}
+    http = _http_client(settings, workers, tracing)
     calls = [
         _account_calls(account, settings=settings, http=http, metrics=metrics, stop_calls=stop_calls)
         for account in accounts
@@ -243,18 +266,7 @@ def run_service(settings: Settings, begun: Begun | None = None) -> int:
     begun = begun or begin(settings)
     process_id, producer = begun.process_id, begun.producer
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
-    share: Callable[[Sequence[Paced]], QpsShare] = PartitionShare
-    if api.qps_share == "demand":
-
-        def share(accounts: Sequence[Paced]) -> QpsShare:
-            return DemandShare(
-                member=kafka.group_instance_id or process_id,
-                topic=kafka.demand_topic,
-                producer=Producer(demand_producer_config(settings)),
-                reader=Consumer(demand_reader_config(settings)),
-                accounts=accounts,
-            )
-
+    share = _qps_share(settings, kafka.group_instance_id or process_id)
     changelog = _internal_topics(settings, consumer)
     if changelog is None:
         return 2

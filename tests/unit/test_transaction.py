@@ -141,7 +141,8 @@ def test_the_loop_goes_on_while_a_transaction_commits_and_what_it_publishes_mean
     assert produced == ["a"]
     assert rig.committed_outcomes() == []
     rig.producer.answer.set()
-    assert transaction._committing is not None and transaction._committing.wait(5)
+    assert transaction._committing is not None
+    assert transaction._committing.wait(5)
     rig.pipeline._turn()  # the outcome read: a committed with its offset, b produced into the next transaction
     assert rig.committed_outcomes() == ["a"]
     assert rig.consumer.commits == [{0: (1, "")}]
