@@ -45,6 +45,7 @@ from service.pipeline.poison import PoisonMarks
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
+from service.router import RouterStage, pipeline_settings
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.tracing import response_hook, start_tracing
 
@@ -178,6 +179,8 @@ class _PipelineCallbacks:
 def run_service(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
+    user_group = settings.kafka.group_id  # the outcomes' source, whichever topic the pipeline reads
+    given, settings = settings, pipeline_settings(settings)  # behind the router: the collections topic (0022)
     accounts = settings.api_accounts()
     metrics = Metrics(error_classes=ERROR_CLASSES, accounts=[account.name for account in accounts])
     health = HealthState()
@@ -221,6 +224,11 @@ def run_service(settings: Settings) -> int:
                 accounts=accounts,
             )
 
+    decoder, router = _event_decoder(settings), None
+    if given.kafka.repartition:
+        router = RouterStage.open(given, decoder=decoder, health=health, metrics=metrics, process_id=process_id)
+        if router is None:
+            return 2
     changelog = _internal_topics(settings, consumer)
     if changelog is None:
         return 2
@@ -234,12 +242,12 @@ def run_service(settings: Settings) -> int:
         metrics=metrics,
         health=health,
         stop_calls=stop_calls,
-        source=f"imgsweep/{settings.kafka.group_id}",
+        source=f"imgsweep/{user_group}",
         tracing=tracing,
         share=share,
         controls=controls,
         marks=PoisonMarks.in_temp_dir(settings.kafka.group_id),
-        decoder=_event_decoder(settings),
+        decoder=decoder,
     )
     callbacks.pipeline = pipeline
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)
@@ -248,16 +256,24 @@ def run_service(settings: Settings) -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: shutting down (a second signal abandons in-flight work)", signal.Signals(signum).name)
+        if router is not None and not router.router.stopping:
+            router.stop()  # the router first: its turn committed, it leaves; then the pipeline drains (on_end)
+            return
         pipeline.request_shutdown()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
+    if router is not None:
+        router.start(on_end=pipeline.request_shutdown)
     try:
         pipeline.run()
+        if router is not None:
+            router.stop()
+            router.join(10)
     finally:
         server.stop()
         http.close()
         tracing.shutdown()
     log.info("imgsweep stopped after %.1f s", time.monotonic() - started)
-    return pipeline.exit_code
+    return 1 if router is not None and router.router.failed else pipeline.exit_code

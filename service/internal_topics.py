@@ -22,11 +22,14 @@ from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports i
 
 from service.settings import Settings
 
-__all__ = ["InternalTopic", "create_command", "ensure_topics", "internal_topics"]
+__all__ = ["InternalTopic", "collections_topic", "create_command", "ensure_topics", "internal_topics"]
 
 log = logging.getLogger(__name__)
 
 ADMIN_TIMEOUT_SECONDS: Final = 30.0
+COLLECTIONS_RETENTION_MS: Final = 7 * 86_400_000
+"""The collections topic keeps a week: the pipeline's group reads it within seconds; a week leaves room for an
+outage of the pipeline's stage, as the input topic's own retention does (decision 0022)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,16 @@ def internal_topics(settings: Settings, input_partitions: int) -> list[InternalT
             )
         )
     return topics
+
+
+def collections_topic(settings: Settings, partitions: int) -> InternalTopic:
+    """The router's output (``IMGSWEEP_KAFKA__REPARTITION``): ``partitions`` from ``CollectionPartitions.sized``."""
+    return InternalTopic(
+        settings.kafka.collections_topic,
+        "IMGSWEEP_KAFKA__COLLECTIONS_TOPIC",
+        partitions,
+        {"cleanup.policy": "delete", "retention.ms": str(COLLECTIONS_RETENTION_MS)},
+    )
 
 
 def create_command(topic: InternalTopic, bootstrap_servers: str) -> str:

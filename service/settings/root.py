@@ -75,7 +75,10 @@ class Settings(BaseSettings):
         processes every event from where the live group stands. Names that have the suffix already keep it."""
         if self.dry_run:
             kafka = self.kafka
-            renamed = ("group_id", "outcome_topic", "dlq_topic", "demand_topic", "deletions_topic", "control_topic")
+            renamed = (
+                "group_id", "outcome_topic", "dlq_topic", "demand_topic", "deletions_topic", "control_topic",
+                "collections_topic",
+            )  # fmt: skip
             names = {name: dry_run_form(getattr(kafka, name)) for name in renamed}
             object.__setattr__(self, "kafka", kafka.model_copy(update=names))  # still frozen to everyone else
         return self

@@ -285,7 +285,7 @@ def test_the_qps_is_shared_by_demand_on_its_own_topic_unless_told_otherwise(monk
     monkeypatch.setenv("IMGSWEEP_DRY_RUN", "true")
     assert load_settings().kafka.demand_topic == "catalog.imgsweep.demand.dry-run"  # never a live replica's share
     monkeypatch.setenv("IMGSWEEP_KAFKA__DEMAND_TOPIC", "catalog.product-delisted")
-    with pytest.raises(ConfigError, match="and demand_topic, deletions_topic and control_topic three more"):
+    with pytest.raises(ConfigError, match="and demand_topic, deletions_topic, control_topic and collections_topic four more"):
         load_settings()
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from confluent_kafka import KafkaError, Message
 
 from service.metrics import Metrics
+from service.pipeline.collections_topic import split_origin
 from service.pipeline.events import DelistEvent, EventDecoder, EventTypes, InvalidEvent, OtherEventType, decode_event
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
@@ -136,10 +137,11 @@ def source_record(message: Message) -> SourceRecord:
     if topic is None or partition is None or offset is None:
         raise ValueError("a consumed message without topic, partition or offset")
     _, timestamp = message.timestamp()
-    headers: Headers = []
+    read: Headers = []
     raw = message.headers() or []
     for name, value in raw.items() if isinstance(raw, dict) else raw:
-        headers.append((name, value.encode() if isinstance(value, str) else value))
+        read.append((name, value.encode() if isinstance(value, str) else value))
+    origin, headers = split_origin(read)  # a record the router forwarded: where the user's record is
     return SourceRecord(
         topic=topic,
         partition=partition,
@@ -149,6 +151,7 @@ def source_record(message: Message) -> SourceRecord:
         headers=headers,
         timestamp_ms=timestamp if timestamp > 0 else None,
         replay_of=replay_of_from_headers(headers),
+        origin=origin,
     )
 
 
