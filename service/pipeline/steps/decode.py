@@ -54,7 +54,8 @@ class DecodeStep:
         self._closed = False
 
     def submit(self, message: Message) -> None:
-        """Raises ``MessageRejected`` while ``max_pending`` events are in the pipeline: the loop keeps the record."""
+        """Raises ``MessageRejected`` while ``max_pending`` events are in the pipeline (from the partitions of the
+        record's account, with the collections topic): the loop keeps the record."""
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
@@ -67,7 +68,7 @@ class DecodeStep:
             return  # fetched before a revoke: the partition's new owner reads it
         if self._closed:
             raise MessageRejected
-        if self._ledger.pending_events() >= self._max_pending:
+        if self._ledger.pending_beside(record.partition) >= self._max_pending:  # this account's share, if any
             self._next.press()  # the input waits: the oldest held delist goes now, its relist could not come first
             raise MessageRejected
         self._metrics.events_consumed.inc()
