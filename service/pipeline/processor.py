@@ -208,7 +208,7 @@ class Pipeline:
         rejected = self._intake.offer(self._decode)  # records -> decode -> hold (invalid records -> the ledger)
         self._decode.poll()  # the chain: hold -> route -> each lane (batch -> call) -> publish -> commit
         stopping, fatal = self._stopping, self._halt.reason is not None
-        self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, waiting=self._waiting)
+        self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, waiting=self._route.waiting)
         self._controls.poll()  # pauses and brakes from the control topic; this replica's trips onto it
         self._share.poll(self._demand())  # each account's QPS, shared by what each replica could send now
         self._outputs.update()
@@ -218,14 +218,6 @@ class Pipeline:
             paused=self._intake.paused_partitions(),
             remembered=self._ledger.remembered(),
         )
-
-    def _waiting(self, share: int | None) -> bool:
-        """Whether an account waits for a long while (quota spent, halted, paused): ``share``, the account's number
-        behind the router (its own partitions, decision 0022); None: whether every account does."""
-        if share is None:
-            return self._route.all_exhausted()
-        lane = self._lanes[share]
-        return lane.exhausted() or lane.paused()
 
     def _demand(self) -> dict[str, int]:
         """Calls this replica could make now, by account (``ReplicaDemand``)."""
