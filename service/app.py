@@ -176,6 +176,27 @@ class _PipelineCallbacks:
             self.pipeline.on_commit(error, partitions)
 
 
+def _run_stages(pipeline: Pipeline, router: RouterStage | None) -> None:
+    """The router (if any) and the pipeline until shutdown. A signal stops the router first (its turn committed, it
+    leaves its group), which then asks the pipeline to drain; a second signal drains, a third abandons."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: shutting down (a second signal abandons in-flight work)", signal.Signals(signum).name)
+        if router is not None and not router.router.stopping:
+            router.stop()
+            return
+        pipeline.request_shutdown()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if router is not None:
+        router.start(on_end=pipeline.request_shutdown)
+    pipeline.run()
+    if router is not None:
+        router.stop()
+        router.join(10)
+
+
 def run_service(settings: Settings) -> int:
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
@@ -254,23 +275,9 @@ def run_service(settings: Settings) -> int:
     server.start()
     log.info("metrics and health on port %d", server.port)
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: shutting down (a second signal abandons in-flight work)", signal.Signals(signum).name)
-        if router is not None and not router.router.stopping:
-            router.stop()  # the router first: its turn committed, it leaves; then the pipeline drains (on_end)
-            return
-        pipeline.request_shutdown()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
-    if router is not None:
-        router.start(on_end=pipeline.request_shutdown)
     try:
-        pipeline.run()
-        if router is not None:
-            router.stop()
-            router.join(10)
+        _run_stages(pipeline, router)
     finally:
         server.stop()
         http.close()

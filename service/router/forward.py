@@ -155,7 +155,7 @@ class Router:
             collection = self._events(value, headers).collection_name
         except (InvalidEvent, OtherEventType):
             collection = None
-        except Exception:  # noqa: BLE001 - the pipeline's decode step meets it again and dead-letters it
+        except Exception:  # the pipeline's decode step meets it again and dead-letters it
             log.exception("router could not read a record; it is forwarded for the pipeline to dead-letter")
             collection = None
         account = None if collection is None else self._routes.account_of(collection)
@@ -168,14 +168,7 @@ class Router:
         the broker acknowledged it all. An aborted transaction's records are read again: the consumer goes back."""
         positions = _positions(records)
         try:
-            if self._transactional:
-                metadata = self._consumer.consumer_group_metadata()
-                self._producer.send_offsets_to_transaction(positions, metadata, 30)
-                self._producer.commit_transaction(60)
-            else:
-                if self._producer.flush(60) > 0:
-                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "forwarded records not acknowledged"))
-                self._consumer.commit(offsets=positions, asynchronous=False)
+            self._send_commit(positions)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.fatal() or (self._transactional and not error.txn_requires_abort() and not error.retriable()):
@@ -188,6 +181,16 @@ class Router:
             return
         self._metrics.commits.inc()
         self._metrics.last_commit.set(time.time())
+
+    def _send_commit(self, positions: list[TopicPartition]) -> None:
+        if self._transactional:
+            metadata = self._consumer.consumer_group_metadata()
+            self._producer.send_offsets_to_transaction(positions, metadata, 30)
+            self._producer.commit_transaction(60)
+            return
+        if self._producer.flush(60) > 0:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "forwarded records not acknowledged"))
+        self._consumer.commit(offsets=positions, asynchronous=False)
 
     def _rewind(self, records: list[Message]) -> None:
         """Back to each partition's first record of the turn (those not committed)."""

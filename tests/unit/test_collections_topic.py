@@ -24,7 +24,8 @@ collections = st.text(min_size=1, max_size=40)
 @given(st.integers(1, 64), st.integers(1, 12), collections)
 def test_a_collection_always_lands_on_one_partition_of_its_own_account(inputs: int, accounts: int, name: str) -> None:
     partitions = CollectionPartitions(CollectionPartitions.sized(inputs, accounts), accounts)
-    assert partitions.partitions >= inputs and partitions.partitions % accounts == 0
+    assert partitions.partitions >= inputs
+    assert partitions.partitions % accounts == 0
     for account in range(accounts):
         partition = partitions.partition_of(name, account)
         assert 0 <= partition < partitions.partitions
@@ -69,9 +70,7 @@ def test_an_unreadable_origin_is_none_and_dropped(value: bytes | None) -> None:
 
 
 def forwarded(partition: int, offset: int, value: bytes, origin: RecordOrigin) -> FakeMessage:
-    record = FakeMessage(TOPIC, partition, offset, value)
-    record._headers = [origin_header(origin)]  # type: ignore[attr-defined]
-    return record
+    return FakeMessage(TOPIC, partition, offset, value, headers=[origin_header(origin)])
 
 
 def test_outcomes_and_dead_letters_name_the_users_record_not_the_collections_topics() -> None:
