@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from service.pipeline.decisions import should_pause
 from service.pipeline.ledger import Ledger
@@ -32,13 +32,21 @@ class Intake:
         self._max_pending = max_pending
         self._carried: deque[Message] = deque()
         """Consumed records a step refused: offered again, in order, before anything new."""
+        self._ends: dict[int, int] = {}
+        """Where each partition's end was reported (``enable.partition.eof``, behind the router): a transactional
+        topic's last offsets are markers, never consumed, which its high watermark counts."""
         self._paused: set[int] = set()
         """The shares (``Ledger.share_of``; 0 without shares) whose partitions are paused."""
 
     def fetch(self, batch: int, timeout: float) -> int:
         """Up to ``batch`` records, waiting at most ``timeout`` for the first; returns how many came."""
         records = self._consumer.consume(batch, timeout=timeout)
-        self._carried.extend(records)
+        for record in records:
+            error = record.error()
+            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                self._ends[record.partition() or 0] = record.offset() or 0
+            else:
+                self._carried.append(record)
         return len(records)
 
     def offer(self, step: Step[Message]) -> set[int]:
@@ -135,7 +143,7 @@ class Intake:
 
     def caught_up(self, state: PartitionState) -> bool:
         """Whether the partition has nothing more to read now (its cached high watermark is reached)."""
-        if state.next_offset is None:
+        if state.next_offset is None or self._ends.get(state.number, -1) >= state.next_offset:
             return True
         try:
             _low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, state.number), cached=True)
