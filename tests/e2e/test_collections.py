@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,41 @@ def test_an_account_out_of_quota_holds_back_none_of_the_other_accounts_work(
     assert all(offset < 0 for offset in committed.values()), f"nothing of the waiting account committed: {committed}"
     assert commit_lag < 60
     assert set(waiting_calls) <= {"10040"}, waiting_calls
+
+
+@pytest.mark.parametrize("routed", [False, True], ids=["input", "router"])
+def test_the_routers_hop_in_latency_and_kafka_traffic(
+    routed: bool,
+    kafka_bootstrap: str,
+    topics: TopicsFactory,
+    sandbox_process: SandboxFactory,
+    service_process: ServiceFactory,
+) -> None:
+    """Decision 0022's cost, side by side: 100 events at 10 a second, no linger; the time from the input record's
+    timestamp to its outcome's ``completed_at``, and the router's commits (each a transaction and its markers).
+    Figures only: the assertion is that every event got its outcome."""
+    names = topics(partitions=3)
+    sandbox = sandbox_process("--qps", "0", "--log-level", "WARNING")
+    replica = service_process(
+        names, sandbox, BATCH__LINGER_SECONDS="0", BATCH__MAX_ITEMS="200", API__QPS="50",
+        KAFKA__REPARTITION=str(routed).lower(),
+    )  # fmt: skip
+    count = 100
+    records = _one_collection(count, "l")
+    produced: dict[str, float] = {}
+    for n in range(0, count, 10):
+        for record in records[n : n + 10]:
+            produced[json.loads(record[1] or b"{}")["event_id"]] = time.time()
+        produce(kafka_bootstrap, names.input, records[n : n + 10])
+        time.sleep(1)
+    outcomes = consume_all(kafka_bootstrap, names.outcome, expect=count, timeout=60)
+    waits = sorted(
+        datetime.fromisoformat(o.json()["completed_at"]).timestamp() - produced[o.json()["event_id"]] for o in outcomes
+    )
+    commits = replica.metric("imgsweep_router_commits_total") if routed else 0
+    FIGURES.append(
+        json.dumps({"figure": f"latency, {'router' if routed else 'input'}", "events": len(outcomes),
+                    "median_s": round(waits[len(waits) // 2], 3), "p95_s": round(waits[int(len(waits) * 0.95)], 3),
+                    "router_commits": commits})
+    )  # fmt: skip
+    assert len(outcomes) == count
