@@ -32,12 +32,16 @@ class RecordOrigin:
     partition: int
     offset: int
     timestamp_ms: int | None = None
+    failures: int = 0
+    """How many times reading this record stopped the router (it is then forwarded unread): the pipeline counts them
+    with its own (``PoisonMarks.failures``), so a record that kills the process is tried twice in all."""
 
 
 def origin_header(origin: RecordOrigin) -> tuple[str, bytes]:
-    """``partition:offset:timestamp:topic`` (a topic name has no ``:``); an unknown timestamp is empty."""
+    """``partition:offset:timestamp:failures:topic`` (a topic name has no ``:``); an unknown timestamp is empty."""
     timestamp = "" if origin.timestamp_ms is None else str(origin.timestamp_ms)
-    return ORIGIN_HEADER, f"{origin.partition}:{origin.offset}:{timestamp}:{origin.topic}".encode()
+    value = f"{origin.partition}:{origin.offset}:{timestamp}:{origin.failures}:{origin.topic}"
+    return ORIGIN_HEADER, value.encode()
 
 
 def split_origin(
@@ -57,11 +61,12 @@ def split_origin(
 
 def _parse(value: bytes) -> RecordOrigin | None:
     try:
-        partition, offset, timestamp, topic = value.decode().split(":", 3)
-        parsed = RecordOrigin(topic, int(partition), int(offset), int(timestamp) if timestamp else None)
+        partition, offset, timestamp, failures, topic = value.decode().split(":", 4)
+        parsed = RecordOrigin(topic, int(partition), int(offset), int(timestamp) if timestamp else None, int(failures))
     except ValueError:  # UnicodeDecodeError is one
         return None
-    return parsed if parsed.topic and parsed.partition >= 0 and parsed.offset >= 0 else None
+    valid = parsed.topic and min(parsed.partition, parsed.offset, parsed.failures) >= 0
+    return parsed if valid else None
 
 
 @dataclass(frozen=True, slots=True)

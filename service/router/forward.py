@@ -28,7 +28,8 @@ from service.health import HealthState
 from service.metrics.router import RouterMetrics
 from service.pipeline.collections_topic import CollectionPartitions, RecordOrigin, origin_header
 from service.pipeline.events import InvalidEvent, OtherEventType
-from service.pipeline.pending import Headers
+from service.pipeline.pending import Headers, SourceRecord
+from service.pipeline.poison import PoisonMarks
 from service.pipeline.steps.decode import EventFormat
 from service.pipeline.steps.publish import fit_dead_letter
 from service.pipeline.steps.route import Routes
@@ -56,9 +57,12 @@ class Destination:
 class Router:
     def __init__(
         self, *, consumer: Consumer, producer: Producer, destination: Destination, events: EventFormat,
-        health: HealthState, metrics: RouterMetrics,
+        health: HealthState, metrics: RouterMetrics, marks: PoisonMarks | None = None,
     ) -> None:  # fmt: skip
-        """``producer``: transactional (exactly-once: ``init_transactions`` is called here) or not."""
+        """``producer``: transactional (exactly-once: ``init_transactions`` is called here) or not; ``marks``: which
+        record the router is reading, remembered across a restart (a record that killed it once is forwarded
+        without being read: the pipeline's own marks then dead-letter it, decision 0018)."""
+        self._marks = marks or PoisonMarks(None, group="", limit=1)
         self._consumer, self._producer = consumer, producer
         self._to = destination
         self._routes = Routes(destination.accounts)
@@ -130,7 +134,18 @@ class Router:
             for name, value in (raw.items() if isinstance(raw, dict) else raw)
         ]
         key, value = _bytes(message.key()), _bytes(message.value())
-        target, kind = self._target(value, headers, partition)
+        mark = SourceRecord(topic, partition, offset, None, None, [], None)
+        if self._marks.condemned(mark):
+            origin = RecordOrigin(topic, partition, offset, origin.timestamp_ms, self._marks.failures(mark))
+            self._marks.forget(mark)
+            log.warning(
+                "a record stopped the router before: forwarded without reading it",
+                extra={"partition": partition, "offset": offset},
+            )
+            target, kind = self._to.partitions.unroutable(partition), "unroutable"
+        else:
+            with self._marks.handling(mark):
+                target, kind = self._target(value, headers, partition)
         marked = [*headers, origin_header(origin)]
         fitted_key, fitted_value, fitted_headers = fit_dead_letter(key, value, marked, self._to.max_record_bytes)
         if fitted_headers is not marked:

@@ -10,8 +10,10 @@ router's own consumer (the user's group, the configured instance id) and produce
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final
 
 from confluent_kafka import Consumer, Producer
@@ -24,6 +26,7 @@ from service.metrics import Metrics
 from service.metrics.router import RouterMetrics
 from service.pipeline.collections_topic import CollectionPartitions
 from service.pipeline.events import EventDecoder, EventTypes
+from service.pipeline.poison import PoisonMarks
 from service.pipeline.steps.decode import EventFormat
 from service.router.forward import Destination, Router
 from service.settings import Settings
@@ -92,6 +95,7 @@ class RouterStage:
             events=EventFormat(EventTypes(events.delist_types, events.relist_types, events.type_field), decoder),
             health=health,
             metrics=RouterMetrics(metrics.registry),
+            marks=PoisonMarks(Path(tempfile.gettempdir()), group=f"{kafka.group_id}.router", limit=1),
         )
         log.info(
             "router: %s -> %s (%d partitions, %d per account)",

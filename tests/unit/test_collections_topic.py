@@ -3,6 +3,8 @@ behind the router: outcomes name the user's record, and one account's waiting ev
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,6 +17,8 @@ from service.pipeline.collections_topic import (
     split_origin,
 )
 from service.pipeline.outcomes import outcome_id_for
+from service.pipeline.pending import SourceRecord
+from service.pipeline.poison import PoisonMarks
 from tests.support.kafka import FakeConsumer, FakeMessage
 from tests.unit.test_processor import TOPIC, TWO_ACCOUNTS, Rig, delisted, message
 
@@ -55,16 +59,21 @@ def test_a_topic_made_by_hand_with_too_few_partitions_is_refused() -> None:
     st.integers(0, 10_000),
     st.integers(0, 2**62),
     st.none() | st.integers(1, 2**45),
+    st.integers(0, 5),
 )
-def test_the_origin_header_round_trips(topic: str, partition: int, offset: int, timestamp: int | None) -> None:
-    origin = RecordOrigin(topic, partition, offset, timestamp)
+def test_the_origin_header_round_trips(
+    topic: str, partition: int, offset: int, timestamp: int | None, failures: int
+) -> None:
+    origin = RecordOrigin(topic, partition, offset, timestamp, failures)
     users = [("traceparent", b"00-abc"), ("x", None)]
     found, rest = split_origin([users[0], origin_header(origin), users[1]])
     assert found == origin
     assert rest == users, "the user's headers come back as they were, in order"
 
 
-@pytest.mark.parametrize("value", [b"", b"1:2:3", b"x:2::t", b"-1:2::t", b"1:2::", b"\xff:1::t", None])
+@pytest.mark.parametrize(
+    "value", [b"", b"1:2:3", b"1:2::t", b"x:2::0:t", b"-1:2::0:t", b"1:2::-1:t", b"1:2::0:", b"\xff:1::0:t", None]
+)
 def test_an_unreadable_origin_is_none_and_dropped(value: bytes | None) -> None:
     assert split_origin([(ORIGIN_HEADER, value)]) == (None, [])
 
@@ -121,3 +130,23 @@ def test_without_the_router_the_waiting_account_holds_the_others_back() -> None:
     """What the router fixes (issue 21 point 2): the shared backlog is full of the waiting account's events."""
     rig = two_accounts(repartition=False)
     assert len(rig.outcomes()) < 6
+
+
+DEAD: list[object] = []
+"""Blocks of processes that died inside them, kept so that no ``finally`` runs."""
+
+
+def test_a_record_that_stopped_the_router_counts_towards_the_pipelines_two_tries(tmp_path: Path) -> None:
+    """The router forwards unread a record that killed it once, saying so in the origin: the pipeline then tries it
+    once more at most, so such a record stops the process twice in all, as without the router (decision 0018)."""
+    marks = PoisonMarks(tmp_path, group="g")
+    origin = RecordOrigin("catalog.product-delisted", 0, 7, None, failures=1)
+    record = SourceRecord("collections", 3, 41, None, b"{}", [], None, origin=origin)
+    assert marks.failures(record) == 1
+    assert not marks.condemned(record)
+    block = marks.handling(record)
+    block.__enter__()  # the process is killed inside: the block is never left
+    DEAD.append(block)
+    again = PoisonMarks(tmp_path, group="g")  # the next process
+    assert again.failures(record) == 1 + 1
+    assert again.condemned(record)
