@@ -127,6 +127,8 @@ class Intake:
 
     def drop(self, partitions: frozenset[int]) -> None:
         """Records of partitions no longer held are not offered again: their next owner reads them."""
+        for number in partitions:
+            self._ends.pop(number, None)  # a partition assigned again says where its end is again
         self._carried = deque(message for message in self._carried if message.partition() not in partitions)
 
     def leave_group(self, seconds: float) -> None:
