@@ -23,7 +23,7 @@ from service.health import HealthState
 from service.internal_topics import collections_topic, create_command, ensure_topics
 from service.kafka_clients import admin_config, consumer_config, max_record_bytes, producer_config
 from service.metrics import Metrics
-from service.metrics.router import RouterMetrics
+from service.metrics.router import RouterMetrics, router_lag
 from service.pipeline.collections_topic import CollectionPartitions
 from service.pipeline.events import EventDecoder, EventTypes
 from service.pipeline.poison import PoisonMarks
@@ -72,7 +72,14 @@ class RouterStage:
         be made. Blocks for the brokers' metadata."""
         kafka = settings.kafka
         health.router = "router starting"
-        consumer = Consumer(consumer_config(settings))
+        series = RouterMetrics(metrics.registry)
+
+        def on_stats(stats: str) -> None:
+            lag = router_lag(stats, kafka.input_topic)
+            if lag is not None:
+                series.lag.set(lag)
+
+        consumer = Consumer(consumer_config(settings, stats_cb=on_stats))
         partitions = _collections_partitions(settings, consumer)
         if partitions is None:
             consumer.close()
@@ -94,7 +101,7 @@ class RouterStage:
             destination=destination,
             events=EventFormat(EventTypes(events.delist_types, events.relist_types, events.type_field), decoder),
             health=health,
-            metrics=RouterMetrics(metrics.registry),
+            metrics=series,
             marks=PoisonMarks(Path(tempfile.gettempdir()), group=f"{kafka.group_id}.router", limit=1),
         )
         log.info(

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from service.health import HealthState
-from service.metrics.router import RouterMetrics
+from service.metrics.router import RouterMetrics, router_lag
 from service.pipeline.collections_topic import CollectionPartitions, RecordOrigin, split_origin
 from service.pipeline.outcomes import TRUNCATION_HEADERS
 from service.pipeline.steps.decode import EventFormat
@@ -95,3 +95,21 @@ def test_a_record_too_large_to_forward_whole_goes_truncated_with_its_size_and_di
     assert dict(record["headers"])[TRUNCATION_HEADERS[1]] == str(len(huge)).encode()
     assert consumer.commits == [{0: (4, "")}], "the router goes on"
     assert metrics.forwarded.labels("truncated")._value.get() == 1
+
+
+def test_the_routers_lag_is_what_it_has_not_read_of_the_partitions_it_reads() -> None:
+    stats = {
+        "topics": {
+            TOPIC: {
+                "partitions": {
+                    "0": {"ls_offset": 120, "app_offset": 100},
+                    "1": {"ls_offset": 50, "app_offset": 50},
+                    "2": {"ls_offset": 30, "app_offset": -1001},  # not read yet: unknown, left out
+                    "-1": {"ls_offset": 999, "app_offset": 0},
+                }
+            }
+        }
+    }
+    assert router_lag(json.dumps(stats), TOPIC) == 20
+    assert router_lag(json.dumps({"topics": {}}), TOPIC) is None
+    assert router_lag("not json", TOPIC) is None
