@@ -8,6 +8,7 @@ three topics no other test uses, deleted after the test.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,8 @@ TEST_SETTINGS = {
     "BATCH__RELIST_GRACE_SECONDS": "0",  # the relist tests set their own
     "API__DAILY_CALLS": "-1",  # no budget pacing before the sandbox's first remainTimes; the budget tests set theirs
     "LOG__LEVEL": "INFO",
+    # The whole e2e suite with the router stage (decision 0022): IMGSWEEP_E2E_REPARTITION=true pytest tests/e2e
+    "KAFKA__REPARTITION": os.environ.get("IMGSWEEP_E2E_REPARTITION", "false"),
 }
 """What ``service_process`` sets beyond the harness's own settings, unless a test says otherwise."""
 

@@ -300,6 +300,11 @@ class Topics:
         return f"{self.input}.deletions"
 
     @property
+    def collections_topic(self) -> str:
+        """The router's output (``IMGSWEEP_KAFKA__REPARTITION``), one per test; made by imgsweep when it routes."""
+        return f"{self.input}.collections"
+
+    @property
     def control_topic(self) -> str:
         """Where its replicas read pauses and brakes: one per test, so no test's pause stops another's."""
         return self.control or f"{self.input}.control"
@@ -326,6 +331,7 @@ def imgsweep_env(
         "IMGSWEEP_KAFKA__DEMAND_TOPIC": topics.demand_topic,
         "IMGSWEEP_KAFKA__DELETIONS_TOPIC": topics.deletions_topic,
         "IMGSWEEP_KAFKA__CONTROL_TOPIC": topics.control_topic,
+        "IMGSWEEP_KAFKA__COLLECTIONS_TOPIC": topics.collections_topic,
     }
     if not accounts:
         env.update({"IMGSWEEP_API__ACCESS_KEY": ACCESS_KEY, "IMGSWEEP_API__SECRET_KEY": SECRET_KEY})

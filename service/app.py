@@ -46,6 +46,7 @@ from service.pipeline.poison import PoisonMarks
 from service.pipeline.processor import AccountCalls, Pipeline
 from service.pipeline.share import DemandShare, Paced, PartitionShare, QpsShare
 from service.pipeline.unread_age import AgeNotingConsumer, UnreadAge
+from service.router import RouterStage, pipeline_settings
 from service.settings import DEFAULT_ACCOUNT, Account, ConfigError, Settings, masked_config
 from service.startup import Begun, begin
 from service.tracing import Tracing, response_hook, start_tracing
@@ -208,6 +209,27 @@ class _PipelineCallbacks:
             self.pipeline.on_commit(error, partitions)
 
 
+def _run_stages(pipeline: Pipeline, router: RouterStage | None) -> None:
+    """The router (if any) and the pipeline until shutdown. A signal stops the router first (its turn committed, it
+    leaves its group), which then asks the pipeline to drain; a second signal drains, a third abandons."""
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: shutting down (a second signal abandons in-flight work)", signal.Signals(signum).name)
+        if router is not None and not router.router.stopping:
+            router.stop()
+            return
+        pipeline.request_shutdown()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if router is not None:
+        router.start(on_end=pipeline.request_shutdown)
+    pipeline.run()
+    if router is not None:
+        router.stop()
+        router.join(10)
+
+
 def _http_client(settings: Settings, workers: int, tracing: Tracing) -> httpx.Client:
     """One HTTP client for every account's calls: a connection per worker, each response traced."""
     api = settings.api
@@ -243,6 +265,8 @@ def run_service(settings: Settings, begun: Begun | None = None) -> int:
     """``begun``: the outcome producer made first thing (``service.startup``; made now if None)."""
     configure_logging(settings.log.level, settings.log.format)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
+    user_group = settings.kafka.group_id  # the outcomes' source, whichever topic the pipeline reads
+    given, settings = settings, pipeline_settings(settings)  # behind the router: the collections topic (0022)
     accounts = settings.api_accounts()
     metrics = Metrics(error_classes=ERROR_CLASSES, accounts=[account.name for account in accounts])
     health = HealthState()
@@ -267,6 +291,11 @@ def run_service(settings: Settings, begun: Begun | None = None) -> int:
     process_id, producer = begun.process_id, begun.producer
     executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-call")
     share = _qps_share(settings, kafka.group_instance_id or process_id)
+    decoder, router = _event_decoder(settings), None
+    if given.kafka.repartition:
+        router = RouterStage.open(given, decoder=decoder, health=health, metrics=metrics, process_id=process_id)
+        if router is None:
+            return 2
     changelog = _internal_topics(settings, consumer)
     if changelog is None:
         return 2
@@ -282,27 +311,21 @@ def run_service(settings: Settings, begun: Begun | None = None) -> int:
         metrics=metrics,
         health=health,
         stop_calls=stop_calls,
-        source=f"imgsweep/{settings.kafka.group_id}",
+        source=f"imgsweep/{user_group}",
         tracing=tracing,
         share=share,
         controls=controls,
         marks=PoisonMarks.in_temp_dir(settings.kafka.group_id),
-        decoder=_event_decoder(settings),
+        decoder=decoder,
     )
     callbacks.pipeline = pipeline
     server = HealthServer(settings.http.host, settings.http.port, health=health, metrics=metrics)
     server.start()
     log.info("metrics and health on port %d", server.port)
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: shutting down (a second signal abandons in-flight work)", signal.Signals(signum).name)
-        pipeline.request_shutdown()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     try:
-        pipeline.run()
+        _run_stages(pipeline, router)
     finally:
         if board is not None:
             board.close()  # the planners' last state; no tombstone: the day's calls still count
@@ -310,4 +333,4 @@ def run_service(settings: Settings, begun: Begun | None = None) -> int:
         http.close()
         tracing.shutdown()
     log.info("imgsweep stopped after %.1f s", time.monotonic() - started)
-    return pipeline.exit_code
+    return 1 if router is not None and router.router.failed else pipeline.exit_code

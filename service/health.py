@@ -40,6 +40,11 @@ class HealthState:
     """Accounts whose calls are held on a fatal API answer, with the answer (decision 0020): not ready while any
     is, so that one account's broken key pages even while the others keep deleting."""
     draining: bool = False
+    router: str | None = None
+    """With the router stage (decision 0022): why it is not forwarding (starting, stopped, its error); None while
+    it forwards, and always without it."""
+    router_heartbeat: float | None = None
+    """The router's loop's last turn; None without it (liveness then asks the pipeline's loop only)."""
     assigned: frozenset[int] = frozenset()
     committed: dict[int, int] = field(default_factory=dict)
 
@@ -52,7 +57,12 @@ class HealthState:
             and not self.halted_accounts
             and self.outputs_blocked is None
             and not self.draining
+            and self.router is None
         )
+
+    def oldest_heartbeat(self) -> float:
+        """The staler of the two loops' heartbeats: liveness fails if either stops turning."""
+        return min(self.heartbeat, self.heartbeat if self.router_heartbeat is None else self.router_heartbeat)
 
 
 class HealthServer:
@@ -75,7 +85,7 @@ class HealthServer:
                     encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                     self._send(200, content_type, encoder(registry))
                 elif path == "/livez":
-                    age = time.monotonic() - state.heartbeat
+                    age = time.monotonic() - state.oldest_heartbeat()
                     alive = age < LIVENESS_BOUND_SECONDS
                     self._json(200 if alive else 503, {"alive": alive, "heartbeat_age_seconds": round(age, 3)})
                 elif path == "/readyz":
@@ -89,6 +99,7 @@ class HealthServer:
                             "halted_accounts": dict(state.halted_accounts),
                             "outputs_blocked": state.outputs_blocked,
                             "draining": state.draining,
+                            "router": state.router,
                             "assigned_partitions": sorted(state.assigned),
                             "committed_offsets": {str(p): o for p, o in sorted(state.committed.items())},
                         },

@@ -6,7 +6,9 @@
   partitions as the input topic (co-partitioned), compacted and deleted after the memory's window;
 - the budget topic (``IMGSWEEP_KAFKA__BUDGET_TOPIC``): each account's budget day, every replica's calls and
   planner state (one partition, compacted after a day; only when an account has a call budget; required when one
-  has a daily spending limit).
+  has a daily spending limit);
+- the collections topic (``IMGSWEEP_KAFKA__COLLECTIONS_TOPIC``): the router's output, by collection (only with
+  ``IMGSWEEP_KAFKA__REPARTITION=true``; cleanup.policy=delete, a week; ``collections_topic``).
 
 On a locked-down cluster (``IMGSWEEP_KAFKA__CREATE_TOPICS=false``) imgsweep creates nothing and says which
 topics to create, with the command (``imgsweep check-config --probe`` and the start-up log).
@@ -25,7 +27,7 @@ from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports i
 
 from service.settings import Settings
 
-__all__ = ["InternalTopic", "create_command", "ensure_topics", "internal_topics"]
+__all__ = ["InternalTopic", "collections_topic", "create_command", "ensure_topics", "internal_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ BUDGET_TOPIC_CONFIG: Final = {
     "segment.ms": str(24 * 3_600_000),
 }
 """The budget topic: one partition (one order of every claim), compacted once a record is over a day old."""
+COLLECTIONS_RETENTION_MS: Final = 7 * 86_400_000
+"""The collections topic keeps a week: the pipeline's group reads it within seconds; a week leaves room for an
+outage of the pipeline's stage, as the input topic's own retention does (decision 0022)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,16 @@ def internal_topics(settings: Settings, input_partitions: int) -> list[InternalT
             )
         )
     return topics
+
+
+def collections_topic(settings: Settings, partitions: int) -> InternalTopic:
+    """The router's output (``IMGSWEEP_KAFKA__REPARTITION``): ``partitions`` from ``CollectionPartitions.sized``."""
+    return InternalTopic(
+        settings.kafka.collections_topic,
+        "IMGSWEEP_KAFKA__COLLECTIONS_TOPIC",
+        partitions,
+        {"cleanup.policy": "delete", "retention.ms": str(COLLECTIONS_RETENTION_MS)},
+    )
 
 
 def create_command(topic: InternalTopic, bootstrap_servers: str) -> str:

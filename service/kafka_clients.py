@@ -141,6 +141,9 @@ def consumer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "max.poll.interval.ms": kafka.max_poll_interval_ms,
         "session.timeout.ms": kafka.session_timeout_ms,
         "statistics.interval.ms": STATS_INTERVAL_MS,
+        # Behind the router the pipeline reads a transactional topic, whose high watermark counts the transactions'
+        # markers: the end of a partition is told by an event instead (``Intake.caught_up``).
+        "enable.partition.eof": kafka.repartition,
         "logger": LIBRDKAFKA_LOGGER,
         "error_cb": log_kafka_error,
         "on_commit": log_commit_result,
@@ -162,6 +165,7 @@ def reader_config(settings: Settings, group_id: str) -> dict[str, Any]:
     for name in ("group.instance.id", "group.protocol", *_CLASSIC_GROUP_ONLY):
         config.pop(name, None)
     config["group.id"] = group_id
+    config["enable.partition.eof"] = False  # the service's consumer's, behind the router only
     return config
 
 

@@ -20,7 +20,7 @@ transactional, durable ledger replaces: whatever it must survive passes through 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -63,10 +63,16 @@ Due = Finished | Rejected | StateChange
 
 
 class Ledger:
-    def __init__(self, topic: str, memory: DeletionMemory | None = None, *, marks: PoisonMarks | None = None) -> None:
+    def __init__(
+        self, topic: str, memory: DeletionMemory | None = None, *, marks: PoisonMarks | None = None,
+        share_of: Callable[[int], int] | None = None,
+    ) -> None:  # fmt: skip
         """``memory``: the memory of deletions (default: the defaults' bounds); ``marks``: which record is being
-        handled, remembered across a restart (default: in memory only)."""
+        handled, remembered across a restart (default: in memory only); ``share_of``: which account's share of
+        the partitions a partition is in, when each account has its own (the collections topic, decision 0022;
+        default: one share, all of them)."""
         self.topic = topic
+        self.share_of = share_of
         self._partitions = Partitions()
         self._memory = memory or DeletionMemory(window_seconds=7 * 86_400, max_products=500_000)
         self._outbox: deque[Due] = deque()
@@ -258,6 +264,14 @@ class Ledger:
     def pending_events(self) -> int:
         """Events in the pipeline: decoded, not yet handed to publishing."""
         return self._partitions.pending_events()
+
+    def pending_beside(self, partition: int) -> int:
+        """Events in the pipeline from the partitions of ``partition``'s share: what ``MAX_PENDING_EVENTS`` bounds,
+        so that one account's waiting events never stop another account's partitions."""
+        if self.share_of is None:
+            return self._partitions.pending_events()
+        share = self.share_of(partition)
+        return sum(len(state.events) for state in self._partitions if self.share_of(state.number) == share)
 
     def unacknowledged(self) -> int:
         """Records produced for events of the partitions held and not yet acknowledged by the broker (with

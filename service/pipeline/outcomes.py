@@ -156,9 +156,9 @@ def build_outcome(pending: PendingEvent, *, completed_at: datetime, dry_run: boo
         if relist
         else OutcomeStatus.of_delist(images=len(images), failed=failed, cancelled=cancelled)
     )
-    source = pending.source
+    source = pending.source.input  # the user's record, also when read from the collections topic
     outcome_id = outcome_id_for(event.event_id, topic=source.topic, partition=source.partition, offset=source.offset)
-    replay_of = source.replay_of
+    replay_of = pending.source.replay_of
     document: dict[str, Any] = {  # OutcomeEvent's fields, in its order
         "outcome_id": outcome_id,
         "event_id": event.event_id,
@@ -221,18 +221,25 @@ def dead_letter_headers(
     A record whose trace context was not in a ``traceparent`` header (a CloudEvents extension) gets one (and
     ``tracestate``), so the copy carries it where Kafka consumers look.
     """
-    original = [header for header in record.headers if not header[0].startswith(DLQ_HEADER_PREFIX)]
+    original = [header for header in record.headers if _users_or_truncation(header[0], record)]
+    source = record.input  # the user's record, also when read from the collections topic
     if trace is not None and not any(name.lower() == TRACEPARENT for name, _ in original):
         original.extend(trace.headers())
     return [
         *original,
         (f"{DLQ_HEADER_PREFIX}error_class", error_class.encode()),
         (f"{DLQ_HEADER_PREFIX}error_reason", reason.encode("utf-8", errors="replace")[:1000]),
-        (f"{DLQ_HEADER_PREFIX}source_topic", record.topic.encode()),
-        (f"{DLQ_HEADER_PREFIX}source_partition", str(record.partition).encode()),
-        (f"{DLQ_HEADER_PREFIX}source_offset", str(record.offset).encode()),
+        (f"{DLQ_HEADER_PREFIX}source_topic", source.topic.encode()),
+        (f"{DLQ_HEADER_PREFIX}source_partition", str(source.partition).encode()),
+        (f"{DLQ_HEADER_PREFIX}source_offset", str(source.offset).encode()),
         (f"{DLQ_HEADER_PREFIX}dead_lettered_at", at.isoformat().encode()),
     ]
+
+
+def _users_or_truncation(name: str, record: SourceRecord) -> bool:
+    """The user's headers, and the router's truncation headers (a record too large to forward whole, decision
+    0022): the dead letter then says the original's size, digest and, in ``imgsweep_source_*``, where it is."""
+    return not name.startswith(DLQ_HEADER_PREFIX) or (record.origin is not None and name in TRUNCATION_HEADERS)
 
 
 def replay_of_headers(dead_letter: DeadLetterRef) -> Headers:

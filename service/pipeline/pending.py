@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from service.api.models import DeleteItem, ItemResult, ItemStatus
+from service.pipeline.collections_topic import RecordOrigin
 from service.pipeline.events import DelistEvent
 from service.vocabulary import DeadLetterReason, TraceContext
 
@@ -36,6 +37,14 @@ class SourceRecord:
     timestamp_ms: int | None
     replay_of: DeadLetterRef | None = None
     """The dead letter this record is a replayed copy of (its ``imgsweep_replay_of_*`` headers), if any."""
+    origin: RecordOrigin | None = None
+    """Where the user's record is when this one was read from the collections topic (the router's copy), else None."""
+
+    @property
+    def input(self) -> SourceRecord | RecordOrigin:
+        """The input record's coordinates (topic, partition, offset): the outcome's id and ``source`` and the dead
+        letter's ``imgsweep_source_*`` name them, whichever topic the pipeline read (decision 0022)."""
+        return self.origin or self
 
 
 @dataclass(eq=False, slots=True)

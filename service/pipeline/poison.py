@@ -96,9 +96,11 @@ class PoisonMarks:
         return cls(Path(tempfile.gettempdir()), group=group)
 
     def failures(self, record: SourceRecord) -> int:
-        """How many times handling this record stopped a process; at ``limit`` or more it must not be tried."""
+        """How many times handling this record stopped a process (with the router's, for a forwarded record); at
+        ``limit`` or more it must not be tried."""
         mark = self._mark(record)
-        return mark.count if mark.failed == record.offset else 0
+        earlier = 0 if record.origin is None else record.origin.failures  # the router's (decision 0022)
+        return earlier + (mark.count if mark.failed == record.offset else 0)
 
     def condemned(self, record: SourceRecord) -> bool:
         return self.failures(record) >= self._limit

@@ -49,6 +49,7 @@ from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
 from service.settings import Settings
+from service.settings.kafka import KafkaSettings
 from service.tracing import NO_TRACING, Tracing
 
 __all__ = ["AccountCalls", "Pipeline"]
@@ -92,7 +93,7 @@ class Pipeline:
         self._consumer, self._producer, self._executor = consumer, producer, executor
         self._health, self._stop_calls = health, stop_calls
         memory = DeletionMemory.from_settings(settings.state)
-        self._ledger = ledger = Ledger(kafka.input_topic, memory, marks=marks)
+        self._ledger = ledger = Ledger(kafka.input_topic, memory, marks=marks, share_of=_shares(kafka, len(accounts)))
         self._changelog = changelog
         self._metrics = metrics
         self._halt = halt = Halt(health, metrics)
@@ -203,18 +204,18 @@ class Pipeline:
             self._fetch()
         if self._rebalance.changed:
             self._rebalance.settle()
-            self._intake.pause(self._intake.paused)  # newly assigned partitions start unpaused
+            self._intake.repause()  # newly assigned partitions start unpaused
         rejected = self._intake.offer(self._decode)  # records -> decode -> hold (invalid records -> the ledger)
         self._decode.poll()  # the chain: hold -> route -> each lane (batch -> call) -> publish -> commit
-        stopping, fatal, exhausted = self._stopping, self._halt.reason is not None, self._route.all_exhausted()
-        self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, quota_exhausted=exhausted)
+        stopping, fatal = self._stopping, self._halt.reason is not None
+        self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, waiting=self._route.waiting)
         self._controls.poll()  # pauses and brakes from the control topic; this replica's trips onto it
         self._share.poll(self._demand())  # each account's QPS, shared by what each replica could send now
         self._outputs.update()
         self._gauges.update(
             inflight=self._route.inflight(),
             pending=self._ledger.pending_events(),
-            paused=len(self._ledger.numbers()) if self._intake.paused else 0,
+            paused=self._intake.paused_partitions(),
             remembered=self._ledger.remembered(),
         )
 
@@ -307,3 +308,10 @@ class Pipeline:
         if self._transaction is not None:
             self._transaction.dropped()
         self._intake.drop(partitions)
+
+
+def _shares(kafka: KafkaSettings, accounts: int) -> Callable[[int], int] | None:
+    """Behind the router each account owns the collections topic's partitions ``p % accounts`` (decision 0022)."""
+    if not kafka.repartition or accounts < 2:
+        return None
+    return lambda partition: partition % accounts

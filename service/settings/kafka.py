@@ -118,6 +118,23 @@ class KafkaSettings(Section):
             "created when missing (1 partition, cleanup.policy=compact)."
         ),
     )
+    repartition: bool = Field(
+        default=False,
+        description=(
+            "Batch each collection in one place (decision 0022): a router stage forwards every input record to the "
+            "collections topic, partitioned by collection and dealt out by account, which the pipeline consumes "
+            "(group <group_id>.collections); N replicas then make no more calls than one, and an account waiting "
+            "for its quota holds only its own partitions. false: the pipeline consumes the input topic itself."
+        ),
+    )
+    collections_topic: TopicName = Field(
+        default="catalog.imgsweep.collections",
+        description=(
+            "The router's output with IMGSWEEP_KAFKA__REPARTITION=true: input records by collection (a partition "
+            "set per account), created when missing (cleanup.policy=delete, 7 days); its deletions changelog is "
+            "<deletions_topic>.by-collection."
+        ),
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     properties: Annotated[dict[str, str], json_setting(JSON_OBJECT_OF_STRINGS)] = Field(
@@ -209,12 +226,13 @@ class KafkaSettings(Section):
     def _distinct_topics(self) -> KafkaSettings:
         topics = [
             self.input_topic, self.outcome_topic, self.dlq_topic, self.demand_topic, self.deletions_topic,
-            self.control_topic, self.budget_topic_name,
+            self.control_topic, self.budget_topic_name, self.collections_topic,
         ]  # fmt: skip
         if len(set(topics)) != len(topics):
             raise ValueError(
                 "input_topic, outcome_topic and dlq_topic must be three different topics, and demand_topic, "
-                f"deletions_topic, control_topic and budget_topic four more (got {', '.join(topics)})"
+                "deletions_topic, control_topic, budget_topic and collections_topic five more "
+                f"(got {', '.join(topics)})"
             )
         return self
 

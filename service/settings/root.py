@@ -75,7 +75,10 @@ class Settings(BaseSettings):
         processes every event from where the live group stands. Names that have the suffix already keep it."""
         if self.dry_run:
             kafka = self.kafka
-            renamed = ("group_id", "outcome_topic", "dlq_topic", "demand_topic", "deletions_topic", "control_topic")
+            renamed = (
+                "group_id", "outcome_topic", "dlq_topic", "demand_topic", "deletions_topic", "control_topic",
+                "collections_topic",
+            )  # fmt: skip
             names = {name: dry_run_form(getattr(kafka, name)) for name in renamed}
             if kafka.budget_topic is not None:  # unset, it follows the group id, renamed above
                 names["budget_topic"] = dry_run_form(kafka.budget_topic)

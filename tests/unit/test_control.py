@@ -588,5 +588,5 @@ def test_the_brake_and_the_control_topic_settings(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("IMGSWEEP_DRY_RUN", "true")
     assert load_settings().kafka.control_topic == "catalog.imgsweep.control.dry-run", "a dry run never brakes live ones"
     monkeypatch.setenv("IMGSWEEP_KAFKA__CONTROL_TOPIC", "catalog.product-delisted")
-    with pytest.raises(ConfigError, match="deletions_topic, control_topic and budget_topic four more"):
+    with pytest.raises(ConfigError, match="control_topic, budget_topic and collections_topic five more"):
         load_settings()

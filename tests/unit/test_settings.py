@@ -285,7 +285,10 @@ def test_the_qps_is_shared_by_demand_on_its_own_topic_unless_told_otherwise(monk
     monkeypatch.setenv("IMGSWEEP_DRY_RUN", "true")
     assert load_settings().kafka.demand_topic == "catalog.imgsweep.demand.dry-run"  # never a live replica's share
     monkeypatch.setenv("IMGSWEEP_KAFKA__DEMAND_TOPIC", "catalog.product-delisted")
-    with pytest.raises(ConfigError, match="deletions_topic, control_topic and budget_topic four more"):
+    with pytest.raises(
+        ConfigError,
+        match="deletions_topic, control_topic, budget_topic and collections_topic five more",
+    ):
         load_settings()
 
 

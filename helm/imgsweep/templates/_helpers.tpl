@@ -213,6 +213,13 @@ ones are not printed in exponent form (Helm reads numbers in values as float64).
 {{- if $v.kafka.budgetTopic }}
 {{- $_ := set $settings "IMGSWEEP_KAFKA__BUDGET_TOPIC" $v.kafka.budgetTopic }}
 {{- end }}
+{{- /* The collections topic (decision 0022): also only when present. */}}
+{{- if and (hasKey $v.kafka "repartition") (not (kindIs "invalid" $v.kafka.repartition)) }}
+{{- $_ := set $settings "IMGSWEEP_KAFKA__REPARTITION" ($v.kafka.repartition | toString) }}
+{{- end }}
+{{- if $v.kafka.collectionsTopic }}
+{{- $_ := set $settings "IMGSWEEP_KAFKA__COLLECTIONS_TOPIC" $v.kafka.collectionsTopic }}
+{{- end }}
 {{- if and (hasKey $v.kafka "createTopics") (not (kindIs "invalid" $v.kafka.createTopics)) }}
 {{- $_ := set $settings "IMGSWEEP_KAFKA__CREATE_TOPICS" ($v.kafka.createTopics | toString) }}
 {{- end }}

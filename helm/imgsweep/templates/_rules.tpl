@@ -24,6 +24,7 @@ Prometheus's own templates in the annotations are written {{"{{"}} ... }} so tha
   "ImgsweepImageFailureRatioHigh" (dict "for" "15m" "severity" "warning" "ratio" 0.05 "minImages" 20)
   "ImgsweepConsumerLagGrowing" (dict "for" "30m" "severity" "warning" "minLagMessages" 100)
   "ImgsweepConsumerStalled" (dict "for" "15m" "severity" "critical")
+  "ImgsweepAccountStalled" (dict "for" "15m" "severity" "critical")
   "ImgsweepNoOutcomes" (dict "for" "15m" "severity" "critical")
   "ImgsweepDeadLettersGrowing" (dict "for" "5m" "severity" "warning")
   "ImgsweepCollectionWithoutAccount" (dict "for" "5m" "severity" "warning")
@@ -443,6 +444,33 @@ groups:
             for 15 minutes, although no account's quota is spent or budget held and no replica is in the fatal
             state.
           runbook_url: {{ $runbook }}#consumer-stalled
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepAccountStalled") | fromJson }}
+
+      - alert: ImgsweepAccountStalled
+        # Per account, excused only by that account's own state (decision 0022): it has calls to make now (its
+        # waiting images, paused and braked ones left out) and made none in 15 minutes, although its quota is not
+        # spent, its pack not empty, it is not halted and its budget holds nothing back.
+        expr: |
+          max by (namespace, job, account) (imgsweep_qps_demand_calls) > 0
+          and on (namespace, job, account) sum by (namespace, job, account) (increase(imgsweep_api_calls_total[15m])) == 0
+          unless on (namespace, job, account) (
+            max by (namespace, job, account) (imgsweep_quota_exhausted) == 1
+            or max by (namespace, job, account) (imgsweep_quota_payment_required) == 1
+            or max by (namespace, job, account) (imgsweep_account_halted) == 1
+            or max by (namespace, job, account) (imgsweep_budget_waiting_for_reset) == 1
+            or max by (namespace, job, account) (imgsweep_budget_limited) == 1
+          )
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep makes no call for account {{"{{"}} $labels.account }} while it has work in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $labels.job }} has had calls to make for account {{"{{"}} $labels.account }} for 15 minutes and made
+            none, although that account's quota is not spent, its pack is not empty, it is not halted and its budget
+            holds nothing back. Another account's state does not excuse it.
+          runbook_url: {{ $runbook }}#account-stalled
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepNoOutcomes") | fromJson }}
 

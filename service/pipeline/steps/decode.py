@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from confluent_kafka import KafkaError, Message
 
 from service.metrics import Metrics
+from service.pipeline.collections_topic import split_origin
 from service.pipeline.events import DelistEvent, EventDecoder, EventTypes, InvalidEvent, OtherEventType, decode_event
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
@@ -53,7 +54,8 @@ class DecodeStep:
         self._closed = False
 
     def submit(self, message: Message) -> None:
-        """Raises ``MessageRejected`` while ``max_pending`` events are in the pipeline: the loop keeps the record."""
+        """Raises ``MessageRejected`` while ``max_pending`` events are in the pipeline (from the partitions of the
+        record's account, with the collections topic): the loop keeps the record."""
         error = message.error()
         if error is not None:
             if error.code() != KafkaError._PARTITION_EOF:
@@ -66,7 +68,7 @@ class DecodeStep:
             return  # fetched before a revoke: the partition's new owner reads it
         if self._closed:
             raise MessageRejected
-        if self._ledger.pending_events() >= self._max_pending:
+        if self._ledger.pending_beside(record.partition) >= self._max_pending:  # this account's share, if any
             self._next.press()  # the input waits: the oldest held delist goes now, its relist could not come first
             raise MessageRejected
         self._metrics.events_consumed.inc()
@@ -136,10 +138,11 @@ def source_record(message: Message) -> SourceRecord:
     if topic is None or partition is None or offset is None:
         raise ValueError("a consumed message without topic, partition or offset")
     _, timestamp = message.timestamp()
-    headers: Headers = []
+    read: Headers = []
     raw = message.headers() or []
     for name, value in raw.items() if isinstance(raw, dict) else raw:
-        headers.append((name, value.encode() if isinstance(value, str) else value))
+        read.append((name, value.encode() if isinstance(value, str) else value))
+    origin, headers = split_origin(read)  # a record the router forwarded: where the user's record is
     return SourceRecord(
         topic=topic,
         partition=partition,
@@ -149,6 +152,7 @@ def source_record(message: Message) -> SourceRecord:
         headers=headers,
         timestamp_ms=timestamp if timestamp > 0 else None,
         replay_of=replay_of_from_headers(headers),
+        origin=origin,
     )
 
 

@@ -145,6 +145,15 @@ class RouteStep:
         """Whether no account can call now (each waits for its quota): only then is the input paused for it."""
         return all(lane.exhausted() for lane in self.lanes)
 
+    def waiting(self, account: int | None) -> bool:
+        """Whether account number ``account`` (its place in the settings, which owns its own partitions behind the
+        router, decision 0022) waits for a long while: quota spent, halted, or paused. None: whether every account's
+        quota is spent or halted (one set of partitions for all)."""
+        if account is None:
+            return self.all_exhausted()
+        lane = self.lanes[account]
+        return lane.exhausted() or lane.paused()
+
     def stuck_on_quota(self) -> bool:
         """Whether every account with images waiting or calls under way waits for its quota (a drain then has
         nothing more to wait for)."""
