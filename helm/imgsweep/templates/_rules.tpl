@@ -33,6 +33,7 @@ Prometheus's own templates in the annotations are written {{"{{"}} ... }} so tha
   "ImgsweepTransactionCommitsSlow" (dict "for" "15m" "severity" "warning" "p99Seconds" 0.25)
   "ImgsweepBrakeTripped" (dict "for" "0m" "severity" "critical")
   "ImgsweepPausedForLong" (dict "for" "4h" "severity" "warning")
+  "ImgsweepBudgetStateNotSaved" (dict "for" "10m" "severity" "warning")
 ) }}
 {{- end }}
 
@@ -574,7 +575,7 @@ groups:
       {{- with include "imgsweep.alert" (list $ "ImgsweepTransactionCommitsSlow") | fromJson }}
 
       - alert: ImgsweepTransactionCommitsSlow
-        # The poll loop waits for each commit: slow commits slow every deletion.
+        # Outcomes reach read_committed readers, and offsets count, only once their transaction commits.
         expr: |
           histogram_quantile(0.99, sum by (namespace, job, le) (rate(imgsweep_transaction_commit_seconds_bucket[10m])))
             > {{ .p99Seconds }}
@@ -585,8 +586,26 @@ groups:
           summary: "imgsweep's transaction commits are slow in {{"{{"}} $labels.namespace }}"
           description: >-
             {{"{{"}} $labels.job }}'s p99 transaction commit took {{"{{"}} $value | humanizeDuration }} over the last 10
-            minutes; the poll loop waits for it.
+            minutes; outcomes reach read_committed readers only once their transaction commits.
           runbook_url: {{ $runbook }}#transaction-commits-slow
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepBudgetStateNotSaved") | fromJson }}
+
+      - alert: ImgsweepBudgetStateNotSaved
+        # The budget topic (decision 0021) is how replicas count each other's calls and how a restart keeps its
+        # day: while writes fail, other replicas do not see this one's calls (a pack's limit, the day's cap and
+        # the reserve may be overspent) and a restart forgets them.
+        expr: sum by (namespace, job) (increase(imgsweep_budget_state_write_failures_total[10m])) > 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep cannot save its budget day in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $labels.job }} failed {{"{{"}} $value | humanize }} times in 10 minutes to write the budget topic
+            (imgsweep_budget_state_write_failures_total): other replicas do not count its calls and a restart
+            forgets them.
+          runbook_url: {{ $runbook }}#budget-state
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepBrakeTripped") | fromJson }}
 
