@@ -271,10 +271,11 @@ def report_lines(runs: Sequence[Run], machine: Machine, *, title: str, before: s
     return lines
 
 
-def add_side_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a side-by-side run (``bench.ab``, ``bench.restart``): the two revisions, the rounds, the
-    settings for both or one side, the broker and where the logs go."""
-    parser.add_argument("--before", required=True, help="the git revision measured as before")
+def add_side_arguments(parser: argparse.ArgumentParser, *, before_required: bool = True) -> None:
+    """The options of a side-by-side run (``bench.ab``, ``bench.restart``, ``bench.reader_latency``): the two
+    revisions, the rounds, the settings for both or one side, the broker and where the logs go. Without
+    ``before_required``, no ``--before`` means the working tree on both sides (two modes of one version)."""
+    parser.add_argument("--before", required=before_required, help="the git revision measured as before")
     parser.add_argument("--after", help="the git revision measured as after (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=2, help="pairs of runs (default 2: before, after, after, before)")
     parser.add_argument("--setting", action="append", default=[], help="NAME=VALUE for both, e.g. API__DAILY_CALLS=-1")
