@@ -9,14 +9,16 @@ Each run, on fresh topics (a 3-partition input): one version's ``python -m servi
 default; ``--before REV`` runs that revision, from a git worktree, as the at-least-once side) against one instant
 sandbox (``API__QPS=1000``, ``API__DAILY_CALLS=-1``, ``BATCH__LINGER_SECONDS=0``,
 ``BATCH__RELIST_GRACE_SECONDS=0``: nothing waits but the pipeline and the delivery), ready and given its
-partitions; then single-image events at ``--rate`` a second for ``--seconds`` seconds (their images stored in the
-sandbox first, so each is deleted for real). Two readers run the whole time: one of the input, for each record's
-timestamp (the producer's clock when it was produced), and one of the outcome topic with
-``isolation.level=read_committed`` (``fetch.wait.max.ms=20``), which notes the wall clock when each outcome comes
-out of ``poll``. An outcome's latency is that moment minus its input record's timestamp (same machine, same clock);
-the first outcome of each event counts. The runs alternate at-least-once, exactly-once, exactly-once,
-at-least-once (``--rounds`` pairs). The report gives each mode's median, p95 and p99 over all its outcomes, the
-range of the runs' medians, and the difference (exactly-once minus at-least-once) and ratio.
+partitions; then single-image events at ``--rate`` a second for ``--warmup`` plus ``--seconds`` seconds (their
+images stored in the sandbox first, so each is deleted for real); the events of the first ``--warmup`` seconds
+(default 2) are left out of the figures: a started service holds its first second or two of events until its first
+fetch and call are under way, up to 2 s in both modes, a start-up cost and not the delivery's. Two readers run the
+whole time: one of the input, for each record's timestamp (the producer's clock when it was produced), and one of
+the outcome topic with ``isolation.level=read_committed`` (``fetch.wait.max.ms=20``), which notes the wall clock
+when each outcome comes out of ``poll``. An outcome's latency is that moment minus its input record's timestamp
+(same machine, same clock); the first outcome of each event counts. The runs alternate at-least-once, exactly-once,
+exactly-once, at-least-once (``--rounds`` pairs). The report gives each mode's median, p95 and p99 over all its
+outcomes, the range of the runs' medians, and the difference (exactly-once minus at-least-once) and ratio.
 ``--setting``/``--before-setting``/``--after-setting`` as ``bench.ab``'s; the modes are set with
 ``KAFKA__DELIVERY``, so a side setting of that name wins.
 """
@@ -100,12 +102,13 @@ class _Reader:
         self._consumer.close()
 
 
-def measure_latency(*, tree: Path, side: str, bootstrap: str, sandbox: SandboxProcess, rate: float, seconds: float,
-                    settings: Mapping[str, str], workdir: Path) -> Latencies:  # fmt: skip
-    """One run on fresh topics: the service ready, both readers assigned, the events fed; every outcome's latency."""
+def measure_latency(*, tree: Path, side: str, bootstrap: str, sandbox: SandboxProcess, rate: float,
+                    seconds: tuple[float, float], settings: Mapping[str, str], workdir: Path) -> Latencies:  # fmt: skip
+    """One run on fresh topics: the service ready, both readers assigned, the events fed (``seconds``: the
+    warm-up, then the measured time); the latency of every outcome of an event fed after the warm-up."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topics = Topics.create(admin, f"latency.{uuid.uuid4().hex[:8]}", partitions=PARTITIONS)
-    count = round(rate * seconds)
+    warm, count = round(rate * seconds[0]), round(rate * sum(seconds))
     records = [event(f"e{n}", f"c{n % 4}", f"p{n}", [f"{n}.jpg"]) for n in range(count)]
     sandbox.seed({f"c{c}": [(f"p{n}", f"{n}.jpg") for n in range(c, count, 4)] for c in range(4)})
     given = {**BASE_SETTINGS, "KAFKA__DELIVERY": MODES[side], **settings}
@@ -133,7 +136,9 @@ def measure_latency(*, tree: Path, side: str, bootstrap: str, sandbox: SandboxPr
     received = _firsts(readers[1].records)
     if len(received) < count:
         raise RuntimeError(f"{side}: {len(received)} of {count} outcomes in {DRAIN_TIMEOUT:.0f} s after the feed")
-    return Latencies(side, given["KAFKA__DELIVERY"], [at * 1000 - produced[name] for name, at in received.items()])
+    measured = {f"e{n}" for n in range(warm, count)}
+    latencies = [at * 1000 - produced[name] for name, at in received.items() if name in measured]
+    return Latencies(side, given["KAFKA__DELIVERY"], latencies)
 
 
 def _firsts(records: Sequence[tuple[bytes, int, float]]) -> dict[str, float]:
@@ -151,7 +156,7 @@ def _percentile(values: Sequence[float], share: float) -> float:
 
 
 def report_lines(runs: Sequence[Latencies], machine: Machine, *, revisions: str, rate: float, seconds: float,
-                 settings: Mapping[str, str]) -> list[str]:  # fmt: skip
+                 warmup: float, settings: Mapping[str, str]) -> list[str]:  # fmt: skip
     given = ", ".join(f"`{name}={value}`" for name, value in settings.items()) or "none"
     pooled = {side: [ms for run in runs if run.side == side for ms in run.milliseconds] for side in MODES}
     lines = [
@@ -159,7 +164,8 @@ def report_lines(runs: Sequence[Latencies], machine: Machine, *, revisions: str,
         "",
         f"Generated by `python -m bench.reader_latency` on {machine.date}, {machine.cores} cores, load average at "
         f"the start {machine.load_start[0]:.2f}; how it is measured is in the module's docstring. {revisions}; "
-        f"{rate:.0f} single-image events/s for {seconds:.0f} s a run; other settings: {given}. {len(runs)} runs "
+        f"{rate:.0f} single-image events/s for {seconds:.0f} s a run (after {warmup:.0f} s left out); other "
+        f"settings: {given}. {len(runs)} runs "
         "alternating at-least-once, exactly-once, exactly-once, at-least-once; milliseconds from the input "
         "record's timestamp to a `read_committed` reader's receipt of its outcome, over every outcome of a mode.",
         "",
@@ -172,7 +178,8 @@ def report_lines(runs: Sequence[Latencies], machine: Machine, *, revisions: str,
     medians = {side: [statistics.median(run.milliseconds) for run in runs if run.side == side] for side in MODES}
     lines.append(
         "| the runs' medians, range | "
-        + " | ".join(f"{min(medians[side]):.0f} to {max(medians[side]):.0f}" for side in MODES) + " | | |"
+        + " | ".join(f"{min(medians[side]):.0f} to {max(medians[side]):.0f}" for side in MODES)
+        + " | | |"
     )
     each = [f"{run.delivery} {statistics.median(run.milliseconds):.0f} / {_percentile(run.milliseconds, 0.99):.0f} ms "
             f"({len(run.milliseconds)} outcomes)" for run in runs]  # fmt: skip
@@ -183,7 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = section_parser("bench.reader_latency", __doc__)
     add_side_arguments(parser, before_required=False)
     parser.add_argument("--rate", type=float, default=20.0, help="single-image events a second on the input")
-    parser.add_argument("--seconds", type=float, default=20.0, help="how long each run feeds them")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long each run feeds them, measured")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds fed first, left out of the figures")
     args = parser.parse_args(argv)
     settings, sides = side_settings(args)
     runs: list[Latencies] = []
@@ -200,15 +208,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         order = [side for _ in range(args.rounds) for side in ("before", "after", "after", "before")]
         for side in order[: 2 * args.rounds]:
             runs.append(measure_latency(tree=trees[side], side=side, bootstrap=bootstrap, sandbox=sandbox,
-                                        rate=args.rate, seconds=args.seconds, settings={**settings, **sides[side]},
-                                        workdir=workdir))  # fmt: skip
+                                        rate=args.rate, seconds=(args.warmup, args.seconds),
+                                        settings={**settings, **sides[side]}, workdir=workdir))  # fmt: skip
             print(f"[reader_latency] {side} {runs[-1].delivery}: median "
                   f"{statistics.median(runs[-1].milliseconds):.0f} ms", file=sys.stderr, flush=True)  # fmt: skip
     tree = f"the working tree ({machine.revision_text})"
     revisions = (f"at-least-once: `{args.before}`" if args.before else f"both modes: {tree}") + (
-        f", exactly-once: `{args.after}`" if args.after else (f", exactly-once: {tree}" if args.before else ""))
+        f", exactly-once: `{args.after}`" if args.after else (f", exactly-once: {tree}" if args.before else "")
+    )
     given = {**settings, **{f"{side}: {name}": value for side, named in sides.items() for name, value in named.items()}}
-    lines = report_lines(runs, machine, revisions=revisions, rate=args.rate, seconds=args.seconds, settings=given)
+    lines = report_lines(runs, machine, revisions=revisions, rate=args.rate, seconds=args.seconds,
+                         warmup=args.warmup, settings=given)  # fmt: skip
     return write_section(lines, HEADING, args.update)
 
 

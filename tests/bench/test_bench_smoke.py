@@ -89,3 +89,23 @@ def test_the_restart_bench_kills_and_restarts_both_versions_and_writes_its_secti
     ]
     for row in rows[:2]:
         assert re.fullmatch(r"\d+\.\d{3}", row.split("|")[4].strip()), row
+
+
+@pytest.mark.e2e
+def test_the_reader_latency_bench_runs_both_deliveries_and_writes_its_section(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``bench.reader_latency``, one run of each delivery for 2 s: the section has the three rows with figures."""
+    report = tmp_path / "performance.md"
+    report.write_text("# Performance\n\n## Reproduce\n", encoding="utf-8")
+    _bench("bench.reader_latency", "--rounds", "1", "--seconds", "2", "--bootstrap", kafka_bootstrap,
+           "--update", str(report))  # fmt: skip
+    text = report.read_text(encoding="utf-8")
+    section = text.split("## Exactly once: the added latency", 1)[1].split("## Reproduce", 1)[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| ") and "difference" not in line]
+    assert [row[1].strip() for row in rows[:3]] == ["median", "p95", "p99"]
+    for row in rows[:3]:
+        cells = "|".join(cell.strip() for cell in row[2:6])  # at-least-once | exactly-once | difference | ratio
+        assert re.fullmatch(r"\d+\|\d+\|[+-]\d+\|\d+\.\d{2}", cells), row
+    assert "Each run, in order (median / p99): at_least_once " in section
+    assert "(40 outcomes); exactly_once " in section
