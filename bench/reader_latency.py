@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -41,9 +40,9 @@ from typing import Final
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from bench.ab import REPO, add_side_arguments, side_settings, worktree
+from bench.ab import add_side_arguments, open_sides, side_settings
 from bench.machine import Machine
-from bench.standalone import broker_and_machine, section_parser, write_section
+from bench.standalone import section_parser, write_section
 from devkit.processes import SandboxProcess, ServiceProcess, Topics, event, send
 
 __all__ = ["HEADING", "MODES", "Latencies", "main", "measure_latency", "report_lines"]
@@ -196,22 +195,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, sides = side_settings(args)
     runs: list[Latencies] = []
     with ExitStack() as stack:
-        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsweep-latency-")))
-        workdir.mkdir(parents=True, exist_ok=True)
-        bootstrap, machine = broker_and_machine(stack, args.bootstrap)
-        trees = {"before": stack.enter_context(worktree(args.before)) if args.before else REPO}
-        trees["after"] = stack.enter_context(worktree(args.after)) if args.after else REPO
-        sandbox = SandboxProcess.start(
-            workdir / "sandbox.log", ["--qps", "0", "--quota", "-1", "--log-level", "WARNING"]
-        )
-        stack.callback(sandbox.stop)
-        order = [side for _ in range(args.rounds) for side in ("before", "after", "after", "before")]
-        for side in order[: 2 * args.rounds]:
-            runs.append(measure_latency(tree=trees[side], side=side, bootstrap=bootstrap, sandbox=sandbox,
+        run = open_sides(stack, args, "imgsweep-latency-")
+        for side in run.order:
+            runs.append(measure_latency(tree=run.trees[side], side=side, bootstrap=run.bootstrap, sandbox=run.sandbox,
                                         rate=args.rate, seconds=(args.warmup, args.seconds),
-                                        settings={**settings, **sides[side]}, workdir=workdir))  # fmt: skip
+                                        settings={**settings, **sides[side]}, workdir=run.workdir))  # fmt: skip
             print(f"[reader_latency] {side} {runs[-1].delivery}: median "
                   f"{statistics.median(runs[-1].milliseconds):.0f} ms", file=sys.stderr, flush=True)  # fmt: skip
+    machine = run.machine
     tree = f"the working tree ({machine.revision_text})"
     revisions = (f"at-least-once: `{args.before}`" if args.before else f"both modes: {tree}") + (
         f", exactly-once: `{args.after}`" if args.after else (f", exactly-once: {tree}" if args.before else "")
