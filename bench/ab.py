@@ -55,8 +55,10 @@ __all__ = [
     "HEADING",
     "REPO",
     "Run",
+    "Sides",
     "add_side_arguments",
     "main",
+    "open_sides",
     "report_lines",
     "run_ab",
     "side_settings",
@@ -271,10 +273,11 @@ def report_lines(runs: Sequence[Run], machine: Machine, *, title: str, before: s
     return lines
 
 
-def add_side_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a side-by-side run (``bench.ab``, ``bench.restart``): the two revisions, the rounds, the
-    settings for both or one side, the broker and where the logs go."""
-    parser.add_argument("--before", required=True, help="the git revision measured as before")
+def add_side_arguments(parser: argparse.ArgumentParser, *, before_required: bool = True) -> None:
+    """The options of a side-by-side run (``bench.ab``, ``bench.restart``, ``bench.reader_latency``): the two
+    revisions, the rounds, the settings for both or one side, the broker and where the logs go. Without
+    ``before_required``, no ``--before`` means the working tree on both sides (two modes of one version)."""
+    parser.add_argument("--before", required=before_required, help="the git revision measured as before")
     parser.add_argument("--after", help="the git revision measured as after (default: the working tree)")
     parser.add_argument("--rounds", type=int, default=2, help="pairs of runs (default 2: before, after, after, before)")
     parser.add_argument("--setting", action="append", default=[], help="NAME=VALUE for both, e.g. API__DAILY_CALLS=-1")
@@ -282,6 +285,35 @@ def add_side_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--after-setting", action="append", default=[], help="NAME=VALUE for the after side only")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--workdir", type=Path, help="keep every process's log here (default: a temporary dir)")
+
+
+@dataclass(frozen=True)
+class Sides:
+    """What the runs of a side-by-side bench share (``open_sides``)."""
+
+    workdir: Path
+    bootstrap: str
+    machine: Machine
+    trees: dict[str, Path]
+    """Each side's source tree: a worktree of its revision, or this one."""
+    sandbox: SandboxProcess
+    """An instant sandbox (no QPS, no quota)."""
+    order: list[str]
+    """The sides in the order they run: before, after, after, before, ``--rounds`` pairs."""
+
+
+def open_sides(stack: ExitStack, args: argparse.Namespace, prefix: str) -> Sides:
+    """The workdir (``--workdir``, else a temporary one named ``prefix``), the broker, a tree per side and the
+    sandbox of a side-by-side run (``add_side_arguments``), all closed with ``stack``."""
+    workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    workdir.mkdir(parents=True, exist_ok=True)
+    bootstrap, machine = broker_and_machine(stack, args.bootstrap)
+    trees = {side: stack.enter_context(worktree(revision)) if revision else REPO
+             for side, revision in (("before", args.before), ("after", args.after))}  # fmt: skip
+    sandbox = SandboxProcess.start(workdir / "sandbox.log", ["--qps", "0", "--quota", "-1", "--log-level", "WARNING"])
+    stack.callback(sandbox.stop)
+    order = [side for _ in range(args.rounds) for side in ("before", "after", "after", "before")]
+    return Sides(workdir, bootstrap, machine, trees, sandbox, order[: 2 * args.rounds])
 
 
 def side_settings(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, dict[str, str]]]:

@@ -25,7 +25,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -39,11 +38,10 @@ import httpx
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bench.ab import REPO, add_side_arguments, side_settings, worktree
+from bench.ab import add_side_arguments, open_sides, side_settings
 from bench.machine import Machine
-from bench.standalone import broker_and_machine, section_parser, write_section
+from bench.standalone import section_parser, write_section
 from devkit.processes import (
-    SandboxProcess,
     Topics,
     clean_env,
     event,
@@ -238,20 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, sides = side_settings(args)
     runs: list[Restart] = []
     with ExitStack() as stack:
-        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsweep-restart-")))
-        workdir.mkdir(parents=True, exist_ok=True)
-        bootstrap, machine = broker_and_machine(stack, args.bootstrap)
-        trees = {"before": stack.enter_context(worktree(args.before))}
-        trees["after"] = stack.enter_context(worktree(args.after)) if args.after else REPO
-        sandbox = SandboxProcess.start(
-            workdir / "sandbox.log", ["--qps", "0", "--quota", "-1", "--log-level", "WARNING"]
-        )
-        stack.callback(sandbox.stop)
-        order = [side for _ in range(args.rounds) for side in ("before", "after", "after", "before")]
-        for side in order[: 2 * args.rounds]:
+        run = open_sides(stack, args, "imgsweep-restart-")
+        machine = run.machine
+        for side in run.order:
             given = {**settings, **sides[side]}
-            runs.append(measure_restart(tree=trees[side], side=side, bootstrap=bootstrap, endpoint=sandbox.endpoint,
-                                        rate=args.rate, settings=given, workdir=workdir))  # fmt: skip
+            runs.append(measure_restart(tree=run.trees[side], side=side, bootstrap=run.bootstrap,
+                                        endpoint=run.sandbox.endpoint, rate=args.rate, settings=given,
+                                        workdir=run.workdir))  # fmt: skip
             print(f"[restart] {runs[-1]}", file=sys.stderr, flush=True)
     after = f"`{args.after}`" if args.after else f"the working tree ({machine.revision_text})"
     given = {**settings, **{f"{side}: {name}": value for side, named in sides.items() for name, value in named.items()}}

@@ -389,10 +389,12 @@ class ServiceProcess:
         settings: Mapping[str, str] | None = None,
         port: int | None = None,
         wait: bool = True,
+        cwd: Path | None = None,
     ) -> ServiceProcess:
         """Starts the service (its output appended to ``log_path``) and, with ``wait``, blocks until /readyz
         answers 200; if it does not, the process is stopped and RuntimeError says why. ``settings`` are IMGSWEEP_*
-        names without the prefix (``API__QPS``, any case); they win over the ones set here."""
+        names without the prefix (``API__QPS``, any case); they win over the ones set here. ``cwd``: the source tree
+        it runs from (a bench's worktree of another revision), this repository by default."""
         port = port or free_port()
         own = {"HTTP__HOST": "127.0.0.1", "HTTP__PORT": str(port), "SECRETS_DIR": str(secrets_dir)}
         env = {
@@ -402,7 +404,7 @@ class ServiceProcess:
         env.setdefault("TMPDIR", str(log_path.parent))  # its poison-record marks: the test's, as a pod's /tmp
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "service", "run"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
+                [sys.executable, "-m", "service", "run"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd or REPO
             )
         service = cls(process, port, log_path, env)
         if wait:

@@ -27,6 +27,14 @@ def _bench(module: str, *arguments: str) -> None:
     assert result.returncode == 0, result.stderr[-4000:]
 
 
+def _section(report: Path, heading: str, module: str, *arguments: str) -> str:
+    """``_bench(module, *arguments, "--update", report)`` on a report of a heading and "## Reproduce"; the section
+    it wrote there, from just after ``heading``."""
+    report.write_text("# Performance\n\n## Reproduce\n", encoding="utf-8")
+    _bench(module, *arguments, "--update", str(report))
+    return report.read_text(encoding="utf-8").split(heading, 1)[1].split("## Reproduce", 1)[0]
+
+
 @pytest.mark.e2e
 def test_quick_run_writes_a_report_with_every_figure(kafka_bootstrap: str, tmp_path: Path) -> None:
     out = tmp_path / "docs" / "performance.md"
@@ -53,12 +61,9 @@ def test_the_before_and_after_bench_runs_two_versions_and_writes_its_section(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """``bench.ab`` on a tiny backlog, HEAD against the working tree: both drain it, the section has the ratios."""
-    report = tmp_path / "performance.md"
-    report.write_text("# Performance\n\n## Reproduce\n", encoding="utf-8")
-    _bench("bench.ab", "--before", "HEAD", "--events", "400", "--rounds", "1", "--bootstrap", kafka_bootstrap,
-           "--update", str(report), "--title", "smoke")  # fmt: skip
-    text = report.read_text(encoding="utf-8")
-    section = text.split("## Before and after: smoke", 1)[1].split("## Reproduce", 1)[0]
+    section = _section(tmp_path / "performance.md", "## Before and after: smoke", "bench.ab", "--before", "HEAD",
+                       "--events", "400", "--rounds", "1", "--bootstrap", kafka_bootstrap,
+                       "--title", "smoke")  # fmt: skip
     rows = [line for line in section.splitlines() if line.startswith("| ") and "after ÷ before" not in line]
     assert [row.split("|")[1].strip() for row in rows] == [
         "events/s (higher is better)",
@@ -76,11 +81,8 @@ def test_the_restart_bench_kills_and_restarts_both_versions_and_writes_its_secti
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """``bench.restart``, HEAD against the working tree, one run each: the section has the three timings."""
-    report = tmp_path / "performance.md"
-    report.write_text("# Performance\n\n## Reproduce\n", encoding="utf-8")
-    _bench("bench.restart", "--before", "HEAD", "--rounds", "1", "--bootstrap", kafka_bootstrap,
-           "--update", str(report))  # fmt: skip
-    section = report.read_text(encoding="utf-8").split("## Same-name restart", 1)[1].split("## Reproduce", 1)[0]
+    section = _section(tmp_path / "performance.md", "## Same-name restart", "bench.restart", "--before", "HEAD",
+                       "--rounds", "1", "--bootstrap", kafka_bootstrap)  # fmt: skip
     rows = [line for line in section.splitlines() if line.startswith("| ") and "after ÷ before" not in line]
     assert [row.split("|")[1].strip() for row in rows] == [
         "ready (/readyz 200)",
@@ -89,3 +91,19 @@ def test_the_restart_bench_kills_and_restarts_both_versions_and_writes_its_secti
     ]
     for row in rows[:2]:
         assert re.fullmatch(r"\d+\.\d{3}", row.split("|")[4].strip()), row
+
+
+@pytest.mark.e2e
+def test_the_reader_latency_bench_runs_both_deliveries_and_writes_its_section(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``bench.reader_latency``, one run of each delivery for 2 s: the section has the three rows with figures."""
+    section = _section(tmp_path / "performance.md", "## Exactly once: the added latency", "bench.reader_latency",
+                       "--rounds", "1", "--seconds", "2", "--bootstrap", kafka_bootstrap)  # fmt: skip
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| ") and "difference" not in line]
+    assert [row[1].strip() for row in rows[:3]] == ["median", "p95", "p99"]
+    for row in rows[:3]:
+        cells = "|".join(cell.strip() for cell in row[2:6])  # at-least-once | exactly-once | difference | ratio
+        assert re.fullmatch(r"\d+\|\d+\|[+-]\d+\|\d+\.\d{2}", cells), row
+    assert "Each run, in order (median / p99): at_least_once " in section
+    assert "(40 outcomes); exactly_once " in section
