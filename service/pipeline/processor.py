@@ -239,7 +239,7 @@ class Pipeline:
             return 0.02
         held = self._hold.seconds_until_due()
         due = self._route.seconds_until_due(time.monotonic())
-        waits = [wait for wait in (held, due) if wait is not None]
+        waits = [wait for wait in (held, due, self._commit.seconds_until_due()) if wait is not None]
         return min(0.2, max(0.005, min(waits))) if waits else 0.2
 
     def _drain(self) -> None:

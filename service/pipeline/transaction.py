@@ -93,6 +93,11 @@ class Transaction:
     def committing(self) -> bool:
         return self._committing is not None
 
+    @property
+    def carrying(self) -> bool:
+        """Whether the open transaction holds records (they wait for its close)."""
+        return bool(self._entries)
+
     def start(self, timeout: float = INIT_TIMEOUT_SECONDS) -> None:
         """Fences an earlier producer of the same ``transactional.id`` and aborts its open transaction. Blocks.
 

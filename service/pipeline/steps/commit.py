@@ -45,6 +45,8 @@ COMMIT_INTERVAL_SECONDS: Final = 1.0
 TRANSACTION_INTERVAL_SECONDS: Final = 0.1
 """Exactly-once: a transaction is committed at most this often, so a call's outcomes are committed 100-150 ms
 after they are produced (the commit itself runs on its own thread; see docs/reliability.md)."""
+STAGE_POLL_SECONDS: Final = 0.01
+"""Exactly-once: how often the loop turns while a closed transaction moves through its stages."""
 DELIVERY_WAIT_SECONDS: Final = 5.0
 """How long a checkpoint waits for the open transaction's records to be acknowledged before trying later."""
 
@@ -57,6 +59,9 @@ class Checkpoint(Step[object], Protocol):
 
     def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """The consumer's report of an asynchronous commit."""
+
+    def seconds_until_due(self) -> float | None:
+        """How soon the loop should turn again for the checkpoint to move on (None: it waits for nothing)."""
 
 
 class CommitStep:
@@ -141,6 +146,9 @@ class CommitStep:
                 state.committed = self._before.pop(tp.partition)  # nothing newer went out: send it again
         self._last = 0.0
 
+    def seconds_until_due(self) -> float | None:
+        return None  # the consumer's commit is asynchronous and its interval loose: nothing to turn for
+
 
 class TransactionStep:
     """Exactly-once's checkpoint: the offsets of what was published go into the producer's transaction, which
@@ -203,6 +211,16 @@ class TransactionStep:
 
     def on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
         pass  # with exactly-once delivery the consumer commits nothing: the transaction does
+
+    def seconds_until_due(self) -> float | None:
+        """A closed transaction moves on by one stage a turn (acknowledged, committing, committed): the loop turns
+        soon; an open one carrying records closes at the interval's end. Without this an idle loop waits its full
+        fetch timeout (0.2 s) between the stages, and a read_committed reader sees each outcome later."""
+        if self._transaction.closed:
+            return STAGE_POLL_SECONDS
+        if self._transaction.carrying:
+            return max(0.0, self._last + self._interval - self._clock())
+        return None
 
     def commit(
         self, *, sync: bool = False, only: Collection[int] | None = None, wait: float = DELIVERY_WAIT_SECONDS
