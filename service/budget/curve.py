@@ -55,6 +55,9 @@ class ArrivalCurve:
         self._rates: list[float | None] = list(rates) if rates is not None else [None] * bins
         self._images = [0.0] * bins
         self._watched = [0.0] * bins
+        self._learned_mean: float | None = None
+        self._today: tuple[float, float] | None = None
+        self._rates_changed()
         self._cumulative = self._shape()
 
     def scale(self, factor: float) -> None:
@@ -62,6 +65,7 @@ class ArrivalCurve:
         input (a rebalance moved partitions), so it expects that much of what it learned."""
         self._rates = [None if rate is None else rate * factor for rate in self._rates]
         self._images = [images * factor for images in self._images]
+        self._rates_changed()
 
     @property
     def rates(self) -> tuple[float | None, ...]:
@@ -80,17 +84,32 @@ class ArrivalCurve:
         if not len(rates) == len(images) == len(watched) == self._bins:
             raise ValueError(f"a saved curve of {len(rates)} bins for {self._bins}")
         self._rates, self._images, self._watched = rates, images, watched
+        self._rates_changed()
         self._cumulative = self._shape()
+
+    def _rates_changed(self) -> None:
+        """The learned rates or today's counts changed: what is derived from them is computed again when asked.
+        The planner asks for the fill rate on every loop turn; the rates change once a day, the counts per event."""
+        known = [rate for rate in self._rates if rate is not None]
+        self._learned_mean = sum(known) / len(known) if known else None
+        self._today = None
+
+    def _fill(self) -> float:
+        """The rate of a bin never learned: the mean learned rate, or before anything is learned today's busiest."""
+        return self._busiest_today() if self._learned_mean is None else self._learned_mean
 
     def _bin(self, position: float) -> int:
         return min(self._bins - 1, max(0, int(position // self._width)))
 
     def arrived(self, position: float, images: int) -> None:
         self._images[self._bin(position)] += images
+        self._today = None
 
     def watched(self, start: float, end: float) -> None:
         """The service was running (and would have seen arrivals) from ``start`` to ``end`` in today's day."""
         start, end = max(0.0, start), min(DAY_SECONDS, end)
+        if start < end:
+            self._today = None
         while start < end:
             index = self._bin(start)
             stop = min(end, (index + 1) * self._width)
@@ -106,6 +125,7 @@ class ArrivalCurve:
                 self._rates[index] = seen if known is None else self._smoothing * seen + (1 - self._smoothing) * known
         self._images = [0.0] * self._bins
         self._watched = [0.0] * self._bins
+        self._rates_changed()
         self._cumulative = self._shape()
 
     def _shape(self) -> list[float]:
@@ -124,8 +144,7 @@ class ArrivalCurve:
     def expected_images(self, start: float, end: float) -> float:
         """Images expected to arrive between two positions of the day, at the learned rates: a bin never
         learned at the mean learned rate, or before anything is learned at today's busiest rate so far."""
-        known = [rate for rate in self._rates if rate is not None]
-        fill = sum(known) / len(known) if known else self._busiest_today()
+        fill = self._fill()
         start, end = max(0.0, start), min(DAY_SECONDS, end)
         total = 0.0
         while start < end:
@@ -138,28 +157,26 @@ class ArrivalCurve:
 
     def rate(self, position: float) -> float:
         """Images per second expected at ``position``: the learned rate, else as ``expected_images`` fills it."""
-        known = [rate for rate in self._rates if rate is not None]
         learned = self._rates[self._bin(position)]
         if learned is not None:
             return learned
-        return sum(known) / len(known) if known else self._busiest_today()
+        return self._fill()
 
     @property
     def learned_any(self) -> bool:
         """Whether a day was learned in some bin (else the forecast is today's busiest rate so far)."""
-        return any(rate is not None for rate in self._rates)
+        return self._learned_mean is not None
 
     @property
     def knows_today(self) -> bool:
         """Whether the curve can forecast: a day learned, or a few minutes of today watched."""
-        return self.learned_any or sum(self._watched) >= _BUSIEST_WATCHED_SECONDS
+        return self.learned_any or self._today_seen()[1] >= _BUSIEST_WATCHED_SECONDS
 
     def position_expecting(self, images: float) -> float:
         """The earliest position from which at most ``images`` more are expected before the reset."""
         if images <= 0:
             return DAY_SECONDS
-        known = [rate for rate in self._rates if rate is not None]
-        fill = sum(known) / len(known) if known else self._busiest_today()
+        fill = self._fill()
         left = images
         for index in reversed(range(self._bins)):
             rate = self._rates[index]
@@ -169,17 +186,23 @@ class ArrivalCurve:
             left -= in_bin
         return 0.0
 
+    def _today_seen(self) -> tuple[float, float]:
+        """(``_busiest_today``, seconds watched today), kept until an arrival or a watched stretch changes them."""
+        if self._today is None:
+            self._today = (self._busiest_rate(), sum(self._watched))
+        return self._today
+
     def _busiest_today(self) -> float:
+        return self._today_seen()[0]
+
+    def _busiest_rate(self) -> float:
         """Today's highest rate in a bin watched a few minutes at least (else over all it watched): before a day
         is learned, the rest of it is expected at this rate, so that calls are kept for a busier time than the one
         seen. A few minutes, not the quarter of a bin that teaches the curve: after a quiet night, the first
         minutes of traffic must already say that more is coming (issue 22: the light-load replay spent 608 calls
         in the quarter hour before its bin counted)."""
-        rates = [
-            images / watched
-            for images, watched in zip(self._images, self._watched, strict=True)
-            if watched >= min(_BUSIEST_WATCHED_SECONDS, self._min_watched * self._width)
-        ]
+        enough = min(_BUSIEST_WATCHED_SECONDS, self._min_watched * self._width)
+        rates = [images / watched for images, watched in zip(self._images, self._watched, strict=True) if watched >= enough]
         if rates:
             return max(rates)
         watched = sum(self._watched)
