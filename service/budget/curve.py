@@ -56,7 +56,11 @@ class ArrivalCurve:
         self._images = [0.0] * bins
         self._watched = [0.0] * bins
         self._learned_mean: float | None = None
-        self._today: tuple[float, float] | None = None
+        self._busiest: float | None = None
+        self._watched_total: float | None = None
+        self._changing: int | None = None
+        self._others: float | None = None
+        self._others_known = False
         self._rates_changed()
         self._cumulative = self._shape()
 
@@ -92,7 +96,15 @@ class ArrivalCurve:
         The planner asks for the fill rate on every loop turn; the rates change once a day, the counts per event."""
         known = [rate for rate in self._rates if rate is not None]
         self._learned_mean = sum(known) / len(known) if known else None
-        self._today = None
+        self._counts_changed(None)
+
+    def _counts_changed(self, index: int | None) -> None:
+        """Today's counts changed in bin ``index`` (None: anywhere). The busiest rate of the other bins stays
+        while the changes stay in one bin: the bin under way changes on every turn, the others once a day."""
+        self._busiest = self._watched_total = None
+        if index is None or index != self._changing:
+            self._others_known = False
+        self._changing = index
 
     def _fill(self) -> float:
         """The rate of a bin never learned: the mean learned rate, or before anything is learned today's busiest."""
@@ -102,18 +114,18 @@ class ArrivalCurve:
         return min(self._bins - 1, max(0, int(position // self._width)))
 
     def arrived(self, position: float, images: int) -> None:
-        self._images[self._bin(position)] += images
-        self._today = None
+        index = self._bin(position)
+        self._images[index] += images
+        self._counts_changed(index)
 
     def watched(self, start: float, end: float) -> None:
         """The service was running (and would have seen arrivals) from ``start`` to ``end`` in today's day."""
         start, end = max(0.0, start), min(DAY_SECONDS, end)
-        if start < end:
-            self._today = None
         while start < end:
             index = self._bin(start)
             stop = min(end, (index + 1) * self._width)
             self._watched[index] += stop - start
+            self._counts_changed(index)
             start = stop
 
     def end_day(self) -> None:
@@ -170,7 +182,9 @@ class ArrivalCurve:
     @property
     def knows_today(self) -> bool:
         """Whether the curve can forecast: a day learned, or a few minutes of today watched."""
-        return self.learned_any or self._today_seen()[1] >= _BUSIEST_WATCHED_SECONDS
+        if self._watched_total is None:
+            self._watched_total = sum(self._watched)
+        return self.learned_any or self._watched_total >= _BUSIEST_WATCHED_SECONDS
 
     def position_expecting(self, images: float) -> float:
         """The earliest position from which at most ``images`` more are expected before the reset."""
@@ -186,14 +200,11 @@ class ArrivalCurve:
             left -= in_bin
         return 0.0
 
-    def _today_seen(self) -> tuple[float, float]:
-        """(``_busiest_today``, seconds watched today), kept until an arrival or a watched stretch changes them."""
-        if self._today is None:
-            self._today = (self._busiest_rate(), sum(self._watched))
-        return self._today
-
     def _busiest_today(self) -> float:
-        return self._today_seen()[0]
+        """``_busiest_rate``, kept until an arrival or a watched stretch changes today's counts."""
+        if self._busiest is None:
+            self._busiest = self._busiest_rate()
+        return self._busiest
 
     def _busiest_rate(self) -> float:
         """Today's highest rate in a bin watched a few minutes at least (else over all it watched): before a day
@@ -202,7 +213,20 @@ class ArrivalCurve:
         minutes of traffic must already say that more is coming (issue 22: the light-load replay spent 608 calls
         in the quarter hour before its bin counted)."""
         enough = min(_BUSIEST_WATCHED_SECONDS, self._min_watched * self._width)
-        rates = [images / watched for images, watched in zip(self._images, self._watched, strict=True) if watched >= enough]
+        changing = self._changing
+        if not self._others_known:
+            self._others = max(
+                (
+                    images / watched
+                    for index, (images, watched) in enumerate(zip(self._images, self._watched, strict=True))
+                    if watched >= enough and index != changing
+                ),
+                default=None,
+            )
+            self._others_known = True
+        rates = [] if self._others is None else [self._others]
+        if changing is not None and self._watched[changing] >= enough:
+            rates.append(self._images[changing] / self._watched[changing])
         if rates:
             return max(rates)
         watched = sum(self._watched)
