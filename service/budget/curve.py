@@ -55,6 +55,13 @@ class ArrivalCurve:
         self._rates: list[float | None] = list(rates) if rates is not None else [None] * bins
         self._images = [0.0] * bins
         self._watched = [0.0] * bins
+        self._learned_mean: float | None = None
+        self._busiest: float | None = None
+        self._watched_total: float | None = None
+        self._changing: int | None = None
+        self._others: float | None = None
+        self._others_known = False
+        self._rates_changed()
         self._cumulative = self._shape()
 
     def scale(self, factor: float) -> None:
@@ -62,6 +69,7 @@ class ArrivalCurve:
         input (a rebalance moved partitions), so it expects that much of what it learned."""
         self._rates = [None if rate is None else rate * factor for rate in self._rates]
         self._images = [images * factor for images in self._images]
+        self._rates_changed()
 
     @property
     def rates(self) -> tuple[float | None, ...]:
@@ -80,13 +88,35 @@ class ArrivalCurve:
         if not len(rates) == len(images) == len(watched) == self._bins:
             raise ValueError(f"a saved curve of {len(rates)} bins for {self._bins}")
         self._rates, self._images, self._watched = rates, images, watched
+        self._rates_changed()
         self._cumulative = self._shape()
+
+    def _rates_changed(self) -> None:
+        """The learned rates or today's counts changed: what is derived from them is computed again when asked.
+        The planner asks for the fill rate on every loop turn; the rates change once a day, the counts per event."""
+        known = [rate for rate in self._rates if rate is not None]
+        self._learned_mean = sum(known) / len(known) if known else None
+        self._counts_changed(None)
+
+    def _counts_changed(self, index: int | None) -> None:
+        """Today's counts changed in bin ``index`` (None: anywhere). The busiest rate of the other bins stays
+        while the changes stay in one bin: the bin under way changes on every turn, the others once a day."""
+        self._busiest = self._watched_total = None
+        if index is None or index != self._changing:
+            self._others_known = False
+        self._changing = index
+
+    def _fill(self) -> float:
+        """The rate of a bin never learned: the mean learned rate, or before anything is learned today's busiest."""
+        return self._busiest_today() if self._learned_mean is None else self._learned_mean
 
     def _bin(self, position: float) -> int:
         return min(self._bins - 1, max(0, int(position // self._width)))
 
     def arrived(self, position: float, images: int) -> None:
-        self._images[self._bin(position)] += images
+        index = self._bin(position)
+        self._images[index] += images
+        self._counts_changed(index)
 
     def watched(self, start: float, end: float) -> None:
         """The service was running (and would have seen arrivals) from ``start`` to ``end`` in today's day."""
@@ -95,6 +125,7 @@ class ArrivalCurve:
             index = self._bin(start)
             stop = min(end, (index + 1) * self._width)
             self._watched[index] += stop - start
+            self._counts_changed(index)
             start = stop
 
     def end_day(self) -> None:
@@ -106,6 +137,7 @@ class ArrivalCurve:
                 self._rates[index] = seen if known is None else self._smoothing * seen + (1 - self._smoothing) * known
         self._images = [0.0] * self._bins
         self._watched = [0.0] * self._bins
+        self._rates_changed()
         self._cumulative = self._shape()
 
     def _shape(self) -> list[float]:
@@ -124,8 +156,7 @@ class ArrivalCurve:
     def expected_images(self, start: float, end: float) -> float:
         """Images expected to arrive between two positions of the day, at the learned rates: a bin never
         learned at the mean learned rate, or before anything is learned at today's busiest rate so far."""
-        known = [rate for rate in self._rates if rate is not None]
-        fill = sum(known) / len(known) if known else self._busiest_today()
+        fill = self._fill()
         start, end = max(0.0, start), min(DAY_SECONDS, end)
         total = 0.0
         while start < end:
@@ -138,28 +169,28 @@ class ArrivalCurve:
 
     def rate(self, position: float) -> float:
         """Images per second expected at ``position``: the learned rate, else as ``expected_images`` fills it."""
-        known = [rate for rate in self._rates if rate is not None]
         learned = self._rates[self._bin(position)]
         if learned is not None:
             return learned
-        return sum(known) / len(known) if known else self._busiest_today()
+        return self._fill()
 
     @property
     def learned_any(self) -> bool:
         """Whether a day was learned in some bin (else the forecast is today's busiest rate so far)."""
-        return any(rate is not None for rate in self._rates)
+        return self._learned_mean is not None
 
     @property
     def knows_today(self) -> bool:
         """Whether the curve can forecast: a day learned, or a few minutes of today watched."""
-        return self.learned_any or sum(self._watched) >= _BUSIEST_WATCHED_SECONDS
+        if self._watched_total is None:
+            self._watched_total = sum(self._watched)
+        return self.learned_any or self._watched_total >= _BUSIEST_WATCHED_SECONDS
 
     def position_expecting(self, images: float) -> float:
         """The earliest position from which at most ``images`` more are expected before the reset."""
         if images <= 0:
             return DAY_SECONDS
-        known = [rate for rate in self._rates if rate is not None]
-        fill = sum(known) / len(known) if known else self._busiest_today()
+        fill = self._fill()
         left = images
         for index in reversed(range(self._bins)):
             rate = self._rates[index]
@@ -170,16 +201,32 @@ class ArrivalCurve:
         return 0.0
 
     def _busiest_today(self) -> float:
+        """``_busiest_rate``, kept until an arrival or a watched stretch changes today's counts."""
+        if self._busiest is None:
+            self._busiest = self._busiest_rate()
+        return self._busiest
+
+    def _busiest_rate(self) -> float:
         """Today's highest rate in a bin watched a few minutes at least (else over all it watched): before a day
         is learned, the rest of it is expected at this rate, so that calls are kept for a busier time than the one
         seen. A few minutes, not the quarter of a bin that teaches the curve: after a quiet night, the first
         minutes of traffic must already say that more is coming (issue 22: the light-load replay spent 608 calls
         in the quarter hour before its bin counted)."""
-        rates = [
-            images / watched
-            for images, watched in zip(self._images, self._watched, strict=True)
-            if watched >= min(_BUSIEST_WATCHED_SECONDS, self._min_watched * self._width)
-        ]
+        enough = min(_BUSIEST_WATCHED_SECONDS, self._min_watched * self._width)
+        changing = self._changing
+        if not self._others_known:
+            self._others = max(
+                (
+                    images / watched
+                    for index, (images, watched) in enumerate(zip(self._images, self._watched, strict=True))
+                    if watched >= enough and index != changing
+                ),
+                default=None,
+            )
+            self._others_known = True
+        rates = [] if self._others is None else [self._others]
+        if changing is not None and self._watched[changing] >= enough:
+            rates.append(self._images[changing] / self._watched[changing])
         if rates:
             return max(rates)
         watched = sum(self._watched)

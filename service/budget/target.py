@@ -175,16 +175,21 @@ class WaitTarget:
         groups = self._groups(waiting)
         full_waiting = sum(1 for batch in waiting if batch.full)
         partial_ages = sorted(now - batch.oldest_at for batch in waiting if not batch.full)
-        expected = self._segments(position, 0.0)
-        self.needed = full_waiting + len(partial_ages) + self._future_calls(math.inf, groups, expected)
+        expected = self._terms(groups, self._segments(position, 0.0))
+        at_full = _future_calls(math.inf, expected)
+        self.needed = full_waiting + len(partial_ages) + at_full
         # the hedge never makes a day that fits at full batches look as if it did not: it only keeps spare calls
         for hedge in (HEDGE, HEDGE / 2, 0.0):
-            segments = self._segments(position, hedge) if hedge > 0 else expected
-            if full_waiting + len(partial_ages) + self._future_calls(math.inf, groups, segments) <= budget:
+            if hedge > 0:
+                terms = self._terms(groups, self._segments(position, hedge))
+                hedged_full = _future_calls(math.inf, terms)
+            else:
+                terms, hedged_full = expected, at_full
+            if full_waiting + len(partial_ages) + hedged_full <= budget:
                 break
 
         def calls(wait: float) -> float:
-            future = self._future_calls(wait, groups, segments)
+            future = _future_calls(wait, terms)
             ready = len(partial_ages) - _count_below(partial_ages, wait - left)
             return future + full_waiting + ready
 
@@ -205,7 +210,7 @@ class WaitTarget:
                     low = middle
             self.wait = max(self._linger, math.exp(high))
         at_wait = calls(self.wait) if math.isfinite(self.wait) else self.needed
-        self.partial_calls = max(0.0, at_wait - full_waiting - self._future_calls(math.inf, groups, segments))
+        self.partial_calls = max(0.0, at_wait - full_waiting - hedged_full)
 
     def _groups(self, waiting: Iterable[WaitingBatch]) -> list[tuple[float, int]]:
         """Collections as (part of the rate, how many with about that part): a thousand small collections
@@ -240,27 +245,37 @@ class WaitTarget:
             start = end
         return segments
 
-    def _future_calls(
-        self, wait: float, groups: Sequence[tuple[float, int]], segments: Sequence[tuple[float, float, float]]
-    ) -> float:
-        """Calls the images still to come make before the reset at ``wait``: per collection, a batch opens with
-        an event and goes when full or ``wait`` later, whichever is first; one that would go after the reset
-        is tomorrow's."""
+    def _terms(
+        self, groups: Sequence[tuple[float, int]], segments: Sequence[tuple[float, float, float]]
+    ) -> list[tuple[int, float, float, float, float]]:
+        """What ``_future_calls`` needs of each collection group in each segment that does not depend on the
+        wait, computed once per search instead of once per step: (members, start, end, time to fill a batch,
+        time between events)."""
         per_event = max(1.0, self._images_per_event)
         room = max(0.0, self._max_items - per_event)
-        total = 0.0
+        terms: list[tuple[int, float, float, float, float]] = []
         for start, end, rate in segments:
             if rate <= 0:
                 continue
             for share, members in groups:
                 images = rate * share
-                fill = room / images
-                open_for = min(wait, fill)
-                cycle = per_event / images + open_for
-                length = min(end, DAY_SECONDS - open_for) - start
-                if length > 0:
-                    total += members * length / cycle
-        return total
+                terms.append((members, start, end, room / images, per_event / images))
+        return terms
+
+
+def _future_calls(wait: float, terms: Sequence[tuple[int, float, float, float, float]]) -> float:
+    """Calls the images still to come make before the reset at ``wait``: per collection, a batch opens with an
+    event and goes when full or ``wait`` later, whichever is first; one that would go after the reset is
+    tomorrow's. ``terms``: ``WaitTarget._terms``."""
+    total = 0.0
+    for members, start, end, fill, between in terms:
+        open_for = wait if wait < fill else fill
+        cycle = between + open_for
+        last = DAY_SECONDS - open_for
+        length = (end if end < last else last) - start
+        if length > 0:
+            total += members * length / cycle
+    return total
 
 
 def _count_below(ordered: Sequence[float], bound: float) -> int:
