@@ -43,6 +43,8 @@ SPEND_SECONDS: Final = 1.0
 STATE_SECONDS: Final = 300.0
 """A member's planner state is written this often (and on shutdown): a SIGKILL loses at most this much learning."""
 RESTORE_TIMEOUT_SECONDS: Final = 60.0
+END_RETRY_SECONDS: Final = 0.2
+"""Between two asks for the budget partition's offsets while it has no leader (a topic just made)."""
 GAUGE_SECONDS: Final = 1.0
 
 
@@ -186,7 +188,7 @@ class BudgetBoard:
         could not be read in ``timeout`` is read by ``poll`` later (a restart then counts less, for a while)."""
         started = self.clock()
         where = TopicPartition(self.topic, PARTITION)
-        low, high = self._reader.get_watermark_offsets(where, timeout=10)
+        low, high = self._ends(where, started + timeout)
         self._reader.assign([TopicPartition(self.topic, PARTITION, OFFSET_BEGINNING)])
         records = 0
         while high > low and self.clock() - started < timeout:
@@ -204,6 +206,24 @@ class BudgetBoard:
             "budget state restored", extra={"count": records, "wait_seconds": round(seconds, 3), "topic": self.topic}
         )
         return records
+
+    def _ends(self, where: TopicPartition, deadline: float) -> tuple[int, int]:
+        """The partition's first and next offsets now. A topic just made may have no leader yet for a moment
+        (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE): asked again until ``deadline``; still unreadable, (0, 0):
+        nothing is read at start, ``poll`` reads the records as they come."""
+        while True:
+            try:
+                return self._reader.get_watermark_offsets(where, timeout=min(10.0, max(0.5, deadline - self.clock())))
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if self.clock() + END_RETRY_SECONDS >= deadline:
+                    log.warning(
+                        "budget topic %s not readable at start (%s): its records are read as they come",
+                        self.topic,
+                        error.str(),
+                    )
+                    return 0, 0
+            time.sleep(END_RETRY_SECONDS)
 
     def poll(self) -> None:
         """Reads what the other members (and this one) wrote since; serves the producer's delivery reports. Never

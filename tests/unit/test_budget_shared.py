@@ -10,14 +10,19 @@ import json
 import math
 import random
 from collections.abc import Callable
+from typing import cast
 
 import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.budget import DAY_SECONDS, Allowance, AllowanceKind, CallPlanner, QuotaView, WaitingBatch, Why
 from service.budget.shared import AccountDay, Lease, SharedPlanner, SpendRecord
 from service.internal_topics import create_command, internal_topics
+from service.metrics import Metrics
+from service.pipeline.budget_state import BudgetBoard
+from service.pipeline.events import ERROR_CLASSES
 from service.settings import load_settings
 
 DAY = 1_800_000_000
@@ -304,3 +309,61 @@ def test_the_budget_topic_is_made_when_a_budget_needs_it(
     assert (topic.name, topic.partitions, topic.required) == ("imgsweep.shop.budget", 1, required)
     command = create_command(topic, "kafka:9092")
     assert "--partitions 1 --config cleanup.policy=compact --config min.compaction.lag.ms=93600000" in command
+
+
+class _LeaderlessReader:
+    """A reader of a topic just made: its partition has no leader for the first ``refusals`` asks."""
+
+    def __init__(self, refusals: int, ends: tuple[int, int]) -> None:
+        self.refusals, self.ends, self.asks = refusals, ends, 0
+        self.assigned: list[object] = []
+
+    def get_watermark_offsets(self, _partition: object, timeout: float) -> tuple[int, int]:
+        assert timeout > 0
+        self.asks += 1
+        if self.asks <= self.refusals:
+            raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+        return self.ends
+
+    def assign(self, partitions: list[object]) -> None:
+        self.assigned = partitions
+
+    def consume(self, _batch: int, timeout: float) -> list[object]:
+        return []
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.05
+        return self.now
+
+
+@pytest.mark.parametrize(("refusals", "asks"), [(0, 1), (3, 4)])
+def test_a_budget_topic_without_a_leader_yet_is_asked_again(
+    refusals: int, asks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A topic imgsweep just made may have no leader for a moment: the start asks again, it never crashes."""
+    monkeypatch.setattr("service.pipeline.budget_state.time.sleep", lambda _seconds: None)
+    reader = _LeaderlessReader(refusals, (0, 0))
+    board = BudgetBoard(
+        topic="t.budget", member="m", producer=cast(Producer, object()), reader=cast(Consumer, reader),
+        metrics=Metrics(error_classes=ERROR_CLASSES, accounts=["default"]), clock=_Clock(),
+    )  # fmt: skip
+    assert board.restore(timeout=5.0) == 0
+    assert reader.asks == asks
+    assert reader.assigned
+
+
+def test_a_budget_topic_never_readable_at_start_is_read_as_it_comes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("service.pipeline.budget_state.time.sleep", lambda _seconds: None)
+    reader = _LeaderlessReader(10**6, (0, 5))
+    board = BudgetBoard(
+        topic="t.budget", member="m", producer=cast(Producer, object()), reader=cast(Consumer, reader),
+        metrics=Metrics(error_classes=ERROR_CLASSES, accounts=["default"]), clock=_Clock(),
+    )  # fmt: skip
+    assert board.restore(timeout=2.0) == 0  # gave up at the deadline, no exception
+    assert 1 < reader.asks < 100
+    assert reader.assigned  # poll reads the records as they come
