@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
+from collections.abc import Callable
 from typing import Any, Final
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from service.settings import Settings
 
@@ -36,6 +38,7 @@ __all__ = [
     "max_record_bytes",
     "producer_config",
     "reader_config",
+    "watermarks",
 ]
 
 STATS_INTERVAL_MS = 5000
@@ -276,3 +279,27 @@ def admin_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
         "error_cb": log_kafka_error,
         **callbacks,
     }
+
+
+LEADER_RETRY_SECONDS: Final = 0.2
+"""Between two asks for a partition's offsets while it has no leader."""
+
+
+def watermarks(
+    consumer: Consumer,
+    partition: TopicPartition,
+    *,
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[int, int]:
+    """A partition's first and next offsets. A topic imgsweep has just made may have no leader for a moment
+    (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE): asked again until ``deadline`` (on ``clock``), then the last
+    ``KafkaException`` is raised for the caller to say what it means."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=min(10.0, max(0.5, deadline - clock())))
+        except KafkaException:
+            if clock() + LEADER_RETRY_SECONDS >= deadline:
+                raise
+        sleep(LEADER_RETRY_SECONDS)

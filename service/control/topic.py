@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports it implicitly only
 
 from service.control.state import ControlTable, Stop, Target, UnknownRecord
-from service.kafka_clients import admin_config, control_producer_config, control_reader_config
+from service.kafka_clients import admin_config, control_producer_config, control_reader_config, watermarks
 from service.settings import ConfigError, Settings
 
 __all__ = ["TOPIC_CONFIG", "ensure_topic", "heard", "open_reader", "read_table", "write_stop"]
@@ -62,7 +62,7 @@ def open_reader(settings: Settings, timeout: float = TIMEOUT) -> tuple[Consumer,
     reader = Consumer(control_reader_config(settings))
     partition = TopicPartition(settings.kafka.control_topic, 0)
     try:
-        low, end = reader.get_watermark_offsets(partition, timeout=timeout)
+        low, end = watermarks(reader, partition, deadline=time.monotonic() + timeout)
     except KafkaException as error:
         reader.close()
         raise ConfigError(_cannot(settings, f"not readable: {error.args[0].str()}")) from None

@@ -30,6 +30,7 @@ from typing import Any, Final
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from service.budget.shared import AccountDay, Lease, SpendRecord
+from service.kafka_clients import watermarks
 from service.metrics import Metrics
 
 __all__ = ["STATE_SECONDS", "AccountSpend", "BudgetBoard"]
@@ -43,8 +44,6 @@ SPEND_SECONDS: Final = 1.0
 STATE_SECONDS: Final = 300.0
 """A member's planner state is written this often (and on shutdown): a SIGKILL loses at most this much learning."""
 RESTORE_TIMEOUT_SECONDS: Final = 60.0
-END_RETRY_SECONDS: Final = 0.2
-"""Between two asks for the budget partition's offsets while it has no leader (a topic just made)."""
 GAUGE_SECONDS: Final = 1.0
 
 
@@ -208,22 +207,17 @@ class BudgetBoard:
         return records
 
     def _ends(self, where: TopicPartition, deadline: float) -> tuple[int, int]:
-        """The partition's first and next offsets now. A topic just made may have no leader yet for a moment
-        (NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE): asked again until ``deadline``; still unreadable, (0, 0):
-        nothing is read at start, ``poll`` reads the records as they come."""
-        while True:
-            try:
-                return self._reader.get_watermark_offsets(where, timeout=min(10.0, max(0.5, deadline - self.clock())))
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if self.clock() + END_RETRY_SECONDS >= deadline:
-                    log.warning(
-                        "budget topic %s not readable at start (%s): its records are read as they come",
-                        self.topic,
-                        error.str(),
-                    )
-                    return 0, 0
-            time.sleep(END_RETRY_SECONDS)
+        """The partition's first and next offsets now (``watermarks``: asked again while a topic just made has no
+        leader); still unreadable at ``deadline``, (0, 0): nothing is read at start, ``poll`` reads the records as
+        they come."""
+        try:
+            return watermarks(self._reader, where, deadline=deadline, clock=self.clock, sleep=time.sleep)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            log.warning(
+                "budget topic %s not readable at start (%s): its records are read as they come", self.topic, error.str()
+            )
+            return 0, 0
 
     def poll(self) -> None:
         """Reads what the other members (and this one) wrote since; serves the producer's delivery reports. Never
