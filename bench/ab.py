@@ -57,6 +57,7 @@ __all__ = [
     "Run",
     "Sides",
     "add_side_arguments",
+    "commit_p99_ms",
     "main",
     "open_sides",
     "report_lines",
@@ -144,14 +145,14 @@ def _drain(tree: Path, *, bootstrap: str, topic: str, tag: str, endpoint: str, e
                 last = (now, done)
             if done >= events and first is not None and last is not None:
                 rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
-                return Run(tag.rstrip("0123456789"), rate, peak, cpu, _commit_p99_ms(text))
+                return Run(tag.rstrip("0123456789"), rate, peak, cpu, commit_p99_ms(text))
         raise _failed(f"{tag} did not drain {events} events in {DRAIN_TIMEOUT:.0f} s", log)
     finally:
         client.close()
         stop_process(process)
 
 
-def _commit_p99_ms(exposition: str) -> float | None:
+def commit_p99_ms(exposition: str) -> float | None:
     """The p99 of ``imgsweep_transaction_commit_seconds``, as the upper bound of its bucket; None without it."""
     buckets: list[tuple[float, float]] = []
     for series, value in exposition_samples(exposition).items():

@@ -40,7 +40,7 @@ from typing import Final
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from bench.ab import add_side_arguments, open_sides, side_settings
+from bench.ab import add_side_arguments, commit_p99_ms, open_sides, side_settings
 from bench.machine import Machine
 from bench.standalone import section_parser, write_section
 from devkit.processes import SandboxProcess, ServiceProcess, Topics, event, send
@@ -68,6 +68,8 @@ class Latencies:
     delivery: str
     milliseconds: list[float]
     """One per event, from its input record's timestamp to a read_committed reader's receipt of its outcome."""
+    commit_p99_ms: float | None = None
+    """The p99 of its transactions' commit time at this load (bucket bound); None at-least-once."""
 
 
 class _Reader:
@@ -125,6 +127,7 @@ def measure_latency(*, tree: Path, side: str, bootstrap: str, sandbox: SandboxPr
         deadline = time.monotonic() + DRAIN_TIMEOUT
         while len(_firsts(readers[1].records)) < count and time.monotonic() < deadline:
             time.sleep(0.2)
+        commit_p99 = commit_p99_ms(service.exposition())
     finally:
         for reader in readers:
             reader.stop()
@@ -137,7 +140,7 @@ def measure_latency(*, tree: Path, side: str, bootstrap: str, sandbox: SandboxPr
         raise RuntimeError(f"{side}: {len(received)} of {count} outcomes in {DRAIN_TIMEOUT:.0f} s after the feed")
     measured = {f"e{n}" for n in range(warm, count)}
     latencies = [at * 1000 - produced[name] for name, at in received.items() if name in measured]
-    return Latencies(side, given["KAFKA__DELIVERY"], latencies)
+    return Latencies(side, given["KAFKA__DELIVERY"], latencies, commit_p99)
 
 
 def _firsts(records: Sequence[tuple[bytes, int, float]]) -> dict[str, float]:
@@ -182,7 +185,13 @@ def report_lines(runs: Sequence[Latencies], machine: Machine, *, revisions: str,
     )
     each = [f"{run.delivery} {statistics.median(run.milliseconds):.0f} / {_percentile(run.milliseconds, 0.99):.0f} ms "
             f"({len(run.milliseconds)} outcomes)" for run in runs]  # fmt: skip
-    return [*lines, "", "Each run, in order (median / p99): " + "; ".join(each) + "."]
+    lines += ["", "Each run, in order (median / p99): " + "; ".join(each) + "."]
+    commits = [run.commit_p99_ms for run in runs if run.commit_p99_ms is not None]
+    if commits:
+        lines += ["", f"Transaction commit p99 at this load (`imgsweep_transaction_commit_seconds`, bucket bound; "
+                      f"exactly-once runs): {statistics.median(commits):.0f} ms (each run: "
+                      + ", ".join(f"{ms:.0f}" for ms in commits) + ")."]  # fmt: skip
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

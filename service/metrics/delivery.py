@@ -63,7 +63,7 @@ class DeliveryMetrics:
             "imgsweep_transaction_commit_seconds",
             "Time a transaction's commit takes (offsets sent, commit acknowledged), on a thread of its own: the "
             "poll loop goes on meanwhile.",
-            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 10),
             registry=r,
         )
         self.transaction_loop_seconds = Histogram(

@@ -107,3 +107,16 @@ def test_the_reader_latency_bench_runs_both_deliveries_and_writes_its_section(
         assert re.fullmatch(r"\d+\|\d+\|[+-]\d+\|\d+\.\d{2}", cells), row
     assert "Each run, in order (median / p99): at_least_once " in section
     assert "(40 outcomes); exactly_once " in section
+    assert re.search(r"Transaction commit p99 at this load .*: \d+ ms \(each run: \d+\)\.", section), section
+
+
+@pytest.mark.e2e
+def test_the_commit_floor_bench_times_a_bare_client_in_three_conditions(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``bench.commit_floor``, 5 transactions a condition: the section has the three conditions with figures."""
+    section = _section(tmp_path / "performance.md", "## Exactly once: a bare client's commit", "bench.commit_floor",
+                       "--transactions", "5", "--hogs", "1", "--bootstrap", kafka_bootstrap)  # fmt: skip
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| ") and "condition" not in line]
+    assert [row[1].strip().split(" ")[0] for row in rows] == ["alone", "a", "and"], section
+    for row in rows:
+        p50, p99, most = (float(cell) for cell in row[2:5])
+        assert 0 < p50 <= p99 <= most, row
