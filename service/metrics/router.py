@@ -40,6 +40,17 @@ class RouterMetrics:
             "Input records the router has not read yet, over the partitions it holds (what it has not forwarded).",
             registry=registry,
         )
+        self.purged = Counter(
+            "imgsweep_router_purged_records",
+            "Records of the collections topic deleted below the pipeline's committed offsets (DeleteRecords, every "
+            "30 s, as Kafka Streams purges repartition topics); from the second purge of each partition on.",
+            registry=registry,
+        )
+        self.purge_failures = Counter(
+            "imgsweep_router_purge_failures",
+            "Rounds of the collections topic's purge that failed (tried again 30 s later; retention bounds it).",
+            registry=registry,
+        )
         self.last_commit = Gauge(
             "imgsweep_router_last_commit_timestamp_seconds",
             "When the router last committed the input's offsets (Unix time; 0 before the first).",

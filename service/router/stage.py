@@ -4,7 +4,8 @@
 group ``<group_id>.collections`` and keeps its memory of deletions on ``<deletions_topic>.by-collection``,
 co-partitioned with the collections topic. ``RouterStage`` makes the collections topic when missing, builds the
 router's own consumer (the user's group, the configured instance id) and producer (transactional with exactly-once,
-``<group_id>.<instance>-router``) and runs it on a thread of its own.
+``<group_id>.<instance>-router``) and runs it on a thread of its own, with the collections topic's purge below the
+pipeline's commits (``service.router.purge``) on another.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from service.pipeline.events import EventDecoder, EventTypes
 from service.pipeline.poison import PoisonMarks
 from service.pipeline.steps.decode import EventFormat
 from service.router.forward import Destination, Router
+from service.router.purge import Purge
 from service.settings import Settings
 
 __all__ = ["RouterStage", "pipeline_settings"]
@@ -59,9 +61,10 @@ def pipeline_settings(settings: Settings) -> Settings:
 class RouterStage:
     """The router on its thread: ``start`` once the collections topic is there, ``stop`` from a signal."""
 
-    def __init__(self, router: Router, settings: Settings) -> None:
+    def __init__(self, router: Router, settings: Settings, purge: Purge) -> None:
         self.router = router
         self._settings = settings
+        self._purge = purge
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -108,7 +111,14 @@ class RouterStage:
             "router: %s -> %s (%d partitions, %d per account)",
             kafka.input_topic, kafka.collections_topic, partitions, destination.partitions.per_account,
         )  # fmt: skip
-        return cls(router, settings)
+        purge = Purge(
+            AdminClient(admin_config(settings)),
+            topic=kafka.collections_topic,
+            group=pipeline_settings(settings).kafka.group_id,
+            purged=series.purged,
+            failures=series.purge_failures,
+        )
+        return cls(router, settings, purge)
 
     def start(self, on_end: Callable[[], None]) -> None:
         kafka = self._settings.kafka
@@ -118,9 +128,11 @@ class RouterStage:
 
         self._thread = threading.Thread(target=run, name="router", daemon=True)
         self._thread.start()
+        self._purge.start()
 
     def stop(self) -> None:
         self.router.stop()
+        self._purge.stop()
 
     def join(self, seconds: float) -> None:
         if self._thread is not None:
