@@ -1,4 +1,6 @@
-"""librdkafka's statistics (``stats_cb``): consumer lag per partition and whether a broker is reachable."""
+"""librdkafka's statistics (``stats_cb``): consumer lag per partition, how far the commits moved, and whether a
+broker is reachable. Lag and commits carry the account whose partition it is (``Metrics.partition_account``), so
+that a stall alert fires per account (issue 21)."""
 
 from __future__ import annotations
 
@@ -19,13 +21,17 @@ class ConsumerStats:
         self._metrics = metrics
         self._assigned: frozenset[int] = frozenset()
         self._lag_labels: set[str] = set()
+        self._committed: dict[int, int] = {}
+        """Each held partition's committed offset at the last report: what the next one's progress counts from."""
 
     def assigned(self, partitions: frozenset[int]) -> None:
         """After a rebalance: lag series of partitions no longer held are removed."""
         self._assigned = partitions
         for label in [label for label in self._lag_labels if int(label) not in partitions]:
-            self._metrics.consumer_lag.remove(label)
+            self._metrics.consumer_lag.remove(label, self._metrics.partition_account(int(label)))
             self._lag_labels.discard(label)
+        for number in [number for number in self._committed if number not in partitions]:
+            del self._committed[number]
 
     def forget(self, partitions: Collection[int]) -> None:
         self.assigned(self._assigned - frozenset(partitions))
@@ -40,14 +46,27 @@ class ConsumerStats:
             self._health.brokers_up = any(
                 broker.get("state") == "UP" for broker in brokers.values() if broker.get("nodeid", -1) >= 0
             )
+        self._count_commits()
         partitions = stats.get("topics", {}).get(self._topic, {}).get("partitions", {})
         for name, partition in partitions.items():
             if name == "-1" or int(name) not in self._assigned:
                 continue
             lag = self._lag(int(name), partition)
             if lag is not None:
-                self._metrics.consumer_lag.labels(name).set(lag)
+                self._metrics.consumer_lag.labels(name, self._metrics.partition_account(int(name))).set(lag)
                 self._lag_labels.add(name)
+
+    def _count_commits(self) -> None:
+        """Adds how far each held partition's committed offset moved since the last report to its account's
+        ``imgsweep_committed_records_total``. A partition's first commit seen on this replica is where it counts
+        from (what a previous owner committed is not this replica's progress)."""
+        for number, offset in self._health.committed.items():
+            if number not in self._assigned:
+                continue
+            before = self._committed.get(number)
+            if before is not None and offset > before:
+                self._metrics.committed_records.labels(self._metrics.partition_account(number)).inc(offset - before)
+            self._committed[number] = offset
 
     def _lag(self, number: int, partition: dict[str, Any]) -> int | None:
         """Records from the committed offset to the end a read_committed consumer can read (the last stable

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from service.health import HealthState
-from service.metrics import Metrics
+from service.metrics import SHARED, Metrics
 from service.pipeline.consumer_stats import ConsumerStats
 
 TOPIC = "in"
@@ -16,8 +16,14 @@ def stats(**partitions: dict[str, Any]) -> str:
     return json.dumps({"brokers": {}, "topics": {TOPIC: {"partitions": partitions}}})
 
 
-def lag(metrics: Metrics, partition: str) -> float | None:
-    return metrics.registry.get_sample_value("imgsweep_consumer_lag_messages", {"partition": partition})
+def lag(metrics: Metrics, partition: str, account: str = "default") -> float | None:
+    return metrics.registry.get_sample_value(
+        "imgsweep_consumer_lag_messages", {"partition": partition, "account": account}
+    )
+
+
+def committed(metrics: Metrics, account: str) -> float | None:
+    return metrics.registry.get_sample_value("imgsweep_committed_records_total", {"account": account})
 
 
 def test_lag_counts_from_the_consumers_commit_when_librdkafka_knows_it() -> None:
@@ -36,3 +42,36 @@ def test_with_transactions_lag_counts_from_the_pipelines_last_commit_to_the_last
     reader.on_stats(stats(**{"0": {"consumer_lag": -1, "ls_offset": 120, "hi_offset": 125}, "1": {"consumer_lag": -1}}))
     assert lag(metrics, "0") == 20, "the last stable offset, not the high watermark: read_committed"
     assert lag(metrics, "1") is None, "nothing committed, nothing known: no series rather than a wrong one"
+
+
+def test_behind_the_router_lag_and_commits_carry_the_account_whose_partition_it_is() -> None:
+    health, metrics = HealthState(), Metrics(accounts=["shoes", "bags"], by_partition=True)
+    reader = ConsumerStats(topic=TOPIC, health=health, metrics=metrics)
+    reader.assigned(frozenset({0, 1, 2, 3}))
+    health.committed = {0: 10, 1: 10, 2: 10, 3: 10}
+    reader.on_stats(stats(**{str(p): {"consumer_lag": p + 1} for p in range(4)}))
+    assert [lag(metrics, "0", "shoes"), lag(metrics, "1", "bags"), lag(metrics, "2", "shoes")] == [1, 2, 3]
+    assert lag(metrics, "1", "shoes") is None, "partition p is account p % 2's only"
+    assert committed(metrics, "shoes") == committed(metrics, "bags") == 0, "the first commit seen is the start"
+
+    health.committed = {0: 15, 1: 10, 2: 12, 3: 10}  # shoes moves on, bags waits (its quota, say)
+    reader.on_stats(stats())
+    assert committed(metrics, "shoes") == 7
+    assert committed(metrics, "bags") == 0
+
+    reader.assigned(frozenset({1, 3}))  # 0 and 2 go to another replica
+    health.committed = {0: 99, 1: 11, 2: 99, 3: 10}
+    reader.on_stats(stats())
+    assert committed(metrics, "shoes") == 7, "partitions no longer held count nothing"
+    assert committed(metrics, "bags") == 1
+    assert lag(metrics, "0", "shoes") is None, "their lag series go"
+
+
+def test_without_the_router_several_accounts_share_every_partition_under_one_label() -> None:
+    health, metrics = HealthState(), Metrics(accounts=["shoes", "bags"])
+    reader = ConsumerStats(topic=TOPIC, health=health, metrics=metrics)
+    reader.assigned(frozenset({0, 1}))
+    reader.on_stats(stats(**{"0": {"consumer_lag": 4}, "1": {"consumer_lag": 5}}))
+    assert [lag(metrics, "0", SHARED), lag(metrics, "1", SHARED)] == [4, 5]
+    assert metrics.partition_account(1) == SHARED
+    assert Metrics(accounts=["shoes"]).partition_account(7) == "shoes", "one account: every partition is its"
