@@ -5,7 +5,7 @@ that a stall alert fires per account (issue 21)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from service.health import HealthState
@@ -15,8 +15,14 @@ __all__ = ["ConsumerStats"]
 
 
 class ConsumerStats:
-    def __init__(self, *, topic: str, health: HealthState, metrics: Metrics) -> None:
+    def __init__(
+        self, *, topic: str, health: HealthState, metrics: Metrics,
+        consumed_to: Callable[[int], int | None] = lambda _: None,
+    ) -> None:  # fmt: skip
+        """``consumed_to``: the offset after the last record the pipeline consumed from a partition (the ledger's;
+        None if none since it was assigned): what the commits must reach before the lag left can be markers."""
         self._topic = topic
+        self._consumed_to = consumed_to
         self._health = health
         self._metrics = metrics
         self._assigned: frozenset[int] = frozenset()
@@ -70,15 +76,22 @@ class ConsumerStats:
 
     def _lag(self, number: int, partition: dict[str, Any]) -> int | None:
         """Records from the committed offset to the end a read_committed consumer can read (the last stable
-        offset). librdkafka's ``consumer_lag`` counts from the offset the consumer itself committed: with
-        exactly-once delivery the producer's transaction commits them, so the pipeline's own last commit is used."""
-        lag = partition.get("consumer_lag", -1)
-        if isinstance(lag, int) and lag >= 0:
-            return lag
+        offset). The pipeline's own last commit counts (``HealthState.committed``): librdkafka's ``consumer_lag``
+        counts from the offset the consumer itself committed or read when assigned, which exactly-once delivery's
+        transactions leave behind. A transactional topic (the collections topic behind the router, or an input
+        written in transactions) ends with a commit marker that is no record: once the consumer has read past the
+        end (librdkafka's position skips markers) and every record it read is committed, what is left is markers,
+        and the lag is 0 rather than 1 for ever (which would read as a stall)."""
         end = partition.get("ls_offset", -1)
         if not isinstance(end, int) or end < 0:
             end = partition.get("hi_offset", -1)
         committed = self._health.committed.get(number)
+        if committed is None and isinstance(stored := partition.get("committed_offset", -1), int) and stored >= 0:
+            committed = stored
         if not isinstance(end, int) or end < 0 or committed is None:
-            return None
+            lag = partition.get("consumer_lag", -1)
+            return lag if isinstance(lag, int) and lag >= 0 else None
+        position, consumed_to = partition.get("app_offset", -1), self._consumed_to(number)
+        if isinstance(position, int) and position >= end and committed >= (consumed_to or 0):
+            return 0
         return max(0, end - committed)

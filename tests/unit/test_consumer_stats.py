@@ -75,3 +75,21 @@ def test_without_the_router_several_accounts_share_every_partition_under_one_lab
     assert [lag(metrics, "0", SHARED), lag(metrics, "1", SHARED)] == [4, 5]
     assert metrics.partition_account(1) == SHARED
     assert Metrics(accounts=["shoes"]).partition_account(7) == "shoes", "one account: every partition is its"
+
+
+def test_a_transaction_s_commit_marker_past_the_last_record_is_no_lag_once_everything_read_is_committed() -> None:
+    """Measured on the real broker (librdkafka 2.16): after a transaction of offsets 0-2 the last stable offset is
+    4 (the marker is 3), the consumer's position 4, and a commit of 3 (after the last record) left a lag of 1 for
+    ever: an idle account behind the router looked stalled."""
+    read_to: dict[int, int] = {0: 3, 1: 3}
+    health, metrics = HealthState(), Metrics()
+    reader = ConsumerStats(topic=TOPIC, health=health, metrics=metrics, consumed_to=read_to.get)
+    reader.assigned(frozenset({0, 1, 2}))
+    health.committed = {0: 3, 1: 2}
+    end = {"consumer_lag": 1, "ls_offset": 4, "hi_offset": 4, "app_offset": 4}
+    reader.on_stats(stats(**{"0": end, "1": end, "2": {**end, "committed_offset": 3}}))
+    assert lag(metrics, "0") == 0, "read to the end, all of it committed: only the marker is left"
+    assert lag(metrics, "1") == 2, "record 2 is not committed yet: it and the marker"
+    assert lag(metrics, "2") == 0, "nothing read since assigned, the group's commit is past the last record"
+    reader.on_stats(stats(**{"0": {**end, "app_offset": 3}}))
+    assert lag(metrics, "0") == 1, "the consumer has not read past offset 3 yet: it may be a record"
