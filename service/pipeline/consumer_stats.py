@@ -10,6 +10,7 @@ from typing import Any
 
 from service.health import HealthState
 from service.metrics import Metrics
+from service.pipeline.partitions import PartitionState
 
 __all__ = ["ConsumerStats"]
 
@@ -17,12 +18,12 @@ __all__ = ["ConsumerStats"]
 class ConsumerStats:
     def __init__(
         self, *, topic: str, health: HealthState, metrics: Metrics,
-        consumed_to: Callable[[int], int | None] = lambda _: None,
+        states: Callable[[int], PartitionState | None] = lambda _: None,
     ) -> None:  # fmt: skip
-        """``consumed_to``: the offset after the last record the pipeline consumed from a partition (the ledger's;
-        None if none since it was assigned): what the commits must reach before the lag left can be markers."""
+        """``states``: the ledger's state of a partition held, whose ``next_offset`` (after the last record the
+        pipeline consumed from it) the commits must reach before the lag left can be commit markers."""
         self._topic = topic
-        self._consumed_to = consumed_to
+        self._states = states
         self._health = health
         self._metrics = metrics
         self._assigned: frozenset[int] = frozenset()
@@ -91,7 +92,8 @@ class ConsumerStats:
         if not isinstance(end, int) or end < 0 or committed is None:
             lag = partition.get("consumer_lag", -1)
             return lag if isinstance(lag, int) and lag >= 0 else None
-        position, consumed_to = partition.get("app_offset", -1), self._consumed_to(number)
+        position, state = partition.get("app_offset", -1), self._states(number)
+        consumed_to = state.next_offset if state is not None else None
         if isinstance(position, int) and position >= end and committed >= (consumed_to or 0):
             return 0
         return max(0, end - committed)

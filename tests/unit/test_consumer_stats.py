@@ -8,6 +8,7 @@ from typing import Any
 from service.health import HealthState
 from service.metrics import SHARED, Metrics
 from service.pipeline.consumer_stats import ConsumerStats
+from service.pipeline.partitions import PartitionState
 
 TOPIC = "in"
 
@@ -81,9 +82,9 @@ def test_a_transaction_s_commit_marker_past_the_last_record_is_no_lag_once_every
     """Measured on the real broker (librdkafka 2.16): after a transaction of offsets 0-2 the last stable offset is
     4 (the marker is 3), the consumer's position 4, and a commit of 3 (after the last record) left a lag of 1 for
     ever: an idle account behind the router looked stalled."""
-    read_to: dict[int, int] = {0: 3, 1: 3}
+    states = {0: PartitionState(0, next_offset=3), 1: PartitionState(1, next_offset=3), 2: PartitionState(2)}
     health, metrics = HealthState(), Metrics()
-    reader = ConsumerStats(topic=TOPIC, health=health, metrics=metrics, consumed_to=read_to.get)
+    reader = ConsumerStats(topic=TOPIC, health=health, metrics=metrics, states=states.get)
     reader.assigned(frozenset({0, 1, 2}))
     health.committed = {0: 3, 1: 2}
     end = {"consumer_lag": 1, "ls_offset": 4, "hi_offset": 4, "app_offset": 4}
