@@ -76,24 +76,27 @@ class ConsumerStats:
             self._committed[number] = offset
 
     def _lag(self, number: int, partition: dict[str, Any]) -> int | None:
-        """Records from the committed offset to the end a read_committed consumer can read (the last stable
-        offset). The pipeline's own last commit counts (``HealthState.committed``): librdkafka's ``consumer_lag``
-        counts from the offset the consumer itself committed or read when assigned, which exactly-once delivery's
-        transactions leave behind. A transactional topic (the collections topic behind the router, or an input
-        written in transactions) ends with a commit marker that is no record: once the consumer has read past the
-        end (librdkafka's position skips markers) and every record it read is committed, what is left is markers,
-        and the lag is 0 rather than 1 for ever (which would read as a stall)."""
+        """Records from the committed offset to the end a read_committed consumer can read (the last stable offset).
+        The pipeline's own last commit counts (``HealthState.committed``): librdkafka's ``consumer_lag`` counts from
+        the offset the consumer itself committed or read when assigned, which exactly-once delivery's transactions
+        leave behind. A partition nothing was ever committed on counts from its first event not finished (an account
+        that waits from the start has lag, so its stall can be seen). A transactional topic (the collections topic
+        behind the router, or an input written in transactions) ends with a commit marker that is no record: once
+        the consumer has read past the end (librdkafka's position skips markers) and every record it read is
+        committed, what is left is markers, and the lag is 0 rather than 1 for ever (which would read as a stall)."""
         end = partition.get("ls_offset", -1)
         if not isinstance(end, int) or end < 0:
             end = partition.get("hi_offset", -1)
+        state = self._states(number)
         committed = self._health.committed.get(number)
         if committed is None and isinstance(stored := partition.get("committed_offset", -1), int) and stored >= 0:
             committed = stored
+        if committed is None and state is not None:
+            committed = state.offsets.low_watermark()  # never committed: from the first event not finished
         if not isinstance(end, int) or end < 0 or committed is None:
             lag = partition.get("consumer_lag", -1)
             return lag if isinstance(lag, int) and lag >= 0 else None
-        position, state = partition.get("app_offset", -1), self._states(number)
-        consumed_to = state.next_offset if state is not None else None
+        position, consumed_to = partition.get("app_offset", -1), state.next_offset if state is not None else None
         if isinstance(position, int) and position >= end and committed >= (consumed_to or 0):
             return 0
         return max(0, end - committed)

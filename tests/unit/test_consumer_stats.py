@@ -45,6 +45,19 @@ def test_with_transactions_lag_counts_from_the_pipelines_last_commit_to_the_last
     assert lag(metrics, "1") is None, "nothing committed, nothing known: no series rather than a wrong one"
 
 
+def test_a_partition_never_committed_counts_from_its_first_event_not_finished() -> None:
+    """Two accounts behind the router, one out of quota from the start: its partitions are never committed, and
+    their lag must still show (measured: the waiting account's lag read 0 with 300 events waiting)."""
+    waiting = PartitionState(1, next_offset=40)
+    for offset in range(10, 40):
+        waiting.offsets.track(offset)
+    health, metrics = HealthState(), Metrics()
+    reader = ConsumerStats(topic=TOPIC, health=health, metrics=metrics, states={1: waiting}.get)
+    reader.assigned(frozenset({1}))
+    reader.on_stats(stats(**{"1": {"consumer_lag": -1, "committed_offset": -1001, "ls_offset": 300, "app_offset": 40}}))
+    assert lag(metrics, "1") == 290
+
+
 def test_behind_the_router_lag_and_commits_carry_the_account_whose_partition_it_is() -> None:
     health, metrics = HealthState(), Metrics(accounts=["shoes", "bags"], by_partition=True)
     reader = ConsumerStats(topic=TOPIC, health=health, metrics=metrics)
