@@ -58,7 +58,7 @@ class ReadingMetrics:
         self.committed_records = Counter(
             "imgsweep_committed_records",
             "Records the committed offsets moved past, by the account of their partition (seen at each "
-            "statistics report of librdkafka's).",
+            "statistics report of librdkafka's, from the first commit of the partition seen on this replica).",
             ["account"],
             registry=r,
         )
