@@ -361,7 +361,7 @@ def call_window(
         if service is not None:
             metrics = service.metrics()
             pace = metrics.get('imgsweep_rate_limit_qps{account="default"}')
-            consumed = metrics.get("imgsweep_events_consumed_total")
+            consumed = sample_total(metrics, "imgsweep_events_consumed_total")
             paused = metrics.get("imgsweep_paused_partitions", 0.0) > 0
         return WindowSample(
             at,

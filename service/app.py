@@ -268,7 +268,10 @@ def run_service(settings: Settings, begun: Begun | None = None) -> int:
     user_group = settings.kafka.group_id  # the outcomes' source, whichever topic the pipeline reads
     given, settings = settings, pipeline_settings(settings)  # behind the router: the collections topic (0022)
     accounts = settings.api_accounts()
-    metrics = Metrics(error_classes=ERROR_CLASSES, accounts=[account.name for account in accounts])
+    metrics = Metrics(
+        error_classes=ERROR_CLASSES, accounts=[account.name for account in accounts],
+        by_partition=settings.kafka.repartition,  # each collections-topic partition is one account's (0022)
+    )  # fmt: skip
     health = HealthState()
     controls = _controls_or_exit(settings, metrics)
     stop_calls = threading.Event()

@@ -1,5 +1,5 @@
 """``Metrics``: every collector on one registry, and the events that move them (its parts: ``budget.py``,
-``delivery.py``, ``control.py``); ``AccountMetrics``: one account's series of them."""
+``delivery.py``, ``control.py``, ``reading.py``); ``AccountMetrics``: one account's series of them."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from service.metrics.labels import (
     PUBLISH_FALLBACKS,
     bounded,
 )
+from service.metrics.reading import ReadingMetrics, partition_accounts
 from service.settings import DEFAULT_ACCOUNT
 from service.vocabulary import (
     AbortReason,
@@ -29,14 +30,13 @@ from service.vocabulary import (
     DeadLetterReason,
     FlushReason,
     ItemStatus,
-    OutcomeStatus,
     SkipReason,
 )
 
 __all__ = ["AccountMetrics", "Metrics"]
 
 
-class Metrics(DeliveryMetrics, BudgetMetrics):
+class Metrics(DeliveryMetrics, BudgetMetrics, ReadingMetrics):
     """Holds the collectors on its own registry (tests build as many as they like)."""
 
     def __init__(
@@ -45,8 +45,12 @@ class Metrics(DeliveryMetrics, BudgetMetrics):
         *,
         error_classes: Iterable[str] = (),
         accounts: Iterable[str] = (DEFAULT_ACCOUNT,),
+        by_partition: bool = False,
     ) -> None:
-        """``accounts``: the names of the accounts (``Settings.api_accounts``), the ``account`` label's values."""
+        """``accounts``: the names of the accounts (``Settings.api_accounts``, in its order), the ``account``
+        label's values; ``by_partition``: each partition of what the pipeline reads is one account's (the router,
+        decision 0022), so what is read, committed and answered is labelled with that account (``reading.py``)."""
+        accounts = tuple(accounts)
         self.registry = r = registry or CollectorRegistry()
         self._error_classes = (*error_classes, OTHER)
         Info("imgsweep_build", "Build information.", registry=r).info({"version": __version__})
@@ -54,16 +58,7 @@ class Metrics(DeliveryMetrics, BudgetMetrics):
         # dashboard charts against the pod's limits. Each registry gets its own, read at scrape time.
         ProcessCollector(registry=r)
         GCCollector(registry=r)
-        self.events_consumed = Counter("imgsweep_events_consumed", "Input records consumed.", registry=r)
-        self.invalid_events = Counter(
-            "imgsweep_invalid_events",
-            "Input records that could not be decoded, by error class.",
-            ["error_class"],
-            registry=r,
-        )
-        self.outcomes = Counter(
-            "imgsweep_outcomes", "Outcome events acknowledged by the broker, by status.", ["status"], registry=r
-        )
+        self._declare_reading(r, partition_accounts(accounts, by_partition=by_partition), self._error_classes)
         self.images = Counter(
             "imgsweep_images", "Images decided, by status and reason.", ["status", "reason"], registry=r
         )
@@ -149,16 +144,13 @@ class Metrics(DeliveryMetrics, BudgetMetrics):
                 registry=r,
             ),
         )
-        # Consumer lag per assigned partition: how much is unread, and how old the oldest unread is.
-        self.consumer_lag, self.consumer_lag_seconds = (
-            Gauge("imgsweep_consumer_lag_messages", "Consumer lag per assigned partition.", ["partition"], registry=r),
-            Gauge(
-                "imgsweep_consumer_lag_seconds",
-                "Age of the oldest unread (uncommitted) input event per assigned partition, by its record "
-                "timestamp; 0 without lag. At the input topic's retention it is deleted unread.",
-                ["partition"],
-                registry=r,
-            ),
+        # How old the oldest unread is per assigned partition (how much is unread: ``reading.py``).
+        self.consumer_lag_seconds = Gauge(
+            "imgsweep_consumer_lag_seconds",
+            "Age of the oldest unread (uncommitted) input event per assigned partition, by its record "
+            "timestamp; 0 without lag. At the input topic's retention it is deleted unread.",
+            ["partition"],
+            registry=r,
         )
         self.inflight_batches = Gauge("imgsweep_inflight_batches", "Batches being called now.", registry=r)
         self.pending_events = Gauge("imgsweep_pending_events", "Events consumed and not yet finished.", registry=r)
@@ -213,10 +205,6 @@ class Metrics(DeliveryMetrics, BudgetMetrics):
         self._accounts: dict[str, AccountMetrics] = {}
         for account in accounts:
             self.account(account)
-        for error_class in self._error_classes:
-            self.invalid_events.labels(error_class)
-        for outcome in OutcomeStatus:
-            self.outcomes.labels(outcome)
         for status in ItemStatus:
             self.images.labels(status, "none")
         for reason in IMAGE_REASONS:
@@ -245,8 +233,9 @@ class Metrics(DeliveryMetrics, BudgetMetrics):
     def image_decided(self, status: str, reason: str | None, count: int = 1) -> None:
         self.images.labels(status, bounded(reason or "none", IMAGE_REASONS)).inc(count)
 
-    def invalid_event(self, error_class: str) -> None:
-        self.invalid_events.labels(bounded(error_class, self._error_classes)).inc()
+    def invalid_event(self, error_class: str, partition: int) -> None:
+        account = self.partition_account(partition)
+        self.invalid_events.labels(bounded(error_class, self._error_classes), account).inc()
 
 
 class AccountMetrics:

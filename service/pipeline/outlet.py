@@ -82,7 +82,7 @@ class Delivered:
     def __call__(self, state: PartitionState, offset: int, record: Record) -> None:
         self._ledger.acknowledged(state, offset)
         if record.kind == "outcome":
-            self._metrics.outcomes.labels(record.label).inc()
+            self._metrics.outcome_acknowledged(record.label, state.number)
             if record.timestamp_ms is not None:
                 self._metrics.end_to_end_latency.observe(max(0.0, time.time() - record.timestamp_ms / 1000))
         else:

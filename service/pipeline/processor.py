@@ -101,7 +101,7 @@ class Pipeline:
         """Set when a call finishes or a rate limiter's slot comes free: the loop then turns at once."""
         self._outputs = OutputsBacklog(ledger=ledger, limit=kafka.max_unacknowledged, health=health, metrics=metrics)
         self._intake = Intake(consumer=consumer, ledger=ledger, max_pending=kafka.max_pending_events)
-        self._stats = ConsumerStats(topic=kafka.input_topic, health=health, metrics=metrics)
+        self._stats = ConsumerStats(topic=kafka.input_topic, health=health, metrics=metrics, states=ledger.get)
         self._max_items = batch.max_items
         self._stopping = self._abandon = False
 

@@ -17,7 +17,17 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
-from devkit.processes import Record, SandboxProcess, ServiceProcess, Topics, consume_all, event, produce, wait_for
+from devkit.processes import (
+    Record,
+    SandboxProcess,
+    ServiceProcess,
+    Topics,
+    consume_all,
+    event,
+    produce,
+    sample_total,
+    wait_for,
+)
 from tests.e2e.test_accounts import REST_KEYS, SHOES_KEYS, _start_with_accounts
 
 pytestmark = pytest.mark.e2e
@@ -122,12 +132,30 @@ def test_an_account_out_of_quota_holds_back_none_of_the_other_accounts_work(
         commit_lag = time.monotonic() - produced_at
         committed = _collections_committed(kafka_bootstrap, names, shoes_partitions)
         waiting_calls = waiting.stats()["calls_by_code"]
+        # What the per-account stall alerts read: each account's series, from its own partitions (the lag is
+        # read from librdkafka's statistics, every 5 s).
+        wait_for(lambda: service.metric("imgsweep_consumer_lag_messages", 'account="rest"') == 0, 20, "rest's lag")
+        scrape = service.metrics()
     finally:
         service.stop()
+    per_account_series = {
+        (name, account): sample_total(scrape, name, f'account="{account}"')
+        for name in ("imgsweep_outcomes_total", "imgsweep_consumer_lag_messages", "imgsweep_committed_records_total")
+        for account in ("shoes", "rest")
+    }
     FIGURES.append(
         json.dumps({"figure": "two accounts, one out of quota", "healthy_done": len(outcomes),
-                    "seconds_to_commit_healthy": round(commit_lag, 1), "waiting_committed": committed})
+                    "seconds_to_commit_healthy": round(commit_lag, 1), "waiting_committed": committed,
+                    "series_by_account": {f"{name}{{{account}}}": value
+                                          for (name, account), value in per_account_series.items()}})
     )  # fmt: skip
+    assert per_account_series[("imgsweep_outcomes_total", "rest")] == per_account
+    assert per_account_series[("imgsweep_outcomes_total", "shoes")] == 0
+    assert per_account_series[("imgsweep_consumer_lag_messages", "shoes")] > 0, "shoes's events wait on its partitions"
+    # rest's count may be 0: its partitions can be done before the first statistics report, where the count starts.
+    assert per_account_series[("imgsweep_committed_records_total", "shoes")] == 0
+    assert sample_total(scrape, "imgsweep_quota_exhausted", 'account="shoes"') == 1, "what excuses shoes, alone"
+    assert sample_total(scrape, "imgsweep_consumer_lag_messages", 'account="*"') == 0, "no shared partitions"
     assert sorted(o.json()["event_id"] for o in outcomes) == sorted(f"b{n}" for n in range(per_account))
     assert {o.json()["status"] for o in outcomes} == {"deleted"}, "the waiting account's events are not failed"
     assert not set(shoes_partitions) & set(rest_partitions), "each account has partitions of its own"

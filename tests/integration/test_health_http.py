@@ -22,7 +22,9 @@ OPENMETRICS = "application/openmetrics-text"
 @pytest.fixture
 def server() -> Iterator[HealthServer]:
     metrics = Metrics(error_classes=("not_json",))
-    metrics.events_consumed.inc(3)
+    metrics.consumed(partition=0)
+    metrics.consumed(partition=1)
+    metrics.consumed(partition=2)
     running = HealthServer("127.0.0.1", 0, health=HealthState(), metrics=metrics)
     running.start()
     try:

@@ -1258,8 +1258,8 @@ def test_with_every_alert_disabled_only_the_recording_rules_remain() -> None:
         (
             ("--set", "prometheusRule.alerts.ImgsweepConsumerLagGrowing.minLagMessages=0"),
             "ImgsweepConsumerLagGrowing",
-            "namespace_job:imgsweep_consumer_lag_messages:sum > 0\n",
-            "namespace_job:imgsweep_consumer_lag_messages:sum > 100\n",
+            "(namespace_job:imgsweep_consumer_lag_messages:sum) > 0\n",
+            "(namespace_job:imgsweep_consumer_lag_messages:sum) > 100\n",
         ),
     ],
 )

@@ -6,7 +6,8 @@ unchecked rules file must not pass as a checked one.
 
 How every PromQL expression is run against real data, with promtool alone (no Prometheus server):
 
-1. The real service runs against the real broker and the sandbox API with faults injected (HTTP 503,
+1. The real service runs, with its router (``IMGSWEEP_KAFKA__REPARTITION``), against the real broker and the
+   sandbox API with faults injected (HTTP 503,
    system busy, per-image errors, an unknown collection, too few attempts, a low QPS) while waves of valid
    and invalid events arrive. ``/metrics`` is scraped after every wave.
 2. Each scrape is parsed and labelled the way Prometheus labels a target's samples (``job``, ``instance``,
@@ -212,9 +213,12 @@ def test_a_real_scrape_is_clean_and_feeds_every_dashboard_and_rule_expression(
     sandbox.seed(
         {"shop": [(f"w{w}-p{n}", f"w{w}-{n}-{i}.jpg") for w in range(WAVES) for n in range(8) for i in range(3)]}
     )
+    # With the router (decision 0022): its series (ImgsweepRouterStalled) exist only then, and the pipeline's
+    # series carry the account whose collections-topic partition they are on.
     service: ServiceProcess = service_process(
-        names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5", API__MAX_ATTEMPTS="2", API__BACKOFF_MAX_SECONDS="0.2"
-    )
+        names, sandbox, API__QPS="8", BATCH__MAX_ITEMS="5", API__MAX_ATTEMPTS="2", API__BACKOFF_MAX_SECONDS="0.2",
+        KAFKA__REPARTITION="true",
+    )  # fmt: skip
     service.wait_assigned(2)
     instance = f"127.0.0.1:{service.port}"
     target = {**TARGET_LABELS, "instance": instance}

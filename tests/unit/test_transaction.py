@@ -171,7 +171,7 @@ def test_a_failed_delivery_aborts_and_the_same_records_go_again_without_another_
     assert rig.consumer.position(0) == (1, "")
     assert rig.consumer.position(1) == (1, "")
     assert rig.metrics.transaction_aborts.labels("delivery_failed")._value.get() == 1
-    assert rig.metrics.outcomes.labels("deleted")._value.get() == 2, "each outcome counted once"
+    assert rig.metrics.outcomes.labels("deleted", "default")._value.get() == 2, "each outcome counted once"
 
 
 def test_a_refused_commit_aborts_and_commits_the_same_outcomes_next_time() -> None:

@@ -26,6 +26,7 @@ Prometheus's own templates in the annotations are written {{"{{"}} ... }} so tha
   "ImgsweepConsumerStalled" (dict "for" "15m" "severity" "critical")
   "ImgsweepAccountStalled" (dict "for" "15m" "severity" "critical")
   "ImgsweepNoOutcomes" (dict "for" "15m" "severity" "critical")
+  "ImgsweepRouterStalled" (dict "for" "15m" "severity" "critical")
   "ImgsweepDeadLettersGrowing" (dict "for" "5m" "severity" "warning")
   "ImgsweepCollectionWithoutAccount" (dict "for" "5m" "severity" "warning")
   "ImgsweepUnreadEventsNearRetention" (dict "for" "10m" "severity" "critical" "maxAgeSeconds" 302400)
@@ -82,6 +83,16 @@ prometheusRule.alerts gets the defaults), or {} when it is disabled. Called with
 {{- else }}{{ . }}{{ end }}
 {{- end }}
 
+{{/*
+When an account's stall alerts are excused by the accounts' waits (namespace_job:imgsweep_account_waiting:max),
+matched on (namespace, job, account): an account's series by its own wait; the "*" series (several accounts, no
+router: every partition is every account's) by any account's.
+*/}}
+{{- define "imgsweep.accountWaiting" -}}
+namespace_job:imgsweep_account_waiting:max == 1
+            or label_replace(max by (namespace, job) (namespace_job:imgsweep_account_waiting:max), "account", "*", "", "") == 1
+{{- end }}
+
 {{- define "imgsweep.rules" -}}
 {{- $runbook := include "imgsweep.runbookBaseUrl" . }}
 {{- $anyAlert := false }}
@@ -98,8 +109,13 @@ prometheusRule.alerts gets the defaults), or {} when it is disabled. Called with
 # the replicas of one deployment share one consumer group. A deployment may use several JD accounts
 # (IMGSWEEP_ACCOUNTS__<NAME>__*), each with its own rate limit, quota and call budget: the API, quota, rate
 # and budget series carry `account` (the account's name; "default" when only IMGSWEEP_API__* is set), and
-# the rules on them aggregate by (namespace, job, account), so each account alerts on its own. The
-# recording rules keep their namespace_job: names and also keep `account` where their input has it.
+# the rules on them aggregate by (namespace, job, account), so each account alerts on its own. So do the
+# pipeline's consumer lag, records consumed, committed and invalid, and outcomes: their `account` is the account
+# whose partition the record is on. Behind the router (IMGSWEEP_KAFKA__REPARTITION, decision 0022) each partition
+# is one account's; with one account, that account's; without the router and with several accounts every
+# partition carries every account's events and `account` is "*" (any account's state then excuses their
+# alerts, as nothing tells which account holds them). The recording rules keep their namespace_job: names and
+# also keep `account` where their input has it.
 # imgsweep_quota_reset_seconds has no `account`: the daily reset is the same for every account.
 # Counters appear only inside rate()/increase(). Each alert links its section of docs/runbooks.md
 # (runbookBaseUrl, by default that path in imgsweep's source tree).
@@ -139,10 +155,23 @@ groups:
           /
           sum by (namespace, job) (rate(imgsweep_images_total[15m]))
 
-      # Messages on the input topic not yet processed, summed over partitions (each partition is reported
-      # by the one replica it is assigned to).
+      # Messages the pipeline has not processed (behind the router: on the collections topic), summed over the
+      # partitions of each account (each partition is reported by the one replica it is assigned to).
       - record: namespace_job:imgsweep_consumer_lag_messages:sum
-        expr: sum by (namespace, job) (imgsweep_consumer_lag_messages)
+        expr: sum by (namespace, job, account) (imgsweep_consumer_lag_messages)
+
+      # 1 while an account waits for a reason of its own: its quota is spent, its paid pack is empty, it is
+      # halted on a fatal API answer, or its budget holds its calls (until the reset, or past the max wait); else
+      # 0. What excuses that account's stall alerts, and only that account's.
+      - record: namespace_job:imgsweep_account_waiting:max
+        expr: |
+          max by (namespace, job, account) (
+            label_replace(imgsweep_quota_exhausted, "why", "quota_exhausted", "", "")
+            or label_replace(imgsweep_quota_payment_required, "why", "payment_required", "", "")
+            or label_replace(imgsweep_account_halted, "why", "halted", "", "")
+            or label_replace(max without (why) (imgsweep_budget_waiting_for_reset), "why", "held_until_reset", "", "")
+            or label_replace(imgsweep_budget_limited, "why", "budget_limited", "", "")
+          )
 
       # When the calls imgsweep may still spend today on an account run out at its last hour's pace: the
       # account's budget's spendable calls (calls left less the reserve, as each replica's planner counts them;
@@ -408,9 +437,10 @@ groups:
       {{- with include "imgsweep.alert" (list $ "ImgsweepConsumerLagGrowing") | fromJson }}
 
       - alert: ImgsweepConsumerLagGrowing
+        # The whole pipeline's lag (every account's partitions): how far behind the input it is.
         expr: |
-          namespace_job:imgsweep_consumer_lag_messages:sum > {{ .minLagMessages }}
-          and deriv(namespace_job:imgsweep_consumer_lag_messages:sum[30m]) > 0
+          sum by (namespace, job) (namespace_job:imgsweep_consumer_lag_messages:sum) > {{ .minLagMessages }}
+          and on (namespace, job) sum by (namespace, job) (deriv(namespace_job:imgsweep_consumer_lag_messages:sum[30m])) > 0
         for: {{ .for }}
         labels:
           severity: {{ .severity }}
@@ -424,26 +454,24 @@ groups:
       {{- with include "imgsweep.alert" (list $ "ImgsweepConsumerStalled") | fromJson }}
 
       - alert: ImgsweepConsumerStalled
-        # Lag and commits are not per account: a spent quota (or a held budget) of any one account excuses it,
-        # since events of that account's collections hold their partitions' commits.
+        # Per account: lag on its partitions and no commit moved past any of their records. Excused by that
+        # account's own wait (its events rightly hold its partitions' commits), never by another's; the "*"
+        # series (several accounts, no router) by any account's wait; every series by a replica's fatal state.
         expr: |
           namespace_job:imgsweep_consumer_lag_messages:sum > 0
-          and on (namespace, job) sum by (namespace, job) (increase(imgsweep_offset_commits_total[15m])) == 0
-          unless on (namespace, job) (
-            max by (namespace, job) (imgsweep_quota_exhausted) == 1 or max by (namespace, job) (imgsweep_fatal) == 1
-            or max by (namespace, job) (imgsweep_account_halted) == 1
-            or max by (namespace, job) (imgsweep_budget_waiting_for_reset) == 1
-            or max by (namespace, job) (imgsweep_budget_limited) == 1
-          )
+          and on (namespace, job, account) sum by (namespace, job, account) (increase(imgsweep_committed_records_total[15m])) == 0
+          unless on (namespace, job, account) ({{ include "imgsweep.accountWaiting" . }})
+          unless on (namespace, job) max by (namespace, job) (imgsweep_fatal) == 1
         for: {{ .for }}
         labels:
           severity: {{ .severity }}
         annotations:
-          summary: "imgsweep commits nothing while events wait in {{"{{"}} $labels.namespace }}"
+          summary: "imgsweep commits nothing of account {{"{{"}} $labels.account }} while its events wait in {{"{{"}} $labels.namespace }}"
           description: >-
-            {{"{{"}} $value | humanize }} messages wait on the input topic and {{"{{"}} $labels.job }} has committed no offset
-            for 15 minutes, although no account's quota is spent or budget held and no replica is in the fatal
-            state.
+            {{"{{"}} $value | humanize }} messages wait on the partitions of account {{"{{"}} $labels.account }} ("*": every
+            account's, without the router) and {{"{{"}} $labels.job }} has committed none of their records for 15 minutes,
+            although that account's quota is not spent, its pack is not empty, it is not halted, its budget holds
+            nothing back and no replica is in the fatal state. Another account's wait does not excuse it.
           runbook_url: {{ $runbook }}#consumer-stalled
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepAccountStalled") | fromJson }}
@@ -455,13 +483,7 @@ groups:
         expr: |
           max by (namespace, job, account) (imgsweep_qps_demand_calls) > 0
           and on (namespace, job, account) sum by (namespace, job, account) (increase(imgsweep_api_calls_total[15m])) == 0
-          unless on (namespace, job, account) (
-            max by (namespace, job, account) (imgsweep_quota_exhausted) == 1
-            or max by (namespace, job, account) (imgsweep_quota_payment_required) == 1
-            or max by (namespace, job, account) (imgsweep_account_halted) == 1
-            or max by (namespace, job, account) (imgsweep_budget_waiting_for_reset) == 1
-            or max by (namespace, job, account) (imgsweep_budget_limited) == 1
-          )
+          unless on (namespace, job, account) namespace_job:imgsweep_account_waiting:max == 1
         for: {{ .for }}
         labels:
           severity: {{ .severity }}
@@ -476,31 +498,48 @@ groups:
       {{- with include "imgsweep.alert" (list $ "ImgsweepNoOutcomes") | fromJson }}
 
       - alert: ImgsweepNoOutcomes
-        # Valid input arrived (consumed, or piling up as lag) but no outcome was published. As for
-        # ImgsweepConsumerStalled, a spent quota or held budget of any account excuses it.
+        # Per account: valid input arrived on its partitions (consumed, or piling up as lag) but no outcome of
+        # theirs was published. Excused as ImgsweepConsumerStalled is: by that account's own wait only.
         expr: |
           (
-            sum by (namespace, job) (increase(imgsweep_events_consumed_total[30m]))
-              - sum by (namespace, job) (increase(imgsweep_invalid_events_total[30m])) > 0
+            sum by (namespace, job, account) (increase(imgsweep_events_consumed_total[30m]))
+              - sum by (namespace, job, account) (increase(imgsweep_invalid_events_total[30m])) > 0
             or
             delta(namespace_job:imgsweep_consumer_lag_messages:sum[30m]) > 0
           )
-          and on (namespace, job) sum by (namespace, job) (increase(imgsweep_outcomes_total[30m])) == 0
-          unless on (namespace, job) (
-            max by (namespace, job) (imgsweep_quota_exhausted) == 1 or max by (namespace, job) (imgsweep_fatal) == 1
-            or max by (namespace, job) (imgsweep_account_halted) == 1
-            or max by (namespace, job) (imgsweep_budget_waiting_for_reset) == 1
-            or max by (namespace, job) (imgsweep_budget_limited) == 1
-          )
+          and on (namespace, job, account) sum by (namespace, job, account) (increase(imgsweep_outcomes_total[30m])) == 0
+          unless on (namespace, job, account) ({{ include "imgsweep.accountWaiting" . }})
+          unless on (namespace, job) max by (namespace, job) (imgsweep_fatal) == 1
         for: {{ .for }}
         labels:
           severity: {{ .severity }}
         annotations:
-          summary: "imgsweep publishes no outcomes while input arrives in {{"{{"}} $labels.namespace }}"
+          summary: "imgsweep publishes no outcomes for account {{"{{"}} $labels.account }} while its input arrives in {{"{{"}} $labels.namespace }}"
           description: >-
-            Events for {{"{{"}} $labels.job }} arrived in the last 30 minutes but no outcome was acknowledged, although
-            no account's quota is spent or budget held and no replica is in the fatal state.
+            Events arrived on the partitions of account {{"{{"}} $labels.account }} ("*": every account's, without the
+            router) in the last 30 minutes but {{"{{"}} $labels.job }} acknowledged no outcome of theirs, although that
+            account's quota is not spent, its pack is not empty, it is not halted, its budget holds nothing back and
+            no replica is in the fatal state. Another account's wait does not excuse it.
           runbook_url: {{ $runbook }}#no-outcomes
+      {{- end }}
+      {{- with include "imgsweep.alert" (list $ "ImgsweepRouterStalled") | fromJson }}
+
+      - alert: ImgsweepRouterStalled
+        # The router (decision 0022) reads the input for every account and waits for none: input it has not
+        # read and no commit of the input's offsets in 15 minutes is its own stall, whatever the accounts do.
+        expr: |
+          sum by (namespace, job) (imgsweep_router_lag_messages) > 0
+          and on (namespace, job) sum by (namespace, job) (increase(imgsweep_router_commits_total[15m])) == 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: "imgsweep's router forwards nothing while input waits in {{"{{"}} $labels.namespace }}"
+          description: >-
+            {{"{{"}} $value | humanize }} input records wait for {{"{{"}} $labels.job }}'s router and it has committed none
+            of the input's offsets for 15 minutes: nothing reaches the collections topic, so no account's events
+            are deleted. No account's quota or budget excuses it.
+          runbook_url: {{ $runbook }}#router-stalled
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepDeadLettersGrowing") | fromJson }}
 

@@ -71,7 +71,7 @@ class DecodeStep:
         if self._ledger.pending_beside(record.partition) >= self._max_pending:  # this account's share, if any
             self._next.press()  # the input waits: the oldest held delist goes now, its relist could not come first
             raise MessageRejected
-        self._metrics.events_consumed.inc()
+        self._metrics.consumed(record.partition)
         if not self._ledger.admit(record):
             self._metrics.events_skipped.labels(SkipReason.ALREADY_DONE).inc()
             return
@@ -97,7 +97,7 @@ class DecodeStep:
             self._ledger.skip(record)
             return
         except InvalidEvent as invalid:
-            self._metrics.invalid_event(invalid.error_class)
+            self._metrics.invalid_event(invalid.error_class, record.partition)
             log.warning(
                 "invalid event sent to the dead-letter topic: %s",
                 invalid.reason,
