@@ -48,6 +48,7 @@ from service.pipeline.steps.guard import GuardedLanes
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
+from service.pipeline.transaction import STUCK_SECONDS
 from service.settings import Settings
 from service.settings.kafka import KafkaSettings
 from service.tracing import NO_TRACING, Tracing
@@ -68,6 +69,7 @@ class Pipeline:
         consumer: Consumer,
         producer: Producer,
         accounts: Sequence[AccountCalls],
+        renew_producer: Callable[[], Producer] | None = None,
         executor: Executor,
         metrics: Metrics,
         health: HealthState,
@@ -87,10 +89,12 @@ class Pipeline:
         starts with none); ``clock``: the batches' and the budget's time; ``controls``: the pauses and brakes every
         lane obeys (the control topic); ``marks``: where a record that stops the process is remembered (default:
         in memory only, nothing across a restart; the service passes files in its temporary directory); ``decoder``:
-        what reads a record's value (``decode_event``; the service's reads the Schema Registry's format first)."""
+        what reads a record's value (``decode_event``; the service's reads the Schema Registry's format first);
+        ``renew_producer``: makes another transactional producer like ``producer``, to take over in the process when
+        librdkafka makes it fatal without a fence (None: the process exits then)."""
         kafka, batch = settings.kafka, settings.batch
         self._grace = settings.shutdown_grace_seconds
-        self._consumer, self._producer, self._executor = consumer, producer, executor
+        self._consumer, self._executor = consumer, executor
         self._health, self._stop_calls = health, stop_calls
         memory = DeletionMemory.from_settings(settings.state)
         self._ledger = ledger = Ledger(kafka.input_topic, memory, marks=marks, share_of=_shares(kafka, len(accounts)))
@@ -108,9 +112,10 @@ class Pipeline:
         # The chain, built from its end: each step is given the step it hands its work to. How records reach
         # Kafka and how offsets are committed depends on the delivery: one transaction for both (exactly-once), or
         # records acknowledged, then offsets committed by the consumer (at-least-once).
-        self._transaction, outlet, self._commit = delivery(
+        self._transaction, self._outlet, self._commit = delivery(
             kafka.delivery, producer=producer, consumer=consumer, ledger=ledger, health=health, halt=halt,
-            metrics=metrics, wake=self._wake,
+            metrics=metrics, wake=self._wake, renew=renew_producer,
+            stuck_seconds=min(STUCK_SECONDS, kafka.transaction_timeout_ms / 3000),
         )  # fmt: skip
         topics = Topics(
             kafka.outcome_topic,
@@ -121,7 +126,7 @@ class Pipeline:
             max_record_bytes=max_record_bytes(settings),
         )
         self._publish = PublishStep(
-            outlet=outlet, topics=topics, ledger=ledger, next_step=self._commit, metrics=metrics
+            outlet=self._outlet, topics=topics, ledger=ledger, next_step=self._commit, metrics=metrics
         )
         workers = Workers(executor, self._wake, stop_calls, halt, tracing, outputs_full=self._outputs.full)
         shared = LaneShared(
@@ -278,7 +283,7 @@ class Pipeline:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._intake.leave_group(LEAVE_SECONDS)
         self._consumer.close()
-        self._producer.flush(5)
+        self._outlet.flush(5)  # (exactly-once: the producer now, a new one if librdkafka made the first fatal)
         log.info("stopped")
 
     # ---- what a rebalance asks (``rebalance.Flow``) --------------------------------------------------------

@@ -9,7 +9,10 @@ commit. A ``read_committed`` reader of the outcome topic sees each event's outco
 The open transaction keeps every record it carries (``_Entry``): an abortable error (a failed delivery, a commit
 the broker refused) aborts it and produces the same records again in the next one, so a call's answer in hand
 is never asked of the API again. A fatal error (fenced by a newer producer with the same id, or the producer's
-own fatal state) trips the halt for an exit: the process ends and Kubernetes starts a fresh one.
+own fatal state) trips the halt for an exit: the process ends and Kubernetes starts a fresh one. Any other fatal
+error (librdkafka's, e.g. an abort refused after an output topic was deleted) gives the transaction a new producer
+with the same ``transactional.id`` (``ProducerRenewal``): the records kept go into its first transaction, and
+nothing the API answered is asked again.
 
 The commit does not stop the poll loop (``begin_commit``, ``settle``): the transaction is closed first (records
 handed over from then on wait, in order, for the next one), its records' acknowledgements are awaited turn by
@@ -22,7 +25,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,14 +38,16 @@ from service.pipeline.inflight import InFlight
 from service.pipeline.ledger import Ledger
 from service.pipeline.outlet import REFUSED_FOR_GOOD, Acked, Record, Refused, produce_now
 from service.pipeline.partitions import PartitionState
+from service.pipeline.renewal import INIT_TIMEOUT_SECONDS, ProducerRenewal, fenced
+from service.pipeline.topic_wait import MISSING, TopicWait
 from service.vocabulary import AbortReason
 
-__all__ = ["INIT_TIMEOUT_SECONDS", "Transaction"]
+__all__ = ["INIT_TIMEOUT_SECONDS", "STUCK_SECONDS", "Transaction"]
 
 log = logging.getLogger(__name__)
 
-INIT_TIMEOUT_SECONDS: Final = 30.0
-"""``init_transactions`` at start: fences the previous producer of the same id and aborts its transaction."""
+STUCK_SECONDS: Final = 10.0
+"""A third of ``transaction.timeout.ms``'s default (30 s): see ``Transaction``'s ``stuck_seconds``."""
 SWITCH_INTERVAL_SECONDS: Final = 0.001
 """How long a thread may keep the GIL while another waits for it (Python's default: 5 ms)."""
 
@@ -62,9 +68,13 @@ class Transaction:
 
     def __init__(
         self, producer: Producer, consumer: Consumer, *, ledger: Ledger, acked: Acked, halt: Halt, metrics: Metrics,
-        wake: threading.Event | None = None,
+        wake: threading.Event | None = None, renew: Callable[[], Producer] | None = None,
+        stuck_seconds: float = STUCK_SECONDS,
     ) -> None:  # fmt: skip
-        """``wake``: set when a commit is over, so that the loop turns at once to open the next transaction."""
+        """``wake``: set when a commit is over, so that the loop turns at once to open the next transaction;
+        ``renew``: makes a producer like this one, to take over from one librdkafka made fatal (None: exit);
+        ``stuck_seconds``: a transaction whose records are not all delivered this long after it began is aborted
+        (well before ``transaction.timeout.ms``, after which the coordinator aborts it and fences the producer)."""
         self._producer = producer
         self._consumer = consumer
         self._ledger = ledger
@@ -83,6 +93,13 @@ class Transaction:
         """Between ``close`` and the end of the commit: records handed over wait in ``_waiting``."""
         self._waiting: list[_Entry] = []
         self._committing: InFlight[KafkaError | None] | None = None
+        self._renewal = None if renew is None else ProducerRenewal(renew, finished=self._wake.set)
+        self._missing = TopicWait[_Entry](lambda entry: entry.record.topic, wake=self._wake.set)
+        """Records for topics that are gone: kept until the metadata shows them again."""
+        self._suspect: set[str] = set()
+        """Topics a delivery failed for since the last abort: their records wait in ``_missing`` after it."""
+        self._stuck = stuck_seconds
+        self._began = 0.0
 
     @property
     def closed(self) -> bool:
@@ -92,6 +109,11 @@ class Transaction:
     @property
     def committing(self) -> bool:
         return self._committing is not None
+
+    @property
+    def missing_topics(self) -> frozenset[str]:
+        """Topics that are gone, their records waiting (``TopicWait``)."""
+        return self._missing.topics
 
     @property
     def carrying(self) -> bool:
@@ -119,10 +141,15 @@ class Transaction:
         self._add(_Entry(None, -1, record))
 
     def poll(self) -> None:
-        self._producer.poll(0)
+        if self._ready():
+            self._producer.poll(0)
+            if not self._closed:
+                for entry in self._missing.back(self._producer):
+                    self._add(entry)
 
     def flush(self, timeout: float) -> None:
-        self._producer.flush(max(0.0, timeout))
+        if self._ready():
+            self._producer.flush(max(0.0, timeout))
 
     # ---- the checkpoint (``service.pipeline.steps.commit.TransactionStep``) ---------------------------------
 
@@ -135,10 +162,13 @@ class Transaction:
         """Waits up to ``timeout`` (0: not at all) for the open transaction's records; True once all are
         acknowledged (their events' offsets then are committable). A failed delivery aborts the transaction and
         sends its records again: False until they are delivered."""
-        if self._halt.exit:
+        if self._halt.exit or not self._ready():
             return False
         self._producer.poll(0)  # the acknowledgements that came (``flush`` of 0 s serves none)
-        if self._producer.flush(max(0.0, timeout)) > 0:
+        if self._producer.flush(max(0.0, timeout)) > 0 or self._renewing:  # (a report may have made it fatal)
+            if self._open and not self._renewing and time.monotonic() - self._began > self._stuck:
+                self._suspect.update(entry.record.topic for entry in self._entries)
+                self._abort(AbortReason.DELIVERY_FAILED, f"records not delivered after {self._stuck:.0f} s")
             return False
         if self._failed is not None:
             self._abort(AbortReason.DELIVERY_FAILED, self._failed)
@@ -179,7 +209,9 @@ class Transaction:
         self._committing = None
         error = committing.result()
         if error is not None:
-            if not self._fatal(error):
+            # Fatal here ends the process even without a fence: the commit may have reached the broker, and its
+            # records produced again by a new producer would be read twice.
+            if not self._fatal(error, renew=False):
                 self._abort(AbortReason.COMMIT_FAILED, error.str())  # retriable or abortable alike
             self.reopen()
             return False
@@ -192,7 +224,7 @@ class Transaction:
 
     def reopen(self) -> None:
         """The records that waited go into the next transaction (none while a commit is under way)."""
-        if self._committing is not None or self._halt.exit:
+        if self._committing is not None or self._halt.exit or not self._ready():
             return
         self._closed = False
         waiting, self._waiting = self._waiting, []
@@ -205,14 +237,18 @@ class Transaction:
         publishes them); the transaction is aborted (after the commit under way) and the rest produced again."""
         self.settle(None)
         self._waiting = [entry for entry in self._waiting if self._held(entry)]
+        self._missing.keep(self._held)
         if any(not self._held(entry) for entry in self._entries):
             self._abort(AbortReason.PARTITIONS_LOST, "partitions lost")
 
     # ---- the transaction's states ------------------------------------------------------------------------------
 
     def _add(self, entry: _Entry) -> None:
-        if self._closed:
+        if self._closed or not self._ready():
             self._waiting.append(entry)
+            return
+        if self._missing.holds(entry.record.topic):  # behind the records that wait for it, in order
+            self._missing.hold(entry, "")
             return
         self._entries.append(entry)
         self._send(entry)
@@ -220,9 +256,11 @@ class Transaction:
     def _begin(self) -> None:
         if not self._open:
             self._producer.begin_transaction()
-            self._open = True
+            self._open, self._began = True, time.monotonic()
 
     def _send(self, entry: _Entry) -> None:
+        if self._renewing:
+            return  # kept in ``_entries``: the new producer sends it
         generation = self._generation
 
         def delivered(error: KafkaError | None, _message: Message) -> None:
@@ -235,6 +273,10 @@ class Transaction:
             return
         if isinstance(refusal, KafkaError) and self._fatal(refusal):
             return
+        if isinstance(refusal, KafkaError) and refusal.code() in MISSING:  # the topic is gone: not the record's fault
+            self._entries = [other for other in self._entries if other is not entry]
+            self._missing.hold(entry, refusal.str())
+            return
         self._replace(entry, refusal.str() if isinstance(refusal, KafkaError) else refusal)
         if entry in self._entries:
             self._send(entry)
@@ -245,6 +287,8 @@ class Transaction:
                 return
             if error.code() in REFUSED_FOR_GOOD:  # producing it again cannot help: what replaces it goes next time
                 self._replace(entry, error.str())
+            elif error.code() in MISSING or error.code() == KafkaError._MSG_TIMED_OUT:
+                self._suspect.add(entry.record.topic)
             self._failed = self._failed or error.str()
             return
         if entry.state is not None and not entry.acked and self._ledger.holds(entry.state):
@@ -254,6 +298,9 @@ class Transaction:
     def _abort(self, reason: AbortReason, cause: str) -> None:
         """Aborts the open transaction; what it carried for partitions still held is produced again."""
         log.warning("transaction aborted, its records are produced again: %s", cause, extra={"reason": str(reason)})
+        if self._renewing:  # the old producer's transaction ends with it
+            self._entries = [entry for entry in self._entries if self._held(entry)]
+            return
         try:
             self._producer.abort_transaction()
         except KafkaException as exc:
@@ -264,9 +311,19 @@ class Transaction:
         self._metrics.transaction_aborts.labels(reason).inc()
         self._open, self._failed = False, None
         self._generation += 1
-        self._entries = [entry for entry in self._entries if self._held(entry)]
-        for entry in self._entries:
-            self._send(entry)
+        self._again()
+
+    def _again(self) -> None:
+        """What the ended transaction carried, for partitions still held, goes into the next; records for topics
+        a delivery failed for wait for them instead (``_missing``), rather than failing the next one too."""
+        entries, self._entries = [entry for entry in self._entries if self._held(entry)], []
+        suspect, self._suspect = self._suspect, set()
+        for entry in entries:
+            if entry.record.topic in suspect or self._missing.holds(entry.record.topic):
+                self._missing.hold(entry, "its delivery failed")
+            else:
+                self._entries.append(entry)
+                self._send(entry)
 
     def _replace(self, entry: _Entry, error: str) -> None:
         """A record refused for good: what the publish step writes in its place, or nothing."""
@@ -281,9 +338,50 @@ class Transaction:
             return self._ledger.holds(entry.state)
         return entry.record.partition is not None and self._ledger.get(entry.record.partition) is not None
 
-    def _fatal(self, error: KafkaError) -> bool:
-        """A fenced or fatally failed producer can do nothing more: the process exits for a fresh one."""
-        if not (error.fatal() or error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)):
+    def _fatal(self, error: KafkaError, *, renew: bool = True) -> bool:
+        """A fenced or fatally failed producer can do nothing more. Fenced (or ``renew`` False, or no way to make
+        a producer): the process exits for a fresh one. Else a new producer takes over (``_ready``)."""
+        if not (error.fatal() or fenced(error)):
             return False
-        self._halt.trip(f"Kafka producer fatal error in its transaction: {error.str()}", exit=True)
+        if fenced(error) or not renew or self._renewal is None:
+            self._halt.trip(f"Kafka producer fatal error in its transaction: {error.str()}", exit=True)
+            return True
+        if not self._renewal.under_way:
+            log.error(
+                "the producer failed for good (%s): a new one with the same transactional.id takes over; the "
+                "records of its transaction are kept and produced again, no API call is made again",
+                error.str(),
+                extra={"count": len(self._entries)},
+            )
+            self._metrics.transaction_aborts.labels(AbortReason.PRODUCER_FAILED).inc()
+            self._open, self._failed = False, None
+            self._generation += 1
+            self._renewal.begin(self._producer)
         return True
+
+    @property
+    def _renewing(self) -> bool:
+        return self._renewal is not None and self._renewal.under_way
+
+    def _ready(self) -> bool:
+        """Whether the producer can take records: True unless a new one is being made. Once it is ready, the
+        kept records of partitions still held go into its first transaction (and the waiting ones, if open)."""
+        renewal = self._renewal
+        if renewal is None or not renewal.under_way:
+            return True
+        outcome = renewal.outcome()
+        if outcome is None:
+            return False
+        if isinstance(outcome, KafkaError):
+            if fenced(outcome):
+                self._halt.trip(f"Kafka producer fenced while taking over: {outcome.str()}", exit=True)
+            else:
+                log.warning("a new producer could not start, trying again: %s", outcome.str())
+                renewal.begin(self._producer)
+            return False
+        self._producer = outcome
+        log.warning("a new producer took over: the records kept go again", extra={"count": len(self._entries)})
+        self._again()
+        if not self._closed:
+            self.reopen()
+        return not self._renewing

@@ -28,7 +28,7 @@ from service.pipeline.ledger import Ledger
 from service.pipeline.outlet import Acknowledged, Delivered, Outlet
 from service.pipeline.partitions import PartitionState, Position
 from service.pipeline.steps.abstract import Step
-from service.pipeline.transaction import Transaction
+from service.pipeline.transaction import STUCK_SECONDS, Transaction
 
 __all__ = [
     "COMMIT_INTERVAL_SECONDS",
@@ -269,14 +269,24 @@ class TransactionStep:
 def delivery(
     kind: Literal["exactly_once", "at_least_once"], *, producer: Producer, consumer: Consumer, ledger: Ledger,
     health: HealthState, halt: Halt, metrics: Metrics, wake: threading.Event | None = None,
+    renew: Callable[[], Producer] | None = None, stuck_seconds: float = STUCK_SECONDS,
 ) -> tuple[Transaction | None, Outlet, Checkpoint]:  # fmt: skip
     """How records reach Kafka and how offsets are committed (``IMGSWEEP_KAFKA__DELIVERY``): in one transaction
     (exactly-once: the transaction, which is also the outlet, and its step), or records acknowledged one by one,
-    then offsets committed by the consumer (at-least-once). ``wake``: set when a transaction's commit is over."""
+    then offsets committed by the consumer (at-least-once). ``wake``: set when a transaction's commit is over;
+    ``renew``, ``stuck_seconds``: ``Transaction``'s."""
     delivered = Delivered(ledger, metrics)
     if kind == "exactly_once":
         transaction = Transaction(
-            producer, consumer, ledger=ledger, acked=delivered, halt=halt, metrics=metrics, wake=wake
+            producer,
+            consumer,
+            ledger=ledger,
+            acked=delivered,
+            halt=halt,
+            metrics=metrics,
+            wake=wake,
+            renew=renew,
+            stuck_seconds=stuck_seconds,
         )
         return (
             transaction,
