@@ -24,9 +24,12 @@ from typing import Final
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from service.metrics import Metrics
+from service.pipeline.halt import Halt
 from service.pipeline.inflight import InFlight
+from service.vocabulary import AbortReason
 
-__all__ = ["FENCED", "INIT_TIMEOUT_SECONDS", "ProducerRenewal", "fenced"]
+__all__ = ["FENCED", "INIT_TIMEOUT_SECONDS", "ProducerRenewal", "Producers", "fenced"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +98,59 @@ class ProducerRenewal:
         self._failures = 0
         self.renewals += 1
         return producer
+
+
+class Producers:
+    """The transaction's producer now, and what a fatal error of it means: the process's end (a fence, or no way to
+    make another), or a new producer made while the transaction keeps its records (``renewing``)."""
+
+    def __init__(
+        self, first: Producer, make: Callable[[], Producer] | None, *, halt: Halt, metrics: Metrics,
+        wake: Callable[[], None],
+    ) -> None:  # fmt: skip
+        self.current = first
+        self._halt = halt
+        self._metrics = metrics
+        self._renewal = None if make is None else ProducerRenewal(make, finished=wake)
+
+    @property
+    def renewing(self) -> bool:
+        return self._renewal is not None and self._renewal.under_way
+
+    def fatal(self, error: KafkaError, *, renew: bool = True, carrying: int = 0) -> bool:
+        """Whether ``error`` ends this producer. Fenced (or ``renew`` False, or no ``make``): the halt trips for an
+        exit. Else a new producer is being made from now on (``took_over``); ``carrying``: records kept for it."""
+        if not (error.fatal() or fenced(error)):
+            return False
+        if fenced(error) or not renew or self._renewal is None:
+            self._halt.trip(f"Kafka producer fatal error in its transaction: {error.str()}", exit=True)
+            return True
+        if not self._renewal.under_way:
+            log.error(
+                "the producer failed for good (%s): a new one with the same transactional.id takes over; the "
+                "records of its transaction are kept and produced again, no API call is made again",
+                error.str(),
+                extra={"count": carrying},
+            )
+            self._metrics.transaction_aborts.labels(AbortReason.PRODUCER_FAILED).inc()
+            self._renewal.begin(self.current)
+        return True
+
+    def took_over(self) -> bool | None:
+        """None while a new producer is being made (it may have failed to start: then another is begun, after a
+        wait); True the first time it is asked once a new one is ``current``; else False. Never blocks."""
+        renewal = self._renewal
+        if renewal is None or not renewal.under_way:
+            return False
+        outcome = renewal.outcome()
+        if outcome is None:
+            return None
+        if isinstance(outcome, KafkaError):
+            if fenced(outcome):
+                self._halt.trip(f"Kafka producer fenced while taking over: {outcome.str()}", exit=True)
+            else:
+                log.warning("a new producer could not start, trying again: %s", outcome.str())
+                renewal.begin(self.current)
+            return None
+        self.current = outcome
+        return True

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, Generic, TypeVar
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
 
 from service.pipeline.inflight import InFlight
 
@@ -90,7 +90,7 @@ class TopicWait(Generic[T]):
         self._next_look = self._clock() + LOOK_SECONDS
         try:
             present = looking.result()
-        except KafkaException as error:
+        except Exception as error:  # noqa: BLE001 - a look that failed (no broker answered): the next one
             log.debug("asking for the metadata of the missing topics: %s", error)
             return []
         if not present:

@@ -54,12 +54,13 @@ def _gone(admin: AdminClient, topic: str) -> bool:
 
 @pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
 def test_calls_stop_at_the_bound_while_the_outcome_topic_is_gone_and_all_completes_once_when_it_is_back(
-    delivery: str,
     kafka_bootstrap: str,
     kafka_admin: AdminClient,
     topics: TopicsFactory,
     sandbox_process: SandboxFactory,
     service_process: ServiceFactory,
+    *,
+    delivery: str,
 ) -> None:
     sandbox = sandbox_process("--qps", "0")
     sandbox.seed({"shoes": [(f"p{n}", f"i{n}.jpg") for n in range(EVENTS)]})
