@@ -107,6 +107,10 @@ class Outlet(Protocol):
     def flush(self, timeout: float) -> None:
         """Waits up to ``timeout`` for every record to be delivered."""
 
+    @property
+    def missing_topics(self) -> frozenset[str]:
+        """Topics that are gone, their records waiting for them (``TopicWait``)."""
+
 
 def produce_now(
     producer: Producer, record: Record, delivered: Callable[[KafkaError | None, Message], None]
@@ -179,6 +183,10 @@ class Acknowledged:
 
         if produce_now(self._producer, record, delivered) is not None:
             log.error("a changelog record was refused by the producer; its product's memory is lost")
+
+    @property
+    def missing_topics(self) -> frozenset[str]:
+        return self._missing.topics
 
     def poll(self) -> None:
         self._producer.poll(0)

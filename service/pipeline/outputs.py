@@ -12,6 +12,7 @@ the records were kept and produced again (``Acknowledged``, ``Transaction``), ne
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from service.health import HealthState
 from service.metrics import Metrics
@@ -23,8 +24,13 @@ log = logging.getLogger(__name__)
 
 
 class OutputsBacklog:
-    def __init__(self, *, ledger: Ledger, limit: int, health: HealthState, metrics: Metrics) -> None:
+    def __init__(
+        self, *, ledger: Ledger, limit: int, health: HealthState, metrics: Metrics,
+        missing: Callable[[], frozenset[str]] = frozenset,
+    ) -> None:  # fmt: skip
+        """``missing``: the output topics that are gone, their records waiting for them (named in the reason)."""
         self._ledger = ledger
+        self._missing = missing
         self._limit = limit
         self._health = health
         self._metrics = metrics
@@ -46,6 +52,8 @@ class OutputsBacklog:
                 f"{waiting} records wait for Kafka's acknowledgement (IMGSWEEP_KAFKA__MAX_UNACKNOWLEDGED="
                 f"{self._limit}): the outcome or dead-letter topic, or the brokers, are unavailable; no call starts"
             )
+            if gone := self._missing():
+                self._health.outputs_blocked += f"; topics gone: {', '.join(sorted(gone))}"
         else:
             self._health.outputs_blocked = None
         if blocked != self._blocked:

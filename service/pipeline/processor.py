@@ -103,7 +103,10 @@ class Pipeline:
         self._halt = halt = Halt(health, metrics)
         self._wake = threading.Event()
         """Set when a call finishes or a rate limiter's slot comes free: the loop then turns at once."""
-        self._outputs = OutputsBacklog(ledger=ledger, limit=kafka.max_unacknowledged, health=health, metrics=metrics)
+        self._outputs = OutputsBacklog(
+            ledger=ledger, limit=kafka.max_unacknowledged, health=health, metrics=metrics,
+            missing=lambda: self._outlet.missing_topics,
+        )  # fmt: skip
         self._intake = Intake(consumer=consumer, ledger=ledger, max_pending=kafka.max_pending_events)
         self._stats = ConsumerStats(topic=kafka.input_topic, health=health, metrics=metrics)
         self._max_items = batch.max_items

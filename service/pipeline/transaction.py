@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 STUCK_SECONDS: Final = 10.0
 """A third of ``transaction.timeout.ms``'s default (30 s): see ``Transaction``'s ``stuck_seconds``."""
+ABORT_TIMEOUT_SECONDS: Final = 2.0
+"""How long an abort may block the loop (no coordinator answering: a broker outage); the next checkpoint asks
+again, and librdkafka goes on with the abort meanwhile."""
 SWITCH_INTERVAL_SECONDS: Final = 0.001
 """How long a thread may keep the GIL while another waits for it (Python's default: 5 ms)."""
 
@@ -242,11 +245,12 @@ class Transaction:
             self._carried.keep_held()
             return
         try:
-            self._producers.current.abort_transaction()
+            self._producers.current.abort_transaction(ABORT_TIMEOUT_SECONDS)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            if not self._fatal(error):
+            if not self._fatal(error):  # (no coordinator answered: the abort goes on in librdkafka)
                 log.warning("aborting the transaction failed, trying again: %s", error.str())
+                self._carried.failed = self._carried.failed or f"abort unfinished: {error.str()}"
             return
         self._metrics.transaction_aborts.labels(reason).inc()
         self._open = False

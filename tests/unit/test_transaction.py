@@ -310,6 +310,7 @@ def test_records_for_a_topic_that_is_gone_wait_for_it_and_are_never_dead_lettere
     assert [topic for topic, _, _ in rig.producer.produced if topic == dead_letters] == [], "not dead-lettered"
     assert rig.pipeline._ledger.unacknowledged() == 2
     assert rig.health.outputs_blocked is not None, "the bound: calls stop, readiness off"
+    assert f"topics gone: {outcomes}" in rig.health.outputs_blocked
     assert rig.consumer.position(0) is None, "nothing committed past them"
     rig.producer.gone.clear()  # the topic is back
     rig.step_until(lambda: rig.committed_outcomes() == ["a", "b"])  # in their order
