@@ -12,7 +12,6 @@ the records were kept and produced again (``Acknowledged``, ``Transaction``), ne
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from service.health import HealthState
 from service.metrics import Metrics
@@ -24,13 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class OutputsBacklog:
-    def __init__(
-        self, *, ledger: Ledger, limit: int, health: HealthState, metrics: Metrics,
-        missing: Callable[[], frozenset[str]] = frozenset,
-    ) -> None:  # fmt: skip
-        """``missing``: the output topics that are gone, their records waiting for them (named in the reason)."""
+    def __init__(self, *, ledger: Ledger, limit: int, health: HealthState, metrics: Metrics) -> None:
         self._ledger = ledger
-        self._missing = missing
         self._limit = limit
         self._health = health
         self._metrics = metrics
@@ -41,8 +35,9 @@ class OutputsBacklog:
         over the partitions held); asked by every call step."""
         return self._ledger.unacknowledged() >= self._limit
 
-    def update(self) -> None:
-        """Once per turn of the loop: the gauges, readiness and a log line when calls stop or start again."""
+    def update(self, gone: frozenset[str] = frozenset()) -> None:
+        """Once per turn of the loop: the gauges, readiness and a log line when calls stop or start again;
+        ``gone``: the output topics that are gone, their records waiting for them (named in the reason)."""
         waiting = self._ledger.unacknowledged()
         blocked = waiting >= self._limit
         self._metrics.unacknowledged_records.set(waiting)
@@ -52,7 +47,7 @@ class OutputsBacklog:
                 f"{waiting} records wait for Kafka's acknowledgement (IMGSWEEP_KAFKA__MAX_UNACKNOWLEDGED="
                 f"{self._limit}): the outcome or dead-letter topic, or the brokers, are unavailable; no call starts"
             )
-            if gone := self._missing():
+            if gone:
                 self._health.outputs_blocked += f"; topics gone: {', '.join(sorted(gone))}"
         else:
             self._health.outputs_blocked = None

@@ -48,7 +48,6 @@ from service.pipeline.steps.guard import GuardedLanes
 from service.pipeline.steps.hold import EventClock, HoldStep, HoldTimes
 from service.pipeline.steps.publish import PublishStep, Topics
 from service.pipeline.steps.route import RouteStep
-from service.pipeline.transaction import STUCK_SECONDS
 from service.settings import Settings
 from service.settings.kafka import KafkaSettings
 from service.tracing import NO_TRACING, Tracing
@@ -90,12 +89,10 @@ class Pipeline:
         lane obeys (the control topic); ``marks``: where a record that stops the process is remembered (default:
         in memory only, nothing across a restart; the service passes files in its temporary directory); ``decoder``:
         what reads a record's value (``decode_event``; the service's reads the Schema Registry's format first);
-        ``renew_producer``: makes another transactional producer like ``producer``, to take over in the process when
-        librdkafka makes it fatal without a fence (None: the process exits then)."""
+        ``renew_producer``: a producer like ``producer``, to replace one librdkafka made fatal (None: exit)."""
         kafka, batch = settings.kafka, settings.batch
         self._grace = settings.shutdown_grace_seconds
-        self._consumer, self._executor = consumer, executor
-        self._health, self._stop_calls = health, stop_calls
+        self._consumer, self._executor, self._health, self._stop_calls = consumer, executor, health, stop_calls
         memory = DeletionMemory.from_settings(settings.state)
         self._ledger = ledger = Ledger(kafka.input_topic, memory, marks=marks, share_of=_shares(kafka, len(accounts)))
         self._changelog = changelog
@@ -103,10 +100,7 @@ class Pipeline:
         self._halt = halt = Halt(health, metrics)
         self._wake = threading.Event()
         """Set when a call finishes or a rate limiter's slot comes free: the loop then turns at once."""
-        self._outputs = OutputsBacklog(
-            ledger=ledger, limit=kafka.max_unacknowledged, health=health, metrics=metrics,
-            missing=lambda: self._outlet.missing_topics,
-        )  # fmt: skip
+        self._outputs = OutputsBacklog(ledger=ledger, limit=kafka.max_unacknowledged, health=health, metrics=metrics)
         self._intake = Intake(consumer=consumer, ledger=ledger, max_pending=kafka.max_pending_events)
         self._stats = ConsumerStats(topic=kafka.input_topic, health=health, metrics=metrics)
         self._max_items = batch.max_items
@@ -116,9 +110,8 @@ class Pipeline:
         # Kafka and how offsets are committed depends on the delivery: one transaction for both (exactly-once), or
         # records acknowledged, then offsets committed by the consumer (at-least-once).
         self._transaction, self._outlet, self._commit = delivery(
-            kafka.delivery, producer=producer, consumer=consumer, ledger=ledger, health=health, halt=halt,
+            kafka, producer=producer, consumer=consumer, ledger=ledger, health=health, halt=halt,
             metrics=metrics, wake=self._wake, renew=renew_producer,
-            stuck_seconds=min(STUCK_SECONDS, kafka.transaction_timeout_ms / 3000),
         )  # fmt: skip
         topics = Topics(
             kafka.outcome_topic,
@@ -219,7 +212,7 @@ class Pipeline:
         self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, waiting=self._route.waiting)
         self._controls.poll()  # pauses and brakes from the control topic; this replica's trips onto it
         self._share.poll(self._demand())  # each account's QPS, shared by what each replica could send now
-        self._outputs.update()
+        self._outputs.update(self._outlet.missing_topics)
         self._gauges.update(
             inflight=self._route.inflight(),
             pending=self._ledger.pending_events(),

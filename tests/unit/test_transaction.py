@@ -208,15 +208,24 @@ def test_a_refused_commit_aborts_and_commits_the_same_outcomes_next_time() -> No
     assert rig.consumer.position(0) == (1, "")
 
 
-def test_a_fenced_producer_ends_the_process_and_commits_nothing_more() -> None:
-    rig = Rig()
+@pytest.mark.parametrize(
+    "error",
+    [
+        KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True),
+        # Not fenced, but the commit may have reached the broker: its records produced again could be read twice
+        KafkaError(KafkaError.INVALID_TXN_STATE, "commit failed", fatal=True),
+    ],
+)
+def test_a_fenced_producer_or_a_fatal_commit_ends_the_process_and_commits_nothing_more(error: KafkaError) -> None:
+    rig = Rig(renew=True)
     rig.feed((0, 0, delisted("a", "c1")))
     rig.executor.resolve("c1")
     rig.pipeline._turn()
-    rig.producer.fail_commit = KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True)
+    rig.producer.fail_commit = error
     rig.pipeline._commit.commit()
     assert rig.pipeline._halt.exit
     assert rig.pipeline.exit_code == 1
+    assert len(rig.producers) == 1, "no new producer"
     rig.pipeline.request_shutdown()
     rig.pipeline.run()  # returns: drains with nothing committed
     assert rig.committed_outcomes() == []
@@ -278,17 +287,6 @@ def test_a_producer_librdkafka_made_fatal_without_a_fence_is_replaced_and_the_re
     assert rig.metrics.outcomes.labels("deleted")._value.get() == 2, "each outcome counted once"
     rig.step()
     assert sorted(rig.committed_outcomes()) == ["a", "b"], "each once"
-
-
-def test_a_fatal_commit_still_ends_the_process_as_it_may_have_committed() -> None:
-    rig = Rig(renew=True)
-    rig.feed((0, 0, delisted("a", "c1")))
-    rig.executor.resolve("c1")
-    rig.pipeline._turn()
-    rig.producer.fail_commit = KafkaError(KafkaError.INVALID_TXN_STATE, "commit failed", fatal=True)
-    rig.pipeline._commit.commit()
-    assert rig.pipeline._halt.exit
-    assert len(rig.producers) == 1
 
 
 def test_records_for_a_topic_that_is_gone_wait_for_it_and_are_never_dead_lettered(
