@@ -248,7 +248,10 @@ class Transaction:
             self._producers.current.abort_transaction(ABORT_TIMEOUT_SECONDS)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            if not self._fatal(error):  # (no coordinator answered: the abort goes on in librdkafka)
+            # After a failed commit, an abort refused as fatal may mean the commit went through (INVALID_TXN_STATE:
+            # the coordinator's transaction is CompleteCommit): its records must not go again, so the process exits.
+            renew = reason is not AbortReason.COMMIT_FAILED
+            if not self._fatal(error, renew=renew):  # (no coordinator answered: the abort goes on in librdkafka)
                 log.warning("aborting the transaction failed, trying again: %s", error.str())
                 self._carried.failed = self._carried.failed or f"abort unfinished: {error.str()}"
             return

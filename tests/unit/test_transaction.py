@@ -208,20 +208,28 @@ def test_a_refused_commit_aborts_and_commits_the_same_outcomes_next_time() -> No
     assert rig.consumer.position(0) == (1, "")
 
 
+REFUSED_ABORT = KafkaError(KafkaError.INVALID_TXN_STATE, "Failed to end transaction", fatal=True)
+
+
 @pytest.mark.parametrize(
-    "error",
+    ("error", "abort_error"),
     [
-        KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True),
+        (KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True), None),
         # Not fenced, but the commit may have reached the broker: its records produced again could be read twice
-        KafkaError(KafkaError.INVALID_TXN_STATE, "commit failed", fatal=True),
+        (KafkaError(KafkaError.INVALID_TXN_STATE, "commit failed", fatal=True), None),
+        # A commit that failed, then an abort refused: the coordinator may hold it committed (CompleteCommit)
+        (KafkaError(KafkaError.CONCURRENT_TRANSACTIONS, "busy", retriable=True), REFUSED_ABORT),
     ],
 )
-def test_a_fenced_producer_or_a_fatal_commit_ends_the_process_and_commits_nothing_more(error: KafkaError) -> None:
+def test_a_fenced_producer_or_a_fatal_commit_ends_the_process_and_commits_nothing_more(
+    error: KafkaError, abort_error: KafkaError | None
+) -> None:
     rig = Rig(renew=True)
     rig.feed((0, 0, delisted("a", "c1")))
     rig.executor.resolve("c1")
     rig.pipeline._turn()
     rig.producer.fail_commit = error
+    rig.producer.fail_abort = abort_error
     rig.pipeline._commit.commit()
     assert rig.pipeline._halt.exit
     assert rig.pipeline.exit_code == 1
@@ -272,7 +280,7 @@ def test_a_producer_librdkafka_made_fatal_without_a_fence_is_replaced_and_the_re
     rig.feed((0, 0, delisted("a", "c1")), (1, 0, delisted("b", "c2")))
     rig.producer.fail_delivery = True
     # librdkafka #4849: EndTxn(abort) for a transaction the coordinator never saw begin is refused, and fatal
-    rig.producer.fail_abort = KafkaError(KafkaError.INVALID_TXN_STATE, "Failed to end transaction", fatal=True)
+    rig.producer.fail_abort = REFUSED_ABORT
     rig.executor.resolve("c1")
     rig.executor.resolve("c2")
     rig.step()  # a's delivery fails, the abort is refused: a new producer is being made
