@@ -87,7 +87,7 @@ class Carried:
         suspect, self._suspect = self._suspect, set()
         for entry in entries:
             if entry.record.topic in suspect or self.missing.holds(entry.record.topic):
-                self.missing.hold(entry, "its delivery failed")
+                self.missing.hold(entry, "a delivery failed or was late")
             else:
                 self.entries.append(entry)
                 self.send(entry)

@@ -63,7 +63,9 @@ class TopicWait(Generic[T]):
     def hold(self, item: T, cause: str) -> None:
         topic = self._topic_of(item)
         if topic not in self._topics:
-            log.error("topic %s is not there (%s): its records are kept and go again once it is back", topic, cause)
+            log.error(
+                "records for topic %s wait for it (%s): kept, they go again once its metadata shows it", topic, cause
+            )
             self._topics.add(topic)
             self._next_look = self._clock() + LOOK_SECONDS
         self._waiting.append(item)
