@@ -81,6 +81,8 @@ class Transaction:
         self._committing: InFlight[KafkaError | None] | None = None
         self._stuck = stuck_seconds
         self._began = 0.0
+        self._aborting = False
+        """An abort timed out (no coordinator): librdkafka goes on with it, and the next checkpoint asks again."""
 
     @property
     def closed(self) -> bool:
@@ -239,8 +241,10 @@ class Transaction:
             self._open, self._began = True, time.monotonic()
 
     def _abort(self, reason: AbortReason, cause: str) -> None:
-        """Aborts the open transaction; what it carried for partitions still held is produced again."""
-        log.warning("transaction aborted, its records are produced again: %s", cause, extra={"reason": str(reason)})
+        """Aborts the open transaction; what it carried for partitions still held is produced again. An abort no
+        coordinator answered is asked again at each checkpoint, logged once."""
+        if not self._aborting:
+            log.warning("transaction aborted, its records go again: %s", cause, extra={"reason": str(reason)})
         if self._producers.renewing:  # the old producer's transaction ends with it
             self._carried.keep_held()
             return
@@ -252,9 +256,12 @@ class Transaction:
             # the coordinator's transaction is CompleteCommit): its records must not go again, so the process exits.
             renew = reason is not AbortReason.COMMIT_FAILED
             if not self._fatal(error, renew=renew):  # (no coordinator answered: the abort goes on in librdkafka)
-                log.warning("aborting the transaction failed, trying again: %s", error.str())
+                if not self._aborting:
+                    log.warning("aborting the transaction failed, trying again: %s", error.str())
+                self._aborting = True
                 self._carried.failed = self._carried.failed or f"abort unfinished: {error.str()}"
             return
+        self._aborting = False
         self._metrics.transaction_aborts.labels(reason).inc()
         self._open = False
         self._carried.ended()

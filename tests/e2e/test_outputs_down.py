@@ -123,6 +123,7 @@ def test_calls_stop_at_the_bound_while_the_outcome_topic_is_gone_and_all_complet
     assert (stats["items_deleted"], stats["items_absent"], stats["items_deleted_more_than_once"]) == (EVENTS, 0, 0), (
         "each image in one call: no call redone"
     )
+    assert stats["nonces_reused"] == 0, "no call sent again"
     assert stats["calls_total"] >= EVENTS // MAX_ITEMS
     FIGURES.append(
         f'{{"test": "outputs_down", "delivery": "{delivery}", "blocked_after_s": {blocked_after:.1f}, '
