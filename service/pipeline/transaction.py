@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -52,6 +52,21 @@ ABORT_TIMEOUT_SECONDS: Final = 2.0
 again, and librdkafka goes on with the abort meanwhile."""
 SWITCH_INTERVAL_SECONDS: Final = 0.001
 """How long a thread may keep the GIL while another waits for it (Python's default: 5 ms)."""
+
+
+T = TypeVar("T")
+
+
+def _begun(producer: Producer) -> bool:
+    producer.begin_transaction()
+    return True
+
+
+def _undelivered(producer: Producer, timeout: float) -> int:
+    """The records not delivered after ``timeout``: the acknowledgements that came are served first (``flush`` of
+    0 s serves none)."""
+    producer.poll(0)
+    return int(producer.flush(max(0.0, timeout)))
 
 
 class Transaction:
@@ -81,7 +96,7 @@ class Transaction:
         self._committing: InFlight[KafkaError | None] | None = None
         self._stuck = stuck_seconds
         self._began = 0.0
-        self._aborting = False
+        self._aborting: AbortReason | None = None
         """An abort timed out (no coordinator): librdkafka goes on with it, and the next checkpoint asks again."""
 
     @property
@@ -105,10 +120,8 @@ class Transaction:
 
     def start(self, timeout: float = INIT_TIMEOUT_SECONDS) -> None:
         """Fences an earlier producer of the same ``transactional.id`` and aborts its open transaction. Blocks.
-
-        Also shortens the interpreter's switch interval (``SWITCH_INTERVAL_SECONDS``): the commit's thread needs
-        the GIL back after each of its librdkafka calls, and with the default 5 ms a busy loop made a 6 ms commit
-        take 30 ms (median; 11 ms with 1 ms)."""
+        Also shortens the interpreter's switch interval (``SWITCH_INTERVAL_SECONDS``: the commit's thread needs the
+        GIL back after each librdkafka call; with 5 ms a busy loop made a 6 ms commit take 30 ms, 11 ms with 1 ms)."""
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
         self._producers.current.init_transactions(timeout)
 
@@ -124,15 +137,13 @@ class Transaction:
         self._add(Entry(None, -1, record))
 
     def poll(self) -> None:
-        if self._ready():
-            self._producers.current.poll(0)
-            if not self._closed:
-                for entry in self._carried.back():
-                    self._add(entry)
+        if self._ready() and self._call(lambda producer: producer.poll(0)) is not None and not self._closed:
+            for entry in self._carried.back():
+                self._add(entry)
 
     def flush(self, timeout: float) -> None:
         if self._ready():
-            self._producers.current.flush(max(0.0, timeout))
+            self._call(lambda producer: producer.flush(max(0.0, timeout)))
 
     # ---- the checkpoint (``service.pipeline.steps.commit.TransactionStep``) ---------------------------------
 
@@ -147,9 +158,8 @@ class Transaction:
         sends its records again: False until they are delivered."""
         if self._halt.exit or not self._ready():
             return False
-        self._producers.current.poll(0)  # the acknowledgements that came (``flush`` of 0 s serves none)
-        undelivered = self._producers.current.flush(max(0.0, timeout))
-        if self._producers.renewing:  # a report made it fatal
+        undelivered = self._call(lambda producer: _undelivered(producer, timeout))
+        if undelivered is None or self._producers.renewing:  # it is fatal (a report may have made it so)
             return False
         if undelivered > 0:
             if self._open and time.monotonic() - self._began > self._stuck:
@@ -170,6 +180,8 @@ class Transaction:
             self.reopen()
             return
         self._begin()
+        if self._producers.renewing:  # it was fatal: the new producer's transaction commits them
+            return
         metadata = self._consumer.consumer_group_metadata() if offsets else None
         producer = self._producers.current
 
@@ -236,32 +248,30 @@ class Transaction:
         self._carried.add(entry)
 
     def _begin(self) -> None:
-        if not self._open:
-            self._producers.current.begin_transaction()
+        if not self._open and not self._producers.renewing and self._call(_begun):
             self._open, self._began = True, time.monotonic()
 
     def _abort(self, reason: AbortReason, cause: str) -> None:
         """Aborts the open transaction; what it carried for partitions still held is produced again. An abort no
         coordinator answered is asked again at each checkpoint, logged once."""
-        if not self._aborting:
+        if self._aborting is None:
             log.warning("transaction aborted, its records go again: %s", cause, extra={"reason": str(reason)})
         if self._producers.renewing:  # the old producer's transaction ends with it
             self._carried.keep_held()
             return
+        first = self._aborting is None
+        commit_failed = AbortReason.COMMIT_FAILED in (self._aborting, reason)
+        self._aborting = AbortReason.COMMIT_FAILED if commit_failed else reason
         try:
             self._producers.current.abort_transaction(ABORT_TIMEOUT_SECONDS)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            # After a failed commit, an abort refused as fatal may mean the commit went through (INVALID_TXN_STATE:
-            # the coordinator's transaction is CompleteCommit): its records must not go again, so the process exits.
-            renew = reason is not AbortReason.COMMIT_FAILED
-            if not self._fatal(error, renew=renew):  # (no coordinator answered: the abort goes on in librdkafka)
-                if not self._aborting:
+            if not self._fatal(error):  # (no coordinator answered: the abort goes on in librdkafka)
+                if first:
                     log.warning("aborting the transaction failed, trying again: %s", error.str())
-                self._aborting = True
                 self._carried.failed = self._carried.failed or f"abort unfinished: {error.str()}"
             return
-        self._aborting = False
+        self._aborting = None
         self._metrics.transaction_aborts.labels(reason).inc()
         self._open = False
         self._carried.ended()
@@ -270,11 +280,23 @@ class Transaction:
     def _fatal(self, error: KafkaError, *, renew: bool = True) -> bool:
         """A fenced or fatally failed producer can do nothing more (``Producers.fatal``): the process exits, or a
         new producer takes over and this transaction's records go into its first one (``_ready``)."""
+        # After a failed commit, an abort refused as fatal may mean the commit went through (INVALID_TXN_STATE: the
+        # coordinator's transaction is CompleteCommit): its records must not go again, so the process exits.
+        renew = renew and self._aborting is not AbortReason.COMMIT_FAILED
         if not self._producers.fatal(error, renew=renew, carrying=len(self._carried.entries)):
             return False
-        self._open = False
+        self._open, self._aborting = False, None
         self._carried.ended()
         return True
+
+    def _call(self, call: Callable[[Producer], T]) -> T | None:
+        """``call``'s result on the producer; None if it raised librdkafka's fatal error (any call may, once fatal)."""
+        try:
+            return call(self._producers.current)
+        except KafkaException as exc:
+            if not self._fatal(exc.args[0]):
+                raise
+            return None
 
     def _ready(self) -> bool:
         """Whether the producer can take records: True unless a new one is being made. Once it is ready, the

@@ -182,8 +182,9 @@ class FakeTransactionalProducer(FakeProducer):
 
     ``fail_delivery`` fails the next delivery (an abortable transaction); ``fail_commit`` makes the next
     ``commit_transaction`` raise ``fail_commit`` (a ``KafkaError``), ``fail_abort`` the next
-    ``abort_transaction``; ``produce`` refuses a record for a topic in ``gone`` (``_UNKNOWN_TOPIC``), and
-    ``list_topics`` leaves those out. ``committed`` may be shared by several producers (one broker)."""
+    ``abort_transaction``, ``fail_poll`` the next ``poll`` (librdkafka raises its fatal error from any call);
+    ``produce`` refuses a record for a topic in ``gone`` (``_UNKNOWN_TOPIC``), and ``list_topics`` leaves those
+    out. ``committed`` may be shared by several producers (one broker)."""
 
     def __init__(self, consumer: FakeConsumer) -> None:
         super().__init__()
@@ -195,6 +196,7 @@ class FakeTransactionalProducer(FakeProducer):
         self.fail_delivery = False
         self.fail_commit: Any = None
         self.fail_abort: Any = None
+        self.fail_poll: Any = None
         self.gone: set[str] = set()
         self.known: set[str] = set()
         self.purged = False
@@ -227,6 +229,9 @@ class FakeTransactionalProducer(FakeProducer):
         self._open.append(self.produced[-1])
 
     def poll(self, timeout: float) -> int:
+        if self.fail_poll is not None:
+            error, self.fail_poll = self.fail_poll, None
+            raise KafkaException(error)
         if self.hold:
             return 0
         callbacks, self._callbacks = self._callbacks, []

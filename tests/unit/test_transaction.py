@@ -275,15 +275,19 @@ def test_the_open_transactions_undelivered_records_count_against_the_bound_and_c
     assert sorted(rig.committed_outcomes()) == ["a", "b", "c"], "each once, no call redone"
 
 
-def test_a_producer_librdkafka_made_fatal_without_a_fence_is_replaced_and_the_records_commit_once() -> None:
+@pytest.mark.parametrize("where", ["abort", "poll"])
+def test_a_producer_librdkafka_made_fatal_without_a_fence_is_replaced_and_the_records_commit_once(where: str) -> None:
     rig = Rig(renew=True)
     rig.feed((0, 0, delisted("a", "c1")), (1, 0, delisted("b", "c2")))
-    rig.producer.fail_delivery = True
-    # librdkafka #4849: EndTxn(abort) for a transaction the coordinator never saw begin is refused, and fatal
-    rig.producer.fail_abort = REFUSED_ABORT
+    if where == "abort":
+        rig.producer.fail_delivery = True
+        # librdkafka #4849: EndTxn(abort) for a transaction the coordinator never saw begin is refused, and fatal
+        rig.producer.fail_abort = REFUSED_ABORT
+    else:  # an abort that timed out was refused later: librdkafka raises it from the next call
+        rig.producer.fail_poll = REFUSED_ABORT
     rig.executor.resolve("c1")
     rig.executor.resolve("c2")
-    rig.step()  # a's delivery fails, the abort is refused: a new producer is being made
+    rig.step()  # a's delivery fails and the abort is refused, or a poll raises: a new producer is being made
     assert not rig.pipeline._halt.exit, "no exit: the process keeps the answers"
     rig.step_until(lambda: sorted(rig.committed_outcomes()) == ["a", "b"])
     assert len(rig.producers) == 2
