@@ -56,8 +56,6 @@ class ProducerRenewal:
         self._finished = finished
         self._under_way: InFlight[Producer] | None = None
         self._failures = 0
-        self.renewals = 0
-        """New producers that took over, since the start."""
 
     @property
     def under_way(self) -> bool:
@@ -96,7 +94,6 @@ class ProducerRenewal:
             error: KafkaError = exc.args[0]
             return error
         self._failures = 0
-        self.renewals += 1
         return producer
 
 
