@@ -309,6 +309,7 @@ def run_service(settings: Settings, begun: Begun | None = None) -> int:
         changelog=changelog,
         consumer=consumer,
         producer=producer,
+        renew_producer=begun.renew,
         accounts=calls,
         executor=executor,
         metrics=metrics,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,8 @@ class Begun:
     producer: Producer
     """The outcome producer: transactional with exactly-once delivery (its id from the group instance id, else
     ``process_id``), its ``init_transactions`` already under way."""
+    renew: Callable[[], Producer] | None = None
+    """Makes another producer like it (exactly-once): to take over if librdkafka makes this one fatal."""
 
 
 def begin(settings: Settings) -> Begun:
@@ -59,4 +62,4 @@ def begin(settings: Settings) -> Begun:
     if kafka.delivery != "exactly_once":
         return Begun(process_id, Producer(producer_config(settings)))
     config = producer_config(settings, transactional_id=kafka.transactional_id(process_id))
-    return Begun(process_id, _InitialisingProducer(config))
+    return Begun(process_id, _InitialisingProducer(config), renew=lambda: Producer(config))

@@ -175,6 +175,8 @@ class AbortReason(StrEnum):
     DELIVERY_FAILED = "delivery_failed"
     COMMIT_FAILED = "commit_failed"
     PARTITIONS_LOST = "partitions_lost"
+    PRODUCER_FAILED = "producer_failed"
+    """librdkafka made the producer fatal without a fence: a new one with the same id took the records over."""
 
 
 # --- the trace an event carries --------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
 from service.pipeline.partitions import PartitionState
 from service.pipeline.pending import Headers, SourceRecord
+from service.pipeline.topic_wait import MISSING, TopicWait
 from service.vocabulary import TraceContext
 
 __all__ = ["REFUSED_FOR_GOOD", "Acked", "Acknowledged", "Delivered", "Outlet", "Record", "Refused", "produce_now"]
@@ -106,6 +107,10 @@ class Outlet(Protocol):
     def flush(self, timeout: float) -> None:
         """Waits up to ``timeout`` for every record to be delivered."""
 
+    @property
+    def missing_topics(self) -> frozenset[str]:
+        """Topics that are gone, their records waiting for them (``TopicWait``)."""
+
 
 def produce_now(
     producer: Producer, record: Record, delivered: Callable[[KafkaError | None, Message], None]
@@ -133,7 +138,8 @@ def produce_now(
 
 class Acknowledged:
     """At-least-once: a record's acknowledgement makes its event committable; a failed delivery is produced
-    again while this replica still holds the partition."""
+    again while this replica still holds the partition; a record for a topic that is gone waits for it
+    (``TopicWait``), never dead-lettered for it."""
 
     def __init__(self, producer: Producer, *, held: Callable[[PartitionState], bool], acked: Acked, halt: Halt) -> None:
         self._producer = producer
@@ -141,11 +147,16 @@ class Acknowledged:
         self._acked = acked
         self._halt = halt
         self._refused: Refused = lambda _state, _offset, _record, _error: None
+        self._missing = TopicWait[tuple[PartitionState, int, Record]](lambda item: item[2].topic)
 
     def on_refused(self, refused: Refused) -> None:
         self._refused = refused
 
     def produce(self, state: PartitionState, offset: int, record: Record) -> None:
+        if self._missing.holds(record.topic):  # behind the records waiting for it
+            self._missing.hold((state, offset, record), "")
+            return
+
         def delivered(error: KafkaError | None, _message: Message) -> None:
             self._delivered(state, offset, record, error)
 
@@ -156,6 +167,9 @@ class Acknowledged:
     def _refuse(self, state: PartitionState, offset: int, record: Record, refusal: KafkaError | str) -> None:
         if isinstance(refusal, KafkaError) and refusal.fatal():
             self._halt.trip(f"Kafka producer fatal error: {refusal.str()}")
+            return
+        if isinstance(refusal, KafkaError) and refusal.code() in MISSING:  # the topic is gone: the record waits
+            self._missing.hold((state, offset, record), refusal.str())
             return
         instead = self._refused(state, offset, record, refusal.str() if isinstance(refusal, KafkaError) else refusal)
         if instead is not None:
@@ -170,8 +184,15 @@ class Acknowledged:
         if produce_now(self._producer, record, delivered) is not None:
             log.error("a changelog record was refused by the producer; its product's memory is lost")
 
+    @property
+    def missing_topics(self) -> frozenset[str]:
+        return self._missing.topics
+
     def poll(self) -> None:
         self._producer.poll(0)
+        for state, offset, record in self._missing.back(self._producer):
+            if self._held(state):
+                self.produce(state, offset, record)
 
     def flush(self, timeout: float) -> None:
         self._producer.flush(max(0.0, timeout))

@@ -35,8 +35,9 @@ class OutputsBacklog:
         over the partitions held); asked by every call step."""
         return self._ledger.unacknowledged() >= self._limit
 
-    def update(self) -> None:
-        """Once per turn of the loop: the gauges, readiness and a log line when calls stop or start again."""
+    def update(self, gone: frozenset[str] = frozenset()) -> None:
+        """Once per turn of the loop: the gauges, readiness and a log line when calls stop or start again;
+        ``gone``: the output topics that are gone, their records waiting for them (named in the reason)."""
         waiting = self._ledger.unacknowledged()
         blocked = waiting >= self._limit
         self._metrics.unacknowledged_records.set(waiting)
@@ -46,6 +47,8 @@ class OutputsBacklog:
                 f"{waiting} records wait for Kafka's acknowledgement (IMGSWEEP_KAFKA__MAX_UNACKNOWLEDGED="
                 f"{self._limit}): the outcome or dead-letter topic, or the brokers, are unavailable; no call starts"
             )
+            if gone:
+                self._health.outputs_blocked += f"; topics gone: {', '.join(sorted(gone))}"
         else:
             self._health.outputs_blocked = None
         if blocked != self._blocked:

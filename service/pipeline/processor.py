@@ -68,6 +68,7 @@ class Pipeline:
         consumer: Consumer,
         producer: Producer,
         accounts: Sequence[AccountCalls],
+        renew_producer: Callable[[], Producer] | None = None,
         executor: Executor,
         metrics: Metrics,
         health: HealthState,
@@ -87,11 +88,11 @@ class Pipeline:
         starts with none); ``clock``: the batches' and the budget's time; ``controls``: the pauses and brakes every
         lane obeys (the control topic); ``marks``: where a record that stops the process is remembered (default:
         in memory only, nothing across a restart; the service passes files in its temporary directory); ``decoder``:
-        what reads a record's value (``decode_event``; the service's reads the Schema Registry's format first)."""
+        what reads a record's value (``decode_event``; the service's reads the Schema Registry's format first);
+        ``renew_producer``: a producer like ``producer``, to replace one librdkafka made fatal (None: exit)."""
         kafka, batch = settings.kafka, settings.batch
         self._grace = settings.shutdown_grace_seconds
-        self._consumer, self._producer, self._executor = consumer, producer, executor
-        self._health, self._stop_calls = health, stop_calls
+        self._consumer, self._executor, self._health, self._stop_calls = consumer, executor, health, stop_calls
         memory = DeletionMemory.from_settings(settings.state)
         self._ledger = ledger = Ledger(kafka.input_topic, memory, marks=marks, share_of=_shares(kafka, len(accounts)))
         self._changelog = changelog
@@ -108,9 +109,9 @@ class Pipeline:
         # The chain, built from its end: each step is given the step it hands its work to. How records reach
         # Kafka and how offsets are committed depends on the delivery: one transaction for both (exactly-once), or
         # records acknowledged, then offsets committed by the consumer (at-least-once).
-        self._transaction, outlet, self._commit = delivery(
-            kafka.delivery, producer=producer, consumer=consumer, ledger=ledger, health=health, halt=halt,
-            metrics=metrics, wake=self._wake,
+        self._transaction, self._outlet, self._commit = delivery(
+            kafka, producer=producer, consumer=consumer, ledger=ledger, health=health, halt=halt,
+            metrics=metrics, wake=self._wake, renew=renew_producer,
         )  # fmt: skip
         topics = Topics(
             kafka.outcome_topic,
@@ -121,7 +122,7 @@ class Pipeline:
             max_record_bytes=max_record_bytes(settings),
         )
         self._publish = PublishStep(
-            outlet=outlet, topics=topics, ledger=ledger, next_step=self._commit, metrics=metrics
+            outlet=self._outlet, topics=topics, ledger=ledger, next_step=self._commit, metrics=metrics
         )
         workers = Workers(executor, self._wake, stop_calls, halt, tracing, outputs_full=self._outputs.full)
         shared = LaneShared(
@@ -211,7 +212,7 @@ class Pipeline:
         self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, waiting=self._route.waiting)
         self._controls.poll()  # pauses and brakes from the control topic; this replica's trips onto it
         self._share.poll(self._demand())  # each account's QPS, shared by what each replica could send now
-        self._outputs.update()
+        self._outputs.update(self._outlet.missing_topics)
         self._gauges.update(
             inflight=self._route.inflight(),
             pending=self._ledger.pending_events(),
@@ -278,7 +279,7 @@ class Pipeline:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._intake.leave_group(LEAVE_SECONDS)
         self._consumer.close()
-        self._producer.flush(5)
+        self._outlet.flush(5)  # (exactly-once: the producer now, a new one if librdkafka made the first fatal)
         log.info("stopped")
 
     # ---- what a rebalance asks (``rebalance.Flow``) --------------------------------------------------------

@@ -6,10 +6,13 @@ and aborts its open transaction at once (``init_transactions``); the offsets go 
 consumer's group metadata (``send_offsets_to_transaction``), so a zombie whose partitions were taken cannot
 commit. A ``read_committed`` reader of the outcome topic sees each event's outcome once, whatever crashes.
 
-The open transaction keeps every record it carries (``_Entry``): an abortable error (a failed delivery, a commit
+The open transaction keeps every record it carries (``Carried``): an abortable error (a failed delivery, a commit
 the broker refused) aborts it and produces the same records again in the next one, so a call's answer in hand
 is never asked of the API again. A fatal error (fenced by a newer producer with the same id, or the producer's
-own fatal state) trips the halt for an exit: the process ends and Kubernetes starts a fresh one.
+own fatal state) trips the halt for an exit: the process ends and Kubernetes starts a fresh one. Any other fatal
+error (librdkafka's, e.g. an abort refused after an output topic was deleted) gives the transaction a new producer
+with the same ``transactional.id`` (``Producers``): the records kept go into its first transaction, and
+nothing the API answered is asked again.
 
 The commit does not stop the poll loop (``begin_commit``, ``settle``): the transaction is closed first (records
 handed over from then on wait, in order, for the next one), its records' acknowledgements are awaited turn by
@@ -22,39 +25,48 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Final
+import time
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from service.metrics import Metrics
+from service.pipeline.carried import Carried, Entry
 from service.pipeline.halt import Halt
 from service.pipeline.inflight import InFlight
 from service.pipeline.ledger import Ledger
-from service.pipeline.outlet import REFUSED_FOR_GOOD, Acked, Record, Refused, produce_now
+from service.pipeline.outlet import Acked, Record, Refused
 from service.pipeline.partitions import PartitionState
+from service.pipeline.renewal import INIT_TIMEOUT_SECONDS, Producers
 from service.vocabulary import AbortReason
 
-__all__ = ["INIT_TIMEOUT_SECONDS", "Transaction"]
+__all__ = ["INIT_TIMEOUT_SECONDS", "STUCK_SECONDS", "Transaction"]
 
 log = logging.getLogger(__name__)
 
-INIT_TIMEOUT_SECONDS: Final = 30.0
-"""``init_transactions`` at start: fences the previous producer of the same id and aborts its transaction."""
+STUCK_SECONDS: Final = 10.0
+"""A third of ``transaction.timeout.ms``'s default (30 s): see ``Transaction``'s ``stuck_seconds``."""
+ABORT_TIMEOUT_SECONDS: Final = 2.0
+"""How long an abort may block the loop (no coordinator answering: a broker outage); the next checkpoint asks
+again, and librdkafka goes on with the abort meanwhile."""
 SWITCH_INTERVAL_SECONDS: Final = 0.001
 """How long a thread may keep the GIL while another waits for it (Python's default: 5 ms)."""
 
 
-@dataclass(eq=False, slots=True)
-class _Entry:
-    """A record of the open transaction, kept until it commits: an event's (``state``, ``offset``), or a
-    changelog record (``state`` None: no offset waits for it)."""
+T = TypeVar("T")
 
-    state: PartitionState | None
-    offset: int
-    record: Record
-    acked: bool = False
+
+def _begun(producer: Producer) -> bool:
+    producer.begin_transaction()
+    return True
+
+
+def _undelivered(producer: Producer, timeout: float) -> int:
+    """The records not delivered after ``timeout``: the acknowledgements that came are served first (``flush`` of
+    0 s serves none)."""
+    producer.poll(0)
+    return int(producer.flush(max(0.0, timeout)))
 
 
 class Transaction:
@@ -62,27 +74,30 @@ class Transaction:
 
     def __init__(
         self, producer: Producer, consumer: Consumer, *, ledger: Ledger, acked: Acked, halt: Halt, metrics: Metrics,
-        wake: threading.Event | None = None,
+        wake: threading.Event | None = None, renew: Callable[[], Producer] | None = None,
+        stuck_seconds: float = STUCK_SECONDS,
     ) -> None:  # fmt: skip
-        """``wake``: set when a commit is over, so that the loop turns at once to open the next transaction."""
-        self._producer = producer
+        """``wake``: set when a commit is over, so that the loop turns at once to open the next transaction;
+        ``renew``: makes a producer like this one, to take over from one librdkafka made fatal (None: exit);
+        ``stuck_seconds``: a transaction whose records are not all delivered this long after it began is aborted
+        (well before ``transaction.timeout.ms``, after which the coordinator aborts it and fences the producer)."""
         self._consumer = consumer
-        self._ledger = ledger
-        self._acked = acked
         self._halt = halt
         self._metrics = metrics
-        self._entries: list[_Entry] = []
         self._open = False
-        self._failed: str | None = None
-        """An error that dooms the open transaction (a failed delivery): it is aborted and produced again."""
-        self._generation = 0
-        """Counts aborts: a delivery report of a record sent before the last abort is of no transaction now."""
-        self._refused: Refused = lambda _state, _offset, _record, _error: None
         self._wake = wake or threading.Event()
+        self._producers = Producers(producer, renew, halt=halt, metrics=metrics, wake=self._wake.set)
+        self._carried = Carried(
+            self._producers, ledger=ledger, acked=acked, begin=self._begin, fatal=self._fatal, wake=self._wake.set
+        )
         self._closed = False
         """Between ``close`` and the end of the commit: records handed over wait in ``_waiting``."""
-        self._waiting: list[_Entry] = []
+        self._waiting: list[Entry] = []
         self._committing: InFlight[KafkaError | None] | None = None
+        self._stuck = stuck_seconds
+        self._began = 0.0
+        self._aborting: AbortReason | None = None
+        """An abort timed out (no coordinator): librdkafka goes on with it, and the next checkpoint asks again."""
 
     @property
     def closed(self) -> bool:
@@ -94,35 +109,41 @@ class Transaction:
         return self._committing is not None
 
     @property
+    def missing_topics(self) -> frozenset[str]:
+        """Topics that are gone, their records waiting (``TopicWait``)."""
+        return self._carried.missing.topics
+
+    @property
     def carrying(self) -> bool:
         """Whether the open transaction holds records (they wait for its close)."""
-        return bool(self._entries)
+        return bool(self._carried.entries)
 
     def start(self, timeout: float = INIT_TIMEOUT_SECONDS) -> None:
         """Fences an earlier producer of the same ``transactional.id`` and aborts its open transaction. Blocks.
-
-        Also shortens the interpreter's switch interval (``SWITCH_INTERVAL_SECONDS``): the commit's thread needs
-        the GIL back after each of its librdkafka calls, and with the default 5 ms a busy loop made a 6 ms commit
-        take 30 ms (median; 11 ms with 1 ms)."""
+        Also shortens the interpreter's switch interval (``SWITCH_INTERVAL_SECONDS``: the commit's thread needs the
+        GIL back after each librdkafka call; with 5 ms a busy loop made a 6 ms commit take 30 ms, 11 ms with 1 ms)."""
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_SECONDS))
-        self._producer.init_transactions(timeout)
+        self._producers.current.init_transactions(timeout)
 
     # ---- the outlet (``service.pipeline.outlet.Outlet``) ----------------------------------------------------
 
     def on_refused(self, refused: Refused) -> None:
-        self._refused = refused
+        self._carried.refused = refused
 
     def produce(self, state: PartitionState, offset: int, record: Record) -> None:
-        self._add(_Entry(state, offset, record))
+        self._add(Entry(state, offset, record))
 
     def produce_state(self, record: Record) -> None:
-        self._add(_Entry(None, -1, record))
+        self._add(Entry(None, -1, record))
 
     def poll(self) -> None:
-        self._producer.poll(0)
+        if self._ready() and self._call(lambda producer: producer.poll(0)) is not None and not self._closed:
+            for entry in self._carried.back():
+                self._add(entry)
 
     def flush(self, timeout: float) -> None:
-        self._producer.flush(max(0.0, timeout))
+        if self._ready():
+            self._call(lambda producer: producer.flush(max(0.0, timeout)))
 
     # ---- the checkpoint (``service.pipeline.steps.commit.TransactionStep``) ---------------------------------
 
@@ -135,13 +156,18 @@ class Transaction:
         """Waits up to ``timeout`` (0: not at all) for the open transaction's records; True once all are
         acknowledged (their events' offsets then are committable). A failed delivery aborts the transaction and
         sends its records again: False until they are delivered."""
-        if self._halt.exit:
+        if self._halt.exit or not self._ready():
             return False
-        self._producer.poll(0)  # the acknowledgements that came (``flush`` of 0 s serves none)
-        if self._producer.flush(max(0.0, timeout)) > 0:
+        undelivered = self._call(lambda producer: _undelivered(producer, timeout))
+        if undelivered is None or self._producers.renewing:  # it is fatal (a report may have made it so)
             return False
-        if self._failed is not None:
-            self._abort(AbortReason.DELIVERY_FAILED, self._failed)
+        if undelivered > 0:
+            if self._open and time.monotonic() - self._began > self._stuck:
+                self._carried.stuck()
+                self._abort(AbortReason.DELIVERY_FAILED, f"records not delivered after {self._stuck:.0f} s")
+            return False
+        if self._carried.failed is not None:
+            self._abort(AbortReason.DELIVERY_FAILED, self._carried.failed)
             return False
         return True
 
@@ -154,8 +180,10 @@ class Transaction:
             self.reopen()
             return
         self._begin()
+        if self._producers.renewing:  # it was fatal: the new producer's transaction commits them
+            return
         metadata = self._consumer.consumer_group_metadata() if offsets else None
-        producer = self._producer
+        producer = self._producers.current
 
         def commit() -> KafkaError | None:
             try:
@@ -179,111 +207,108 @@ class Transaction:
         self._committing = None
         error = committing.result()
         if error is not None:
-            if not self._fatal(error):
+            # Fatal here ends the process even without a fence: the commit may have reached the broker, and its
+            # records produced again by a new producer would be read twice.
+            if not self._fatal(error, renew=False):
                 self._abort(AbortReason.COMMIT_FAILED, error.str())  # retriable or abortable alike
             self.reopen()
             return False
         self._metrics.transaction_commit_seconds.observe(committing.seconds)
         self._metrics.transaction_commits.inc()
         self._open = False
-        self._entries.clear()
+        self._carried.entries.clear()
         self.reopen()
         return True
 
     def reopen(self) -> None:
         """The records that waited go into the next transaction (none while a commit is under way)."""
-        if self._committing is not None or self._halt.exit:
+        if self._committing is not None or self._halt.exit or not self._ready():
             return
         self._closed = False
         waiting, self._waiting = self._waiting, []
         for entry in waiting:
-            if self._held(entry):
+            if self._carried.held(entry):
                 self._add(entry)
 
     def dropped(self) -> None:
         """Partitions were lost: records of theirs in the open transaction must not commit (their next owner
         publishes them); the transaction is aborted (after the commit under way) and the rest produced again."""
         self.settle(None)
-        self._waiting = [entry for entry in self._waiting if self._held(entry)]
-        if any(not self._held(entry) for entry in self._entries):
+        self._waiting = [entry for entry in self._waiting if self._carried.held(entry)]
+        self._carried.missing.keep(self._carried.held)
+        if any(not self._carried.held(entry) for entry in self._carried.entries):
             self._abort(AbortReason.PARTITIONS_LOST, "partitions lost")
 
     # ---- the transaction's states ------------------------------------------------------------------------------
 
-    def _add(self, entry: _Entry) -> None:
-        if self._closed:
+    def _add(self, entry: Entry) -> None:
+        if self._closed or not self._ready():
             self._waiting.append(entry)
             return
-        self._entries.append(entry)
-        self._send(entry)
+        self._carried.add(entry)
 
     def _begin(self) -> None:
-        if not self._open:
-            self._producer.begin_transaction()
-            self._open = True
-
-    def _send(self, entry: _Entry) -> None:
-        generation = self._generation
-
-        def delivered(error: KafkaError | None, _message: Message) -> None:
-            if generation == self._generation:  # else purged or discarded by an abort: sent again since
-                self._delivered(entry, error)
-
-        self._begin()
-        refusal = produce_now(self._producer, entry.record, delivered)
-        if refusal is None:
-            return
-        if isinstance(refusal, KafkaError) and self._fatal(refusal):
-            return
-        self._replace(entry, refusal.str() if isinstance(refusal, KafkaError) else refusal)
-        if entry in self._entries:
-            self._send(entry)
-
-    def _delivered(self, entry: _Entry, error: KafkaError | None) -> None:
-        if error is not None:
-            if self._fatal(error):
-                return
-            if error.code() in REFUSED_FOR_GOOD:  # producing it again cannot help: what replaces it goes next time
-                self._replace(entry, error.str())
-            self._failed = self._failed or error.str()
-            return
-        if entry.state is not None and not entry.acked and self._ledger.holds(entry.state):
-            entry.acked = True
-            self._acked(entry.state, entry.offset, entry.record)
+        if not self._open and not self._producers.renewing and self._call(_begun):
+            self._open, self._began = True, time.monotonic()
 
     def _abort(self, reason: AbortReason, cause: str) -> None:
-        """Aborts the open transaction; what it carried for partitions still held is produced again."""
-        log.warning("transaction aborted, its records are produced again: %s", cause, extra={"reason": str(reason)})
+        """Aborts the open transaction; what it carried for partitions still held is produced again. An abort no
+        coordinator answered is asked again at each checkpoint, logged once."""
+        if self._aborting is None:
+            log.warning("transaction aborted, its records go again: %s", cause, extra={"reason": str(reason)})
+        if self._producers.renewing:  # the old producer's transaction ends with it
+            self._carried.keep_held()
+            return
+        first = self._aborting is None
+        commit_failed = AbortReason.COMMIT_FAILED in (self._aborting, reason)
+        self._aborting = AbortReason.COMMIT_FAILED if commit_failed else reason
         try:
-            self._producer.abort_transaction()
+            self._producers.current.abort_transaction(ABORT_TIMEOUT_SECONDS)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            if not self._fatal(error):
-                log.warning("aborting the transaction failed, trying again: %s", error.str())
+            if not self._fatal(error):  # (no coordinator answered: the abort goes on in librdkafka)
+                if first:
+                    log.warning("aborting the transaction failed, trying again: %s", error.str())
+                self._carried.failed = self._carried.failed or f"abort unfinished: {error.str()}"
             return
+        self._aborting = None
         self._metrics.transaction_aborts.labels(reason).inc()
-        self._open, self._failed = False, None
-        self._generation += 1
-        self._entries = [entry for entry in self._entries if self._held(entry)]
-        for entry in self._entries:
-            self._send(entry)
+        self._open = False
+        self._carried.ended()
+        self._carried.again()
 
-    def _replace(self, entry: _Entry, error: str) -> None:
-        """A record refused for good: what the publish step writes in its place, or nothing."""
-        instead = None if entry.state is None else self._refused(entry.state, entry.offset, entry.record, error)
-        if instead is None:
-            self._entries = [other for other in self._entries if other is not entry]
-        else:
-            entry.record = instead
-
-    def _held(self, entry: _Entry) -> bool:
-        if entry.state is not None:
-            return self._ledger.holds(entry.state)
-        return entry.record.partition is not None and self._ledger.get(entry.record.partition) is not None
-
-    def _fatal(self, error: KafkaError) -> bool:
-        """A fenced or fatally failed producer can do nothing more: the process exits for a fresh one."""
-        if not (error.fatal() or error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)):
+    def _fatal(self, error: KafkaError, *, renew: bool = True) -> bool:
+        """A fenced or fatally failed producer can do nothing more (``Producers.fatal``): the process exits, or a
+        new producer takes over and this transaction's records go into its first one (``_ready``)."""
+        # After a failed commit, an abort refused as fatal may mean the commit went through (INVALID_TXN_STATE: the
+        # coordinator's transaction is CompleteCommit): its records must not go again, so the process exits.
+        renew = renew and self._aborting is not AbortReason.COMMIT_FAILED
+        if not self._producers.fatal(error, renew=renew, carrying=len(self._carried.entries)):
             return False
-        self._halt.trip(f"Kafka producer fatal error in its transaction: {error.str()}", exit=True)
+        self._open, self._aborting = False, None
+        self._carried.ended()
         return True
+
+    def _call(self, call: Callable[[Producer], T]) -> T | None:
+        """``call``'s result on the producer; None if it raised librdkafka's fatal error (any call may, once fatal)."""
+        try:
+            return call(self._producers.current)
+        except KafkaException as exc:
+            if not self._fatal(exc.args[0]):
+                raise
+            return None
+
+    def _ready(self) -> bool:
+        """Whether the producer can take records: True unless a new one is being made. Once it is ready, the
+        kept records of partitions still held go into its first transaction (and the waiting ones, if open)."""
+        took_over = self._producers.took_over()
+        if took_over is None:
+            return False
+        if took_over:
+            log.warning(
+                "a new producer took over: the records kept go again", extra={"count": len(self._carried.entries)}
+            )
+            self._carried.again()
+            if not self._closed:
+                self.reopen()
+        return not self._producers.renewing

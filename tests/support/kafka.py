@@ -181,7 +181,10 @@ class FakeTransactionalProducer(FakeProducer):
     offsets sent into a transaction become the group's committed offsets (``consumer.commits``) only then.
 
     ``fail_delivery`` fails the next delivery (an abortable transaction); ``fail_commit`` makes the next
-    ``commit_transaction`` raise ``fail_commit`` (a ``KafkaError``)."""
+    ``commit_transaction`` raise ``fail_commit`` (a ``KafkaError``), ``fail_abort`` the next
+    ``abort_transaction``, ``fail_poll`` the next ``poll`` (librdkafka raises its fatal error from any call);
+    ``produce`` refuses a record for a topic in ``gone`` (``_UNKNOWN_TOPIC``), and ``list_topics`` leaves those
+    out. ``committed`` may be shared by several producers (one broker)."""
 
     def __init__(self, consumer: FakeConsumer) -> None:
         super().__init__()
@@ -192,6 +195,11 @@ class FakeTransactionalProducer(FakeProducer):
         self.initialised = False
         self.fail_delivery = False
         self.fail_commit: Any = None
+        self.fail_abort: Any = None
+        self.fail_poll: Any = None
+        self.gone: set[str] = set()
+        self.known: set[str] = set()
+        self.purged = False
         self._open: list[tuple[str, bytes | None, list[tuple[str, bytes | None]]]] | None = None
         self._offsets: dict[int, tuple[int, str]] = {}
 
@@ -214,10 +222,16 @@ class FakeTransactionalProducer(FakeProducer):
         partition: int | None = None,
     ) -> None:
         assert self._open is not None, "produce outside a transaction"
+        self.known.add(topic)
+        if topic in self.gone:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, f"{topic}: unknown topic"))
         super().produce(topic, value=value, key=key, headers=headers, partition=partition, on_delivery=on_delivery)
         self._open.append(self.produced[-1])
 
     def poll(self, timeout: float) -> int:
+        if self.fail_poll is not None:
+            error, self.fail_poll = self.fail_poll, None
+            raise KafkaException(error)
         if self.hold:
             return 0
         callbacks, self._callbacks = self._callbacks, []
@@ -247,6 +261,20 @@ class FakeTransactionalProducer(FakeProducer):
 
     def abort_transaction(self, timeout: float = -1) -> None:
         assert self._open is not None, "abort_transaction outside a transaction"
+        if self.fail_abort is not None:
+            error, self.fail_abort = self.fail_abort, None
+            raise KafkaException(error)
         self._callbacks.clear()
         self._open = None
         self.aborted += 1
+
+    def purge(self) -> None:
+        self._callbacks.clear()
+        self.purged = True
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        led = type("Partition", (), {"leader": 1, "error": None})()
+        topics = {name: _TopicMetadata(1) for name in self.known - self.gone}
+        for metadata in topics.values():
+            metadata.partitions = {0: led}
+        return type("Metadata", (), {"topics": topics})()

@@ -2,16 +2,19 @@
 
 What a read_committed reader of the outcome topic sees (``producer.committed``) and what the group's committed
 offsets are (``consumer.commits``) move together, in one transaction; an aborted transaction's records are
-produced again without asking the API again; a fenced producer ends the process.
+produced again without asking the API again; a fenced producer ends the process; a producer librdkafka made
+fatal otherwise is replaced in the process; records for a topic that is gone wait for it.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time as clock
 from datetime import UTC, datetime, time
 from typing import Any
 
+import pytest
 from confluent_kafka import KafkaError
 
 from service.api.models import BatchResult
@@ -55,9 +58,11 @@ class SlowCommitProducer(FakeTransactionalProducer):
 
 
 class Rig:
-    def __init__(self, consumer: FakeConsumer | None = None, **kafka: Any) -> None:
+    def __init__(self, consumer: FakeConsumer | None = None, *, renew: bool = False, **kafka: Any) -> None:
         self.consumer = consumer or FakeConsumer(TOPIC)
         self.producer = SlowCommitProducer(self.consumer)
+        self.producers = [self.producer]
+        """Every producer made, the first one first (a new one takes over when librdkafka makes one fatal)."""
         self.executor = HeldExecutor()
         settings: dict[str, Any] = {
             "batch": {"linger_seconds": 0, "relist_grace_seconds": 0},
@@ -81,6 +86,7 @@ class Rig:
             stop_calls=threading.Event(),
             source="imgsweep/test",
             clock=Tick(),
+            renew_producer=self._another if renew else None,  # type: ignore[arg-type]
         )
         assert self.pipeline._transaction is not None
         self.pipeline._transaction.start()
@@ -89,6 +95,20 @@ class Rig:
             [TOPIC], on_assign=rebalance.on_assign, on_revoke=rebalance.on_revoke, on_lost=rebalance.on_lost
         )
         self.consumer.assign(0, 1)
+
+    def _another(self) -> SlowCommitProducer:
+        producer = SlowCommitProducer(self.consumer)
+        producer.committed = self.producer.committed  # one broker: what a read_committed reader sees
+        self.producers.append(producer)
+        return producer
+
+    def step_until(self, done: Any, timeout: float = 5.0) -> None:
+        """Turns the loop (and commits) until ``done()``: a new producer is made on a thread of its own."""
+        deadline = clock.monotonic() + timeout
+        while not done():
+            assert clock.monotonic() < deadline, "never done"
+            self.step()
+            clock.sleep(0.01)
 
     def feed(self, *values: tuple[int, int, bytes]) -> None:
         self.consumer.queue.extend(FakeMessage(TOPIC, partition, offset, value) for partition, offset, value in values)
@@ -188,15 +208,32 @@ def test_a_refused_commit_aborts_and_commits_the_same_outcomes_next_time() -> No
     assert rig.consumer.position(0) == (1, "")
 
 
-def test_a_fenced_producer_ends_the_process_and_commits_nothing_more() -> None:
-    rig = Rig()
+REFUSED_ABORT = KafkaError(KafkaError.INVALID_TXN_STATE, "Failed to end transaction", fatal=True)
+
+
+@pytest.mark.parametrize(
+    ("error", "abort_error"),
+    [
+        (KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True), None),
+        # Not fenced, but the commit may have reached the broker: its records produced again could be read twice
+        (KafkaError(KafkaError.INVALID_TXN_STATE, "commit failed", fatal=True), None),
+        # A commit that failed, then an abort refused: the coordinator may hold it committed (CompleteCommit)
+        (KafkaError(KafkaError.CONCURRENT_TRANSACTIONS, "busy", retriable=True), REFUSED_ABORT),
+    ],
+)
+def test_a_fenced_producer_or_a_fatal_commit_ends_the_process_and_commits_nothing_more(
+    error: KafkaError, abort_error: KafkaError | None
+) -> None:
+    rig = Rig(renew=True)
     rig.feed((0, 0, delisted("a", "c1")))
     rig.executor.resolve("c1")
     rig.pipeline._turn()
-    rig.producer.fail_commit = KafkaError(KafkaError._FENCED, "fenced by a newer producer", fatal=True)
+    rig.producer.fail_commit = error
+    rig.producer.fail_abort = abort_error
     rig.pipeline._commit.commit()
     assert rig.pipeline._halt.exit
     assert rig.pipeline.exit_code == 1
+    assert len(rig.producers) == 1, "no new producer"
     rig.pipeline.request_shutdown()
     rig.pipeline.run()  # returns: drains with nothing committed
     assert rig.committed_outcomes() == []
@@ -236,3 +273,58 @@ def test_the_open_transactions_undelivered_records_count_against_the_bound_and_c
     rig.executor.resolve("c3")
     rig.step()
     assert sorted(rig.committed_outcomes()) == ["a", "b", "c"], "each once, no call redone"
+
+
+@pytest.mark.parametrize("where", ["abort", "poll"])
+def test_a_producer_librdkafka_made_fatal_without_a_fence_is_replaced_and_the_records_commit_once(where: str) -> None:
+    rig = Rig(renew=True)
+    rig.feed((0, 0, delisted("a", "c1")), (1, 0, delisted("b", "c2")))
+    if where == "abort":
+        rig.producer.fail_delivery = True
+        # librdkafka #4849: EndTxn(abort) for a transaction the coordinator never saw begin is refused, and fatal
+        rig.producer.fail_abort = REFUSED_ABORT
+    else:  # an abort that timed out was refused later: librdkafka raises it from the next call
+        rig.producer.fail_poll = REFUSED_ABORT
+    rig.executor.resolve("c1")
+    rig.executor.resolve("c2")
+    rig.step()  # a's delivery fails and the abort is refused, or a poll raises: a new producer is being made
+    assert not rig.pipeline._halt.exit, "no exit: the process keeps the answers"
+    rig.step_until(lambda: sorted(rig.committed_outcomes()) == ["a", "b"])
+    assert len(rig.producers) == 2
+    assert rig.producer.purged, "the old producer's queue is let go"
+    assert rig.executor.calls == [], "no call made again"
+    assert rig.consumer.position(0) == (1, "")
+    assert rig.consumer.position(1) == (1, "")
+    assert rig.metrics.transaction_aborts.labels("producer_failed")._value.get() == 1
+    assert rig.metrics.outcomes.labels("deleted")._value.get() == 2, "each outcome counted once"
+    rig.step()
+    assert sorted(rig.committed_outcomes()) == ["a", "b"], "each once"
+
+
+def test_records_for_a_topic_that_is_gone_wait_for_it_and_are_never_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("service.pipeline.topic_wait.LOOK_SECONDS", 0.0)
+    rig = Rig(max_unacknowledged=2)
+    outcomes, dead_letters = rig.settings.kafka.outcome_topic, rig.settings.kafka.dlq_topic
+    rig.producer.gone.add(outcomes)  # librdkafka knows the topic is gone: produce refuses at once
+    rig.feed((0, 0, delisted("a", "c1")), (0, 1, delisted("b", "c2")))
+    rig.executor.resolve("c1")
+    rig.executor.resolve("c2")
+    for _ in range(3):
+        rig.step()
+    transaction = rig.pipeline._transaction
+    assert transaction is not None
+    assert transaction.missing_topics == {outcomes}
+    assert rig.committed_outcomes() == []
+    assert [topic for topic, _, _ in rig.producer.produced if topic == dead_letters] == [], "not dead-lettered"
+    assert rig.pipeline._ledger.unacknowledged() == 2
+    assert rig.health.outputs_blocked is not None, "the bound: calls stop, readiness off"
+    assert f"topics gone: {outcomes}" in rig.health.outputs_blocked
+    assert rig.consumer.position(0) is None, "nothing committed past them"
+    rig.producer.gone.clear()  # the topic is back
+    rig.step_until(lambda: rig.committed_outcomes() == ["a", "b"])  # in their order
+    assert rig.consumer.position(0) == (2, "")
+    assert transaction.missing_topics == frozenset()
+    rig.step()
+    assert rig.health.outputs_blocked is None

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Collection
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
@@ -28,7 +28,8 @@ from service.pipeline.ledger import Ledger
 from service.pipeline.outlet import Acknowledged, Delivered, Outlet
 from service.pipeline.partitions import PartitionState, Position
 from service.pipeline.steps.abstract import Step
-from service.pipeline.transaction import Transaction
+from service.pipeline.transaction import STUCK_SECONDS, Transaction
+from service.settings.kafka import KafkaSettings
 
 __all__ = [
     "COMMIT_INTERVAL_SECONDS",
@@ -267,16 +268,26 @@ class TransactionStep:
 
 
 def delivery(
-    kind: Literal["exactly_once", "at_least_once"], *, producer: Producer, consumer: Consumer, ledger: Ledger,
+    kafka: KafkaSettings, *, producer: Producer, consumer: Consumer, ledger: Ledger,
     health: HealthState, halt: Halt, metrics: Metrics, wake: threading.Event | None = None,
+    renew: Callable[[], Producer] | None = None,
 ) -> tuple[Transaction | None, Outlet, Checkpoint]:  # fmt: skip
     """How records reach Kafka and how offsets are committed (``IMGSWEEP_KAFKA__DELIVERY``): in one transaction
     (exactly-once: the transaction, which is also the outlet, and its step), or records acknowledged one by one,
-    then offsets committed by the consumer (at-least-once). ``wake``: set when a transaction's commit is over."""
+    then offsets committed by the consumer (at-least-once). ``wake``: set when a transaction's commit is over;
+    ``renew``: ``Transaction``'s (its ``stuck_seconds``: a third of ``transaction.timeout.ms``, at most 10 s)."""
     delivered = Delivered(ledger, metrics)
-    if kind == "exactly_once":
+    if kafka.delivery == "exactly_once":
         transaction = Transaction(
-            producer, consumer, ledger=ledger, acked=delivered, halt=halt, metrics=metrics, wake=wake
+            producer,
+            consumer,
+            ledger=ledger,
+            acked=delivered,
+            halt=halt,
+            metrics=metrics,
+            wake=wake,
+            renew=renew,
+            stuck_seconds=min(STUCK_SECONDS, kafka.transaction_timeout_ms / 3000),
         )
         return (
             transaction,

@@ -1,0 +1,68 @@
+"""At-least-once's outlet: a record for a topic that is gone waits for it, in order, and is never dead-lettered."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from service.health import HealthState
+from service.metrics import Metrics
+from service.pipeline.halt import Halt
+from service.pipeline.outlet import Acknowledged, Record
+from service.pipeline.partitions import PartitionState
+from tests.support.kafka import FakeProducer
+
+
+class GoneProducer(FakeProducer):
+    """Refuses records for the topics in ``gone`` as librdkafka does once its metadata says they do not exist."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: set[str] = set()
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        if topic in self.gone:
+            raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, f"{topic}: unknown topic"))
+        super().produce(topic, **kwargs)
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        led = type("Partition", (), {"leader": 1, "error": None})()
+        metadata = type("Topic", (), {"error": None, "partitions": {0: led}})()
+        topics = {} if "outcomes" in self.gone else {"outcomes": metadata}
+        return type("Metadata", (), {"topics": topics})()
+
+
+def record(key: bytes) -> Record:
+    return Record("outcomes", key, b"{}", [], "outcome", "deleted", None)
+
+
+def test_a_record_for_a_topic_that_is_gone_waits_and_goes_once_it_is_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("service.pipeline.topic_wait.LOOK_SECONDS", 0.0)
+    producer = GoneProducer()
+    producer.gone.add("outcomes")
+    acked: list[int] = []
+    refused: list[str] = []
+    outlet = Acknowledged(
+        producer,  # type: ignore[arg-type]
+        held=lambda _state: True,
+        acked=lambda _state, offset, _record: acked.append(offset),
+        halt=Halt(HealthState(), Metrics()),
+    )
+    outlet.on_refused(lambda _state, _offset, _record, error: refused.append(error))
+    state = PartitionState(0)
+    outlet.produce(state, 1, record(b"a"))
+    outlet.produce(state, 2, record(b"b"))  # behind a
+    for _ in range(20):
+        outlet.poll()
+    assert (producer.produced, acked, refused) == ([], [], []), "kept: nothing dead-lettered, nothing acknowledged"
+    producer.gone.clear()
+    for _ in range(200):
+        outlet.poll()
+        if len(acked) == 2:
+            break
+        time.sleep(0.01)
+    assert acked == [1, 2], "both, in their order, once"
+    assert refused == []
