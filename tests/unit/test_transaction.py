@@ -296,7 +296,7 @@ def test_a_producer_librdkafka_made_fatal_without_a_fence_is_replaced_and_the_re
     assert rig.consumer.position(0) == (1, "")
     assert rig.consumer.position(1) == (1, "")
     assert rig.metrics.transaction_aborts.labels("producer_failed")._value.get() == 1
-    assert rig.metrics.outcomes.labels("deleted")._value.get() == 2, "each outcome counted once"
+    assert rig.metrics.outcomes.labels("deleted", "default")._value.get() == 2, "each outcome counted once"
     rig.step()
     assert sorted(rig.committed_outcomes()) == ["a", "b"], "each once"
 
