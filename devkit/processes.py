@@ -305,6 +305,16 @@ class Topics:
         return f"{self.input}.collections"
 
     @property
+    def routed_deletions_topic(self) -> str:
+        """The deletions changelog behind the router (``<deletions topic>.by-collection``), made by imgsweep."""
+        return f"{self.deletions_topic}.by-collection"
+
+    @property
+    def made_by_imgsweep(self) -> list[str]:
+        """The topics imgsweep makes for itself when it routes (the collections topic and its changelog)."""
+        return [self.collections_topic, self.routed_deletions_topic]
+
+    @property
     def control_topic(self) -> str:
         """Where its replicas read pauses and brakes: one per test, so no test's pause stops another's."""
         return self.control or f"{self.input}.control"
