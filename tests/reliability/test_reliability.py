@@ -35,6 +35,7 @@ from devkit.processes import (
     load_kafka_local,
     wait_for,
 )
+from tests.support.committed import commits, committed_offsets, finished
 
 pytestmark = pytest.mark.reliability
 CST = timezone(timedelta(hours=8))
@@ -214,27 +215,35 @@ def test_sigkill_at_random_moments_loses_nothing_and_never_commits_ahead(
     backlog_done_at_kill = 0  # the first kill whose instance found the backlog committed already (0: none)
 
     def nothing_left() -> bool:
-        return sum(committed(kafka_bootstrap, names.group, names.input, 3).values()) == len(records)
+        return finished(kafka_bootstrap, names, len(records))
 
     def check_the_last_kill() -> None:
-        """The invariant, checked after every crash: each committed offset's event has its outcome or dead letter.
-        Read once the next instance has started: its ``init_transactions`` aborts the killed one's open
-        transaction, whose offsets a committed-offsets fetch (require_stable) would otherwise wait out."""
+        """The invariant, checked after every crash: each event the work's group committed past (with the router,
+        ``<group>.collections``, by the input record each forwarded record carries) has its outcome or dead
+        letter, and the input group committed nothing the router had not forwarded. Read once the next instance
+        has started: its ``init_transactions`` aborts the killed one's open transactions (the router's and the
+        pipeline's), whose offsets a committed-offsets fetch (require_stable) would otherwise wait out."""
         nonlocal committed_before, kills_after_new_commits, checks
-        commits = committed(kafka_bootstrap, names.group, names.input, 3)
-        if sum(commits.values()) > committed_before:
+        found = commits(kafka_bootstrap, names)
+        found.check()
+        if len(found.work) > committed_before:
             kills_after_new_commits += 1
-        committed_before = sum(commits.values())
+        committed_before = len(found.work)
         done_events = set(outcome_ids(read_to_end(kafka_bootstrap, names.outcome)))
         dead = {(r.headers["imgsweep_source_partition"], r.headers["imgsweep_source_offset"]) for r in
                 read_to_end(kafka_bootstrap, names.dlq)}  # fmt: skip
-        for (partition, offset), index in placed.items():
-            if offset < commits.get(partition, 0):
-                checks += 1
-                if index in invalid:
-                    assert (str(partition).encode(), str(offset).encode()) in dead, (partition, offset)
-                else:
-                    assert f"e{index}" in done_events, f"offset {partition}/{offset} committed before its outcome"
+        for partition, offset in found.work:
+            index = placed[(partition, offset)]
+            checks += 1
+            if index in invalid:
+                assert (str(partition).encode(), str(offset).encode()) in dead, (partition, offset)
+            else:
+                assert f"e{index}" in done_events, f"offset {partition}/{offset} committed before its outcome"
+
+    def readyz_before() -> int:
+        """What /readyz's ``committed_offsets`` sum to now: the work's group's offsets (the collections topic's)."""
+        group, topic = f"{names.group}.collections", names.collections_topic
+        return sum(committed_offsets(kafka_bootstrap, group, topic).values()) if kills else 0
 
     while kills < 10:
         service = service_process(names, sandbox, **settings)
@@ -242,7 +251,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_never_commits_ahead(
         if kills:
             check_the_last_kill()
         # The random moment counts from the instance's first commit, so it falls while it works and commits.
-        if not wait_until_committing(service, committed_before, nothing_left):
+        if not wait_until_committing(service, readyz_before(), nothing_left):
             backlog_done_at_kill = backlog_done_at_kill or kills + 1
         time.sleep(rng.uniform(0.5, 3.0))
         service.kill()
@@ -259,12 +268,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_never_commits_ahead(
     )
     valid = {f"e{i}" for i in range(len(records)) if i not in invalid}
     wait_for(
-        lambda: (
-            final.metric("imgsweep_pending_events") == 0
-            and sum(committed(kafka_bootstrap, names.group, names.input, 3).values()) == len(records)
-        ),
+        lambda: final.metric("imgsweep_pending_events") == 0 and finished(kafka_bootstrap, names, len(records)),
         300,
         "the backlog never drained",
+        interval=2,
     )
     outcomes = outcome_ids(read_to_end(kafka_bootstrap, names.outcome))
     assert set(outcomes) == valid
@@ -368,7 +375,7 @@ def test_a_broker_restart_mid_run_is_survived_without_losing_anything(
     assert service.process.poll() is None, "the service died with the broker"
     wait_for(lambda: remaining_images(sandbox) == 0, 240, "images left after the outage")
     wait_for(
-        lambda: sum(committed(bootstrap, names.group, names.input, 3).values()) == len(records),
+        lambda: finished(bootstrap, names, len(records)),
         120,
         "offsets never caught up after the outage",
     )
@@ -450,7 +457,7 @@ def test_ten_thousand_hostile_events_all_dead_lettered_and_valid_neighbours_comp
     placed = produce_tracked(kafka_bootstrap, names.input, stream)
     service = service_process(names, sandbox, API__QPS="100")
     wait_for(
-        lambda: sum(committed(kafka_bootstrap, names.group, names.input, 3).values()) == len(stream),
+        lambda: finished(kafka_bootstrap, names, len(stream)),
         240,
         "the stream was not fully committed",
     )
@@ -504,7 +511,7 @@ def test_sigterm_under_load_drains_within_the_grace_period_without_duplicates(
     wait_for(lambda: remaining_images(sandbox) == 0, 240, "images left")
     wait_for(lambda: final.metric("imgsweep_pending_events") == 0, 60, "events still pending")
     wait_for(
-        lambda: sum(committed(kafka_bootstrap, names.group, names.input, 4).values()) == len(records),
+        lambda: finished(kafka_bootstrap, names, len(records)),
         60,
         "not all committed",
     )
