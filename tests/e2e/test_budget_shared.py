@@ -16,8 +16,8 @@ from confluent_kafka.admin import AdminClient
 
 from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import consume_all, event, produce, wait_for
+from devkit.spread import one_collection_per_partition
 from tests.e2e.test_brake import _committed
-from tests.support.spread import one_collection_per_partition
 
 pytestmark = pytest.mark.e2e
 

@@ -28,8 +28,8 @@ from devkit.processes import (
     produce,
     wait_for,
 )
+from devkit.spread import one_collection_per_partition
 from service.settings import DRY_RUN_SUFFIX
-from tests.support.spread import one_collection_per_partition
 
 pytestmark = pytest.mark.e2e
 
