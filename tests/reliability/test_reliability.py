@@ -35,6 +35,7 @@ from devkit.processes import (
     load_kafka_local,
     wait_for,
 )
+from service.router.stage import COLLECTIONS_GROUP_SUFFIX
 from tests.support.committed import commits, committed_offsets, finished
 
 pytestmark = pytest.mark.reliability
@@ -242,7 +243,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_never_commits_ahead(
 
     def readyz_before() -> int:
         """What /readyz's ``committed_offsets`` sum to now: the work's group's offsets (the collections topic's)."""
-        group, topic = f"{names.group}.collections", names.collections_topic
+        group, topic = names.group + COLLECTIONS_GROUP_SUFFIX, names.collections_topic
         return sum(committed_offsets(kafka_bootstrap, group, topic).values()) if kills else 0
 
     while kills < 10:
