@@ -37,6 +37,7 @@ from devkit.processes import (
 )
 from service.router.stage import COLLECTIONS_GROUP_SUFFIX
 from tests.support.committed import commits, committed_offsets, finished
+from tests.support.reading import messages_to_end
 
 pytestmark = pytest.mark.reliability
 CST = timezone(timedelta(hours=8))
@@ -73,40 +74,13 @@ def produce_tracked(bootstrap: str, topic: str, records: list[Record]) -> dict[t
 
 
 def read_to_end(bootstrap: str, topic: str) -> list[Read]:
-    """Every committed record in the topic now (up to the high watermarks taken at the start), as an outcome
-    consumer reads it: ``read_committed`` (the last offsets may be transaction markers, which are never read,
-    so the end is where the consumer's position reaches the watermark)."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"r-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-    ends = {}
-    for partition in metadata.partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        if high > low:
-            ends[partition] = high
-    consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+    """Every committed record in the topic now, as an outcome consumer reads it (``read_committed``)."""
     records: list[Read] = []
-    remaining = dict(ends)
-    deadline = time.monotonic() + 120
-    while remaining and time.monotonic() < deadline:
-        for message in consumer.consume(1000, timeout=0.5):
-            if message.error() is not None:
-                continue
-            raw = message.headers() or []
-            pairs = raw.items() if isinstance(raw, dict) else raw
-            headers = {k: v.encode() if isinstance(v, str) else v or b"" for k, v in pairs}
-            records.append(Read(_raw(message.key()), _raw(message.value()), headers))
-        for position in consumer.position([TopicPartition(topic, p) for p in list(remaining)]):
-            if position.offset >= remaining[position.partition]:
-                del remaining[position.partition]
-    consumer.close()
-    assert not remaining, f"could not read {topic} to its end"
+    for message in messages_to_end(bootstrap, topic):
+        raw = message.headers() or []
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        headers = {k: v.encode() if isinstance(v, str) else v or b"" for k, v in pairs}
+        records.append(Read(_raw(message.key()), _raw(message.value()), headers))
     return records
 
 

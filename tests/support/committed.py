@@ -11,8 +11,6 @@ has not forwarded" with ``inputs_committed`` and ``forwarded``.
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
@@ -20,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from devkit.processes import Topics
 from service.pipeline.collections_topic import ORIGIN_HEADER
 from service.router.stage import COLLECTIONS_GROUP_SUFFIX
+from tests.support.reading import messages_to_end
 
 __all__ = [
     "Commits",
@@ -66,38 +65,10 @@ class Forwarded:
 
 def forwarded(bootstrap: str, topics: Topics, timeout: float = 120) -> list[Forwarded]:
     """Every committed record of the collections topic now (read_committed, to the ends taken at the start)."""
-    topic = topics.collections_topic
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-        }
-    )
-    records: list[Forwarded] = []
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        ends = {}
-        for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-            if high > low:
-                ends[partition] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            for message in consumer.consume(1000, timeout=0.5):
-                partition, offset = message.partition(), message.offset()
-                if message.error() is not None or partition is None or offset is None:
-                    continue
-                records.append(Forwarded(partition, offset, _origin(message.headers() or [])))
-            for position in consumer.position([TopicPartition(topic, p) for p in list(ends)]):
-                if position.offset >= ends[position.partition]:
-                    del ends[position.partition]
-        assert not ends, f"could not read {topic} to its end"
-    finally:
-        consumer.close()
-    return records
+    return [
+        Forwarded(message.partition() or 0, message.offset() or 0, _origin(message.headers() or []))
+        for message in messages_to_end(bootstrap, topics.collections_topic, timeout)
+    ]
 
 
 def _origin(headers: dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]) -> InputRecord:
