@@ -34,12 +34,15 @@ from bench.machine import Machine
 from bench.measure import CallWindow, call_window
 from bench.standalone import broker_and_machine, section_parser, write_section
 from devkit.processes import SandboxProcess, ServiceProcess, Topics, produce_spread, wait_for
+from devkit.spread import one_collection_per_partition
 
 __all__ = ["HEADING", "Cell", "main", "report_lines", "run_skew"]
 
 HEADING: Final = "## Skew: the account's QPS across replicas"
 QPS: Final = 2
 PARTITIONS: Final = 4
+COLLECTIONS: Final = one_collection_per_partition(PARTITIONS)
+"""Behind the router (the default) the collection says which replica works: the n-th is on partition n."""
 EVENTS: Final = 4000
 SETTINGS: Final = {
     "API__QPS": str(QPS),
@@ -138,8 +141,10 @@ def run_cell(
                     "the replicas never saw each other on the demand topic",
                     interval=0.25,
                 )
+            # the partitions that do the work (the collections topic's, behind the router): a collection on each
             partitions = _assigned(replicas[0]) if scenario.skewed else list(range(PARTITIONS))
-            produce_spread(bootstrap, topics.input, partitions, EVENTS)
+            collections = [COLLECTIONS[p] for p in partitions]
+            produce_spread(bootstrap, topics.input, partitions, EVENTS, collections=collections)
             time.sleep(5)  # the first calls, and the busy replicas' shares rising (2 s after they announce)
             window = call_window(sandbox, seconds)
             shares = tuple(r.metric("imgsweep_qps_share") for r in replicas)

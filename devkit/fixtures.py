@@ -3,12 +3,11 @@
 ``sandbox_process(*flags)`` starts ``imgsweep sandbox``, ``service_process(topics, sandbox, **settings)`` starts
 ``imgsweep run`` with settings fit for tests (short backoff, linger and read timeout); both are stopped (and,
 if need be, killed) when the test ends, so no test leaves a process behind. ``topics(partitions=N)`` creates
-three topics no other test uses, deleted after the test.
+the topics of one imgsweep no other test uses, deleted after the test with those imgsweep made for itself.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,8 +30,6 @@ TEST_SETTINGS = {
     "BATCH__RELIST_GRACE_SECONDS": "0",  # the relist tests set their own
     "API__DAILY_CALLS": "-1",  # no budget pacing before the sandbox's first remainTimes; the budget tests set theirs
     "LOG__LEVEL": "INFO",
-    # The whole e2e suite with the router stage (decision 0022): IMGSWEEP_E2E_REPARTITION=true pytest tests/e2e
-    "KAFKA__REPARTITION": os.environ.get("IMGSWEEP_E2E_REPARTITION", "false"),
 }
 """What ``service_process`` sets beyond the harness's own settings, unless a test says otherwise."""
 
@@ -61,12 +58,14 @@ def topics(kafka_admin: AdminClient) -> Iterator[TopicsFactory]:
 
     def create(partitions: int = 3) -> Topics:
         names = Topics.create(kafka_admin, f"t-{uuid.uuid4().hex[:10]}", partitions=partitions)
-        made.extend(names.names)
+        made.extend([*names.names, *names.made_by_imgsweep])
         return names
 
     yield create
-    if made:
-        for future in kafka_admin.delete_topics(made, operation_timeout=ADMIN_TIMEOUT).values():
+    existing = kafka_admin.list_topics(timeout=ADMIN_TIMEOUT).topics if made else {}
+    present = [name for name in made if name in existing]  # those imgsweep makes when it routes, if it did
+    if present:
+        for future in kafka_admin.delete_topics(present, operation_timeout=ADMIN_TIMEOUT).values():
             future.result(ADMIN_TIMEOUT)
 
 

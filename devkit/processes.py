@@ -305,6 +305,16 @@ class Topics:
         return f"{self.input}.collections"
 
     @property
+    def routed_deletions_topic(self) -> str:
+        """The deletions changelog behind the router (``<deletions topic>.by-collection``), made by imgsweep."""
+        return f"{self.deletions_topic}.by-collection"
+
+    @property
+    def made_by_imgsweep(self) -> list[str]:
+        """The topics imgsweep makes for itself when it routes (the collections topic and its changelog)."""
+        return [self.collections_topic, self.routed_deletions_topic]
+
+    @property
     def control_topic(self) -> str:
         """Where its replicas read pauses and brakes: one per test, so no test's pause stops another's."""
         return self.control or f"{self.input}.control"
@@ -531,13 +541,21 @@ def event(event_id: str, collection: str, product: str, images: list[str]) -> Re
 
 
 def produce_spread(
-    bootstrap: str, topic: str, partitions: Sequence[int], count: int, *, prefix: str = "e", timeout: float = 60.0
+    bootstrap: str,
+    topic: str,
+    partitions: Sequence[int],
+    count: int,
+    *,
+    prefix: str = "e",
+    timeout: float = 60.0,
+    collections: Sequence[str] = ("shop",),
 ) -> None:
-    """``count`` one-image events of collection "shop", spread over ``partitions`` in turn (chosen explicitly,
-    not by key); blocks until the broker has them all, raising RuntimeError after ``timeout`` seconds."""
+    """``count`` one-image events spread over ``partitions`` in turn (chosen explicitly, not by key), and over
+    ``collections`` in turn (behind the router, the collection chooses the partition that does the work); blocks
+    until the broker has them all, raising RuntimeError after ``timeout`` seconds."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
     for n in range(count):
-        key, value, _ = event(f"{prefix}{n}", "shop", f"p{n}", [f"{n}.jpg"])
+        key, value, _ = event(f"{prefix}{n}", collections[n % len(collections)], f"p{n}", [f"{n}.jpg"])
         while True:
             try:
                 producer.produce(topic, value, key, partition=partitions[n % len(partitions)])

@@ -7,7 +7,8 @@ start-up and in ``check-config``, instead of a traceback from the running servic
 
 The probe (``check-config --probe``) does connect: it asks the brokers for their metadata with the
 consumer's configuration (the same security settings the service uses) and says which of the three topics
-is missing.
+is missing, and which internal topics a start would make (with the command, where imgsweep may not make them):
+behind the router, the collections topic and the ``.by-collection`` deletions changelog among them.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
-from service.internal_topics import create_command, internal_topics
+from service.internal_topics import InternalTopic, collections_topic, create_command, internal_topics
 from service.kafka_clients import consumer_config, producer_config
+from service.pipeline.collections_topic import CollectionPartitions
+from service.router import pipeline_settings
 from service.settings import ConfigError, Settings
 
 __all__ = ["ProbeResult", "check_librdkafka_config", "probe_brokers"]
@@ -194,9 +197,7 @@ def probe_brokers(settings: Settings, timeout: float) -> ProbeResult:
                 else "create it compacted (cleanup.policy=compact, 1 partition)"
             )
         )
-    source = metadata.topics.get(kafka.input_topic)
-    partitions = len(source.partitions) if source is not None and source.partitions else 1
-    for internal in internal_topics(settings, partitions):
+    for internal in _internal_topics(settings, metadata.topics):
         if internal.name in metadata.topics or internal.name == kafka.demand_topic:  # the demand topic: above
             continue
         if kafka.create_topics:
@@ -209,3 +210,20 @@ def probe_brokers(settings: Settings, timeout: float) -> ProbeResult:
                 + create_command(internal, kafka.bootstrap_servers)
             )
     return ProbeResult(len(metadata.brokers), problems, warnings)
+
+
+def _internal_topics(settings: Settings, topics: dict[str, Any]) -> list[InternalTopic]:
+    """The internal topics a start would make: behind the router (decision 0022), the collections topic (its
+    partitions as it has them, or as the router would make it) and the pipeline's own, whose deletions changelog
+    is ``<deletions topic>.by-collection`` with the collections topic's partitions."""
+    kafka = settings.kafka
+    source = topics.get(kafka.input_topic)
+    partitions = len(source.partitions) if source is not None and source.partitions else 1
+    if not kafka.repartition:
+        return internal_topics(settings, partitions)
+    made = topics.get(kafka.collections_topic)
+    if made is not None and made.partitions:
+        routed = len(made.partitions)
+    else:
+        routed = CollectionPartitions.sized(partitions, len(settings.api_accounts()))
+    return [collections_topic(settings, routed), *internal_topics(pipeline_settings(settings), routed)]

@@ -119,12 +119,13 @@ class KafkaSettings(Section):
         ),
     )
     repartition: bool = Field(
-        default=False,
+        default=True,
         description=(
             "Batch each collection in one place (decision 0022): a router stage forwards every input record to the "
             "collections topic, partitioned by collection and dealt out by account, which the pipeline consumes "
             "(group <group_id>.collections); N replicas then make no more calls than one, and an account waiting "
-            "for its quota holds only its own partitions. false: the pipeline consumes the input topic itself."
+            "for its quota holds only its own partitions. false (the opt-out, e.g. one replica and one account): "
+            "the pipeline consumes the input topic itself, about 0.2 s sooner and without the second write and read."
         ),
     )
     collections_topic: TopicName = Field(

@@ -114,12 +114,15 @@ def test_two_accounts_each_get_only_their_collections_signed_with_their_own_keys
         assert all(secret.encode() not in (record.value or b"") for record in outcomes + dead)
 
 
+@pytest.mark.parametrize("routed", [True, False], ids=["router", "input"])
 def test_a_spent_pack_10010_holds_only_its_account_and_raises_its_alerts_metric(
-    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, tmp_path: Path
+    routed: bool, kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, tmp_path: Path
 ) -> None:
     """One account's paid pack is spent (every call answered 10010): its events wait, probed rarely, and
     ``imgsweep_quota_payment_required{account}`` (what ``ImgsweepQuotaPaymentRequired`` fires on) is 1 for it
-    alone, while the other account's events are deleted as usual."""
+    alone, while the other account's events are deleted as usual. Behind the router each account has partitions
+    of its own: the spent pack's (and only those) are paused; the router off, the accounts share the input's
+    partitions and none is paused."""
     spent = sandbox_process("--qps", "0", "--payment-required", keys=SHOES_KEYS)
     free = sandbox_process("--qps", "0", keys=REST_KEYS)
     free.seed({"bags": [(f"bags-p{n}", f"bags-{n}.jpg") for n in range(20)]})
@@ -138,6 +141,7 @@ def test_a_spent_pack_10010_holds_only_its_account_and_raises_its_alerts_metric(
         ACCOUNTS__FREE__ENDPOINT=free.endpoint,
         BATCH__MAX_ITEMS="5",
         API__QPS="20",
+        KAFKA__REPARTITION=str(routed).lower(),
     )
     try:
         outcomes = consume_all(kafka_bootstrap, names.outcome, expect=20, timeout=60, settle=3)
@@ -145,11 +149,16 @@ def test_a_spent_pack_10010_holds_only_its_account_and_raises_its_alerts_metric(
         assert service.metric("imgsweep_quota_payment_required", 'account="free"') == 0
         assert service.metric("imgsweep_quota_exhausted", 'account="free"') == 0
         assert service.get("/readyz").status_code == 200, "a spent pack is not a fatal error"
-        assert service.metric("imgsweep_paused_partitions") == 0, "the free account still calls"
+        assigned = len(service.get("/readyz").json()["assigned_partitions"])
+        paused = service.metric("imgsweep_paused_partitions")
     finally:
         service.stop()
     assert {outcome.json()["collection_name"] for outcome in outcomes} == {"bags"}
     assert {outcome.json()["status"] for outcome in outcomes} == {"deleted"}
     assert len(outcomes) == 20, "the spent pack's events wait: no outcome, no failure"
+    if routed:  # 2 input partitions, 2 accounts: a collections topic of 2, one each
+        assert (assigned, paused) == (2, 1), "only the spent pack's partition is paused"
+    else:
+        assert (assigned, paused) == (2, 0), "shared partitions: the free account still calls"
     assert spent.stats()["calls_by_code"] == {"10010": 1}, "one call learnt it; the next probe is an hour away"
     assert free.admin("/admin/images")["collections"] == {"bags": 0}

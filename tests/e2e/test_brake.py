@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import (
@@ -31,6 +30,7 @@ from devkit.processes import (
     produce,
     wait_for,
 )
+from tests.support.committed import work_committed
 
 pytestmark = pytest.mark.e2e
 
@@ -67,30 +67,40 @@ def _done(bootstrap: str, names: Topics, expect: int, timeout: float = 5) -> Cou
     return Counter(outcome.json()["collection_name"] for outcome in outcomes)
 
 
-def _committed(bootstrap: str, names: Topics, partitions: int) -> int:
-    """The sum of the group's committed positions on the input topic (what the service has committed past)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": names.group, "enable.auto.commit": False})
-    try:
-        offsets = consumer.committed([TopicPartition(names.input, p) for p in range(partitions)], timeout=10)
-    finally:
-        consumer.close()
-    return sum(max(0, tp.offset) for tp in offsets)
+def _committed(bootstrap: str, names: Topics, produced: int, *, routed: bool) -> set[str]:
+    """The events the group that does the work has committed past (with the router: ``<group>.collections``,
+    translated back to input records); with the router, also checks that the input group has committed nothing
+    it has not forwarded."""
+    inputs = {
+        (r.partition, r.offset): r.json()["event_id"]
+        for r in consume_all(bootstrap, names.input, expect=produced, timeout=10)
+    }
+    done = work_committed(bootstrap, names, routed=routed)
+    return {inputs[record] for record in done}
 
 
+@pytest.mark.parametrize("routed", [True, False], ids=["router", "input"])
 def test_a_collection_over_its_brake_stops_until_an_operator_resumes_it(
-    sandbox_process: SandboxFactory, service_process: ServiceFactory, topics: TopicsFactory, kafka_bootstrap: str
+    routed: bool,
+    sandbox_process: SandboxFactory,
+    service_process: ServiceFactory,
+    topics: TopicsFactory,
+    kafka_bootstrap: str,
 ) -> None:
     """80 images of shoes against a brake of 50 an hour, in calls of at most 10: at most 50 are handed to calls,
     then the brake trips; the rest wait, uncommitted, while bags, another collection, is deleted whole.
     ``imgsweep brake status`` names shoes; ``imgsweep brake resume --collection shoes`` starts its hour again,
-    and the other 30 or more go."""
+    and the other 30 or more go. Nothing is committed past a waiting event by the group that does the work
+    (with the router, ``<group>.collections``; the input group then commits only what it forwarded); the router
+    off, the input group does the work, and shoes and bags share its partitions."""
     limit, max_items, shoes, bags = 50, 10, 80, 20
     sandbox = sandbox_process()
     sandbox.seed({"shoes": [(f"shoes-p{n}", f"shoes-{n}.jpg") for n in range(shoes)]})
     names = topics(partitions=2)
     service = service_process(
-        names, sandbox, BRAKE__MAX_IMAGES_PER_HOUR=str(limit), BATCH__MAX_ITEMS=str(max_items), API__QPS="20"
-    )
+        names, sandbox, BRAKE__MAX_IMAGES_PER_HOUR=str(limit), BATCH__MAX_ITEMS=str(max_items), API__QPS="20",
+        KAFKA__REPARTITION=str(routed).lower(),
+    )  # fmt: skip
     service.wait_assigned(2)
     assert service.metric("imgsweep_control_caught_up") == 1
     produce(kafka_bootstrap, names.input, [*_records("shoes", shoes), *_records("bags", bags)])
@@ -98,11 +108,16 @@ def test_a_collection_over_its_brake_stops_until_an_operator_resumes_it(
     wait_for(lambda: service.metric("imgsweep_brake_tripped", 'collection="shoes"') == 1, 30, "the brake never tripped")
     wait_for(lambda: _done(kafka_bootstrap, names, bags, 2)["bags"] == bags, 30, "bags did not go on deleting")
     done = _done(kafka_bootstrap, names, shoes + bags, 3)
+    committed = _committed(kafka_bootstrap, names, shoes + bags, routed=routed)
+    published = {
+        o.json()["event_id"] for o in consume_all(kafka_bootstrap, names.outcome, expect=shoes + bags, timeout=3)
+    }
     deleted_before = sandbox.stats()["items_deleted"]
     assert limit - max_items < done["shoes"] <= limit, "calls went up to the limit, never past it"
     assert deleted_before == done["shoes"]
     assert service.metric("imgsweep_brake_trips_total") == 1
-    assert _committed(kafka_bootstrap, names, 2) < shoes + bags, "nothing is committed past the waiting events"
+    assert committed <= published, "nothing is committed past the waiting events (every committed one has its outcome)"
+    assert len(published) == bags + done["shoes"] < shoes + bags
     assert service.metric("imgsweep_pending_events") == shoes - done["shoes"], "the rest wait, none failed"
     assert "brake tripped" in service.logs()
 
@@ -119,7 +134,11 @@ def test_a_collection_over_its_brake_stops_until_an_operator_resumes_it(
     wait_for(
         lambda: _done(kafka_bootstrap, names, shoes + bags, 2)["shoes"] == shoes, 30, "shoes never went after resume"
     )
-    wait_for(lambda: _committed(kafka_bootstrap, names, 2) == shoes + bags, 15, "the waiting events were not committed")
+    wait_for(
+        lambda: len(_committed(kafka_bootstrap, names, shoes + bags, routed=routed)) == shoes + bags,
+        15,
+        "the waiting events were not committed",
+    )
     assert sandbox.stats()["items_deleted"] == shoes
     assert service.metric("imgsweep_brake_tripped") == 0, "a resumed collection's series is gone"
     assert "no brake is tripped and nothing is paused" in _ok(_imgsweep(service, "brake", "status"))

@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import consume_all, event, produce, wait_for
+from devkit.spread import one_collection_per_partition
 from tests.e2e.test_brake import _committed
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +52,11 @@ def test_a_packs_daily_limit_holds_across_two_replicas_and_a_sigkill(
         first.wait_assigned(1)
         second.wait_assigned(1)
         # every event fills a batch (5 images): 40 full batches, 40 calls without the limit
-        records = [event(f"e{n}", "shoes", f"p{n}", [f"p{n}-{i}.jpg" for i in range(5)]) for n in range(EVENTS)]
+        # two collections, one on each replica's partition of the collections topic: both replicas spend
+        shoes, bags = one_collection_per_partition(2, "shoes")
+        records = [
+            event(f"e{n}", (shoes, bags)[n % 2], f"p{n}", [f"p{n}-{i}.jpg" for i in range(5)]) for n in range(EVENTS)
+        ]
         produce(kafka_bootstrap, names.input, records)
 
         wait_for(lambda: sandbox.stats()["calls_total"] >= 4, 60, "no calls")
@@ -82,7 +87,8 @@ def test_a_packs_daily_limit_holds_across_two_replicas_and_a_sigkill(
         # the rest, uncommitted (a call is never made twice here: the day's calls are spent)
         assert CAP - WORKERS <= len(outcomes) <= CAP, "the events beyond the limit wait"
         assert {outcome["status"] for outcome in outcomes} <= {"deleted", "partially_deleted"}
-        assert _committed(kafka_bootstrap, names, 2) <= CAP, "nothing committed past the limit"
+        committed = _committed(kafka_bootstrap, names, EVENTS, routed=True)
+        assert committed <= {outcome["event_id"] for outcome in outcomes}, "nothing committed past the limit"
         for replica in (again, second):
             assert replica.metric("imgsweep_dead_letters_total", 'reason="retries_exhausted"') == 0
         claims = second.metric("imgsweep_budget_claim_seconds_count")

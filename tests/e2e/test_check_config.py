@@ -245,6 +245,56 @@ def test_where_it_may_not_make_topics_the_probe_names_the_budget_topic_a_spendin
     assert command in problem
 
 
+@pytest.mark.integration
+def test_where_it_may_not_make_topics_the_probe_names_the_collections_topic_and_its_changelog(
+    kafka_bootstrap: str, new_topic: Callable[..., str], secrets_dir: Path
+) -> None:
+    """Behind the router (the default, decision 0022) a start makes the collections topic and the deletions
+    changelog ``<deletions topic>.by-collection`` with the collections topic's partitions: where imgsweep may not
+    make topics, the probe names both, each with its command; the router off, neither (the changelog as it was)."""
+    names = {
+        "KAFKA__INPUT_TOPIC": new_topic(partitions=3), "KAFKA__OUTCOME_TOPIC": new_topic(),
+        "KAFKA__DLQ_TOPIC": new_topic(), "KAFKA__COLLECTIONS_TOPIC": "it-never-created-collections",
+        "KAFKA__DELETIONS_TOPIC": "it-never-created-deletions",
+    }  # fmt: skip
+    settings = {
+        **LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names, "KAFKA__CREATE_TOPICS": "false",
+        "API__DAILY_CALLS": "-1",
+    }  # fmt: skip
+    create = f"create it with kafka-topics.sh --bootstrap-server {kafka_bootstrap} --create --topic"
+    week = "--config retention.ms=604800000"
+
+    def problems(result: subprocess.CompletedProcess[str]) -> list[str]:
+        assert result.returncode == EXIT_CONFIG, result.stderr
+        return sorted(
+            line for line in result.stderr.splitlines() if "does not exist and IMGSWEEP_KAFKA__CREATE" in line
+        )
+
+    assert problems(imgsweep(secrets_dir, "check-config", "--probe", settings=settings)) == [
+        "imgsweep: IMGSWEEP_KAFKA__COLLECTIONS_TOPIC: topic 'it-never-created-collections' does not exist and "
+        f"IMGSWEEP_KAFKA__CREATE_TOPICS is false: {create} it-never-created-collections --partitions 3 "
+        f"--config cleanup.policy=delete {week}",
+        "imgsweep: IMGSWEEP_KAFKA__DELETIONS_TOPIC: topic 'it-never-created-deletions.by-collection' does not exist "
+        f"and IMGSWEEP_KAFKA__CREATE_TOPICS is false: {create} it-never-created-deletions.by-collection "
+        f"--partitions 3 --config cleanup.policy=compact,delete {week}",
+    ]
+    made = new_topic(partitions=4)  # made by hand with more: the changelog follows it
+    assert problems(
+        imgsweep(secrets_dir, "check-config", "--probe", settings={**settings, "KAFKA__COLLECTIONS_TOPIC": made})
+    ) == [
+        "imgsweep: IMGSWEEP_KAFKA__DELETIONS_TOPIC: topic 'it-never-created-deletions.by-collection' does not exist "
+        f"and IMGSWEEP_KAFKA__CREATE_TOPICS is false: {create} it-never-created-deletions.by-collection "
+        f"--partitions 4 --config cleanup.policy=compact,delete {week}",
+    ]
+    assert problems(
+        imgsweep(secrets_dir, "check-config", "--probe", settings={**settings, "KAFKA__REPARTITION": "false"})
+    ) == [
+        "imgsweep: IMGSWEEP_KAFKA__DELETIONS_TOPIC: topic 'it-never-created-deletions' does not exist and "
+        f"IMGSWEEP_KAFKA__CREATE_TOPICS is false: {create} it-never-created-deletions --partitions 3 "
+        f"--config cleanup.policy=compact,delete {week}",
+    ]
+
+
 def test_probe_names_the_bootstrap_servers_when_no_broker_answers(secrets_dir: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as bound:  # a port nothing accepts on
         port = bound.getsockname()[1]

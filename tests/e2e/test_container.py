@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from devkit.fixtures import TEST_SETTINGS, SandboxFactory, TopicsFactory
 from devkit.processes import (
@@ -26,6 +25,7 @@ from devkit.processes import (
 )
 from tests import containers
 from tests.containers import ContainerService
+from tests.support.committed import work_committed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(containers.TEST_TIMEOUT_S)]
 
@@ -56,14 +56,9 @@ def container_service(tmp_path: Path, kafka_bootstrap: str) -> Iterator[Containe
 
 
 def committed_total(bootstrap: str, topics: Topics) -> int:
-    """The group's committed offsets on the input topic, summed over its partitions (without joining the group)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": topics.group, "enable.auto.commit": False})
-    try:
-        partitions = consumer.list_topics(topics.input, timeout=10).topics[topics.input].partitions
-        committed = consumer.committed([TopicPartition(topics.input, p) for p in partitions], timeout=10)
-    finally:
-        consumer.close()
-    return sum(max(tp.offset, 0) for tp in committed)
+    """The input records the group that does the work has committed past (``<group>.collections`` behind the
+    router, by each forwarded record's origin; the input group commits only what it forwarded)."""
+    return len(work_committed(bootstrap, topics))
 
 
 def by_event(outcomes: list[Consumed]) -> dict[str, dict[str, Any]]:
@@ -139,6 +134,7 @@ def test_sigterm_drains_the_container_commits_and_leaves_no_duplicate_outcome(
     drained = consume_all(kafka_bootstrap, names.outcome, expect=1, timeout=30, settle=2)
     assert drained, "the drain published nothing"
     assert committed_total(kafka_bootstrap, names) == len(drained), "every published outcome's offset committed"
+    assert "router forwarding" in first.logs(), "the container ran the router stage (the default)"
 
     container_service(names, sandbox, API__QPS="50", BATCH__MAX_ITEMS="20")
     outcomes = consume_all(kafka_bootstrap, names.outcome, expect=count, timeout=120, settle=2)

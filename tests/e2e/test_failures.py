@@ -28,6 +28,7 @@ from devkit.processes import (
     produce,
     wait_for,
 )
+from devkit.spread import one_collection_per_partition
 from service.settings import DRY_RUN_SUFFIX
 
 pytestmark = pytest.mark.e2e
@@ -246,9 +247,13 @@ def test_sigterm_drains_within_the_grace_period_with_zero_duplicate_outcomes(
 def test_two_replicas_split_the_partitions_and_the_qps(
     kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
+    """Both stages split: the routers the input's 4 partitions (each forwards some), the pipelines the collections
+    topic's 4, a collection on each (each deletes some); the QPS shared by partitions, half each."""
     names: Topics = topics(partitions=4)
     sandbox: SandboxProcess = sandbox_process("--qps", "0")
-    records = seeded_events(sandbox, 200, images=1)
+    collections = one_collection_per_partition(4)
+    sandbox.seed({name: [(f"p{n}", f"{n}.jpg") for n in range(i, 200, 4)] for i, name in enumerate(collections)})
+    records = [event(f"e{n}", collections[n % 4], f"p{n}", [f"{n}.jpg"]) for n in range(200)]
     by_partitions = {"API__QPS": "8", "API__QPS_SHARE": "partitions", "BATCH__MAX_ITEMS": "5"}  # 0002's rule
     one: ServiceProcess = service_process(names, sandbox, **by_partitions)
     one.wait_assigned(4)
@@ -266,6 +271,10 @@ def test_two_replicas_split_the_partitions_and_the_qps(
     assert one.metric("imgsweep_outcomes_total") > 0
     assert two.metric("imgsweep_outcomes_total") > 0
     assert one.metric("imgsweep_outcomes_total") + two.metric("imgsweep_outcomes_total") == 200
+    forwarded = [replica.metric("imgsweep_router_forwarded_records_total") for replica in (one, two)]
+    assert min(forwarded) > 0, f"each router forwards its input partitions' records: {forwarded}"
+    assert sum(forwarded) == 200
+    assert [sandbox.admin(f"/admin/images?collection_name={name}")["count"] for name in collections] == [0] * 4
 
 
 def test_dry_run_does_everything_but_call(

@@ -9,6 +9,7 @@ by itself at its next probe.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -65,8 +66,11 @@ def test_a_fatal_answer_halts_only_its_account_and_a_probe_resumes_it_once_the_k
         port = urlsplit(broken.url).port
         assert port is not None
         broken.stop()
-        fixed = sandbox_process("--qps", "0", "--port", str(port), keys=SHOES_KEYS)
-        fixed.seed({"shoes": [(f"shoes-p{n}", f"shoes-{n}.jpg") for n in range(per_collection)]})
+        # its images loaded before it listens: a probe retried on the refused connection comes at once
+        images = [{"product_id": f"shoes-p{n}", "image_id": f"shoes-{n}.jpg"} for n in range(per_collection)]
+        seed = tmp_path / "shoes.json"
+        seed.write_text(json.dumps({"collection_name": "shoes", "items": images}))
+        fixed = sandbox_process("--qps", "0", "--port", str(port), "--seed-file", str(seed), keys=SHOES_KEYS)
 
         outcomes = consume_all(kafka_bootstrap, names.outcome, expect=len(records), timeout=60, settle=3)
         wait_for(lambda: service.get("/readyz").status_code == 200, 30, "ready again after the probe")

@@ -16,6 +16,7 @@ import pytest
 
 from devkit.fixtures import FIGURES, SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import SandboxProcess, ServiceProcess, Topics, produce_spread, wait_for
+from devkit.spread import one_collection_per_partition
 
 pytestmark = pytest.mark.e2e
 
@@ -24,6 +25,9 @@ WINDOW_SECONDS = 15.0
 SETTINGS = {"API__QPS": str(QPS), "BATCH__MAX_ITEMS": "10", "KAFKA__MAX_PENDING_EVENTS": "2000"}
 """Small calls, so a backlog that outlasts the window is quick to produce; every image is absent (a call
 answered 10000 all the same)."""
+COLLECTIONS = one_collection_per_partition(4)
+"""A collection on each partition of the collections topic (4, as the input): behind the router (the default) the
+collection, not the input partition, says which replica does the work."""
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,9 @@ def test_two_replicas_with_the_whole_backlog_on_one_use_the_account_qps(
     sandbox = sandbox_process("--qps", str(QPS), "--log-level", "WARNING")
     busy, idle = start_replicas(service_process, names, sandbox, 2)
     sharing_by_demand([busy, idle])
-    held = assigned(busy)
-    produce_spread(kafka_bootstrap, names.input, held, 1500, timeout=30)
+    held = assigned(busy)  # partitions of the collections topic: the backlog's collections are on them
+    on_busy = [COLLECTIONS[p] for p in held]
+    produce_spread(kafka_bootstrap, names.input, [0, 1, 2, 3], 1500, timeout=30, collections=on_busy)
     wait_for(lambda: busy.metric("imgsweep_qps_share") > 1.9, 30, "the busy replica never took the idle one's share")
     use = measure(sandbox, WINDOW_SECONDS)
     report("2 replicas, backlog on one", use)
@@ -139,7 +144,7 @@ def test_replicas_on_an_even_backlog_use_the_account_qps(
     sandbox = sandbox_process("--qps", str(QPS), "--log-level", "WARNING")
     replicas = start_replicas(service_process, names, sandbox, count)
     sharing_by_demand(replicas)
-    produce_spread(kafka_bootstrap, names.input, [0, 1, 2, 3], 1500, timeout=30)
+    produce_spread(kafka_bootstrap, names.input, [0, 1, 2, 3], 1500, timeout=30, collections=COLLECTIONS)
     wait_for(lambda: _ok(sandbox.stats()) >= 4, 30, "no calls")
     use = measure(sandbox, WINDOW_SECONDS)
     report(f"{count} replica(s), even backlog", use)

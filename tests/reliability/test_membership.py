@@ -30,6 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from devkit.fixtures import FIGURES, TEST_SETTINGS, SandboxFactory, TopicsFactory
 from devkit.processes import REPO, SandboxProcess, ServiceProcess, Topics, event, wait_for
+from devkit.spread import one_collection_per_partition
 
 pytestmark = pytest.mark.reliability
 
@@ -38,6 +39,9 @@ EVENTS_PER_SECOND = 10
 """Per partition: a gap in outcomes longer than about a second means the partition stood still."""
 FLOW_TIMEOUT = 120.0
 """Long enough for the broker's 45 s session timeout (the KIP-848 minimum) with room for a slow machine."""
+COLLECTIONS = one_collection_per_partition(PARTITIONS)
+"""Input partition n's events are of collection n, on partition n of the collections topic behind the router (the
+default): a stall of one shows as a stall of the other, and every replica has work."""
 SERVICE = {
     "API__QPS": "50",
     "API__WORKERS": "2",
@@ -67,7 +71,10 @@ class Feed:
         next_at = time.monotonic()
         while not self._stop.is_set():
             for partition in range(PARTITIONS):
-                key, value, _ = event(f"m{partition}-{sequence}", "c0", f"p{partition}-{sequence}", [f"{sequence}.jpg"])
+                collection = COLLECTIONS[partition]  # behind the router, on the same partition of the collections topic
+                key, value, _ = event(
+                    f"m{partition}-{sequence}", collection, f"p{partition}-{sequence}", [f"{sequence}.jpg"]
+                )
                 producer.produce(self._topic, key=key, value=value, partition=partition)
             producer.poll(0)
             sequence += 1

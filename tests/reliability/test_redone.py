@@ -14,7 +14,6 @@ import pytest
 from devkit.fixtures import SandboxFactory, ServiceFactory, TopicsFactory
 from devkit.processes import wait_for
 from tests.reliability.test_reliability import (
-    committed,
     figures,
     outcome_ids,
     produce_tracked,
@@ -23,6 +22,7 @@ from tests.reliability.test_reliability import (
     scan_for_secret,
     seeded,
 )
+from tests.support.committed import finished, work_committed
 
 pytestmark = pytest.mark.reliability
 
@@ -47,14 +47,10 @@ def test_a_sigkill_redoes_only_the_events_in_flight(
     first.kill()
     outcomes_at_kill = sum(v for k, v in at_kill.items() if k.startswith("imgsweep_outcomes_total{"))
     in_flight = at_kill["imgsweep_pending_events"] + (outcomes_at_kill - before)
-    after_kill = committed(kafka_bootstrap, names.group, names.input, 3)
+    after_kill = work_committed(kafka_bootstrap, names)
 
     second = service_process(names, sandbox, **{**settings, "API__QPS": "50"})
-    wait_for(
-        lambda: sum(committed(kafka_bootstrap, names.group, names.input, 3).values()) == EVENTS,
-        180,
-        "the rest never finished",
-    )
+    wait_for(lambda: finished(kafka_bootstrap, names, EVENTS), 180, "the rest never finished", interval=1)
     skipped = second.metric("imgsweep_events_skipped_total", 'reason="already_done"')
     outcomes = outcome_ids(read_to_end(kafka_bootstrap, names.outcome))
     assert set(outcomes) == {f"e{n}" for n in range(EVENTS)}
@@ -68,7 +64,7 @@ def test_a_sigkill_redoes_only_the_events_in_flight(
         events=EVENTS,
         outcomes_before_kill=int(outcomes_at_kill),
         in_flight_at_kill=int(in_flight),
-        committed_at_kill=sum(after_kill.values()),
+        committed_at_kill=len(after_kill),
         skipped_as_already_done=int(skipped),
         events_redone=redone,
         redone_ratio=round(redone / EVENTS, 4),

@@ -77,7 +77,9 @@ class Rig:
         defaults: dict[str, Any] = {
             "batch": {"linger_seconds": 0, "relist_grace_seconds": 0},
             "api": {"daily_calls": -1},
-            "kafka": {"delivery": "at_least_once"},  # offsets by the consumer; exactly-once: test_transaction.py
+            # offsets by the consumer (exactly-once: test_transaction.py); the pipeline on the input itself, as with
+            # the router off, so any account's records come on any partition (behind it: test_collections_topic.py)
+            "kafka": {"delivery": "at_least_once", "repartition": False},
         }
         merged = {
             key: {**defaults.get(key, {}), **value} if isinstance(value, dict) else value
