@@ -129,10 +129,13 @@ class KafkaSettings(Section):
         ),
     )
     collections_topic: TopicName = Field(
-        default="catalog.imgsweep.collections",
+        # One per consumer group, as Kafka Streams names internal topics after the application id: two deployments
+        # on one cluster (two shops, or staging and production) must never read each other's forwarded records.
+        default_factory=lambda data: f"imgsweep.{data.get('group_id', 'imgsweep')}.collections",
         description=(
             "The router's output with IMGSWEEP_KAFKA__REPARTITION=true: input records by collection (a partition "
-            "set per account), created when missing (cleanup.policy=delete, 7 days); its deletions changelog is "
+            "set per account), created when missing (cleanup.policy=delete, 7 days, purged below the pipeline's "
+            "commits); default imgsweep.<group id>.collections; its deletions changelog is "
             "<deletions_topic>.by-collection."
         ),
     )
