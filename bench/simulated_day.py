@@ -337,15 +337,19 @@ class BudgetPolicy:
     def _new_planner(self) -> CallPlanner | SharedPlanner:
         if self._member is None:
             return self._make()
-        spend = self._member.board.member(self._member.name, lambda: int(self._now // DAY_SECONDS))
-        return SharedPlanner(self._make(), spend)
+        return SharedPlanner(self._make(), self._member.board.member(self._member.name))
 
     def arrived(self, now: float, images: int) -> None:
-        self._now = now
+        self._at(now)
         self._planner.observe_arrivals(now, images)
 
-    def turn(self, now: float, batcher: Batcher[float], account: _Account, days: list[DayFigures]) -> float | None:
+    def _at(self, now: float) -> None:
         self._now = now
+        if self._member is not None:
+            self._member.board.now = now
+
+    def turn(self, now: float, batcher: Batcher[float], account: _Account, days: list[DayFigures]) -> float | None:
+        self._at(now)
         if self._restart_at is not None and now >= self._restart_at:
             if self._member is not None:
                 self._member.board.stopped(self._member.name)
@@ -575,7 +579,7 @@ def simulate(seed: int = 20261127, *, quick: bool = False) -> SimulatedDays:
         day = diurnal_arrivals(1, seed)
         one = _scenario("normal day, 1 replica", day, against_best=True, days=1)
         many = _scenario(f"normal day, {REPLICAS} replicas", day, replicas=REPLICAS, days=1)
-        owned = _scenario(BY_COLLECTION, day, replicas=REPLICAS, days=1, by_collection=True)
+        owned = _scenario(BY_COLLECTION, day, replicas=REPLICAS, days=1, by_collection=True, shared=True)
         return _with_pack((one, many, owned), day, images_per_day=sum(arrival.images for arrival in day), light=None)
     normal = diurnal_arrivals(DAYS, seed)
     last_day = DAYS - 1
@@ -591,7 +595,7 @@ def simulate(seed: int = 20261127, *, quick: bool = False) -> SimulatedDays:
         _scenario("burst (6,000 images at 15:00)", burst, against_best=True),
         _scenario("traffic doubles after noon", doubling, against_best=True),
         _scenario(f"normal day, {REPLICAS} replicas", normal, replicas=REPLICAS),
-        _scenario(BY_COLLECTION, normal, replicas=REPLICAS, by_collection=True),
+        _scenario(BY_COLLECTION, normal, replicas=REPLICAS, by_collection=True, shared=True),
         _scenario("1,000 small collections", small),
         _scenario("restart at midday", normal, restart=True),
         _scenario("restart at midday, state restored", normal, restart=True, shared=True),

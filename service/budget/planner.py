@@ -64,6 +64,11 @@ class QuotaView:
     """This replica's part of the account's spare calls (its fraction of the input partitions; 1 alone). The
     calls left are the account's (``remainTimes``), but the images this replica expects are only its own: each
     of several replicas pacing partial batches by every spare call would spend them that many times over."""
+    spend_share: float | None = None
+    """This replica's part of the account's spendable calls by demand (``service.budget.demand``, from every
+    member's need on the budget topic); None: ``share``, its fraction of the input."""
+    members: int = 1
+    """With ``spend_share``: the members sharing the account (the margin keeps a call for each other one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,10 @@ class CallPlanner:
         """The budget day: what this replica and (``others_today``) the other replicas spent, what is left."""
         return self._day
 
+    def need(self) -> list[float]:
+        """The calls the rest of the day would take at each wait of ``NEED_WAITS`` (``WaitTarget.need``)."""
+        return self._target.need()
+
     def may_start(self) -> bool:
         """Whether one more call may start whatever the plan (a drain): not past the day's spending limit."""
         return not self._day.spend_limit_reached
@@ -196,8 +205,7 @@ class CallPlanner:
         self._start_day(self._day.anchor(now, quota.seconds_until_reset))
         until_reset = max(0.0, quota.seconds_until_reset)
         self._follow_share(quota.share)
-        share = quota.share if 0 < quota.share < 1 else 1.0
-        margin = float(max(0, round(1 / share) - 1))
+        share, margin = _spend_share(quota)
         spendable = self._day.spendable_less(margin)
         mine = self._day.spendable_by(share, margin)
         position = self._day.position(now)
@@ -350,6 +358,16 @@ class CallPlanner:
                 start = max(start, budget_start)
             worst = max(worst, age + start)
         return worst, limited
+
+
+def _spend_share(quota: QuotaView) -> tuple[float, float]:
+    """This replica's part of the spendable calls, and the margin for the other replicas' calls under way (one
+    call each): by demand when the budget topic tells it, else by its fraction of the input."""
+    if quota.spend_share is not None:
+        share = min(1.0, max(0.0, quota.spend_share))
+        return share, float(max(0, quota.members - 1))
+    share = quota.share if 0 < quota.share < 1 else 1.0
+    return share, float(max(0, round(1 / share) - 1))
 
 
 def _snapshot(

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from service.budget.curve import DAY_SECONDS, ArrivalCurve, finite_non_negative
+from service.budget.demand import NEED_WAITS
 from service.budget.rules import WaitingBatch
 
 __all__ = ["RECOMPUTE_SECONDS", "TodayCorrection", "WaitTarget"]
@@ -129,6 +130,9 @@ class WaitTarget:
         """Calls the images waiting and the rest of the day's expected ones need at full batches, per collection."""
         self.partial_calls = 0.0
         """Calls the target gives partial batches over the rest of the day (for a metric)."""
+        self._forecast: tuple[list[tuple[int, float, float, float, float]], int, list[float], float] | None = None
+        """What the last search counted, unhedged (``need``): the terms, full batches waiting, the partial ones'
+        ages, the seconds left."""
 
     def start_day(self) -> None:
         self.correction.start_day()
@@ -176,6 +180,7 @@ class WaitTarget:
         full_waiting = sum(1 for batch in waiting if batch.full)
         partial_ages = sorted(now - batch.oldest_at for batch in waiting if not batch.full)
         expected = self._terms(groups, self._segments(position, 0.0))
+        self._forecast = (expected, full_waiting, partial_ages, left)
         at_full = _future_calls(math.inf, expected)
         self.needed = full_waiting + len(partial_ages) + at_full
         # the hedge never makes a day that fits at full batches look as if it did not: it only keeps spare calls
@@ -211,6 +216,18 @@ class WaitTarget:
             self.wait = max(self._linger, math.exp(high))
         at_wait = calls(self.wait) if math.isfinite(self.wait) else self.needed
         self.partial_calls = max(0.0, at_wait - full_waiting - hedged_full)
+
+    def need(self) -> list[float]:
+        """The calls the rest of the day would take at each wait of ``NEED_WAITS``, as the last search counted
+        them without the hedge (the images waiting, and those the corrected forecast expects, per collection): what
+        this replica asks of the account's calls (``service.budget.demand``). Computed only when asked."""
+        if self._forecast is None:
+            return [0.0] * len(NEED_WAITS)
+        terms, full_waiting, partial_ages, left = self._forecast
+        return [
+            _future_calls(wait, terms) + full_waiting + len(partial_ages) - _count_below(partial_ages, wait - left)
+            for wait in NEED_WAITS
+        ]
 
     def _groups(self, waiting: Iterable[WaitingBatch]) -> list[tuple[float, int]]:
         """Collections as (part of the rate, how many with about that part): a thousand small collections
