@@ -45,7 +45,7 @@ from service.budget.curve import DAY_SECONDS, ArrivalCurve
 from service.budget.day import BudgetDay
 from service.budget.rules import BatchRules, WaitingBatch, Why
 from service.budget.saved import restore_state, saved_state
-from service.budget.target import WaitTarget
+from service.budget.target import RECOMPUTE_SECONDS, WaitTarget
 
 __all__ = ["FINISH_SECONDS", "BudgetSnapshot", "CallPlanner", "Decision", "QuotaView", "WaitingBatch", "Why"]
 
@@ -231,7 +231,10 @@ class CallPlanner:
             return Decision(chosen, self._rules.why_sent(now, chosen), projected, limited, 0.0, budget)
         if not waiting:
             return Decision(None, Why.NOTHING_WAITING, 0.0, False, None, budget)
-        wake = self._wake(now, waiting, qps=quota.qps, wait=wait, position=position, until_reset=until_reset)
+        if self._paced() and mine < 1:  # no call for a partial batch until an answer, a call or the target moves
+            wake = min(RECOMPUTE_SECONDS, until_reset)
+        else:
+            wake = self._wake(now, waiting, qps=quota.qps, wait=wait, position=position, until_reset=until_reset)
         young = all(now - batch.oldest_at < self._rules.linger for batch in waiting)
         why = Why.LINGER if young else Why.LATENCY_TARGET if self._rules.latency_paced else Why.BUDGET
         return Decision(None, why, projected, limited, max(wake, next_slot), budget)

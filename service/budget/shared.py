@@ -169,6 +169,8 @@ class SharedPlanner:
         self._smoother = NeedSmoother()
         self._need: list[float] | None = None
         self._need_at = -math.inf
+        self._fraction: tuple[list[Sequence[float]], float, float] = ([], -1.0, 1.0)
+        """The last share computed, and what it was computed from: the needs (own first), the spendable calls."""
         self._position = 0.0
         """Where in the budget day the last need was looked at (less now: a new day)."""
         if spend is not None:
@@ -228,8 +230,17 @@ class SharedPlanner:
         others = self._spend.needs()
         if not others or self._need is None:
             return quota
-        fraction = demand_fraction(self._need, others, self._planner.day.spendable)
-        return replace(quota, spend_share=fraction, members=1 + len(others))
+        spendable = self._planner.day.spendable
+        made_of = [self._need, *others]
+        whole = math.floor(spendable) if math.isfinite(spendable) else spendable
+        known, known_whole, fraction = self._fraction
+        # the needs are the same objects until one is published or heard again: a new share only then
+        if whole != known_whole or len(known) != len(made_of) or any(
+            a is not b for a, b in zip(known, made_of, strict=True)
+        ):
+            fraction = demand_fraction(self._need, others, spendable)
+            self._fraction = (made_of, whole, fraction)
+        return replace(quota, spend_share=fraction, members=len(made_of))
 
     def _publish_need(self, now: float) -> None:
         """This member's need, smoothed (starting over with each budget day), published about once a minute."""

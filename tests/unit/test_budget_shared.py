@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import pytest
@@ -163,6 +163,12 @@ class FakeSpend:
 
     def restored(self) -> tuple[int, dict[str, object] | None, bool]:
         return self.counted, self.state, self.same_day
+
+    def need(self, calls: Sequence[float]) -> None:
+        pass
+
+    def needs(self) -> list[Sequence[float]]:
+        return []
 
 
 def full(key: int) -> WaitingBatch:
