@@ -20,6 +20,10 @@ Scenarios (issue 22), on a daily allowance of 1,000 calls with a 10 % reserve an
 - **restart at midday, state restored**: the same, the new planner taking back its member's calls of the day and
   its state from the budget topic (``bench.shared_day``, in memory), as the service does since issue 20.
 - **4 replicas sharing the spend**: the 4 replicas, each counting the others' calls of the day (the budget topic).
+- **4 replicas, one owner per collection**: the normal day, each collection's images batched by the replica owning
+  its partition of the collections topic (decision 0022), the replicas sharing the spend on the budget topic: each
+  one's part of the spendable calls follows its need (decision 0023), a need reaching the others a second after
+  it is published (``bench.shared_day``).
 - **500 calls**: the normal day on a personal plan's 500 calls (the day's images need 300 at full batches).
 - **pack**: a paid pack, the max wait as its latency target, day 1.
 

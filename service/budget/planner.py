@@ -8,9 +8,10 @@ The rules:
 
 - **Spendable** = calls left (the last ``remainTimes``, less what was spent since; before the first answer of
   the day, the allowance's ``daily_calls`` less what was spent), capped for a pack by what its daily spending
-  limit still allows, less the **reserve**, less a **margin** of one call per other replica (``QuotaView.share``
-  below one), for their calls under way that no answer counted yet. Below one spendable call nothing goes
-  until the reset, exactly as if the quota were spent, and the decision says why (``Why.RESERVE_ONLY``).
+  limit still allows, less the **reserve**, less a **margin** of one call per other replica
+  (``QuotaView.members``, or ``QuotaView.share`` below one), for their calls under way that no answer counted
+  yet. Below one spendable call nothing goes until the reset, exactly as if the quota were spent, and the
+  decision says why (``Why.RESERVE_ONLY``).
 - **Full batches** go as the QPS allows while a spendable call exists.
 - **Partial batches** go only after the linger, and only when the budget has a call for them:
   - a daily allowance paces them by a **target wait** (``WaitTarget``): the smallest max wait that this
@@ -26,10 +27,12 @@ The rules:
 - **Order**: among the batches that may go, a partial one whose oldest image waited longer than the max wait
   (or the target, when shorter) first (oldest first), then full batches, then partial ones by most images
   (oldest first on a tie).
-- **Replicas**: the calls left are the account's, but each replica sees only its own partitions' images; it
-  paces its partial batches by its share (``QuotaView.share``) of what the last answer left, less its own calls
-  since that answer (``BudgetDay.spendable_by``): replicas reading counts of different ages still spend the
-  account's calls once. Full batches and the reserve go by the account's whole count, less the margin.
+- **Replicas**: the calls left are the account's, but each replica sees only its own images; it paces its
+  partial batches by its share of what the last answer left, less its own calls since that answer
+  (``BudgetDay.spendable_by``): replicas reading counts of different ages still spend the account's calls once.
+  The share is by demand when the budget topic tells it (``QuotaView.spend_share``: its need at the account's
+  wait over every member's, ``service.budget.demand``, decision 0023), else its fraction of the input
+  (``QuotaView.share``). Full batches and the reserve go by the account's whole count, less the margin.
 - When the budget holds an image past the max wait, the decision says so (``budget_limited``) with the wait it
   projects, for a metric and an alert: the budget wins over the max wait.
 """
