@@ -28,7 +28,15 @@ import math
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["FLOOR", "NEED_EXPIRY_SECONDS", "NEED_SECONDS", "NEED_WAITS", "SMOOTH_SECONDS", "NeedSmoother", "demand_fraction"]
+__all__ = [
+    "FLOOR",
+    "NEED_EXPIRY_SECONDS",
+    "NEED_SECONDS",
+    "NEED_WAITS",
+    "SMOOTH_SECONDS",
+    "NeedSmoother",
+    "demand_fraction",
+]
 
 NEED_WAITS: Final = (2.0, 5.0, 15.0, 30.0, 60.0, 120.0, 240.0, 450.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
                      21600.0, math.inf)  # fmt: skip

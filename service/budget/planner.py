@@ -151,8 +151,7 @@ class CallPlanner:
         return self._day
 
     def need(self) -> list[float]:
-        """The calls the rest of the day would take at each wait of ``NEED_WAITS`` (``WaitTarget.need``)."""
-        return self._target.need()
+        return self._target.need()  # the calls the rest of the day would take at each wait (service.budget.demand)
 
     def may_start(self) -> bool:
         """Whether one more call may start whatever the plan (a drain): not past the day's spending limit."""
@@ -234,10 +233,9 @@ class CallPlanner:
             return Decision(chosen, self._rules.why_sent(now, chosen), projected, limited, 0.0, budget)
         if not waiting:
             return Decision(None, Why.NOTHING_WAITING, 0.0, False, None, budget)
-        if self._paced() and mine < 1:  # no call for a partial batch until an answer, a call or the target moves
-            wake = min(RECOMPUTE_SECONDS, until_reset)
-        else:
-            wake = self._wake(now, waiting, qps=quota.qps, wait=wait, position=position, until_reset=until_reset)
+        wake = self._wake(now, waiting, qps=quota.qps, wait=wait, position=position, until_reset=until_reset)
+        if self._paced() and mine < 1:  # no call for a partial batch until an answer, a call or a new target
+            wake = max(wake, min(RECOMPUTE_SECONDS, until_reset))
         young = all(now - batch.oldest_at < self._rules.linger for batch in waiting)
         why = Why.LINGER if young else Why.LATENCY_TARGET if self._rules.latency_paced else Why.BUDGET
         return Decision(None, why, projected, limited, max(wake, next_slot), budget)

@@ -215,19 +215,18 @@ class SharedPlanner:
         if self._spend is None:
             return self._planner.plan(now, waiting, quota)
         self._planner.day.others_today = self._spend.others()
-        decision = self._planner.plan(now, waiting, self._by_demand(quota))
-        self._publish_need(now)
+        decision = self._planner.plan(now, waiting, self._by_demand(self._spend, quota))
+        self._publish_need(self._spend, now)
         self._told()
         if decision.send is not None and not self._spend.may_start(self._planner.day.spent_today):
             return replace(decision, send=None, next_check_seconds=CLAIM_CHECK_SECONDS)
         return decision
 
-    def _by_demand(self, quota: QuotaView) -> QuotaView:
+    def _by_demand(self, spend: SharedSpend, quota: QuotaView) -> QuotaView:
         """The quota with this member's part of the spendable calls by demand: its need read against the other
         members' (``service.budget.demand``). Without another member's need (alone, or the others publish none) or
         before its own first need, the quota as it came: the input's share."""
-        assert self._spend is not None
-        others = self._spend.needs()
+        others = spend.needs()
         if not others or self._need is None:
             return quota
         spendable = self._planner.day.spendable
@@ -235,16 +234,17 @@ class SharedPlanner:
         whole = math.floor(spendable) if math.isfinite(spendable) else spendable
         known, known_whole, fraction = self._fraction
         # the needs are the same objects until one is published or heard again: a new share only then
-        if whole != known_whole or len(known) != len(made_of) or any(
-            a is not b for a, b in zip(known, made_of, strict=True)
+        if (
+            whole != known_whole
+            or len(known) != len(made_of)
+            or any(a is not b for a, b in zip(known, made_of, strict=True))
         ):
             fraction = demand_fraction(self._need, others, spendable)
             self._fraction = (made_of, whole, fraction)
         return replace(quota, spend_share=fraction, members=len(made_of))
 
-    def _publish_need(self, now: float) -> None:
+    def _publish_need(self, spend: SharedSpend, now: float) -> None:
         """This member's need, smoothed (starting over with each budget day), published about once a minute."""
-        assert self._spend is not None
         position = self._planner.day.position(now)
         if position < self._position:  # the reset passed
             self._smoother.start_day()
@@ -253,4 +253,4 @@ class SharedPlanner:
         if now - self._need_at >= NEED_SECONDS or now < self._need_at:
             self._need_at = now
             self._need = self._smoother.update(now, self._planner.need())
-            self._spend.need(self._need)
+            spend.need(self._need)

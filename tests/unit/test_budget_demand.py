@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from service.budget import DAY_SECONDS, Allowance, AllowanceKind, CallPlanner, QuotaView, WaitingBatch
 from service.budget.demand import FLOOR, NEED_WAITS, NeedSmoother, demand_fraction
-from service.budget.shared import SharedPlanner
+from service.budget.shared import SharedPlanner, SharedSpend
 
 WIDTH = len(NEED_WAITS)
 
@@ -123,8 +123,8 @@ class Member:
 class IgnoresDemand(SharedPlanner):
     """Reads the others' needs but paces by 1/N of the calls, as before decision 0023."""
 
-    def _by_demand(self, quota: QuotaView) -> QuotaView:
-        return replace(super()._by_demand(quota), spend_share=None)
+    def _by_demand(self, spend: SharedSpend, quota: QuotaView) -> QuotaView:
+        return replace(super()._by_demand(spend, quota), spend_share=None)
 
 
 def owners_day(make: type[SharedPlanner], seed: int = 5) -> list[int]:
@@ -134,7 +134,7 @@ def owners_day(make: type[SharedPlanner], seed: int = 5) -> list[int]:
     board = Board()
     planners = [
         make(CallPlanner(allowance, max_wait_seconds=600.0, linger_seconds=2.0, max_items=MAX_ITEMS),
-             Member(board, f"m{number}"))  # type: ignore[arg-type]
+             Member(board, f"m{number}"))
         for number in range(2)
     ]  # fmt: skip
     waiting: list[dict[str, WaitingBatch]] = [{}, {}]
