@@ -117,8 +117,7 @@ class CallPlanner:
 
     What the day has spent and may still spend is the ``BudgetDay``'s, the wait that the calls left carry is
     the ``WaitTarget``'s; this weighs them against the batches themselves (full or not, their age against the
-    linger, the target and the max wait, the QPS slots) and says why, for metrics.
-    """
+    linger, the target and the max wait, the QPS slots) and says why, for metrics."""
 
     def __init__(
         self,
