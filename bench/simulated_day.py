@@ -817,9 +817,11 @@ def report_lines(r: SimulatedDays) -> list[str]:
         "Before issue 22, on this bench (the issue's figures): the normal day's p99 was 623 s, 1.88x the best its "
         "900 calls allowed (332 s); traffic doubling after noon ran the allowance out at 21:52 with 15,596 images "
         "unsent (p99 2.1 h); 1,000 small collections lost 77 calls (8.6 %) at the reset; 4 replicas breached the "
-        "reserve by 3 calls every day at 23:58. 4 replicas' p99 stays several times one replica's until each "
-        "collection is batched in one place (issue 22, point 1): each replica's slice of a collection fills its "
-        "batches 4x slower.",
+        "reserve by 3 calls every day at 23:58. Dealt by product, 4 replicas' p99 stays several times one "
+        "replica's: each replica's slice of a collection fills its batches 4x slower. With one owner per "
+        "collection (decision 0022) and each replica's part of the spendable calls following its need (decision "
+        "0023) they are within 10 % of one replica's; each held to a quarter of the calls, they made 896 calls "
+        "with a p99 of 1,328 s.",
         "",
     ]
 
