@@ -8,9 +8,10 @@ The rules:
 
 - **Spendable** = calls left (the last ``remainTimes``, less what was spent since; before the first answer of
   the day, the allowance's ``daily_calls`` less what was spent), capped for a pack by what its daily spending
-  limit still allows, less the **reserve**, less a **margin** of one call per other replica (``QuotaView.share``
-  below one), for their calls under way that no answer counted yet. Below one spendable call nothing goes
-  until the reset, exactly as if the quota were spent, and the decision says why (``Why.RESERVE_ONLY``).
+  limit still allows, less the **reserve**, less a **margin** of one call per other replica
+  (``QuotaView.members``, or ``QuotaView.share`` below one), for their calls under way that no answer counted
+  yet. Below one spendable call nothing goes until the reset, exactly as if the quota were spent, and the
+  decision says why (``Why.RESERVE_ONLY``).
 - **Full batches** go as the QPS allows while a spendable call exists.
 - **Partial batches** go only after the linger, and only when the budget has a call for them:
   - a daily allowance paces them by a **target wait** (``WaitTarget``): the smallest max wait that this
@@ -26,10 +27,12 @@ The rules:
 - **Order**: among the batches that may go, a partial one whose oldest image waited longer than the max wait
   (or the target, when shorter) first (oldest first), then full batches, then partial ones by most images
   (oldest first on a tie).
-- **Replicas**: the calls left are the account's, but each replica sees only its own partitions' images; it
-  paces its partial batches by its share (``QuotaView.share``) of what the last answer left, less its own calls
-  since that answer (``BudgetDay.spendable_by``): replicas reading counts of different ages still spend the
-  account's calls once. Full batches and the reserve go by the account's whole count, less the margin.
+- **Replicas**: the calls left are the account's, but each replica sees only its own images; it paces its
+  partial batches by its share of what the last answer left, less its own calls since that answer
+  (``BudgetDay.spendable_by``): replicas reading counts of different ages still spend the account's calls once.
+  The share is by demand when the budget topic tells it (``QuotaView.spend_share``: its need at the account's
+  wait over every member's, ``service.budget.demand``, decision 0023), else its fraction of the input
+  (``QuotaView.share``). Full batches and the reserve go by the account's whole count, less the margin.
 - When the budget holds an image past the max wait, the decision says so (``budget_limited``) with the wait it
   projects, for a metric and an alert: the budget wins over the max wait.
 """
@@ -45,7 +48,7 @@ from service.budget.curve import DAY_SECONDS, ArrivalCurve
 from service.budget.day import BudgetDay
 from service.budget.rules import BatchRules, WaitingBatch, Why
 from service.budget.saved import restore_state, saved_state
-from service.budget.target import WaitTarget
+from service.budget.target import RECOMPUTE_SECONDS, WaitTarget
 
 __all__ = ["FINISH_SECONDS", "BudgetSnapshot", "CallPlanner", "Decision", "QuotaView", "WaitingBatch", "Why"]
 
@@ -64,6 +67,11 @@ class QuotaView:
     """This replica's part of the account's spare calls (its fraction of the input partitions; 1 alone). The
     calls left are the account's (``remainTimes``), but the images this replica expects are only its own: each
     of several replicas pacing partial batches by every spare call would spend them that many times over."""
+    spend_share: float | None = None
+    """This replica's part of the account's spendable calls by demand (``service.budget.demand``, from every
+    member's need on the budget topic); None: ``share``, its fraction of the input."""
+    members: int = 1
+    """With ``spend_share``: the members sharing the account (the margin keeps a call for each other one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +117,7 @@ class CallPlanner:
 
     What the day has spent and may still spend is the ``BudgetDay``'s, the wait that the calls left carry is
     the ``WaitTarget``'s; this weighs them against the batches themselves (full or not, their age against the
-    linger, the target and the max wait, the QPS slots) and says why, for metrics.
-    """
+    linger, the target and the max wait, the QPS slots) and says why, for metrics."""
 
     def __init__(
         self,
@@ -141,6 +148,9 @@ class CallPlanner:
     def day(self) -> BudgetDay:
         """The budget day: what this replica and (``others_today``) the other replicas spent, what is left."""
         return self._day
+
+    def need(self) -> list[float]:
+        return self._target.need()  # the calls the rest of the day would take at each wait (service.budget.demand)
 
     def may_start(self) -> bool:
         """Whether one more call may start whatever the plan (a drain): not past the day's spending limit."""
@@ -196,8 +206,7 @@ class CallPlanner:
         self._start_day(self._day.anchor(now, quota.seconds_until_reset))
         until_reset = max(0.0, quota.seconds_until_reset)
         self._follow_share(quota.share)
-        share = quota.share if 0 < quota.share < 1 else 1.0
-        margin = float(max(0, round(1 / share) - 1))
+        share, margin = _spend_share(quota)
         spendable = self._day.spendable_less(margin)
         mine = self._day.spendable_by(share, margin)
         position = self._day.position(now)
@@ -224,6 +233,8 @@ class CallPlanner:
         if not waiting:
             return Decision(None, Why.NOTHING_WAITING, 0.0, False, None, budget)
         wake = self._wake(now, waiting, qps=quota.qps, wait=wait, position=position, until_reset=until_reset)
+        if self._paced() and mine < 1:  # no call for a partial batch until an answer, a call or a new target
+            wake = max(wake, min(RECOMPUTE_SECONDS, until_reset))
         young = all(now - batch.oldest_at < self._rules.linger for batch in waiting)
         why = Why.LINGER if young else Why.LATENCY_TARGET if self._rules.latency_paced else Why.BUDGET
         return Decision(None, why, projected, limited, max(wake, next_slot), budget)
@@ -350,6 +361,16 @@ class CallPlanner:
                 start = max(start, budget_start)
             worst = max(worst, age + start)
         return worst, limited
+
+
+def _spend_share(quota: QuotaView) -> tuple[float, float]:
+    """This replica's part of the spendable calls, and the margin for the other replicas' calls under way (one
+    call each): by demand when the budget topic tells it, else by its fraction of the input."""
+    if quota.spend_share is not None:
+        share = min(1.0, max(0.0, quota.spend_share))
+        return share, float(max(0, quota.members - 1))
+    share = quota.share if 0 < quota.share < 1 else 1.0
+    return share, float(max(0, round(1 / share) - 1))
 
 
 def _snapshot(

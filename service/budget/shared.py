@@ -15,6 +15,10 @@ topic and feeds every record it reads, in the topic's order, to ``AccountDay``.
   before it starts. What a retry of a call costs is counted after it (``spent``), always.
 - Without a cap there is nothing to grant: records count the calls after they started (the margin is the calls of
   the last second before a SIGKILL, and only until the API's next ``remainTimes``).
+- Each member also publishes its **need** (the calls the rest of its day would take at each wait of a ladder,
+  smoothed) about once a minute, and its part of the spendable calls is its need over every live member's at the
+  account's wait (``service.budget.demand``, docs/decisions/0023): the replica owning the busiest collections
+  gets the calls they need, not a fixed ``1/N``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from service.budget.demand import NEED_SECONDS, NeedSmoother, demand_fraction
 from service.budget.planner import CallPlanner, Decision, QuotaView
 from service.budget.rules import WaitingBatch
 
@@ -144,6 +149,12 @@ class SharedSpend(Protocol):
     def restored(self) -> tuple[int, dict[str, object] | None, bool]:
         """What this member left: its calls counted today, its planner's state, whether that state is today's."""
 
+    def need(self, calls: Sequence[float]) -> None:
+        """This member's need (calls at each wait of ``NEED_WAITS``), published for the others."""
+
+    def needs(self) -> list[Sequence[float]]:
+        """The other live members' latest needs of today, as published (a member gone publishes none)."""
+
 
 class SharedPlanner:
     """The call planner of one account, counting every replica's calls of the day and saving its own state.
@@ -155,6 +166,13 @@ class SharedPlanner:
     def __init__(self, planner: CallPlanner, spend: SharedSpend | None) -> None:
         self._planner = planner
         self._spend = spend
+        self._smoother = NeedSmoother()
+        self._need: list[float] | None = None
+        self._need_at = -math.inf
+        self._fraction: tuple[list[Sequence[float]], float, float] = ([], -1.0, 1.0)
+        """The last share computed, and what it was computed from: the needs (own first), the spendable calls."""
+        self._position = 0.0
+        """Where in the budget day the last need was looked at (less now: a new day)."""
         if spend is not None:
             counted, state, today = spend.restored()
             planner.day.spent_today, planner.day.others_today = counted, spend.others()
@@ -197,8 +215,42 @@ class SharedPlanner:
         if self._spend is None:
             return self._planner.plan(now, waiting, quota)
         self._planner.day.others_today = self._spend.others()
-        decision = self._planner.plan(now, waiting, quota)
+        decision = self._planner.plan(now, waiting, self._by_demand(self._spend, quota))
+        self._publish_need(self._spend, now)
         self._told()
         if decision.send is not None and not self._spend.may_start(self._planner.day.spent_today):
             return replace(decision, send=None, next_check_seconds=CLAIM_CHECK_SECONDS)
         return decision
+
+    def _by_demand(self, spend: SharedSpend, quota: QuotaView) -> QuotaView:
+        """The quota with this member's part of the spendable calls by demand: its need read against the other
+        members' (``service.budget.demand``). Without another member's need (alone, or the others publish none) or
+        before its own first need, the quota as it came: the input's share."""
+        others = spend.needs()
+        if not others or self._need is None:
+            return quota
+        spendable = self._planner.day.spendable
+        made_of = [self._need, *others]
+        whole = math.floor(spendable) if math.isfinite(spendable) else spendable
+        known, known_whole, fraction = self._fraction
+        # the needs are the same objects until one is published or heard again: a new share only then
+        if (
+            whole != known_whole
+            or len(known) != len(made_of)
+            or any(a is not b for a, b in zip(known, made_of, strict=True))
+        ):
+            fraction = demand_fraction(self._need, others, spendable)
+            self._fraction = (made_of, whole, fraction)
+        return replace(quota, spend_share=fraction, members=len(made_of))
+
+    def _publish_need(self, spend: SharedSpend, now: float) -> None:
+        """This member's need, smoothed (starting over with each budget day), published about once a minute."""
+        position = self._planner.day.position(now)
+        if position < self._position:  # the reset passed
+            self._smoother.start_day()
+            self._need_at = -math.inf
+        self._position = position
+        if now - self._need_at >= NEED_SECONDS or now < self._need_at:
+            self._need_at = now
+            self._need = self._smoother.update(now, self._planner.need())
+            spend.need(self._need)

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from service.budget.curve import DAY_SECONDS, ArrivalCurve, finite_non_negative
+from service.budget.demand import NEED_WAITS
 from service.budget.rules import WaitingBatch
 
 __all__ = ["RECOMPUTE_SECONDS", "TodayCorrection", "WaitTarget"]
@@ -129,6 +130,9 @@ class WaitTarget:
         """Calls the images waiting and the rest of the day's expected ones need at full batches, per collection."""
         self.partial_calls = 0.0
         """Calls the target gives partial batches over the rest of the day (for a metric)."""
+        self._forecast: tuple[list[tuple[float, int]], float, int, list[float]] | None = None
+        """What the last search counted (``need``): the collection groups, the position, full batches waiting,
+        the partial ones' ages."""
 
     def start_day(self) -> None:
         self.correction.start_day()
@@ -187,6 +191,7 @@ class WaitTarget:
                 terms, hedged_full = expected, at_full
             if full_waiting + len(partial_ages) + hedged_full <= budget:
                 break
+        self._forecast = (groups, position, full_waiting, partial_ages)
 
         def calls(wait: float) -> float:
             future = _future_calls(wait, terms)
@@ -211,6 +216,24 @@ class WaitTarget:
             self.wait = max(self._linger, math.exp(high))
         at_wait = calls(self.wait) if math.isfinite(self.wait) else self.needed
         self.partial_calls = max(0.0, at_wait - full_waiting - hedged_full)
+
+    def need(self) -> list[float]:
+        """The calls the rest of the day would take at each wait of ``NEED_WAITS``, as the last search counted
+        them (the images waiting, and those the corrected forecast expects, per collection), always with the whole
+        ``HEDGE``: what this replica asks of the account's calls (``service.budget.demand``). Every member hedges
+        alike, so their needs weigh alike; unhedged, a member whose own budget is tight (planning without the
+        hedge) would ask as much as one keeping calls for a change, and the account's wait would differ between
+        them (the simulated day's one owner per collection: p99 409 s hedged by each member's own tier, 388 s with
+        the whole hedge, against 376 s for one replica). Computed only when asked."""
+        if self._forecast is None:
+            return [0.0] * len(NEED_WAITS)
+        groups, position, full_waiting, partial_ages = self._forecast
+        terms = self._terms(groups, self._segments(position, HEDGE))
+        left = max(0.0, DAY_SECONDS - position)
+        return [
+            _future_calls(wait, terms) + full_waiting + len(partial_ages) - _count_below(partial_ages, wait - left)
+            for wait in NEED_WAITS
+        ]
 
     def _groups(self, waiting: Iterable[WaitingBatch]) -> list[tuple[float, int]]:
         """Collections as (part of the rate, how many with about that part): a thousand small collections

@@ -8,6 +8,11 @@ record to one compacted partition (``IMGSWEEP_KAFKA__BUDGET_TOPIC``):
   back granted; without one the record follows the calls, about once a second.
 - ``<account>/<member>/state``: its planner's state (the arrival curve, the target's counts), every
   ``STATE_SECONDS`` and on shutdown, so that a restart with the same member id paces as if it had not stopped.
+- ``<account>/<member>/need``: its need, the calls the rest of its day would take at each wait of a ladder
+  (``service.budget.demand``), about once a minute; every member's share of the spendable calls is its need over
+  every live member's (docs/decisions/0023). A need older than ``NEED_EXPIRY_SECONDS`` (by the writer's wall clock
+  against the reader's) is a dead member's; on shutdown a member writes an empty need, so the others take its part
+  at once.
 
 On start the whole partition is read once (``restore``, blocking, before the pipeline runs): every member's
 records of today are counted, and this member's own count and state come back. Then the loop reads on
@@ -23,12 +28,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from service.budget.demand import NEED_EXPIRY_SECONDS
 from service.budget.shared import AccountDay, Lease, SpendRecord
 from service.kafka_clients import watermarks
 from service.metrics import Metrics
@@ -72,6 +78,8 @@ class AccountSpend:
         self._state: Callable[[], dict[str, object]] | None = None
         """The planner's state, as of when it is read (the last one told)."""
         self._claimed_at: float | None = None
+        self._needs: dict[str, tuple[int, float, list[float]]] = {}
+        """The other members' latest needs: (day, written at on the writer's wall clock, calls by wait)."""
 
     # ---- what the planner's wrapper asks (SharedSpend) --------------------------------------------------------
 
@@ -106,12 +114,21 @@ class AccountSpend:
         day = self._roll()
         return self.days.counted(day, self._lease.member), self._own.state, self._own.state_day == day
 
+    def need(self, calls: Sequence[float]) -> None:
+        self._board.write_need(self.account, self._roll(), list(calls))
+
+    def needs(self) -> list[Sequence[float]]:
+        self._board.poll()
+        day, now = self._roll(), self._board.wall()
+        return [calls for when, at, calls in self._needs.values() if when == day and now - at <= NEED_EXPIRY_SECONDS]
+
     # ---- the board's side ------------------------------------------------------------------------------------------
 
     def save_last(self) -> None:
-        """On shutdown: the planner's state now, if a planner ever told it."""
+        """On shutdown: the planner's state now, if a planner ever told it, and an empty need (no share kept)."""
         if self._state is not None:
             self.save(self._state())
+        self._board.write_need(self.account, self._roll(), [])
 
     def save(self, state: dict[str, object]) -> None:
         """Writes this member's planner state (every ``STATE_SECONDS``, and on shutdown)."""
@@ -128,6 +145,15 @@ class AccountSpend:
             return None
         waited, self._claimed_at = self._board.clock() - self._claimed_at, None
         return waited
+
+    def heard_need(self, member: str, day: int, at: float, calls: list[float]) -> None:
+        """Another member's need (an empty one: it shut down)."""
+        if member == self._lease.member:
+            return
+        if calls:
+            self._needs[member] = (day, at, calls)
+        else:
+            self._needs.pop(member, None)
 
     def heard_state(self, day: int, state: dict[str, object]) -> None:
         """This member's own state, read back on start: the latest wins."""
@@ -168,7 +194,7 @@ class BudgetBoard:
         self._reader = reader
         self._metrics = metrics
         self.clock = clock
-        self._wall = wall
+        self.wall = wall
         self._accounts: dict[str, AccountSpend] = {}
         self._restoring = True
         self._gauges_at = -math.inf
@@ -244,12 +270,17 @@ class BudgetBoard:
 
     def write_spend(self, account: str, record: SpendRecord, *, failed: Callable[[], None] | None = None) -> None:
         value = {"kind": "spend", "account": account, "member": record.member, "day": record.day,
-                 "spent": record.spent, "claimed": record.claimed, "at": self._wall()}  # fmt: skip
+                 "spent": record.spent, "claimed": record.claimed, "at": self.wall()}  # fmt: skip
         self._write(f"{account}/{record.member}/spend", value, failed)
+
+    def write_need(self, account: str, day: int, calls: list[float]) -> None:
+        value = {"kind": "need", "account": account, "member": self.member, "day": day,
+                 "calls": [round(need, 3) for need in calls], "at": self.wall()}  # fmt: skip
+        self._write(f"{account}/{self.member}/need", value, None)
 
     def write_state(self, account: str, day: int, state: dict[str, object]) -> None:
         value = {"kind": "state", "account": account, "member": self.member, "day": day, "state": state,
-                 "at": self._wall()}  # fmt: skip
+                 "at": self.wall()}  # fmt: skip
         self._write(f"{account}/{self.member}/state", value, None)
 
     def _write(self, key: str, value: dict[str, Any], failed: Callable[[], None] | None) -> None:
@@ -300,6 +331,9 @@ class BudgetBoard:
                 waited = spend.heard_spend(record)
                 if waited is not None:
                     self._metrics.budget_claim_seconds.observe(waited)
+            elif value["kind"] == "need":
+                calls = [float(need) for need in value["calls"]]
+                spend.heard_need(str(value["member"]), int(value["day"]), float(value["at"]), calls)
             elif value["kind"] == "state" and self._restoring and value["member"] == self.member:
                 spend.heard_state(int(value["day"]), dict(value["state"]))
         except (ValueError, KeyError, TypeError) as error:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import pytest
@@ -163,6 +163,12 @@ class FakeSpend:
 
     def restored(self) -> tuple[int, dict[str, object] | None, bool]:
         return self.counted, self.state, self.same_day
+
+    def need(self, calls: Sequence[float]) -> None:
+        pass
+
+    def needs(self) -> list[Sequence[float]]:
+        return []
 
 
 def full(key: int) -> WaitingBatch:
@@ -367,3 +373,69 @@ def test_a_budget_topic_never_readable_at_start_is_read_as_it_comes(monkeypatch:
     assert board.restore(timeout=2.0) == 0  # gave up at the deadline, no exception
     assert 1 < reader.asks < 100
     assert reader.assigned  # poll reads the records as they come
+
+
+# ---- needs on the budget topic ----------------------------------------------------------------------------------
+
+
+class _Topic:
+    """One partition in memory: what every board writes, each reader reading on from its own position."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    def producer(self) -> Producer:
+        topic = self
+
+        class _Producer:
+            def produce(self, _topic: str, *, key: bytes, value: bytes, partition: int, on_delivery: object) -> None:
+                topic.records.append(value)
+
+            def poll(self, _timeout: float) -> int:
+                return 0
+
+        return cast(Producer, _Producer())
+
+    def reader(self) -> Consumer:
+        topic = self
+
+        class _Message:
+            def __init__(self, value: bytes) -> None:
+                self._value = value
+
+            def error(self) -> None:
+                return None
+
+            def value(self) -> bytes:
+                return self._value
+
+        class _Reader:
+            position = 0
+
+            def consume(self, batch: int, timeout: float) -> list[_Message]:
+                read = topic.records[self.position : self.position + batch]
+                self.position += len(read)
+                return [_Message(value) for value in read]
+
+        return cast(Consumer, _Reader())
+
+
+def test_a_members_need_reaches_the_others_until_it_expires_or_the_member_leaves() -> None:
+    topic, wall = _Topic(), [1_000.0]
+    spends = {}
+    for member in ("a", "b"):
+        board = BudgetBoard(
+            topic="t.budget", member=member, producer=topic.producer(), reader=topic.reader(),
+            metrics=Metrics(error_classes=ERROR_CLASSES, accounts=["default"]), wall=lambda: wall[0],
+        )  # fmt: skip
+        spends[member] = board.account("default", math.inf, lambda: DAY)
+    need = [float(calls) for calls in range(15, 0, -1)]
+    spends["a"].need(need)
+    assert spends["b"].needs() == [need]
+    assert spends["a"].needs() == [], "a member's own need is not another's"
+    wall[0] += 301.0
+    assert spends["b"].needs() == [], "a need not published again for 5 minutes is a dead member's"
+    spends["a"].need(need)
+    assert spends["b"].needs() == [need]
+    spends["a"].save_last()
+    assert spends["b"].needs() == [], "a member shutting down leaves its part to the others at once"
