@@ -154,7 +154,7 @@ class _Offsets:
         self._reader.assign([TopicPartition(self.topic, partition, start)])
         found: list[str] = []
         while len(found) < count:
-            messages = self._reader.consume(min(500, count - len(found)), timeout=2)
+            messages = self._reader.consume(min(500, count - len(found)), timeout=1)
             if not messages:
                 break
             found += [str(json.loads(m.value() or b"{}")["collection_name"]) for m in messages if m.error() is None]

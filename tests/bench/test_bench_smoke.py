@@ -107,3 +107,28 @@ def test_the_reader_latency_bench_runs_both_deliveries_and_writes_its_section(
         assert re.fullmatch(r"\d+\|\d+\|[+-]\d+\|\d+\.\d{2}", cells), row
     assert "Each run, in order (median / p99): at_least_once " in section
     assert "(40 outcomes); exactly_once " in section
+
+
+@pytest.mark.e2e
+def test_the_isolation_bench_samples_both_accounts_restarts_and_writes_its_section(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``bench.isolation`` for 9 s, a sample every 3 s, 1 s of A's work ahead: a row a sample with every cell a
+    figure, and the summary line with the restart's redone and in-flight counts (how good they are is for
+    docs/reliability.md); B's events neither committed past nor given an outcome."""
+    short = ("--minutes", "0.15", "--every", "3", "--backlog", "1", "--bootstrap", kafka_bootstrap)
+    section = _section(tmp_path / "reliability.md", "### One account out of quota", "bench.isolation", *short)
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if re.match(r"\| \d+:\d\d \|", line)]
+    assert len(rows) == 3, section
+    for row in rows:
+        # time | A calls/s | A's commit lag | B produced | B committed | B failed | RSS
+        cells = "|".join(cell.strip() for cell in row)
+        assert re.fullmatch(r"\d+:\d\d\|\d+\.\d\d\|\d+\.\d\|[\d,]+\|[\d,]+\|\d+\|\d+", cells), row
+    summary = re.search(
+        r"Summary: A made \d+\.\d\d calls/s .* B: [\d,]+ events waiting, (\d+) committed, \d+ failed, (\d+) "
+        r"outcomes; .* SIGKILL and restart: (\d+) of A's images redone, (\d+) in flight",
+        section,
+    )
+    assert summary is not None, section
+    assert int(summary.group(1)) == 0, "B's events wait: none committed past"
+    assert int(summary.group(2)) == 0, "B's events wait: none failed"
