@@ -1,15 +1,16 @@
 """``python -m bench.isolation --minutes N [--update docs/reliability.md]``: one account out of quota for N minutes,
 half the input its events; does the other account keep its full QPS and its commits?
 
-Issue 21 point 2, for an hour rather than a test's minute: two accounts, each with a sandbox of its own; account
-B's sandbox answers every call 10040 (``--quota 0``: out of quota) for the whole run, account A's is instant.
-imgsweep routes (``IMGSWEEP_KAFKA__REPARTITION=true``, decision 0022), with static instance id ``imgsweep-0``,
-A's QPS ``--qps`` and ``--items`` images per call, every other setting the tests' (the default pending limit of
-10,000 events: B's waiting events reach it within minutes). A feeder keeps A busy without burying it: twice a
-second it tops A's produced events up to what A's sandbox has deleted plus ``--backlog`` seconds of A's work,
-and produces as many events of B's (one image each, A's over 4 collections, B's over 2), so half the input is
-B's and A never runs dry. Each of A's images is stored in its sandbox before its event is produced, so a
-deletion done twice finds its image absent: that is how a redo is counted.
+Issue 21 point 2, for an hour rather than a test's minute: two accounts, each with a sandbox of its own; account B's
+sandbox answers every call 10040 (``--quota 0``: out of quota) for the whole run, account A's is instant. imgsweep
+routes (``IMGSWEEP_KAFKA__REPARTITION=true``, decision 0022), with static instance id ``imgsweep-0``, A's QPS
+``--qps`` and ``--items`` images per call, logs at WARNING, every other setting the tests' (the default pending
+limit of 10,000 events: B's waiting events reach it within minutes). A feeder keeps A busy without burying it: twice
+a second it tops A's produced events up to what A's sandbox has deleted plus ``--backlog`` seconds of A's work, and
+produces as many events of B's (one image each, A's over 4 collections, B's over 2), so half the input is B's and A
+never runs dry. Each image is stored in its account's sandbox before its event is produced, so a deletion done twice
+finds its image absent: that is how a redo is counted. ``--control``: B's sandbox answers as A's, the same run with
+no account waiting, for A's calls a second side by side.
 
 Every ``--every`` seconds: A's calls a second (its sandbox's answers 10000) against its QPS; A's commit lag,
 the age of A's oldest uncommitted event (the record at the pipeline group's committed offset on each of A's
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -44,7 +45,6 @@ from bench.machine import Machine
 from bench.standalone import broker_and_machine, section_parser, write_section
 from devkit.fixtures import TEST_SETTINGS
 from devkit.processes import (
-    Record,
     SandboxProcess,
     ServiceProcess,
     Topics,
@@ -55,9 +55,13 @@ from devkit.processes import (
     wait_for,
 )
 
-__all__ = ["HEADING", "Sample", "main"]
+if TYPE_CHECKING:
+    from devkit.processes import Record
+
+__all__ = ["CONTROL_HEADING", "HEADING", "Sample", "main"]
 
 HEADING: Final = "### One account out of quota for an hour (`bench.isolation`)"
+CONTROL_HEADING: Final = "### The control run: no account waits (`bench.isolation --control`)"
 KEYS: Final = {"A": ("isolation-a-access-key", "isolation-a-secret-never-shown"),
                "B": ("isolation-b-access-key", "isolation-b-secret-never-shown")}  # fmt: skip
 COLLECTIONS: Final = {"A": [f"a{n}" for n in range(4)], "B": [f"b{n}" for n in range(2)]}
@@ -81,7 +85,7 @@ class _Feed:
 
     bootstrap: str
     topic: str
-    sandbox: SandboxProcess
+    sandboxes: dict[str, SandboxProcess]
     backlog: int
     produced: dict[str, int] = field(default_factory=lambda: {"A": 0, "B": 0})
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -94,7 +98,7 @@ class _Feed:
     def _run(self) -> None:
         producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 20})
         while not self._stop.wait(0.5):
-            wanted = self.sandbox.stats()["items_deleted"] + self.backlog - self.produced["A"]
+            wanted = self.sandboxes["A"].stats()["items_deleted"] + self.backlog - self.produced["A"]
             if wanted > 0:
                 send(producer, self.topic, self._records(wanted))
         producer.flush(30)
@@ -110,7 +114,8 @@ class _Feed:
                 images.setdefault(collection, []).append((product, image))
                 records.append(event(f"{account}{n}", collection, product, [image]))
                 self.produced[account] += 1
-        self.sandbox.seed({name: found for name, found in images.items() if name in COLLECTIONS["A"]})
+        for account, sandbox in self.sandboxes.items():
+            sandbox.seed({name: found for name, found in images.items() if name in COLLECTIONS[account]})
         return records
 
     def stop(self, thread: threading.Thread) -> None:
@@ -265,14 +270,16 @@ def _restart(run: _Run, service: ServiceProcess, offsets: _Offsets, produced: in
 
 
 def measure(bootstrap: str, workdir: Path, *, minutes: float, qps: int, items: int, backlog: float,
-            every: float) -> tuple[list[Sample], Restart, int]:  # fmt: skip
-    """One run: the samples, the restart, and the outcomes B's events got (none expected)."""
+            every: float, b_waits: bool = True) -> tuple[list[Sample], Restart, int]:  # fmt: skip
+    """One run: the samples, the restart, and the outcomes B's events got (none expected while ``b_waits``;
+    without it, B's sandbox answers as A's: the control run, where no account waits)."""
     topics = Topics.create(AdminClient({"bootstrap.servers": bootstrap}), f"iso.{uuid.uuid4().hex[:8]}",
                            partitions=PARTITIONS)  # fmt: skip
+    quota = ["--quota", "0"] if b_waits else []
     with ExitStack() as stack:
         sandboxes = {
             "A": SandboxProcess.start(workdir / "sandbox-a.log", ["--qps", "0"], keys=KEYS["A"]),
-            "B": SandboxProcess.start(workdir / "sandbox-b.log", ["--qps", "0", "--quota", "0"], keys=KEYS["B"]),
+            "B": SandboxProcess.start(workdir / "sandbox-b.log", ["--qps", "0", *quota], keys=KEYS["B"]),
         }
         for sandbox in sandboxes.values():
             stack.callback(sandbox.stop)
@@ -286,7 +293,7 @@ def measure(bootstrap: str, workdir: Path, *, minutes: float, qps: int, items: i
         stack.callback(service.stop)
         offsets = _Offsets(bootstrap, topics)
         stack.callback(offsets.close)
-        feed = _Feed(bootstrap, topics.input, sandboxes["A"], backlog=max(1, round(qps * items * backlog)))
+        feed = _Feed(bootstrap, topics.input, sandboxes, backlog=max(1, round(qps * items * backlog)))
         thread = feed.start()
         try:
             offsets.learn_owners()
@@ -305,16 +312,18 @@ def measure(bootstrap: str, workdir: Path, *, minutes: float, qps: int, items: i
 
 
 def report_lines(samples: Sequence[Sample], restart: Restart, b_outcomes: int, machine: Machine, *, minutes: float,
-                 qps: int, items: int, backlog: float) -> list[str]:  # fmt: skip
+                 qps: int, items: int, backlog: float, b_waits: bool) -> list[str]:  # fmt: skip
     step = max(1, len(samples) // 12)
     shown = [*samples[::step], *([samples[-1]] if (len(samples) - 1) % step else [])]
+    command = f"python -m bench.isolation --minutes {minutes:g}" + ("" if b_waits else " --control")
+    b_answers = "every call answered 10040" if b_waits else "answered as A's (the control run: no account waits)"
     lines = [
-        HEADING,
+        HEADING if b_waits else CONTROL_HEADING,
         "",
-        f"Generated by `python -m bench.isolation --minutes {minutes:g}` on {machine.date}, {machine.cores} cores, "
-        f"load average at the start {machine.load_start[0]:.2f}; how it is measured is in the module's docstring. "
-        f"Account A: QPS {qps}, {items} images a call, kept {backlog:g} s of work ahead; account B: every call "
-        f"answered 10040. {len(samples)} samples, {len(shown)} shown.",
+        f"Generated by `{command}` on {machine.date}, {machine.cores} cores, load average at the start "
+        f"{machine.load_start[0]:.2f}; how it is measured is in the module's docstring. Account A: QPS {qps}, "
+        f"{items} images a call, kept {backlog:g} s of work ahead; account B: {b_answers}. {len(samples)} samples, "
+        f"{len(shown)} shown.",
         "",
         f"| time, m:s | A calls/s (QPS {qps}) | A commit lag, s | B events produced | B committed | B failed | "
         "RSS, MB |",
@@ -337,7 +346,7 @@ def summary(samples: Sequence[Sample], restart: Restart, b_outcomes: int, qps: i
         f"Summary: A made {statistics.fmean(rates):.2f} calls/s on average (lowest sample {min(rates):.2f}) at "
         f"QPS {qps}, "
         f"its commit lag at most {max(lags):.1f} s (median {statistics.median(lags):.1f}); B: {last.b_produced:,} "
-        f"events waiting, {last.b_committed} committed, {max(s.b_failed for s in samples)} failed, {b_outcomes} "
+        f"events produced, {last.b_committed:,} committed, {max(s.b_failed for s in samples)} failed, {b_outcomes} "
         f"outcomes; RSS {rss[0]:.0f} to {rss[-1]:.0f} MB (peak {max(rss):.0f}); SIGKILL and restart: "
         f"{restart.redone} of A's images redone, {restart.in_flight} in flight (deleted, not committed; "
         f"{restart.uncommitted} of A's events uncommitted), A calling again {restart.back_s:.1f} s after the kill."
@@ -351,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=4, help="images a call (IMGSWEEP_BATCH__MAX_ITEMS)")
     parser.add_argument("--backlog", type=float, default=5.0, help="seconds of A's work kept waiting")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--control", action="store_true", help="B's sandbox answers too: no account waits")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
     args = parser.parse_args(argv)
     with ExitStack() as stack:
@@ -358,10 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="imgsweep-isolation-"))
         print(f"[isolation] logs in {workdir}", file=sys.stderr, flush=True)
         samples, restart, b_outcomes = measure(bootstrap, workdir, minutes=args.minutes, qps=args.qps,
-                                               items=args.items, backlog=args.backlog, every=args.every)  # fmt: skip
+                                               items=args.items, backlog=args.backlog, every=args.every,
+                                               b_waits=not args.control)  # fmt: skip
     lines = report_lines(samples, restart, b_outcomes, machine, minutes=args.minutes, qps=args.qps, items=args.items,
-                         backlog=args.backlog)  # fmt: skip
-    return write_section(lines, HEADING, args.update)
+                         backlog=args.backlog, b_waits=not args.control)  # fmt: skip
+    return write_section(lines, lines[0], args.update)
 
 
 if __name__ == "__main__":

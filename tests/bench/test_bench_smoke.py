@@ -125,7 +125,7 @@ def test_the_isolation_bench_samples_both_accounts_restarts_and_writes_its_secti
         cells = "|".join(cell.strip() for cell in row)
         assert re.fullmatch(r"\d+:\d\d\|\d+\.\d\d\|\d+\.\d\|[\d,]+\|[\d,]+\|\d+\|\d+", cells), row
     summary = re.search(
-        r"Summary: A made \d+\.\d\d calls/s .* B: [\d,]+ events waiting, (\d+) committed, \d+ failed, (\d+) "
+        r"Summary: A made \d+\.\d\d calls/s .* B: [\d,]+ events produced, (\d+) committed, \d+ failed, (\d+) "
         r"outcomes; .* SIGKILL and restart: (\d+) of A's images redone, (\d+) in flight",
         section,
     )
