@@ -361,12 +361,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backlog", type=float, default=5.0, help="seconds of A's work kept waiting")
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--control", action="store_true", help="B's sandbox answers too: no account waits")
+    parser.add_argument("--workdir", type=Path, help="keep the processes' logs here (default: a temporary directory)")
     parser.add_argument("--bootstrap", help="use this broker instead of starting one (KAFKA_BOOTSTRAP_SERVERS)")
     args = parser.parse_args(argv)
     with ExitStack() as stack:
         bootstrap, machine = broker_and_machine(stack, args.bootstrap)
-        workdir = Path(tempfile.mkdtemp(prefix="imgsweep-isolation-"))
-        print(f"[isolation] logs in {workdir}", file=sys.stderr, flush=True)
+        if args.workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgsweep-isolation-")))
+        else:
+            workdir = args.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+            print(f"[isolation] logs in {workdir}", file=sys.stderr, flush=True)
         samples, restart, b_outcomes = measure(bootstrap, workdir, minutes=args.minutes, qps=args.qps,
                                                items=args.items, backlog=args.backlog, every=args.every,
                                                b_waits=not args.control)  # fmt: skip
