@@ -16,7 +16,8 @@ Every ``--every`` seconds: A's calls a second (its sandbox's answers 10000) agai
 the age of A's oldest uncommitted event (the record at the pipeline group's committed offset on each of A's
 partitions of the collections topic; the router keeps the input's timestamp), 0 when committed to the end;
 B's events produced, committed (the group's offsets on B's partitions) and failed (outcomes other than
-``deleted`` plus dead letters, every one of which would be B's); the service's RSS. At the end, the feeder
+``deleted`` plus dead letters, every one of which would be B's); the service's RSS and the products its memory of
+deletions holds (each of A's events is a product of its own, remembered for relists). At the end, the feeder
 stops and imgsweep is SIGKILLed mid-work and started again with the same instance id; in flight at the kill
 are A's events deleted at its sandbox but not committed (deleted minus A's records below the committed
 offsets), and redone are A's images deleted again after the restart, once every A event is done. Never
@@ -77,6 +78,8 @@ class Sample:
     b_committed: int
     b_failed: int
     rss_mb: float
+    remembered: int
+    """Products in the memory of deletions (for relists): what RSS grows with, one a deleted event here."""
 
 
 @dataclass
@@ -243,6 +246,7 @@ def _sample(run: _Run, service: ServiceProcess, offsets: _Offsets, feed: _Feed, 
         seconds=round(now - began, 1), a_calls_per_s=(calls - before[1]) / max(now - before[0], 1e-9),
         a_lag_s=offsets.oldest_age("A"), b_produced=feed.produced["B"],
         b_committed=sum(offsets.committed("B").values()), b_failed=int(failed), rss_mb=service.usage().rss_mb,
+        remembered=int(sample_total(metrics, "imgsweep_state_remembered_products")),
     ), (now, calls)  # fmt: skip
 
 
@@ -326,13 +330,13 @@ def report_lines(samples: Sequence[Sample], restart: Restart, b_outcomes: int, m
         f"{len(shown)} shown.",
         "",
         f"| time, m:s | A calls/s (QPS {qps}) | A commit lag, s | B events produced | B committed | B failed | "
-        "RSS, MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "RSS, MB | products remembered |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in shown:
         lines.append(f"| {int(s.seconds // 60)}:{int(s.seconds % 60):02d} | {s.a_calls_per_s:.2f} | "
                      f"{s.a_lag_s:.1f} | {s.b_produced:,} | {s.b_committed:,} | {s.b_failed} | "
-                     f"{s.rss_mb:.0f} |")  # fmt: skip
+                     f"{s.rss_mb:.0f} | {s.remembered:,} |")  # fmt: skip
     return [*lines, "", summary(samples, restart, b_outcomes, qps)]
 
 
@@ -344,10 +348,10 @@ def summary(samples: Sequence[Sample], restart: Restart, b_outcomes: int, qps: i
     last = samples[-1]
     return (
         f"Summary: A made {statistics.fmean(rates):.2f} calls/s on average (lowest sample {min(rates):.2f}) at "
-        f"QPS {qps}, "
-        f"its commit lag at most {max(lags):.1f} s (median {statistics.median(lags):.1f}); B: {last.b_produced:,} "
-        f"events produced, {last.b_committed:,} committed, {max(s.b_failed for s in samples)} failed, {b_outcomes} "
-        f"outcomes; RSS {rss[0]:.0f} to {rss[-1]:.0f} MB (peak {max(rss):.0f}); SIGKILL and restart: "
+        f"QPS {qps}, its commit lag at most {max(lags):.1f} s (median {statistics.median(lags):.1f}); "
+        f"B: {last.b_produced:,} events produced, {last.b_committed:,} committed, "
+        f"{max(s.b_failed for s in samples)} failed, {b_outcomes} outcomes; RSS {rss[0]:.0f} to {rss[-1]:.0f} MB "
+        f"(peak {max(rss):.0f}) with {last.remembered:,} products remembered for relists; SIGKILL and restart: "
         f"{restart.redone} of A's images redone, {restart.in_flight} in flight (deleted, not committed; "
         f"{restart.uncommitted} of A's events uncommitted), A calling again {restart.back_s:.1f} s after the kill."
     )
