@@ -120,3 +120,28 @@ def test_the_commit_floor_bench_times_a_bare_client_in_three_conditions(kafka_bo
     for row in rows:
         p50, p99, most = (float(cell) for cell in row[2:5])
         assert 0 < p50 <= p99 <= most, row
+
+
+@pytest.mark.e2e
+def test_the_isolation_bench_samples_both_accounts_restarts_and_writes_its_section(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``bench.isolation`` for 9 s, a sample every 3 s, 1 s of A's work ahead: a row a sample with every cell a
+    figure, and the summary line with the restart's redone and in-flight counts (how good they are is for
+    docs/reliability.md); B's events neither committed past nor given an outcome."""
+    short = ("--minutes", "0.15", "--every", "3", "--backlog", "1", "--bootstrap", kafka_bootstrap)
+    section = _section(tmp_path / "reliability.md", "### One account out of quota", "bench.isolation", *short)
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if re.match(r"\| \d+:\d\d \|", line)]
+    assert len(rows) == 3, section
+    for row in rows:
+        # time | A calls/s | A's commit lag | B produced | B committed | B failed | RSS | products remembered
+        cells = "|".join(cell.strip() for cell in row)
+        assert re.fullmatch(r"\d+:\d\d\|\d+\.\d\d\|\d+\.\d\|[\d,]+\|[\d,]+\|\d+\|\d+\|[\d,]+", cells), row
+    summary = re.search(
+        r"Summary: A made \d+\.\d\d calls/s .* B: [\d,]+ events produced, (\d+) committed, \d+ failed, (\d+) "
+        r"outcomes; .* SIGKILL and restart: (\d+) of A's images redone, (\d+) in flight",
+        section,
+    )
+    assert summary is not None, section
+    assert int(summary.group(1)) == 0, "B's events wait: none committed past"
+    assert int(summary.group(2)) == 0, "B's events wait: none failed"
