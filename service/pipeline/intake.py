@@ -72,6 +72,13 @@ class Intake:
         self._carried = kept
         return refused
 
+    def _shares(self) -> dict[int, list[int]]:
+        """The partitions held, by share."""
+        shares: dict[int, list[int]] = {}
+        for number in self._ledger.numbers():
+            shares.setdefault(self._share(number), []).append(number)
+        return shares
+
     def _share(self, partition: int | None) -> int:
         share_of = self._ledger.share_of
         return 0 if share_of is None or partition is None else share_of(partition)
@@ -85,11 +92,8 @@ class Intake:
     ) -> None:
         """Pauses or resumes each share's held partitions, as ``should_pause`` decides for it: its own backlog, its
         own refusal, its account waiting (``waiting(share)``; ``waiting(None)``: without shares, every account)."""
-        shares: dict[int, list[int]] = {}
-        for number in self._ledger.numbers():
-            shares.setdefault(self._share(number), []).append(number)
         split = self._ledger.share_of is not None
-        for share, numbers in shares.items():
+        for share, numbers in self._shares().items():
             paused = should_pause(
                 paused=share in self._paused,
                 pending=self._ledger.pending_beside(numbers[0]),
@@ -102,6 +106,15 @@ class Intake:
             if paused != (share in self._paused):
                 self._set(numbers, paused=paused)
                 (self._paused.add if paused else self._paused.discard)(share)
+
+    def backlogged(self) -> frozenset[int]:
+        """The partitions held whose share's backlog is at ``max_pending`` (``should_pause``'s limit): paused
+        until events finish, so nothing newer of theirs can be read meanwhile."""
+        full: set[int] = set()
+        for numbers in self._shares().values():
+            if self._ledger.pending_beside(numbers[0]) >= self._max_pending:
+                full.update(numbers)
+        return frozenset(full)
 
     @property
     def paused(self) -> bool:

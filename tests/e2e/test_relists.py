@@ -109,6 +109,27 @@ def test_the_same_pair_in_a_backlog_read_at_full_speed_deletes_nothing_of_it(
     assert sandbox.admin("/admin/images?collection_name=shoes")["count"] == 1  # p1's image stays
 
 
+def test_a_backlog_produced_within_one_grace_and_over_the_pending_bound_is_all_deleted(
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
+) -> None:
+    """A bulk delist (1,500 products within 0.3 s of event time) beyond ``MAX_PENDING_EVENTS`` (400) and a fetch (500):
+    its partition is paused, not caught up, with every held delist still in its grace; they go, since no relist can
+    be read before them (the pipeline waited for ever before: found draining 12,000 events with the router)."""
+    names = topics()
+    sandbox = sandbox_process("--qps", "0")
+    products = [(f"b{n}", f"b{n}.jpg") for n in range(1500)]
+    sandbox.seed({"shoes": products})
+    start = int(time.time() * 1000) - 3_600_000  # an hour ago: not caught up, event time is the records' own
+    produce_at(kafka_bootstrap, names.input, [
+        (cloudevent(f"b{n}", DELISTED, product, [image]), start + n // 5) for n, (product, image) in enumerate(products)
+    ])  # fmt: skip
+    service_process(names, sandbox, BATCH__RELIST_GRACE_SECONDS="10", KAFKA__MAX_PENDING_EVENTS="400")
+    outcomes = outcomes_by_event(kafka_bootstrap, names.outcome, expect=len(products), settle=1)
+    assert len(outcomes) == len(products)
+    assert {outcome["status"] for outcome in outcomes.values()} == {"deleted"}
+    assert sandbox.admin("/admin/images?collection_name=shoes")["count"] == 0
+
+
 def test_a_relist_after_the_delete_gets_an_outcome_naming_the_images_to_add_again(
     kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory
 ) -> None:
