@@ -107,15 +107,6 @@ class Intake:
                 self._set(numbers, paused=paused)
                 (self._paused.add if paused else self._paused.discard)(share)
 
-    def backlogged(self) -> frozenset[int]:
-        """The partitions held whose share's backlog is at ``max_pending`` (``should_pause``'s limit): paused
-        until events finish, so nothing newer of theirs can be read meanwhile."""
-        full: set[int] = set()
-        for numbers in self._shares().values():
-            if self._ledger.pending_beside(numbers[0]) >= self._max_pending:
-                full.update(numbers)
-        return frozenset(full)
-
     @property
     def paused(self) -> bool:
         """Whether any partition held is paused."""
@@ -157,8 +148,13 @@ class Intake:
         self._carried.clear()
 
     def caught_up(self, state: PartitionState) -> bool:
-        """Whether the partition has nothing more to read now (its cached high watermark is reached)."""
+        """Whether the partition has nothing more to read now: its cached high watermark is reached, or its share's
+        backlog is full (``MAX_PENDING_EVENTS``: paused until events finish). The relist grace then runs on the wall
+        clock (``EventClock``): a backlog produced within one grace (a bulk delist, a replay) would otherwise hold
+        every delist for ever, since no later record of the partition could be read to move its event time."""
         if state.next_offset is None or self._ends.get(state.number, -1) >= state.next_offset:
+            return True
+        if self._ledger.pending_beside(state.number) >= self._max_pending:
             return True
         try:
             _low, high = self._consumer.get_watermark_offsets(TopicPartition(self._topic, state.number), cached=True)

@@ -210,7 +210,6 @@ class Pipeline:
         self._decode.poll()  # the chain: hold -> route -> each lane (batch -> call) -> publish -> commit
         stopping, fatal = self._stopping, self._halt.reason is not None
         self._intake.control(rejected=rejected, stopping=stopping, fatal=fatal, waiting=self._route.waiting)
-        self._hold.release(self._intake.backlogged())  # a full backlog's held delists go: no relist can come first
         self._controls.poll()  # pauses and brakes from the control topic; this replica's trips onto it
         self._share.poll(self._demand())  # each account's QPS, shared by what each replica could send now
         self._outputs.update(self._outlet.missing_topics)

@@ -499,6 +499,21 @@ def test_the_grace_passes_in_event_time_not_wall_time() -> None:
     assert "p" in {item.product_id for batch, _ in rig.executor.calls for item in batch.items}
 
 
+def test_a_partition_whose_backlog_is_full_lets_its_event_time_follow_the_wall_clock() -> None:
+    """Two delists fill ``MAX_PENDING_EVENTS`` (2) within one grace, the broker holding more: the partition is
+    paused, nothing newer can be read, so the grace runs on the wall clock (else they waited for ever)."""
+    rig = held_rig(kafka={"max_pending_events": 2})
+    rig.consumer.queue.extend([at(0, 0, typed("d", "com.example.product.delisted"), 0),
+                               at(0, 1, typed("x", "com.example.product.delisted", product="x"), 0.1)])  # fmt: skip
+    rig.pipeline._turn()
+    rig.consumer.consumed.append(at(0, 9, b"", 0))  # the broker has more than was read
+    rig.step()
+    assert rig.executor.calls == []  # within the grace
+    rig.pipeline._hold._clock.wall_ms = lambda: T0 + 10_101
+    rig.step()
+    assert {item.product_id for batch, _ in rig.executor.calls for item in batch.items} == {"p", "x"}
+
+
 def test_a_caught_up_partition_lets_its_event_time_follow_the_wall_clock() -> None:
     rig = held_rig()
     rig.feed(at(0, 0, typed("d", "com.example.product.delisted"), 0))

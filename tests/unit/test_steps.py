@@ -233,31 +233,6 @@ def test_hold_keeps_a_delist_for_the_grace_and_a_relist_cancels_it_and_what_wait
     assert route.calls[-1] == "close"
 
 
-def test_hold_lets_every_delist_of_a_partition_whose_backlog_is_full_go_and_only_while_it_is() -> None:
-    """A backlog produced within one grace (a bulk delist) fills ``MAX_PENDING_EVENTS``: the partition is paused, no
-    later record can come, so its held delists go at once (without it the pipeline waited for ever)."""
-    first, second, third = (delist(n, product=f"p{n}", images=1) for n in range(3))
-    ledger, route = ledger_with(first, second, third), Recorder()
-    wall = [1_700_000_000_000]
-    step = HoldStep(
-        next_step=route, ledger=ledger, times=HoldTimes(10.0, None),
-        clock=EventClock(lambda _state: False, lambda: wall[0]), metrics=metrics(),
-    )  # fmt: skip
-    for pending in (first, second):
-        step.submit(pending)
-    step.release(frozenset({1}))  # another partition's backlog
-    step.poll()
-    assert route.items == [], "within the grace, its own backlog not full"
-    assert step.held() == 2
-    step.release(frozenset({0}))
-    step.poll()
-    assert route.items == [first, second], "the full backlog's held delists went, in order"
-    step.submit(third)
-    step.poll()
-    assert route.items == [first, second], "released for one poll only"
-    assert step.held() == 1
-
-
 # ---- route ----------------------------------------------------------------------------------------------------
 
 

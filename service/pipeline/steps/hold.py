@@ -3,12 +3,9 @@
 A delist's images are not sent before ``grace`` of its partition's *event time* has passed since the delist
 (its record timestamp), so a product relisted a moment later (a price fix, a stock glitch) keeps its images.
 Event time, not wall time: a backlog read at full speed still sees the relist before the delete. A partition
-that is caught up (nothing more to read now) lets its event time follow the wall clock, so nothing waits for
-more traffic. When the pipeline is full and refuses input, the oldest held delists go regardless: the relist
-could not be read before them anyway. So do all the held delists of partitions whose backlog is full
-(``IMGSWEEP_KAFKA__MAX_PENDING_EVENTS``, ``release``): those partitions are paused until events finish, no later
-record of theirs (no relist, no newer timestamp) can be read meanwhile, and a backlog produced within one grace (a
-bulk delist, a replay) would otherwise wait for ever.
+that is caught up (nothing more to read now, or its backlog is full and it is paused) lets its event time follow
+the wall clock, so nothing waits for more traffic. When the pipeline is full and refuses input, the oldest held
+delists go regardless: the relist could not be read before them anyway.
 
 A relist of a product (same collection and product id) cancels the product's images not yet sent: those held
 here and those still in an open batch. Each cancelled image gets status ``cancelled`` (reason ``relisted``)
@@ -96,8 +93,6 @@ class HoldStep:
         self._held: dict[int, deque[PendingEvent]] = {}
         """Per partition, delists waiting out the grace, in arrival order."""
         self._pressed = False
-        self._released: frozenset[int] = frozenset()
-        """Partitions whose backlog is full: every delist of theirs held goes on the next poll (``release``)."""
 
     def submit(self, pending: PendingEvent) -> None:
         if pending.event.kind is EventKind.RELIST:
@@ -116,26 +111,16 @@ class HoldStep:
         """The input waits (the pipeline is full): on the next poll the oldest held delist goes regardless."""
         self._pressed = True
 
-    def release(self, partitions: frozenset[int]) -> None:
-        """These partitions' backlog is full (they stay paused until events finish): on the next poll every delist
-        of theirs held goes, whatever its grace; asked every turn of the loop."""
-        self._released = partitions
-
     def poll(self) -> None:
-        """Sends the delists whose grace has passed (and, pressed, the oldest regardless; every one of a released
-        partition); polls the route."""
+        """Sends the delists whose grace has passed (and, pressed, the oldest regardless); polls the route."""
         pressed, self._pressed = self._pressed, False
-        released, self._released = self._released, frozenset()
         for number, held in list(self._held.items()):
             state = self._ledger.get(number)
             if state is None:
                 del self._held[number]
                 continue
             clock = self._clock.partition_ms(state)
-            full = number in released
-            while held and (
-                held[0].abandoned or self._event_time_ms(held[0]) + self._grace_ms <= clock or pressed or full
-            ):
+            while held and (held[0].abandoned or self._event_time_ms(held[0]) + self._grace_ms <= clock or pressed):
                 pending = held.popleft()
                 pressed = False
                 if not pending.abandoned:
