@@ -30,6 +30,8 @@ TEST_SETTINGS = {
     "BATCH__RELIST_GRACE_SECONDS": "0",  # the relist tests set their own
     "API__DAILY_CALLS": "-1",  # no budget pacing before the sandbox's first remainTimes; the budget tests set theirs
     "LOG__LEVEL": "INFO",
+    # The tests that read what the pipeline committed map it back through the collections topic's records: kept.
+    "KAFKA__PURGE_INTERVAL_SECONDS": "0",
 }
 """What ``service_process`` sets beyond the harness's own settings, unless a test says otherwise."""
 

@@ -61,7 +61,9 @@ class Purge:
         self._thread = threading.Thread(target=self._run, name="collections-purge", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        """Purges every ``interval`` seconds from now on; an interval of 0 never purges."""
+        if self._interval > 0:
+            self._thread.start()
 
     def stop(self) -> None:
         self._stopped.set()

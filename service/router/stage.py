@@ -117,6 +117,7 @@ class RouterStage:
             group=pipeline_settings(settings).kafka.group_id,
             purged=series.purged,
             failures=series.purge_failures,
+            interval=kafka.purge_interval_seconds,
         )
         return cls(router, settings, purge)
 

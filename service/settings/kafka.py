@@ -139,6 +139,14 @@ class KafkaSettings(Section):
             "<deletions_topic>.by-collection."
         ),
     )
+    purge_interval_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "How often each replica deletes the collections topic's records below the pipeline group's commits "
+            "(Kafka Streams' repartition.purge.interval.ms, 30 s); 0: never (retention alone bounds the topic)."
+        ),
+    )
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     properties: Annotated[dict[str, str], json_setting(JSON_OBJECT_OF_STRINGS)] = Field(
