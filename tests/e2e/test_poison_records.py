@@ -5,7 +5,9 @@ A record of 1,030,000 bytes (a Java producer and the broker take it; librdkafka'
 its value and headers saying its size, its SHA-256 and where it is, and the process stays up with everything
 committed. A record whose handling kills the process (``os._exit`` in the decoder, injected into the service
 process: nothing Python can catch) is tried once more after a restart, and after the second death the next
-process dead-letters it as ``internal_error`` without a third try and goes on.
+process dead-letters it as ``internal_error`` without a third try and goes on. A record whose handling raises
+(an exception in the decoder, injected the same way) is dead-lettered as ``internal_error`` at once and the
+process goes on with the next one, never exiting.
 """
 
 from __future__ import annotations
@@ -96,6 +98,65 @@ events.decode_event = _killing
 '''
 
 
+RAISER = '''
+"""Test-only: the decoder raises on a record naming product "raise-me" (a bug in handling one record)."""
+import service.pipeline.events as events
+
+_decode = events.decode_event
+
+
+def _raising(value, headers, types):
+    if value is not None and b'"raise-me"' in value:
+        raise RecursionError("injected: maximum recursion depth exceeded")
+    return _decode(value, headers, types)
+
+
+events.decode_event = _raising
+'''
+
+
+def inject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str) -> None:
+    """Runs ``code`` in every service process started from now on (a ``sitecustomize`` first on the path)."""
+    injected = tmp_path / "injected"
+    injected.mkdir()
+    (injected / "sitecustomize.py").write_text(textwrap.dedent(code))
+    # sitecustomize imports ``service`` before ``-m`` puts the working directory on the path: this checkout first,
+    # or an editable install elsewhere would be the service that runs.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(injected), str(REPO))))
+
+
+def test_a_record_whose_handling_raises_is_dead_lettered_as_internal_error_and_the_rest_go_on(
+    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    names: Topics = topics(partitions=1)
+    sandbox: SandboxProcess = sandbox_process("--qps", "0")
+    sandbox.seed({"shop": [(f"p{n}", f"{n}-0.jpg") for n in (0, 2, 3)]})
+    records = [event(f"e{n}", "shop", f"p{n}", [f"{n}-0.jpg"]) for n in (0, 2, 3)]
+    records.insert(1, event("e1", "shop", "raise-me", ["1-0.jpg"]))
+    produce(kafka_bootstrap, names.input, records)
+    inject(tmp_path, monkeypatch, RAISER)
+    service: ServiceProcess = service_process(names, sandbox)
+
+    outcomes = {o.json()["event_id"]: o.json() for o in read_topic(kafka_bootstrap, names.outcome, expect=3)}
+    assert {event_id: outcome["status"] for event_id, outcome in outcomes.items()} == {
+        f"e{n}": "deleted" for n in (0, 2, 3)
+    }
+    (dead,) = read_topic(kafka_bootstrap, names.dlq, expect=1, settle=1)
+    assert dead.header("imgsweep_error_class") == b"internal_error"
+    assert dead.header("imgsweep_error_reason") == (
+        b"decode failed: RecursionError: injected: maximum recursion depth exceeded"
+    )
+    assert dead.value is not None
+    assert b'"raise-me"' in dead.value
+    assert service.metric("imgsweep_internal_errors_total", 'step="decode"') == 1
+    assert service.process.poll() is None, "one record's error never ends the process"
+    assert service.get("/readyz").status_code == 200
+    assert sandbox.stats()["items_deleted"] == 3
+    assert service.terminate(timeout=40) == 0
+    assert len(work_committed(kafka_bootstrap, names)) == 4, "every record committed past by the work's group"
+
+
 @pytest.mark.parametrize("routed", [True, False], ids=["router", "input"])
 def test_a_record_that_kills_the_process_twice_is_dead_lettered_without_a_third_try(
     *,
@@ -118,12 +179,7 @@ def test_a_record_that_kills_the_process_twice_is_dead_lettered_without_a_third_
             event("e2", "shop", "p2", ["2-0.jpg"]),
         ],
     )
-    injected = tmp_path / "injected"
-    injected.mkdir()
-    (injected / "sitecustomize.py").write_text(textwrap.dedent(KILLER))
-    # sitecustomize imports ``service`` before ``-m`` puts the working directory on the path: this checkout first,
-    # or an editable install elsewhere would be the service that runs.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(injected), str(REPO))))
+    inject(tmp_path, monkeypatch, KILLER)
     marks = tmp_path / "marks"  # the pod's /tmp, kept across container restarts
     marks.mkdir()
     monkeypatch.setenv("TMPDIR", str(marks))
