@@ -103,9 +103,11 @@ def test_a_collection_over_its_brake_stops_until_an_operator_resumes_it(
     )  # fmt: skip
     service.wait_assigned(2)
     assert service.metric("imgsweep_control_caught_up") == 1
+    produced = time.monotonic()
     produce(kafka_bootstrap, names.input, [*_records("shoes", shoes), *_records("bags", bags)])
 
     wait_for(lambda: service.metric("imgsweep_brake_tripped", 'collection="shoes"') == 1, 30, "the brake never tripped")
+    tripped = time.monotonic() - produced
     wait_for(lambda: _done(kafka_bootstrap, names, bags, 2)["bags"] == bags, 30, "bags did not go on deleting")
     done = _done(kafka_bootstrap, names, shoes + bags, 3)
     committed = _committed(kafka_bootstrap, names, shoes + bags, routed=routed)
@@ -120,6 +122,10 @@ def test_a_collection_over_its_brake_stops_until_an_operator_resumes_it(
     assert len(published) == bags + done["shoes"] < shoes + bags
     assert service.metric("imgsweep_pending_events") == shoes - done["shoes"], "the rest wait, none failed"
     assert "brake tripped" in service.logs()
+    FIGURES.append(json.dumps({
+        "figure": "brake", "router": routed, "limit": limit, "shoes_deleted_before_resume": done["shoes"],
+        "shoes_waiting": shoes - done["shoes"], "bags_deleted": done["bags"], "seconds_to_trip": round(tripped, 2),
+    }))  # fmt: skip
 
     status = _ok(_imgsweep(service, "brake", "status"))
     assert status.startswith("1 collection(s) braked: shoes"), status
