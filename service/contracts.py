@@ -193,7 +193,10 @@ def asyncapi() -> dict[str, Any]:
                 "address": defaults.dlq_topic,
                 "description": (
                     "Undecodable input, and every event whose outcome has an image failed for good (also reported "
-                    "in its outcome), so `imgsweep replay-dlq` can redo it once the cause is fixed."
+                    "in its outcome), so `imgsweep replay-dlq` can redo it once the cause is fixed. Read with "
+                    "isolation.level=read_committed, as the outcomes: dead letters are written in the same "
+                    "transaction as the outcomes and the input offsets (exactly_once, the default), so a committed "
+                    "reader sees each once and never one of an aborted transaction."
                 ),
                 "messages": {"deadLetter": {"$ref": "#/components/messages/deadLetter"}},
             },
