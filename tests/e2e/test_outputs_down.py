@@ -93,6 +93,7 @@ def test_calls_stop_at_the_bound_while_the_outcome_topic_is_gone_and_all_complet
         assert sandbox.stats()["items_deleted"] == stopped_at, "no call starts while the bound is reached"
         assert service.metric("imgsweep_outputs_blocked") == 1
         assert service.get("/readyz").status_code == 503
+        assert service.get("/livez").status_code == 200, "the loop turns while it waits (the issue saw 503 after 32 s)"
         waiting = service.metric("imgsweep_unacknowledged_records")
         _recreate(kafka_admin, names.outcome)  # the topic is back
         fixed_at = time.monotonic()
