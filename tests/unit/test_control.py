@@ -26,6 +26,7 @@ from service.control import Brake, ControlTable, Kind, State, Stop, Target, Unkn
 from service.control import cli as control_cli
 from service.control.replica import ReplicaControls
 from service.health import HealthState
+from service.internal_topics import DEMAND_TOPIC_CONFIG, control_topic, create_command, internal_topics
 from service.metrics import BRAKE_SERIES, Metrics
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.halt import Halt
@@ -590,3 +591,21 @@ def test_the_brake_and_the_control_topic_settings(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("IMGSWEEP_KAFKA__CONTROL_TOPIC", "catalog.product-delisted")
     with pytest.raises(ConfigError, match="control_topic, budget_topic and collections_topic five more"):
         load_settings()
+
+
+@pytest.mark.usefixtures("settings_from_the_test_only")
+def test_the_control_topic_is_an_internal_topic_made_or_named_with_the_configs_imgsweep_gives_it() -> None:
+    """What `run` makes when missing and what the probe names where it may not make it: the same topic, the same
+    configs, so an operator's command and imgsweep's own creation agree (the demand topic likewise)."""
+    settings = load_settings()
+    topics = {topic.variable: topic for topic in internal_topics(settings, 3)}
+    control = topics["IMGSWEEP_KAFKA__CONTROL_TOPIC"]
+    assert control == control_topic(settings)
+    assert (control.name, control.partitions, control.required) == ("catalog.imgsweep.control", 1, True)
+    assert create_command(control, "kafka:9092") == (
+        "kafka-topics.sh --bootstrap-server kafka:9092 --create --topic catalog.imgsweep.control --partitions 1 "
+        "--config cleanup.policy=compact --config segment.ms=3600000 --config min.cleanable.dirty.ratio=0.1"
+    )
+    demand = topics["IMGSWEEP_KAFKA__DEMAND_TOPIC"]
+    assert (demand.partitions, demand.required, demand.config) == (1, False, DEMAND_TOPIC_CONFIG)
+    assert demand.config["segment.ms"] == "600000"

@@ -14,7 +14,6 @@ from service.kafka_clients import (
     CONNECTION_RETRY,
     consumer_config,
     demand_producer_config,
-    demand_reader_config,
     producer_config,
     reader_config,
 )
