@@ -454,6 +454,49 @@ def test_a_trip_the_broker_refused_is_written_again() -> None:
     assert controls.holds("shop", "shoes")
 
 
+def test_each_account_says_whether_its_deletions_are_paused_or_braked() -> None:
+    """``imgsweep_account_stopped{account, why}``: what excuses an account's stall alerts. A paused account, a paused
+    collection of it and a braked collection of it each mark the account holding them; another account stays 0; a
+    collection of no account and an account imgsweep does not have mark nothing (no new series)."""
+    log = ControlLog()
+    metrics = Metrics(accounts=["shop", "outlet", "idle"])
+    routes = {"shoes": "shop", "bags": "outlet", "hats": "outlet"}
+    controls = ReplicaControls(
+        member="replica-1", topic="control", reader=log, end=0, producer=log,  # type: ignore[arg-type]
+        brake=Brake(100), metrics=metrics.control, account_of=routes.get, clock=lambda: 0.0,
+    )  # fmt: skip
+
+    def stopped() -> dict[tuple[str, str], float | None]:
+        return {
+            (account, why): _gauge(metrics, "imgsweep_account_stopped", account=account, why=why)
+            for account in ("shop", "outlet", "idle", "nobody")
+            for why in ("paused", "braked")
+        }
+
+    nothing = {(a, w): 0.0 for a in ("shop", "outlet", "idle") for w in ("paused", "braked")}
+    assert stopped() == {**nothing, ("nobody", "paused"): None, ("nobody", "braked"): None}
+    log.append(b"account:shop", _stop().encode())
+    log.append(b"collection:hats", _stop().encode())
+    log.append(b"collection:unowned", _stop().encode())
+    log.append(b"account:nobody", _stop().encode())
+    controls.poll()
+    assert stopped() == {
+        **nothing, ("shop", "paused"): 1.0, ("outlet", "paused"): 1.0, ("nobody", "paused"): None,
+        ("nobody", "braked"): None,
+    }  # fmt: skip
+    assert not controls.admit("bags", 101), "over the brake's 100"
+    assert _gauge(metrics, "imgsweep_account_stopped", account="outlet", why="braked") == 1, "at once, on the trip"
+    log.append(b"account:shop", None)
+    log.append(b"collection:hats", None)
+    controls.poll()
+    assert _gauge(metrics, "imgsweep_account_stopped", account="shop", why="paused") == 0
+    assert _gauge(metrics, "imgsweep_account_stopped", account="outlet", why="paused") == 0
+    assert _gauge(metrics, "imgsweep_account_stopped", account="outlet", why="braked") == 1
+    log.append(b"collection:bags", None)  # imgsweep brake resume --collection bags
+    controls.poll()
+    assert _gauge(metrics, "imgsweep_account_stopped", account="outlet", why="braked") == 0
+
+
 def test_the_tripped_metric_has_a_bounded_number_of_series() -> None:
     metrics = Metrics(CollectorRegistry())
     assert _gauge(metrics, "imgsweep_brake_tripped", collection="other") == 0, "always there, for alerts and panels"
