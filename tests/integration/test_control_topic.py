@@ -71,6 +71,9 @@ def test_where_it_may_not_make_topics_a_missing_control_topic_is_named_with_its_
     )
     assert topic not in kafka_admin.list_topics(timeout=TIMEOUT).topics, "made although it may not"
     assert ensure_topic(settings) is True
+    deadline = time.monotonic() + TIMEOUT  # the new topic reaches every broker's metadata a little later
+    while topic not in kafka_admin.list_topics(topic, timeout=TIMEOUT).topics and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert ensure_topic(locked) is False, "there: nothing to say"
 
 
