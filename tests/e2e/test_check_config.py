@@ -227,13 +227,15 @@ def test_where_it_may_not_make_topics_the_probe_names_the_budget_topic_a_spendin
     names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
     settings = {
         **LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names, "KAFKA__CREATE_TOPICS": "false",
-        "KAFKA__BUDGET_TOPIC": "it-never-created-budget",
+        "KAFKA__BUDGET_TOPIC": "it-never-created-budget", "KAFKA__CONTROL_TOPIC": new_topic(),
+        "KAFKA__DELETIONS_TOPIC": new_topic(), "KAFKA__REPARTITION": "false",
     }  # fmt: skip
     command = (
         f"kafka-topics.sh --bootstrap-server {kafka_bootstrap} --create --topic it-never-created-budget "
         "--partitions 1 --config cleanup.policy=compact"
     )
     daily = imgsweep(secrets_dir, "check-config", "--probe", settings=settings)
+    assert daily.returncode == 0, daily.stderr  # only warnings: the budget topic, the demand topic
     budget_lines = [line for line in daily.stderr.splitlines() if "IMGSWEEP_KAFKA__BUDGET_TOPIC" in line]
     assert [line.startswith("imgsweep: warning: ") for line in budget_lines] == [True], daily.stderr
     assert command in budget_lines[0]
@@ -256,6 +258,7 @@ def test_where_it_may_not_make_topics_the_probe_names_the_collections_topic_and_
         "KAFKA__INPUT_TOPIC": new_topic(partitions=3), "KAFKA__OUTCOME_TOPIC": new_topic(),
         "KAFKA__DLQ_TOPIC": new_topic(), "KAFKA__COLLECTIONS_TOPIC": "it-never-created-collections",
         "KAFKA__DELETIONS_TOPIC": "it-never-created-deletions",
+        "KAFKA__CONTROL_TOPIC": new_topic(),  # there (the test below names it when it is not)
     }  # fmt: skip
     settings = {
         **LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names, "KAFKA__CREATE_TOPICS": "false",
