@@ -28,6 +28,7 @@ from service.control.replica import ReplicaControls
 from service.health import HealthState
 from service.internal_topics import DEMAND_TOPIC_CONFIG, control_topic, create_command, internal_topics
 from service.metrics import BRAKE_SERIES, Metrics
+from service.metrics.labels import ACCOUNT_STOPS
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.halt import Halt
 from service.pipeline.lane import AccountLane, LaneShared
@@ -652,3 +653,7 @@ def test_the_control_topic_is_an_internal_topic_made_or_named_with_the_configs_i
     demand = topics["IMGSWEEP_KAFKA__DEMAND_TOPIC"]
     assert (demand.partitions, demand.required, demand.config) == (1, False, DEMAND_TOPIC_CONFIG)
     assert demand.config["segment.ms"] == "600000"
+
+
+def test_the_account_stopped_metric_says_why_in_the_control_topics_words() -> None:
+    assert tuple(State) == ACCOUNT_STOPS
