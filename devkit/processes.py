@@ -32,6 +32,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from service.internal_topics import CONTROL_TOPIC_CONFIG, DEMAND_TOPIC_CONFIG  # how imgsweep makes them
+
 __all__ = [
     "ACCESS_KEY",
     "DEMAND_TOPIC_CONFIG",
@@ -65,8 +67,6 @@ SECRET_KEY: Final = "devkit-SECRET-never-logged-0123456789"  # noqa: S105 - the 
 """The made-up account the sandbox and imgsweep share; distinctive, so a test can search logs for it."""
 DELETE_PATH: Final = "/jdai/product_image_del_image"
 ADMIN_TIMEOUT: Final = 30.0
-DEMAND_TOPIC_CONFIG: Final = {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
-"""How the demand topic is created (README, the chart's NOTES): compacted, one record per replica kept."""
 _LOG_TAIL: Final = 3000
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _LABEL: Final = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -285,7 +285,7 @@ class Topics:
                 config={"cleanup.policy": "compact,delete", "retention.ms": str(7 * 86_400_000)},
             )
         )
-        new.append(NewTopic(topics.control_topic, num_partitions=1, replication_factor=1, config=DEMAND_TOPIC_CONFIG))
+        new.append(NewTopic(topics.control_topic, num_partitions=1, replication_factor=1, config=CONTROL_TOPIC_CONFIG))
         for future in admin.create_topics(new, operation_timeout=ADMIN_TIMEOUT).values():
             future.result(ADMIN_TIMEOUT)
         return topics

@@ -1,5 +1,7 @@
 """imgsweep's internal topics: made by imgsweep when missing, as Kafka Connect and Kafka Streams make theirs.
 
+- the control topic (``IMGSWEEP_KAFKA__CONTROL_TOPIC``): the pauses and tripped brakes every replica obeys
+  (compacted, one partition; always: no replica starts a call before it has read it, ``service.control``);
 - the demand topic (``IMGSWEEP_KAFKA__DEMAND_TOPIC``): replicas announce the calls they could make, to share
   each account's QPS (compacted, one partition; only with ``IMGSWEEP_API__QPS_SHARE=demand``);
 - the deletions changelog (``IMGSWEEP_KAFKA__DELETIONS_TOPIC``): the memory of deletions for relists, as many
@@ -27,7 +29,16 @@ from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports i
 
 from service.settings import Settings
 
-__all__ = ["InternalTopic", "collections_topic", "create_command", "ensure_topics", "internal_topics"]
+__all__ = [
+    "CONTROL_TOPIC_CONFIG",
+    "DEMAND_TOPIC_CONFIG",
+    "InternalTopic",
+    "collections_topic",
+    "control_topic",
+    "create_command",
+    "ensure_topics",
+    "internal_topics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +51,13 @@ BUDGET_TOPIC_CONFIG: Final = {
     "segment.ms": str(24 * 3_600_000),
 }
 """The budget topic: one partition (one order of every claim), compacted once a record is over a day old."""
+CONTROL_TOPIC_CONFIG: Final = {"cleanup.policy": "compact", "segment.ms": "3600000", "min.cleanable.dirty.ratio": "0.1"}
+"""The control topic: one record per stopped account or collection kept; a segment rolls every hour and is compacted
+once a tenth of it is stale, so a replica's start reads little more than the stops in force."""
+DEMAND_TOPIC_CONFIG: Final = {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
+"""The demand topic: every replica announces about once a second (86,400 records a day each); a segment rolls every
+10 minutes and is compacted once a tenth of it is stale, so the topic keeps about one record per replica instead of
+a week's announcements (the broker's default segment.ms). Readers start 6 s back (decision 0009)."""
 COLLECTIONS_RETENTION_MS: Final = 7 * 86_400_000
 """The collections topic keeps a week: the pipeline's group reads it within seconds; a week leaves room for an
 outage of the pipeline's stage, as the input topic's own retention does (decision 0022)."""
@@ -60,6 +78,7 @@ def internal_topics(settings: Settings, input_partitions: int) -> list[InternalT
     """The internal topics these settings use, for an input topic of ``input_partitions`` partitions."""
     kafka = settings.kafka
     topics = [
+        control_topic(settings),
         InternalTopic(
             kafka.deletions_topic,
             "IMGSWEEP_KAFKA__DELETIONS_TOPIC",
@@ -68,7 +87,7 @@ def internal_topics(settings: Settings, input_partitions: int) -> list[InternalT
                 "cleanup.policy": "compact,delete",
                 "retention.ms": str(int(settings.state.deletions_window_seconds * 1000)),
             },
-        )
+        ),
     ]
     budgeted = [account.api for account in settings.api_accounts() if account.api.budgeted]
     if budgeted:
@@ -83,11 +102,15 @@ def internal_topics(settings: Settings, input_partitions: int) -> list[InternalT
         )
     if settings.api.qps_share == "demand":
         topics.append(
-            InternalTopic(
-                kafka.demand_topic, "IMGSWEEP_KAFKA__DEMAND_TOPIC", 1, {"cleanup.policy": "compact"}, required=False
-            )
+            InternalTopic(kafka.demand_topic, "IMGSWEEP_KAFKA__DEMAND_TOPIC", 1, DEMAND_TOPIC_CONFIG, required=False)
         )
     return topics
+
+
+def control_topic(settings: Settings) -> InternalTopic:
+    """The pauses and brakes (``service.control``): made (or named, with the command) before anything else, since no
+    call starts before it is read."""
+    return InternalTopic(settings.kafka.control_topic, "IMGSWEEP_KAFKA__CONTROL_TOPIC", 1, CONTROL_TOPIC_CONFIG)
 
 
 def collections_topic(settings: Settings, partitions: int) -> InternalTopic:

@@ -258,6 +258,7 @@ def control_reader_config(settings: Settings) -> dict[str, Any]:
 def control_producer_config(settings: Settings, **callbacks: Any) -> dict[str, Any]:
     """A pause, a resume or a tripped brake: acknowledged by every in-sync replica, retried for 30 s at most."""
     return {
+        **CONNECTION_RETRY,
         **{k: v for k, v in settings.kafka.librdkafka_common().items() if not k.startswith("auto.offset")},
         "client.id": f"imgsweep-{socket.gethostname()}-control",
         "acks": "all",

@@ -8,7 +8,8 @@ start-up and in ``check-config``, instead of a traceback from the running servic
 The probe (``check-config --probe``) does connect: it asks the brokers for their metadata with the
 consumer's configuration (the same security settings the service uses) and says which of the three topics
 is missing, and which internal topics a start would make (with the command, where imgsweep may not make them):
-behind the router, the collections topic and the ``.by-collection`` deletions changelog among them.
+the control topic, and behind the router the collections topic and the ``.by-collection`` deletions changelog
+among them.
 """
 
 from __future__ import annotations
@@ -185,22 +186,23 @@ def probe_brokers(settings: Settings, timeout: float) -> ProbeResult:
                 "(or this user may not describe it): create it, or set the right name"
             )
     warnings = []
-    found = metadata.topics.get(kafka.demand_topic)
-    if settings.api.qps_share == "demand" and (found is None or found.error is not None):
-        warnings.append(
-            f"IMGSWEEP_KAFKA__DEMAND_TOPIC: topic {kafka.demand_topic!r}{dry_run_form} does not exist on the brokers "
-            "(or this user may not describe it): replicas will share the QPS by partitions, not by what each has "
-            "to send, until it exists; "
-            + (
-                "imgsweep creates it at start"
-                if kafka.create_topics
-                else "create it compacted (cleanup.policy=compact, 1 partition)"
-            )
-        )
     for internal in _internal_topics(settings, metadata.topics):
-        if internal.name in metadata.topics or internal.name == kafka.demand_topic:  # the demand topic: above
+        found = metadata.topics.get(internal.name)
+        if found is not None and found.error is None:
             continue
-        if kafka.create_topics:
+        if internal.name == kafka.demand_topic:  # works without it, less well
+            warnings.append(
+                f"{internal.variable}: topic {internal.name!r}{dry_run_form} does not exist on the brokers (or this "
+                "user may not describe it): replicas will share the QPS by partitions, not by what each has to send, "
+                "until it exists; "
+                + (
+                    "imgsweep creates it at start"
+                    if kafka.create_topics
+                    else "IMGSWEEP_KAFKA__CREATE_TOPICS is false: create it with "
+                    + create_command(internal, kafka.bootstrap_servers)
+                )
+            )
+        elif kafka.create_topics:
             warnings.append(f"{internal.variable}: topic {internal.name!r} is missing; imgsweep creates it at start")
         else:
             # a budget topic no account's spending limit needs: the budget is then counted by each process alone

@@ -26,6 +26,7 @@ from service.control.state import ControlTable, Kind, State, Stop, Target, Unkno
 from service.control.topic import ensure_topic, heard, open_reader
 from service.kafka_clients import control_producer_config
 from service.metrics import ControlMetrics, Metrics
+from service.pipeline.steps.route import Routes
 from service.settings import Settings
 
 __all__ = ["ReplicaControls", "open_controls", "replica_name"]
@@ -54,6 +55,7 @@ def open_controls(settings: Settings, metrics: Metrics) -> ReplicaControls:
         producer=Producer(control_producer_config(settings)),
         brake=Brake(settings.brake.max_images_per_hour),
         metrics=metrics.control,
+        account_of=Routes((account.name, account.collections) for account in settings.api_accounts()).account_of,
     )
 
 
@@ -70,10 +72,11 @@ class ReplicaControls:
         producer: Producer,
         brake: Brake,
         metrics: ControlMetrics,
+        account_of: Callable[[str], str | None] = lambda _collection: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``reader``: assigned to the topic's beginning; ``end``: its end at start (read up to it before any
-        call starts)."""
+        call starts); ``account_of``: which account holds a collection (``imgsweep_account_stopped``)."""
         self._member = member
         self._topic = topic
         self._reader = reader
@@ -83,6 +86,7 @@ class ReplicaControls:
         self._producer = producer
         self._brake = brake
         self._metrics = metrics
+        self._account_of = account_of
         self._clock = clock
         self._table = ControlTable()
         self._written: dict[Target, Stop] = {}
@@ -232,4 +236,14 @@ class ReplicaControls:
         for kind in Kind:
             paused = sum(1 for target, stop in stops.items() if target.kind is kind and stop.state is State.PAUSED)
             metrics.paused.labels(kind).set(paused)
+        metrics.accounts_stopped(self._accounts_stopped(stops))
         metrics.brake_busiest_images.set(self._brake.busiest(now))
+
+    def _accounts_stopped(self, stops: dict[Target, Stop]) -> set[tuple[str, str]]:
+        """(account, why) for each stop: an account's own, or that of the account holding a stopped collection."""
+        stopped = set()
+        for target, stop in stops.items():
+            account = target.name if target.kind is Kind.ACCOUNT else self._account_of(target.name)
+            if account is not None:
+                stopped.add((account, str(stop.state)))
+        return stopped

@@ -1,4 +1,5 @@
-"""The control topic on the broker: made when missing, read from its beginning, written to. Blocking; start-up
+"""The control topic on the broker: made when missing (unless ``IMGSWEEP_KAFKA__CREATE_TOPICS`` is false: then
+named with its command), read from its beginning, written to. Blocking; start-up
 and the command line only (the running replica reads it through ``ReplicaControls``, which never blocks).
 
 One partition and ``cleanup.policy=compact``: one record per key (``collection:NAME``, ``account:NAME``) is kept,
@@ -15,31 +16,40 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic  # confluent_kafka.admin re-exports it implicitly only
 
 from service.control.state import ControlTable, Stop, Target, UnknownRecord
+from service.internal_topics import control_topic, create_command
 from service.kafka_clients import admin_config, control_producer_config, control_reader_config, watermarks
 from service.settings import ConfigError, Settings
 
-__all__ = ["TOPIC_CONFIG", "ensure_topic", "heard", "open_reader", "read_table", "write_stop"]
+__all__ = ["ensure_topic", "heard", "open_reader", "read_table", "write_stop"]
 
-TOPIC_CONFIG: Final = {"cleanup.policy": "compact", "segment.ms": "3600000", "min.cleanable.dirty.ratio": "0.1"}
 TIMEOUT: Final = 10.0
 
 
 def ensure_topic(settings: Settings, timeout: float = TIMEOUT) -> bool:
-    """Creates the control topic if the brokers do not have it (1 partition, compacted); True if it made it.
+    """Creates the control topic if the brokers do not have it (``service.internal_topics.control_topic``: one
+    partition, compacted); True if it made it.
 
-    ConfigError, naming the setting, if it can be neither found nor created."""
-    topic = settings.kafka.control_topic
+    ConfigError, naming the setting and the command that creates it, if it can be neither found nor created, or is
+    missing and ``IMGSWEEP_KAFKA__CREATE_TOPICS`` is false."""
+    topic = control_topic(settings)
     admin = AdminClient(admin_config(settings))
     try:
-        found = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+        found = admin.list_topics(topic.name, timeout=timeout).topics.get(topic.name)
         if found is not None and found.error is None:
             return False
+        if not settings.kafka.create_topics:
+            raise ConfigError(
+                _cannot(
+                    settings,
+                    "does not exist (or this user may not describe it) and IMGSWEEP_KAFKA__CREATE_TOPICS is false",
+                )
+            )
         futures = admin.create_topics(
-            [NewTopic(topic, num_partitions=1, replication_factor=-1, config=dict(TOPIC_CONFIG))],
+            [NewTopic(topic.name, num_partitions=1, replication_factor=-1, config=dict(topic.config))],
             operation_timeout=timeout,
             request_timeout=timeout,
         )
-        futures[topic].result(timeout=timeout)
+        futures[topic.name].result(timeout=timeout)
     except KafkaException as error:
         kafka_error: KafkaError = error.args[0]
         if kafka_error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
@@ -49,10 +59,10 @@ def ensure_topic(settings: Settings, timeout: float = TIMEOUT) -> bool:
 
 
 def _cannot(settings: Settings, why: str) -> str:
-    topic = settings.kafka.control_topic
+    kafka = settings.kafka
     return (
-        f"IMGSWEEP_KAFKA__CONTROL_TOPIC: control topic {topic!r} on {settings.kafka.bootstrap_servers}: {why} "
-        f"(create it: kafka-topics.sh --create --topic {topic} --partitions 1 --config cleanup.policy=compact)"
+        f"IMGSWEEP_KAFKA__CONTROL_TOPIC: control topic {kafka.control_topic!r} on {kafka.bootstrap_servers}: {why}; "
+        f"create it: {create_command(control_topic(settings), kafka.bootstrap_servers)}"
     )
 
 

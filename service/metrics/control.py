@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from service.metrics.labels import BRAKE_SERIES, OTHER
+from service.metrics.labels import ACCOUNT_STOPS, BRAKE_SERIES, OTHER
 
 __all__ = ["ControlMetrics"]
 
@@ -14,7 +14,8 @@ __all__ = ["ControlMetrics"]
 class ControlMetrics:
     """The brake's and the pauses' series (``service.control``)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, accounts: Sequence[str]) -> None:
+        """``accounts``: the ``account`` label's values (``imgsweep_account_stopped``; another name is not shown)."""
         self.brake_tripped = Gauge(
             "imgsweep_brake_tripped",
             "1 for each collection whose brake is tripped (its deletions stop on every replica until `imgsweep brake "
@@ -45,6 +46,14 @@ class ControlMetrics:
             ["kind"],
             registry=registry,
         )
+        self.account_stopped = Gauge(
+            "imgsweep_account_stopped",
+            "1 while deletions of the account, or of a collection of it, are stopped by the control topic: why=paused "
+            "(`imgsweep pause`, ImgsweepPausedForLong) or why=braked (a collection's brake, ImgsweepBrakeTripped). "
+            "Their events rightly hold the account's commits and outcomes, so its stall alerts leave it out.",
+            ["account", "why"],
+            registry=registry,
+        )
         self.control_caught_up = Gauge(
             "imgsweep_control_caught_up",
             "1 once the control topic was read up to its end: until then no call starts.",
@@ -52,6 +61,10 @@ class ControlMetrics:
         )
         for kind in ("account", "collection"):
             self.paused.labels(kind)
+        self._accounts = tuple(accounts)
+        for account in self._accounts:
+            for why in ACCOUNT_STOPS:
+                self.account_stopped.labels(account, why)
         self.brake_tripped.labels(OTHER).set(0)
         self._brake_series: set[str] = {OTHER}
 
@@ -67,3 +80,10 @@ class ControlMetrics:
         for collection, value in wanted.items():
             self.brake_tripped.labels(collection).set(value)
         self._brake_series = set(wanted)
+
+    def accounts_stopped(self, stopped: Iterable[tuple[str, str]]) -> None:
+        """The (account, why) pairs stopped now: 1 each, every other pair of a known account 0."""
+        now = set(stopped)
+        for account in self._accounts:
+            for why in ACCOUNT_STOPS:
+                self.account_stopped.labels(account, why).set(1.0 if (account, why) in now else 0.0)

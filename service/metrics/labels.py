@@ -20,6 +20,7 @@ from service.budget import Why
 from service.vocabulary import CancelReason, DeadLetterReason
 
 __all__ = [
+    "ACCOUNT_STOPS",
     "API_CODES",
     "BRAKE_SERIES",
     "HELD_UNTIL_RESET",
@@ -62,6 +63,9 @@ IMAGE_REASONS: Final = (
 
 BRAKE_SERIES: Final = 20
 """At most this many ``imgsweep_brake_tripped`` series carry a collection's name."""
+
+ACCOUNT_STOPS: Final = ("paused", "braked")
+"""``imgsweep_account_stopped``'s ``why``: the control topic's states (``service.control.state.State``)."""
 
 HELD_UNTIL_RESET: Final = (Why.RESERVE_ONLY, Why.SPEND_LIMIT, Why.QUOTA_EXHAUSTED)
 """Why the budget holds every call until the reset: ``imgsweep_budget_waiting_for_reset``'s label set."""

@@ -197,7 +197,7 @@ class Metrics(DeliveryMetrics, BudgetMetrics, ReadingMetrics):
             registry=r,
         )
         self._declare_budget(r)
-        self.control = ControlMetrics(r)
+        self.control = ControlMetrics(r, accounts)
         self._initialise_labels(accounts)
 
     def _initialise_labels(self, accounts: Iterable[str]) -> None:

@@ -107,15 +107,16 @@ class KafkaSettings(Section):
     create_topics: bool = Field(
         default=True,
         description=(
-            "Create imgsweep's internal topics (demand, deletions) when they are missing; false for clusters where "
-            "only operators create topics: `imgsweep check-config --probe` then prints the commands."
+            "Create imgsweep's internal topics (control, deletions, demand, budget, collections) when they are "
+            "missing; false for clusters where only operators create topics: `imgsweep check-config --probe` and "
+            "the start-up log then print the commands."
         ),
     )
     control_topic: TopicName = Field(
         default="catalog.imgsweep.control",
         description=(
             "Compacted topic of pauses and tripped brakes every replica obeys (imgsweep pause/resume, brake); "
-            "created when missing (1 partition, cleanup.policy=compact)."
+            "created when missing (1 partition, cleanup.policy=compact) unless create_topics is false."
         ),
     )
     repartition: bool = Field(

@@ -108,6 +108,7 @@ def test_a_collection_over_its_brake_stops_until_an_operator_resumes_it(
 
     wait_for(lambda: service.metric("imgsweep_brake_tripped", 'collection="shoes"') == 1, 30, "the brake never tripped")
     tripped = time.monotonic() - produced
+    assert service.metric("imgsweep_account_stopped", 'account="default",why="braked"') == 1
     wait_for(lambda: _done(kafka_bootstrap, names, bags, 2)["bags"] == bags, 30, "bags did not go on deleting")
     done = _done(kafka_bootstrap, names, shoes + bags, 3)
     committed = _committed(kafka_bootstrap, names, shoes + bags, routed=routed)
@@ -183,6 +184,8 @@ def test_pause_stops_a_collection_within_seconds_while_another_goes_on_and_resum
     assert "collection shoes: paused by" in status
     assert "e2e: catalog incident" in status
     assert service.metric("imgsweep_pending_events") == per_collection
+    # the account holding the paused collection: what keeps its stall alerts quiet (namespace_job:imgsweep_account_held)
+    assert service.metric("imgsweep_account_stopped", 'account="default",why="paused"') == 1
 
     resumed = _ok(_imgsweep(service, "resume", "--collection", "shoes"))
     assert resumed.startswith("collection shoes resumed"), resumed
@@ -192,6 +195,7 @@ def test_pause_stops_a_collection_within_seconds_while_another_goes_on_and_resum
         "shoes never went after resume",
     )
     assert service.metric("imgsweep_paused", 'kind="collection"') == 0
+    assert service.metric("imgsweep_account_stopped", 'account="default",why="paused"') == 0
     assert "collection shoes is not paused" in _ok(_imgsweep(service, "resume", "--collection", "shoes"))
 
 

@@ -227,13 +227,15 @@ def test_where_it_may_not_make_topics_the_probe_names_the_budget_topic_a_spendin
     names = {"KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic()}
     settings = {
         **LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names, "KAFKA__CREATE_TOPICS": "false",
-        "KAFKA__BUDGET_TOPIC": "it-never-created-budget",
+        "KAFKA__BUDGET_TOPIC": "it-never-created-budget", "KAFKA__CONTROL_TOPIC": new_topic(),
+        "KAFKA__DELETIONS_TOPIC": new_topic(), "KAFKA__REPARTITION": "false",
     }  # fmt: skip
     command = (
         f"kafka-topics.sh --bootstrap-server {kafka_bootstrap} --create --topic it-never-created-budget "
         "--partitions 1 --config cleanup.policy=compact"
     )
     daily = imgsweep(secrets_dir, "check-config", "--probe", settings=settings)
+    assert daily.returncode == 0, daily.stderr  # only warnings: the budget topic, the demand topic
     budget_lines = [line for line in daily.stderr.splitlines() if "IMGSWEEP_KAFKA__BUDGET_TOPIC" in line]
     assert [line.startswith("imgsweep: warning: ") for line in budget_lines] == [True], daily.stderr
     assert command in budget_lines[0]
@@ -256,6 +258,7 @@ def test_where_it_may_not_make_topics_the_probe_names_the_collections_topic_and_
         "KAFKA__INPUT_TOPIC": new_topic(partitions=3), "KAFKA__OUTCOME_TOPIC": new_topic(),
         "KAFKA__DLQ_TOPIC": new_topic(), "KAFKA__COLLECTIONS_TOPIC": "it-never-created-collections",
         "KAFKA__DELETIONS_TOPIC": "it-never-created-deletions",
+        "KAFKA__CONTROL_TOPIC": new_topic(),  # there (the test below names it when it is not)
     }  # fmt: skip
     settings = {
         **LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names, "KAFKA__CREATE_TOPICS": "false",
@@ -293,6 +296,57 @@ def test_where_it_may_not_make_topics_the_probe_names_the_collections_topic_and_
         f"IMGSWEEP_KAFKA__CREATE_TOPICS is false: {create} it-never-created-deletions --partitions 3 "
         f"--config cleanup.policy=compact,delete {week}",
     ]
+
+
+@pytest.mark.integration
+def test_where_it_may_not_make_topics_the_probe_and_run_name_the_control_and_demand_topics(
+    kafka_bootstrap: str, new_topic: Callable[..., str], secrets_dir: Path
+) -> None:
+    """The control topic is an internal topic like the others: where imgsweep may not make topics, the probe names it
+    as a problem (no replica starts without it) with its exact command, and `run` stops with the same command
+    instead of making it; the missing demand topic is a warning with its command (the probe still fails, for the
+    control topic). Made by hand with those commands' settings, both are quiet."""
+    names = {
+        "KAFKA__INPUT_TOPIC": new_topic(), "KAFKA__OUTCOME_TOPIC": new_topic(), "KAFKA__DLQ_TOPIC": new_topic(),
+        "KAFKA__DELETIONS_TOPIC": new_topic(), "KAFKA__CONTROL_TOPIC": "it-never-created-control",
+        "KAFKA__DEMAND_TOPIC": "it-never-created-demand",
+    }  # fmt: skip
+    settings = {
+        **LIVE, "KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap, **names, "KAFKA__CREATE_TOPICS": "false",
+        "KAFKA__REPARTITION": "false", "API__DAILY_CALLS": "-1",
+    }  # fmt: skip
+    create = f"kafka-topics.sh --bootstrap-server {kafka_bootstrap} --create --topic"
+    control = (
+        f"{create} it-never-created-control --partitions 1 --config cleanup.policy=compact --config segment.ms=3600000 "
+        "--config min.cleanable.dirty.ratio=0.1"
+    )
+    demand = (
+        f"{create} it-never-created-demand --partitions 1 --config cleanup.policy=compact --config segment.ms=600000 "
+        "--config min.cleanable.dirty.ratio=0.1"
+    )
+
+    probe = imgsweep(secrets_dir, "check-config", "--probe", settings=settings)
+    assert probe.returncode == EXIT_CONFIG, probe.stderr
+    problems = [line for line in probe.stderr.splitlines() if line.startswith("imgsweep: ") and "warning" not in line]
+    assert problems == [
+        "imgsweep: IMGSWEEP_KAFKA__CONTROL_TOPIC: topic 'it-never-created-control' does not exist and "
+        f"IMGSWEEP_KAFKA__CREATE_TOPICS is false: create it with {control}"
+    ]
+    (warning,) = [line for line in probe.stderr.splitlines() if "IMGSWEEP_KAFKA__DEMAND_TOPIC" in line]
+    assert warning.startswith("imgsweep: warning: IMGSWEEP_KAFKA__DEMAND_TOPIC: topic 'it-never-created-demand'")
+    assert "share the QPS by partitions" in warning
+    assert warning.endswith(f"IMGSWEEP_KAFKA__CREATE_TOPICS is false: create it with {demand}")
+
+    run = imgsweep(secrets_dir, "run", settings=settings)
+    assert run.returncode == EXIT_CONFIG, run.stderr[-2000:]
+    (line,) = [line for line in run.stderr.splitlines() if "IMGSWEEP_KAFKA__CONTROL_TOPIC" in line]
+    assert f"IMGSWEEP_KAFKA__CREATE_TOPICS is false; create it: {control}" in line, line
+    assert "Traceback" not in run.stderr
+
+    made = {**settings, "KAFKA__CONTROL_TOPIC": new_topic(), "KAFKA__DEMAND_TOPIC": new_topic()}
+    quiet = imgsweep(secrets_dir, "check-config", "--probe", settings=made)
+    assert quiet.returncode == 0, quiet.stderr
+    assert [line for line in quiet.stderr.splitlines() if line.startswith("imgsweep: ") and "_TOPIC: " in line] == []
 
 
 def test_probe_names_the_bootstrap_servers_when_no_broker_answers(secrets_dir: Path) -> None:

@@ -14,6 +14,7 @@ from confluent_kafka.admin._config import ConfigResource  # confluent_kafka.admi
 from service.control.replica import ReplicaControls, open_controls
 from service.control.state import Kind, State, Stop, Target
 from service.control.topic import ensure_topic, read_table, write_stop
+from service.internal_topics import CONTROL_TOPIC_CONFIG
 from service.metrics import Metrics
 from service.settings import ConfigError, Settings
 
@@ -49,7 +50,31 @@ def test_a_missing_control_topic_is_made_compacted_with_one_partition(
     metadata = kafka_admin.list_topics(topic, timeout=TIMEOUT).topics[topic]
     assert len(metadata.partitions) == 1
     (described,) = kafka_admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values()
-    assert described.result(TIMEOUT)["cleanup.policy"].value == "compact"
+    configs = described.result(TIMEOUT)
+    assert {name: configs[name].value for name in CONTROL_TOPIC_CONFIG} == CONTROL_TOPIC_CONFIG
+
+
+def test_where_it_may_not_make_topics_a_missing_control_topic_is_named_with_its_command(
+    settings: Settings, kafka_admin: AdminClient
+) -> None:
+    """``IMGSWEEP_KAFKA__CREATE_TOPICS=false``: nothing is made, and the one line names the setting and the exact
+    command (the bootstrap servers and every config imgsweep would give it)."""
+    topic, bootstrap = settings.kafka.control_topic, settings.kafka.bootstrap_servers
+    locked = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"create_topics": False})})
+    with pytest.raises(ConfigError) as refused:
+        ensure_topic(locked)
+    assert str(refused.value) == (
+        f"IMGSWEEP_KAFKA__CONTROL_TOPIC: control topic {topic!r} on {bootstrap}: does not exist (or this user may not "
+        "describe it) and IMGSWEEP_KAFKA__CREATE_TOPICS is false; create it: kafka-topics.sh --bootstrap-server "
+        f"{bootstrap} --create --topic {topic} --partitions 1 --config cleanup.policy=compact --config "
+        "segment.ms=3600000 --config min.cleanable.dirty.ratio=0.1"
+    )
+    assert topic not in kafka_admin.list_topics(timeout=TIMEOUT).topics, "made although it may not"
+    assert ensure_topic(settings) is True
+    deadline = time.monotonic() + TIMEOUT  # the new topic reaches every broker's metadata a little later
+    while topic not in kafka_admin.list_topics(topic, timeout=TIMEOUT).topics and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ensure_topic(locked) is False, "there: nothing to say"
 
 
 def test_stops_written_are_read_back_from_the_beginning_and_a_tombstone_lifts_them(settings: Settings) -> None:

@@ -31,6 +31,7 @@ import jsonschema
 import pytest
 import yaml
 
+from service.internal_topics import CONTROL_TOPIC_CONFIG, DEMAND_TOPIC_CONFIG
 from service.kafka_preflight import check_librdkafka_config
 from service.settings import DRY_RUN_SUFFIX, ApiSettings, BatchSettings, ConfigError, Settings, load_settings
 
@@ -1511,10 +1512,20 @@ def test_notes_say_what_static_membership_costs(tmp_path: Path) -> None:
 
 
 def test_notes_say_how_to_create_the_demand_topic_and_what_autoscaling_follows(tmp_path: Path) -> None:
+    """imgsweep makes its internal topics by default: the notes give no command. Where it may not, they give the
+    control and demand topics' commands with the configs imgsweep itself would give them."""
     notes = render_notes(tmp_path)
-    assert "--topic catalog.imgsweep.demand.dry-run" in notes  # a dry run announces on its own demand topic
-    assert "cleanup.policy=compact" in notes
-    live = render_notes(tmp_path / "live", "--set", "dryRun=false", "--set", "existingSecret=keys")
+    assert "catalog.imgsweep.demand.dry-run, which imgsweep makes when it is missing" in notes  # a dry run's own
+    assert "kafka-topics.sh" not in notes
+    locked = ("--set", "kafka.createTopics=false")
+    notes = render_notes(tmp_path / "locked", *locked)
+    control, demand = (
+        f"--partitions 1 --config {' --config '.join(f'{name}={value}' for name, value in config.items())}"
+        for config in (CONTROL_TOPIC_CONFIG, DEMAND_TOPIC_CONFIG)
+    )
+    assert f"--topic catalog.imgsweep.control.dry-run \\\n    {control}" in notes
+    assert f"--topic catalog.imgsweep.demand.dry-run \\\n    {demand}" in notes
+    live = render_notes(tmp_path / "live", "--set", "dryRun=false", "--set", "existingSecret=keys", *locked)
     assert "--topic catalog.imgsweep.demand \\" in live
     assert "demand" not in render_notes(tmp_path / "partitions", "--set", "api.qpsShare=partitions")
     scaled = render_notes(tmp_path / "keda", *VALUE_SETS["all-on"])

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from service import kafka_clients
 from service.kafka_clients import CONNECTION_RETRY, LIBRDKAFKA_LOGGER, consumer_config, producer_config
 from service.settings import load_settings
 
@@ -79,3 +80,29 @@ def test_librdkafkas_own_retry_would_flood_the_log(
     monkeypatch.setenv("IMGSWEEP_DRY_RUN", "true")
     config = {k: v for k, v in consumer_config(load_settings()).items() if k not in CONNECTION_RETRY}
     assert fail_lines(config, closed_port, librdkafka_lines) > 20
+
+
+def test_every_producer_imgsweep_builds_logs_a_few_lines_a_minute(closed_port: int, librdkafka_lines: Lines) -> None:
+    """Each of ``service.kafka_clients``' producers (every public ``*producer_config``, so a new one is counted
+    without being listed here), pointed at the closed port together: the control producer, built without the
+    backoff, logged 23 FAIL lines in 20 s where the others logged 2."""
+    settings = load_settings()
+    builders = [name for name in kafka_clients.__all__ if name.endswith("producer_config")]
+    assert "control_producer_config" in builders
+    producers = [
+        Producer(
+            getattr(kafka_clients, name)(settings)
+            | {"bootstrap.servers": f"127.0.0.1:{closed_port}", "client.id": f"outage-{name}"}
+        )
+        for name in builders
+    ]
+    deadline = time.monotonic() + WATCH_SECONDS
+    while time.monotonic() < deadline:
+        for producer in producers:
+            producer.poll(0.02)
+    fails = {
+        name: sum(1 for r in librdkafka_lines.records if r.getMessage().startswith(f"FAIL [outage-{name}#"))
+        for name in builders
+    }
+    # Each trying at 0 s, about 1 s and about 3 s (jitter -25 %..+50 %), maybe once more.
+    assert all(1 <= count <= 4 for count in fails.values()), fails

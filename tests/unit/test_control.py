@@ -26,7 +26,9 @@ from service.control import Brake, ControlTable, Kind, State, Stop, Target, Unkn
 from service.control import cli as control_cli
 from service.control.replica import ReplicaControls
 from service.health import HealthState
+from service.internal_topics import DEMAND_TOPIC_CONFIG, control_topic, create_command, internal_topics
 from service.metrics import BRAKE_SERIES, Metrics
+from service.metrics.labels import ACCOUNT_STOPS
 from service.pipeline.batcher import Batcher, ReadyBatch
 from service.pipeline.halt import Halt
 from service.pipeline.lane import AccountLane, LaneShared
@@ -453,6 +455,49 @@ def test_a_trip_the_broker_refused_is_written_again() -> None:
     assert controls.holds("shop", "shoes")
 
 
+def test_each_account_says_whether_its_deletions_are_paused_or_braked() -> None:
+    """``imgsweep_account_stopped{account, why}``: what excuses an account's stall alerts. A paused account, a paused
+    collection of it and a braked collection of it each mark the account holding them; another account stays 0; a
+    collection of no account and an account imgsweep does not have mark nothing (no new series)."""
+    log = ControlLog()
+    metrics = Metrics(accounts=["shop", "outlet", "idle"])
+    routes = {"shoes": "shop", "bags": "outlet", "hats": "outlet"}
+    controls = ReplicaControls(
+        member="replica-1", topic="control", reader=log, end=0, producer=log,  # type: ignore[arg-type]
+        brake=Brake(100), metrics=metrics.control, account_of=routes.get, clock=lambda: 0.0,
+    )  # fmt: skip
+
+    def stopped() -> dict[tuple[str, str], float | None]:
+        return {
+            (account, why): _gauge(metrics, "imgsweep_account_stopped", account=account, why=why)
+            for account in ("shop", "outlet", "idle", "nobody")
+            for why in ("paused", "braked")
+        }
+
+    nothing = {(a, w): 0.0 for a in ("shop", "outlet", "idle") for w in ("paused", "braked")}
+    assert stopped() == {**nothing, ("nobody", "paused"): None, ("nobody", "braked"): None}
+    log.append(b"account:shop", _stop().encode())
+    log.append(b"collection:hats", _stop().encode())
+    log.append(b"collection:unowned", _stop().encode())
+    log.append(b"account:nobody", _stop().encode())
+    controls.poll()
+    assert stopped() == {
+        **nothing, ("shop", "paused"): 1.0, ("outlet", "paused"): 1.0, ("nobody", "paused"): None,
+        ("nobody", "braked"): None,
+    }  # fmt: skip
+    assert not controls.admit("bags", 101), "over the brake's 100"
+    assert _gauge(metrics, "imgsweep_account_stopped", account="outlet", why="braked") == 1, "at once, on the trip"
+    log.append(b"account:shop", None)
+    log.append(b"collection:hats", None)
+    controls.poll()
+    assert _gauge(metrics, "imgsweep_account_stopped", account="shop", why="paused") == 0
+    assert _gauge(metrics, "imgsweep_account_stopped", account="outlet", why="paused") == 0
+    assert _gauge(metrics, "imgsweep_account_stopped", account="outlet", why="braked") == 1
+    log.append(b"collection:bags", None)  # imgsweep brake resume --collection bags
+    controls.poll()
+    assert _gauge(metrics, "imgsweep_account_stopped", account="outlet", why="braked") == 0
+
+
 def test_the_tripped_metric_has_a_bounded_number_of_series() -> None:
     metrics = Metrics(CollectorRegistry())
     assert _gauge(metrics, "imgsweep_brake_tripped", collection="other") == 0, "always there, for alerts and panels"
@@ -590,3 +635,25 @@ def test_the_brake_and_the_control_topic_settings(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("IMGSWEEP_KAFKA__CONTROL_TOPIC", "catalog.product-delisted")
     with pytest.raises(ConfigError, match="control_topic, budget_topic and collections_topic five more"):
         load_settings()
+
+
+@pytest.mark.usefixtures("settings_from_the_test_only")
+def test_the_control_topic_is_an_internal_topic_made_or_named_with_the_configs_imgsweep_gives_it() -> None:
+    """What `run` makes when missing and what the probe names where it may not make it: the same topic, the same
+    configs, so an operator's command and imgsweep's own creation agree (the demand topic likewise)."""
+    settings = load_settings()
+    topics = {topic.variable: topic for topic in internal_topics(settings, 3)}
+    control = topics["IMGSWEEP_KAFKA__CONTROL_TOPIC"]
+    assert control == control_topic(settings)
+    assert (control.name, control.partitions, control.required) == ("catalog.imgsweep.control", 1, True)
+    assert create_command(control, "kafka:9092") == (
+        "kafka-topics.sh --bootstrap-server kafka:9092 --create --topic catalog.imgsweep.control --partitions 1 "
+        "--config cleanup.policy=compact --config segment.ms=3600000 --config min.cleanable.dirty.ratio=0.1"
+    )
+    demand = topics["IMGSWEEP_KAFKA__DEMAND_TOPIC"]
+    assert (demand.partitions, demand.required, demand.config) == (1, False, DEMAND_TOPIC_CONFIG)
+    assert demand.config["segment.ms"] == "600000"
+
+
+def test_the_account_stopped_metric_says_why_in_the_control_topics_words() -> None:
+    assert tuple(State) == ACCOUNT_STOPS

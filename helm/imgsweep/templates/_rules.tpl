@@ -84,13 +84,14 @@ prometheusRule.alerts gets the defaults), or {} when it is disabled. Called with
 {{- end }}
 
 {{/*
-When an account's stall alerts are excused by the accounts' waits (namespace_job:imgsweep_account_waiting:max),
-matched on (namespace, job, account): an account's series by its own wait; the "*" series (several accounts, no
-router: every partition is every account's) by any account's.
+When an account's commit and outcome stall alerts are excused by what rightly holds the accounts' events
+(namespace_job:imgsweep_account_held:max: a wait, a pause or a brake), matched on (namespace, job, account): an
+account's series by its own; the "*" series (several accounts, no router: every partition is every account's) by
+any account's.
 */}}
-{{- define "imgsweep.accountWaiting" -}}
-namespace_job:imgsweep_account_waiting:max == 1
-            or label_replace(max by (namespace, job) (namespace_job:imgsweep_account_waiting:max), "account", "*", "", "") == 1
+{{- define "imgsweep.accountHeld" -}}
+namespace_job:imgsweep_account_held:max == 1
+            or label_replace(max by (namespace, job) (namespace_job:imgsweep_account_held:max), "account", "*", "", "") == 1
 {{- end }}
 
 {{- define "imgsweep.rules" -}}
@@ -171,6 +172,20 @@ groups:
             or label_replace(imgsweep_account_halted, "why", "halted", "", "")
             or label_replace(max without (why) (imgsweep_budget_waiting_for_reset), "why", "held_until_reset", "", "")
             or label_replace(imgsweep_budget_limited, "why", "budget_limited", "", "")
+          )
+
+      # 1 while an account's events rightly hold its partitions' commits and outcomes: it waits (above), or its
+      # deletions, or those of a collection it holds, are stopped on purpose (`imgsweep pause`) or by a tripped
+      # brake (imgsweep_account_stopped), each of which has its own alert (ImgsweepPausedForLong, a warning;
+      # ImgsweepBrakeTripped, critical); else 0. What excuses that account's ImgsweepConsumerStalled and
+      # ImgsweepNoOutcomes, so a pause does not page and a brake pages once. ImgsweepAccountStalled keeps the
+      # waits alone: its demand already leaves paused and braked images out, so a stop of one collection does not
+      # hide the account's other collections making no call.
+      - record: namespace_job:imgsweep_account_held:max
+        expr: |
+          max by (namespace, job, account) (
+            namespace_job:imgsweep_account_waiting:max
+            or max without (why) (imgsweep_account_stopped)
           )
 
       # When the calls imgsweep may still spend today on an account run out at its last hour's pace: the
@@ -455,12 +470,13 @@ groups:
 
       - alert: ImgsweepConsumerStalled
         # Per account: lag on its partitions and no commit moved past any of their records. Excused by that
-        # account's own wait (its events rightly hold its partitions' commits), never by another's; the "*"
-        # series (several accounts, no router) by any account's wait; every series by a replica's fatal state.
+        # account's own wait, pause or brake (its events rightly hold its partitions' commits; a pause and a brake
+        # have their own alerts), never by another's; the "*" series (several accounts, no router) by any
+        # account's; every series by a replica's fatal state.
         expr: |
           namespace_job:imgsweep_consumer_lag_messages:sum > 0
           and on (namespace, job, account) sum by (namespace, job, account) (increase(imgsweep_committed_records_total[15m])) == 0
-          unless on (namespace, job, account) ({{ include "imgsweep.accountWaiting" . }})
+          unless on (namespace, job, account) ({{ include "imgsweep.accountHeld" . }})
           unless on (namespace, job) max by (namespace, job) (imgsweep_fatal) == 1
         for: {{ .for }}
         labels:
@@ -471,7 +487,8 @@ groups:
             {{"{{"}} $value | humanize }} messages wait on the partitions of account {{"{{"}} $labels.account }} ("*": every
             account's, without the router) and {{"{{"}} $labels.job }} has committed none of their records for 15 minutes,
             although that account's quota is not spent, its pack is not empty, it is not halted, its budget holds
-            nothing back and no replica is in the fatal state. Another account's wait does not excuse it.
+            nothing back, nothing of it is paused or braked and no replica is in the fatal state. Another account's
+            wait, pause or brake does not excuse it.
           runbook_url: {{ $runbook }}#consumer-stalled
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepAccountStalled") | fromJson }}
@@ -499,7 +516,7 @@ groups:
 
       - alert: ImgsweepNoOutcomes
         # Per account: valid input arrived on its partitions (consumed, or piling up as lag) but no outcome of
-        # theirs was published. Excused as ImgsweepConsumerStalled is: by that account's own wait only.
+        # theirs was published. Excused as ImgsweepConsumerStalled is: by that account's own wait, pause or brake only.
         expr: |
           (
             sum by (namespace, job, account) (increase(imgsweep_events_consumed_total[30m]))
@@ -508,7 +525,7 @@ groups:
             delta(namespace_job:imgsweep_consumer_lag_messages:sum[30m]) > 0
           )
           and on (namespace, job, account) sum by (namespace, job, account) (increase(imgsweep_outcomes_total[30m])) == 0
-          unless on (namespace, job, account) ({{ include "imgsweep.accountWaiting" . }})
+          unless on (namespace, job, account) ({{ include "imgsweep.accountHeld" . }})
           unless on (namespace, job) max by (namespace, job) (imgsweep_fatal) == 1
         for: {{ .for }}
         labels:
@@ -518,8 +535,9 @@ groups:
           description: >-
             Events arrived on the partitions of account {{"{{"}} $labels.account }} ("*": every account's, without the
             router) in the last 30 minutes but {{"{{"}} $labels.job }} acknowledged no outcome of theirs, although that
-            account's quota is not spent, its pack is not empty, it is not halted, its budget holds nothing back and
-            no replica is in the fatal state. Another account's wait does not excuse it.
+            account's quota is not spent, its pack is not empty, it is not halted, its budget holds nothing back,
+            nothing of it is paused or braked and no replica is in the fatal state. Another account's wait, pause or
+            brake does not excuse it.
           runbook_url: {{ $runbook }}#no-outcomes
       {{- end }}
       {{- with include "imgsweep.alert" (list $ "ImgsweepRouterStalled") | fromJson }}
