@@ -11,7 +11,11 @@ Two figures, each in a fresh Python process of its own so that one's memory neve
   made as the reader hands it over, never held beforehand, as librdkafka hands them over) read by
   ``changelog.restore`` into a ``Ledger`` whose memory is bounded at ``--products``: the seconds it took, the
   process's RSS before (Python and imgsweep imported), at its peak (``VmHWM``) and after. librdkafka's own part of
-  a real restore (fetching, its 16 MB prefetch) is not in it: this is what Python does on the poll loop.
+  a real restore (fetching, its 16 MB prefetch) is not in it: this is what Python does on the poll loop. Its CPU
+  seconds are given beside the wall clock's, which a loaded machine stretches;
+- **the steady state at the bound**: ``deleted`` for twice ``--products`` products of 4 images, bounded at
+  ``--products`` (the older half forgotten on the way): the process's RSS then, what a replica holds at its bound
+  after a long run (freed entries' memory is reused by new ones, not returned).
 
 ``--before DIR``: also measure the code of another tree, side by side (``DIR/service``; make one with
 ``git archive <commit> service | tar -x -C DIR``). A reader whose ``read`` is not a generator is given the list
@@ -21,12 +25,14 @@ its real reader built. Prints the figures; never asserts.
 from __future__ import annotations
 
 import argparse
+import gc
 import inspect
 import json
 import os
 import subprocess
 import sys
 import time
+import tracemalloc
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -44,10 +50,7 @@ def _status_mb(field: str) -> float:
 
 
 def _bytes_a_product(images: int) -> dict[str, Any]:
-    import gc
-    import tracemalloc
-
-    from service.pipeline.deletions import DeletionMemory
+    from service.pipeline.deletions import DeletionMemory  # noqa: PLC0415 - from the tree measured (``_child``)
 
     memory = DeletionMemory(window_seconds=7 * 86_400, max_products=10 * PRODUCTS_FOR_BYTES, wall_ms=lambda: WALL_MS)
     events = [_event(n, images).encode() for n in range(PRODUCTS_FOR_BYTES)]
@@ -80,10 +83,10 @@ def _changelog(products: int, images: int) -> Iterator[tuple[bytes | None, bytes
 
 
 def _restore(products: int, images: int) -> dict[str, Any]:
-    from service.metrics import Metrics
-    from service.pipeline import changelog
-    from service.pipeline.deletions import DeletionMemory
-    from service.pipeline.ledger import Ledger
+    from service.metrics import Metrics  # noqa: PLC0415 - from the tree measured (``_child``), as below
+    from service.pipeline import changelog  # noqa: PLC0415
+    from service.pipeline.deletions import DeletionMemory  # noqa: PLC0415
+    from service.pipeline.ledger import Ledger  # noqa: PLC0415
 
     streamed = inspect.isgeneratorfunction(changelog.ChangelogReader.read)
 
@@ -96,22 +99,37 @@ def _restore(products: int, images: int) -> dict[str, Any]:
     ledger = Ledger("input", memory)
     metrics = Metrics()
     rss_before = _status_mb("VmRSS")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     changelog.restore(Reader(), ledger, [0], metrics)  # type: ignore[arg-type]
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     return {
         "streamed": streamed,
         "remembered": ledger.remembered(),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "rss_before_mb": rss_before,
         "rss_peak_mb": _status_mb("VmHWM"),
         "rss_after_mb": _status_mb("VmRSS"),
     }
 
 
+def _steady(products: int, images: int) -> dict[str, Any]:
+    from service.pipeline.deletions import DeletionMemory  # noqa: PLC0415 - from the tree measured (``_child``)
+
+    memory = DeletionMemory(window_seconds=7 * 86_400, max_products=products, wall_ms=lambda: WALL_MS)
+    rss_before = _status_mb("VmRSS")
+    for n in range(2 * products):
+        event = json.loads(_event(n, images))
+        memory.deleted(0, event["collection"], event["product"], event["images"])
+    return {"remembered": len(memory), "rss_before_mb": rss_before, "rss_after_mb": _status_mb("VmRSS")}
+
+
 def _child(source: str, what: str, products: int, images: int) -> None:
     sys.path.insert(0, source)
-    result = _bytes_a_product(images) if what == "bytes" else _restore(products, images)
+    if what == "bytes":
+        result = _bytes_a_product(images)
+    else:
+        result = _restore(products, images) if what == "restore" else _steady(products, images)
     print(json.dumps(result))
 
 
@@ -142,10 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name}: {images} image(s): {figure['bytes_a_product']:.0f} bytes a product (tracemalloc)")
     for name, tree in trees:
         r = _run(tree, "restore", args.products, 4)
+        how = "streamed" if r["streamed"] else "a list"
         print(
-            f"{name}: restore of {r['remembered']:,} products of 4 images ({'streamed' if r['streamed'] else 'a list'}):"
-            f" {r['seconds']:.1f} s, RSS {r['rss_before_mb']:.0f} MB before, {r['rss_peak_mb']:.0f} MB at its peak,"
-            f" {r['rss_after_mb']:.0f} MB after"
+            f"{name}: restore of {r['remembered']:,} products of 4 images ({how}): {r['seconds']:.1f} s"
+            f" ({r['cpu_seconds']:.1f} s of CPU), RSS {r['rss_before_mb']:.0f} MB before,"
+            f" {r['rss_peak_mb']:.0f} MB at its peak, {r['rss_after_mb']:.0f} MB after"
+        )
+    for name, tree in trees:
+        r = _run(tree, "steady", args.products, 4)
+        print(
+            f"{name}: {r['remembered']:,} products of 4 images after {2 * args.products:,} deletions: RSS"
+            f" {r['rss_before_mb']:.0f} MB before, {r['rss_after_mb']:.0f} MB after"
         )
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0
