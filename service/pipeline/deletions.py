@@ -13,11 +13,11 @@ compaction keeps one record per product) and by count (``max_products`` per repl
 
 Held compactly, because the count bound is what an operator sizes a pod by: one ordered map of two ``bytes`` a
 product, no object per image nor per entry. The key is the partition's number followed by the changelog key
-(``3["shoes","p1"]``), the value when it was deleted and its image ids (``1800000000000\\0a.jpg\\0b.jpg``). An
-entry is about 160 bytes plus 20 a product id's and 20 an image id's worth (measured with tracemalloc, ids of 11
-and 17 characters: 243 bytes with one image, 301 with four, against 631 and 829 as a dataclass holding a dict of
-image ids under tuple keys); the default bound of 200,000 products is then about 60 MB with four images
-(docs/performance.md, "Memory of deletions").
+(``3["shoes","p1"]``), the value when it was deleted and its image ids (``1800000000000\\0a.jpg\\0b.jpg``). A
+product costs about 200 bytes plus the lengths of its collection, its id and its image ids (tracemalloc, the
+sample stream's ids of 11 and 17 characters: 228 bytes with one image, 282 with four, where a dataclass holding a
+dict of image ids under tuple keys cost 631 and 829). At the default bound of 500,000 products of four images
+that is about 140 MB, 180 MB of RSS after a long run's turnover (docs/performance.md, "Memory of deletions").
 """
 
 from __future__ import annotations
