@@ -158,8 +158,9 @@ def _has_nul(images: Iterable[str]) -> bool:
 
 
 def _unpack(held: bytes) -> tuple[int, list[str]]:
+    """When and which images (each once, should another writer of the changelog have repeated one)."""
     at_ms, *images = held.decode().split(_SEPARATOR)
-    return int(at_ms), images
+    return int(at_ms), list(dict.fromkeys(images))
 
 
 def _value(at_ms: int, images: list[str]) -> bytes:
@@ -171,7 +172,9 @@ def _value(at_ms: int, images: list[str]) -> bytes:
 # form is parsed. A JSON string with no quote, backslash nor control character is its text between quotes.
 _TEXT: Final = rb'"[^"\\\x00-\x1f]*"'
 _PLAIN_KEY: Final = re.compile(rb"\[" + _TEXT + rb"," + _TEXT + rb"\]")
-_PLAIN_VALUE: Final = re.compile(rb'\{"at":(0|[1-9][0-9]*),"images":\[((?:' + _TEXT + rb"(?:," + _TEXT + rb")*)?)\]\}")
+_PLAIN_VALUE: Final = re.compile(  # a time of 18 digits at most: a longer one is parsed, and refused
+    rb'\{"at":(0|[1-9][0-9]{0,17}),"images":\[((?:' + _TEXT + rb"(?:," + _TEXT + rb")*)?)\]\}"
+)
 
 
 def _canonical_key(key: bytes | None) -> bytes | None:

@@ -176,3 +176,17 @@ def test_an_image_id_holding_nul_is_refused() -> None:
     assert len(remembered) == 0
     record = (b'["shoes","p1"]', json.dumps({"at": Wall().ms, "images": ["a\0b.jpg"]}).encode())
     assert remembered.restore(0, [record]) == 0, "a changelog record holding one is skipped"
+
+
+def test_a_record_another_writer_made_is_read_as_the_old_memory_read_it() -> None:
+    """Duplicate ids told once, a time past what an int holds refused, spaces and escapes read."""
+    wall = Wall()
+    remembered = memory(wall)
+    records: list[tuple[bytes | None, bytes | None]] = [
+        (b'["shoes","p1"]', b'{"at":%d,"images":["a.jpg","a.jpg","b.jpg"]}' % wall.ms),
+        (b'["shoes","p2"]', b'{"at":' + b"9" * 5000 + b',"images":["a.jpg"]}'),
+        (b'[ "shoes", "p\\u0033" ]', b'{"images": ["c\\u002ejpg"], "at": %d}' % wall.ms),
+    ]
+    assert remembered.restore(0, records) == 2
+    assert remembered.take(0, ("shoes", "p1"))[0] == ["a.jpg", "b.jpg"]
+    assert remembered.take(0, ("shoes", "p3"))[0] == ["c.jpg"]
