@@ -30,6 +30,7 @@ from service.pipeline.events import InvalidEvent
 from service.pipeline.partitions import Partitions, PartitionState, Position
 from service.pipeline.pending import PendingEvent, SourceRecord
 from service.pipeline.poison import HandlingFailed, PoisonMarks
+from service.settings import StateSettings
 from service.vocabulary import CancelReason
 
 __all__ = ["Due", "Finished", "Ledger", "Rejected", "StateChange"]
@@ -74,7 +75,7 @@ class Ledger:
         self.topic = topic
         self.share_of = share_of
         self._partitions = Partitions()
-        self._memory = memory or DeletionMemory(window_seconds=7 * 86_400, max_products=500_000)
+        self._memory = memory or DeletionMemory.from_settings(StateSettings())
         self._outbox: deque[Due] = deque()
         self._marks = marks or PoisonMarks(None, group="")
 
