@@ -89,20 +89,22 @@ class DeletionMemory:
         return list(entry.images), tombstone
 
     def restore(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-        """A partition's changelog, oldest first (key, value): the memory as its previous owner left it. Returns
-        how many of its products are remembered."""
+        """A partition's changelog, oldest first (key, value): the memory as its previous owner left it, over what
+        is remembered of it already (a tombstone forgets a product). Returns how many of its products are
+        remembered."""
         horizon = self._wall_ms() - self._window_ms
-        restored: dict[Product, _Entry] = {}
+        restored: dict[Product, _Entry | None] = {}
         for key, value in records:
             product = None if key is None else _product(key)
             if product is None:
                 continue
             restored.pop(product, None)
             entry = _entry(value)
-            if entry is not None and entry.at_ms >= horizon:
-                restored[product] = entry
-        for product, entry in sorted(restored.items(), key=lambda item: item[1].at_ms):
-            self._entries[partition, product] = entry
+            restored[product] = entry if entry is not None and entry.at_ms >= horizon else None
+        for product, entry in sorted(restored.items(), key=lambda item: -1 if item[1] is None else item[1].at_ms):
+            self._entries.pop((partition, product), None)
+            if entry is not None:
+                self._entries[partition, product] = entry
         self._bound()
         return sum(1 for number, _ in self._entries if number == partition)
 
