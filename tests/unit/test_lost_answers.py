@@ -99,7 +99,7 @@ def test_answers_are_kept_within_their_bound_and_dropped_after_a_while() -> None
     now = [0.0]
     keeper = rig.pipeline._rebalance._kept
     assert isinstance(keeper, LostAnswers)
-    keeper._clock = lambda: now[0]  # type: ignore[method-assign]
+    keeper._clock = lambda: now[0]
     keeper._max_bytes = 1  # nothing fits
     answered_then_lost(rig, 0, 1)
     assert keeper.partitions == frozenset(), "over the bound: not kept"
@@ -107,7 +107,7 @@ def test_answers_are_kept_within_their_bound_and_dropped_after_a_while() -> None
     rig = Rig()
     keeper = rig.pipeline._rebalance._kept
     assert isinstance(keeper, LostAnswers)
-    keeper._clock = lambda: now[0]  # type: ignore[method-assign]
+    keeper._clock = lambda: now[0]
     answered_then_lost(rig, 0, 1)
     assert keeper.partitions == {0, 1}
     now[0] += keeper._keep_seconds + 1
