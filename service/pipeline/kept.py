@@ -110,8 +110,12 @@ class LostAnswers:
         kept: dict[int, _Answers] = {}
         for number in partitions:
             state = self._ledger.get(number)
-            if state is not None:
-                kept[number] = _Answers(state.committed, now)
+            if state is None:
+                continue
+            answers = kept[number] = _Answers(state.committed, now)
+            for offset, records in state.recalled.items():  # recalled after an earlier loss, not read again yet
+                for record in records:
+                    answers.add(Entry(state, offset, record))
         for entry in self._carrier.carried(partitions):
             if entry.partition in kept:
                 kept[entry.partition].add(entry)

@@ -37,6 +37,8 @@ class Record:
     """A dead letter already cut to its headers: nothing shorter can replace it."""
 
     def size(self) -> int:
-        """Its bytes in memory, about: key, value and headers (what bounds the answers kept after a loss)."""
+        """Its bytes in memory, about: key, value, headers and the consumed record's value it holds (what bounds
+        the answers kept after a loss)."""
         headers = sum(len(name) + len(data or b"") for name, data in self.headers)
-        return len(self.key or b"") + len(self.value or b"") + headers
+        source = 0 if self.source is None else len(self.source.value or b"")
+        return len(self.key or b"") + len(self.value or b"") + headers + source

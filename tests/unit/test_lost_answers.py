@@ -143,3 +143,18 @@ def test_kept_offsets_are_produced_in_order_with_the_records_read_after_them() -
     rig.step()
     assert rig.committed_outcomes() == ["a", "d"]
     assert rig.consumer.position(0) == (2, "")
+
+
+def test_answers_recalled_and_not_yet_read_again_are_kept_through_a_second_loss() -> None:
+    rig = Rig()
+    answered_then_lost(rig, 0, 1)
+    rig.consumer.assign(0, 1)
+    rig.pipeline._turn()  # the memory's changes go into the transaction; nothing read again yet
+    rig.consumer.lose(0, 1)  # the outage goes on: lost again
+    rig.pipeline._commit.commit()
+    rig.consumer.assign(0, 1)
+    read_again(rig, (0, 0, delisted("a", "c1")), (1, 0, delisted("b", "c2")))
+    assert rig.executor.calls == [], "no call made again"
+    rig.step()
+    assert sorted(rig.committed_outcomes()) == ["a", "b"]
+    assert len(deletions(rig)) == 2
