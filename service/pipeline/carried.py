@@ -8,14 +8,15 @@ dooms the transaction), and what goes again into the next one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Message
 
 from service.pipeline.ledger import Ledger
-from service.pipeline.outlet import REFUSED_FOR_GOOD, Acked, Record, Refused, produce_now
+from service.pipeline.outlet import REFUSED_FOR_GOOD, Acked, Refused, produce_now
 from service.pipeline.partitions import PartitionState
+from service.pipeline.records import Record
 from service.pipeline.renewal import Producers
 from service.pipeline.topic_wait import MISSING, TopicWait
 
@@ -31,6 +32,11 @@ class Entry:
     offset: int
     record: Record
     acked: bool = False
+
+    @property
+    def partition(self) -> int | None:
+        """The input partition it answers (a changelog record's is its own, co-partitioned with the input)."""
+        return self.state.number if self.state is not None else self.record.partition
 
 
 class Carried:
@@ -96,6 +102,15 @@ class Carried:
         """Drops the records of partitions no longer held, in the transaction and waiting for a topic."""
         self.entries = [entry for entry in self.entries if self.held(entry)]
         self.missing.keep(self.held)
+
+    def of(self, partitions: Collection[int], waiting: Iterable[Entry]) -> list[Entry]:
+        """The records of ``partitions``, still held: waiting for their topic, in the open transaction, then those
+        ``waiting`` for the next one."""
+        return [
+            entry
+            for entry in [*self.missing.waiting, *self.entries, *waiting]
+            if entry.partition in partitions and self.held(entry)
+        ]
 
     def held(self, entry: Entry) -> bool:
         if entry.state is not None:

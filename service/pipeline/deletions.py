@@ -105,9 +105,9 @@ class DeletionMemory:
 
     def restore(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
         """A partition's changelog, oldest first (key, value): the memory as its previous owner left it, in the
-        order it wrote it. Each record is applied as it comes (``records`` may be a reader's stream), the bound
-        kept all along, so a restore holds no more than the memory itself. Returns how many of its products are
-        remembered."""
+        order it wrote it, over what is remembered of it already (a tombstone forgets a product). Each record is
+        applied as it comes (``records`` may be a reader's stream), the bound kept all along, so a restore holds no
+        more than the memory itself. Returns how many of its products are remembered."""
         horizon = self._wall_ms() - self._window_ms
         prefix = b"%d" % partition
         for key, value in records:

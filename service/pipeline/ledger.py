@@ -10,7 +10,8 @@ Steps report to it and never change an event or a partition's offsets themselves
 - publish takes what is finished from ``outbox`` (the single hand-off to publishing), reports what it produced
   (``produced``) and what the broker acknowledged (``acknowledged``);
 - commit asks for each partition's ``positions`` and records what was ``committed``;
-- a rebalance ``assign``\\s and ``drop``\\s partitions; a drain ``abandon``\\s events no call has touched.
+- a rebalance ``assign``\\s and ``drop``\\s partitions, and ``recall``\\s the answers kept for a lost partition that
+  came back; a drain ``abandon``\\s events no call has touched.
 
 Everything here runs on the poll loop's thread. The state behind it (``Partitions``: per partition, the commit
 watermark, the events in flight, the done offsets inherited from a previous owner) is the boundary that a
@@ -20,7 +21,7 @@ transactional, durable ledger replaces: whatever it must survive passes through 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -30,10 +31,11 @@ from service.pipeline.events import InvalidEvent
 from service.pipeline.partitions import Partitions, PartitionState, Position
 from service.pipeline.pending import PendingEvent, SourceRecord
 from service.pipeline.poison import HandlingFailed, PoisonMarks
+from service.pipeline.records import Record
 from service.settings import StateSettings
 from service.vocabulary import CancelReason
 
-__all__ = ["Due", "Finished", "Ledger", "Rejected", "StateChange"]
+__all__ = ["Due", "Finished", "Ledger", "Recalled", "Rejected", "StateChange"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,16 @@ class StateChange:
     record: ChangelogRecord
 
 
-Due = Finished | Rejected | StateChange
+@dataclass(frozen=True, slots=True)
+class Recalled:
+    """A record read again after its partition came back from a loss: the records this replica had in hand for
+    it are produced again as they were, with no call (``LostAnswers``)."""
+
+    record: SourceRecord
+    records: tuple[Record, ...]
+
+
+Due = Finished | Rejected | StateChange | Recalled
 """What the outbox hands to publishing."""
 
 
@@ -88,7 +99,8 @@ class Ledger:
 
     def admit(self, record: SourceRecord) -> bool:
         """A held record was consumed: whether it is to be processed, False if a previous owner finished it (the
-        commit's metadata says so)."""
+        commit's metadata says so) or if this replica had its answer in hand when it lost the partition (its records
+        are due again: ``recall``)."""
         state = self._partitions.get(record.partition)
         if state is None:
             return False
@@ -96,6 +108,10 @@ class Ledger:
         if state.already_done(record.offset):
             return False
         state.offsets.track(record.offset)
+        recalled = state.recalled.pop(record.offset, None)
+        if recalled:
+            self._outbox.append(Recalled(record, tuple(recalled)))
+            return False
         return True
 
     def open(self, pending: PendingEvent) -> None:
@@ -186,6 +202,16 @@ class Ledger:
     def restore(self, partition: int, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
         """A partition just assigned: its memory of deletions, from the changelog. Returns products remembered."""
         return self._memory.restore(partition, records)
+
+    def recall(
+        self, state: PartitionState, answers: Mapping[int, list[Record]], changes: Sequence[ChangelogRecord]
+    ) -> None:
+        """A partition back from a loss, its committed position unmoved: the records this replica had in hand for
+        its offsets are produced when they are read again (``admit``), and the changes of its memory of deletions
+        that the aborted transaction carried are remembered again and due for the changelog once more."""
+        state.recalled.update(answers)
+        self._memory.restore(state.number, ((change.key, change.value) for change in changes))
+        self._outbox.extend(StateChange(change) for change in changes)
 
     def remembered(self) -> int:
         """Products whose deletions are remembered, over the partitions held."""

@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -26,17 +25,16 @@ from service.metrics import Metrics
 from service.pipeline.halt import Halt
 from service.pipeline.ledger import Ledger
 from service.pipeline.partitions import PartitionState
-from service.pipeline.pending import Headers, SourceRecord
+from service.pipeline.records import Record
 from service.pipeline.topic_wait import MISSING, TopicWait
-from service.vocabulary import TraceContext
 
 __all__ = ["REFUSED_FOR_GOOD", "Acked", "Acknowledged", "Delivered", "Outlet", "Record", "Refused", "produce_now"]
 
 log = logging.getLogger(__name__)
 
-Acked = Callable[[PartitionState, int, "Record"], None]
+Acked = Callable[[PartitionState, int, Record], None]
 """Called once a record of the event at (partition, offset) is acknowledged."""
-Refused = Callable[[PartitionState, int, "Record", str], "Record | None"]
+Refused = Callable[[PartitionState, int, Record, str], Record | None]
 """Called when the producer refuses a record for good: what to write in its place, or None (nothing)."""
 
 REFUSED_FOR_GOOD: Final = frozenset(
@@ -49,28 +47,6 @@ REFUSED_FOR_GOOD: Final = frozenset(
     }
 )
 """Delivery errors about the record itself: producing it again cannot help."""
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record to produce: an outcome or a dead-letter copy, for the event at a partition's offset."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    kind: Literal["outcome", "dead_letter", "state"]
-    label: str
-    """The outcome's status or the dead letter's reason (a metric label)."""
-    timestamp_ms: int | None
-    """The consumed record's timestamp (end-to-end latency); None for dead letters."""
-    partition: int | None = None
-    """A partition of its own (a changelog record, co-partitioned with the input); None: by its key."""
-    source: SourceRecord | None = None
-    """The consumed record it answers (None for a changelog record)."""
-    trace: TraceContext | None = None
-    stripped: bool = False
-    """A dead letter already cut to its headers: nothing shorter can replace it."""
 
 
 class Delivered:

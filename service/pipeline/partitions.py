@@ -16,6 +16,7 @@ from typing import NamedTuple
 from service.pipeline.offset_metadata import decode_done, encode_done
 from service.pipeline.offsets import PartitionOffsets
 from service.pipeline.pending import PendingEvent
+from service.pipeline.records import Record
 
 __all__ = ["PartitionState", "Partitions", "Position"]
 
@@ -45,6 +46,9 @@ class PartitionState:
     the delists it will redo."""
     truncated: int = 0
     """Done offsets left out of the last position's metadata because the map did not fit."""
+    recalled: dict[int, list[Record]] = field(default_factory=dict)
+    """Offsets whose records this replica had in hand when it lost the partition, nobody having committed it
+    since (``LostAnswers``): when read again, their records are produced instead of calling the API again."""
 
     @classmethod
     def resumed_from(cls, number: int, committed: Position | None) -> PartitionState:

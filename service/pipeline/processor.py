@@ -33,6 +33,7 @@ from service.pipeline.events import EventDecoder, EventTypes, decode_event
 from service.pipeline.gauges import Gauges
 from service.pipeline.halt import Halt
 from service.pipeline.intake import Intake
+from service.pipeline.kept import lost_answers
 from service.pipeline.lane import AccountCalls, AccountLane, LaneShared
 from service.pipeline.ledger import Ledger
 from service.pipeline.outputs import OutputsBacklog
@@ -148,7 +149,7 @@ class Pipeline:
         self._share = share([lane.paced for lane in self._lanes])
         self._rebalance = Rebalance(
             consumer=consumer, ledger=ledger, flow=self, share=self._share, stats=self._stats, health=health,
-            metrics=metrics, revoke_seconds=self._grace,
+            metrics=metrics, revoke_seconds=self._grace, kept=lost_answers(self._transaction, self._commit, ledger),
         )  # fmt: skip
         self._gauges = Gauges(metrics=metrics, health=health, lanes=self._lanes)
         self._demand_now = ReplicaDemand(

@@ -3,7 +3,8 @@
 On assign, each partition's state starts from what its previous owner committed (the offset's metadata names
 the events it already finished). On revoke, the flow finishes the partition's work under way within a bound
 and commits it (``Flow.revoke``) before the partition goes. Lost partitions belong to someone else already:
-they are never committed. Every way out goes through ``Ledger.drop``, then ``Flow.dropped``.
+they are never committed, but the answers in hand for them are kept (``LostAnswers``), for when they come back
+with nobody having committed them since. Every way out goes through ``Ledger.drop``, then ``Flow.dropped``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 from service.health import HealthState
 from service.metrics import Metrics
 from service.pipeline.consumer_stats import ConsumerStats
+from service.pipeline.kept import LostAnswers
 from service.pipeline.ledger import Ledger
 from service.pipeline.partitions import PartitionState, Position
 from service.pipeline.share import QpsShare
@@ -55,7 +57,9 @@ class Rebalance:
         health: HealthState,
         metrics: Metrics,
         revoke_seconds: float,
+        kept: LostAnswers | None = None,
     ) -> None:
+        """``kept``: keeps the answers in hand for lost partitions (exactly-once; None: they are forgotten)."""
         self._consumer = consumer
         self._ledger = ledger
         self._flow = flow
@@ -64,6 +68,7 @@ class Rebalance:
         self._stats = stats
         self._health = health
         self._metrics = metrics
+        self._kept = kept
         self._topic_partitions: int | None = None
         self.changed = False
         self.closing = False
@@ -71,11 +76,14 @@ class Rebalance:
 
     def on_assign(self, _consumer: Consumer, assigned: list[TopicPartition]) -> None:
         committed = self._committed(assigned)
-        self._ledger.assign(PartitionState.resumed_from(tp.partition, committed.get(tp.partition)) for tp in assigned)
+        states = [PartitionState.resumed_from(tp.partition, committed.get(tp.partition)) for tp in assigned]
+        self._ledger.assign(states)
         self._flow.assigned(frozenset(tp.partition for tp in assigned))
+        if self._kept is not None:
+            self._kept.assigned(states, committed)  # after the memory of deletions is restored: on top of it
         self._health.brokers_up = True  # the group's coordinator just answered; statistics follow every 5 s
         self.changed = True
-        inherited = sum(len(state.inherited_done) for state in self._ledger.states() if state.number in committed)
+        inherited = sum(len(state.inherited_done) for state in states)
         log.info("partitions assigned", extra={"count": len(assigned), "state": f"{inherited} offsets already done"})
 
     def on_revoke(self, _consumer: Consumer, revoked_partitions: list[TopicPartition]) -> None:
@@ -87,7 +95,10 @@ class Rebalance:
         log.info("partitions revoked", extra={"count": len(revoked)})
 
     def on_lost(self, _consumer: Consumer, lost: list[TopicPartition]) -> None:
-        self._drop(frozenset(tp.partition for tp in lost))
+        numbers = frozenset(tp.partition for tp in lost)
+        if self._kept is not None:
+            self._kept.lost(numbers)
+        self._drop(numbers)
         log.warning("partitions lost", extra={"count": len(lost)})
 
     def _drop(self, numbers: frozenset[int]) -> None:
@@ -96,17 +107,18 @@ class Rebalance:
         self._flow.dropped(numbers)
         self.changed = True
 
-    def _committed(self, assigned: Collection[TopicPartition]) -> dict[int, Position]:
-        """What the previous owners committed, with metadata; nothing on an error (they are then redone)."""
+    def _committed(self, assigned: Collection[TopicPartition]) -> dict[int, Position | None]:
+        """What the previous owners committed, with metadata (None: nothing yet); a partition whose position could
+        not be read is missing (its finished events are then redone, and answers kept for it discarded)."""
         try:
             positions = self._consumer.committed(list(assigned), timeout=COMMITTED_TIMEOUT_SECONDS)
         except Exception as error:  # noqa: BLE001 - without it, finished events are redone, nothing is lost
             log.warning("could not read the committed offsets' metadata: %s", error)
             return {}
         return {
-            tp.partition: Position(tp.offset, tp.metadata or "")
+            tp.partition: Position(tp.offset, tp.metadata or "") if tp.offset >= 0 else None
             for tp in positions
-            if tp.error is None and tp.offset >= 0
+            if tp.error is None
         }
 
     def settle(self) -> None:

@@ -56,6 +56,11 @@ class TopicWait(Generic[T]):
         """The topics the waiting records are for: missing at the last look."""
         return frozenset(self._topics)
 
+    @property
+    def waiting(self) -> list[T]:
+        """What waits, oldest first."""
+        return list(self._waiting)
+
     def holds(self, topic: str) -> bool:
         """Whether records for ``topic`` wait: a new one goes behind them (the topic's order is kept)."""
         return topic in self._topics

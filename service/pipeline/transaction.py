@@ -230,6 +230,10 @@ class Transaction:
             if self._carried.held(entry):
                 self._add(entry)
 
+    def carried(self, partitions: frozenset[int]) -> list[Entry]:
+        """The records this transaction (and the next, waiting) carries for ``partitions``: answers in hand."""
+        return self._carried.of(partitions, self._waiting)
+
     def dropped(self) -> None:
         """Partitions were lost: records of theirs in the open transaction must not commit (their next owner
         publishes them); the transaction is aborted (after the commit under way) and the rest produced again."""

@@ -14,7 +14,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,7 +33,6 @@ from devkit.processes import (
     ServiceProcess,
     Topics,
     event,
-    load_kafka_local,
     wait_for,
 )
 from service.pipeline.steps.commit import TRANSACTION_INTERVAL_SECONDS
@@ -347,16 +346,6 @@ def test_faults_throttling_and_a_quota_reset_mid_run_lose_nothing_and_waste_no_c
         max_observed_qps=stats["max_observed_qps"],
     )
     scan_for_secret(kafka_bootstrap, names, [service])
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Any]:
-    kafka_local = load_kafka_local()
-    kafka_local.fetch()
-    broker = kafka_local.LocalKafka(data_dir=tmp_path / "kafka")
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 def test_a_broker_restart_mid_run_is_survived_without_losing_anything(

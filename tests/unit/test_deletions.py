@@ -78,6 +78,22 @@ def test_restore_replays_the_changelog_keeping_the_last_record_and_dropping_tomb
     assert restored.take(2, ("shoes", "old"))[0] == []
 
 
+def test_restore_over_what_is_remembered_applies_tombstones_and_newer_records() -> None:
+    """Answers kept through a lost partition: their changes go over the memory read back from the changelog."""
+    wall = Wall()
+    remembered = memory(wall)
+    remembered.deleted(1, "shoes", "p1", ["a.jpg"])
+    remembered.deleted(1, "shoes", "p2", ["b.jpg"])
+    kept = memory(wall)
+    kept.deleted(1, "shoes", "p1", ["a.jpg"])
+    tombstone = kept.take(1, ("shoes", "p1"))[1]
+    newer = kept.deleted(1, "shoes", "p2", ["c.jpg"])
+    assert tombstone is not None
+    assert remembered.restore(1, [(tombstone.key, tombstone.value), (newer.key, newer.value)]) == 1
+    assert remembered.take(1, ("shoes", "p1")) == ([], None), "forgotten by the tombstone"
+    assert remembered.take(1, ("shoes", "p2"))[0] == ["c.jpg"]
+
+
 def test_forgetting_a_partition_frees_its_products() -> None:
     remembered = memory(Wall())
     for n in range(5):

@@ -64,6 +64,10 @@ class Checkpoint(Step[object], Protocol):
     def seconds_until_due(self) -> float | None:
         """How soon the loop should turn again for the checkpoint to move on (None: it waits for nothing)."""
 
+    def settle(self) -> None:
+        """Waits for the commit under way, if any, and records its positions: each partition's ``committed`` is
+        then what the group holds (the baseline of answers kept after a loss)."""
+
 
 class CommitStep:
     def __init__(
@@ -150,6 +154,9 @@ class CommitStep:
     def seconds_until_due(self) -> float | None:
         return None  # the consumer's commit is asynchronous and its interval loose: nothing to turn for
 
+    def settle(self) -> None:
+        pass  # positions are recorded when sent (a failure reported later puts the previous ones back)
+
 
 class TransactionStep:
     """Exactly-once's checkpoint: the offsets of what was published go into the producer's transaction, which
@@ -222,6 +229,9 @@ class TransactionStep:
         if self._transaction.carrying:
             return max(0.0, self._last + self._interval - self._clock())
         return None
+
+    def settle(self) -> None:
+        self._settled(self._transaction.settle(None))
 
     def commit(
         self, *, sync: bool = False, only: Collection[int] | None = None, wait: float = DELIVERY_WAIT_SECONDS

@@ -27,7 +27,7 @@ from typing import Final
 from service.kafka_clients import DEFAULT_MESSAGE_MAX_BYTES
 from service.metrics import Metrics
 from service.pipeline.events import InvalidEvent
-from service.pipeline.ledger import Due, Finished, Ledger, Rejected
+from service.pipeline.ledger import Due, Finished, Ledger, Recalled, Rejected
 from service.pipeline.outcomes import (
     DLQ_HEADER_PREFIX,
     TRUNCATION_HEADERS,
@@ -147,6 +147,8 @@ class PublishStep:
                 self._publish(source, records)
         elif isinstance(item, Rejected):
             self._invalid(item.record, item.error)
+        elif isinstance(item, Recalled):  # answered before its partition was lost: the same records, no call
+            self._publish(item.record, list(item.records))
         else:
             change = item.record
             self._outlet.produce_state(
