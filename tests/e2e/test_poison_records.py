@@ -126,7 +126,7 @@ def inject(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: str) -> None:
 
 
 def test_a_record_whose_handling_raises_is_dead_lettered_as_internal_error_and_the_rest_go_on(
-    kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory,
+    *, kafka_bootstrap: str, topics: TopicsFactory, sandbox_process: SandboxFactory, service_process: ServiceFactory,
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     names: Topics = topics(partitions=1)
