@@ -9,8 +9,8 @@ A collection holds the GIL throughout, so the transaction's commit thread, back 
 every commit over 40 ms in the instrumented runs overlapped a full collection, none of the others did.
 
 Collecting generation 0 every 10,000 net allocations (and generation 1 every 20 of those) lets an event's objects
-die young instead: 1 full collection a run instead of 17-20, every collection's pause 64 ms at most (159 ms
-before), about a fifth of the time spent collecting. The cost: cyclic garbage (a call's httpx request and
+die young instead: 1-2 full collections a run instead of 17-20, the longest pause 64 ms (159 ms before) on a
+machine at load 3, about a fifth of the time spent collecting. The cost: cyclic garbage (a call's httpx request and
 response, about 54 objects) waits longer to be freed.
 """
 
