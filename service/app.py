@@ -25,6 +25,7 @@ from service.api.rate_limit import RateLimiter
 from service.api.retry import RetryPolicy
 from service.api.signing import Credentials
 from service.budget import Allowance, AllowanceKind
+from service.collector import tune_collector
 from service.control.replica import ReplicaControls, open_controls
 from service.health import HealthServer, HealthState
 from service.internal_topics import create_command, ensure_topics, internal_topics
@@ -264,6 +265,7 @@ def _qps_share(settings: Settings, member: str) -> Callable[[Sequence[Paced]], Q
 def run_service(settings: Settings, begun: Begun | None = None) -> int:
     """``begun``: the outcome producer made first thing (``service.startup``; made now if None)."""
     configure_logging(settings.log.level, settings.log.format)
+    tune_collector()  # the garbage collector's full collections held the GIL 60-130 ms each (decision 0025)
     log.info("starting imgsweep", extra={"state": masked_config(settings)})
     user_group = settings.kafka.group_id  # the outcomes' source, whichever topic the pipeline reads
     given, settings = settings, pipeline_settings(settings)  # behind the router: the collections topic (0022)
