@@ -66,3 +66,30 @@ def test_a_record_for_a_topic_that_is_gone_waits_and_goes_once_it_is_back(monkey
         time.sleep(0.01)
     assert acked == [1, 2], "both, in their order, once"
     assert refused == []
+
+
+def test_a_record_the_producer_refuses_for_its_own_state_goes_again_and_is_never_dead_lettered() -> None:
+    producer = GoneProducer()
+    acked: list[int] = []
+    refused: list[str] = []
+    outlet = Acknowledged(
+        producer,  # type: ignore[arg-type]
+        held=lambda _state: True,
+        acked=lambda _state, offset, _record: acked.append(offset),
+        halt=Halt(HealthState(), Metrics()),
+    )
+    outlet.on_refused(lambda _state, _offset, _record, error: refused.append(error))
+    refuse = KafkaError(KafkaError._STATE, "Unable to produce message: Local: Erroneous state")
+    produce = producer.produce
+
+    def refusing(topic: str, **kwargs: Any) -> None:
+        raise KafkaException(refuse)
+
+    producer.produce = refusing  # type: ignore[method-assign]
+    outlet.produce(PartitionState(0), 1, record(b"a"))
+    outlet.poll()
+    assert (acked, refused) == ([], []), "kept: not dead-lettered, not acknowledged"
+    producer.produce = produce  # type: ignore[method-assign]
+    outlet.poll()  # produced again
+    outlet.poll()  # acknowledged
+    assert (acked, refused) == ([1], [])
