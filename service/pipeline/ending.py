@@ -10,7 +10,7 @@ Seen in the broker-restart reliability test (docs/reliability.md): the broker st
 in librdkafka's out-queue; ``send_offsets_to_transaction`` timed out after 30 s, and the abort that followed never
 completed, its EndTxn left in the TxnCoordinator's out-queue (``REQTMOUT … 1 out-queue`` every 30 s, minutes after
 the broker was back). ``Aborting.overdue`` says when to stop waiting for it: a new producer with the same
-``transactional.id`` (``Producers.renew``) fences the old one and the coordinator aborts its transaction.
+``transactional.id`` (``Producers.fatal``, ``overdue``) fences the old one and the coordinator aborts its transaction.
 """
 
 from __future__ import annotations
