@@ -4,10 +4,10 @@ record refused meanwhile, and does a new producer with the same ``transactional.
 
     python -m bench.commit_outage [--delay 0.1] [--down 8]
 
-``--delay``: seconds between the broker's stop and the call. Timing decides: of 4 runs on 2026-12-07 (2-core
+``--delay``: seconds between the broker's stop and the call. Timing decides: of 5 runs on 2026-12-07 (2-core
 machine, 8 s down) one caught it (0.1 s: the call timed out after 60 s, ``transaction.timeout.ms``; every abort
 timed out for 60 s more, ``produce`` refused with ``_STATE`` meanwhile; a new producer initialised in 0.0 s and
-committed); in the others the call went through before the stop (0.0 s) or once the broker was back (0.1 s, 1.0 s,
+committed); in the others the call went through before the stop (0.0 s) or once the broker was back (0.1 s, 1.0 s twice,
 after the reconnect backoff), and the abort finished. A broker of its own (the cached jars), on loopback; 1-2 min.
 """
 
