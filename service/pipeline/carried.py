@@ -136,6 +136,11 @@ class Carried:
             self.entries = [other for other in self.entries if other is not entry]
             self.missing.hold(entry, refusal.str())
             return
+        if isinstance(refusal, KafkaError) and refusal.code() not in REFUSED_FOR_GOOD:
+            # The producer's state, not the record (``_STATE`` while an abort is under way): it stays, unacknowledged,
+            # and the transaction is aborted and produces it again; replaced, its event would commit with no outcome.
+            self.failed = self.failed or refusal.str()
+            return
         self._replace(entry, refusal.str() if isinstance(refusal, KafkaError) else refusal)
         if entry in self.entries:
             self.send(entry)

@@ -44,9 +44,12 @@ REFUSED_FOR_GOOD: Final = frozenset(
         KafkaError.INVALID_MSG_SIZE,
         KafkaError.INVALID_RECORD,
         KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError._INVALID_ARG,
     }
 )
-"""Delivery errors about the record itself: producing it again cannot help."""
+"""Errors about the record itself (delivery reports', or ``produce``'s: ``_INVALID_ARG``): producing it again
+cannot help. Any other refusal is the producer's or the cluster's (``_STATE`` during an abort, a full or unknown
+partition): the record is produced again, never replaced by a dead letter."""
 
 
 class Delivered:
@@ -124,6 +127,8 @@ class Acknowledged:
         self._halt = halt
         self._refused: Refused = lambda _state, _offset, _record, _error: None
         self._missing = TopicWait[tuple[PartitionState, int, Record]](lambda item: item[2].topic)
+        self._again: list[tuple[PartitionState, int, Record]] = []
+        """Records the producer refused for a reason of its own: produced again at the next ``poll``."""
 
     def on_refused(self, refused: Refused) -> None:
         self._refused = refused
@@ -147,6 +152,11 @@ class Acknowledged:
         if isinstance(refusal, KafkaError) and refusal.code() in MISSING:  # the topic is gone: the record waits
             self._missing.hold((state, offset, record), refusal.str())
             return
+        if isinstance(refusal, KafkaError) and refusal.code() not in REFUSED_FOR_GOOD:  # not the record's fault
+            if not self._again:
+                log.warning("the producer refused a record, trying again: %s", refusal.str())
+            self._again.append((state, offset, record))
+            return
         instead = self._refused(state, offset, record, refusal.str() if isinstance(refusal, KafkaError) else refusal)
         if instead is not None:
             self.produce(state, offset, instead)
@@ -166,7 +176,8 @@ class Acknowledged:
 
     def poll(self) -> None:
         self._producer.poll(0)
-        for state, offset, record in self._missing.back(self._producer):
+        again, self._again = self._again, []
+        for state, offset, record in [*again, *self._missing.back(self._producer)]:
             if self._held(state):
                 self.produce(state, offset, record)
 

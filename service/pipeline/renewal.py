@@ -114,18 +114,21 @@ class Producers:
     def renewing(self) -> bool:
         return self._renewal is not None and self._renewal.under_way
 
-    def fatal(self, error: KafkaError, *, renew: bool = True, carrying: int = 0) -> bool:
-        """Whether ``error`` ends this producer. Fenced (or ``renew`` False, or no ``make``): the halt trips for an
-        exit. Else a new producer is being made from now on (``took_over``); ``carrying``: records kept for it."""
-        if not (error.fatal() or fenced(error)):
+    def fatal(self, error: KafkaError, *, renew: bool = True, carrying: int = 0, overdue: bool = False) -> bool:
+        """Whether ``error`` ends this producer: a fatal one, or any when ``overdue`` (an abort of a transaction
+        that surely did not commit never finished: ``ending.Aborting``). Fenced (or ``renew`` False, or no
+        ``make``): the halt trips for an exit. Else a new producer is being made from now on (``took_over``);
+        ``carrying``: records kept for it."""
+        if not (error.fatal() or fenced(error) or overdue):
             return False
         if fenced(error) or not renew or self._renewal is None:
             self._halt.trip(f"Kafka producer fatal error in its transaction: {error.str()}", exit=True)
             return True
         if not self._renewal.under_way:
             log.error(
-                "the producer failed for good (%s): a new one with the same transactional.id takes over; the "
-                "records of its transaction are kept and produced again, no API call is made again",
+                "the producer failed for good, or its abort never finished (%s): a new one with the same "
+                "transactional.id takes over; the records of its transaction are kept and produced again, no API "
+                "call is made again",
                 error.str(),
                 extra={"count": carrying},
             )

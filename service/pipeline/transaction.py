@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from service.metrics import Metrics
 from service.pipeline.carried import Carried, Entry
+from service.pipeline.ending import Aborting, CommitFailure, commit_call
 from service.pipeline.halt import Halt
 from service.pipeline.inflight import InFlight
 from service.pipeline.ledger import Ledger
@@ -80,7 +81,8 @@ class Transaction:
         """``wake``: set when a commit is over, so that the loop turns at once to open the next transaction;
         ``renew``: makes a producer like this one, to take over from one librdkafka made fatal (None: exit);
         ``stuck_seconds``: a transaction whose records are not all delivered this long after it began is aborted
-        (well before ``transaction.timeout.ms``, after which the coordinator aborts it and fences the producer)."""
+        (well before ``transaction.timeout.ms``, after which the coordinator aborts it and fences the producer), and
+        an abort of one that surely did not commit, unfinished this long, gives it a new producer (``_abort``)."""
         self._consumer = consumer
         self._halt = halt
         self._metrics = metrics
@@ -93,11 +95,10 @@ class Transaction:
         self._closed = False
         """Between ``close`` and the end of the commit: records handed over wait in ``_waiting``."""
         self._waiting: list[Entry] = []
-        self._committing: InFlight[KafkaError | None] | None = None
+        self._committing: InFlight[CommitFailure | None] | None = None
         self._stuck = stuck_seconds
         self._began = 0.0
-        self._aborting: AbortReason | None = None
-        """An abort timed out (no coordinator): librdkafka goes on with it, and the next checkpoint asks again."""
+        self._aborting = Aborting()
 
     @property
     def closed(self) -> bool:
@@ -183,19 +184,7 @@ class Transaction:
         if self._producers.renewing:  # it was fatal: the new producer's transaction commits them
             return
         metadata = self._consumer.consumer_group_metadata() if offsets else None
-        producer = self._producers.current
-
-        def commit() -> KafkaError | None:
-            try:
-                if offsets:
-                    producer.send_offsets_to_transaction(list(offsets), metadata)
-                producer.commit_transaction()
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                return error
-            return None
-
-        self._committing = InFlight(commit, finished=self._wake.set)
+        self._committing = InFlight(commit_call(self._producers.current, offsets, metadata), finished=self._wake.set)
 
     def settle(self, timeout: float | None = 0.0) -> bool | None:
         """The outcome of the commit under way, once it is over (waits up to ``timeout``; None: forever): True
@@ -205,12 +194,14 @@ class Transaction:
         if committing is None or not committing.wait(timeout):
             return None
         self._committing = None
-        error = committing.result()
-        if error is not None:
-            # Fatal here ends the process even without a fence: the commit may have reached the broker, and its
-            # records produced again by a new producer would be read twice.
-            if not self._fatal(error, renew=False):
-                self._abort(AbortReason.COMMIT_FAILED, error.str())  # retriable or abortable alike
+        failure = committing.result()
+        if failure is not None:
+            # A failed commit_transaction that is fatal ends the process even without a fence: the commit may have
+            # reached the broker, and its records produced again by a new producer would be read twice. Failed
+            # offsets (send_offsets_to_transaction) mean no commit was asked: those records may go again.
+            error, maybe_committed = failure.error, failure.maybe_committed
+            if not self._fatal(error, renew=not maybe_committed):  # retriable or abortable alike: aborted
+                self._abort(AbortReason.COMMIT_FAILED, error.str(), maybe_committed=maybe_committed)
             self.reopen()
             return False
         self._metrics.transaction_commit_seconds.observe(committing.seconds)
@@ -255,41 +246,42 @@ class Transaction:
         if not self._open and not self._producers.renewing and self._call(_begun):
             self._open, self._began = True, time.monotonic()
 
-    def _abort(self, reason: AbortReason, cause: str) -> None:
+    def _abort(self, reason: AbortReason, cause: str, *, maybe_committed: bool = False) -> None:
         """Aborts the open transaction; what it carried for partitions still held is produced again. An abort no
-        coordinator answered is asked again at each checkpoint, logged once."""
-        if self._aborting is None:
+        coordinator answered is asked again at each checkpoint, logged once; unfinished after ``stuck_seconds``
+        (a transaction that surely did not commit), a new producer takes its records over (``ending``)."""
+        if self._aborting.reason is None:
             log.warning("transaction aborted, its records go again: %s", cause, extra={"reason": str(reason)})
         if self._producers.renewing:  # the old producer's transaction ends with it
             self._carried.keep_held()
             return
-        first = self._aborting is None
-        commit_failed = AbortReason.COMMIT_FAILED in (self._aborting, reason)
-        self._aborting = AbortReason.COMMIT_FAILED if commit_failed else reason
+        first = self._aborting.begin(reason, maybe_committed=maybe_committed)
         try:
             self._producers.current.abort_transaction(ABORT_TIMEOUT_SECONDS)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
-            if not self._fatal(error):  # (no coordinator answered: the abort goes on in librdkafka)
+            if not self._fatal(error, overdue=self._aborting.overdue(self._stuck)):  # the abort goes on in librdkafka
                 if first:
                     log.warning("aborting the transaction failed, trying again: %s", error.str())
                 self._carried.failed = self._carried.failed or f"abort unfinished: {error.str()}"
             return
-        self._aborting = None
+        self._aborting.end()
         self._metrics.transaction_aborts.labels(reason).inc()
         self._open = False
         self._carried.ended()
         self._carried.again()
 
-    def _fatal(self, error: KafkaError, *, renew: bool = True) -> bool:
-        """A fenced or fatally failed producer can do nothing more (``Producers.fatal``): the process exits, or a
-        new producer takes over and this transaction's records go into its first one (``_ready``)."""
+    def _fatal(self, error: KafkaError, *, renew: bool = True, overdue: bool = False) -> bool:
+        """A fenced or fatally failed producer (or one whose abort is ``overdue``) can do nothing more
+        (``Producers.fatal``): the process exits, or a new producer takes over and this transaction's records go
+        into its first one (``_ready``)."""
         # After a failed commit, an abort refused as fatal may mean the commit went through (INVALID_TXN_STATE: the
         # coordinator's transaction is CompleteCommit): its records must not go again, so the process exits.
-        renew = renew and self._aborting is not AbortReason.COMMIT_FAILED
-        if not self._producers.fatal(error, renew=renew, carrying=len(self._carried.entries)):
+        renew = renew and not self._aborting.maybe_committed
+        if not self._producers.fatal(error, renew=renew, carrying=len(self._carried.entries), overdue=overdue):
             return False
-        self._open, self._aborting = False, None
+        self._open = False
+        self._aborting.end()
         self._carried.ended()
         return True
 

@@ -184,7 +184,8 @@ class FakeTransactionalProducer(FakeProducer):
     ``commit_transaction`` raise ``fail_commit`` (a ``KafkaError``), ``fail_abort`` the next
     ``abort_transaction``, ``fail_poll`` the next ``poll`` (librdkafka raises its fatal error from any call);
     ``produce`` refuses a record for a topic in ``gone`` (``_UNKNOWN_TOPIC``), and ``list_topics`` leaves those
-    out. ``committed`` may be shared by several producers (one broker)."""
+    out; every record while ``refuse`` is set (a ``KafkaError``: the producer's state, e.g. ``_STATE``).
+    ``committed`` may be shared by several producers (one broker)."""
 
     def __init__(self, consumer: FakeConsumer) -> None:
         super().__init__()
@@ -198,6 +199,7 @@ class FakeTransactionalProducer(FakeProducer):
         self.fail_abort: Any = None
         self.fail_poll: Any = None
         self.gone: set[str] = set()
+        self.refuse: Any = None
         self.known: set[str] = set()
         self.purged = False
         self._open: list[tuple[str, bytes | None, list[tuple[str, bytes | None]]]] | None = None
@@ -225,6 +227,8 @@ class FakeTransactionalProducer(FakeProducer):
         self.known.add(topic)
         if topic in self.gone:
             raise KafkaException(KafkaError(KafkaError._UNKNOWN_TOPIC, f"{topic}: unknown topic"))
+        if self.refuse is not None:
+            raise KafkaException(self.refuse)
         super().produce(topic, value=value, key=key, headers=headers, partition=partition, on_delivery=on_delivery)
         self._open.append(self.produced[-1])
 

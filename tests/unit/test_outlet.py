@@ -1,4 +1,5 @@
-"""At-least-once's outlet: a record for a topic that is gone waits for it, in order, and is never dead-lettered."""
+"""At-least-once's outlet: a record for a topic that is gone, or refused by the producer for a reason of its own,
+waits and goes again, in order, and is never dead-lettered."""
 
 from __future__ import annotations
 
@@ -39,10 +40,8 @@ def record(key: bytes) -> Record:
     return Record("outcomes", key, b"{}", [], "outcome", "deleted", None)
 
 
-def test_a_record_for_a_topic_that_is_gone_waits_and_goes_once_it_is_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("service.pipeline.topic_wait.LOOK_SECONDS", 0.0)
-    producer = GoneProducer()
-    producer.gone.add("outcomes")
+def outlet_of(producer: FakeProducer) -> tuple[Acknowledged, list[int], list[str]]:
+    """An outlet on ``producer``, with the offsets it acknowledged and the errors it reported as refused for good."""
     acked: list[int] = []
     refused: list[str] = []
     outlet = Acknowledged(
@@ -52,6 +51,14 @@ def test_a_record_for_a_topic_that_is_gone_waits_and_goes_once_it_is_back(monkey
         halt=Halt(HealthState(), Metrics()),
     )
     outlet.on_refused(lambda _state, _offset, _record, error: refused.append(error))
+    return outlet, acked, refused
+
+
+def test_a_record_for_a_topic_that_is_gone_waits_and_goes_once_it_is_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("service.pipeline.topic_wait.LOOK_SECONDS", 0.0)
+    producer = GoneProducer()
+    producer.gone.add("outcomes")
+    outlet, acked, refused = outlet_of(producer)
     state = PartitionState(0)
     outlet.produce(state, 1, record(b"a"))
     outlet.produce(state, 2, record(b"b"))  # behind a
@@ -66,3 +73,22 @@ def test_a_record_for_a_topic_that_is_gone_waits_and_goes_once_it_is_back(monkey
         time.sleep(0.01)
     assert acked == [1, 2], "both, in their order, once"
     assert refused == []
+
+
+def test_a_record_the_producer_refuses_for_its_own_state_goes_again_and_is_never_dead_lettered() -> None:
+    producer = GoneProducer()
+    outlet, acked, refused = outlet_of(producer)
+    refuse = KafkaError(KafkaError._STATE, "Unable to produce message: Local: Erroneous state")
+    produce = producer.produce
+
+    def refusing(topic: str, **kwargs: Any) -> None:
+        raise KafkaException(refuse)
+
+    producer.produce = refusing  # type: ignore[method-assign]
+    outlet.produce(PartitionState(0), 1, record(b"a"))
+    outlet.poll()
+    assert (acked, refused) == ([], []), "kept: not dead-lettered, not acknowledged"
+    producer.produce = produce  # type: ignore[method-assign]
+    outlet.poll()  # produced again
+    outlet.poll()  # acknowledged
+    assert (acked, refused) == ([1], [])

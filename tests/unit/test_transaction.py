@@ -15,7 +15,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 from service.api.models import BatchResult
 from service.api.quota import QuotaGate
@@ -328,3 +328,70 @@ def test_records_for_a_topic_that_is_gone_wait_for_it_and_are_never_dead_lettere
     assert transaction.missing_topics == frozenset()
     rig.step()
     assert rig.health.outputs_blocked is None
+
+
+def test_a_record_the_producer_refuses_for_its_own_state_goes_again_and_is_never_dead_lettered() -> None:
+    rig = Rig()
+    rig.feed((0, 0, delisted("a", "c1")))
+    # librdkafka refuses every record while an abort is under way (no coordinator answered): not the record's fault
+    rig.producer.refuse = KafkaError(KafkaError._STATE, "Unable to produce message: Local: Erroneous state")
+    rig.executor.resolve("c1")
+    rig.step()
+    rig.step()
+    assert rig.consumer.position(0) is None, "no offset committed without its outcome"
+    assert rig.pipeline._ledger.unacknowledged() == 1
+    dead_letters = rig.settings.kafka.dlq_topic
+    assert [topic for topic, _, _ in rig.producer.produced if topic == dead_letters] == [], "not dead-lettered"
+    rig.producer.refuse = None  # the abort is over
+    rig.step()
+    rig.step()
+    assert rig.committed_outcomes() == ["a"]
+    assert rig.consumer.position(0) == (1, "")
+    assert rig.executor.calls == [], "no call made again"
+
+
+def test_an_abort_unfinished_after_the_offsets_failed_gives_the_records_to_a_new_producer() -> None:
+    rig = Rig(renew=True)
+    rig.feed((0, 0, delisted("a", "c1")), (1, 0, delisted("b", "c2")))
+    rig.executor.resolve("c1")
+    rig.executor.resolve("c2")
+    rig.pipeline._turn()  # both outcomes in the open transaction
+
+    def timed_out(*_args: Any, **_kwargs: Any) -> None:  # the coordinator's requests wait in librdkafka's out-queue
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Local: Timed out", retriable=True))
+
+    stuck = rig.producer
+    stuck.send_offsets_to_transaction = timed_out  # type: ignore[method-assign]
+    stuck.abort_transaction = timed_out  # type: ignore[method-assign]
+    transaction = rig.pipeline._transaction
+    assert transaction is not None
+    transaction._stuck = 0.0  # the abort is overdue at once
+    rig.step_until(lambda: sorted(rig.committed_outcomes()) == ["a", "b"])
+    assert not rig.pipeline._halt.exit
+    assert len(rig.producers) == 2
+    assert stuck.purged
+    assert rig.executor.calls == [], "no call made again"
+    assert rig.consumer.position(0) == (1, "")
+    assert rig.consumer.position(1) == (1, "")
+    assert rig.metrics.outcomes.labels("deleted", "default")._value.get() == 2, "each outcome counted once"
+
+
+def test_an_unfinished_abort_after_a_failed_commit_never_gives_the_records_to_a_new_producer() -> None:
+    rig = Rig(renew=True)
+    rig.feed((0, 0, delisted("a", "c1")))
+    rig.executor.resolve("c1")
+    rig.pipeline._turn()
+
+    def timed_out(*_args: Any, **_kwargs: Any) -> None:
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "Local: Timed out", retriable=True))
+
+    rig.producer.commit_transaction = timed_out  # type: ignore[method-assign]  # it may have reached the broker
+    rig.producer.abort_transaction = timed_out  # type: ignore[method-assign]
+    transaction = rig.pipeline._transaction
+    assert transaction is not None
+    transaction._stuck = 0.0
+    for _ in range(5):
+        rig.step()
+        transaction.settle(5)
+    assert len(rig.producers) == 1, "its records could be read twice"
+    assert rig.committed_outcomes() == []
