@@ -7,7 +7,8 @@ git worktree of its revision (the working tree itself for ``--after`` by default
 output topics; the sandbox's images are stored again before each run, so every run deletes them for real.
 The runs alternate before, after, after, before (``--rounds`` pairs), so a machine that warms up or slows down
 weighs on both alike. Per run: events/s between 10 % and 90 % of the backlog finished
-(``imgsweep_outcomes_total``, read every 0.1 s: start-up and the last linger stay out), the process's peak RSS
+(``imgsweep_outcomes_total``, read every 0.1 s: start-up and the last linger stay out; timed from the last
+reading below 10 %, so a drain that passes 10 % and 90 % between two readings still has a rate), the process's peak RSS
 (VmHWM) and CPU seconds (user + system, whole process, start to finish). The report gives each side's median,
 its range, and the ratios after ÷ before. ``--setting NAME=VALUE`` (an ``IMGSWEEP_`` name without the prefix)
 goes to both versions: only settings both know; ``--before-setting``/``--after-setting`` to one side only (two
@@ -122,6 +123,7 @@ def _drain(tree: Path, *, bootstrap: str, topic: str, tag: str, endpoint: str, e
         process = subprocess.Popen([sys.executable, "-m", "service", "run"], cwd=tree, env=env, stdout=output,
                                    stderr=subprocess.STDOUT)  # fmt: skip
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=5)
+    start: tuple[float, float] | None = None
     first: tuple[float, float] | None = None
     last: tuple[float, float] | None = None
     peak = cpu = 0.0
@@ -139,12 +141,16 @@ def _drain(tree: Path, *, bootstrap: str, topic: str, tag: str, endpoint: str, e
             usage = read_usage(process.pid)
             peak, cpu = max(peak, usage.peak_rss_mb), usage.cpu_seconds
             now = time.monotonic()
-            if first is None and done >= 0.1 * events:
-                first = (now, done)
+            if first is None and (done < 0.1 * events or start is None):
+                start = (now, done)  # the last reading before the first tenth: a drain faster than one reading
+            if first is None and start is not None and done >= 0.1 * events:  # is still timed from ``start``
+                first = start if start[1] < done else (now, done)
             if last is None and done >= 0.9 * events:
                 last = (now, done)
             if done >= events and first is not None and last is not None:
-                rate = (last[1] - first[1]) / max(last[0] - first[0], 1e-9)
+                if last[0] <= first[0]:
+                    raise _failed(f"{tag} drained {events} events before a reading could time it: give more", log)
+                rate = (last[1] - first[1]) / (last[0] - first[0])
                 return Run(tag.rstrip("0123456789"), rate, peak, cpu, commit_p99_ms(text))
         raise _failed(f"{tag} did not drain {events} events in {DRAIN_TIMEOUT:.0f} s", log)
     finally:
