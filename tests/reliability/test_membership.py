@@ -144,15 +144,16 @@ class Run:
     topics: Topics
     feed: Feed
     watch: Watch
-    launch: Callable[[Topics, str, dict[str, str]], ServiceProcess]
+    launch: Callable[[Topics, str, dict[str, str], bool], ServiceProcess]
     replicas: list[ServiceProcess] = field(default_factory=list)
 
-    def start_replica(self, instance_id: str | None) -> ServiceProcess:
-        """Starts ``imgsweep run`` and returns once /readyz answers 200 (subscribed; not yet assigned)."""
+    def start_replica(self, instance_id: str | None, *, wait: bool = True) -> ServiceProcess:
+        """Starts ``imgsweep run`` and, with ``wait``, returns once /readyz answers 200 (subscribed; not yet
+        assigned)."""
         membership = {"KAFKA__GROUP_PROTOCOL": self.protocol}
         if instance_id is not None:
             membership["KAFKA__GROUP_INSTANCE_ID"] = instance_id
-        replica = self.launch(self.topics, f"{self.name}-{len(self.replicas)}", membership)
+        replica = self.launch(self.topics, f"{self.name}-{len(self.replicas)}", membership, wait)
         self.replicas.append(replica)
         return replica
 
@@ -188,7 +189,7 @@ def scenario(
     secrets_dir = tmp_path / "no-secrets"
     secrets_dir.mkdir()
 
-    def launch(names: Topics, log_name: str, membership: dict[str, str]) -> ServiceProcess:
+    def launch(names: Topics, log_name: str, membership: dict[str, str], wait: bool) -> ServiceProcess:
         return ServiceProcess.start(
             bootstrap=kafka_bootstrap,
             topics=names,
@@ -196,6 +197,7 @@ def scenario(
             log_path=tmp_path / f"{log_name}.log",
             secrets_dir=secrets_dir,
             settings={**TEST_SETTINGS, **SERVICE, **membership},
+            wait=wait,
         )
 
     def start(name: str, protocol: str) -> Run:
@@ -244,7 +246,9 @@ def restart_after_sigkill(
     run.settle()
     old.kill()
     killed = time.monotonic()
-    new = run.start_replica(instance_id)
+    new = run.start_replica(instance_id, wait=False)
+    # KIP-848 may refuse it (fatal) before /readyz was ever seen 200: fenced is an answer, not a timeout.
+    new.wait_ready(cancelled=lambda: FENCED in new.logs())
     ready = time.monotonic()
     disrupted()
     deadline = ready + FLOW_TIMEOUT
